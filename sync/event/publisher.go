@@ -1,0 +1,161 @@
+package event
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig names the JetStream stream that carries events and says how
+// it is created when it does not exist yet.
+type StreamConfig struct {
+	// Name of the stream. Required.
+	Name string
+	// SubjectPrefix is the first part of every event subject. Required.
+	SubjectPrefix string
+	// Replicas is the stream's replica count. If not set, 1.
+	Replicas int
+	// Storage is file or memory storage. If not set, file.
+	Storage jetstream.StorageType
+	// MaxAge is how long an event is kept. If not set, 7 days.
+	MaxAge time.Duration
+	// Duplicates is the deduplication window. If not set, 2 minutes.
+	Duplicates time.Duration
+}
+
+func (c *StreamConfig) jetstreamConfig() jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "pushsync dataset-changed events",
+		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     c.Storage,
+		Replicas:    max(c.Replicas, 1),
+		MaxAge:      c.MaxAge,
+		Duplicates:  c.Duplicates,
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 7 * 24 * time.Hour
+	}
+	if cfg.Duplicates == 0 {
+		cfg.Duplicates = 2 * time.Minute
+	}
+	return cfg
+}
+
+// EnsureStream creates the stream if it does not exist. If it exists, it
+// checks that the stream captures the event subjects and deduplicates
+// publishes, and otherwise returns an error saying what differs; it never
+// changes an existing stream.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
+	if c.Name == "" || c.SubjectPrefix == "" {
+		return nil, errors.New("event: stream name and subject prefix are required")
+	}
+	want := c.jetstreamConfig()
+	s, err := js.Stream(ctx, c.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, c.Name) // created by another process meanwhile
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("event: stream %s: %w", c.Name, err)
+	}
+	got := s.CachedInfo().Config
+	if !slices.Contains(got.Subjects, want.Subjects[0]) {
+		return nil, fmt.Errorf("event: stream %s exists but its subjects %q do not include %q", c.Name, got.Subjects, want.Subjects[0])
+	}
+	if got.Duplicates <= 0 {
+		return nil, fmt.Errorf("event: stream %s exists but has no duplicate window, so retried publishes would be stored twice", c.Name)
+	}
+	if got.Retention == jetstream.WorkQueuePolicy {
+		return nil, fmt.Errorf("event: stream %s exists with work-queue retention; pushsync needs limits retention so that several consumers can read it", c.Name)
+	}
+	return s, nil
+}
+
+// Publisher puts DatasetChanged events on the event stream. It is safe for
+// concurrent use.
+type Publisher struct {
+	js     jetstream.JetStream
+	prefix string
+	stream string
+	tries  int
+	wait   time.Duration
+}
+
+// PublisherOptions configures a Publisher.
+type PublisherOptions struct {
+	// Stream is the stream to publish to; the publisher checks the server
+	// stored the event there. Required.
+	Stream string
+	// SubjectPrefix is the prefix of event subjects. Required.
+	SubjectPrefix string
+	// Attempts is how often a publish is tried when the server does not
+	// answer; retries are safe because of the deduplication id. If not set, 3.
+	Attempts int
+	// RetryWait is the pause between attempts. If not set, 250ms.
+	RetryWait time.Duration
+}
+
+// NewPublisher returns a Publisher. It does not create the stream: call
+// EnsureStream once at start-up.
+func NewPublisher(js jetstream.JetStream, opts PublisherOptions) (*Publisher, error) {
+	if js == nil || opts.Stream == "" || opts.SubjectPrefix == "" {
+		return nil, errors.New("event: a JetStream context, a stream and a subject prefix are required")
+	}
+	p := &Publisher{js: js, prefix: opts.SubjectPrefix, stream: opts.Stream, tries: opts.Attempts, wait: opts.RetryWait}
+	if p.tries <= 0 {
+		p.tries = 3
+	}
+	if p.wait <= 0 {
+		p.wait = 250 * time.Millisecond
+	}
+	return p, nil
+}
+
+// Publish validates the event and publishes it with its deduplication id.
+// It returns once the stream has stored the event (or recognised it as a
+// duplicate of one it stored). An invalid event is rejected with an error
+// wrapping ErrInvalid and nothing is published.
+func (p *Publisher) Publish(ctx context.Context, e *DatasetChanged) (*jetstream.PubAck, error) {
+	if e.Version == 0 {
+		c := *e
+		c.Version = Version
+		e = &c
+	}
+	data, err := Marshal(e)
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: Subject(p.prefix, e), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(e))
+	for attempt := 1; ; attempt++ {
+		ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(p.stream))
+		if err == nil {
+			return ack, nil
+		}
+		if attempt >= p.tries || !retryable(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("event: publish %s: %w", msg.Subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("event: publish %s: %w", msg.Subject, ctx.Err())
+		case <-time.After(p.wait):
+		}
+	}
+}
+
+func retryable(err error) bool {
+	// A deadline here is the per-attempt timeout: the caller's own context
+	// is checked before retrying.
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded)
+}
