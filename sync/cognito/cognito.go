@@ -108,3 +108,11 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 func isAlnum(c byte) bool {
 	return isDigit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
 }
+
+// HashTag returns the Redis Cluster hash tag shared by every key of one
+// identity, so that all of them live in one slot and one Lua script or
+// transaction can touch them together. Pool and identity ids cannot hold
+// '/', '{' or '}', so the tag is unambiguous.
+func HashTag(poolID, identityID string) string {
+	return "{" + poolID + "/" + identityID + "}"
+}

@@ -1,0 +1,355 @@
+package registry
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// AppKind is the push service a platform app talks to.
+type AppKind string
+
+// The kinds of platform app.
+const (
+	KindAPNs AppKind = "apns"
+	KindFCM  AppKind = "fcm"
+)
+
+// App is a platform app: the credentials pushsync uses to push to one
+// mobile app through APNs or FCM.
+type App struct {
+	// Name identifies the app, like the name in an SNS platform-application
+	// ARN: 1 to 256 characters of letters, digits, '_', '.' and '-'.
+	Name string `json:"name"`
+	// Kind says which of APNs and FCM is set.
+	Kind AppKind `json:"kind"`
+	// APNs holds the credentials of an APNs app.
+	APNs *APNsCredentials `json:"apns,omitempty"`
+	// FCM holds the credentials of an FCM app.
+	FCM *FCMCredentials `json:"fcm,omitempty"`
+	// CreatedAt and UpdatedAt are set by PutApp.
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	// Revision is raised by every PutApp; clients cached for an older
+	// revision are rebuilt.
+	Revision int64 `json:"-"`
+}
+
+// APNsCredentials authenticate to APNs with either a token signing key
+// (AuthKey, KeyID and TeamID) or a TLS client certificate (Certificate).
+type APNsCredentials struct {
+	// Topic is the app's bundle id, sent as apns-topic.
+	Topic string `json:"topic"`
+	// KeyID is the 10-character id of the .p8 signing key.
+	KeyID string `json:"keyId,omitempty"`
+	// TeamID is the 10-character Apple developer team id.
+	TeamID string `json:"teamId,omitempty"`
+	// AuthKey is the .p8 key file: a PEM PKCS#8 P-256 private key.
+	AuthKey string `json:"authKey,omitempty"`
+	// Certificate is a PEM certificate followed by its PEM private key.
+	Certificate string `json:"certificate,omitempty"`
+}
+
+// FCMCredentials authenticate to FCM with a Google service account.
+type FCMCredentials struct {
+	// ProjectID is the Firebase project id.
+	ProjectID string `json:"projectId"`
+	// ServiceAccount is the service account's JSON key file.
+	ServiceAccount string `json:"serviceAccount"`
+}
+
+// Validate checks that the app is complete and that its keys parse.
+func (a *App) Validate() error {
+	if err := validateAppName(a.Name); err != nil {
+		return err
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w %s: %s", ErrInvalidApp, a.Name, fmt.Sprintf(format, args...))
+	}
+	switch a.Kind {
+	case KindAPNs:
+		c := a.APNs
+		if c == nil || a.FCM != nil {
+			return bad("an apns app needs apns credentials and no fcm credentials")
+		}
+		if c.Topic == "" {
+			return bad("apns.topic (the bundle id) is required")
+		}
+		switch {
+		case c.AuthKey != "" && c.Certificate != "":
+			return bad("give either apns.authKey or apns.certificate, not both")
+		case c.AuthKey != "":
+			if c.KeyID == "" || c.TeamID == "" {
+				return bad("token authentication needs apns.keyId and apns.teamId")
+			}
+			if err := checkAuthKey(c.AuthKey); err != nil {
+				return bad("apns.authKey: %v", err)
+			}
+		case c.Certificate != "":
+			if _, err := tls.X509KeyPair([]byte(c.Certificate), []byte(c.Certificate)); err != nil {
+				return bad("apns.certificate must hold a PEM certificate and its private key: %v", err)
+			}
+		default:
+			return bad("apns needs authKey (with keyId and teamId) or certificate")
+		}
+	case KindFCM:
+		c := a.FCM
+		if c == nil || a.APNs != nil {
+			return bad("an fcm app needs fcm credentials and no apns credentials")
+		}
+		if c.ProjectID == "" {
+			return bad("fcm.projectId is required")
+		}
+		if err := checkServiceAccount(c.ServiceAccount); err != nil {
+			return bad("fcm.serviceAccount: %v", err)
+		}
+	default:
+		return bad("kind must be %q or %q, got %q", KindAPNs, KindFCM, a.Kind)
+	}
+	return nil
+}
+
+func validateAppName(name string) error {
+	if name == "" || len(name) > 256 || strings.IndexFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-')
+	}) >= 0 {
+		return fmt.Errorf("%w: name %q must be 1 to 256 letters, digits, '_', '.' or '-'", ErrInvalidApp, name)
+	}
+	return nil
+}
+
+func checkAuthKey(p8 string) error {
+	block, _ := pem.Decode([]byte(p8))
+	if block == nil {
+		return errors.New("not PEM")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("not a PKCS#8 private key: %v", err)
+	}
+	ec, ok := key.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return errors.New("APNs signing keys are ECDSA P-256")
+	}
+	return nil
+}
+
+func checkServiceAccount(js string) error {
+	var sa struct {
+		Type        string `json:"type"`
+		ClientEmail string `json:"client_email"`
+		PrivateKey  string `json:"private_key"`
+		TokenURI    string `json:"token_uri"`
+	}
+	if err := json.Unmarshal([]byte(js), &sa); err != nil {
+		return fmt.Errorf("not JSON: %v", err)
+	}
+	if sa.Type != "service_account" || sa.ClientEmail == "" || sa.PrivateKey == "" || sa.TokenURI == "" {
+		return errors.New(`must be a service account key file (type "service_account" with client_email, private_key and token_uri)`)
+	}
+	return nil
+}
+
+// PutApp creates or replaces a platform app and raises its revision.
+func (r *Registry) PutApp(ctx context.Context, app App) (App, error) {
+	if err := app.Validate(); err != nil {
+		return App{}, err
+	}
+	now := r.now().UTC()
+	key := r.configKey()
+	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		old, err := r.getApp(ctx, tx, app.Name)
+		switch {
+		case err == nil:
+			app.CreatedAt = old.CreatedAt
+		case errors.Is(err, ErrAppNotFound):
+			app.CreatedAt = now
+		default:
+			return err
+		}
+		app.UpdatedAt = now
+		data, err := json.Marshal(&app)
+		if err != nil {
+			return err
+		}
+		cmds, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, "app:"+app.Name, data)
+			p.HIncrBy(ctx, key, "rev:"+app.Name, 1)
+			return nil
+		})
+		if err == nil {
+			app.Revision = cmds[1].(*redis.IntCmd).Val()
+		}
+		return err
+	}, key)
+	if err != nil {
+		return App{}, fmt.Errorf("registry: put app %s: %w", app.Name, err)
+	}
+	return app, nil
+}
+
+// App returns a platform app with its credentials.
+func (r *Registry) App(ctx context.Context, name string) (App, error) {
+	return r.getApp(ctx, r.rdb, name)
+}
+
+func (r *Registry) getApp(ctx context.Context, c redis.Cmdable, name string) (App, error) {
+	vals, err := c.HMGet(ctx, r.configKey(), "app:"+name, "rev:"+name).Result()
+	if err != nil {
+		return App{}, fmt.Errorf("registry: get app %s: %w", name, err)
+	}
+	data, ok := vals[0].(string)
+	if !ok {
+		return App{}, fmt.Errorf("registry: %w: %s", ErrAppNotFound, name)
+	}
+	var app App
+	if err := json.Unmarshal([]byte(data), &app); err != nil {
+		return App{}, fmt.Errorf("registry: app %s has a corrupt record: %w", name, err)
+	}
+	if rev, ok := vals[1].(string); ok {
+		fmt.Sscan(rev, &app.Revision)
+	}
+	return app, nil
+}
+
+// Apps returns every platform app, sorted by name.
+func (r *Registry) Apps(ctx context.Context) ([]App, error) {
+	all, err := r.rdb.HGetAll(ctx, r.configKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: list apps: %w", err)
+	}
+	var apps []App
+	for f, v := range all {
+		name, ok := strings.CutPrefix(f, "app:")
+		if !ok {
+			continue
+		}
+		var app App
+		if err := json.Unmarshal([]byte(v), &app); err != nil {
+			return nil, fmt.Errorf("registry: app %s has a corrupt record: %w", name, err)
+		}
+		fmt.Sscan(all["rev:"+name], &app.Revision)
+		apps = append(apps, app)
+	}
+	sort.Slice(apps, func(i, j int) bool { return apps[i].Name < apps[j].Name })
+	return apps, nil
+}
+
+// DeleteApp removes a platform app. It refuses, with ErrAppInUse, while an
+// identity pool's push configuration names the app.
+func (r *Registry) DeleteApp(ctx context.Context, name string) error {
+	key := r.configKey()
+	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		all, err := tx.HGetAll(ctx, key).Result()
+		if err != nil {
+			return err
+		}
+		if _, ok := all["app:"+name]; !ok {
+			return fmt.Errorf("%w: %s", ErrAppNotFound, name)
+		}
+		for f, v := range all {
+			if pool, ok := strings.CutPrefix(f, "pool:"); ok {
+				var pp PoolPush
+				if json.Unmarshal([]byte(v), &pp) == nil && slices.Contains(pp.appNames(), name) {
+					return fmt.Errorf("%w: identity pool %s pushes through %s", ErrAppInUse, pool, name)
+				}
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HDel(ctx, key, "app:"+name, "rev:"+name)
+			return nil
+		})
+		return err
+	}, key)
+	if err != nil {
+		return fmt.Errorf("registry: delete app %s: %w", name, err)
+	}
+	return nil
+}
+
+// PoolPush is an identity pool's push configuration: for each platform, the
+// name of the platform app that serves it. APNS and APNS_SANDBOX devices may
+// share one APNs app; they differ only in the APNs host they are sent to.
+type PoolPush struct {
+	Apps map[Platform]string `json:"apps"`
+}
+
+func (pp *PoolPush) appNames() []string {
+	names := make([]string, 0, len(pp.Apps))
+	for _, n := range pp.Apps {
+		names = append(names, n)
+	}
+	return names
+}
+
+// SetPoolPush sets an identity pool's push configuration. Every app it
+// names must exist and be of the platform's kind. An empty configuration
+// turns push sync off for the pool.
+func (r *Registry) SetPoolPush(ctx context.Context, pool string, pp PoolPush) error {
+	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
+		return err
+	}
+	key := r.configKey()
+	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		for platform, name := range pp.Apps {
+			if _, err := ParsePlatform(string(platform)); err != nil {
+				return fmt.Errorf("%w: %w", ErrInvalidPoolPush, err)
+			}
+			app, err := r.getApp(ctx, tx, name)
+			if err != nil {
+				return fmt.Errorf("%w: platform %s: %w", ErrInvalidPoolPush, platform, err)
+			}
+			if app.Kind != platform.Kind() {
+				return fmt.Errorf("%w: platform %s needs an %s app, but %s is an %s app", ErrInvalidPoolPush, platform, platform.Kind(), name, app.Kind)
+			}
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if len(pp.Apps) == 0 {
+				p.HDel(ctx, key, "pool:"+pool)
+				return nil
+			}
+			data, err := json.Marshal(&pp)
+			if err != nil {
+				return err
+			}
+			p.HSet(ctx, key, "pool:"+pool, data)
+			return nil
+		})
+		return err
+	}, key)
+	if err != nil {
+		return fmt.Errorf("registry: set push configuration of %s: %w", pool, err)
+	}
+	return nil
+}
+
+// PoolPush returns an identity pool's push configuration, or
+// ErrPushNotEnabled if it has none.
+func (r *Registry) PoolPush(ctx context.Context, pool string) (PoolPush, error) {
+	data, err := r.rdb.HGet(ctx, r.configKey(), "pool:"+pool).Result()
+	if err == redis.Nil {
+		return PoolPush{}, fmt.Errorf("registry: %w: %s", ErrPushNotEnabled, pool)
+	}
+	if err != nil {
+		return PoolPush{}, fmt.Errorf("registry: get push configuration of %s: %w", pool, err)
+	}
+	var pp PoolPush
+	if err := json.Unmarshal([]byte(data), &pp); err != nil {
+		return PoolPush{}, fmt.Errorf("registry: push configuration of %s is corrupt: %w", pool, err)
+	}
+	return pp, nil
+}

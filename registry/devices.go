@@ -1,0 +1,230 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// luaHelpers are shared by the scripts below: hasWord reports whether a
+// space-separated list holds a word, dropWord removes it.
+const luaHelpers = `
+local function hasWord(list, w)
+  for x in string.gmatch(list, '%S+') do if x == w then return true end end
+  return false
+end
+local function dropWord(list, w)
+  local out = {}
+  for x in string.gmatch(list, '%S+') do if x ~= w then out[#out+1] = x end end
+  return table.concat(out, ' ')
+end
+`
+
+// registerScript returns {deviceId, record, created}. A device with the same
+// platform and token keeps its id.
+var registerScript = redis.NewScript(luaHelpers + `
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  local f, v = all[i], all[i+1]
+  if string.sub(f, 1, 2) == 'd:' then
+    n = n + 1
+    local a = string.find(v, '|', 1, true)
+    local b = string.find(v, '|', a + 1, true)
+    if string.sub(v, 1, a - 1) == ARGV[1] and string.sub(v, b + 1) == ARGV[2] then
+      return {string.sub(f, 3), v, '0'}
+    end
+  end
+end
+if n >= tonumber(ARGV[5]) then return redis.error_reply('TOOMANY') end
+local v = ARGV[1] .. '|' .. ARGV[4] .. '|' .. ARGV[2]
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], v)
+return {ARGV[3], v, '1'}
+`)
+
+// RegisterDevice registers a push token for an identity and returns the
+// device. Registering the same platform and token again for the same
+// identity returns the existing device with created false.
+func (r *Registry) RegisterDevice(ctx context.Context, pool, identity string, platform Platform, token string) (dev Device, created bool, err error) {
+	if err := validateIdentity(pool, identity); err != nil {
+		return Device{}, false, err
+	}
+	if _, err := ParsePlatform(string(platform)); err != nil {
+		return Device{}, false, err
+	}
+	token, err = NormalizeToken(platform, token)
+	if err != nil {
+		return Device{}, false, err
+	}
+	res, err := registerScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)},
+		string(platform), token, r.newID(), r.now().UnixMilli(), r.maxDevices).StringSlice()
+	if err != nil {
+		if strings.Contains(err.Error(), "TOOMANY") {
+			return Device{}, false, fmt.Errorf("registry: %w (at most %d)", ErrTooManyDevices, r.maxDevices)
+		}
+		return Device{}, false, fmt.Errorf("registry: register device: %w", err)
+	}
+	dev, err = decodeDevice(res[0], res[1])
+	return dev, res[2] == "1", err
+}
+
+// Device returns one device of an identity.
+func (r *Registry) Device(ctx context.Context, pool, identity, deviceID string) (Device, error) {
+	v, err := r.rdb.HGet(ctx, r.identityKey(pool, identity), "d:"+deviceID).Result()
+	if err == redis.Nil {
+		return Device{}, fmt.Errorf("registry: %w: %s", ErrDeviceNotFound, deviceID)
+	}
+	if err != nil {
+		return Device{}, fmt.Errorf("registry: get device: %w", err)
+	}
+	return decodeDevice(deviceID, v)
+}
+
+// Registration is everything registered for one identity: its devices and,
+// per dataset, the ids of the devices subscribed to it.
+type Registration struct {
+	Devices       map[string]Device
+	Subscriptions map[string][]string
+}
+
+// Subscribers returns the devices subscribed to the dataset, in
+// subscription order.
+func (reg *Registration) Subscribers(dataset string) []Device {
+	ids := reg.Subscriptions[dataset]
+	out := make([]Device, 0, len(ids))
+	for _, id := range ids {
+		if d, ok := reg.Devices[id]; ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Registration reads an identity's devices and subscriptions in one round
+// trip.
+func (r *Registry) Registration(ctx context.Context, pool, identity string) (*Registration, error) {
+	all, err := r.rdb.HGetAll(ctx, r.identityKey(pool, identity)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: read registration: %w", err)
+	}
+	reg := &Registration{Devices: make(map[string]Device, len(all)), Subscriptions: make(map[string][]string)}
+	for f, v := range all {
+		switch {
+		case strings.HasPrefix(f, "d:"):
+			d, err := decodeDevice(f[2:], v)
+			if err != nil {
+				return nil, err
+			}
+			reg.Devices[d.ID] = d
+		case strings.HasPrefix(f, "s:"):
+			reg.Subscriptions[f[2:]] = strings.Fields(v)
+		}
+	}
+	return reg, nil
+}
+
+// Subscribers returns the devices of an identity subscribed to a dataset.
+func (r *Registry) Subscribers(ctx context.Context, pool, identity, dataset string) ([]Device, error) {
+	reg, err := r.Registration(ctx, pool, identity)
+	if err != nil {
+		return nil, err
+	}
+	return reg.Subscribers(dataset), nil
+}
+
+var subscribeScript = redis.NewScript(luaHelpers + `
+if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[1]) == 0 then return redis.error_reply('NODEVICE') end
+local f = 's:' .. ARGV[2]
+local list = redis.call('HGET', KEYS[1], f) or ''
+if hasWord(list, ARGV[1]) then return 0 end
+if list == '' then list = ARGV[1] else list = list .. ' ' .. ARGV[1] end
+redis.call('HSET', KEYS[1], f, list)
+return 1
+`)
+
+// Subscribe subscribes a registered device to a dataset of its identity.
+// Subscribing again is not an error.
+func (r *Registry) Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error {
+	if err := validateSubscription(pool, identity, dataset, deviceID); err != nil {
+		return err
+	}
+	err := subscribeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, dataset).Err()
+	if err != nil && strings.Contains(err.Error(), "NODEVICE") {
+		return fmt.Errorf("registry: %w: %s", ErrDeviceNotFound, deviceID)
+	}
+	if err != nil {
+		return fmt.Errorf("registry: subscribe: %w", err)
+	}
+	return nil
+}
+
+var unsubscribeScript = redis.NewScript(luaHelpers + `
+local f = 's:' .. ARGV[2]
+local list = redis.call('HGET', KEYS[1], f)
+if not list or not hasWord(list, ARGV[1]) then return 0 end
+list = dropWord(list, ARGV[1])
+if list == '' then redis.call('HDEL', KEYS[1], f) else redis.call('HSET', KEYS[1], f, list) end
+return 1
+`)
+
+// Unsubscribe removes a device's subscription to a dataset. It returns
+// ErrNotSubscribed if there was none.
+func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, deviceID string) error {
+	if err := validateSubscription(pool, identity, dataset, deviceID); err != nil {
+		return err
+	}
+	n, err := unsubscribeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, dataset).Int()
+	if err != nil {
+		return fmt.Errorf("registry: unsubscribe: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("registry: %w: device %s, dataset %s", ErrNotSubscribed, deviceID, dataset)
+	}
+	return nil
+}
+
+var removeScript = redis.NewScript(luaHelpers + `
+if redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1]) == 0 then return 0 end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local f, v = all[i], all[i+1]
+  if string.sub(f, 1, 2) == 's:' and hasWord(v, ARGV[1]) then
+    local rest = dropWord(v, ARGV[1])
+    if rest == '' then redis.call('HDEL', KEYS[1], f) else redis.call('HSET', KEYS[1], f, rest) end
+  end
+end
+return 1
+`)
+
+// RemoveDevice removes a device and all its subscriptions in one atomic
+// step. It returns ErrDeviceNotFound if the device is not registered.
+func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) error {
+	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID).Int()
+	if err != nil {
+		return fmt.Errorf("registry: remove device: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("registry: %w: %s", ErrDeviceNotFound, deviceID)
+	}
+	return nil
+}
+
+func validateSubscription(pool, identity, dataset, deviceID string) error {
+	if err := validateIdentity(pool, identity); err != nil {
+		return err
+	}
+	if err := cognito.ValidateDatasetName(dataset); err != nil {
+		return err
+	}
+	if err := cognito.ValidateDeviceID(deviceID); err != nil {
+		return err
+	}
+	if strings.ContainsAny(deviceID, " \t") {
+		return &cognito.FieldError{Field: "DeviceId", Reason: "must not contain white space"}
+	}
+	return nil
+}

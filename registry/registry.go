@@ -1,0 +1,203 @@
+// Package registry keeps, in Redis, who gets a push: the devices of each
+// identity with their platform and push token, the datasets each device is
+// subscribed to, the platform apps (APNs and FCM credentials) operators
+// register, and which app serves which platform in each identity pool.
+//
+// Key schema, under a configurable prefix P:
+//
+//	P:{<pool>/<identity>}:push  hash, one per identity
+//	    d:<deviceId>  -> "<platform>|<registered unix ms>|<token>"
+//	    s:<dataset>   -> subscribed device ids, space-separated
+//	P:{config}        hash, operator configuration
+//	    app:<name>    -> platform app JSON
+//	    rev:<name>    -> the app's revision, raised on every change
+//	    pool:<pool>   -> the pool's push configuration JSON
+//
+// Every key of one identity carries the same hash tag, so registration,
+// subscription and removal are single atomic Lua scripts that work the same
+// on one Redis and on Redis Cluster.
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// Platform is a push platform as the Cognito Sync API names it.
+type Platform string
+
+// The platforms pushsync delivers to.
+const (
+	APNS        Platform = "APNS"
+	APNSSandbox Platform = "APNS_SANDBOX"
+	GCM         Platform = "GCM"
+)
+
+// Platforms lists every supported platform.
+var Platforms = []Platform{APNS, APNSSandbox, GCM}
+
+// ParsePlatform returns the platform named s. ADM, which the Cognito API
+// also names, is refused: Amazon Device Messaging was shut down.
+func ParsePlatform(s string) (Platform, error) {
+	switch p := Platform(s); p {
+	case APNS, APNSSandbox, GCM:
+		return p, nil
+	case "ADM":
+		return "", &cognito.FieldError{Field: "Platform", Reason: "ADM is not supported; use APNS, APNS_SANDBOX or GCM"}
+	default:
+		return "", &cognito.FieldError{Field: "Platform", Reason: fmt.Sprintf("%q is not one of APNS, APNS_SANDBOX, GCM", s)}
+	}
+}
+
+// Kind returns the kind of platform app that serves the platform.
+func (p Platform) Kind() AppKind {
+	if p == GCM {
+		return KindFCM
+	}
+	return KindAPNs
+}
+
+// Device is one registered device of an identity.
+type Device struct {
+	// ID is the DeviceId pushsync generated when the device registered.
+	ID string
+	// Platform says where pushes to the device go.
+	Platform Platform
+	// Token is the push token, normalised (APNs tokens in lower-case hex).
+	Token string
+	// RegisteredAt is when the device first registered.
+	RegisteredAt time.Time
+}
+
+func (d *Device) encode() string {
+	return string(d.Platform) + "|" + fmt.Sprint(d.RegisteredAt.UnixMilli()) + "|" + d.Token
+}
+
+func decodeDevice(id, v string) (Device, error) {
+	platform, rest, ok1 := strings.Cut(v, "|")
+	ms, token, ok2 := strings.Cut(rest, "|")
+	var msec int64
+	_, err := fmt.Sscan(ms, &msec)
+	if !ok1 || !ok2 || err != nil || token == "" {
+		return Device{}, fmt.Errorf("registry: device %s has a corrupt record %q", id, v)
+	}
+	return Device{ID: id, Platform: Platform(platform), Token: token, RegisteredAt: time.UnixMilli(msec)}, nil
+}
+
+// Maximum lengths of push tokens, in bytes.
+const (
+	maxAPNsTokenHex = 200
+	minAPNsTokenHex = 64
+	maxFCMToken     = 4096
+)
+
+// NormalizeToken validates a push token for the platform and returns its
+// canonical form. APNs tokens are hex and case-insensitive: spaces and the
+// angle brackets of the old NSData description form are removed and the
+// result is lower-cased. FCM registration tokens are opaque and kept as
+// given, without surrounding white space.
+func NormalizeToken(p Platform, token string) (string, error) {
+	token = strings.TrimSpace(token)
+	if token == "" {
+		return "", &cognito.FieldError{Field: "Token", Reason: "must not be empty"}
+	}
+	if p.Kind() == KindAPNs {
+		t := strings.Map(func(r rune) rune {
+			switch {
+			case r == ' ' || r == '<' || r == '>':
+				return -1
+			case r >= 'A' && r <= 'F':
+				return r + ('a' - 'A')
+			}
+			return r
+		}, token)
+		if len(t) < minAPNsTokenHex || len(t) > maxAPNsTokenHex || len(t)%2 != 0 || strings.IndexFunc(t, notHex) >= 0 {
+			return "", &cognito.FieldError{Field: "Token", Reason: fmt.Sprintf("an APNs device token is %d to %d hex digits, got %d characters", minAPNsTokenHex, maxAPNsTokenHex, len(token))}
+		}
+		return t, nil
+	}
+	if len(token) > maxFCMToken {
+		return "", &cognito.FieldError{Field: "Token", Reason: fmt.Sprintf("an FCM registration token is at most %d bytes, got %d", maxFCMToken, len(token))}
+	}
+	for _, r := range token {
+		if r <= ' ' || r == 0x7f || r > 0x7e {
+			return "", &cognito.FieldError{Field: "Token", Reason: "an FCM registration token holds printable ASCII only"}
+		}
+	}
+	return token, nil
+}
+
+func notHex(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') }
+
+// Errors returned by the registry; match them with errors.Is.
+var (
+	ErrDeviceNotFound  = errors.New("device not found")
+	ErrNotSubscribed   = errors.New("device is not subscribed to the dataset")
+	ErrTooManyDevices  = errors.New("identity has too many devices")
+	ErrAppNotFound     = errors.New("platform app not found")
+	ErrPushNotEnabled  = errors.New("push sync is not configured for the identity pool")
+	ErrAppInUse        = errors.New("platform app is in use")
+	ErrInvalidApp      = errors.New("invalid platform app")
+	ErrInvalidPoolPush = errors.New("invalid push configuration")
+)
+
+// Options configures a Registry.
+type Options struct {
+	// KeyPrefix is the first part of every key. If not set, "pushsync".
+	KeyPrefix string
+	// MaxDevicesPerIdentity bounds the devices one identity may register.
+	// If not set, 100.
+	MaxDevicesPerIdentity int
+	// Now returns the current time. If not set, time.Now.
+	Now func() time.Time
+	// NewID returns a fresh DeviceId. If not set, a random UUID.
+	NewID func() string
+}
+
+// Registry is the device and configuration store. It is safe for
+// concurrent use.
+type Registry struct {
+	rdb        redis.UniversalClient
+	prefix     string
+	maxDevices int
+	now        func() time.Time
+	newID      func() string
+}
+
+// New returns a Registry on the given Redis client.
+func New(rdb redis.UniversalClient, opts Options) *Registry {
+	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, now: opts.Now, newID: opts.NewID}
+	if r.prefix == "" {
+		r.prefix = "pushsync"
+	}
+	if r.maxDevices <= 0 {
+		r.maxDevices = 100
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.newID == nil {
+		r.newID = uuid.NewString
+	}
+	return r
+}
+
+func (r *Registry) identityKey(pool, identity string) string {
+	return r.prefix + ":" + cognito.HashTag(pool, identity) + ":push"
+}
+
+func (r *Registry) configKey() string { return r.prefix + ":{config}" }
+
+func validateIdentity(pool, identity string) error {
+	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
+		return err
+	}
+	return cognito.ValidateIdentityID(identity)
+}
