@@ -1,0 +1,301 @@
+// Package config is pushsync's one typed configuration: a YAML file, then
+// PUSHSYNC_* environment variables over it, then secrets read from files,
+// then validation that reports every problem at once.
+//
+// Decoding is strict: an unknown key, a second YAML document, a duration
+// without a unit or an unknown PUSHSYNC_* variable is an error rather than a
+// silently ignored setting. Every field documents its default and unit, and
+// Default returns exactly those values. The package reads the config file and
+// secret files and nothing else; it does no network I/O, and only the
+// commands import it — components take their own option structs.
+package config
+
+import "time"
+
+// The roles a pushsyncd process can run in.
+const (
+	// RoleWorker consumes dataset-change events and sends pushes.
+	RoleWorker = "worker"
+	// RoleDev runs a whole local stack in one process, for trying pushsync out.
+	RoleDev = "dev"
+)
+
+// Config is the whole configuration of pushsyncd. Its zero value is not
+// useful; start from Default, Load or Parse.
+type Config struct {
+	// Role is what this process runs: "worker" or "dev". If not set, "worker".
+	Role string `yaml:"role" json:"role"`
+	// Log configures the process log.
+	Log LogConfig `yaml:"log" json:"log"`
+	// HTTP configures the operational HTTP server.
+	HTTP HTTPConfig `yaml:"http" json:"http"`
+	// Redis configures the Redis that holds devices, subscriptions and
+	// platform apps.
+	Redis RedisConfig `yaml:"redis" json:"redis"`
+	// NATS configures the NATS JetStream connection and the event stream.
+	NATS NATSConfig `yaml:"nats" json:"nats"`
+	// Dispatcher configures event consumption and push fan-out.
+	Dispatcher DispatcherConfig `yaml:"dispatcher" json:"dispatcher"`
+	// APNs configures the Apple Push Notification service client.
+	APNs APNsConfig `yaml:"apns" json:"apns"`
+	// FCM configures the Firebase Cloud Messaging client.
+	FCM FCMConfig `yaml:"fcm" json:"fcm"`
+	// Dev configures the local stack of the "dev" role; other roles ignore it.
+	Dev DevConfig `yaml:"dev" json:"dev"`
+}
+
+// LogConfig configures the process log.
+type LogConfig struct {
+	// Level is the least severe level written: "debug", "info", "warn" or
+	// "error". If not set, "info".
+	Level string `yaml:"level" json:"level"`
+	// Format is "json" for one JSON object per line or "console" for
+	// human-readable lines. If not set, "json".
+	Format string `yaml:"format" json:"format"`
+}
+
+// HTTPConfig configures the HTTP server that serves /healthz, /readyz and
+// /metrics.
+type HTTPConfig struct {
+	// Listen is the host:port to listen on; an empty host means every
+	// interface. If not set, ":8080".
+	Listen string `yaml:"listen" json:"listen"`
+	// ShutdownTimeout is how long in-flight requests may run after a stop
+	// signal; 0 closes at once. If not set, 30s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+}
+
+// RedisConfig configures the Redis connection. One address means a single
+// node, several mean Redis Cluster, and a set MasterName means Sentinel.
+type RedisConfig struct {
+	// Addrs lists host:port addresses: one for a single node, several for
+	// the seed nodes of a Redis Cluster, or the sentinels when MasterName is
+	// set. It must not be empty. If not set, ["127.0.0.1:6379"].
+	Addrs []string `yaml:"addrs" json:"addrs"`
+	// MasterName, if set, selects Sentinel mode: Addrs are the sentinels and
+	// this is the name of the monitored master. If not set, "" (no Sentinel).
+	MasterName string `yaml:"master_name" json:"master_name"`
+	// Username is the ACL user name. If not set, "" (the default user).
+	Username string `yaml:"username" json:"username"`
+	// Password is the password of Username. Set it or PasswordFile, not
+	// both. If not set, "" (no password).
+	Password Secret `yaml:"password" json:"password"`
+	// PasswordFile is a file whose contents, less one trailing newline,
+	// become Password; a relative path is relative to the config file's
+	// directory. If not set, "".
+	PasswordFile string `yaml:"password_file" json:"password_file"`
+	// DB is the database number, 0 to 15; it must be 0 when Addrs lists
+	// several addresses, since Redis Cluster has only database 0. If not
+	// set, 0.
+	DB int `yaml:"db" json:"db"`
+	// KeyPrefix starts every key pushsync writes. It must not be empty or
+	// contain whitespace or braces, because keys are hash-tagged by identity.
+	// If not set, "pushsync".
+	KeyPrefix string `yaml:"key_prefix" json:"key_prefix"`
+	// DialTimeout bounds establishing a connection; it must be greater than
+	// 0. If not set, 5s.
+	DialTimeout Duration `yaml:"dial_timeout" json:"dial_timeout"`
+	// ReadTimeout bounds reading one reply; it must be greater than 0. If
+	// not set, 3s.
+	ReadTimeout Duration `yaml:"read_timeout" json:"read_timeout"`
+	// WriteTimeout bounds writing one command; it must be greater than 0.
+	// If not set, 3s.
+	WriteTimeout Duration `yaml:"write_timeout" json:"write_timeout"`
+	// PoolSize is the number of connections per node; 0 means the client's
+	// default of 10 per CPU. If not set, 0.
+	PoolSize int `yaml:"pool_size" json:"pool_size"`
+	// TLS configures TLS to Redis.
+	TLS RedisTLSConfig `yaml:"tls" json:"tls"`
+}
+
+// RedisTLSConfig configures TLS to Redis.
+type RedisTLSConfig struct {
+	// Enabled turns on TLS. If not set, false.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+	// CAFile is a PEM file of the authorities that may sign the server's
+	// certificate; a relative path is relative to the config file's
+	// directory. If not set, "" (the system roots).
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+}
+
+// NATSConfig configures the NATS connection and the JetStream stream that
+// carries dataset-change events.
+type NATSConfig struct {
+	// URL is one server URL or several separated by commas, each with the
+	// scheme nats, tls, ws or wss. If not set, "nats://127.0.0.1:4222".
+	URL string `yaml:"url" json:"url"`
+	// CredsFile is a NATS user credentials (.creds) file; a relative path is
+	// relative to the config file's directory. If not set, "" (none).
+	CredsFile string `yaml:"creds_file" json:"creds_file"`
+	// Token is an authentication token. Set it or TokenFile, not both. If
+	// not set, "" (none).
+	Token Secret `yaml:"token" json:"token"`
+	// TokenFile is a file whose contents, less one trailing newline, become
+	// Token; a relative path is relative to the config file's directory. If
+	// not set, "".
+	TokenFile string `yaml:"token_file" json:"token_file"`
+	// User is the user name for user/password authentication. If not set,
+	// "" (none).
+	User string `yaml:"user" json:"user"`
+	// Password is User's password. Set it or PasswordFile, not both. If not
+	// set, "" (none).
+	Password Secret `yaml:"password" json:"password"`
+	// PasswordFile is a file whose contents, less one trailing newline,
+	// become Password; a relative path is relative to the config file's
+	// directory. If not set, "".
+	PasswordFile string `yaml:"password_file" json:"password_file"`
+	// Stream is the JetStream stream name: not empty, no whitespace and none
+	// of . * > / \. If not set, "PUSHSYNC_EVENTS".
+	Stream string `yaml:"stream" json:"stream"`
+	// SubjectPrefix starts the subject of every event: dot-separated tokens,
+	// none empty, with no wildcards or whitespace. If not set,
+	// "pushsync.events".
+	SubjectPrefix string `yaml:"subject_prefix" json:"subject_prefix"`
+	// Replicas is the number of stream replicas in a NATS cluster, 1 to 5.
+	// If not set, 1.
+	Replicas int `yaml:"replicas" json:"replicas"`
+	// Storage is the stream's storage: "file" or "memory". If not set, "file".
+	Storage string `yaml:"storage" json:"storage"`
+	// MaxAge is how long the stream keeps an event; at least DuplicateWindow.
+	// If not set, 168h (7 days).
+	MaxAge Duration `yaml:"max_age" json:"max_age"`
+	// DuplicateWindow is how long the stream remembers message ids to drop
+	// duplicate publishes; it must be greater than 0. If not set, 2m.
+	DuplicateWindow Duration `yaml:"duplicate_window" json:"duplicate_window"`
+	// ConnectTimeout bounds connecting to one server; it must be greater than
+	// 0. If not set, 5s.
+	ConnectTimeout Duration `yaml:"connect_timeout" json:"connect_timeout"`
+}
+
+// DispatcherConfig configures the durable consumer and the fan-out of
+// pushes.
+type DispatcherConfig struct {
+	// Consumer is the durable consumer name shared by every worker, with the
+	// same rules as a stream name. If not set, "pushsync-dispatcher".
+	Consumer string `yaml:"consumer" json:"consumer"`
+	// AckWait is how long the server waits for an event's acknowledgement
+	// before redelivering it; at least 1s and longer than SendTimeout. If not
+	// set, 30s.
+	AckWait Duration `yaml:"ack_wait" json:"ack_wait"`
+	// MaxDeliver is how many times an event is delivered before it is given
+	// up: -1 for unlimited, or at least 1. If not set, 20.
+	MaxDeliver int `yaml:"max_deliver" json:"max_deliver"`
+	// MaxAckPending is how many events may be delivered but unacknowledged
+	// across all workers, at least 1. If not set, 1000.
+	MaxAckPending int `yaml:"max_ack_pending" json:"max_ack_pending"`
+	// Workers is how many events one process handles at once, 1 to 10000.
+	// If not set, 64.
+	Workers int `yaml:"workers" json:"workers"`
+	// MaxConcurrentSends is how many pushes one process has in flight at
+	// once, 1 to 100000. If not set, 256.
+	MaxConcurrentSends int `yaml:"max_concurrent_sends" json:"max_concurrent_sends"`
+	// SendTimeout bounds one push request to APNs or FCM; greater than 0 and
+	// less than AckWait. If not set, 10s.
+	SendTimeout Duration `yaml:"send_timeout" json:"send_timeout"`
+	// PushTTL is how long APNs and FCM keep trying to deliver a push (the
+	// APNs expiration and the FCM TTL), 0 to 672h (28 days); 0 means deliver
+	// now or never. If not set, 1h.
+	PushTTL Duration `yaml:"push_ttl" json:"push_ttl"`
+	// RetryDelay is the delay before the first redelivery after a retryable
+	// failure; it must be greater than 0. If not set, 2s.
+	RetryDelay Duration `yaml:"retry_delay" json:"retry_delay"`
+	// MaxRetryDelay caps the growing delay between redeliveries; at least
+	// RetryDelay. If not set, 5m.
+	MaxRetryDelay Duration `yaml:"max_retry_delay" json:"max_retry_delay"`
+	// AppCacheTTL is how long a platform app's settings are cached before
+	// they are read again; 0 reads them for every event. If not set, 30s.
+	AppCacheTTL Duration `yaml:"app_cache_ttl" json:"app_cache_ttl"`
+}
+
+// APNsConfig configures the APNs client. Each platform app chooses the
+// production or the sandbox host.
+type APNsConfig struct {
+	// ProductionHost is the base URL of the production APNs service: an
+	// absolute https (or http) URL without a path. If not set,
+	// "https://api.push.apple.com".
+	ProductionHost string `yaml:"production_host" json:"production_host"`
+	// SandboxHost is the base URL of the development APNs service, with the
+	// same rules as ProductionHost. If not set,
+	// "https://api.sandbox.push.apple.com".
+	SandboxHost string `yaml:"sandbox_host" json:"sandbox_host"`
+	// RootCAFile is a PEM file of the authorities trusted for the APNs
+	// hosts, for an emulator or a proxy; a relative path is relative to the
+	// config file's directory. If not set, "" (the system roots).
+	RootCAFile string `yaml:"root_ca_file" json:"root_ca_file"`
+}
+
+// FCMConfig configures the FCM HTTP v1 client.
+type FCMConfig struct {
+	// Endpoint is the base URL of the FCM HTTP v1 API, an absolute https (or
+	// http) URL. If not set, "https://fcm.googleapis.com/v1".
+	Endpoint string `yaml:"endpoint" json:"endpoint"`
+	// RootCAFile is a PEM file of the authorities trusted for Endpoint, for
+	// an emulator or a proxy; a relative path is relative to the config
+	// file's directory. If not set, "" (the system roots).
+	RootCAFile string `yaml:"root_ca_file" json:"root_ca_file"`
+}
+
+// DevConfig configures the local stack that the "dev" role runs in one
+// process.
+type DevConfig struct {
+	// RedisAddr is the host:port of the Redis the dev stack uses; if none
+	// answers there and redis-server is on PATH, the stack starts one. If not
+	// set, "127.0.0.1:6379".
+	RedisAddr string `yaml:"redis_addr" json:"redis_addr"`
+	// SampleInterval is how often the dev stack publishes a sample dataset
+	// change; it must be greater than 0. If not set, 5s.
+	SampleInterval Duration `yaml:"sample_interval" json:"sample_interval"`
+	// Devices is how many sample devices are registered for the demo
+	// identity, 2 to 1000. If not set, 4.
+	Devices int `yaml:"devices" json:"devices"`
+}
+
+// Default returns a new Config holding every default. Each call returns a
+// fresh value that the caller may change.
+func Default() *Config {
+	return &Config{
+		Role: RoleWorker,
+		Log:  LogConfig{Level: "info", Format: "json"},
+		HTTP: HTTPConfig{Listen: ":8080", ShutdownTimeout: Duration(30 * time.Second)},
+		Redis: RedisConfig{
+			Addrs:        []string{"127.0.0.1:6379"},
+			KeyPrefix:    "pushsync",
+			DialTimeout:  Duration(5 * time.Second),
+			ReadTimeout:  Duration(3 * time.Second),
+			WriteTimeout: Duration(3 * time.Second),
+		},
+		NATS: NATSConfig{
+			URL:             "nats://127.0.0.1:4222",
+			Stream:          "PUSHSYNC_EVENTS",
+			SubjectPrefix:   "pushsync.events",
+			Replicas:        1,
+			Storage:         "file",
+			MaxAge:          Duration(7 * 24 * time.Hour),
+			DuplicateWindow: Duration(2 * time.Minute),
+			ConnectTimeout:  Duration(5 * time.Second),
+		},
+		Dispatcher: DispatcherConfig{
+			Consumer:           "pushsync-dispatcher",
+			AckWait:            Duration(30 * time.Second),
+			MaxDeliver:         20,
+			MaxAckPending:      1000,
+			Workers:            64,
+			MaxConcurrentSends: 256,
+			SendTimeout:        Duration(10 * time.Second),
+			PushTTL:            Duration(time.Hour),
+			RetryDelay:         Duration(2 * time.Second),
+			MaxRetryDelay:      Duration(5 * time.Minute),
+			AppCacheTTL:        Duration(30 * time.Second),
+		},
+		APNs: APNsConfig{
+			ProductionHost: "https://api.push.apple.com",
+			SandboxHost:    "https://api.sandbox.push.apple.com",
+		},
+		FCM: FCMConfig{Endpoint: "https://fcm.googleapis.com/v1"},
+		Dev: DevConfig{
+			RedisAddr:      "127.0.0.1:6379",
+			SampleInterval: Duration(5 * time.Second),
+			Devices:        4,
+		},
+	}
+}

@@ -1,0 +1,410 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// validFixtures maps each testdata/valid_*.yaml file to the change it makes
+// to Default().
+var validFixtures = map[string]func(c *Config){
+	"valid_empty.yaml":   func(c *Config) {},
+	"valid_minimal.yaml": func(c *Config) {},
+	"valid_dev.yaml": func(c *Config) {
+		c.Role = RoleDev
+		c.Log = LogConfig{Level: "debug", Format: "console"}
+		c.Dev = DevConfig{RedisAddr: "localhost:6390", SampleInterval: Duration(time.Second), Devices: 2}
+	},
+	"valid_cluster.yaml": func(c *Config) {
+		c.Redis.Addrs = []string{"redis-0.redis:6379", "redis-1.redis:6379", "redis-2.redis:6379"}
+		c.Redis.KeyPrefix = "ps"
+	},
+	"valid_sentinel.yaml": func(c *Config) {
+		c.Redis.MasterName = "mymaster"
+		c.Redis.Addrs = []string{"sentinel-0:26379", "sentinel-1:26379", "sentinel-2:26379"}
+		c.Redis.DB = 2
+	},
+	"valid_secrets_from_file.yaml": func(c *Config) {
+		c.Redis.Username = "pushsync"
+		c.Redis.Password = "s3cret-redis-pw"
+		c.Redis.PasswordFile = filepath.Join("testdata", "secret_redis_password.txt")
+		c.NATS.Token = "nats-token-value"
+		c.NATS.TokenFile = filepath.Join("testdata", "secret_nats_token.txt")
+		c.NATS.User = "pushsync"
+		c.NATS.Password = "nats-pw-value"
+		c.NATS.PasswordFile = filepath.Join("testdata", "secret_nats_password.txt")
+	},
+	"valid_zero_values.yaml": func(c *Config) {
+		c.HTTP.ShutdownTimeout = 0
+		c.Dispatcher.MaxDeliver = -1
+		c.Dispatcher.PushTTL = 0
+		c.Dispatcher.AppCacheTTL = 0
+	},
+	"valid_full.yaml": func(c *Config) {
+		*c = Config{
+			Role: RoleDev,
+			Log:  LogConfig{Level: "warn", Format: "console"},
+			HTTP: HTTPConfig{Listen: "127.0.0.1:9090", ShutdownTimeout: Duration(45 * time.Second)},
+			Redis: RedisConfig{
+				Addrs:        []string{"10.0.0.1:6380"},
+				Username:     "app",
+				Password:     "redis-inline-secret",
+				DB:           3,
+				KeyPrefix:    "ps-prod",
+				DialTimeout:  Duration(6 * time.Second),
+				ReadTimeout:  Duration(4 * time.Second),
+				WriteTimeout: Duration(4500 * time.Millisecond),
+				PoolSize:     50,
+				TLS:          RedisTLSConfig{Enabled: true, CAFile: "/etc/pushsync/redis-ca.pem"},
+			},
+			NATS: NATSConfig{
+				URL:             "tls://n1.example:4222, tls://n2.example:4222",
+				CredsFile:       "/etc/pushsync/nats.creds",
+				Token:           "nats-inline-token",
+				User:            "app",
+				Password:        "nats-inline-password",
+				Stream:          "EVENTS_V2",
+				SubjectPrefix:   "acme.pushsync.events",
+				Replicas:        3,
+				Storage:         "memory",
+				MaxAge:          Duration(72 * time.Hour),
+				DuplicateWindow: Duration(5 * time.Minute),
+				ConnectTimeout:  Duration(10 * time.Second),
+			},
+			Dispatcher: DispatcherConfig{
+				Consumer:           "dispatcher_v2",
+				AckWait:            Duration(time.Minute),
+				MaxDeliver:         10,
+				MaxAckPending:      500,
+				Workers:            128,
+				MaxConcurrentSends: 1024,
+				SendTimeout:        Duration(15 * time.Second),
+				PushTTL:            Duration(24 * time.Hour),
+				RetryDelay:         Duration(time.Second),
+				MaxRetryDelay:      Duration(10 * time.Minute),
+				AppCacheTTL:        Duration(90 * time.Second),
+			},
+			APNs: APNsConfig{
+				ProductionHost: "https://apns.example:8443",
+				SandboxHost:    "http://127.0.0.1:8444/",
+				RootCAFile:     filepath.Join("testdata", "emu-ca.pem"),
+			},
+			FCM: FCMConfig{Endpoint: "http://127.0.0.1:8445/v1", RootCAFile: "/etc/pushsync/fcm-ca.pem"},
+			Dev: DevConfig{RedisAddr: "127.0.0.1:6391", SampleInterval: Duration(250 * time.Millisecond), Devices: 1000},
+		}
+	},
+}
+
+// invalidFixtures maps each testdata/invalid_*.yaml file to its exact error,
+// or, where the YAML library words it, a part of it (substr).
+var invalidFixtures = map[string]struct {
+	want   string
+	substr bool
+}{
+	"invalid_unknown_key_top.yaml":    {want: "config: line 2: field rol not found in type config.Config"},
+	"invalid_unknown_key_nested.yaml": {want: "config: line 2: field adress not found in type config.RedisConfig"},
+	"invalid_unknown_key_deep.yaml":   {want: "config: line 4: field cafile not found in type config.RedisTLSConfig"},
+	"invalid_duplicate_key.yaml":      {want: `line 3: mapping key "level" already defined at line 2`, substr: true},
+	"invalid_syntax.yaml":             {want: "config: yaml: line 2: did not find expected key", substr: true},
+	"invalid_two_documents.yaml":      {want: "config: line 2: a second YAML document; the file must hold exactly one"},
+	"invalid_not_a_mapping.yaml":      {want: "cannot unmarshal !!seq into config.Config", substr: true},
+	"invalid_wrong_type_int.yaml":     {want: "config: line 2: cannot unmarshal !!str `one` into int"},
+	"invalid_wrong_type_bool.yaml":    {want: "config: line 3: cannot unmarshal !!str `sometimes` into bool"},
+	"invalid_wrong_type_list.yaml":    {want: "config: line 2: cannot unmarshal !!str `127.0.0...` into []string"},
+	"invalid_wrong_type_section.yaml": {want: "config: line 1: cannot unmarshal !!int `5` into config.DispatcherConfig"},
+	"invalid_bare_duration.yaml":      {want: `config: line 2: invalid duration "30": use a unit, e.g. 30s`},
+	"invalid_bad_duration.yaml":       {want: `config: line 2: invalid duration "7days"`},
+	"invalid_duration_mapping.yaml":   {want: "config: line 2: invalid duration: want a string such as 30s"},
+
+	"invalid_role.yaml":                          {want: `config: role: must be worker or dev, got "api"`},
+	"invalid_role_all.yaml":                      {want: `config: role: must be worker or dev, got "all"`},
+	"invalid_log_level.yaml":                     {want: `config: log.level: must be debug, info, warn or error, got "verbose"`},
+	"invalid_log_format.yaml":                    {want: `config: log.format: must be json or console, got "text"`},
+	"invalid_http_listen.yaml":                   {want: `config: http.listen: must be host:port, e.g. :8080, got "8080"`},
+	"invalid_shutdown_timeout_negative.yaml":     {want: "config: http.shutdown_timeout: must not be negative, got -1s"},
+	"invalid_redis_addrs_empty.yaml":             {want: "config: redis.addrs: must list at least one host:port address"},
+	"invalid_redis_addr_no_port.yaml":            {want: `config: redis.addrs[1]: must be host:port, e.g. 127.0.0.1:6379, got "redis-b"`},
+	"invalid_redis_db_range.yaml":                {want: "config: redis.db: must be between 0 and 15, got 16"},
+	"invalid_redis_db_cluster.yaml":              {want: "config: redis.db: must be 0 when redis.addrs lists several addresses (Redis Cluster has only database 0), got 1"},
+	"invalid_redis_key_prefix_brace.yaml":        {want: `config: redis.key_prefix: must not contain whitespace, '{' or '}', got "push{sync}"`},
+	"invalid_redis_key_prefix_empty.yaml":        {want: "config: redis.key_prefix: must not be empty"},
+	"invalid_redis_dial_timeout_zero.yaml":       {want: "config: redis.dial_timeout: must be greater than 0, got 0s"},
+	"invalid_redis_pool_size_negative.yaml":      {want: "config: redis.pool_size: must not be negative (0 means the client default), got -1"},
+	"invalid_nats_url_scheme.yaml":               {want: `config: nats.url: "http://127.0.0.1:4222" is not a server URL with scheme nats, tls, ws or wss and a host, e.g. nats://127.0.0.1:4222`},
+	"invalid_nats_url_list.yaml":                 {want: `config: nats.url: "" is not a server URL with scheme nats, tls, ws or wss and a host, e.g. nats://127.0.0.1:4222`},
+	"invalid_nats_stream_dot.yaml":               {want: `config: nats.stream: must not contain whitespace or any of . * > / \, got "pushsync.events"`},
+	"invalid_nats_subject_wildcard.yaml":         {want: `config: nats.subject_prefix: must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.events, got "pushsync.*"`},
+	"invalid_nats_subject_empty_token.yaml":      {want: `config: nats.subject_prefix: must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.events, got "pushsync..events"`},
+	"invalid_nats_replicas.yaml":                 {want: "config: nats.replicas: must be between 1 and 5, got 7"},
+	"invalid_nats_storage.yaml":                  {want: `config: nats.storage: must be file or memory, got "disk"`},
+	"invalid_nats_max_age_below_window.yaml":     {want: "config: nats.max_age: must be at least nats.duplicate_window (2m0s), got 1m0s"},
+	"invalid_nats_connect_timeout_negative.yaml": {want: "config: nats.connect_timeout: must be greater than 0, got -5s"},
+	"invalid_dispatcher_consumer.yaml":           {want: `config: dispatcher.consumer: must not contain whitespace or any of . * > / \, got "push dispatcher"`},
+	"invalid_ack_wait_short.yaml":                {want: "config: dispatcher.ack_wait: must be at least 1s, got 500ms"},
+	"invalid_max_deliver_zero.yaml":              {want: "config: dispatcher.max_deliver: must be -1 (unlimited) or at least 1, got 0"},
+	"invalid_max_ack_pending_zero.yaml":          {want: "config: dispatcher.max_ack_pending: must be at least 1, got 0"},
+	"invalid_workers_range.yaml":                 {want: "config: dispatcher.workers: must be between 1 and 10000, got 0"},
+	"invalid_max_concurrent_sends_range.yaml":    {want: "config: dispatcher.max_concurrent_sends: must be between 1 and 100000, got 100001"},
+	"invalid_send_timeout_ge_ack_wait.yaml":      {want: "config: dispatcher.send_timeout: must be less than dispatcher.ack_wait (30s), got 30s"},
+	"invalid_push_ttl_too_long.yaml":             {want: "config: dispatcher.push_ttl: must be between 0s and 672h0m0s (28 days), got 700h0m0s"},
+	"invalid_retry_delay_zero.yaml":              {want: "config: dispatcher.retry_delay: must be greater than 0, got 0s"},
+	"invalid_max_retry_delay_below.yaml":         {want: "config: dispatcher.max_retry_delay: must be at least dispatcher.retry_delay (10s), got 5s"},
+	"invalid_app_cache_ttl_negative.yaml":        {want: "config: dispatcher.app_cache_ttl: must not be negative, got -1s"},
+	"invalid_apns_host_path.yaml":                {want: `config: apns.production_host: must be an absolute https or http URL without a path, e.g. https://api.push.apple.com, got "https://api.push.apple.com/3/device"`},
+	"invalid_apns_host_relative.yaml":            {want: `config: apns.sandbox_host: must be an absolute https or http URL, e.g. https://api.sandbox.push.apple.com, got "api.sandbox.push.apple.com"`},
+	"invalid_fcm_endpoint.yaml":                  {want: `config: fcm.endpoint: must be an absolute https or http URL, e.g. https://fcm.googleapis.com/v1, got "ftp://fcm.googleapis.com/v1"`},
+	"invalid_dev_devices.yaml":                   {want: "config: dev.devices: must be between 2 and 1000, got 1"},
+	"invalid_dev_sample_interval.yaml":           {want: "config: dev.sample_interval: must be greater than 0, got 0s"},
+	"invalid_dev_redis_addr.yaml":                {want: `config: dev.redis_addr: must be host:port, e.g. 127.0.0.1:6379, got "localhost"`},
+	"invalid_password_and_file.yaml":             {want: "config: redis.password and redis.password_file are both set; set only one"},
+	"invalid_secret_file_missing.yaml":           {want: "config: nats.token_file: open testdata/no_such_secret.txt: no such file or directory"},
+	"invalid_secret_file_empty.yaml":             {want: "config: nats.password_file: testdata/secret_empty.txt: file is empty"},
+}
+
+func TestFixturesAllListed(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		_, valid := validFixtures[name]
+		_, invalid := invalidFixtures[name]
+		if valid == invalid {
+			t.Errorf("%s: must be listed in exactly one of validFixtures and invalidFixtures", name)
+		}
+		if valid != strings.HasPrefix(name, "valid_") {
+			t.Errorf("%s: valid fixtures are named valid_*.yaml and invalid ones invalid_*.yaml", name)
+		}
+	}
+	if n := len(validFixtures) + len(invalidFixtures); n != len(files) {
+		t.Errorf("the tables list %d fixtures but testdata holds %d", n, len(files))
+	}
+}
+
+func TestValidFixtures(t *testing.T) {
+	for name, edit := range validFixtures {
+		t.Run(name, func(t *testing.T) {
+			got, err := Load(filepath.Join("testdata", name), nil)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := Default()
+			edit(want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Load =\n%s\nwant\n%s", dump(t, got), dump(t, want))
+			}
+			if err := got.Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestInvalidFixtures(t *testing.T) {
+	for name, tc := range invalidFixtures {
+		t.Run(name, func(t *testing.T) {
+			got, err := Load(filepath.Join("testdata", name), nil)
+			if err == nil {
+				t.Fatalf("Load succeeded, want error %q", tc.want)
+			}
+			if got != nil {
+				t.Errorf("Load returned a Config with its error")
+			}
+			if tc.substr {
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("error %q does not contain %q", err, tc.want)
+				}
+			} else if err.Error() != tc.want {
+				t.Errorf("error\n%s\nwant exactly\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Run("no file is the defaults", func(t *testing.T) {
+		got, err := Load("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, Default()) {
+			t.Errorf("Load(\"\") =\n%s\nwant Default()", dump(t, got))
+		}
+	})
+	t.Run("missing file", func(t *testing.T) {
+		_, err := Load(filepath.Join("testdata", "nonexistent.yaml"), nil)
+		want := "config: open testdata/nonexistent.yaml: no such file or directory"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("every problem at once", func(t *testing.T) {
+		data := "role: api\nredis:\n  db: 99\ndispatcher:\n  ack_wait: 500ms\n"
+		_, err := Parse([]byte(data), []string{"PUSHSYNC_NATS_REPLICAS=x"}, "")
+		want := `config: PUSHSYNC_NATS_REPLICAS: invalid integer "x"
+config: role: must be worker or dev, got "api"
+config: redis.db: must be between 0 and 15, got 99
+config: dispatcher.ack_wait: must be at least 1s, got 500ms
+config: dispatcher.send_timeout: must be less than dispatcher.ack_wait (500ms), got 10s`
+		if err == nil || err.Error() != want {
+			t.Errorf("error\n%v\nwant\n%s", err, want)
+		}
+	})
+	t.Run("every type error at once", func(t *testing.T) {
+		data := "redis:\n  db: x\n  pool_size: y\n"
+		_, err := Parse([]byte(data), nil, "")
+		want := "config: line 2: cannot unmarshal !!str `x` into int\nconfig: line 3: cannot unmarshal !!str `y` into int"
+		if err == nil || err.Error() != want {
+			t.Errorf("error\n%v\nwant\n%s", err, want)
+		}
+	})
+	t.Run("absolute secret file path is kept", func(t *testing.T) {
+		abs, err := filepath.Abs(filepath.Join("testdata", "secret_redis_password.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Parse([]byte("redis:\n  password_file: "+abs+"\n"), nil, "elsewhere")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Redis.PasswordFile != abs || c.Redis.Password != "s3cret-redis-pw" {
+			t.Errorf("got %q from %q", string(c.Redis.Password), c.Redis.PasswordFile)
+		}
+	})
+	t.Run("oversized secret file", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "big"), make([]byte, maxSecretFileSize+1), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Parse([]byte("nats:\n  token_file: big\n"), nil, dir)
+		want := "config: nats.token_file: " + filepath.Join(dir, "big") + ": larger than 64 KiB"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+}
+
+// TestExampleIsDefault checks that the documented example config holds
+// exactly the defaults and names every key.
+func TestExampleIsDefault(t *testing.T) {
+	path := filepath.Join("..", "deploy", "pushsyncd.example.yaml")
+	got, err := Load(path, nil)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if !reflect.DeepEqual(got, Default()) {
+		t.Errorf("the example differs from Default():\n%s", dump(t, got))
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	present := make(map[string]bool)
+	collectKeys(doc.Content[0], "", present)
+	for _, f := range fields(reflect.ValueOf(Default()).Elem(), "") {
+		if !present[f.key] {
+			t.Errorf("the example does not show %s", f.key)
+		}
+	}
+}
+
+// collectKeys records the dotted path of every mapping key under n.
+func collectKeys(n *yaml.Node, prefix string, keys map[string]bool) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		key := prefix + n.Content[i].Value
+		keys[key] = true
+		collectKeys(n.Content[i+1], key+".", keys)
+	}
+}
+
+func TestDefaultIsValidAndFresh(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	a := Default()
+	a.Redis.Addrs[0] = "changed:1"
+	if Default().Redis.Addrs[0] == "changed:1" {
+		t.Error("Default shares its Addrs slice between calls")
+	}
+}
+
+// TestTags checks the conventions the reflection relies on: every field has
+// a yaml tag with a matching json tag, and every Secret has a *_file sibling.
+func TestTags(t *testing.T) {
+	checkTags(t, reflect.TypeFor[Config]())
+	keys := make(map[string]bool)
+	for _, f := range fields(reflect.ValueOf(Default()).Elem(), "") {
+		keys[f.key] = true
+	}
+	for _, f := range fields(reflect.ValueOf(Default()).Elem(), "") {
+		if f.value.Type() == reflect.TypeFor[Secret]() && !keys[f.key+"_file"] {
+			t.Errorf("secret %s has no %s_file sibling", f.key, f.key)
+		}
+	}
+}
+
+func checkTags(t *testing.T, typ reflect.Type) {
+	for i := range typ.NumField() {
+		sf := typ.Field(i)
+		y, j := sf.Tag.Get("yaml"), sf.Tag.Get("json")
+		if y == "" || y != j {
+			t.Errorf("%s.%s: yaml tag %q and json tag %q must be set and equal", typ.Name(), sf.Name, y, j)
+		}
+		if sf.Type.Kind() == reflect.Struct {
+			checkTags(t, sf.Type)
+		}
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    time.Duration
+		wantErr string
+	}{
+		{in: "30s", want: 30 * time.Second},
+		{in: "1h30m", want: 90 * time.Minute},
+		{in: "0", want: 0},
+		{in: "-2s", want: -2 * time.Second},
+		{in: "30", wantErr: `invalid duration "30": use a unit, e.g. 30s`},
+		{in: "1.5", wantErr: `invalid duration "1.5": use a unit, e.g. 30s`},
+		{in: "", wantErr: `invalid duration ""`},
+		{in: "abc", wantErr: `invalid duration "abc"`},
+	} {
+		var d Duration
+		err := d.UnmarshalText([]byte(tc.in))
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("%q: error %v, want %s", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || d.Std() != tc.want {
+			t.Errorf("%q: got %v, %v, want %v", tc.in, d, err, tc.want)
+		}
+	}
+}
+
+// dump formats c as YAML for failure messages.
+func dump(t *testing.T, c *Config) string {
+	t.Helper()
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}

@@ -1,0 +1,245 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// maxPushTTL is the longest time APNs and FCM keep a push: 28 days.
+const maxPushTTL = Duration(28 * 24 * time.Hour)
+
+// Validate reports every problem with c at once, joined with errors.Join.
+// Each error names the full yaml key, says what is wrong and what is allowed:
+//
+//	config: dispatcher.ack_wait: must be at least 1s, got 500ms
+//
+// Validate reads no files: Load and Parse have already turned *_file
+// settings into their secrets.
+func (c *Config) Validate() error {
+	var errs []error
+	root := section{errs: &errs}
+	root.oneOf("role", c.Role, RoleWorker, RoleDev)
+	c.Log.validate(root.sub("log"))
+	c.HTTP.validate(root.sub("http"))
+	c.Redis.validate(root.sub("redis"))
+	c.NATS.validate(root.sub("nats"))
+	c.Dispatcher.validate(root.sub("dispatcher"))
+	c.APNs.validate(root.sub("apns"))
+	c.FCM.validate(root.sub("fcm"))
+	c.Dev.validate(root.sub("dev"))
+	return errors.Join(errs...)
+}
+
+func (c *LogConfig) validate(s section) {
+	s.oneOf("level", c.Level, "debug", "info", "warn", "error")
+	s.oneOf("format", c.Format, "json", "console")
+}
+
+func (c *HTTPConfig) validate(s section) {
+	s.hostPort("listen", c.Listen, ":8080")
+	s.nonNegative("shutdown_timeout", c.ShutdownTimeout)
+}
+
+func (c *RedisConfig) validate(s section) {
+	if len(c.Addrs) == 0 {
+		s.errorf("addrs", "must list at least one host:port address")
+	}
+	for i, addr := range c.Addrs {
+		s.hostPort(fmt.Sprintf("addrs[%d]", i), addr, "127.0.0.1:6379")
+	}
+	s.intRange("db", c.DB, 0, 15)
+	if c.DB != 0 && len(c.Addrs) > 1 && c.MasterName == "" {
+		s.errorf("db", "must be 0 when %s lists several addresses (Redis Cluster has only database 0), got %d", s.key("addrs"), c.DB)
+	}
+	switch {
+	case c.KeyPrefix == "":
+		s.errorf("key_prefix", "must not be empty")
+	case strings.ContainsFunc(c.KeyPrefix, func(r rune) bool { return unicode.IsSpace(r) || r == '{' || r == '}' }):
+		s.errorf("key_prefix", "must not contain whitespace, '{' or '}', got %q", c.KeyPrefix)
+	}
+	s.positive("dial_timeout", c.DialTimeout)
+	s.positive("read_timeout", c.ReadTimeout)
+	s.positive("write_timeout", c.WriteTimeout)
+	if c.PoolSize < 0 {
+		s.errorf("pool_size", "must not be negative (0 means the client default), got %d", c.PoolSize)
+	}
+}
+
+func (c *NATSConfig) validate(s section) {
+	if strings.TrimSpace(c.URL) == "" {
+		s.errorf("url", "must not be empty")
+	} else {
+		for u := range strings.SplitSeq(c.URL, ",") {
+			if !validNATSURL(strings.TrimSpace(u)) {
+				s.errorf("url", "%q is not a server URL with scheme nats, tls, ws or wss and a host, e.g. nats://127.0.0.1:4222", strings.TrimSpace(u))
+			}
+		}
+	}
+	s.jetStreamName("stream", c.Stream)
+	if !validSubjectPrefix(c.SubjectPrefix) {
+		s.errorf("subject_prefix", "must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.events, got %q", c.SubjectPrefix)
+	}
+	s.intRange("replicas", c.Replicas, 1, 5)
+	s.oneOf("storage", c.Storage, "file", "memory")
+	switch {
+	case c.MaxAge <= 0:
+		s.positive("max_age", c.MaxAge)
+	case c.MaxAge < c.DuplicateWindow:
+		s.errorf("max_age", "must be at least %s (%s), got %s", s.key("duplicate_window"), c.DuplicateWindow, c.MaxAge)
+	}
+	s.positive("duplicate_window", c.DuplicateWindow)
+	s.positive("connect_timeout", c.ConnectTimeout)
+}
+
+func (c *DispatcherConfig) validate(s section) {
+	s.jetStreamName("consumer", c.Consumer)
+	if minAckWait := Duration(time.Second); c.AckWait < minAckWait {
+		s.errorf("ack_wait", "must be at least %s, got %s", minAckWait, c.AckWait)
+	}
+	if c.MaxDeliver != -1 && c.MaxDeliver < 1 {
+		s.errorf("max_deliver", "must be -1 (unlimited) or at least 1, got %d", c.MaxDeliver)
+	}
+	if c.MaxAckPending < 1 {
+		s.errorf("max_ack_pending", "must be at least 1, got %d", c.MaxAckPending)
+	}
+	s.intRange("workers", c.Workers, 1, 10000)
+	s.intRange("max_concurrent_sends", c.MaxConcurrentSends, 1, 100000)
+	switch {
+	case c.SendTimeout <= 0:
+		s.positive("send_timeout", c.SendTimeout)
+	case c.SendTimeout >= c.AckWait:
+		s.errorf("send_timeout", "must be less than %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.SendTimeout)
+	}
+	if c.PushTTL < 0 || c.PushTTL > maxPushTTL {
+		s.errorf("push_ttl", "must be between 0s and %s (28 days), got %s", maxPushTTL, c.PushTTL)
+	}
+	s.positive("retry_delay", c.RetryDelay)
+	if c.MaxRetryDelay < c.RetryDelay {
+		s.errorf("max_retry_delay", "must be at least %s (%s), got %s", s.key("retry_delay"), c.RetryDelay, c.MaxRetryDelay)
+	}
+	s.nonNegative("app_cache_ttl", c.AppCacheTTL)
+}
+
+func (c *APNsConfig) validate(s section) {
+	s.baseURL("production_host", c.ProductionHost, false, "https://api.push.apple.com")
+	s.baseURL("sandbox_host", c.SandboxHost, false, "https://api.sandbox.push.apple.com")
+}
+
+func (c *FCMConfig) validate(s section) {
+	s.baseURL("endpoint", c.Endpoint, true, "https://fcm.googleapis.com/v1")
+}
+
+func (c *DevConfig) validate(s section) {
+	s.hostPort("redis_addr", c.RedisAddr, "127.0.0.1:6379")
+	s.positive("sample_interval", c.SampleInterval)
+	s.intRange("devices", c.Devices, 2, 1000)
+}
+
+// A section collects the problems of one part of the configuration, naming
+// each by its full key.
+type section struct {
+	prefix string
+	errs   *[]error
+}
+
+// sub returns the section for the nested key name.
+func (s section) sub(name string) section {
+	return section{prefix: s.key(name) + ".", errs: s.errs}
+}
+
+// key returns the full key of name in s.
+func (s section) key(name string) string { return s.prefix + name }
+
+// errorf records a problem with the setting name.
+func (s section) errorf(name, format string, args ...any) {
+	*s.errs = append(*s.errs, fmt.Errorf("config: %s: %s", s.key(name), fmt.Sprintf(format, args...)))
+}
+
+func (s section) oneOf(name, got string, allowed ...string) {
+	for _, a := range allowed {
+		if got == a {
+			return
+		}
+	}
+	list := strings.Join(allowed[:len(allowed)-1], ", ") + " or " + allowed[len(allowed)-1]
+	s.errorf(name, "must be %s, got %q", list, got)
+}
+
+func (s section) intRange(name string, got, lo, hi int) {
+	if got < lo || got > hi {
+		s.errorf(name, "must be between %d and %d, got %d", lo, hi, got)
+	}
+}
+
+func (s section) positive(name string, got Duration) {
+	if got <= 0 {
+		s.errorf(name, "must be greater than 0, got %s", got)
+	}
+}
+
+func (s section) nonNegative(name string, got Duration) {
+	if got < 0 {
+		s.errorf(name, "must not be negative, got %s", got)
+	}
+}
+
+// hostPort checks that got is host:port with a port; the host may be empty.
+func (s section) hostPort(name, got, example string) {
+	if _, port, err := net.SplitHostPort(got); err != nil || port == "" {
+		s.errorf(name, "must be host:port, e.g. %s, got %q", example, got)
+	}
+}
+
+// baseURL checks that got is an absolute http or https URL with a host and no
+// query or fragment, and without a path unless withPath.
+func (s section) baseURL(name, got string, withPath bool, example string) {
+	u, err := url.Parse(got)
+	ok := err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
+		u.User == nil && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && u.Opaque == ""
+	if ok && !withPath && u.Path != "" && u.Path != "/" {
+		s.errorf(name, "must be an absolute https or http URL without a path, e.g. %s, got %q", example, got)
+		return
+	}
+	if !ok {
+		s.errorf(name, "must be an absolute https or http URL, e.g. %s, got %q", example, got)
+	}
+}
+
+// jetStreamName checks got against the rules for stream and consumer names.
+func (s section) jetStreamName(name, got string) {
+	switch {
+	case got == "":
+		s.errorf(name, "must not be empty")
+	case strings.ContainsFunc(got, func(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune(`.*>/\`, r) }):
+		s.errorf(name, `must not contain whitespace or any of . * > / \, got %q`, got)
+	}
+}
+
+// validNATSURL reports whether u is a NATS server URL pushsync accepts.
+func validNATSURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return false
+	}
+	switch p.Scheme {
+	case "nats", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// validSubjectPrefix reports whether p is a literal NATS subject: tokens
+// separated by dots, none empty, without wildcards or whitespace.
+func validSubjectPrefix(p string) bool {
+	for tok := range strings.SplitSeq(p, ".") {
+		if tok == "" || strings.ContainsFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || r == '*' || r == '>' }) {
+			return false
+		}
+	}
+	return true
+}

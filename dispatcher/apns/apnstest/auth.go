@@ -1,0 +1,179 @@
+package apnstest
+
+import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"strings"
+)
+
+// maxVerifiedTokens bounds the cache of verified provider tokens. Real
+// providers reuse one token for 20-60 minutes, so a handful of entries is
+// normal; the bound only protects against clients minting one per push.
+const maxVerifiedTokens = 1024
+
+type topicSet map[string]struct{}
+
+func newTopicSet(topics []string) topicSet {
+	if len(topics) == 0 {
+		return nil
+	}
+	set := make(topicSet, len(topics))
+	for _, t := range topics {
+		set[t] = struct{}{}
+	}
+	return set
+}
+
+// allows reports whether topic may be pushed to; an empty set allows all.
+func (t topicSet) allows(topic string) bool {
+	if len(t) == 0 {
+		return true
+	}
+	_, ok := t[topic]
+	return ok
+}
+
+type tokenKey struct {
+	teamID, keyID string
+	pub           *ecdsa.PublicKey
+	topics        topicSet
+}
+
+type certEntry struct {
+	topics       topicSet
+	defaultTopic string
+}
+
+// verifiedToken is a provider token whose signature has been checked.
+type verifiedToken struct {
+	key *tokenKey
+	iat int64
+	gen uint64 // keyGen at verification; a later AddTokenKey invalidates it
+}
+
+func (s *Server) lookupCert(raw []byte) *certEntry {
+	s.authMu.RLock()
+	e := s.certs[string(raw)]
+	s.authMu.RUnlock()
+	return e
+}
+
+func (s *Server) lookupTokenKey(teamID, keyID string) *tokenKey {
+	s.authMu.RLock()
+	k := s.tokenKey[teamID+"\x00"+keyID]
+	s.authMu.RUnlock()
+	return k
+}
+
+// forgetVerifiedTokens drops cached verifications after the keys changed.
+func (s *Server) forgetVerifiedTokens() {
+	s.keyGen.Add(1)
+	s.jwtCache.Clear()
+	s.jwtCount.Store(0)
+}
+
+var errBadToken = errors.New("apnstest: invalid provider token")
+
+// verifyBearer checks an authorization header value "bearer <JWT>" and
+// returns the verified token, or the rejection reason. Expiry is left to the
+// caller so that cached tokens expire on time.
+func (s *Server) verifyBearer(header string) (*verifiedToken, string) {
+	jwt, ok := cutBearer(header)
+	if !ok {
+		return nil, reasonInvalidProviderToken
+	}
+	gen := s.keyGen.Load()
+	if v, ok := s.jwtCache.Load(jwt); ok {
+		if vt := v.(*verifiedToken); vt.gen == gen {
+			return vt, ""
+		}
+	}
+	vt, err := s.parseJWT(jwt)
+	if err != nil {
+		return nil, reasonInvalidProviderToken
+	}
+	vt.gen = gen
+	if s.jwtCount.Add(1) > maxVerifiedTokens {
+		s.jwtCache.Clear()
+		s.jwtCount.Store(1)
+	}
+	s.jwtCache.Store(jwt, vt)
+	return vt, ""
+}
+
+// cutBearer strips the case-insensitive "bearer" scheme.
+func cutBearer(h string) (string, bool) {
+	const scheme = "bearer "
+	if len(h) <= len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+		return "", false
+	}
+	jwt := strings.TrimLeft(h[len(scheme):], " ")
+	return jwt, jwt != ""
+}
+
+// parseJWT verifies an ES256 provider token: header alg ES256 with a kid,
+// claims iss (team id) and iat, and a raw r||s signature made with the key
+// registered for (iss, kid).
+func (s *Server) parseJWT(jwt string) (*verifiedToken, error) {
+	i := strings.IndexByte(jwt, '.')
+	if i < 0 {
+		return nil, errBadToken
+	}
+	j := strings.IndexByte(jwt[i+1:], '.')
+	if j < 0 {
+		return nil, errBadToken
+	}
+	j += i + 1
+	if strings.IndexByte(jwt[j+1:], '.') >= 0 {
+		return nil, errBadToken
+	}
+	var hdr struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+	}
+	if err := decodeSegment(jwt[:i], &hdr); err != nil || hdr.Alg != "ES256" || hdr.Kid == "" {
+		return nil, errBadToken
+	}
+	var claims struct {
+		Iss string      `json:"iss"`
+		Iat json.Number `json:"iat"`
+	}
+	if err := decodeSegment(jwt[i+1:j], &claims); err != nil || claims.Iss == "" {
+		return nil, errBadToken
+	}
+	iat, err := claims.Iat.Int64()
+	if err != nil {
+		f, ferr := claims.Iat.Float64()
+		if ferr != nil {
+			return nil, errBadToken
+		}
+		iat = int64(f)
+	}
+	key := s.lookupTokenKey(claims.Iss, hdr.Kid)
+	if key == nil {
+		return nil, errBadToken
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(jwt[j+1:], "="))
+	if err != nil || len(sig) != 64 {
+		return nil, errBadToken
+	}
+	digest := sha256.Sum256([]byte(jwt[:j]))
+	r := new(big.Int).SetBytes(sig[:32])
+	ss := new(big.Int).SetBytes(sig[32:])
+	if !ecdsa.Verify(key.pub, digest[:], r, ss) {
+		return nil, errBadToken
+	}
+	return &verifiedToken{key: key, iat: iat}, nil
+}
+
+func decodeSegment(seg string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}

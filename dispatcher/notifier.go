@@ -1,0 +1,104 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+// Push is one notification for one device: the change, the device and the
+// platform app to send it through.
+type Push struct {
+	Event  *event.DatasetChanged
+	Device registry.Device
+	App    *registry.App
+}
+
+// Notifier sends pushes through one push service. Implementations keep one
+// long-lived client per platform app and must be safe for concurrent use.
+type Notifier interface {
+	// Notify sends one push and returns nil once the service has accepted
+	// it. Any other outcome is returned as an *Error that classifies it;
+	// an error of another type counts as a retryable transport failure.
+	Notify(ctx context.Context, p *Push) error
+}
+
+// NotifierFunc adapts a function to the Notifier interface.
+type NotifierFunc func(ctx context.Context, p *Push) error
+
+// Notify calls f(ctx, p).
+func (f NotifierFunc) Notify(ctx context.Context, p *Push) error { return f(ctx, p) }
+
+// Class says what the dispatcher does about a failed push.
+type Class int
+
+// The classes of push failure.
+const (
+	// Retry: a temporary failure (the service is down, busy or timed
+	// out); the push is tried again later.
+	Retry Class = iota + 1
+	// Permanent: this push can never succeed as it is; it is dropped and
+	// counted.
+	Permanent
+	// TokenDead: the device token is no longer valid; the push is dropped
+	// and counted.
+	TokenDead
+	// Config: the platform app's credentials or settings are wrong; the
+	// event is kept and retried until an operator fixes them.
+	Config
+)
+
+func (c Class) String() string {
+	switch c {
+	case Retry:
+		return "retry"
+	case Permanent:
+		return "permanent"
+	case TokenDead:
+		return "token_dead"
+	case Config:
+		return "config"
+	}
+	return fmt.Sprintf("class(%d)", int(c))
+}
+
+// Error is a classified push failure.
+type Error struct {
+	Class Class
+	// Reason is the service's own short reason (BadDeviceToken,
+	// UNREGISTERED, …) or a transport reason; it comes from a bounded set
+	// and is used as a metric label.
+	Reason string
+	// RetryAfter is how long the service asked us to wait, if it did.
+	RetryAfter time.Duration
+	// Err is the underlying error, if any.
+	Err error
+}
+
+func (e *Error) Error() string {
+	s := e.Class.String() + ": " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Classify returns err as an *Error; an error that is not one is a
+// retryable transport failure.
+func Classify(err error) *Error {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	reason := "transport"
+	if errors.Is(err, context.DeadlineExceeded) {
+		reason = "timeout"
+	}
+	return &Error{Class: Retry, Reason: reason, Err: err}
+}
