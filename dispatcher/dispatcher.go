@@ -1,0 +1,440 @@
+// Package dispatcher turns dataset-change events into silent pushes. It
+// consumes the event stream through a durable JetStream pull consumer shared
+// by every worker process, looks up the identity's devices subscribed to the
+// changed dataset, and fans the push out through one Notifier per kind of
+// platform app, skipping the device that made the change. A message is
+// acknowledged only after every send for it has settled; an event with a
+// retryable failure is handed back to the broker with a delay, so no retry
+// waits in memory and a crash loses none.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+// Registry is what the dispatcher reads from the device registry.
+type Registry interface {
+	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
+	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
+	App(ctx context.Context, name string) (registry.App, error)
+}
+
+// Options configures a Dispatcher. Durations are wall-clock time.
+type Options struct {
+	// Stream is the event stream. Required.
+	Stream string
+	// SubjectPrefix is the prefix of event subjects. Required.
+	SubjectPrefix string
+	// Consumer is the durable consumer shared by all workers. Required.
+	Consumer string
+	// AckWait is how long the broker waits for an ack before redelivering.
+	// If not set, 30s.
+	AckWait time.Duration
+	// MaxDeliver is how often a message is delivered at most; -1 is
+	// unlimited. If not set, 20.
+	MaxDeliver int
+	// MaxAckPending bounds the messages delivered and not yet acked across
+	// all workers. If not set, 1000.
+	MaxAckPending int
+	// Workers is how many events one process handles at once. If not set, 64.
+	Workers int
+	// MaxConcurrentSends bounds the pushes in flight in one process. If not
+	// set, 256.
+	MaxConcurrentSends int
+	// SendTimeout bounds one push. If not set, 10s.
+	SendTimeout time.Duration
+	// RetryDelay is the redelivery delay after the first retryable failure;
+	// it doubles with every delivery up to MaxRetryDelay. If not set, 2s.
+	RetryDelay time.Duration
+	// MaxRetryDelay caps the redelivery delay. If not set, 5m.
+	MaxRetryDelay time.Duration
+	// AppCacheTTL is how long pool push settings and platform apps are
+	// cached. If not set, they are read for every event.
+	AppCacheTTL time.Duration
+	// Now returns the current time. If not set, time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() error {
+	if o.Stream == "" || o.SubjectPrefix == "" || o.Consumer == "" {
+		return errors.New("dispatcher: stream, subject prefix and consumer are required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.AckWait, 30*time.Second)
+	def(&o.SendTimeout, 10*time.Second)
+	def(&o.RetryDelay, 2*time.Second)
+	def(&o.MaxRetryDelay, 5*time.Minute)
+	defInt(&o.MaxDeliver, 20)
+	defInt(&o.MaxAckPending, 1000)
+	defInt(&o.Workers, 64)
+	defInt(&o.MaxConcurrentSends, 256)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Dispatcher consumes events and fans out pushes. Create it with New and
+// run it with Run.
+type Dispatcher struct {
+	js        jetstream.JetStream
+	reg       Registry
+	notifiers map[registry.AppKind]Notifier
+	opts      Options
+	log       zerolog.Logger
+	m         *metrics
+	pools     *cache[registry.PoolPush]
+	apps      *cache[registry.App]
+	sends     chan struct{}
+	ready     atomic.Bool
+}
+
+// New returns a Dispatcher. notifiers maps each kind of platform app to the
+// Notifier that sends through it; reg may be any registry.Registry.
+func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]Notifier, opts Options, log zerolog.Logger, metricsReg prometheus.Registerer) (*Dispatcher, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if js == nil || reg == nil {
+		return nil, errors.New("dispatcher: a JetStream context and a registry are required")
+	}
+	m, err := newMetrics(metricsReg)
+	if err != nil {
+		return nil, err
+	}
+	return &Dispatcher{
+		js:        js,
+		reg:       reg,
+		notifiers: notifiers,
+		opts:      opts,
+		log:       log,
+		m:         m,
+		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
+		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
+		sends:     make(chan struct{}, opts.MaxConcurrentSends),
+	}, nil
+}
+
+// Ready reports whether the dispatcher is consuming: its consumer exists
+// and messages can be pulled.
+func (d *Dispatcher) Ready() error {
+	if !d.ready.Load() {
+		return errors.New("dispatcher: not consuming")
+	}
+	return nil
+}
+
+// ConsumerConfig returns the durable consumer configuration the dispatcher
+// creates or updates.
+func (d *Dispatcher) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       d.opts.Consumer,
+		Description:   "pushsync dispatcher",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       d.opts.AckWait,
+		MaxDeliver:    d.opts.MaxDeliver,
+		MaxAckPending: d.opts.MaxAckPending,
+		FilterSubject: d.opts.SubjectPrefix + ".>",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Run consumes events until ctx is cancelled. On cancellation it stops
+// pulling, finishes the sends in flight, acks or naks every message it
+// holds and returns nil. Failures to reach the broker are retried with
+// backoff, with readiness false meanwhile.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := d.consume(ctx)
+		d.ready.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.log.Error().Err(err).Dur("retry_in", backoff).Msg("event consumption stopped; restarting")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (d *Dispatcher) consume(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cons, err := d.js.CreateOrUpdateConsumer(cctx, d.opts.Stream, d.ConsumerConfig())
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create consumer %s on %s: %w", d.opts.Consumer, d.opts.Stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(d.opts.Workers), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	if err != nil {
+		return fmt.Errorf("pull from consumer %s: %w", d.opts.Consumer, err)
+	}
+	d.ready.Store(true)
+	d.log.Info().Str("stream", d.opts.Stream).Str("consumer", d.opts.Consumer).Int("workers", d.opts.Workers).Msg("consuming events")
+
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	workers := make(chan struct{}, d.opts.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+				return nil
+			}
+			it.Stop()
+			return err
+		}
+		if ctx.Err() != nil {
+			// Shutting down: hand buffered messages straight back so that
+			// another worker takes them now rather than after AckWait.
+			_ = msg.Nak()
+			continue
+		}
+		workers <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-workers; wg.Done() }()
+			// In-flight work finishes even when ctx is cancelled: each send
+			// has its own timeout.
+			d.handle(context.WithoutCancel(ctx), msg)
+		}()
+	}
+}
+
+// handle processes one message and acks, naks or terminates it.
+func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg) {
+	start := d.opts.Now()
+	d.m.inflightEvents.Inc()
+	defer d.m.inflightEvents.Dec()
+
+	ev, err := event.Decode(d.opts.SubjectPrefix, msg.Subject(), msg.Data())
+	if err != nil {
+		var de *event.DecodeError
+		reason := "invalid"
+		if errors.As(err, &de) {
+			reason = de.Reason
+		}
+		d.m.malformed.WithLabelValues(reason).Inc()
+		d.m.events.WithLabelValues("malformed").Inc()
+		d.log.Warn().Err(err).Str("subject", msg.Subject()).Str("reason", reason).Msg("terminating malformed event")
+		if err := msg.TermWithReason("malformed event: " + reason); err != nil {
+			d.log.Warn().Err(err).Msg("term malformed event")
+		}
+		return
+	}
+	log := d.log.With().Str("pool", ev.IdentityPoolID).Str("identity", ev.IdentityID).
+		Str("dataset", ev.DatasetName).Int64("sync_count", ev.SyncCount).Logger()
+
+	delivered := uint64(1)
+	if md, err := msg.Metadata(); err == nil {
+		delivered = md.NumDelivered
+	}
+
+	result, retryAfter := d.fanOut(ctx, ev, msg, log)
+	switch {
+	case result != "retry":
+		d.settle(msg.Ack(), log)
+	case d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver):
+		result = "abandoned"
+		log.Error().Uint64("deliveries", delivered).Msg("giving up on event after its last delivery")
+		d.settle(msg.TermWithReason("retries exhausted"), log)
+	default:
+		delay := d.retryDelay(delivered, retryAfter)
+		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
+		d.settle(msg.NakWithDelay(delay), log)
+	}
+	d.m.events.WithLabelValues(result).Inc()
+	d.m.fanoutSeconds.Observe(d.opts.Now().Sub(start).Seconds())
+	if result == "delivered" {
+		d.m.eventAge.Observe(d.opts.Now().Sub(ev.ChangedAt).Seconds())
+	}
+}
+
+func (d *Dispatcher) settle(err error, log zerolog.Logger) {
+	if err != nil {
+		log.Warn().Err(err).Msg("could not settle message with the broker; it will be redelivered")
+	}
+}
+
+// retryDelay is RetryDelay doubled per earlier delivery, capped, with
+// ±20% jitter, and never shorter than what the service asked for.
+func (d *Dispatcher) retryDelay(delivered uint64, retryAfter time.Duration) time.Duration {
+	delay := d.opts.RetryDelay
+	for i := uint64(1); i < delivered && delay < d.opts.MaxRetryDelay; i++ {
+		delay *= 2
+	}
+	delay = min(delay, d.opts.MaxRetryDelay)
+	delay = time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
+	return max(delay, retryAfter)
+}
+
+// target is one push of a fan-out.
+type target struct {
+	dev registry.Device
+	app *registry.App
+}
+
+// fanOut sends the event to every subscribed device but its origin and
+// returns the event's result: "delivered" when every push settled for good
+// (accepted, or dropped as permanent), "retry" when some must be tried
+// again, or why nothing was sent.
+func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, log zerolog.Logger) (result string, retryAfter time.Duration) {
+	reg, err := d.reg.Registration(ctx, ev.IdentityPoolID, ev.IdentityID)
+	if err != nil {
+		log.Warn().Err(err).Msg("registry lookup failed")
+		return "retry", 0
+	}
+	subs := reg.Subscribers(ev.DatasetName)
+	targets := make([]target, 0, len(subs))
+	var pp *registry.PoolPush
+	for _, dev := range subs {
+		if dev.ID == ev.OriginDeviceID {
+			continue
+		}
+		if pp == nil {
+			p, err := d.poolPush(ctx, ev.IdentityPoolID)
+			if errors.Is(err, registry.ErrPushNotEnabled) {
+				log.Debug().Msg("push sync is not configured for the pool")
+				return "push_disabled", 0
+			}
+			if err != nil {
+				log.Warn().Err(err).Msg("reading the pool's push configuration failed")
+				return "retry", 0
+			}
+			pp = &p
+		}
+		name, ok := pp.Apps[dev.Platform]
+		if !ok {
+			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "no_app_for_platform").Inc()
+			continue
+		}
+		app, err := d.app(ctx, name)
+		if errors.Is(err, registry.ErrAppNotFound) {
+			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "app_not_found").Inc()
+			log.Warn().Str("app", name).Msg("the pool names a platform app that does not exist")
+			continue
+		}
+		if err != nil {
+			log.Warn().Err(err).Msg("reading a platform app failed")
+			return "retry", 0
+		}
+		targets = append(targets, target{dev: dev, app: app})
+	}
+	if len(targets) == 0 {
+		return "no_subscribers", 0
+	}
+
+	// Tell the broker we are working if the fan-out outlasts half AckWait.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(d.opts.AckWait / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		retry bool
+	)
+	for _, t := range targets {
+		d.sends <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-d.sends; wg.Done() }()
+			perr := d.send(ctx, ev, t)
+			if perr != nil && (perr.Class == Retry || perr.Class == Config) {
+				mu.Lock()
+				retry = true
+				retryAfter = max(retryAfter, perr.RetryAfter)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if retry {
+		return "retry", retryAfter
+	}
+	return "delivered", 0
+}
+
+// send makes one push and records its outcome; it returns the classified
+// failure, or nil.
+func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t target) *Error {
+	platform := string(t.dev.Platform)
+	n, ok := d.notifiers[t.app.Kind]
+	if !ok {
+		d.m.pushes.WithLabelValues(platform, Config.String(), "no_notifier").Inc()
+		return &Error{Class: Config, Reason: "no_notifier", Err: fmt.Errorf("no notifier for %s apps", t.app.Kind)}
+	}
+	d.m.inflightPushes.Inc()
+	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
+	start := time.Now()
+	err := n.Notify(sctx, &Push{Event: ev, Device: t.dev, App: t.app})
+	cancel()
+	d.m.inflightPushes.Dec()
+	d.m.sendSeconds.WithLabelValues(platform).Observe(time.Since(start).Seconds())
+	if err == nil {
+		d.m.pushes.WithLabelValues(platform, "accepted", "").Inc()
+		return nil
+	}
+	perr := Classify(err)
+	d.m.pushes.WithLabelValues(platform, perr.Class.String(), perr.Reason).Inc()
+	ev2 := d.log.Warn()
+	if perr.Class == Config {
+		ev2 = d.log.Error()
+	}
+	ev2.Err(perr.Err).Str("platform", platform).Str("app", t.app.Name).Str("device", t.dev.ID).
+		Str("class", perr.Class.String()).Str("reason", perr.Reason).Str("dataset", ev.DatasetName).
+		Msg("push not accepted")
+	return perr
+}
+
+func (d *Dispatcher) poolPush(ctx context.Context, pool string) (registry.PoolPush, error) {
+	return d.pools.get(pool, func() (registry.PoolPush, error) { return d.reg.PoolPush(ctx, pool) },
+		func(err error) bool { return errors.Is(err, registry.ErrPushNotEnabled) })
+}
+
+func (d *Dispatcher) app(ctx context.Context, name string) (*registry.App, error) {
+	app, err := d.apps.get(name, func() (registry.App, error) { return d.reg.App(ctx, name) },
+		func(err error) bool { return errors.Is(err, registry.ErrAppNotFound) })
+	if err != nil {
+		return nil, err
+	}
+	return &app, nil
+}

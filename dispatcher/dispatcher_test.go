@@ -1,0 +1,486 @@
+package dispatcher_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+const (
+	pool     = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	identity = "us-east-1:11111111-2222-3333-4444-555555555555"
+	stranger = "us-east-1:99999999-2222-3333-4444-555555555555"
+	prefix   = "pushsync.events"
+	stream   = "PUSHSYNC_EVENTS"
+)
+
+func tok(i int) string { return fmt.Sprintf("%064x", i) }
+
+// recorder is a Notifier that records pushes and answers with a scripted
+// error per device token.
+type recorder struct {
+	mu     sync.Mutex
+	pushes []*dispatcher.Push
+	answer func(p *dispatcher.Push, attempt int) error
+	tries  map[string]int
+	block  chan struct{} // if set, Notify waits on it
+}
+
+func (r *recorder) Notify(ctx context.Context, p *dispatcher.Push) error {
+	if r.block != nil {
+		<-r.block
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.tries == nil {
+		r.tries = map[string]int{}
+	}
+	r.tries[p.Device.Token]++
+	if r.answer != nil {
+		if err := r.answer(p, r.tries[p.Device.Token]); err != nil {
+			return err
+		}
+	}
+	r.pushes = append(r.pushes, p)
+	return nil
+}
+
+func (r *recorder) tokens() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, p := range r.pushes {
+		out = append(out, p.Device.Token)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *recorder) waitFor(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if got := r.tokens(); len(got) >= n {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("got %d pushes, want %d: %v", len(r.tokens()), n, r.tokens())
+	return nil
+}
+
+type env struct {
+	ns       *testenv.NATS
+	js       jetstream.JetStream
+	reg      *registry.Registry
+	pub      *event.Publisher
+	apns     *recorder
+	fcm      *recorder
+	metrics  *prometheus.Registry
+	origin   registry.Device
+	expected []string // tokens that should get a push for "settings"
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	rdb, keyPrefix := testenv.Redis(t)
+	ns := testenv.StartNATS(t)
+	_, js := ns.Connect(t)
+	ctx := context.Background()
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: prefix, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(rdb, registry.Options{KeyPrefix: keyPrefix})
+	e := &env{ns: ns, js: js, reg: reg, pub: pub, apns: &recorder{}, fcm: &recorder{}}
+
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	mustPut(t, reg, registry.App{Name: "ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{
+		Topic: "com.example", KeyID: "KEY1234567", TeamID: "TEAM123456",
+		AuthKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}})
+	mustPut(t, reg, registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{
+		ProjectID: "demo", ServiceAccount: `{"type":"service_account","client_email":"a@demo.iam.gserviceaccount.com","private_key":"k","token_uri":"https://example/token"}`}})
+	if err := reg.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{
+		registry.APNS: "ios", registry.APNSSandbox: "ios", registry.GCM: "android"}}); err != nil {
+		t.Fatal(err)
+	}
+	register := func(id string, p registry.Platform, token string, datasets ...string) registry.Device {
+		d, _, err := reg.RegisterDevice(ctx, pool, id, p, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ds := range datasets {
+			if err := reg.Subscribe(ctx, pool, id, ds, d.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	register(identity, registry.APNS, tok(1), "settings")
+	register(identity, registry.APNSSandbox, tok(2), "settings", "other")
+	register(identity, registry.GCM, "fcm-3", "settings")
+	e.origin = register(identity, registry.GCM, "fcm-origin", "settings")
+	register(identity, registry.GCM, "fcm-unsubscribed", "other")
+	register(stranger, registry.GCM, "fcm-stranger", "settings")
+	e.expected = []string{tok(1), tok(2), "fcm-3"}
+	sort.Strings(e.expected)
+	return e
+}
+
+func mustPut(t *testing.T, reg *registry.Registry, app registry.App) {
+	t.Helper()
+	if _, err := reg.PutApp(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) start(t *testing.T, mutate func(*dispatcher.Options)) (stop func()) {
+	t.Helper()
+	opts := dispatcher.Options{
+		Stream: stream, SubjectPrefix: prefix, Consumer: "dispatcher",
+		AckWait: 5 * time.Second, MaxDeliver: 5, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 200 * time.Millisecond,
+		Workers: 8, MaxConcurrentSends: 16, SendTimeout: 2 * time.Second,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	e.metrics = prometheus.NewRegistry()
+	d, err := dispatcher.New(e.js, e.reg, map[registry.AppKind]dispatcher.Notifier{
+		registry.KindAPNs: e.apns, registry.KindFCM: e.fcm,
+	}, opts, zerolog.New(zerolog.NewTestWriter(t)), e.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for d.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("dispatcher did not become ready")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) publish(t *testing.T, dataset string, syncCount int64, origin string) {
+	t.Helper()
+	_, err := e.pub.Publish(context.Background(), &event.DatasetChanged{
+		IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset,
+		SyncCount: syncCount, OriginDeviceID: origin, ChangedAt: time.Now(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) allTokens() []string {
+	got := append(e.apns.tokens(), e.fcm.tokens()...)
+	sort.Strings(got)
+	return got
+}
+
+func (e *env) counter(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := e.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func (e *env) waitCounter(t *testing.T, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.counter(t, name, labels...) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v = %v, want %v", name, labels, e.counter(t, name, labels...), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFanOutReachesSubscribedDevicesExceptOrigin(t *testing.T) {
+	e := setup(t)
+	e.start(t, nil)
+	e.publish(t, "settings", 3, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if got := e.allTokens(); strings.Join(got, ",") != strings.Join(e.expected, ",") {
+		t.Fatalf("pushed to %v, want %v", got, e.expected)
+	}
+	for _, p := range append(e.apns.pushes, e.fcm.pushes...) {
+		if p.Event.SyncCount != 3 || p.Event.DatasetName != "settings" {
+			t.Errorf("push carries %+v", p.Event)
+		}
+		wantApp := map[registry.Platform]string{registry.APNS: "ios", registry.APNSSandbox: "ios", registry.GCM: "android"}[p.Device.Platform]
+		if p.App.Name != wantApp {
+			t.Errorf("%s device went through app %s, want %s", p.Device.Platform, p.App.Name, wantApp)
+		}
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "accepted"); n != 3 {
+		t.Errorf("accepted pushes metric = %v, want 3", n)
+	}
+	// Without an origin, the origin device is pushed too.
+	e.publish(t, "settings", 4, "")
+	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "delivered")
+	if got := len(e.allTokens()); got != 7 {
+		t.Fatalf("%d pushes after the second event, want 7", got)
+	}
+}
+
+func TestUnsubscribedDatasetAndUnconfiguredPool(t *testing.T) {
+	e := setup(t)
+	e.start(t, nil)
+	e.publish(t, "nobody-listens", 1, "")
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "no_subscribers")
+	if err := e.reg.SetPoolPush(context.Background(), pool, registry.PoolPush{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, "settings", 1, "")
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "push_disabled")
+	if got := e.allTokens(); len(got) != 0 {
+		t.Fatalf("pushed to %v", got)
+	}
+}
+
+func TestMalformedEventsAreTerminatedAndCounted(t *testing.T) {
+	e := setup(t)
+	e.start(t, nil)
+	ctx := context.Background()
+	good := &event.DatasetChanged{Version: 1, IdentityPoolID: pool, IdentityID: identity, DatasetName: "settings", SyncCount: 9, ChangedAt: time.Now()}
+	goodSubject := event.Subject(prefix, good)
+	bad := []struct{ subject, data, reason string }{
+		{goodSubject, "not json", event.ReasonInvalidJSON},
+		{goodSubject, `{"version":7}`, event.ReasonUnsupportedVersion},
+		{goodSubject, `{"version":1,"identityPoolId":"x"}`, event.ReasonInvalidField},
+		{prefix + ".a.b.c", mustMarshal(t, good), event.ReasonSubjectMismatch},
+	}
+	for _, b := range bad {
+		if _, err := e.js.Publish(ctx, b.subject, []byte(b.data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range bad {
+		e.waitCounter(t, 1, "pushsync_events_malformed_total", "reason", b.reason)
+	}
+	// The worker is alive and delivers the next good event.
+	e.publish(t, "settings", 10, "")
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	// Terminated messages are not redelivered: the consumer has nothing
+	// pending or waiting for an ack.
+	time.Sleep(200 * time.Millisecond)
+	cons, err := e.js.Consumer(ctx, stream, "dispatcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Fatalf("consumer state pending=%d ackPending=%d redelivered=%d", info.NumPending, info.NumAckPending, info.NumRedelivered)
+	}
+	if n := testutil.CollectAndCount(e.metrics, "pushsync_events_malformed_total"); n != 4 {
+		t.Fatalf("malformed reasons counted: %d", n)
+	}
+}
+
+func mustMarshal(t *testing.T, e *event.DatasetChanged) string {
+	b, err := event.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRetryableFailureIsRedelivered(t *testing.T) {
+	e := setup(t)
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		if attempt == 1 {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
+		}
+		return nil
+	}
+	e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "retry"); n != 1 {
+		t.Fatalf("retried events = %v, want 1", n)
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "retry", "reason", "UNAVAILABLE"); n != 1 {
+		t.Fatalf("retry pushes = %v", n)
+	}
+	// The FCM device got its push on the second delivery.
+	if got := e.fcm.tokens(); len(got) < 1 || !contains(got, "fcm-3") {
+		t.Fatalf("fcm pushes %v", got)
+	}
+}
+
+func TestPermanentAndDeadTokenFailuresAreNotRetried(t *testing.T) {
+	e := setup(t)
+	e.apns.answer = func(p *dispatcher.Push, _ int) error {
+		if p.Device.Token == tok(1) {
+			return &dispatcher.Error{Class: dispatcher.TokenDead, Reason: "Unregistered"}
+		}
+		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: "BadTopic"}
+	}
+	e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	time.Sleep(300 * time.Millisecond) // longer than the retry delay
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "retry"); n != 0 {
+		t.Fatalf("event was retried %v times", n)
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "token_dead", "reason", "Unregistered"); n != 1 {
+		t.Fatalf("token_dead = %v", n)
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "permanent", "reason", "BadTopic"); n != 1 {
+		t.Fatalf("permanent = %v", n)
+	}
+}
+
+func TestRetriesEndAfterMaxDeliver(t *testing.T) {
+	e := setup(t)
+	e.fcm.answer = func(*dispatcher.Push, int) error {
+		return &dispatcher.Error{Class: dispatcher.Retry, Reason: "INTERNAL"}
+	}
+	e.start(t, func(o *dispatcher.Options) { o.MaxDeliver = 3 })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "abandoned")
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "retry"); n != 2 {
+		t.Fatalf("retries = %v, want 2 before the third and last delivery", n)
+	}
+}
+
+func TestEventsPublishedWhileDownAreDeliveredAfterStart(t *testing.T) {
+	e := setup(t)
+	stop := e.start(t, nil)
+	stop() // the consumer exists, the worker is gone
+	for i := int64(1); i <= 20; i++ {
+		e.publish(t, "settings", i, e.origin.ID)
+	}
+	e.start(t, nil)
+	e.waitCounter(t, 20, "pushsync_events_consumed_total", "result", "delivered")
+	if got := len(e.allTokens()); got != 60 {
+		t.Fatalf("%d pushes, want 60", got)
+	}
+}
+
+func TestShutdownFinishesInFlightSends(t *testing.T) {
+	e := setup(t)
+	e.apns.block = make(chan struct{})
+	e.fcm.block = e.apns.block
+	stop := e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	// Wait until the sends are in flight, then shut down while they block.
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(gauge(t, e.metrics, "pushsync_pushes_in_flight")) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("sends never started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("Run returned with sends in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(e.apns.block)
+	<-stopped
+	if got := e.allTokens(); len(got) != 3 {
+		t.Fatalf("in-flight sends did not finish: %v", got)
+	}
+	// The message was acked: nothing waits for redelivery.
+	info, err := mustConsumer(t, e).Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Fatalf("after shutdown: ackPending=%d pending=%d", info.NumAckPending, info.NumPending)
+	}
+}
+
+func mustConsumer(t *testing.T, e *env) jetstream.Consumer {
+	cons, err := e.js.Consumer(context.Background(), stream, "dispatcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cons
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	return prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "", nil, nil), prometheus.GaugeValue, mf.GetMetric()[0].GetGauge().GetValue())
+			}
+		}
+	})
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

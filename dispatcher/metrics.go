@@ -1,0 +1,62 @@
+package dispatcher
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	events         *prometheus.CounterVec
+	malformed      *prometheus.CounterVec
+	pushes         *prometheus.CounterVec
+	fanoutSeconds  prometheus.Histogram
+	sendSeconds    *prometheus.HistogramVec
+	eventAge       prometheus.Histogram
+	inflightEvents prometheus.Gauge
+	inflightPushes prometheus.Gauge
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_events_consumed_total",
+			Help: "Events consumed, by result: delivered, no_subscribers, push_disabled, retry, abandoned or malformed.",
+		}, []string{"result"}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_events_malformed_total",
+			Help: "Malformed events terminated without delivery, by reason.",
+		}, []string{"reason"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_pushes_total",
+			Help: "Pushes by platform, result (accepted, retry, permanent, token_dead, config, skipped) and the service's reason.",
+		}, []string{"platform", "result", "reason"}),
+		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pushsync_fanout_duration_seconds",
+			Help:    "Time from receiving an event to settling all its pushes.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		sendSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushsync_push_duration_seconds",
+			Help:    "Time of one push request to the push service, by platform.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"platform"}),
+		eventAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pushsync_event_delivery_delay_seconds",
+			Help:    "Time from an event's change to the end of its fan-out, for delivered events.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
+		}),
+		inflightEvents: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_events_in_flight",
+			Help: "Events being handled now.",
+		}),
+		inflightPushes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_pushes_in_flight",
+			Help: "Push requests waiting for an answer now.",
+		}),
+	}
+	if r != nil {
+		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes} {
+			if err := r.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
