@@ -1,0 +1,284 @@
+// Package apns sends push sync notifications through Apple Push
+// Notification service with github.com/sideshow/apns2: one long-lived
+// HTTP/2 client per platform app and environment, token (.p8) or
+// certificate authentication, and the classification of every APNs answer
+// into what the dispatcher should do about it.
+package apns
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sideshow/apns2"
+	"github.com/sideshow/apns2/token"
+	"golang.org/x/net/http2"
+
+	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/internal/warmup"
+	"github.com/pushsync/pushsync/payload"
+	"github.com/pushsync/pushsync/registry"
+)
+
+// Options configures a Notifier.
+type Options struct {
+	// ProductionHost receives pushes for APNS devices. If not set,
+	// https://api.push.apple.com.
+	ProductionHost string
+	// SandboxHost receives pushes for APNS_SANDBOX devices. If not set,
+	// https://api.sandbox.push.apple.com.
+	SandboxHost string
+	// RootCAs verifies the APNs server certificate. If not set, the
+	// system roots.
+	RootCAs *x509.CertPool
+	// TTL is how long APNs keeps trying to deliver a push (apns-expiration
+	// is the send time plus TTL). If not set, 0: APNs tries once.
+	TTL time.Duration
+	// ReadIdleTimeout is how long a connection may be silent before it is
+	// health-checked with a PING. If not set, 15s.
+	ReadIdleTimeout time.Duration
+	// Now returns the current time. If not set, time.Now.
+	Now func() time.Time
+}
+
+// Notifier is a dispatcher.Notifier for APNs apps. It is safe for
+// concurrent use.
+type Notifier struct {
+	opts Options
+	log  zerolog.Logger
+
+	mu   sync.Mutex
+	apps map[string]*appClients
+}
+
+// appClients are the clients of one platform app revision; both share one
+// provider token, since APNs counts token refreshes per team.
+type appClients struct {
+	revision int64
+	prod     *client
+	sandbox  *client
+	token    *token.Token
+}
+
+type client struct {
+	c    *apns2.Client
+	gate warmup.Gate
+}
+
+// New returns a Notifier.
+func New(opts Options, log zerolog.Logger) *Notifier {
+	if opts.ProductionHost == "" {
+		opts.ProductionHost = apns2.HostProduction
+	}
+	if opts.SandboxHost == "" {
+		opts.SandboxHost = apns2.HostDevelopment
+	}
+	if opts.ReadIdleTimeout <= 0 {
+		opts.ReadIdleTimeout = 15 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Notifier{opts: opts, log: log, apps: make(map[string]*appClients)}
+}
+
+// Notify sends the background notification of p's change to p's device.
+func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
+	if p.App.Kind != registry.KindAPNs || p.App.APNs == nil {
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "not_an_apns_app", Err: fmt.Errorf("%w: %s", ErrNotAPNs, p.App.Name)}
+	}
+	ac, err := n.clients(p.App)
+	if err != nil {
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "bad_credentials", Err: err}
+	}
+	c := ac.prod
+	if p.Device.Platform == registry.APNSSandbox {
+		c = ac.sandbox
+	}
+	note, err := payload.APNs(payload.Change{
+		IdentityPoolID: p.Event.IdentityPoolID,
+		IdentityID:     p.Event.IdentityID,
+		DatasetName:    p.Event.DatasetName,
+		SyncCount:      p.Event.SyncCount,
+	}, p.App.APNs.Topic, n.opts.Now().Add(n.opts.TTL))
+	if err != nil {
+		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: apns2.ReasonPayloadTooLarge, Err: err}
+	}
+	req := &apns2.Notification{
+		DeviceToken: p.Device.Token,
+		Topic:       note.Topic,
+		PushType:    apns2.EPushType(note.PushType),
+		Priority:    note.Priority,
+		CollapseID:  note.CollapseID,
+		Expiration:  note.Expiration,
+		Payload:     note.Payload,
+	}
+	var (
+		res     *apns2.Response
+		sendErr error
+	)
+	c.gate.Do(func() bool {
+		res, sendErr = c.c.PushWithContext(ctx, req)
+		return sendErr == nil
+	})
+	if sendErr != nil {
+		return dispatcher.Classify(sendErr)
+	}
+	if res.Sent() {
+		return nil
+	}
+	if res.Reason == apns2.ReasonExpiredProviderToken && ac.token != nil {
+		// Our token outlived APNs' hour; make the next push sign a new one.
+		ac.token.Lock()
+		ac.token.IssuedAt = 0
+		ac.token.Unlock()
+	}
+	return Classify(res)
+}
+
+// clients returns the clients of the app's current revision, building them
+// on first use and replacing them when the app changes.
+func (n *Notifier) clients(app *registry.App) (*appClients, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ac, ok := n.apps[app.Name]; ok && ac.revision == app.Revision {
+		return ac, nil
+	}
+	ac, err := n.build(app)
+	if err != nil {
+		return nil, err
+	}
+	if old, ok := n.apps[app.Name]; ok {
+		old.prod.c.CloseIdleConnections()
+		old.sandbox.c.CloseIdleConnections()
+		n.log.Info().Str("app", app.Name).Int64("revision", app.Revision).Msg("platform app changed; new APNs clients")
+	}
+	n.apps[app.Name] = ac
+	return ac, nil
+}
+
+func (n *Notifier) build(app *registry.App) (*appClients, error) {
+	cred := app.APNs
+	ac := &appClients{revision: app.Revision}
+	tlsConf := &tls.Config{RootCAs: n.opts.RootCAs, MinVersion: tls.VersionTLS12}
+	if cred.AuthKey != "" {
+		key, err := token.AuthKeyFromBytes([]byte(cred.AuthKey))
+		if err != nil {
+			return nil, fmt.Errorf("apns: app %s: auth key: %w", app.Name, err)
+		}
+		ac.token = &token.Token{AuthKey: key, KeyID: cred.KeyID, TeamID: cred.TeamID}
+		if _, err := ac.token.Generate(); err != nil {
+			return nil, fmt.Errorf("apns: app %s: sign provider token: %w", app.Name, err)
+		}
+	} else {
+		cert, err := tls.X509KeyPair([]byte(cred.Certificate), []byte(cred.Certificate))
+		if err != nil {
+			return nil, fmt.Errorf("apns: app %s: certificate: %w", app.Name, err)
+		}
+		tlsConf.Certificates = []tls.Certificate{cert}
+	}
+	newClient := func(host string) *client {
+		tr := &http2.Transport{
+			TLSClientConfig: tlsConf.Clone(),
+			ReadIdleTimeout: n.opts.ReadIdleTimeout,
+			PingTimeout:     5 * time.Second,
+			DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+				d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: cfg}
+				return d.DialContext(ctx, network, addr)
+			},
+		}
+		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: tr}}
+		if ac.token != nil {
+			c.Token = ac.token
+		} else {
+			c.Certificate = tlsConf.Certificates[0]
+		}
+		return &client{c: c}
+	}
+	ac.prod = newClient(n.opts.ProductionHost)
+	ac.sandbox = newClient(n.opts.SandboxHost)
+	return ac, nil
+}
+
+// Close closes the idle connections of every client.
+func (n *Notifier) Close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, ac := range n.apps {
+		ac.prod.c.CloseIdleConnections()
+		ac.sandbox.c.CloseIdleConnections()
+	}
+}
+
+// reasonClass is what to do about each reason APNs gives, following
+// Apple's "Handling notification responses from APNs".
+var reasonClass = map[string]dispatcher.Class{
+	// The token is no longer valid for the app: drop it.
+	apns2.ReasonBadDeviceToken:         dispatcher.TokenDead,
+	apns2.ReasonDeviceTokenNotForTopic: dispatcher.TokenDead,
+	apns2.ReasonUnregistered:           dispatcher.TokenDead,
+	"ExpiredToken":                     dispatcher.TokenDead,
+	// The request itself is wrong; sending it again cannot help.
+	apns2.ReasonBadCollapseID:       dispatcher.Permanent,
+	apns2.ReasonBadExpirationDate:   dispatcher.Permanent,
+	apns2.ReasonBadMessageID:        dispatcher.Permanent,
+	apns2.ReasonBadPriority:         dispatcher.Permanent,
+	apns2.ReasonBadTopic:            dispatcher.Permanent,
+	apns2.ReasonDuplicateHeaders:    dispatcher.Permanent,
+	"InvalidPushType":               dispatcher.Permanent,
+	apns2.ReasonMissingDeviceToken:  dispatcher.Permanent,
+	apns2.ReasonMissingTopic:        dispatcher.Permanent,
+	apns2.ReasonPayloadEmpty:        dispatcher.Permanent,
+	apns2.ReasonTopicDisallowed:     dispatcher.Permanent,
+	apns2.ReasonBadPath:             dispatcher.Permanent,
+	apns2.ReasonMethodNotAllowed:    dispatcher.Permanent,
+	apns2.ReasonPayloadTooLarge:     dispatcher.Permanent,
+	apns2.ReasonForbidden:           dispatcher.Permanent,
+	// Temporary: try again later.
+	apns2.ReasonIdleTimeout:                 dispatcher.Retry,
+	apns2.ReasonExpiredProviderToken:        dispatcher.Retry,
+	apns2.ReasonTooManyProviderTokenUpdates: dispatcher.Retry,
+	apns2.ReasonTooManyRequests:             dispatcher.Retry,
+	apns2.ReasonInternalServerError:         dispatcher.Retry,
+	apns2.ReasonServiceUnavailable:          dispatcher.Retry,
+	apns2.ReasonShutdown:                    dispatcher.Retry,
+	// The app's credentials are wrong: an operator must act.
+	apns2.ReasonInvalidProviderToken:      dispatcher.Config,
+	apns2.ReasonMissingProviderToken:      dispatcher.Config,
+	apns2.ReasonBadCertificate:            dispatcher.Config,
+	apns2.ReasonBadCertificateEnvironment: dispatcher.Config,
+	"UnrelatedKeyIdInToken":               dispatcher.Config,
+	"BadEnvironmentKeyIdInToken":          dispatcher.Config,
+}
+
+// Classify turns an APNs answer other than 200 into a dispatcher error. A
+// reason APNs has not documented is classified by its status code and
+// reported as "Other", so metric labels stay bounded.
+func Classify(res *apns2.Response) *dispatcher.Error {
+	err := fmt.Errorf("apns: %d %s", res.StatusCode, res.Reason)
+	if class, ok := reasonClass[res.Reason]; ok {
+		return &dispatcher.Error{Class: class, Reason: res.Reason, Err: err}
+	}
+	var class dispatcher.Class
+	switch {
+	case res.StatusCode == http.StatusTooManyRequests || res.StatusCode >= 500:
+		class = dispatcher.Retry
+	case res.StatusCode == http.StatusForbidden:
+		class = dispatcher.Config
+	case res.StatusCode == http.StatusGone:
+		class = dispatcher.TokenDead
+	default:
+		class = dispatcher.Permanent
+	}
+	return &dispatcher.Error{Class: class, Reason: "Other", Err: err}
+}
+
+// ErrNotAPNs is returned for a push whose app is not an APNs app.
+var ErrNotAPNs = errors.New("apns: not an APNs app")

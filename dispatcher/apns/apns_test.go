@@ -1,0 +1,248 @@
+package apns_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sideshow/apns2"
+
+	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/dispatcher/apns"
+	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
+	"github.com/pushsync/pushsync/internal/emutls"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+const topic = "com.example.game"
+
+var now = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+type fixture struct {
+	prod, sandbox *apnstest.Server
+	app           *registry.App
+	n             *apns.Notifier
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	prod := apnstest.NewServer()
+	sandbox := apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment))
+	t.Cleanup(prod.Close)
+	t.Cleanup(sandbox.Close)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	for _, s := range []*apnstest.Server{prod, sandbox} {
+		s.AddTokenKey("TEAM123456", "KEY1234567", &key.PublicKey, topic)
+	}
+	roots := prod.RootCAs()
+	roots.AppendCertsFromPEM(sandbox.CACertPEM())
+	n := apns.New(apns.Options{
+		ProductionHost: prod.URL, SandboxHost: sandbox.URL, RootCAs: roots,
+		TTL: time.Hour, Now: func() time.Time { return now },
+	}, zerolog.Nop())
+	t.Cleanup(n.Close)
+	app := &registry.App{Name: "ios", Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
+		Topic: topic, KeyID: "KEY1234567", TeamID: "TEAM123456",
+		AuthKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+	}}
+	return &fixture{prod: prod, sandbox: sandbox, app: app, n: n}
+}
+
+func push(app *registry.App, platform registry.Platform, token string, syncCount int64) *dispatcher.Push {
+	return &dispatcher.Push{
+		Event: &event.DatasetChanged{Version: 1, IdentityPoolID: "us-east-1:0f1e", IdentityID: "us-east-1:abc",
+			DatasetName: "settings", SyncCount: syncCount, ChangedAt: now},
+		Device: registry.Device{ID: "dev-1", Platform: platform, Token: token},
+		App:    app,
+	}
+}
+
+func tok(i int) string { return fmt.Sprintf("%064x", i) }
+
+func TestSendsExactBackgroundPush(t *testing.T) {
+	f := newFixture(t)
+	if err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(1), 7)); err != nil {
+		t.Fatal(err)
+	}
+	got := f.prod.Pushes()
+	if len(got) != 1 || len(f.sandbox.Pushes()) != 0 {
+		t.Fatalf("prod got %d, sandbox %d; want 1 and 0", len(got), len(f.sandbox.Pushes()))
+	}
+	p := got[0]
+	want := `{"aps":{"content-available":1},"data":{"source":"cognito-sync","identityPoolId":"us-east-1:0f1e","identityId":"us-east-1:abc","datasetName":"settings","syncCount":7}}`
+	if string(p.Payload) != want {
+		t.Errorf("payload\n got %s\nwant %s", p.Payload, want)
+	}
+	checks := map[string]string{
+		"apns-push-type":   "background",
+		"apns-priority":    "5",
+		"apns-topic":       topic,
+		"apns-collapse-id": "settings",
+		"apns-expiration":  fmt.Sprint(now.Add(time.Hour).Unix()),
+	}
+	for h, v := range checks {
+		if got := p.Header.Get(h); got != v {
+			t.Errorf("%s = %q, want %q", h, got, v)
+		}
+	}
+	if p.Auth != apnstest.AuthToken || p.TeamID != "TEAM123456" || p.DeviceToken != tok(1) {
+		t.Errorf("push %+v", p)
+	}
+}
+
+func TestSandboxDevicesGoToSandboxHost(t *testing.T) {
+	f := newFixture(t)
+	if err := f.n.Notify(context.Background(), push(f.app, registry.APNSSandbox, tok(2), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.sandbox.Pushes()) != 1 || len(f.prod.Pushes()) != 0 {
+		t.Fatalf("sandbox got %d, prod %d; want 1 and 0", len(f.sandbox.Pushes()), len(f.prod.Pushes()))
+	}
+}
+
+func TestCertificateAuth(t *testing.T) {
+	f := newFixture(t)
+	id, err := emutls.New("Apple Push Services: " + topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(id.Certificate.Certificate[0])
+	f.prod.AddCertificate(leaf, topic)
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(id.Certificate.PrivateKey)
+	app := &registry.App{Name: "ios-cert", Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
+		Topic: topic,
+		Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: id.Certificate.Certificate[0]})) +
+			string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+	}}
+	if err := f.n.Notify(context.Background(), push(app, registry.APNS, tok(3), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.prod.Pushes(); len(p) != 1 || p[0].Auth != apnstest.AuthCertificate {
+		t.Fatalf("pushes %+v", p)
+	}
+}
+
+func TestErrorsAreClassified(t *testing.T) {
+	f := newFixture(t)
+	f.prod.FailToken(tok(10), apnstest.Unregistered(now.Add(-time.Hour)))
+	f.prod.FailToken(tok(11), apnstest.BadDeviceToken())
+	f.prod.FailToken(tok(12), apnstest.ServiceUnavailable())
+	f.prod.FailToken(tok(13), apnstest.TooManyRequests(0))
+	f.prod.FailToken(tok(14), apnstest.DeviceTokenNotForTopic())
+	tests := []struct {
+		token  string
+		class  dispatcher.Class
+		reason string
+	}{
+		{tok(10), dispatcher.TokenDead, "Unregistered"},
+		{tok(11), dispatcher.TokenDead, "BadDeviceToken"},
+		{tok(12), dispatcher.Retry, "ServiceUnavailable"},
+		{tok(13), dispatcher.Retry, "TooManyRequests"},
+		{tok(14), dispatcher.TokenDead, "DeviceTokenNotForTopic"},
+		{"short", dispatcher.TokenDead, "BadDeviceToken"}, // the emulator checks the token form
+	}
+	for _, tt := range tests {
+		err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tt.token, 1))
+		var pe *dispatcher.Error
+		if !errors.As(err, &pe) || pe.Class != tt.class || pe.Reason != tt.reason {
+			t.Errorf("token %s: got %v, want %s %s", tt.token[:5], err, tt.class, tt.reason)
+		}
+	}
+	// A wrong key is a configuration error.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(other)
+	bad := *f.app
+	badCred := *f.app.APNs
+	badCred.AuthKey = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	bad.APNs, bad.Name = &badCred, "ios-wrong-key"
+	err := f.n.Notify(context.Background(), push(&bad, registry.APNS, tok(1), 1))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "InvalidProviderToken" {
+		t.Errorf("wrong key: %v", err)
+	}
+	// A server that is not there is a retryable transport error.
+	f.prod.Close()
+	err = f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(1), 1))
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry {
+		t.Errorf("closed server: %v", err)
+	}
+}
+
+func TestClassifyEveryStatus(t *testing.T) {
+	// Statuses without a known reason are classified by the status code.
+	for status, want := range map[int]dispatcher.Class{
+		400: dispatcher.Permanent, 403: dispatcher.Config, 404: dispatcher.Permanent, 405: dispatcher.Permanent,
+		410: dispatcher.TokenDead, 413: dispatcher.Permanent, 429: dispatcher.Retry, 500: dispatcher.Retry, 503: dispatcher.Retry,
+	} {
+		got := apns.Classify(&apns2.Response{StatusCode: status, Reason: "SomethingNew"})
+		if got.Class != want || got.Reason != "Other" {
+			t.Errorf("%d: got %s %s, want %s Other", status, got.Class, got.Reason, want)
+		}
+	}
+	if got := apns.Classify(&apns2.Response{StatusCode: 403, Reason: "ExpiredProviderToken"}); got.Class != dispatcher.Retry {
+		t.Errorf("ExpiredProviderToken: %s", got.Class)
+	}
+}
+
+func TestOneWarmClientServesAFanOut(t *testing.T) {
+	f := newFixture(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 500)
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(100+i), 1)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n := len(f.prod.Pushes()); n != 500 {
+		t.Fatalf("%d pushes arrived", n)
+	}
+	if c := f.prod.Stats().Connections; c != 1 {
+		t.Fatalf("a cold fan-out of 500 opened %d connections, want 1", c)
+	}
+}
+
+func TestNewRevisionRebuildsClient(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.n.Notify(ctx, push(f.app, registry.APNS, tok(1), 1)); err != nil {
+		t.Fatal(err)
+	}
+	// Rotate to a new key: the emulator only knows the new one.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	f.prod.AddTokenKey("TEAM123456", "KEY7654321", &key.PublicKey, topic)
+	rotated := *f.app
+	cred := *f.app.APNs
+	cred.KeyID, cred.AuthKey = "KEY7654321", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	rotated.APNs, rotated.Revision = &cred, 2
+	if err := f.n.Notify(ctx, push(&rotated, registry.APNS, tok(1), 2)); err != nil {
+		t.Fatal(err)
+	}
+	p := f.prod.Pushes()
+	if len(p) != 2 || p[1].KeyID != "KEY7654321" {
+		t.Fatalf("second push signed with %q, want the rotated key", p[len(p)-1].KeyID)
+	}
+}
