@@ -1,0 +1,223 @@
+// Package fcm sends push sync notifications through Firebase Cloud
+// Messaging with firebase.google.com/go/v4: one messaging client per
+// platform app, authenticated with the app's service account, all sharing
+// one HTTP/2 transport, and the classification of every FCM error into what
+// the dispatcher should do about it.
+package fcm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/errorutils"
+	"firebase.google.com/go/v4/messaging"
+	"github.com/rs/zerolog"
+	"golang.org/x/net/http2"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/option"
+
+	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/internal/warmup"
+	"github.com/pushsync/pushsync/payload"
+	"github.com/pushsync/pushsync/registry"
+)
+
+// Scope is the OAuth2 scope FCM sends need.
+const Scope = "https://www.googleapis.com/auth/firebase.messaging"
+
+// Options configures a Notifier.
+type Options struct {
+	// Endpoint is the FCM API base URL, including /v1. If not set,
+	// https://fcm.googleapis.com/v1.
+	Endpoint string
+	// RootCAs verifies the FCM and OAuth2 server certificates. If not set,
+	// the system roots.
+	RootCAs *x509.CertPool
+	// TTL is how long FCM keeps an undelivered message. If not set, 0:
+	// deliver now or never.
+	TTL time.Duration
+	// Priority is the Android priority. If not set, normal.
+	Priority payload.FCMPriority
+}
+
+// Notifier is a dispatcher.Notifier for FCM apps. It is safe for
+// concurrent use.
+type Notifier struct {
+	opts      Options
+	log       zerolog.Logger
+	transport *http.Transport
+
+	mu   sync.Mutex
+	apps map[string]*appClient
+}
+
+type appClient struct {
+	revision int64
+	client   *messaging.Client
+	gate     warmup.Gate
+}
+
+// New returns a Notifier.
+func New(opts Options, log zerolog.Logger) (*Notifier, error) {
+	if opts.Endpoint == "" {
+		opts.Endpoint = "https://fcm.googleapis.com/v1"
+	}
+	if opts.Priority == "" {
+		opts.Priority = payload.FCMPriorityNormal
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 100,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	h2, err := http2.ConfigureTransports(tr)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: configure HTTP/2: %w", err)
+	}
+	h2.ReadIdleTimeout = 30 * time.Second
+	h2.PingTimeout = 5 * time.Second
+	return &Notifier{opts: opts, log: log, transport: tr, apps: make(map[string]*appClient)}, nil
+}
+
+// Notify sends the data message of p's change to p's device.
+func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
+	if p.App.Kind != registry.KindFCM || p.App.FCM == nil {
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "not_an_fcm_app", Err: fmt.Errorf("%w: %s", ErrNotFCM, p.App.Name)}
+	}
+	ac, err := n.client(p.App)
+	if err != nil {
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "bad_credentials", Err: err}
+	}
+	msg, err := payload.FCM(payload.Change{
+		IdentityPoolID: p.Event.IdentityPoolID,
+		IdentityID:     p.Event.IdentityID,
+		DatasetName:    p.Event.DatasetName,
+		SyncCount:      p.Event.SyncCount,
+	}, p.Device.Token, n.opts.Priority, n.opts.TTL)
+	if err != nil {
+		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: "MESSAGE_TOO_BIG", Err: err}
+	}
+	var sendErr error
+	ac.gate.Do(func() bool {
+		_, sendErr = ac.client.Send(ctx, msg)
+		return sendErr == nil || errorutils.HTTPResponse(sendErr) != nil
+	})
+	if sendErr == nil {
+		return nil
+	}
+	return Classify(sendErr)
+}
+
+func (n *Notifier) client(app *registry.App) (*appClient, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ac, ok := n.apps[app.Name]; ok && ac.revision == app.Revision {
+		return ac, nil
+	}
+	// The token source keeps this context for every refresh, so it must
+	// live as long as the client; it carries the HTTP client that reaches
+	// the token endpoint.
+	base := &http.Client{Transport: n.transport}
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, base)
+	creds, err := google.CredentialsFromJSONWithType(ctx, []byte(app.FCM.ServiceAccount), google.ServiceAccount, Scope)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: app %s: service account: %w", app.Name, err)
+	}
+	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: n.transport}}
+	fa, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: app.FCM.ProjectID},
+		option.WithEndpoint(n.opts.Endpoint), option.WithHTTPClient(hc))
+	if err != nil {
+		return nil, fmt.Errorf("fcm: app %s: %w", app.Name, err)
+	}
+	mc, err := fa.Messaging(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: app %s: messaging client: %w", app.Name, err)
+	}
+	if _, ok := n.apps[app.Name]; ok {
+		n.log.Info().Str("app", app.Name).Int64("revision", app.Revision).Msg("platform app changed; new FCM client")
+	}
+	ac := &appClient{revision: app.Revision, client: mc}
+	n.apps[app.Name] = ac
+	return ac, nil
+}
+
+// Close closes idle connections.
+func (n *Notifier) Close() { n.transport.CloseIdleConnections() }
+
+// ErrNotFCM is returned for a push whose app is not an FCM app.
+var ErrNotFCM = errors.New("fcm: not an FCM app")
+
+// Classify turns an error from messaging.Client.Send into a dispatcher
+// error, following FCM's error-code table: dead registration tokens are
+// dropped, quota and server errors are retried (honouring Retry-After), and
+// authentication problems are configuration errors.
+func Classify(err error) *dispatcher.Error {
+	e := func(class dispatcher.Class, reason string) *dispatcher.Error {
+		return &dispatcher.Error{Class: class, Reason: reason, Err: err, RetryAfter: retryAfter(err)}
+	}
+	switch {
+	case messaging.IsUnregistered(err):
+		return e(dispatcher.TokenDead, "UNREGISTERED")
+	case messaging.IsSenderIDMismatch(err):
+		return e(dispatcher.TokenDead, "SENDER_ID_MISMATCH")
+	case messaging.IsInvalidArgument(err) && strings.Contains(err.Error(), "registration token"):
+		return e(dispatcher.TokenDead, "INVALID_REGISTRATION")
+	case messaging.IsInvalidArgument(err):
+		return e(dispatcher.Permanent, "INVALID_ARGUMENT")
+	case messaging.IsQuotaExceeded(err):
+		return e(dispatcher.Retry, "QUOTA_EXCEEDED")
+	case messaging.IsUnavailable(err):
+		return e(dispatcher.Retry, "UNAVAILABLE")
+	case messaging.IsInternal(err):
+		return e(dispatcher.Retry, "INTERNAL")
+	case messaging.IsThirdPartyAuthError(err):
+		return e(dispatcher.Config, "THIRD_PARTY_AUTH_ERROR")
+	case errorutils.IsUnauthenticated(err):
+		return e(dispatcher.Config, "UNAUTHENTICATED")
+	case errorutils.IsPermissionDenied(err):
+		return e(dispatcher.Config, "PERMISSION_DENIED")
+	case errorutils.IsNotFound(err):
+		return e(dispatcher.Config, "NOT_FOUND")
+	case errorutils.IsResourceExhausted(err):
+		return e(dispatcher.Retry, "RESOURCE_EXHAUSTED")
+	case errorutils.IsUnavailable(err), errorutils.IsInternal(err), errorutils.IsDeadlineExceeded(err):
+		return e(dispatcher.Retry, "UNAVAILABLE")
+	case errors.Is(err, context.DeadlineExceeded):
+		return e(dispatcher.Retry, "timeout")
+	case errorutils.HTTPResponse(err) == nil:
+		return e(dispatcher.Retry, "transport")
+	default:
+		return e(dispatcher.Retry, "Other")
+	}
+}
+
+func retryAfter(err error) time.Duration {
+	res := errorutils.HTTPResponse(err)
+	if res == nil {
+		return 0
+	}
+	v := res.Header.Get("Retry-After")
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}

@@ -1,0 +1,170 @@
+package fcm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/dispatcher/fcm"
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+func newFixture(t *testing.T) (*fcmtest.Server, *fcm.Notifier, *registry.App) {
+	t.Helper()
+	s := fcmtest.NewServer()
+	t.Cleanup(s.Close)
+	sa, err := s.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := fcm.New(fcm.Options{Endpoint: s.Endpoint(), RootCAs: s.RootCAs(), TTL: time.Hour}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	app := &registry.App{Name: "android", Kind: registry.KindFCM, Revision: 1,
+		FCM: &registry.FCMCredentials{ProjectID: "demo-project", ServiceAccount: string(sa)}}
+	return s, n, app
+}
+
+func push(app *registry.App, token string, syncCount int64) *dispatcher.Push {
+	return &dispatcher.Push{
+		Event: &event.DatasetChanged{Version: 1, IdentityPoolID: "us-east-1:0f1e", IdentityID: "us-east-1:abc",
+			DatasetName: "settings", SyncCount: syncCount, ChangedAt: time.Now()},
+		Device: registry.Device{ID: "dev-1", Platform: registry.GCM, Token: token},
+		App:    app,
+	}
+}
+
+func TestSendsExactDataMessage(t *testing.T) {
+	s, n, app := newFixture(t)
+	if err := n.Notify(context.Background(), push(app, "fcm-token-1", 12)); err != nil {
+		t.Fatal(err)
+	}
+	got := s.Pushes()
+	if len(got) != 1 {
+		t.Fatalf("%d pushes", len(got))
+	}
+	p := got[0]
+	want := `{"data":{"datasetName":"settings","identityId":"us-east-1:abc","identityPoolId":"us-east-1:0f1e","source":"cognito-sync","syncCount":"12"},"android":{"ttl":"3600s","collapse_key":"settings","priority":"normal"},"token":"fcm-token-1"}`
+	if string(p.Message) != want {
+		t.Errorf("message\n got %s\nwant %s", p.Message, want)
+	}
+	if p.ProjectID != "demo-project" || p.Token != "fcm-token-1" {
+		t.Errorf("push %+v", p)
+	}
+}
+
+func TestErrorsAreClassified(t *testing.T) {
+	s, n, app := newFixture(t)
+	s.FailToken("dead", fcmtest.Unregistered())
+	s.FailToken("mismatch", fcmtest.SenderIDMismatch())
+	s.FailToken("invalid", fcmtest.InvalidRegistration())
+	s.FailToken("quota", fcmtest.QuotaExceeded(30*time.Second))
+	s.FailToken("internal", fcmtest.Internal())
+	s.FailToken("apns-auth", fcmtest.ThirdPartyAuthError())
+	tests := []struct {
+		token      string
+		class      dispatcher.Class
+		reason     string
+		retryAfter time.Duration
+	}{
+		{"dead", dispatcher.TokenDead, "UNREGISTERED", 0},
+		{"mismatch", dispatcher.TokenDead, "SENDER_ID_MISMATCH", 0},
+		{"invalid", dispatcher.TokenDead, "INVALID_REGISTRATION", 0},
+		{"quota", dispatcher.Retry, "QUOTA_EXCEEDED", 30 * time.Second},
+		{"internal", dispatcher.Retry, "INTERNAL", 0},
+		{"apns-auth", dispatcher.Config, "THIRD_PARTY_AUTH_ERROR", 0},
+	}
+	for _, tt := range tests {
+		err := n.Notify(context.Background(), push(app, tt.token, 1))
+		var pe *dispatcher.Error
+		if !errors.As(err, &pe) || pe.Class != tt.class || pe.Reason != tt.reason || pe.RetryAfter != tt.retryAfter {
+			t.Errorf("%s: got %v (retry after %v), want %s %s %v", tt.token, err, retryAfterOf(err), tt.class, tt.reason, tt.retryAfter)
+		}
+	}
+}
+
+func retryAfterOf(err error) time.Duration {
+	var pe *dispatcher.Error
+	if errors.As(err, &pe) {
+		return pe.RetryAfter
+	}
+	return -1
+}
+
+func TestUnavailableIsRetryable(t *testing.T) {
+	s, n, app := newFixture(t)
+	f := fcmtest.Unavailable()
+	s.FailAll(&f)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err := n.Notify(ctx, push(app, "tok", 1))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry {
+		t.Fatalf("got %v, want a retryable error", err)
+	}
+	if len(s.Pushes()) != 0 {
+		t.Fatal("a push was recorded during the outage")
+	}
+}
+
+func TestWrongServiceAccountIsConfigError(t *testing.T) {
+	s, n, app := newFixture(t)
+	other := fcmtest.NewServer() // its service account is unknown to s
+	defer other.Close()
+	sa, err := other.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := *app
+	bad.Name = "android-bad"
+	bad.FCM = &registry.FCMCredentials{ProjectID: "demo-project", ServiceAccount: string(sa)}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// other's token_uri points at other, which does not trust s's client;
+	// either way no token is good for s.
+	err = n.Notify(ctx, push(&bad, "tok", 1))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class == dispatcher.Permanent || pe.Class == dispatcher.TokenDead {
+		t.Fatalf("got %v, want a config or retry error", err)
+	}
+	if len(s.Pushes()) != 0 {
+		t.Fatal("push accepted with a foreign service account")
+	}
+}
+
+func TestOneConnectionAndOneTokenForAFanOut(t *testing.T) {
+	s, n, app := newFixture(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 300)
+	for i := range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Notify(context.Background(), push(app, fmt.Sprintf("tok-%d", i), 1)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.Accepted != 300 || st.TokensIssued != 1 {
+		t.Fatalf("accepted %d with %d OAuth tokens, want 300 with 1", st.Accepted, st.TokensIssued)
+	}
+	if st.Connections > 2 {
+		t.Fatalf("a cold fan-out of 300 opened %d connections", st.Connections)
+	}
+}

@@ -1,0 +1,303 @@
+package fcmtest
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+const (
+	jwtBearerGrant = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	// maxAssertionLifetime is how far exp may lie after iat.
+	maxAssertionLifetime = time.Hour
+	// clockSkew is how far in the future iat may lie.
+	clockSkew = 5 * time.Minute
+)
+
+type serviceAccount struct {
+	projectID string
+	email     string
+	keyID     string
+	publicKey *rsa.PublicKey
+}
+
+type accessToken struct {
+	projectID string
+	email     string
+	expiry    time.Time
+}
+
+// serviceAccountKey is a service-account JSON key file, with fields in the
+// order Google writes them.
+type serviceAccountKey struct {
+	Type                    string `json:"type"`
+	ProjectID               string `json:"project_id"`
+	PrivateKeyID            string `json:"private_key_id"`
+	PrivateKey              string `json:"private_key"`
+	ClientEmail             string `json:"client_email"`
+	ClientID                string `json:"client_id"`
+	AuthURI                 string `json:"auth_uri"`
+	TokenURI                string `json:"token_uri"`
+	AuthProviderX509CertURL string `json:"auth_provider_x509_cert_url"`
+	ClientX509CertURL       string `json:"client_x509_cert_url"`
+	UniverseDomain          string `json:"universe_domain"`
+}
+
+// AddServiceAccount generates an RSA-2048 service account for projectID,
+// registers its public key with the emulator and returns its JSON key file,
+// shaped as the one Google issues (type service_account, PKCS#8 private key,
+// client_email firebase-adminsdk-xxxxx@<project>.iam.gserviceaccount.com,
+// token_uri = TokenURL()), loadable by golang.org/x/oauth2/google.
+func (s *Server) AddServiceAccount(projectID string) ([]byte, error) {
+	if projectID == "" || strings.ContainsAny(projectID, "/@ ") {
+		return nil, fmt.Errorf("fcmtest: invalid project id %q", projectID)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("fcmtest: generate service account key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("fcmtest: marshal service account key: %w", err)
+	}
+	keyID := make([]byte, 20)
+	suffix := make([]byte, 5)
+	if _, err := rand.Read(keyID); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(suffix); err != nil {
+		return nil, err
+	}
+	for i, b := range suffix {
+		suffix[i] = 'a' + b%26
+	}
+	clientID, err := rand.Int(rand.Reader, new(big.Int).Exp(big.NewInt(10), big.NewInt(20), nil))
+	if err != nil {
+		return nil, err
+	}
+	email := "firebase-adminsdk-" + string(suffix) + "@" + projectID + ".iam.gserviceaccount.com"
+	sa := &serviceAccount{
+		projectID: projectID,
+		email:     email,
+		keyID:     hex.EncodeToString(keyID),
+		publicKey: &key.PublicKey,
+	}
+	file := serviceAccountKey{
+		Type:                    "service_account",
+		ProjectID:               projectID,
+		PrivateKeyID:            sa.keyID,
+		PrivateKey:              string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		ClientEmail:             email,
+		ClientID:                "1" + fmt.Sprintf("%020d", clientID),
+		AuthURI:                 "https://accounts.google.com/o/oauth2/auth",
+		TokenURI:                s.TokenURL(),
+		AuthProviderX509CertURL: "https://www.googleapis.com/oauth2/v1/certs",
+		ClientX509CertURL:       "https://www.googleapis.com/robot/v1/metadata/x509/" + url.PathEscape(email),
+		UniverseDomain:          "googleapis.com",
+	}
+	out, err := json.MarshalIndent(file, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	s.authMu.Lock()
+	s.accounts[email] = sa
+	s.authMu.Unlock()
+	return append(out, '\n'), nil
+}
+
+// ExpireTokens makes every access token issued so far invalid, as if it had
+// expired or been revoked; requests bearing one get 401 UNAUTHENTICATED.
+func (s *Server) ExpireTokens() {
+	s.authMu.Lock()
+	clear(s.tokens)
+	s.authMu.Unlock()
+}
+
+// lookupToken returns the project an access token is bound to.
+func (s *Server) lookupToken(tok string, now time.Time) (accessToken, bool) {
+	s.authMu.RLock()
+	at, ok := s.tokens[tok]
+	s.authMu.RUnlock()
+	if !ok || !now.Before(at.expiry) {
+		return accessToken{}, false
+	}
+	return at, true
+}
+
+type jwtHeader struct {
+	Alg string `json:"alg"`
+	Typ string `json:"typ"`
+	Kid string `json:"kid"`
+}
+
+type jwtClaims struct {
+	Iss   string          `json:"iss"`
+	Scope *string         `json:"scope"`
+	Aud   json.RawMessage `json:"aud"`
+	Exp   int64           `json:"exp"`
+	Iat   int64           `json:"iat"`
+	Sub   string          `json:"sub"`
+}
+
+// oauthError is a Google OAuth2 error response.
+type oauthError struct {
+	status int
+	code   string
+	desc   string
+}
+
+func writeOAuthError(w http.ResponseWriter, e oauthError) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate")
+	w.WriteHeader(e.status)
+	b, _ := json.MarshalIndent(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{e.code, e.desc}, "", "  ")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// serveToken implements POST /token for the JWT-bearer grant.
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	s.stats.tokenRequests.Add(1)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeOAuthError(w, oauthError{http.StatusMethodNotAllowed, "invalid_request", "Method " + r.Method + " is not allowed."})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		writeOAuthError(w, oauthError{http.StatusBadRequest, "invalid_request", "Could not parse the request body."})
+		return
+	}
+	grant := r.PostForm.Get("grant_type")
+	switch grant {
+	case "":
+		writeOAuthError(w, oauthError{http.StatusBadRequest, "invalid_request", "Missing required parameter: grant_type"})
+		return
+	case jwtBearerGrant:
+	default:
+		writeOAuthError(w, oauthError{http.StatusBadRequest, "unsupported_grant_type", "Invalid grant_type: " + grant})
+		return
+	}
+	assertion := r.PostForm.Get("assertion")
+	if assertion == "" {
+		writeOAuthError(w, oauthError{http.StatusBadRequest, "invalid_request", "Missing required parameter: assertion"})
+		return
+	}
+	sa, e := s.verifyAssertion(assertion, r)
+	if e != nil {
+		writeOAuthError(w, *e)
+		return
+	}
+
+	raw := make([]byte, 48)
+	if _, err := rand.Read(raw); err != nil {
+		writeOAuthError(w, oauthError{http.StatusInternalServerError, "internal_failure", "Could not generate a token."})
+		return
+	}
+	tok := "ya29.c." + base64.RawURLEncoding.EncodeToString(raw)
+	now := time.Now()
+	lifetime := s.opts.tokenLifetime
+	s.authMu.Lock()
+	for k, v := range s.tokens { // drop expired tokens; issuing is rare
+		if !now.Before(v.expiry) {
+			delete(s.tokens, k)
+		}
+	}
+	s.tokens[tok] = accessToken{projectID: sa.projectID, email: sa.email, expiry: now.Add(lifetime)}
+	s.authMu.Unlock()
+	s.stats.tokensIssued.Add(1)
+
+	secs := int64((lifetime + time.Second - 1) / time.Second)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-cache, no-store, max-age=0, must-revalidate")
+	b, _ := json.MarshalIndent(struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int64  `json:"expires_in"`
+		TokenType   string `json:"token_type"`
+	}{tok, secs, "Bearer"}, "", "  ")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// verifyAssertion checks a service-account JWT the way Google's token
+// endpoint does and returns the account it names.
+func (s *Server) verifyAssertion(assertion string, r *http.Request) (*serviceAccount, *oauthError) {
+	badSig := &oauthError{http.StatusBadRequest, "invalid_grant", "Invalid JWT Signature."}
+	parts := strings.Split(assertion, ".")
+	if len(parts) != 3 {
+		return nil, badSig
+	}
+	var hdr jwtHeader
+	var claims jwtClaims
+	if !decodeSegment(parts[0], &hdr) || !decodeSegment(parts[1], &claims) {
+		return nil, badSig
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil || hdr.Alg != "RS256" {
+		return nil, badSig
+	}
+
+	s.authMu.RLock()
+	sa := s.accounts[claims.Iss]
+	s.authMu.RUnlock()
+	if sa == nil {
+		return nil, &oauthError{http.StatusBadRequest, "invalid_grant", "Invalid grant: account not found"}
+	}
+	if hdr.Kid != "" && hdr.Kid != sa.keyID {
+		return nil, badSig
+	}
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if rsa.VerifyPKCS1v15(sa.publicKey, crypto.SHA256, digest[:], sig) != nil {
+		return nil, badSig
+	}
+
+	if !s.audienceOK(claims.Aud, r) {
+		return nil, &oauthError{http.StatusBadRequest, "invalid_grant",
+			"Invalid JWT: Failed audience check. The right audience is " + s.TokenURL()}
+	}
+	now := time.Now()
+	iat, exp := time.Unix(claims.Iat, 0), time.Unix(claims.Exp, 0)
+	if claims.Iat == 0 || claims.Exp == 0 || !exp.After(now) || iat.After(now.Add(clockSkew)) ||
+		exp.Before(iat) || exp.Sub(iat) > maxAssertionLifetime {
+		return nil, &oauthError{http.StatusBadRequest, "invalid_grant",
+			"Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."}
+	}
+	if claims.Scope == nil || strings.TrimSpace(*claims.Scope) == "" {
+		return nil, &oauthError{http.StatusBadRequest, "invalid_scope",
+			"Invalid OAuth scope or ID token audience provided."}
+	}
+	return sa, nil
+}
+
+// audienceOK accepts TokenURL() and the token URL as the client addressed
+// it (which differs when the client used a WithHosts name).
+func (s *Server) audienceOK(raw json.RawMessage, r *http.Request) bool {
+	var aud string
+	if json.Unmarshal(raw, &aud) != nil || aud == "" {
+		return false
+	}
+	return aud == s.TokenURL() || aud == "https://"+r.Host+"/token"
+}
+
+func decodeSegment(seg string, v any) bool {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
+	if err != nil {
+		return false
+	}
+	return json.Unmarshal(b, v) == nil
+}
