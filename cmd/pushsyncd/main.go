@@ -1,0 +1,74 @@
+// Command pushsyncd is the pushsync daemon. It consumes dataset-change events
+// from NATS JetStream and sends silent APNs and FCM pushes to the other
+// devices of the identity (role worker), or runs a whole local stack with
+// embedded NATS and the push service emulators (role dev).
+//
+//	pushsyncd [-config file] [worker|dev]
+//
+// The configuration comes from the file named by -config or PUSHSYNC_CONFIG,
+// then PUSHSYNC_* environment variables; deploy/pushsyncd.example.yaml lists
+// every key. A role given as an argument overrides the configured one.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/pushsync/pushsync/cmd/internal/app"
+	"github.com/pushsync/pushsync/config"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Environ(), os.Stderr)) }
+
+func run(args, env []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pushsyncd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (default: $PUSHSYNC_CONFIG, else built-in defaults)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: pushsyncd [-config file] [worker|dev]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 1 {
+		fs.Usage()
+		return 2
+	}
+	if *path == "" {
+		*path = lookup(env, "PUSHSYNC_CONFIG")
+	}
+	cfg, err := config.Load(*path, env)
+	if err != nil {
+		fmt.Fprintln(stderr, "pushsyncd:", err)
+		return 1
+	}
+	if fs.NArg() == 1 {
+		cfg.Role = fs.Arg(0)
+		if cfg.Role == config.RoleDev && *path == "" && lookup(env, "PUSHSYNC_LOG_FORMAT") == "" {
+			cfg.Log.Format = "console" // a person is watching
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, cfg, app.Options{Stderr: stderr}); err != nil {
+		fmt.Fprintln(stderr, "pushsyncd:", err)
+		return 1
+	}
+	return 0
+}
+
+func lookup(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
