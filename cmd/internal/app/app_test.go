@@ -1,0 +1,437 @@
+package app_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/cmd/internal/app"
+	"github.com/pushsync/pushsync/config"
+	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+const (
+	pool      = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	alice     = "us-east-1:a11ce000-2222-3333-4444-555555555555"
+	bob       = "us-east-1:b0b00000-2222-3333-4444-555555555555"
+	topic     = "com.example.game"
+	project   = "game-project"
+	expiresIn = time.Hour
+)
+
+func tok(i int) string { return fmt.Sprintf("%064x", i) }
+
+// stack is pushsyncd running in the test process against real JetStream,
+// real Redis and the APNs and FCM emulators.
+type stack struct {
+	t        *testing.T
+	cfg      *config.Config
+	js       jetstream.JetStream
+	pub      *event.Publisher
+	reg      *registry.Registry
+	prod     *apnstest.Server
+	sandbox  *apnstest.Server
+	fcm      *fcmtest.Server
+	httpAddr string
+	stop     func()
+	devices  map[string]registry.Device // by name
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	ns := testenv.StartNATS(t)
+	rdb, prefix := testenv.Redis(t)
+	_, js := ns.Connect(t)
+	s := &stack{t: t, js: js, devices: map[string]registry.Device{},
+		prod:    apnstest.NewServer(),
+		sandbox: apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment)),
+		fcm:     fcmtest.NewServer(),
+	}
+	t.Cleanup(s.prod.Close)
+	t.Cleanup(s.sandbox.Close)
+	t.Cleanup(s.fcm.Close)
+
+	dir := t.TempDir()
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("apns-ca.pem", append(s.prod.CACertPEM(), s.sandbox.CACertPEM()...))
+	write("fcm-ca.pem", s.fcm.CACertPEM())
+	yaml := fmt.Sprintf(`
+role: worker
+log: {level: debug}
+http: {listen: "127.0.0.1:0", shutdown_timeout: 1s}
+redis: {addrs: [%q], key_prefix: %q}
+nats: {url: %q}
+dispatcher:
+  ack_wait: 5s
+  send_timeout: 2s
+  retry_delay: 100ms
+  max_retry_delay: 500ms
+  push_ttl: 1h
+apns:
+  production_host: %q
+  sandbox_host: %q
+  root_ca_file: apns-ca.pem
+fcm:
+  endpoint: %q
+  root_ca_file: fcm-ca.pem
+`, testenv.RedisAddr(), prefix, ns.URL, s.prod.URL, s.sandbox.URL, s.fcm.Endpoint())
+	write("pushsyncd.yaml", []byte(yaml))
+	cfg, err := config.Load(filepath.Join(dir, "pushsyncd.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg = cfg
+
+	ctx := context.Background()
+	if _, err := event.EnsureStream(ctx, js, app.StreamConfig(cfg.NATS)); err != nil {
+		t.Fatal(err)
+	}
+	s.pub, err = event.NewPublisher(js, event.PublisherOptions{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	s.seed()
+	return s
+}
+
+// seed registers the apps and these devices:
+//
+//	alice: ios (APNS), ipad-dev (APNS_SANDBOX), pixel (GCM), writer (GCM)
+//	       all on "settings"; tablet (GCM) on "scores" only
+//	bob:   bob-phone (GCM) and bob-ios (APNS) on "settings"
+func (s *stack) seed() {
+	t, ctx := s.t, context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	s.prod.AddTokenKey("TEAM123456", "KEY1234567", &key.PublicKey, topic)
+	s.sandbox.AddTokenKey("TEAM123456", "KEY1234567", &key.PublicKey, topic)
+	sa, err := s.fcm.AddServiceAccount(project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []registry.App{
+		{Name: "game-ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: topic, KeyID: "KEY1234567", TeamID: "TEAM123456",
+			AuthKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}},
+		{Name: "game-android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: project, ServiceAccount: string(sa)}},
+	} {
+		if _, err := s.reg.PutApp(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.reg.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{
+		registry.APNS: "game-ios", registry.APNSSandbox: "game-ios", registry.GCM: "game-android"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []struct {
+		name, identity string
+		platform       registry.Platform
+		token, dataset string
+	}{
+		{"ios", alice, registry.APNS, strings.ToUpper(tok(1)), "settings"},
+		{"ipad-dev", alice, registry.APNSSandbox, tok(2), "settings"},
+		{"pixel", alice, registry.GCM, "fcm-pixel", "settings"},
+		{"writer", alice, registry.GCM, "fcm-writer", "settings"},
+		{"tablet", alice, registry.GCM, "fcm-tablet", "scores"},
+		{"bob-phone", bob, registry.GCM, "fcm-bob", "settings"},
+		{"bob-ios", bob, registry.APNS, tok(9), "settings"},
+	} {
+		dev, _, err := s.reg.RegisterDevice(ctx, pool, d.identity, d.platform, d.token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.reg.Subscribe(ctx, pool, d.identity, d.dataset, dev.ID); err != nil {
+			t.Fatal(err)
+		}
+		s.devices[d.name] = dev
+	}
+}
+
+// start runs pushsyncd until stop is called or the test ends.
+func (s *stack) start() {
+	t := s.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	go func() { done <- app.Run(ctx, s.cfg, app.Options{Logger: &log, Ready: func(a string) { ready <- a }}) }()
+	select {
+	case s.httpAddr = <-ready:
+	case err := <-done:
+		t.Fatalf("pushsyncd exited: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("pushsyncd did not start")
+	}
+	stopped := false
+	s.stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("pushsyncd: %v", err)
+			}
+		}
+	}
+	t.Cleanup(s.stop)
+	s.waitReady()
+}
+
+func (s *stack) waitReady() {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get("http://" + s.httpAddr + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return
+			}
+			if time.Now().After(deadline) {
+				s.t.Fatalf("not ready: %s", body)
+			}
+		} else if time.Now().After(deadline) {
+			s.t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *stack) publish(identity, dataset string, syncCount int64, origin string) {
+	s.t.Helper()
+	_, err := s.pub.Publish(context.Background(), &event.DatasetChanged{
+		IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset, SyncCount: syncCount,
+		OriginDeviceID: origin, ChangedAt: time.Now(),
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// metric returns the sum of the samples of a metric whose labels include
+// the given pairs, read from pushsyncd's /metrics.
+func (s *stack) metric(name string, labels ...string) float64 {
+	s.t.Helper()
+	res, err := http.Get("http://" + s.httpAddr + "/metrics")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var sum float64
+	mf, ok := families[name]
+	if !ok {
+		return 0
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		for i := 0; i+1 < len(labels); i += 2 {
+			found := false
+			for _, lp := range m.GetLabel() {
+				found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
+			}
+			if !found {
+				continue next
+			}
+		}
+		sum += m.GetCounter().GetValue()
+	}
+	return sum
+}
+
+func (s *stack) waitMetric(want float64, name string, labels ...string) {
+	s.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for s.metric(name, labels...) < want {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s%v = %v, want %v", name, labels, s.metric(name, labels...), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEventBecomesExactPushesOnEverySubscribedDevice(t *testing.T) {
+	s := newStack(t)
+	s.start()
+	before := time.Now()
+	s.publish(alice, "settings", 5, s.devices["writer"].ID)
+	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
+	after := time.Now()
+
+	prod, sandbox, fcm := s.prod.Pushes(), s.sandbox.Pushes(), s.fcm.Pushes()
+	if len(prod) != 1 || len(sandbox) != 1 || len(fcm) != 1 {
+		t.Fatalf("pushes: APNs production %d, sandbox %d, FCM %d; want 1 each (ios, ipad-dev, pixel)", len(prod), len(sandbox), len(fcm))
+	}
+	wantAPNs := `{"aps":{"content-available":1},"data":{"source":"cognito-sync","identityPoolId":"` + pool +
+		`","identityId":"` + alice + `","datasetName":"settings","syncCount":5}}`
+	for _, c := range []struct {
+		p     apnstest.Push
+		token string
+	}{{prod[0], tok(1)}, {sandbox[0], tok(2)}} {
+		if c.p.DeviceToken != c.token {
+			t.Errorf("APNs push to %s, want %s", c.p.DeviceToken, c.token)
+		}
+		if string(c.p.Payload) != wantAPNs {
+			t.Errorf("APNs payload\n got %s\nwant %s", c.p.Payload, wantAPNs)
+		}
+		h := c.p.Header
+		for name, want := range map[string]string{
+			"apns-push-type": "background", "apns-priority": "5", "apns-topic": topic,
+			"apns-collapse-id": "settings", "content-type": "application/json; charset=utf-8",
+		} {
+			if got := h.Get(name); got != want {
+				t.Errorf("%s: %q, want %q", name, got, want)
+			}
+		}
+		exp := time.Unix(c.p.Expiration, 0)
+		if exp.Before(before.Add(expiresIn).Truncate(time.Second)) || exp.After(after.Add(expiresIn)) {
+			t.Errorf("apns-expiration %v, want about now+1h", exp)
+		}
+		if !strings.HasPrefix(h.Get("authorization"), "bearer ") || c.p.TeamID != "TEAM123456" {
+			t.Errorf("authorization %q team %q", h.Get("authorization"), c.p.TeamID)
+		}
+	}
+	wantFCM := `{"data":{"datasetName":"settings","identityId":"` + alice + `","identityPoolId":"` + pool +
+		`","source":"cognito-sync","syncCount":"5"},"android":{"ttl":"3600s","collapse_key":"settings","priority":"normal"},"token":"fcm-pixel"}`
+	if string(fcm[0].Message) != wantFCM || fcm[0].ProjectID != project {
+		t.Errorf("FCM message (project %s)\n got %s\nwant %s", fcm[0].ProjectID, fcm[0].Message, wantFCM)
+	}
+	if !strings.HasPrefix(fcm[0].Header.Get("Authorization"), "Bearer ") {
+		t.Errorf("FCM Authorization %q", fcm[0].Header.Get("Authorization"))
+	}
+
+	// Bob's change reaches only Bob's devices; a change to a dataset no
+	// one subscribed to reaches no one.
+	s.publish(bob, "settings", 1, "")
+	s.publish(alice, "nobody-subscribed", 1, "")
+	s.waitMetric(2, "pushsync_events_consumed_total", "result", "delivered")
+	s.waitMetric(1, "pushsync_events_consumed_total", "result", "no_subscribers")
+	if n := len(s.fcm.Pushes()); n != 2 || s.fcm.Pushes()[1].Token != "fcm-bob" {
+		t.Fatalf("after Bob's change FCM has %d pushes, the last to %s", n, s.fcm.Pushes()[n-1].Token)
+	}
+	if got := s.prod.Pushes(); len(got) != 2 || got[1].DeviceToken != tok(9) || !strings.Contains(string(got[1].Payload), bob) {
+		t.Fatalf("Bob's APNs push: %+v", got[len(got)-1])
+	}
+	if len(s.sandbox.Pushes()) != 1 {
+		t.Fatal("sandbox got a push that was not Alice's")
+	}
+	if n := s.metric("pushsync_pushes_total", "result", "accepted"); n != 5 {
+		t.Fatalf("accepted pushes = %v, want 5", n)
+	}
+}
+
+func TestDeadTokensAndMalformedEventsAreHandledAndCounted(t *testing.T) {
+	s := newStack(t)
+	s.prod.FailToken(tok(1), apnstest.Unregistered(time.Now().Add(-time.Minute)))
+	s.sandbox.FailToken(tok(2), apnstest.BadDeviceToken())
+	s.fcm.FailToken("fcm-pixel", fcmtest.Unregistered())
+	s.start()
+
+	// A malformed message on the stream is terminated and counted.
+	if _, err := s.js.Publish(context.Background(), s.cfg.NATS.SubjectPrefix+".x.y.z", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	s.waitMetric(1, "pushsync_events_malformed_total", "reason", "invalid_json")
+
+	s.publish(alice, "settings", 6, s.devices["writer"].ID)
+	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
+	for _, c := range []struct{ platform, reason string }{
+		{"APNS", "Unregistered"}, {"APNS_SANDBOX", "BadDeviceToken"}, {"GCM", "UNREGISTERED"},
+	} {
+		if n := s.metric("pushsync_pushes_total", "platform", c.platform, "result", "token_dead", "reason", c.reason); n != 1 {
+			t.Errorf("%s %s = %v, want 1", c.platform, c.reason, n)
+		}
+	}
+	if n := s.metric("pushsync_events_consumed_total", "result", "retry"); n != 0 {
+		t.Errorf("a dead token caused %v retries", n)
+	}
+	// The worker is alive and ready after all of it.
+	s.waitReady()
+	s.prod.ClearFailures()
+	s.publish(alice, "settings", 7, "")
+	s.waitMetric(2, "pushsync_events_consumed_total", "result", "delivered")
+	if len(s.prod.Pushes()) != 1 {
+		t.Fatalf("APNs production pushes after recovery: %d", len(s.prod.Pushes()))
+	}
+}
+
+func TestEventsPublishedWhileTheWorkerIsDownAreDeliveredAfterStart(t *testing.T) {
+	s := newStack(t)
+	s.start()
+	s.stop()
+	const n = 30
+	for i := int64(1); i <= n; i++ {
+		s.publish(alice, "settings", i, s.devices["writer"].ID)
+	}
+	s.start()
+	s.waitMetric(n, "pushsync_events_consumed_total", "result", "delivered")
+	if p, sb, f := len(s.prod.Pushes()), len(s.sandbox.Pushes()), len(s.fcm.Pushes()); p != n || sb != n || f != n {
+		t.Fatalf("pushes after restart: %d, %d, %d; want %d each", p, sb, f, n)
+	}
+	seen := map[string]bool{}
+	for _, p := range s.fcm.Pushes() {
+		seen[p.Data["syncCount"]] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("FCM saw %d distinct sync counts, want %d", len(seen), n)
+	}
+}
+
+func TestRetryableOutageIsDeliveredAfterRecovery(t *testing.T) {
+	s := newStack(t)
+	outage := fcmtest.Failure{HTTPStatus: 500, Status: "INTERNAL", ErrorCode: "INTERNAL", Times: 2}
+	s.fcm.FailToken("fcm-pixel", outage)
+	s.start()
+	s.publish(alice, "settings", 8, s.devices["writer"].ID)
+	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
+	if n := s.metric("pushsync_events_consumed_total", "result", "retry"); n != 2 {
+		t.Fatalf("retries = %v, want 2", n)
+	}
+	got := s.fcm.Pushes()
+	if len(got) != 1 || got[0].Token != "fcm-pixel" || got[0].Data["syncCount"] != "8" {
+		t.Fatalf("FCM pushes %+v", got)
+	}
+}
+
+func TestBadConfigurationIsRefused(t *testing.T) {
+	cfg := config.Default()
+	cfg.APNs.RootCAFile = filepath.Join(t.TempDir(), "missing.pem")
+	err := app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "apns.root_ca_file") {
+		t.Fatalf("got %v, want an error naming apns.root_ca_file", err)
+	}
+	cfg = config.Default()
+	cfg.Dispatcher.Workers = 0
+	if err := app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), "dispatcher.workers") {
+		t.Fatalf("got %v, want an error naming dispatcher.workers", err)
+	}
+}
