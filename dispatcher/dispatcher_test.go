@@ -75,19 +75,6 @@ func (r *recorder) tokens() []string {
 	return out
 }
 
-func (r *recorder) waitFor(t *testing.T, n int) []string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if got := r.tokens(); len(got) >= n {
-			return got
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("got %d pushes, want %d: %v", len(r.tokens()), n, r.tokens())
-	return nil
-}
-
 type env struct {
 	ns       *testenv.NATS
 	js       jetstream.JetStream

@@ -76,10 +76,6 @@ type Device struct {
 	RegisteredAt time.Time
 }
 
-func (d *Device) encode() string {
-	return string(d.Platform) + "|" + fmt.Sprint(d.RegisteredAt.UnixMilli()) + "|" + d.Token
-}
-
 func decodeDevice(id, v string) (Device, error) {
 	platform, rest, ok1 := strings.Cut(v, "|")
 	ms, token, ok2 := strings.Cut(rest, "|")

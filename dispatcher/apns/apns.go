@@ -19,7 +19,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
 
 	"github.com/pushsync/pushsync/dispatcher"
 	"github.com/pushsync/pushsync/internal/warmup"
@@ -185,15 +184,19 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 		tlsConf.Certificates = []tls.Certificate{cert}
 	}
 	newClient := func(host string) *client {
-		tr := &http2.Transport{
-			TLSClientConfig: tlsConf.Clone(),
-			ReadIdleTimeout: n.opts.ReadIdleTimeout,
-			PingTimeout:     5 * time.Second,
-			DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
-				d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: cfg}
-				return d.DialContext(ctx, network, addr)
+		// APNs speaks only HTTP/2; one connection carries many streams.
+		tr := &http.Transport{
+			TLSClientConfig:     tlsConf.Clone(),
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+			TLSHandshakeTimeout: 10 * time.Second,
+			ForceAttemptHTTP2:   true,
+			Protocols:           new(http.Protocols),
+			HTTP2: &http.HTTP2Config{
+				SendPingTimeout: n.opts.ReadIdleTimeout,
+				PingTimeout:     5 * time.Second,
 			},
 		}
+		tr.Protocols.SetHTTP2(true)
 		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: tr}}
 		if ac.token != nil {
 			c.Token = ac.token

@@ -21,7 +21,6 @@ import (
 	"firebase.google.com/go/v4/errorutils"
 	"firebase.google.com/go/v4/messaging"
 	"github.com/rs/zerolog"
-	"golang.org/x/net/http2"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
@@ -82,13 +81,11 @@ func New(opts Options, log zerolog.Logger) (*Notifier, error) {
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
+		Protocols:           new(http.Protocols),
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 5 * time.Second},
 	}
-	h2, err := http2.ConfigureTransports(tr)
-	if err != nil {
-		return nil, fmt.Errorf("fcm: configure HTTP/2: %w", err)
-	}
-	h2.ReadIdleTimeout = 30 * time.Second
-	h2.PingTimeout = 5 * time.Second
+	tr.Protocols.SetHTTP1(true) // the OAuth2 token endpoint may not speak HTTP/2
+	tr.Protocols.SetHTTP2(true)
 	return &Notifier{opts: opts, log: log, transport: tr, apps: make(map[string]*appClient)}, nil
 }
 

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 apns2's constructors build an x/net http2.Transport; the tests drive apns2 clients as they come.
+
 package apnstest
 
 import (
