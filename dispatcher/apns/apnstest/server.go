@@ -249,6 +249,16 @@ type waiter struct {
 // authority. It panics if it cannot start, as httptest.NewServer does. Stop
 // it with Close.
 func NewServer(opts ...Option) *Server {
+	s, err := Start(opts...)
+	if err != nil {
+		panic(err.Error())
+	}
+	return s
+}
+
+// Start is NewServer returning an error instead of panicking, for
+// programs (such as cmd/pushemu) whose listen address may be taken.
+func Start(opts ...Option) (*Server, error) {
 	o := options{
 		env:        EnvironmentProduction,
 		maxStreams: DefaultMaxConcurrentStreams,
@@ -260,18 +270,18 @@ func NewServer(opts ...Option) *Server {
 		opt(&o)
 	}
 	if o.env != EnvironmentProduction && o.env != EnvironmentDevelopment {
-		panic(fmt.Sprintf("apnstest: unknown environment %q", o.env))
+		return nil, fmt.Errorf("apnstest: unknown environment %q", o.env)
 	}
 	if o.maxStreams == 0 {
 		o.maxStreams = DefaultMaxConcurrentStreams
 	}
 	id, err := emutls.New("apns-emulator", o.hosts...)
 	if err != nil {
-		panic(fmt.Sprintf("apnstest: %v", err))
+		return nil, fmt.Errorf("apnstest: %v", err)
 	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
-		panic(fmt.Sprintf("apnstest: listen on %s: %v", o.addr, err))
+		return nil, fmt.Errorf("apnstest: listen on %s: %v", o.addr, err)
 	}
 	s := &Server{
 		id:       id,
@@ -315,7 +325,7 @@ func NewServer(opts ...Option) *Server {
 		defer close(s.served)
 		_ = s.srv.ServeTLS(ln, "", "")
 	}()
-	return s
+	return s, nil
 }
 
 func urlHost(addr net.Addr) string {

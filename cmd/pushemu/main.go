@@ -1,0 +1,168 @@
+// Command pushemu runs the APNs and FCM emulators as one process, for demos,
+// load tests and manual testing of pushsyncd without Apple or Google.
+//
+//	pushemu [-dir pushemu-creds] [-apns-addr 127.0.0.1:2197] [-apns-sandbox-addr 127.0.0.1:2198] [-fcm-addr 127.0.0.1:4443]
+//
+// It serves APNs production and sandbox (HTTP/2 over TLS) and the FCM HTTP
+// v1 API with its OAuth2 token endpoint, each with a certificate from a
+// fresh authority. Into -dir it writes what a client needs: the authorities
+// (apns-ca.pem, fcm-ca.pem), an APNs signing key the emulators accept for
+// any topic (apns-authkey.p8, with its ids in apns.json), an FCM
+// service-account key file (fcm-service-account.json) and pushsyncd.yaml,
+// a configuration that points pushsyncd at the emulators. Each emulator
+// also serves a JSON control API under /_emulator/ (pushes, stats,
+// failures). Every push received is logged unless -quiet is set.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+)
+
+// Identifiers of the signing key pushemu issues.
+const (
+	TeamID    = "PUSHEMU001"
+	KeyID     = "PUSHEMUKEY"
+	ProjectID = "pushemu"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "pushemu:", err)
+		os.Exit(1)
+	}
+}
+
+// Addrs are the URLs the emulators serve.
+type Addrs struct{ APNs, APNsSandbox, FCM string }
+
+func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)) error {
+	fs := flag.NewFlagSet("pushemu", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "pushemu-creds", "directory to write CA certificates, keys and pushsyncd.yaml into")
+	apnsAddr := fs.String("apns-addr", "127.0.0.1:2197", "listen address of the APNs production emulator")
+	sandboxAddr := fs.String("apns-sandbox-addr", "127.0.0.1:2198", "listen address of the APNs sandbox emulator")
+	fcmAddr := fs.String("fcm-addr", "127.0.0.1:4443", "listen address of the FCM emulator")
+	hosts := fs.String("hosts", "", "extra comma-separated host names for the certificates (for containers)")
+	quiet := fs.Bool("quiet", false, "do not log every push (for load tests)")
+	record := fs.Bool("record", true, "keep received pushes in memory for GET /_emulator/pushes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly, NoColor: true}).With().Timestamp().Logger()
+	var extra []string
+	if *hosts != "" {
+		extra = strings.Split(*hosts, ",")
+	}
+
+	apnsHook := func(env string) apnstest.Option {
+		return apnstest.WithOnPush(func(p apnstest.Push) {
+			if !*quiet {
+				log.Info().Str("service", "APNs "+env).Str("token", p.DeviceToken).Str("topic", p.Topic).RawJSON("payload", p.Payload).Msg("push")
+			}
+		})
+	}
+	prod, err := apnstest.Start(apnstest.WithAddr(*apnsAddr), apnstest.WithHosts(extra...), apnstest.WithRecord(*record), apnsHook(apnstest.EnvironmentProduction))
+	if err != nil {
+		return fmt.Errorf("APNs emulator: %w", err)
+	}
+	defer prod.Close()
+	sandbox, err := apnstest.Start(apnstest.WithAddr(*sandboxAddr), apnstest.WithHosts(extra...), apnstest.WithRecord(*record),
+		apnstest.WithEnvironment(apnstest.EnvironmentDevelopment), apnsHook(apnstest.EnvironmentDevelopment))
+	if err != nil {
+		return fmt.Errorf("APNs sandbox emulator: %w", err)
+	}
+	defer sandbox.Close()
+	fcmEmu, err := fcmtest.Start(fcmtest.WithAddr(*fcmAddr), fcmtest.WithHosts(extra...), fcmtest.WithRecord(*record),
+		fcmtest.WithOnPush(func(p fcmtest.Push) {
+			if !*quiet {
+				log.Info().Str("service", "FCM").Str("project", p.ProjectID).Str("token", p.Token).Any("data", p.Data).Msg("push")
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("FCM emulator: %w", err)
+	}
+	defer fcmEmu.Close()
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	prod.AddTokenKey(TeamID, KeyID, &key.PublicKey) // no topics: any topic
+	sandbox.AddTokenKey(TeamID, KeyID, &key.PublicKey)
+	sa, err := fcmEmu.AddServiceAccount(ProjectID)
+	if err != nil {
+		return err
+	}
+	addrs := Addrs{APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL}
+	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu); err != nil {
+		return err
+	}
+	log.Info().Str("apns", addrs.APNs).Str("apns_sandbox", addrs.APNsSandbox).Str("fcm", addrs.FCM).Str("dir", *dir).
+		Msg("emulators running; credentials and pushsyncd.yaml written")
+	if ready != nil {
+		ready(addrs)
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func writeCredentials(dir string, key *ecdsa.PrivateKey, serviceAccount []byte, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	apnsInfo, _ := json.MarshalIndent(map[string]string{
+		"keyId": KeyID, "teamId": TeamID, "productionHost": prod.URL, "sandboxHost": sandbox.URL,
+	}, "", "  ")
+	config := fmt.Sprintf(`# pushsyncd settings for the pushemu emulators; merge with your own.
+apns:
+  production_host: %s
+  sandbox_host: %s
+  root_ca_file: apns-ca.pem
+fcm:
+  endpoint: %s
+  root_ca_file: fcm-ca.pem
+`, prod.URL, sandbox.URL, fcmEmu.Endpoint())
+	files := map[string][]byte{
+		"apns-ca.pem":              append(append([]byte{}, prod.CACertPEM()...), sandbox.CACertPEM()...),
+		"fcm-ca.pem":               fcmEmu.CACertPEM(),
+		"apns-authkey.p8":          pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		"apns.json":                append(apnsInfo, '\n'),
+		"fcm-service-account.json": serviceAccount,
+		"pushsyncd.yaml":           []byte(config),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}

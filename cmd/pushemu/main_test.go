@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/config"
+	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/dispatcher/apns"
+	"github.com/pushsync/pushsync/dispatcher/fcm"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+// TestWrittenCredentialsWork starts pushemu and sends one push to each
+// emulator with the notifiers pushsyncd uses, configured only from the
+// files pushemu wrote.
+func TestWrittenCredentialsWork(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-quiet"}, io.Discard, func(a Addrs) { ready <- a })
+	}()
+	var addrs Addrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	cfg, err := config.Load(filepath.Join(dir, "pushsyncd.yaml"), nil)
+	if err != nil {
+		t.Fatalf("pushsyncd.yaml does not load: %v", err)
+	}
+	if cfg.APNs.ProductionHost != addrs.APNs || cfg.APNs.SandboxHost != addrs.APNsSandbox || cfg.FCM.Endpoint != addrs.FCM+"/v1" {
+		t.Fatalf("config points at %s %s %s, emulators at %+v", cfg.APNs.ProductionHost, cfg.APNs.SandboxHost, cfg.FCM.Endpoint, addrs)
+	}
+	pool := func(path string) *x509.CertPool { return loadPool(t, path) }
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	var ids struct{ KeyID, TeamID string }
+	if err := json.Unmarshal([]byte(read("apns.json")), &ids); err != nil {
+		t.Fatal(err)
+	}
+
+	ev := &event.DatasetChanged{Version: 1, IdentityPoolID: "us-east-1:0f1e", IdentityID: "us-east-1:abc", DatasetName: "settings", SyncCount: 1, ChangedAt: time.Now()}
+	apnsN := apns.New(apns.Options{ProductionHost: cfg.APNs.ProductionHost, SandboxHost: cfg.APNs.SandboxHost, RootCAs: pool(cfg.APNs.RootCAFile)}, zerolog.Nop())
+	defer apnsN.Close()
+	iosApp := &registry.App{Name: "ios", Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
+		Topic: "com.any.app", KeyID: ids.KeyID, TeamID: ids.TeamID, AuthKey: read("apns-authkey.p8")}}
+	if err := iosApp.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []registry.Platform{registry.APNS, registry.APNSSandbox} {
+		err := apnsN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: iosApp,
+			Device: registry.Device{ID: "d", Platform: p, Token: "00000000000000000000000000000000000000000000000000000000000000aa"}})
+		if err != nil {
+			t.Fatalf("APNs %s: %v", p, err)
+		}
+	}
+	fcmN, err := fcm.New(fcm.Options{Endpoint: cfg.FCM.Endpoint, RootCAs: pool(cfg.FCM.RootCAFile)}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fcmN.Close()
+	androidApp := &registry.App{Name: "android", Kind: registry.KindFCM, Revision: 1, FCM: &registry.FCMCredentials{
+		ProjectID: ProjectID, ServiceAccount: read("fcm-service-account.json")}}
+	if err := androidApp.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fcmN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: androidApp,
+		Device: registry.Device{ID: "d", Platform: registry.GCM, Token: "fcm-token"}}); err != nil {
+		t.Fatalf("FCM: %v", err)
+	}
+}
+
+func TestBusyPortIsAnError(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan Addrs, 1)
+	done := make(chan error, 1)
+	dir := t.TempDir()
+	go func() {
+		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0"}, io.Discard, func(a Addrs) { ready <- a })
+	}()
+	a := <-ready
+	taken := a.APNs[len("https://"):]
+	err := run(context.Background(), []string{"-dir", t.TempDir(), "-apns-addr", taken}, io.Discard, nil)
+	if err == nil {
+		t.Fatal("a second pushemu on the same port started")
+	}
+	cancel()
+	<-done
+}
+
+func loadPool(t *testing.T, path string) *x509.CertPool {
+	t.Helper()
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no certificate", path)
+	}
+	return p
+}
