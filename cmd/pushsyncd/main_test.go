@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pushsync/pushsync/config"
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+// TestMain lets the tests run this binary as pushsyncd itself.
+func TestMain(m *testing.M) {
+	if os.Getenv("PUSHSYNC_TEST_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	rdb, prefix := testenv.Redis(t)
+	_, js := ns.Connect(t)
+	emu := fcmtest.NewServer()
+	defer emu.Close()
+	sa, err := emu.AddServiceAccount("proc-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fcm-ca.pem"), emu.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := freeAddr(t)
+	cfgText := fmt.Sprintf("redis: {addrs: [%q], key_prefix: %q}\nnats: {url: %q}\nhttp: {listen: %q}\nfcm: {endpoint: %q, root_ca_file: fcm-ca.pem}\n",
+		testenv.RedisAddr(), prefix, ns.URL, httpAddr, emu.Endpoint())
+	cfgPath := filepath.Join(dir, "pushsyncd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	const pool, identity = "us-east-1:0f1e2d3c", "us-east-1:a11ce0"
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	if _, err := reg.PutApp(ctx, registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "proc-project", ServiceAccount: string(sa)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{registry.GCM: "android"}}); err != nil {
+		t.Fatal(err)
+	}
+	dev, _, err := reg.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Subscribe(ctx, pool, identity, "settings", dev.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	var stderr syncBuffer
+	cmd := exec.Command(os.Args[0], "-config", cfgPath)
+	cmd.Env = append(os.Environ(), "PUSHSYNC_TEST_RUN_MAIN=1")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pushsyncd never became ready; its log:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: config.Default().NATS.Stream, SubjectPrefix: config.Default().NATS.SubjectPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Publish(ctx, &event.DatasetChanged{IdentityPoolID: pool, IdentityID: identity, DatasetName: "settings", SyncCount: 3, ChangedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := emu.WaitForPushes(wctx, 1); err != nil {
+		t.Fatalf("no push arrived: %v\n%s", err, stderr.String())
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("pushsyncd exited with %v after SIGTERM; log:\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("pushsyncd did not exit after SIGTERM; log:\n%s", stderr.String())
+	}
+	log := stderr.String()
+	for _, want := range []string{`"message":"consuming events"`, `"message":"stopping: finishing in-flight sends"`, `"message":"stopped"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s:\n%s", want, log)
+		}
+	}
+	// The message was acked before exit.
+	cons, err := js.Consumer(ctx, config.Default().NATS.Stream, config.Default().Dispatcher.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != 1 {
+		t.Fatalf("consumer after exit: ackPending=%d pending=%d ackFloor=%d", info.NumAckPending, info.NumPending, info.AckFloor.Stream)
+	}
+}
+
+func TestUsageAndConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("dispatcher:\n  ack_wiat: 30s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args []string
+		env  []string
+		code int
+		want string
+	}{
+		{[]string{"-config", bad}, nil, 1, "ack_wiat"},
+		{[]string{"-config", filepath.Join(dir, "missing.yaml")}, nil, 1, "missing.yaml"},
+		{nil, []string{"PUSHSYNC_DISPATCHER_ACKWAIT=1s"}, 1, "PUSHSYNC_DISPATCHER_ACKWAIT"},
+		{nil, []string{"PUSHSYNC_CONFIG=" + bad}, 1, "ack_wiat"},
+		{[]string{"worker", "extra"}, nil, 2, "usage: pushsyncd"},
+		{[]string{"-nope"}, nil, 2, "flag provided but not defined"},
+		{[]string{"api"}, nil, 1, "role"},
+	}
+	for _, tt := range tests {
+		var stderr bytes.Buffer
+		code := run(tt.args, tt.env, &stderr)
+		if code != tt.code || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("pushsyncd %v (env %v): exit %d, stderr %q; want exit %d mentioning %q", tt.args, tt.env, code, stderr.String(), tt.code, tt.want)
+		}
+	}
+}
+
