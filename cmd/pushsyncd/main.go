@@ -20,6 +20,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
 	"github.com/pushsync/pushsync/cmd/internal/app"
 	"github.com/pushsync/pushsync/config"
 )
@@ -55,13 +58,26 @@ func run(args, env []string, stderr io.Writer) int {
 			cfg.Log.Format = "console" // a person is watching
 		}
 	}
+	log, err := app.NewLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "pushsyncd:", err)
+		return 1
+	}
+	// go-redis reports pool trouble through a process-wide logger.
+	redis.SetLogger(redisLogger{log.With().Str("component", "redis").Logger()})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.Run(ctx, cfg, app.Options{Stderr: stderr}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Logger: &log}); err != nil {
 		fmt.Fprintln(stderr, "pushsyncd:", err)
 		return 1
 	}
 	return 0
+}
+
+type redisLogger struct{ log zerolog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn().Msgf(format, v...)
 }
 
 func lookup(env []string, key string) string {

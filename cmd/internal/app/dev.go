@@ -293,7 +293,7 @@ func ensureRedis(ctx context.Context, addr string, log zerolog.Logger) (stop fun
 }
 
 func pingRedis(ctx context.Context, addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, MaxRetries: -1, DialerRetries: 1})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
