@@ -16,6 +16,10 @@ import "time"
 const (
 	// RoleWorker consumes dataset-change events and sends pushes.
 	RoleWorker = "worker"
+	// RoleAPI serves the Cognito Sync-compatible device and operator API.
+	RoleAPI = "api"
+	// RoleAll runs the API and the worker in one process.
+	RoleAll = "all"
 	// RoleDev runs a whole local stack in one process, for trying pushsync out.
 	RoleDev = "dev"
 )
@@ -40,6 +44,11 @@ type Config struct {
 	APNs APNsConfig `yaml:"apns" json:"apns"`
 	// FCM configures the Firebase Cloud Messaging client.
 	FCM FCMConfig `yaml:"fcm" json:"fcm"`
+	// API configures the Cognito Sync-compatible HTTP API of the "api" and
+	// "all" roles; other roles ignore it.
+	API APIConfig `yaml:"api" json:"api"`
+	// Secrets configures the protection of the secrets pushsync stores.
+	Secrets SecretsConfig `yaml:"secrets" json:"secrets"`
 	// Dev configures the local stack of the "dev" role; other roles ignore it.
 	Dev DevConfig `yaml:"dev" json:"dev"`
 }
@@ -235,6 +244,60 @@ type FCMConfig struct {
 	RootCAFile string `yaml:"root_ca_file" json:"root_ca_file"`
 }
 
+// APIConfig configures the Cognito Sync-compatible HTTP API and the admin
+// API beside it.
+type APIConfig struct {
+	// Listen is the host:port the API serves plain HTTP on (put TLS in front
+	// of it). If not set, ":8081".
+	Listen string `yaml:"listen" json:"listen"`
+	// Regions are the regions accepted in the credential scope of request
+	// signatures. If not set, [] (any region).
+	Regions []string `yaml:"regions" json:"regions"`
+	// MaxClockSkew is how far a request's signing time may be from the
+	// server's clock, at least 1s. If not set, 5m.
+	MaxClockSkew Duration `yaml:"max_clock_skew" json:"max_clock_skew"`
+	// MaxBodyBytes bounds a request body, in bytes, 1024 to 16777216.
+	// If not set, 2097152 (2 MiB: a 1 MB record value with room to spare).
+	MaxBodyBytes int `yaml:"max_body_bytes" json:"max_body_bytes"`
+	// DeveloperAccessKeyID is the access key id of the developer
+	// credentials, which may call the operator operations and act for any
+	// identity. If not set, "" (no developer credentials: operator calls
+	// are refused).
+	DeveloperAccessKeyID string `yaml:"developer_access_key_id" json:"developer_access_key_id"`
+	// DeveloperSecretAccessKey is the secret of DeveloperAccessKeyID. If not
+	// set, "".
+	DeveloperSecretAccessKey Secret `yaml:"developer_secret_access_key" json:"developer_secret_access_key"`
+	// DeveloperSecretAccessKeyFile names a file holding
+	// DeveloperSecretAccessKey. If not set, "".
+	DeveloperSecretAccessKeyFile string `yaml:"developer_secret_access_key_file" json:"developer_secret_access_key_file"`
+	// CORSAllowedOrigins are the browser origins allowed to call the API;
+	// "*" allows any. If not set, ["*"].
+	CORSAllowedOrigins []string `yaml:"cors_allowed_origins" json:"cors_allowed_origins"`
+	// IdentityCredentialTTL is the lifetime of identity credentials issued
+	// through the admin API, 1m to 12h. If not set, 1h.
+	IdentityCredentialTTL Duration `yaml:"identity_credential_ttl" json:"identity_credential_ttl"`
+	// ARNRegion is the region written into the SNS-style platform
+	// application ARNs pushsync shows; any region is accepted back. If not
+	// set, "us-east-1".
+	ARNRegion string `yaml:"arn_region" json:"arn_region"`
+	// ARNAccount is the 12-digit account written into those ARNs. If not
+	// set, "000000000000".
+	ARNAccount string `yaml:"arn_account" json:"arn_account"`
+}
+
+// SecretsConfig configures how pushsync protects the secrets it keeps in
+// Redis: APNs signing keys and certificates, FCM service-account keys and
+// identity credentials are encrypted with AES-256-GCM under the master key.
+type SecretsConfig struct {
+	// MasterKey is 32 random bytes in standard base64 (for example the
+	// output of "openssl rand -base64 32"). The worker, api and all roles
+	// need it; the dev role makes a temporary one if it is not set. If not
+	// set, "".
+	MasterKey Secret `yaml:"master_key" json:"master_key"`
+	// MasterKeyFile names a file holding MasterKey. If not set, "".
+	MasterKeyFile string `yaml:"master_key_file" json:"master_key_file"`
+}
+
 // DevConfig configures the local stack that the "dev" role runs in one
 // process.
 type DevConfig struct {
@@ -292,6 +355,16 @@ func Default() *Config {
 			SandboxHost:    "https://api.sandbox.push.apple.com",
 		},
 		FCM: FCMConfig{Endpoint: "https://fcm.googleapis.com/v1"},
+		API: APIConfig{
+			Listen:                ":8081",
+			Regions:               []string{},
+			MaxClockSkew:          Duration(5 * time.Minute),
+			MaxBodyBytes:          2 << 20,
+			CORSAllowedOrigins:    []string{"*"},
+			IdentityCredentialTTL: Duration(time.Hour),
+			ARNRegion:             "us-east-1",
+			ARNAccount:            "000000000000",
+		},
 		Dev: DevConfig{
 			RedisAddr:      "127.0.0.1:6379",
 			SampleInterval: Duration(5 * time.Second),

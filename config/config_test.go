@@ -96,7 +96,14 @@ var validFixtures = map[string]func(c *Config){
 				RootCAFile:     filepath.Join("testdata", "emu-ca.pem"),
 			},
 			FCM: FCMConfig{Endpoint: "http://127.0.0.1:8445/v1", RootCAFile: "/etc/pushsync/fcm-ca.pem"},
-			Dev: DevConfig{RedisAddr: "127.0.0.1:6391", SampleInterval: Duration(250 * time.Millisecond), Devices: 1000},
+			API: APIConfig{
+				Listen: "127.0.0.1:9443", Regions: []string{"us-east-1", "eu-west-1"}, MaxClockSkew: Duration(2 * time.Minute),
+				MaxBodyBytes: 1 << 20, DeveloperAccessKeyID: "AKIAPUSHSYNCDEV0001", DeveloperSecretAccessKey: "developer-inline-secret",
+				CORSAllowedOrigins: []string{"https://app.example.com"}, IdentityCredentialTTL: Duration(30 * time.Minute),
+				ARNRegion: "eu-west-1", ARNAccount: "123456789012",
+			},
+			Secrets: SecretsConfig{MasterKey: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+			Dev:     DevConfig{RedisAddr: "127.0.0.1:6391", SampleInterval: Duration(250 * time.Millisecond), Devices: 1000},
 		}
 	},
 }
@@ -122,8 +129,12 @@ var invalidFixtures = map[string]struct {
 	"invalid_bad_duration.yaml":       {want: `config: line 2: invalid duration "7days"`},
 	"invalid_duration_mapping.yaml":   {want: "config: line 2: invalid duration: want a string such as 30s"},
 
-	"invalid_role.yaml":                          {want: `config: role: must be worker or dev, got "api"`},
-	"invalid_role_all.yaml":                      {want: `config: role: must be worker or dev, got "all"`},
+	"invalid_role.yaml":                          {want: `config: role: must be worker, api, all or dev, got "both"`},
+	"invalid_role_all.yaml":                      {want: `config: role: must be worker, api, all or dev, got "All"`},
+	"invalid_api_credentials_half.yaml":          {want: `config: api.developer_access_key_id: and api.developer_secret_access_key must be set together`},
+	"invalid_api_cors_origin.yaml":               {want: `config: api.cors_allowed_origins[0]: must be "*" or an origin such as https://app.example.com, got "app.example.com"`},
+	"invalid_api_credential_ttl.yaml":            {want: `config: api.identity_credential_ttl: must be from 1m to 12h, got 24h0m0s`},
+	"invalid_secrets_master_key.yaml":            {want: `config: secrets.master_key: must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},
 	"invalid_log_level.yaml":                     {want: `config: log.level: must be debug, info, warn or error, got "verbose"`},
 	"invalid_log_format.yaml":                    {want: `config: log.format: must be json or console, got "text"`},
 	"invalid_http_listen.yaml":                   {want: `config: http.listen: must be host:port, e.g. :8080, got "8080"`},
@@ -246,10 +257,10 @@ func TestLoad(t *testing.T) {
 		}
 	})
 	t.Run("every problem at once", func(t *testing.T) {
-		data := "role: api\nredis:\n  db: 99\ndispatcher:\n  ack_wait: 500ms\n"
+		data := "role: both\nredis:\n  db: 99\ndispatcher:\n  ack_wait: 500ms\n"
 		_, err := Parse([]byte(data), []string{"PUSHSYNC_NATS_REPLICAS=x"}, "")
 		want := `config: PUSHSYNC_NATS_REPLICAS: invalid integer "x"
-config: role: must be worker or dev, got "api"
+config: role: must be worker, api, all or dev, got "both"
 config: redis.db: must be between 0 and 15, got 99
 config: dispatcher.ack_wait: must be at least 1s, got 500ms
 config: dispatcher.send_timeout: must be less than dispatcher.ack_wait (500ms), got 10s`

@@ -113,7 +113,7 @@ func setString(v reflect.Value, s string) error {
 		}
 		v.SetBool(b)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
-		var list []string
+		list := []string{} // an empty value is an empty list, as "key: []" is in YAML
 		for item := range strings.SplitSeq(s, ",") {
 			if item = strings.TrimSpace(item); item != "" {
 				list = append(list, item)

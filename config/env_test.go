@@ -82,7 +82,7 @@ func TestEnvErrors(t *testing.T) {
 		{[]string{"PUSHSYNC_LISTEN=:9090"}, "config: PUSHSYNC_LISTEN: unknown variable, no setting has this name (PUSHSYNC_ and the yaml key in upper case with _ for ., e.g. PUSHSYNC_DISPATCHER_ACK_WAIT)"},
 		{[]string{"PUSHSYNC_APNS_KEY_FILE=x"}, "config: PUSHSYNC_APNS_KEY_FILE: unknown variable, no setting has this name (PUSHSYNC_ and the yaml key in upper case with _ for ., e.g. PUSHSYNC_DISPATCHER_ACK_WAIT)"},
 		{[]string{"PUSHSYNC_REDIS_ADDRS="}, "config: redis.addrs: must list at least one host:port address"},
-		{[]string{"PUSHSYNC_ROLE=api"}, `config: role: must be worker or dev, got "api"`},
+		{[]string{"PUSHSYNC_ROLE=both"}, `config: role: must be worker, api, all or dev, got "both"`},
 		{[]string{"PUSHSYNC_REDIS_PASSWORD=x", "PUSHSYNC_REDIS_PASSWORD_FILE=/run/secrets/redis"}, "config: redis.password and redis.password_file are both set; set only one"},
 		{[]string{"PUSHSYNC_REDIS_DB=x", "PUSHSYNC_NATS_REPLICA=3"}, `config: PUSHSYNC_REDIS_DB: invalid integer "x"` + "\n" +
 			"config: PUSHSYNC_NATS_REPLICA: unknown variable, no setting has this name; did you mean PUSHSYNC_NATS_REPLICAS?"},

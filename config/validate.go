@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -23,7 +24,7 @@ const maxPushTTL = Duration(28 * 24 * time.Hour)
 func (c *Config) Validate() error {
 	var errs []error
 	root := section{errs: &errs}
-	root.oneOf("role", c.Role, RoleWorker, RoleDev)
+	root.oneOf("role", c.Role, RoleWorker, RoleAPI, RoleAll, RoleDev)
 	c.Log.validate(root.sub("log"))
 	c.HTTP.validate(root.sub("http"))
 	c.Redis.validate(root.sub("redis"))
@@ -31,8 +32,73 @@ func (c *Config) Validate() error {
 	c.Dispatcher.validate(root.sub("dispatcher"))
 	c.APNs.validate(root.sub("apns"))
 	c.FCM.validate(root.sub("fcm"))
+	c.API.validate(root.sub("api"))
+	c.Secrets.validate(root.sub("secrets"))
 	c.Dev.validate(root.sub("dev"))
 	return errors.Join(errs...)
+}
+
+func (c *APIConfig) validate(s section) {
+	s.hostPort("listen", c.Listen, ":8081")
+	for i, r := range c.Regions {
+		if r == "" || strings.IndexFunc(r, func(ch rune) bool { return !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-') }) >= 0 {
+			s.errorf(fmt.Sprintf("regions[%d]", i), "must be a region name such as us-east-1, got %q", r)
+		}
+	}
+	if c.MaxClockSkew < Duration(time.Second) {
+		s.errorf("max_clock_skew", "must be at least 1s, got %s", c.MaxClockSkew)
+	}
+	s.intRange("max_body_bytes", c.MaxBodyBytes, 1024, 16<<20)
+	if (c.DeveloperAccessKeyID == "") != (c.DeveloperSecretAccessKey == "") {
+		s.errorf("developer_access_key_id", "and %s must be set together", s.key("developer_secret_access_key"))
+	}
+	if id := c.DeveloperAccessKeyID; id != "" && (len(id) < 16 || len(id) > 128 || strings.IndexFunc(id, func(ch rune) bool { return !(ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9') }) >= 0) {
+		s.errorf("developer_access_key_id", "must be 16 to 128 upper-case letters and digits, like an AWS access key id")
+	}
+	if sec := c.DeveloperSecretAccessKey; sec != "" && len(sec) < 16 {
+		s.errorf("developer_secret_access_key", "must be at least 16 characters")
+	}
+	if len(c.CORSAllowedOrigins) == 0 {
+		s.errorf("cors_allowed_origins", `must list at least one origin, or "*"`)
+	}
+	for i, o := range c.CORSAllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			s.errorf(fmt.Sprintf("cors_allowed_origins[%d]", i), `must be "*" or an origin such as https://app.example.com, got %q`, o)
+		}
+	}
+	if c.IdentityCredentialTTL < Duration(time.Minute) || c.IdentityCredentialTTL > Duration(12*time.Hour) {
+		s.errorf("identity_credential_ttl", "must be from 1m to 12h, got %s", c.IdentityCredentialTTL)
+	}
+	if r := c.ARNRegion; r == "" || strings.IndexFunc(r, func(ch rune) bool { return !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-') }) >= 0 {
+		s.errorf("arn_region", "must be a region name such as us-east-1, got %q", r)
+	}
+	if a := c.ARNAccount; len(a) != 12 || strings.IndexFunc(a, func(ch rune) bool { return ch < '0' || ch > '9' }) >= 0 {
+		s.errorf("arn_account", "must be 12 digits, got %q", a)
+	}
+}
+
+func (c *SecretsConfig) validate(s section) {
+	if c.MasterKey == "" {
+		return
+	}
+	key, err := base64.StdEncoding.DecodeString(string(c.MasterKey))
+	if err != nil || len(key) != 32 {
+		s.errorf("master_key", "must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)")
+	}
+}
+
+// MasterKeyBytes returns the decoded master key, or nil if none is set.
+// Call it on a validated configuration.
+func (c *SecretsConfig) MasterKeyBytes() []byte {
+	key, err := base64.StdEncoding.DecodeString(string(c.MasterKey))
+	if err != nil {
+		return nil
+	}
+	return key
 }
 
 func (c *LogConfig) validate(s section) {

@@ -166,6 +166,30 @@ func checkServiceAccount(js string) error {
 
 // PutApp creates or replaces a platform app and raises its revision.
 func (r *Registry) PutApp(ctx context.Context, app App) (App, error) {
+	return r.putApp(ctx, app, putAny)
+}
+
+// CreateApp creates a platform app; it returns ErrAppExists if one of that
+// name exists.
+func (r *Registry) CreateApp(ctx context.Context, app App) (App, error) {
+	return r.putApp(ctx, app, putCreate)
+}
+
+// ReplaceApp replaces the credentials of an existing platform app, as when
+// rotating a key; it returns ErrAppNotFound if there is none.
+func (r *Registry) ReplaceApp(ctx context.Context, app App) (App, error) {
+	return r.putApp(ctx, app, putReplace)
+}
+
+type putMode int
+
+const (
+	putAny putMode = iota
+	putCreate
+	putReplace
+)
+
+func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, error) {
 	if err := app.Validate(); err != nil {
 		return App{}, err
 	}
@@ -174,9 +198,11 @@ func (r *Registry) PutApp(ctx context.Context, app App) (App, error) {
 	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
 		old, err := r.getApp(ctx, tx, app.Name)
 		switch {
+		case err == nil && mode == putCreate:
+			return fmt.Errorf("%w: %s", ErrAppExists, app.Name)
 		case err == nil:
 			app.CreatedAt = old.CreatedAt
-		case errors.Is(err, ErrAppNotFound):
+		case errors.Is(err, ErrAppNotFound) && mode != putReplace:
 			app.CreatedAt = now
 		default:
 			return err
@@ -187,7 +213,7 @@ func (r *Registry) PutApp(ctx context.Context, app App) (App, error) {
 			return err
 		}
 		cmds, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, key, "app:"+app.Name, data)
+			p.HSet(ctx, key, "app:"+app.Name, r.seal(data, "app:"+app.Name))
 			p.HIncrBy(ctx, key, "rev:"+app.Name, 1)
 			return nil
 		})
@@ -216,12 +242,24 @@ func (r *Registry) getApp(ctx context.Context, c redis.Cmdable, name string) (Ap
 	if !ok {
 		return App{}, fmt.Errorf("registry: %w: %s", ErrAppNotFound, name)
 	}
-	var app App
-	if err := json.Unmarshal([]byte(data), &app); err != nil {
-		return App{}, fmt.Errorf("registry: app %s has a corrupt record: %w", name, err)
+	app, err := r.decodeApp(name, data)
+	if err != nil {
+		return App{}, err
 	}
 	if rev, ok := vals[1].(string); ok {
 		fmt.Sscan(rev, &app.Revision)
+	}
+	return app, nil
+}
+
+func (r *Registry) decodeApp(name, stored string) (App, error) {
+	data, err := r.open(stored, "app:"+name)
+	if err != nil {
+		return App{}, fmt.Errorf("registry: app %s: %w", name, err)
+	}
+	var app App
+	if err := json.Unmarshal(data, &app); err != nil {
+		return App{}, fmt.Errorf("registry: app %s has a corrupt record: %w", name, err)
 	}
 	return app, nil
 }
@@ -238,9 +276,9 @@ func (r *Registry) Apps(ctx context.Context) ([]App, error) {
 		if !ok {
 			continue
 		}
-		var app App
-		if err := json.Unmarshal([]byte(v), &app); err != nil {
-			return nil, fmt.Errorf("registry: app %s has a corrupt record: %w", name, err)
+		app, err := r.decodeApp(name, v)
+		if err != nil {
+			return nil, err
 		}
 		fmt.Sscan(all["rev:"+name], &app.Revision)
 		apps = append(apps, app)
@@ -286,6 +324,12 @@ func (r *Registry) DeleteApp(ctx context.Context, name string) error {
 // share one APNs app; they differ only in the APNs host they are sent to.
 type PoolPush struct {
 	Apps map[Platform]string `json:"apps"`
+	// ApplicationARNs are the SNS-style platform-application ARNs the
+	// configuration was given as, kept to be shown back unchanged.
+	ApplicationARNs []string `json:"applicationArns,omitempty"`
+	// RoleARN is the role ARN the configuration was given with, kept to be
+	// shown back; pushsync assumes no role.
+	RoleARN string `json:"roleArn,omitempty"`
 }
 
 func (pp *PoolPush) appNames() []string {
@@ -352,4 +396,43 @@ func (r *Registry) PoolPush(ctx context.Context, pool string) (PoolPush, error) 
 		return PoolPush{}, fmt.Errorf("registry: push configuration of %s is corrupt: %w", pool, err)
 	}
 	return pp, nil
+}
+
+// Streams is an identity pool's Cognito Streams setting, kept as given.
+type Streams struct {
+	StreamName      string `json:"streamName,omitempty"`
+	RoleARN         string `json:"roleArn,omitempty"`
+	StreamingStatus string `json:"streamingStatus,omitempty"`
+}
+
+// SetPoolStreams stores an identity pool's Cognito Streams setting; nil
+// removes it.
+func (r *Registry) SetPoolStreams(ctx context.Context, pool string, s *Streams) error {
+	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
+		return err
+	}
+	if s == nil {
+		return r.rdb.HDel(ctx, r.configKey(), "streams:"+pool).Err()
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return r.rdb.HSet(ctx, r.configKey(), "streams:"+pool, data).Err()
+}
+
+// PoolStreams returns an identity pool's Cognito Streams setting, or nil.
+func (r *Registry) PoolStreams(ctx context.Context, pool string) (*Streams, error) {
+	data, err := r.rdb.HGet(ctx, r.configKey(), "streams:"+pool).Result()
+	if err == redis.Nil {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry: get streams of %s: %w", pool, err)
+	}
+	var s Streams
+	if err := json.Unmarshal([]byte(data), &s); err != nil {
+		return nil, fmt.Errorf("registry: streams of %s are corrupt: %w", pool, err)
+	}
+	return &s, nil
 }

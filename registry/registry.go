@@ -27,6 +27,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -142,6 +143,8 @@ var (
 	ErrAppInUse        = errors.New("platform app is in use")
 	ErrInvalidApp      = errors.New("invalid platform app")
 	ErrInvalidPoolPush = errors.New("invalid push configuration")
+	ErrAppExists       = errors.New("platform app already exists")
+	ErrNoCredential    = errors.New("no such credential")
 )
 
 // Options configures a Registry.
@@ -155,6 +158,10 @@ type Options struct {
 	Now func() time.Time
 	// NewID returns a fresh DeviceId. If not set, a random UUID.
 	NewID func() string
+	// Secrets encrypts platform app records and identity credentials at
+	// rest. If not set, they are stored in plain text, which only tests and
+	// throw-away stacks should do.
+	Secrets *secretbox.Box
 }
 
 // Registry is the device and configuration store. It is safe for
@@ -165,11 +172,12 @@ type Registry struct {
 	maxDevices int
 	now        func() time.Time
 	newID      func() string
+	box        *secretbox.Box
 }
 
 // New returns a Registry on the given Redis client.
 func New(rdb redis.UniversalClient, opts Options) *Registry {
-	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, now: opts.Now, newID: opts.NewID}
+	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, now: opts.Now, newID: opts.NewID, box: opts.Secrets}
 	if r.prefix == "" {
 		r.prefix = "pushsync"
 	}
@@ -190,6 +198,29 @@ func (r *Registry) identityKey(pool, identity string) string {
 }
 
 func (r *Registry) configKey() string { return r.prefix + ":{config}" }
+
+// seal encrypts a record for storage when the registry has a box.
+func (r *Registry) seal(plain []byte, context string) string {
+	if r.box == nil {
+		return string(plain)
+	}
+	return r.box.Seal(plain, context)
+}
+
+// open reverses seal. A sealed record read without a box, or a plain one
+// read with a box, is an error: the configuration changed under the data.
+func (r *Registry) open(stored, context string) ([]byte, error) {
+	if r.box == nil {
+		if secretbox.IsSealed(stored) {
+			return nil, errors.New("record is encrypted but no master key is configured")
+		}
+		return []byte(stored), nil
+	}
+	if !secretbox.IsSealed(stored) {
+		return nil, errors.New("record is stored in plain text but a master key is configured; register it again")
+	}
+	return r.box.Open(stored, context)
+}
 
 func validateIdentity(pool, identity string) error {
 	if err := cognito.ValidateIdentityPoolID(pool); err != nil {

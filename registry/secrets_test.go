@@ -1,0 +1,130 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pushsync/pushsync/internal/secretbox"
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+)
+
+func TestAppSecretsAreEncryptedAtRest(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	box := secretbox.NewRandom()
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: box})
+	ctx := context.Background()
+	key := p8(t)
+	app := registry.App{Name: "ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "com.example", KeyID: "ABC123DEFG", TeamID: "TEAM123456", AuthKey: key}}
+	if _, err := r.CreateApp(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := rdb.HGetAll(ctx, prefix+":{config}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range raw {
+		if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, key[40:80]) {
+			t.Fatalf("field %s holds the key in plain text", f)
+		}
+	}
+	got, err := r.App(ctx, "ios")
+	if err != nil || got.APNs.AuthKey != key {
+		t.Fatalf("App: %v", err)
+	}
+	// Another master key cannot read it, and says why.
+	other := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	if _, err := other.App(ctx, "ios"); err == nil || !strings.Contains(err.Error(), "wrong master key") {
+		t.Fatalf("App under another key: %v", err)
+	}
+	plain := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	if _, err := plain.App(ctx, "ios"); err == nil || !strings.Contains(err.Error(), "no master key") {
+		t.Fatalf("App without a key: %v", err)
+	}
+}
+
+func TestCreateAndReplaceApp(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	app := registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "demo", ServiceAccount: serviceAccount}}
+	if _, err := r.ReplaceApp(ctx, app); !errors.Is(err, registry.ErrAppNotFound) {
+		t.Fatalf("replace of a missing app: %v", err)
+	}
+	created, err := r.CreateApp(ctx, app)
+	if err != nil || created.Revision != 1 {
+		t.Fatalf("create: %+v %v", created, err)
+	}
+	if _, err := r.CreateApp(ctx, app); !errors.Is(err, registry.ErrAppExists) {
+		t.Fatalf("second create: %v", err)
+	}
+	app.FCM.ProjectID = "demo-2"
+	replaced, err := r.ReplaceApp(ctx, app)
+	if err != nil || replaced.Revision != 2 || !replaced.CreatedAt.Equal(created.CreatedAt) {
+		t.Fatalf("replace: %+v %v", replaced, err)
+	}
+}
+
+func TestIdentityCredentials(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom(), Now: clock})
+	ctx := context.Background()
+	c, err := r.IssueCredential(ctx, pool, identity, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(c.AccessKeyID, "ASIA") || len(c.AccessKeyID) != 20 || len(c.SecretAccessKey) != 40 || c.SessionToken == "" {
+		t.Fatalf("credential shape %+v", c)
+	}
+	got, err := r.Credential(ctx, c.AccessKeyID)
+	if err != nil || got != c {
+		t.Fatalf("Credential: %+v %v", got, err)
+	}
+	stored, _ := rdb.Get(ctx, prefix+":cred:{"+c.AccessKeyID+"}").Result()
+	if strings.Contains(stored, c.SecretAccessKey) || strings.Contains(stored, c.SessionToken) {
+		t.Fatal("the secret is stored in plain text")
+	}
+	if ttl := rdb.PTTL(ctx, prefix+":cred:{"+c.AccessKeyID+"}").Val(); ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("record TTL %v", ttl)
+	}
+	now = now.Add(time.Hour)
+	if _, err := r.Credential(ctx, c.AccessKeyID); !errors.Is(err, registry.ErrNoCredential) {
+		t.Fatalf("expired credential: %v", err)
+	}
+	if _, err := r.Credential(ctx, "ASIAUNKNOWN0000000"); !errors.Is(err, registry.ErrNoCredential) {
+		t.Fatalf("unknown credential: %v", err)
+	}
+	if _, err := r.IssueCredential(ctx, "bad", identity, time.Hour); err == nil {
+		t.Fatal("credential issued for an invalid pool")
+	}
+}
+
+func TestPoolPushKeepsARNsAndStreams(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	if _, err := r.PutApp(ctx, registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "demo", ServiceAccount: serviceAccount}}); err != nil {
+		t.Fatal(err)
+	}
+	arn := "arn:aws:sns:us-east-1:123456789012:app/GCM/android"
+	if err := r.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{registry.GCM: "android"}, ApplicationARNs: []string{arn}, RoleARN: "arn:aws:iam::123456789012:role/push"}); err != nil {
+		t.Fatal(err)
+	}
+	pp, err := r.PoolPush(ctx, pool)
+	if err != nil || len(pp.ApplicationARNs) != 1 || pp.ApplicationARNs[0] != arn || pp.RoleARN == "" {
+		t.Fatalf("PoolPush %+v %v", pp, err)
+	}
+	if s, err := r.PoolStreams(ctx, pool); s != nil || err != nil {
+		t.Fatalf("streams of an unconfigured pool: %+v %v", s, err)
+	}
+	want := registry.Streams{StreamName: "events", RoleARN: "arn:aws:iam::123456789012:role/streams", StreamingStatus: "ENABLED"}
+	if err := r.SetPoolStreams(ctx, pool, &want); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := r.PoolStreams(ctx, pool); err != nil || *s != want {
+		t.Fatalf("PoolStreams %+v %v", s, err)
+	}
+}
