@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/pushsync/pushsync/config"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
@@ -67,8 +69,11 @@ func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	httpAddr := freeAddr(t)
-	cfgText := fmt.Sprintf("redis: {addrs: [%q], key_prefix: %q}\nnats: {url: %q}\nhttp: {listen: %q}\nfcm: {endpoint: %q, root_ca_file: fcm-ca.pem}\n",
+	cfgText := fmt.Sprintf("redis: {addrs: [%q], key_prefix: %q}\nnats: {url: %q}\nhttp: {listen: %q}\nfcm: {endpoint: %q, root_ca_file: fcm-ca.pem}\nsecrets: {master_key_file: master.key}\n",
 		testenv.RedisAddr(), prefix, ns.URL, httpAddr, emu.Endpoint())
+	if err := os.WriteFile(filepath.Join(dir, "master.key"), []byte(masterKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "pushsyncd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
@@ -76,7 +81,11 @@ func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
 
 	ctx := context.Background()
 	const pool, identity = "us-east-1:0f1e2d3c", "us-east-1:a11ce0"
-	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	box, err := secretbox.New(mustDecode(t, masterKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: box})
 	if _, err := reg.PutApp(ctx, registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "proc-project", ServiceAccount: string(sa)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +150,7 @@ func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatalf("pushsyncd did not exit after SIGTERM; log:\n%s", stderr.String())
 	}
 	log := stderr.String()
-	for _, want := range []string{`"message":"consuming events"`, `"message":"stopping: finishing in-flight sends"`, `"message":"stopped"`} {
+	for _, want := range []string{`"message":"consuming events"`, `"message":"stopping: finishing in-flight work"`, `"message":"stopped"`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %s:\n%s", want, log)
 		}
@@ -158,6 +167,16 @@ func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
 	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != 1 {
 		t.Fatalf("consumer after exit: ackPending=%d pending=%d ackFloor=%d", info.NumAckPending, info.NumPending, info.AckFloor.Stream)
 	}
+}
+
+const masterKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+func mustDecode(t *testing.T, b64 string) []byte {
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestUsageAndConfigErrors(t *testing.T) {
@@ -178,7 +197,8 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		{nil, []string{"PUSHSYNC_CONFIG=" + bad}, 1, "ack_wiat"},
 		{[]string{"worker", "extra"}, nil, 2, "usage: pushsyncd"},
 		{[]string{"-nope"}, nil, 2, "flag provided but not defined"},
-		{[]string{"api"}, nil, 1, "role"},
+		{[]string{"both"}, nil, 1, "role"},
+		{[]string{"api"}, nil, 1, "secrets.master_key is required for role api"},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer

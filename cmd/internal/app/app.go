@@ -29,7 +29,9 @@ import (
 	"github.com/pushsync/pushsync/dispatcher"
 	"github.com/pushsync/pushsync/dispatcher/apns"
 	"github.com/pushsync/pushsync/dispatcher/fcm"
+	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/api"
 	"github.com/pushsync/pushsync/sync/event"
 )
 
@@ -41,9 +43,17 @@ type Options struct {
 	// Stderr is where the log goes when Logger is not set. If not set,
 	// os.Stderr.
 	Stderr io.Writer
-	// Ready, if set, is called with the operational server's address once
-	// the process serves it.
-	Ready func(httpAddr string)
+	// Ready, if set, is called with the addresses the process serves once
+	// it serves them.
+	Ready func(Addrs)
+}
+
+// Addrs are the listen addresses of a running process.
+type Addrs struct {
+	// HTTP serves /healthz, /readyz and /metrics.
+	HTTP string
+	// API serves the Cognito Sync and admin APIs; empty for role worker.
+	API string
 }
 
 // NewLogger returns the logger cfg.Log describes.
@@ -77,17 +87,33 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 		log = &l
 	}
-	switch cfg.Role {
-	case config.RoleWorker:
-		roots, err := loadRoots(cfg)
-		if err != nil {
-			return err
-		}
-		return runWorker(ctx, cfg, *log, roots, opts.Ready)
-	case config.RoleDev:
+	if cfg.Role == config.RoleDev {
 		return runDev(ctx, cfg, *log, opts.Ready)
 	}
-	return fmt.Errorf("role %q is not supported", cfg.Role)
+	if cfg.Secrets.MasterKey == "" {
+		return fmt.Errorf("secrets.master_key is required for role %s (make one with: openssl rand -base64 32)", cfg.Role)
+	}
+	box, err := secretbox.New(cfg.Secrets.MasterKeyBytes())
+	if err != nil {
+		return fmt.Errorf("secrets.master_key: %w", err)
+	}
+	roots, err := loadRoots(cfg)
+	if err != nil {
+		return err
+	}
+	return runServices(ctx, cfg, *log, services{
+		api:    cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
+		worker: cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
+		box:    box,
+		roots:  roots,
+	}, opts.Ready)
+}
+
+// services says what one process runs.
+type services struct {
+	api, worker bool
+	box         *secretbox.Box
+	roots       rootCAs
 }
 
 // rootCAs are the trust roots of the push services; nil means the system's.
@@ -189,7 +215,7 @@ func StreamConfig(cfg config.NATSConfig) event.StreamConfig {
 	}
 }
 
-func runWorker(ctx context.Context, cfg *config.Config, log zerolog.Logger, roots rootCAs, ready func(string)) error {
+func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, svc services, ready func(Addrs)) error {
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -198,6 +224,14 @@ func runWorker(ctx context.Context, cfg *config.Config, log zerolog.Logger, root
 		return err
 	}
 	defer rdb.Close()
+	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix, Secrets: svc.box})
+	checks := []check{{"redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}}
+
+	var (
+		wg    sync.WaitGroup
+		addrs Addrs
+	)
+	// Both roles use NATS: the worker consumes events, the API publishes them.
 	nc, err := ConnectNATS(cfg.NATS, log)
 	if err != nil {
 		return err
@@ -207,25 +241,103 @@ func runWorker(ctx context.Context, cfg *config.Config, log zerolog.Logger, root
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	checks = append(checks, check{"nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected")
+		}
+		return nil
+	}})
+	if svc.worker {
+		disp, closeNotifiers, err := newDispatcher(cfg, js, reg, svc.roots, log, metrics)
+		if err != nil {
+			return err
+		}
+		defer closeNotifiers()
+		checks = append(checks, check{"dispatcher", func(context.Context) error { return disp.Ready() }})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !ensureStream(ctx, js, StreamConfig(cfg.NATS), log) {
+				return
+			}
+			_ = disp.Run(ctx) // returns nil once ctx ends, after draining
+		}()
+	}
 
-	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix})
+	var apiSrv *http.Server
+	if svc.api {
+		pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix})
+		if err != nil {
+			return err
+		}
+		if !svc.worker {
+			wg.Add(1)
+			go func() { defer wg.Done(); ensureStream(ctx, js, StreamConfig(cfg.NATS), log) }()
+		}
+		a := cfg.API
+		srv, err := api.New(reg, api.Options{
+			Publisher:                pub,
+			Regions:                  a.Regions,
+			MaxClockSkew:             a.MaxClockSkew.Std(),
+			MaxBodyBytes:             int64(a.MaxBodyBytes),
+			DeveloperAccessKeyID:     a.DeveloperAccessKeyID,
+			DeveloperSecretAccessKey: string(a.DeveloperSecretAccessKey),
+			CORSAllowedOrigins:       a.CORSAllowedOrigins,
+			IdentityCredentialTTL:    a.IdentityCredentialTTL.Std(),
+			ARNRegion:                a.ARNRegion,
+			ARNAccount:               a.ARNAccount,
+		}, log.With().Str("component", "api").Logger(), metrics)
+		if err != nil {
+			return err
+		}
+		apiSrv, addrs.API, err = listen(a.Listen, "api.listen", srv.Handler(), log)
+		if err != nil {
+			return err
+		}
+	}
+
+	ops, opsAddr, err := listen(cfg.HTTP.Listen, "http.listen", opsHandler(metrics, checks), log)
+	if err != nil {
+		return err
+	}
+	addrs.HTTP = opsAddr
+	log.Info().Str("role", cfg.Role).Str("http", addrs.HTTP).Str("api", addrs.API).Strs("redis", cfg.Redis.Addrs).Msg("pushsyncd starting")
+	if ready != nil {
+		ready(addrs)
+	}
+
+	<-ctx.Done()
+	log.Info().Msg("stopping: finishing in-flight work")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout.Std())
+	defer cancel()
+	if apiSrv != nil {
+		_ = apiSrv.Shutdown(sctx) // in-flight API requests finish first
+	}
+	wg.Wait()
+	_ = ops.Shutdown(sctx)
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// newDispatcher builds the dispatcher with its notifiers; the returned
+// function closes the notifiers' connections.
+func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Registry, roots rootCAs, log zerolog.Logger, metrics prometheus.Registerer) (*dispatcher.Dispatcher, func(), error) {
 	apnsN := apns.New(apns.Options{
 		ProductionHost: cfg.APNs.ProductionHost,
 		SandboxHost:    cfg.APNs.SandboxHost,
 		RootCAs:        roots.apns,
 		TTL:            cfg.Dispatcher.PushTTL.Std(),
 	}, log.With().Str("component", "apns").Logger())
-	defer apnsN.Close()
 	fcmN, err := fcm.New(fcm.Options{
 		Endpoint: cfg.FCM.Endpoint,
 		RootCAs:  roots.fcm,
 		TTL:      cfg.Dispatcher.PushTTL.Std(),
 	}, log.With().Str("component", "fcm").Logger())
 	if err != nil {
-		return err
+		apnsN.Close()
+		return nil, nil, err
 	}
-	defer fcmN.Close()
-
+	closeAll := func() { apnsN.Close(); fcmN.Close() }
 	dc := cfg.Dispatcher
 	disp, err := dispatcher.New(js, reg, map[registry.AppKind]dispatcher.Notifier{
 		registry.KindAPNs: apnsN,
@@ -245,45 +357,10 @@ func runWorker(ctx context.Context, cfg *config.Config, log zerolog.Logger, root
 		AppCacheTTL:        dc.AppCacheTTL.Std(),
 	}, log.With().Str("component", "dispatcher").Logger(), metrics)
 	if err != nil {
-		return err
+		closeAll()
+		return nil, nil, err
 	}
-
-	checks := map[string]func(context.Context) error{
-		"redis": func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
-		"nats": func(context.Context) error {
-			if !nc.IsConnected() {
-				return errors.New("not connected")
-			}
-			return nil
-		},
-		"dispatcher": func(context.Context) error { return disp.Ready() },
-	}
-	srv, addr, err := serveOps(cfg.HTTP.Listen, metrics, checks, log)
-	if err != nil {
-		return err
-	}
-	log.Info().Str("http", addr).Str("nats", cfg.NATS.URL).Strs("redis", cfg.Redis.Addrs).Msg("pushsyncd worker starting")
-	if ready != nil {
-		ready(addr)
-	}
-
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if !ensureStream(ctx, js, StreamConfig(cfg.NATS), log) {
-			return
-		}
-		_ = disp.Run(ctx) // returns nil once ctx ends, after draining
-	}()
-	<-ctx.Done()
-	log.Info().Msg("stopping: finishing in-flight sends")
-	wg.Wait()
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout.Std())
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	log.Info().Msg("stopped")
-	return nil
+	return disp, closeAll, nil
 }
 
 // ensureStream creates or checks the event stream, retrying while NATS is
@@ -310,9 +387,15 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc event.StreamCo
 	}
 }
 
-// serveOps serves /healthz (the process is alive), /readyz (every
+// check is one readiness condition.
+type check struct {
+	name string
+	fn   func(context.Context) error
+}
+
+// opsHandler serves /healthz (the process is alive), /readyz (every
 // dependency answers) and /metrics.
-func serveOps(listen string, metrics *prometheus.Registry, checks map[string]func(context.Context) error, log zerolog.Logger) (*http.Server, string, error) {
+func opsHandler(metrics *prometheus.Registry, checks []check) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -321,30 +404,31 @@ func serveOps(listen string, metrics *prometheus.Registry, checks map[string]fun
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		status, body := http.StatusOK, ""
-		for _, name := range []string{"redis", "nats", "dispatcher"} {
-			check, ok := checks[name]
-			if !ok {
-				continue
-			}
-			if err := check(ctx); err != nil {
+		for _, c := range checks {
+			if err := c.fn(ctx); err != nil {
 				status = http.StatusServiceUnavailable
-				body += fmt.Sprintf("%s: %v\n", name, err)
+				body += fmt.Sprintf("%s: %v\n", c.name, err)
 			} else {
-				body += name + ": ok\n"
+				body += c.name + ": ok\n"
 			}
 		}
 		w.WriteHeader(status)
 		fmt.Fprint(w, body)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
-	ln, err := net.Listen("tcp", listen)
+	return mux
+}
+
+// listen serves h on addr; key names the setting in errors.
+func listen(addr, key string, h http.Handler, log zerolog.Logger) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("http.listen: %w", err)
+		return nil, "", fmt.Errorf("%s: %w", key, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("operational HTTP server stopped")
+			log.Error().Err(err).Str("listener", key).Msg("HTTP server stopped")
 		}
 	}()
 	return srv, ln.Addr().String(), nil

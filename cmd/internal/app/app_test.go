@@ -25,10 +25,14 @@ import (
 	"github.com/pushsync/pushsync/config"
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
 )
+
+// masterKey is a fixed test key (32 bytes, base64).
+const masterKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 const (
 	pool      = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
@@ -53,6 +57,7 @@ type stack struct {
 	sandbox  *apnstest.Server
 	fcm      *fcmtest.Server
 	httpAddr string
+	apiAddr  string
 	stop     func()
 	devices  map[string]registry.Device // by name
 }
@@ -82,6 +87,7 @@ func newStack(t *testing.T) *stack {
 	yaml := fmt.Sprintf(`
 role: worker
 log: {level: debug}
+secrets: {master_key: %q}
 http: {listen: "127.0.0.1:0", shutdown_timeout: 1s}
 redis: {addrs: [%q], key_prefix: %q}
 nats: {url: %q}
@@ -98,7 +104,7 @@ apns:
 fcm:
   endpoint: %q
   root_ca_file: fcm-ca.pem
-`, testenv.RedisAddr(), prefix, ns.URL, s.prod.URL, s.sandbox.URL, s.fcm.Endpoint())
+`, masterKey, testenv.RedisAddr(), prefix, ns.URL, s.prod.URL, s.sandbox.URL, s.fcm.Endpoint())
 	write("pushsyncd.yaml", []byte(yaml))
 	cfg, err := config.Load(filepath.Join(dir, "pushsyncd.yaml"), nil)
 	if err != nil {
@@ -114,7 +120,11 @@ fcm:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	box, err := secretbox.New(cfg.Secrets.MasterKeyBytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: box})
 	s.seed()
 	return s
 }
@@ -176,12 +186,15 @@ func (s *stack) start() {
 	t := s.t
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
+	ready := make(chan app.Addrs, 1)
 	done := make(chan error, 1)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-	go func() { done <- app.Run(ctx, s.cfg, app.Options{Logger: &log, Ready: func(a string) { ready <- a }}) }()
+	go func() {
+		done <- app.Run(ctx, s.cfg, app.Options{Logger: &log, Ready: func(a app.Addrs) { ready <- a }})
+	}()
 	select {
-	case s.httpAddr = <-ready:
+	case a := <-ready:
+		s.httpAddr, s.apiAddr = a.HTTP, a.API
 	case err := <-done:
 		t.Fatalf("pushsyncd exited: %v", err)
 	case <-time.After(10 * time.Second):
@@ -424,6 +437,10 @@ func TestRetryableOutageIsDeliveredAfterRecovery(t *testing.T) {
 
 func TestBadConfigurationIsRefused(t *testing.T) {
 	cfg := config.Default()
+	if err := app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), "secrets.master_key is required for role worker") {
+		t.Fatalf("got %v, want an error asking for secrets.master_key", err)
+	}
+	cfg.Secrets.MasterKey = masterKey
 	cfg.APNs.RootCAFile = filepath.Join(t.TempDir(), "missing.pem")
 	err := app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "apns.root_ca_file") {

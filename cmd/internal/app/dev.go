@@ -6,6 +6,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -24,6 +27,7 @@ import (
 	"github.com/pushsync/pushsync/config"
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/cognito"
 	"github.com/pushsync/pushsync/sync/event"
@@ -44,7 +48,7 @@ const (
 // a demo identity with devices on every platform, and a sample dataset
 // change every dev.sample_interval, whose pushes the emulators log as they
 // arrive.
-func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready func(string)) error {
+func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready func(Addrs)) error {
 	natsURL, stopNATS, err := startEmbeddedNATS()
 	if err != nil {
 		return err
@@ -81,7 +85,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	log.Info().Str("apns", prod.URL).Str("apns_sandbox", sandbox.URL).Str("fcm", fcmEmu.URL).Msg("push service emulators started")
 
 	wcfg := *cfg
-	wcfg.Role = config.RoleWorker
+	wcfg.Role = config.RoleAll
 	wcfg.NATS.URL = natsURL
 	wcfg.Redis.Addrs = []string{cfg.Dev.RedisAddr}
 	wcfg.Redis.MasterName = ""
@@ -90,12 +94,23 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	roots := rootCAs{apns: prod.RootCAs(), fcm: fcmEmu.RootCAs()}
 	roots.apns.AppendCertsFromPEM(sandbox.CACertPEM())
 
+	box := secretbox.NewRandom()
+	if cfg.Secrets.MasterKey != "" {
+		if box, err = secretbox.New(cfg.Secrets.MasterKeyBytes()); err != nil {
+			return fmt.Errorf("secrets.master_key: %w", err)
+		}
+	}
+	if wcfg.API.DeveloperAccessKeyID == "" {
+		wcfg.API.DeveloperAccessKeyID = "AKIAPUSHSYNCDEV" + strings.ToUpper(hex.EncodeToString(randomBytes(3)))
+		wcfg.API.DeveloperSecretAccessKey = config.Secret(base64.RawURLEncoding.EncodeToString(randomBytes(30)))
+	}
+
 	rdb, err := NewRedis(wcfg.Redis)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix})
+	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix, Secrets: box})
 	origin, others, err := seedDemo(ctx, reg, prod, sandbox, fcmEmu, cfg.Dev.Devices)
 	if err != nil {
 		return fmt.Errorf("dev: seed demo data: %w", err)
@@ -103,17 +118,21 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	log.Info().Str("pool", DemoPool).Str("identity", DemoIdentity).Int("devices", len(others)+1).
 		Str("dataset", DemoDataset).Msg("demo identity registered and subscribed")
 
-	workerReady := make(chan string, 1)
+	workerReady := make(chan Addrs, 1)
 	workerDone := make(chan error, 1)
 	wctx, stopWorker := context.WithCancel(context.Background())
 	defer stopWorker()
 	go func() {
-		workerDone <- runWorker(wctx, &wcfg, log, roots, func(addr string) { workerReady <- addr })
+		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, roots: roots}, func(a Addrs) { workerReady <- a })
 	}()
 	select {
-	case addr := <-workerReady:
+	case addrs := <-workerReady:
+		log.Info().Str("AWS_ACCESS_KEY_ID", wcfg.API.DeveloperAccessKeyID).
+			Str("AWS_SECRET_ACCESS_KEY", string(wcfg.API.DeveloperSecretAccessKey)).
+			Str("endpoint", "http://"+addrs.API).
+			Msg("API ready; these developer credentials work with pushsyncctl and AWS SDK clients")
 		if ready != nil {
-			ready(addr)
+			ready(addrs)
 		}
 	case err := <-workerDone:
 		return err
@@ -298,6 +317,12 @@ func pingRedis(ctx context.Context, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return c.Ping(ctx).Err()
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }
 
 func short(token string) string {

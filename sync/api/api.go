@@ -1,0 +1,371 @@
+// Package api serves the Amazon Cognito Sync REST-JSON API, so that AWS SDK
+// clients work against pushsync unchanged, and beside it pushsync's own
+// admin API for operators. Every request is authenticated with AWS
+// Signature Version 4: developer credentials may do everything and act for
+// any identity; identity credentials may act only for their own identity.
+//
+// Served Cognito Sync operations: RegisterDevice, SubscribeToDataset,
+// UnsubscribeFromDataset, GetIdentityPoolConfiguration and
+// SetIdentityPoolConfiguration. The admin API (signing service "pushsync")
+// manages platform apps and issues identity credentials; docs/api.md
+// describes both.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/api/sigv4"
+	"github.com/pushsync/pushsync/sync/event"
+)
+
+// Signing service names.
+const (
+	// CognitoSyncService is the SigV4 service of the Cognito Sync API.
+	CognitoSyncService = "cognito-sync"
+	// AdminService is the SigV4 service of the admin API.
+	AdminService = "pushsync"
+)
+
+// Registry is what the API reads and writes in the device registry.
+type Registry interface {
+	RegisterDevice(ctx context.Context, pool, identity string, platform registry.Platform, token string) (registry.Device, bool, error)
+	Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
+	Unsubscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
+	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
+	SetPoolPush(ctx context.Context, pool string, pp registry.PoolPush) error
+	PoolStreams(ctx context.Context, pool string) (*registry.Streams, error)
+	SetPoolStreams(ctx context.Context, pool string, s *registry.Streams) error
+	CreateApp(ctx context.Context, app registry.App) (registry.App, error)
+	ReplaceApp(ctx context.Context, app registry.App) (registry.App, error)
+	App(ctx context.Context, name string) (registry.App, error)
+	Apps(ctx context.Context) ([]registry.App, error)
+	DeleteApp(ctx context.Context, name string) error
+	IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
+	Credential(ctx context.Context, accessKeyID string) (registry.IdentityCredential, error)
+}
+
+// Publisher publishes dataset-change events; *event.Publisher is one.
+type Publisher interface {
+	Publish(ctx context.Context, e *event.DatasetChanged) (*jetstream.PubAck, error)
+}
+
+// Options configures a Server.
+type Options struct {
+	// Publisher publishes the events of the admin API's PublishEvent. If
+	// not set, that operation answers InvalidConfigurationException.
+	Publisher Publisher
+	// Regions are accepted in signatures' credential scope. If not set,
+	// any region.
+	Regions []string
+	// MaxClockSkew bounds the difference between a request's signing time
+	// and the server clock. If not set, 5 minutes.
+	MaxClockSkew time.Duration
+	// MaxBodyBytes bounds a request body. If not set, 2 MiB.
+	MaxBodyBytes int64
+	// DeveloperAccessKeyID and DeveloperSecretAccessKey are the developer
+	// credentials. If not set, there are none.
+	DeveloperAccessKeyID     string
+	DeveloperSecretAccessKey string
+	// CORSAllowedOrigins are the browser origins allowed; "*" is any. If
+	// not set, none.
+	CORSAllowedOrigins []string
+	// IdentityCredentialTTL is the default lifetime of issued identity
+	// credentials. If not set, 1 hour.
+	IdentityCredentialTTL time.Duration
+	// ARNRegion and ARNAccount are written into the platform application
+	// ARNs the admin API shows. If not set, us-east-1 and 000000000000.
+	ARNRegion, ARNAccount string
+	// Now returns the current time. If not set, time.Now.
+	Now func() time.Time
+}
+
+// Server is the HTTP API. Create it with New; serve Handler.
+type Server struct {
+	reg     Registry
+	opts    Options
+	log     zerolog.Logger
+	sync    *sigv4.Verifier
+	admin   *sigv4.Verifier
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New returns a Server.
+func New(reg Registry, opts Options, log zerolog.Logger, metricsReg prometheus.Registerer) (*Server, error) {
+	if reg == nil {
+		return nil, errors.New("api: a registry is required")
+	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = 5 * time.Minute
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 2 << 20
+	}
+	if opts.IdentityCredentialTTL <= 0 {
+		opts.IdentityCredentialTTL = time.Hour
+	}
+	if opts.ARNRegion == "" {
+		opts.ARNRegion = "us-east-1"
+	}
+	if opts.ARNAccount == "" {
+		opts.ARNAccount = "000000000000"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m, err := newMetrics(metricsReg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{reg: reg, opts: opts, log: log, mux: http.NewServeMux(), metrics: m}
+	verifier := func(service string) *sigv4.Verifier {
+		return &sigv4.Verifier{Service: service, Regions: opts.Regions, MaxSkew: opts.MaxClockSkew, Now: opts.Now, Lookup: s.lookup}
+	}
+	s.sync, s.admin = verifier(CognitoSyncService), verifier(AdminService)
+	s.routes()
+	return s, nil
+}
+
+// Handler returns the http.Handler serving the API.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// principal is who signed a request.
+type principal struct {
+	accessKeyID string
+	developer   bool
+	pool        string // identity credentials only
+	identity    string
+}
+
+type principalKey struct{}
+
+// lookup finds the secret of an access key for the SigV4 verifier and notes
+// the principal in the request context's holder.
+func (s *Server) lookup(ctx context.Context, accessKeyID string) (sigv4.Credential, error) {
+	holder, _ := ctx.Value(principalKey{}).(*principal)
+	if s.opts.DeveloperAccessKeyID != "" && accessKeyID == s.opts.DeveloperAccessKeyID {
+		if holder != nil {
+			*holder = principal{accessKeyID: accessKeyID, developer: true}
+		}
+		return sigv4.Credential{AccessKeyID: accessKeyID, SecretAccessKey: s.opts.DeveloperSecretAccessKey}, nil
+	}
+	c, err := s.reg.Credential(ctx, accessKeyID)
+	if errors.Is(err, registry.ErrNoCredential) {
+		return sigv4.Credential{}, sigv4.ErrUnknownAccessKey
+	}
+	if err != nil {
+		return sigv4.Credential{}, err
+	}
+	if holder != nil {
+		*holder = principal{accessKeyID: accessKeyID, pool: c.IdentityPoolID, identity: c.IdentityID}
+	}
+	return sigv4.Credential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}, nil
+}
+
+// request is what a handler gets: the verified principal and the body.
+type request struct {
+	*http.Request
+	who  principal
+	body []byte
+}
+
+// handlerFunc serves one operation; it returns the response value (JSON
+// encoded with status 200, or with the status of a *created) or an error.
+type handlerFunc func(r *request) (any, error)
+
+// created marks a response answered with 201.
+type created struct{ v any }
+
+// route is one operation in the mux.
+type route struct {
+	s         *Server
+	operation string
+	service   string
+	fn        handlerFunc
+}
+
+func (s *Server) handle(pattern, operation, service string, fn handlerFunc) {
+	s.mux.Handle(pattern, route{s: s, operation: operation, service: service, fn: fn})
+}
+
+func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status := rt.s.serve(w, r, rt, w.Header().Get("X-Amzn-RequestId"))
+	rt.s.metrics.requests.WithLabelValues(rt.operation, statusClass(status)).Inc()
+	rt.s.metrics.duration.WithLabelValues(rt.operation).Observe(time.Since(start).Seconds())
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Amzn-RequestId", uuid.NewString())
+	if s.cors(w, r) {
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, requestID string) int {
+	log := s.log.With().Str("request_id", requestID).Str("operation", rt.operation).Logger()
+	fail := func(err error) int {
+		var e *Error
+		if !errors.As(err, &e) {
+			log.Error().Err(err).Msg("request failed")
+			e = internalError()
+		} else if e.Status >= 500 {
+			log.Error().Str("error", e.Message).Msg("request failed")
+		} else {
+			log.Info().Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
+		}
+		writeError(w, e)
+		return e.Status
+	}
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fail(tooLarge(s.opts.MaxBodyBytes))
+		}
+		return fail(serialization("cannot read the request body: %v", err))
+	}
+
+	who := &principal{}
+	r = r.WithContext(context.WithValue(r.Context(), principalKey{}, who))
+	verifier := s.sync
+	if rt.service == AdminService {
+		verifier = s.admin
+	}
+	if _, err := verifier.Verify(r, body); err != nil {
+		var se *sigv4.Error
+		if errors.As(err, &se) {
+			return fail(&Error{Status: se.Status, Type: se.Code, Message: se.Message})
+		}
+		return fail(err)
+	}
+	if rt.service == AdminService && !who.developer {
+		return fail(notAuthorized("the admin API needs developer credentials"))
+	}
+
+	out, err := rt.fn(&request{Request: r, who: *who, body: body})
+	if err != nil {
+		return fail(err)
+	}
+	status := http.StatusOK
+	if c, ok := out.(created); ok {
+		status, out = http.StatusCreated, c.v
+	}
+	writeJSON(w, status, out)
+	log.Debug().Int("status", status).Str("access_key", who.accessKeyID).Msg("request served")
+	return status
+}
+
+// decode reads the JSON body into v. An empty body reads as {}. Unknown
+// members are ignored, as AWS services do; malformed JSON and members of
+// the wrong type are SerializationExceptions.
+func (r *request) decode(v any) error {
+	body := bytes.TrimSpace(r.body)
+	if len(body) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return serialization("member %s must be a %s, got a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+		}
+		return serialization("request body is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return serialization("request body holds more than one JSON value")
+	}
+	return nil
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "string"
+	case "slice", "array":
+		return "list"
+	case "map", "struct":
+		return "structure"
+	case "bool":
+		return "boolean"
+	}
+	return "number"
+}
+
+// actFor checks that the principal may act for the identity.
+func (r *request) actFor(pool, identity string) error {
+	if r.who.developer || (r.who.pool == pool && r.who.identity == identity) {
+		return nil
+	}
+	return notAuthorized("credentials of identity %s may act only for that identity, not for %s in %s", r.who.identity, identity, pool)
+}
+
+// developerOnly checks that the principal holds developer credentials.
+func (r *request) developerOnly(operation string) error {
+	if r.who.developer {
+		return nil
+	}
+	return notAuthorized("%s needs developer credentials", operation)
+}
+
+func statusClass(status int) string {
+	switch {
+	case status >= 500:
+		return "5xx"
+	case status >= 400:
+		return "4xx"
+	}
+	return "2xx"
+}
+
+// cors answers preflight requests and adds the CORS response headers for
+// allowed origins. It reports whether the request was fully answered.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	allowed := ""
+	for _, o := range s.opts.CORSAllowedOrigins {
+		if o == "*" || (origin != "" && strings.EqualFold(o, origin)) {
+			allowed = o
+			break
+		}
+	}
+	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	if origin == "" || allowed == "" {
+		if preflight {
+			writeError(w, newError(http.StatusForbidden, "AccessDeniedException", "origin %q is not allowed", origin))
+			return true
+		}
+		return false
+	}
+	h := w.Header()
+	if allowed == "*" {
+		h.Set("Access-Control-Allow-Origin", "*")
+	} else {
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+	}
+	h.Set("Access-Control-Expose-Headers", "x-amzn-RequestId, x-amzn-ErrorType, x-amzn-ErrorMessage, Date")
+	if !preflight {
+		return false
+	}
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "authorization, content-type, x-amz-date, x-amz-security-token, x-amz-content-sha256, x-amz-user-agent, x-amz-target, x-amz-client-context, amz-sdk-invocation-id, amz-sdk-request")
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}

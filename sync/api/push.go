@@ -1,0 +1,324 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+func (s *Server) routes() {
+	const ds = "/identitypools/{IdentityPoolId}/identities/{IdentityId}/datasets/{DatasetName}"
+	s.handle("POST /identitypools/{IdentityPoolId}/identity/{IdentityId}/device", "RegisterDevice", CognitoSyncService, s.registerDevice)
+	s.handle("POST "+ds+"/subscriptions/{DeviceId}", "SubscribeToDataset", CognitoSyncService, s.subscribe)
+	s.handle("DELETE "+ds+"/subscriptions/{DeviceId}", "UnsubscribeFromDataset", CognitoSyncService, s.unsubscribe)
+	s.handle("GET /identitypools/{IdentityPoolId}/configuration", "GetIdentityPoolConfiguration", CognitoSyncService, s.getPoolConfiguration)
+	s.handle("POST /identitypools/{IdentityPoolId}/configuration", "SetIdentityPoolConfiguration", CognitoSyncService, s.setPoolConfiguration)
+
+	s.handle("POST /admin/v1/apps", "CreatePlatformApp", AdminService, s.createApp)
+	s.handle("GET /admin/v1/apps", "ListPlatformApps", AdminService, s.listApps)
+	s.handle("GET /admin/v1/apps/{name}", "GetPlatformApp", AdminService, s.getApp)
+	s.handle("PUT /admin/v1/apps/{name}", "UpdatePlatformApp", AdminService, s.replaceApp)
+	s.handle("DELETE /admin/v1/apps/{name}", "DeletePlatformApp", AdminService, s.deleteApp)
+	s.handle("POST /admin/v1/credentials", "IssueIdentityCredentials", AdminService, s.issueCredentials)
+	s.handle("POST /admin/v1/events", "PublishEvent", AdminService, s.publishEvent)
+
+	unknown := func(r *request) (any, error) { return nil, unknownOperation(r.Method, r.URL.EscapedPath()) }
+	s.handle("/admin/", "Unknown", AdminService, unknown)
+	s.handle("/", "Unknown", CognitoSyncService, unknown)
+}
+
+// labels reads and validates the identity path labels a route has.
+func labels(r *request) (pool, identity, dataset, device string, err error) {
+	pool, identity = r.PathValue("IdentityPoolId"), r.PathValue("IdentityId")
+	dataset, device = r.PathValue("DatasetName"), r.PathValue("DeviceId")
+	checks := []error{cognito.ValidateIdentityPoolID(pool)}
+	if r.Pattern != "" && strings.Contains(r.Pattern, "{IdentityId}") {
+		checks = append(checks, cognito.ValidateIdentityID(identity))
+	}
+	if strings.Contains(r.Pattern, "{DatasetName}") {
+		checks = append(checks, cognito.ValidateDatasetName(dataset))
+	}
+	if strings.Contains(r.Pattern, "{DeviceId}") {
+		checks = append(checks, cognito.ValidateDeviceID(device))
+	}
+	for _, e := range checks {
+		if e != nil {
+			return "", "", "", "", invalidParameter("%v", e)
+		}
+	}
+	return pool, identity, dataset, device, nil
+}
+
+// registryError maps the registry's errors onto API errors.
+func registryError(err error) error {
+	var fe *cognito.FieldError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &fe):
+		return invalidParameter("%v", fe)
+	case errors.Is(err, registry.ErrDeviceNotFound):
+		return resourceNotFound("%s", strings.TrimPrefix(err.Error(), "registry: "))
+	case errors.Is(err, registry.ErrNotSubscribed):
+		return resourceNotFound("%s", strings.TrimPrefix(err.Error(), "registry: "))
+	case errors.Is(err, registry.ErrTooManyDevices):
+		return limitExceeded("%s", strings.TrimPrefix(err.Error(), "registry: "))
+	case errors.Is(err, registry.ErrPushNotEnabled):
+		return invalidConfiguration("%s", strings.TrimPrefix(err.Error(), "registry: "))
+	}
+	return err
+}
+
+// pushConfigured returns the pool's push configuration, or
+// InvalidConfigurationException if push sync is off.
+func (s *Server) pushConfigured(r *request, pool string) (registry.PoolPush, error) {
+	pp, err := s.reg.PoolPush(r.Context(), pool)
+	if errors.Is(err, registry.ErrPushNotEnabled) {
+		return pp, invalidConfiguration("push sync is not configured for identity pool %s; set it with SetIdentityPoolConfiguration", pool)
+	}
+	return pp, err
+}
+
+func (s *Server) registerDevice(r *request) (any, error) {
+	pool, identity, _, _, err := labels(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.actFor(pool, identity); err != nil {
+		return nil, err
+	}
+	var in struct {
+		Platform *string
+		Token    *string
+	}
+	if err := r.decode(&in); err != nil {
+		return nil, err
+	}
+	if in.Platform == nil {
+		return nil, invalidParameter("Platform: is required")
+	}
+	if in.Token == nil || strings.TrimSpace(*in.Token) == "" {
+		return nil, invalidParameter("Token: is required and must not be empty")
+	}
+	platform, err := registry.ParsePlatform(*in.Platform)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	if _, err := registry.NormalizeToken(platform, *in.Token); err != nil {
+		return nil, registryError(err)
+	}
+	pp, err := s.pushConfigured(r, pool)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := pp.Apps[platform]; !ok {
+		return nil, invalidConfiguration("identity pool %s has no platform application for %s", pool, platform)
+	}
+	dev, _, err := s.reg.RegisterDevice(r.Context(), pool, identity, platform, *in.Token)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	return map[string]string{"DeviceId": dev.ID}, nil
+}
+
+func (s *Server) subscribe(r *request) (any, error) {
+	pool, identity, dataset, device, err := labels(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.actFor(pool, identity); err != nil {
+		return nil, err
+	}
+	if _, err := s.pushConfigured(r, pool); err != nil {
+		return nil, err
+	}
+	if err := s.reg.Subscribe(r.Context(), pool, identity, dataset, device); err != nil {
+		return nil, registryError(err)
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) unsubscribe(r *request) (any, error) {
+	pool, identity, dataset, device, err := labels(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.actFor(pool, identity); err != nil {
+		return nil, err
+	}
+	if _, err := s.pushConfigured(r, pool); err != nil {
+		return nil, err
+	}
+	if err := s.reg.Unsubscribe(r.Context(), pool, identity, dataset, device); err != nil {
+		return nil, registryError(err)
+	}
+	return struct{}{}, nil
+}
+
+// pushSync and cognitoStreams are the wire shapes of the pool
+// configuration.
+type pushSync struct {
+	ApplicationArns []string
+	RoleArn         *string `json:",omitempty"`
+}
+
+type cognitoStreams struct {
+	StreamName      *string `json:",omitempty"`
+	RoleArn         *string `json:",omitempty"`
+	StreamingStatus *string `json:",omitempty"`
+}
+
+type poolConfiguration struct {
+	IdentityPoolId string
+	PushSync       *pushSync
+	CognitoStreams *cognitoStreams
+}
+
+func (s *Server) getPoolConfiguration(r *request) (any, error) {
+	pool, _, _, _, err := labels(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.developerOnly("GetIdentityPoolConfiguration"); err != nil {
+		return nil, err
+	}
+	return s.poolConfiguration(r, pool)
+}
+
+func (s *Server) poolConfiguration(r *request, pool string) (*poolConfiguration, error) {
+	out := &poolConfiguration{IdentityPoolId: pool}
+	pp, err := s.reg.PoolPush(r.Context(), pool)
+	switch {
+	case err == nil:
+		out.PushSync = &pushSync{ApplicationArns: pp.ApplicationARNs}
+		if out.PushSync.ApplicationArns == nil {
+			out.PushSync.ApplicationArns = []string{}
+		}
+		if pp.RoleARN != "" {
+			out.PushSync.RoleArn = &pp.RoleARN
+		}
+	case !errors.Is(err, registry.ErrPushNotEnabled):
+		return nil, err
+	}
+	st, err := s.reg.PoolStreams(r.Context(), pool)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		out.CognitoStreams = &cognitoStreams{StreamName: nonEmpty(st.StreamName), RoleArn: nonEmpty(st.RoleARN), StreamingStatus: nonEmpty(st.StreamingStatus)}
+	}
+	return out, nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+var (
+	applicationARN = regexp.MustCompile(`^arn:aws:sns:[-0-9a-z]+:\d+:app/([A-Z_]+)/([a-zA-Z0-9_.-]+)$`)
+	roleARN        = regexp.MustCompile(`^arn:aws:iam::\d+:role/.*$`)
+)
+
+func (s *Server) setPoolConfiguration(r *request) (any, error) {
+	pool, _, _, _, err := labels(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.developerOnly("SetIdentityPoolConfiguration"); err != nil {
+		return nil, err
+	}
+	var in struct {
+		PushSync       *pushSync
+		CognitoStreams *cognitoStreams
+	}
+	if err := r.decode(&in); err != nil {
+		return nil, err
+	}
+	var pp *registry.PoolPush
+	if in.PushSync != nil {
+		pp = &registry.PoolPush{Apps: map[registry.Platform]string{}, ApplicationARNs: in.PushSync.ApplicationArns}
+		if in.PushSync.RoleArn != nil {
+			if len(*in.PushSync.RoleArn) < 20 || len(*in.PushSync.RoleArn) > 2048 || !roleARN.MatchString(*in.PushSync.RoleArn) {
+				return nil, invalidParameter("PushSync.RoleArn: %q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", *in.PushSync.RoleArn)
+			}
+			pp.RoleARN = *in.PushSync.RoleArn
+		}
+		for i, arn := range in.PushSync.ApplicationArns {
+			m := applicationARN.FindStringSubmatch(arn)
+			if m == nil {
+				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %q is not a platform application ARN (arn:aws:sns:<region>:<account>:app/<APNS|APNS_SANDBOX|GCM>/<name>)", i, arn)
+			}
+			platform, err := registry.ParsePlatform(m[1])
+			if err != nil {
+				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %v", i, err)
+			}
+			if _, dup := pp.Apps[platform]; dup {
+				return nil, invalidParameter("PushSync.ApplicationArns[%d]: a second application for %s; give one per platform", i, platform)
+			}
+			app, err := s.reg.App(r.Context(), m[2])
+			if errors.Is(err, registry.ErrAppNotFound) {
+				return nil, invalidParameter("PushSync.ApplicationArns[%d]: no platform application named %s is registered with pushsync", i, m[2])
+			}
+			if err != nil {
+				return nil, err
+			}
+			if app.Kind != platform.Kind() {
+				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %s is an %s application and cannot serve %s", i, app.Name, app.Kind, platform)
+			}
+			pp.Apps[platform] = app.Name
+		}
+	}
+	var streams *registry.Streams
+	if c := in.CognitoStreams; c != nil {
+		streams = &registry.Streams{}
+		if c.StreamName != nil {
+			if len(*c.StreamName) < 1 || len(*c.StreamName) > 128 {
+				return nil, invalidParameter("CognitoStreams.StreamName: must be 1 to 128 characters")
+			}
+			streams.StreamName = *c.StreamName
+		}
+		if c.RoleArn != nil {
+			if !roleARN.MatchString(*c.RoleArn) {
+				return nil, invalidParameter("CognitoStreams.RoleArn: %q is not an IAM role ARN", *c.RoleArn)
+			}
+			streams.RoleARN = *c.RoleArn
+		}
+		if c.StreamingStatus != nil {
+			if *c.StreamingStatus != "ENABLED" && *c.StreamingStatus != "DISABLED" {
+				return nil, invalidParameter("CognitoStreams.StreamingStatus: must be ENABLED or DISABLED, got %q", *c.StreamingStatus)
+			}
+			streams.StreamingStatus = *c.StreamingStatus
+		}
+	}
+	// Everything is valid: write.
+	if pp != nil {
+		if len(pp.Apps) == 0 {
+			pp = &registry.PoolPush{}
+		}
+		if err := s.reg.SetPoolPush(r.Context(), pool, *pp); err != nil {
+			if errors.Is(err, registry.ErrInvalidPoolPush) || errors.Is(err, registry.ErrAppNotFound) {
+				return nil, invalidParameter("PushSync: %v", err)
+			}
+			return nil, err
+		}
+	}
+	if streams != nil {
+		if err := s.reg.SetPoolStreams(r.Context(), pool, streams); err != nil {
+			return nil, err
+		}
+	}
+	return s.poolConfiguration(r, pool)
+}
+
+// ARN returns the platform application ARN of an app for a platform, as
+// the admin API shows it.
+func (s *Server) ARN(platform registry.Platform, app string) string {
+	return fmt.Sprintf("arn:aws:sns:%s:%s:app/%s/%s", s.opts.ARNRegion, s.opts.ARNAccount, platform, app)
+}
