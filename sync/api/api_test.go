@@ -44,7 +44,7 @@ const (
 )
 
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	rdb    *redis.Client
 	prefix string
 	reg    *registry.Registry
@@ -52,7 +52,7 @@ type fixture struct {
 	now    time.Time
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
 	f := &fixture{t: t, rdb: rdb, prefix: prefix, now: time.Now()}
@@ -127,7 +127,7 @@ func (f *fixture) signed(method, path, body, service, ak, sk string) *http.Respo
 	return res
 }
 
-func p8(t *testing.T) string {
+func p8(t testing.TB) string {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(k)
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
