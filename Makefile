@@ -25,6 +25,9 @@ lint:
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=30s ./sync/event
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=30s ./config
+	$(GO) test -run='^$$' -fuzz=FuzzParseAuthorization -fuzztime=30s ./sync/api/sigv4
+	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=30s ./sync/api/sigv4
+	$(GO) test -run='^$$' -fuzz=FuzzRequest -fuzztime=30s ./sync/api
 
 # The whole system on this machine: embedded NATS, local Redis, APNs and FCM emulators.
 run:
