@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/awserr"
+	"github.com/aws/aws-sdk-go/aws/credentials"
+	"github.com/aws/aws-sdk-go/aws/session"
+	v4 "github.com/aws/aws-sdk-go/aws/signer/v4"
+	"github.com/aws/aws-sdk-go/private/protocol/json/jsonutil"
+	"github.com/aws/aws-sdk-go/service/cognitosync"
+)
+
+// adminService is the SigV4 signing service of pushsync's admin API.
+const adminService = "pushsync"
+
+// requestTimeout bounds one API request.
+const requestTimeout = 30 * time.Second
+
+// cli holds the global flags and the output streams of one run.
+type cli struct {
+	endpoint, region     string
+	accessKey, secretKey string
+	sessionToken         string
+	output               string // "text" or "json"
+	stdout, stderr       io.Writer
+
+	httpClient *http.Client
+	sync       *cognitosync.CognitoSync
+}
+
+// apiError is an error answer of the API: {"__type","message"} and the
+// X-Amzn-ErrorType header, or an AWS SDK error.
+type apiError struct {
+	Type    string
+	Message string
+}
+
+// Error returns the type and the message.
+func (e *apiError) Error() string { return e.Type + ": " + e.Message }
+
+// baseURL is the endpoint with a scheme and without a trailing slash.
+func (c *cli) baseURL() string {
+	u := strings.TrimRight(c.endpoint, "/")
+	if !strings.Contains(u, "://") {
+		u = "http://" + u
+	}
+	return u
+}
+
+// credentials returns the developer credentials, or an exitError saying how
+// to give them.
+func (c *cli) credentials() (*credentials.Credentials, error) {
+	if c.accessKey == "" || c.secretKey == "" {
+		return nil, &exitError{code: 2, msg: "no credentials: set -access-key and -secret-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, to the API's developer credentials (api.developer_access_key_id and api.developer_secret_access_key)"}
+	}
+	return credentials.NewStaticCredentials(c.accessKey, c.secretKey, c.sessionToken), nil
+}
+
+// client returns the HTTP client of both APIs.
+func (c *cli) client() *http.Client {
+	if c.httpClient == nil {
+		c.httpClient = &http.Client{Timeout: requestTimeout}
+	}
+	return c.httpClient
+}
+
+// admin sends a signed admin API request with in as its JSON body (none if
+// nil) and returns the response body; an error answer is an *apiError.
+func (c *cli) admin(method, path string, in any) ([]byte, error) {
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, err
+	}
+	var body []byte
+	if in != nil {
+		if body, err = json.Marshal(in); err != nil {
+			return nil, err
+		}
+	}
+	req, err := http.NewRequest(method, c.baseURL()+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("-endpoint %q: %w", c.endpoint, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if _, err := v4.NewSigner(creds).Sign(req, bytes.NewReader(body), adminService, c.region, time.Now()); err != nil {
+		return nil, fmt.Errorf("sign the request: %w", err)
+	}
+	res, err := c.client().Do(req)
+	if err != nil {
+		return nil, &exitError{code: 1, msg: fmt.Sprintf("cannot reach the pushsync API at %s: %v", c.baseURL(), unwrapURLError(err))}
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read the answer of %s %s: %w", method, path, err)
+	}
+	if res.StatusCode >= 300 {
+		return nil, decodeError(res, data)
+	}
+	return data, nil
+}
+
+// unwrapURLError drops the "Get URL:" part net/http adds.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// decodeError turns an error answer into an *apiError.
+func decodeError(res *http.Response, data []byte) error {
+	var body struct {
+		Type     string `json:"__type"`
+		Message  string `json:"message"`
+		Message2 string `json:"Message"`
+	}
+	_ = json.Unmarshal(data, &body)
+	typ := res.Header.Get("X-Amzn-ErrorType")
+	if typ == "" {
+		typ = body.Type
+	}
+	// AWS error types may carry a namespace ("ns#Type") or a suffix
+	// ("Type:http://...").
+	if i := strings.LastIndex(typ, "#"); i >= 0 {
+		typ = typ[i+1:]
+	}
+	if i := strings.Index(typ, ":"); i >= 0 {
+		typ = typ[:i]
+	}
+	msg := body.Message
+	if msg == "" {
+		msg = body.Message2
+	}
+	if typ == "" {
+		text := strings.TrimSpace(string(data))
+		if len(text) > 200 {
+			text = text[:200] + "…"
+		}
+		return &apiError{Type: "HTTP " + res.Status, Message: text}
+	}
+	return &apiError{Type: typ, Message: msg}
+}
+
+// cognito returns the Cognito Sync client of the endpoint.
+func (c *cli) cognito() (*cognitosync.CognitoSync, error) {
+	if c.sync != nil {
+		return c.sync, nil
+	}
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, err
+	}
+	sess, err := session.NewSession(&aws.Config{
+		Endpoint:    aws.String(c.baseURL()),
+		Region:      aws.String(c.region),
+		Credentials: creds,
+		MaxRetries:  aws.Int(1),
+		HTTPClient:  c.client(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("AWS SDK session: %w", err)
+	}
+	c.sync = cognitosync.New(sess)
+	return c.sync, nil
+}
+
+// syncError turns an AWS SDK error into an *apiError or an exitError.
+func (c *cli) syncError(err error) error {
+	var rf awserr.RequestFailure
+	if errors.As(err, &rf) {
+		return &apiError{Type: rf.Code(), Message: rf.Message()}
+	}
+	var ae awserr.Error
+	if errors.As(err, &ae) {
+		if ae.Code() == "RequestError" && ae.OrigErr() != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("cannot reach the pushsync API at %s: %v", c.baseURL(), unwrapURLError(ae.OrigErr()))}
+		}
+		msg := ae.Message()
+		if ae.OrigErr() != nil {
+			msg += ": " + ae.OrigErr().Error()
+		}
+		return &apiError{Type: ae.Code(), Message: msg}
+	}
+	return err
+}
+
+// printJSON writes raw JSON indented.
+func (c *cli) printJSON(raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		return fmt.Errorf("the API answered invalid JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err := c.stdout.Write(buf.Bytes())
+	return err
+}
+
+// printSDKJSON writes an AWS SDK output shape as the API's JSON, indented.
+func (c *cli) printSDKJSON(v any) error {
+	raw, err := jsonutil.BuildJSON(v)
+	if err != nil {
+		return err
+	}
+	return c.printJSON(raw)
+}
