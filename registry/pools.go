@@ -1,0 +1,512 @@
+package registry
+
+// Identity pools and identities: what pushsync's Cognito Identity endpoint
+// (package sync/identity) answers GetId and GetCredentialsForIdentity from.
+//
+// Key schema, under the registry's prefix P:
+//
+//	P:{config}                        hash, operator configuration (see registry.go)
+//	    ipool:<poolId>                -> identity pool JSON
+//	P:{ident:<identityId>}            hash, one per identity
+//	    pool                          -> the identity pool id
+//	    created                       -> creation time, unix ms
+//	    l:<issuer>|<sub>              -> linked at, unix ms; one field per login
+//	P:login:{<poolId>|<issuer>|<sub>} string -> the identity id of that login
+//
+// A login key is written once, with SET NX, after the identity it names
+// exists, so concurrent first logins of one user agree on one identity; the
+// losers delete the identity they had prepared. Each key is read or
+// written on its own, so keys of one identity need no common hash tag with
+// its login keys. Issuers hold no '|' (CreateIdentityPool refuses them), so
+// "issuer|sub" splits at its first '|'.
+//
+// Deleting an identity pool leaves its identities and login keys in place:
+// they are unreachable while no pool of that id exists.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// Errors about identity pools and identities; match them with errors.Is.
+var (
+	// ErrPoolNotFound is returned for an identity pool id that names no pool.
+	ErrPoolNotFound = errors.New("identity pool not found")
+	// ErrPoolExists is returned when creating a pool with an id in use.
+	ErrPoolExists = errors.New("identity pool already exists")
+	// ErrInvalidPool is wrapped by every validation error of a pool.
+	ErrInvalidPool = errors.New("invalid identity pool")
+	// ErrIdentityNotFound is returned for an identity id that names no
+	// identity.
+	ErrIdentityNotFound = errors.New("identity not found")
+)
+
+// Limits of an identity pool's configuration and of logins.
+const (
+	maxPoolName        = 128  // characters
+	maxProviders       = 50   // OpenID Connect providers per pool
+	maxClientIDs       = 100  // per provider
+	maxClientIDLen     = 255  // bytes
+	maxProviderNameLen = 128  // bytes, Cognito's IdentityProviderName limit
+	maxURLLen          = 2048 // bytes
+	maxSubjectLen      = 1024 // bytes
+)
+
+// IdentityPool is an identity pool: the apps whose users get identities,
+// and credentials, from pushsync's Cognito Identity endpoint.
+type IdentityPool struct {
+	// ID is the pool id, "<region>:<uuid>".
+	ID string `json:"id"`
+	// Name is 1 to 128 printable characters.
+	Name string `json:"name"`
+	// AllowUnauthenticated lets GetId hand out identities without a login.
+	AllowUnauthenticated bool `json:"allowUnauthenticated"`
+	// OpenIDProviders are the OpenID Connect providers whose ID tokens
+	// authenticate users of the pool.
+	OpenIDProviders []OpenIDProvider `json:"openIdProviders,omitempty"`
+	// CreatedAt is set by CreateIdentityPool.
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// OpenIDProvider is an OpenID Connect provider trusted by an identity pool.
+type OpenIDProvider struct {
+	// Issuer is the provider's issuer URL exactly as its ID tokens carry it
+	// in the iss claim: an absolute https URL (http only on 127.0.0.1,
+	// [::1] or localhost, for tests).
+	Issuer string `json:"issuer"`
+	// ClientIDs are the accepted aud values; at least one.
+	ClientIDs []string `json:"clientIds"`
+	// JWKSURL is where the provider publishes its signing keys. If not
+	// set, Issuer + "/.well-known/jwks.json".
+	JWKSURL string `json:"jwksUrl,omitempty"`
+}
+
+// Name returns the provider's name as Cognito Identity clients give it as
+// the key of Logins: the issuer without its scheme, such as
+// "accounts.example.com" or "127.0.0.1:8443/realm".
+func (p OpenIDProvider) Name() string {
+	if rest, ok := strings.CutPrefix(p.Issuer, "https://"); ok {
+		return rest
+	}
+	return strings.TrimPrefix(p.Issuer, "http://")
+}
+
+// KeysURL returns the URL of the provider's JSON Web Key Set: JWKSURL, or
+// the issuer's /.well-known/jwks.json if that is not set.
+func (p OpenIDProvider) KeysURL() string {
+	if p.JWKSURL != "" {
+		return p.JWKSURL
+	}
+	return strings.TrimSuffix(p.Issuer, "/") + "/.well-known/jwks.json"
+}
+
+// Provider returns the pool's OpenID Connect provider of the given name (see
+// OpenIDProvider.Name), and whether there is one.
+func (p *IdentityPool) Provider(name string) (OpenIDProvider, bool) {
+	for _, op := range p.OpenIDProviders {
+		if op.Name() == name {
+			return op, true
+		}
+	}
+	return OpenIDProvider{}, false
+}
+
+// Region returns the region part of the pool id, the text before ':'.
+func (p *IdentityPool) Region() string {
+	region, _, _ := strings.Cut(p.ID, ":")
+	return region
+}
+
+// Validate checks the pool's name and providers, and its id if set.
+// Errors wrap ErrInvalidPool.
+func (p *IdentityPool) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidPool, fmt.Sprintf(format, args...))
+	}
+	if p.ID != "" {
+		if err := cognito.ValidateIdentityPoolID(p.ID); err != nil {
+			return bad("%v", err)
+		}
+	}
+	if n := utf8.RuneCountInString(p.Name); n == 0 || n > maxPoolName || !utf8.ValidString(p.Name) ||
+		strings.IndexFunc(p.Name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return bad("name %q must be 1 to %d printable characters", p.Name, maxPoolName)
+	}
+	if len(p.OpenIDProviders) > maxProviders {
+		return bad("at most %d OpenID Connect providers, got %d", maxProviders, len(p.OpenIDProviders))
+	}
+	names := make(map[string]bool, len(p.OpenIDProviders))
+	for i, op := range p.OpenIDProviders {
+		if err := checkProviderURL(op.Issuer); err != nil {
+			return bad("provider %d: issuer %q: %v", i, op.Issuer, err)
+		}
+		u, _ := url.Parse(op.Issuer)
+		if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(op.Issuer, "#") {
+			return bad("provider %d: issuer %q must have no query or fragment", i, op.Issuer)
+		}
+		if strings.Contains(op.Issuer, "|") {
+			return bad("provider %d: issuer %q must not contain '|'", i, op.Issuer)
+		}
+		name := op.Name()
+		if len(name) > maxProviderNameLen {
+			return bad("provider %d: the provider name %q (the issuer without https://) is longer than %d bytes", i, name, maxProviderNameLen)
+		}
+		if names[name] {
+			return bad("provider %d: issuer %q is given twice", i, op.Issuer)
+		}
+		names[name] = true
+		if op.JWKSURL != "" {
+			if err := checkProviderURL(op.JWKSURL); err != nil {
+				return bad("provider %d: jwksUrl %q: %v", i, op.JWKSURL, err)
+			}
+		}
+		if len(op.ClientIDs) == 0 || len(op.ClientIDs) > maxClientIDs {
+			return bad("provider %d (%s): needs 1 to %d client ids, got %d", i, op.Issuer, maxClientIDs, len(op.ClientIDs))
+		}
+		for _, id := range op.ClientIDs {
+			if id == "" || len(id) > maxClientIDLen || strings.IndexFunc(id, func(r rune) bool { return !unicode.IsPrint(r) || r == ' ' }) >= 0 {
+				return bad("provider %d (%s): client id %q must be 1 to %d printable characters without spaces", i, op.Issuer, id, maxClientIDLen)
+			}
+		}
+	}
+	return nil
+}
+
+// checkProviderURL accepts an absolute https URL, or an http URL of a
+// loopback host.
+func checkProviderURL(s string) error {
+	if len(s) > maxURLLen {
+		return fmt.Errorf("longer than %d bytes", maxURLLen)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Host == "" || u.Hostname() == "" || u.User != nil || u.Opaque != "" {
+		return errors.New("must be an absolute URL with a host and no user information")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return nil
+		}
+		return errors.New("http is allowed only for 127.0.0.1, [::1] and localhost; use https")
+	}
+	return errors.New("must be an https URL")
+}
+
+// isLoopbackHost reports whether host (without port) names the local
+// machine: localhost or a loopback IP address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func poolField(id string) string { return "ipool:" + id }
+
+// validRegion accepts region names such as us-east-1.
+func validRegion(region string) bool {
+	return region != "" && len(region) <= 25 && strings.IndexFunc(region, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-')
+	}) < 0
+}
+
+// CreateIdentityPool stores a new identity pool. Unless pool.ID is set, the
+// id is "<region>:<random uuid>"; a set id must be valid and unused
+// (ErrPoolExists otherwise). It returns the pool as stored.
+func (r *Registry) CreateIdentityPool(ctx context.Context, region string, pool IdentityPool) (IdentityPool, error) {
+	if err := pool.Validate(); err != nil {
+		return IdentityPool{}, err
+	}
+	generate := pool.ID == ""
+	if generate && !validRegion(region) {
+		return IdentityPool{}, fmt.Errorf("%w: region %q must be like us-east-1", ErrInvalidPool, region)
+	}
+	pool.CreatedAt = r.now().UTC()
+	for attempt := 0; ; attempt++ {
+		if generate {
+			pool.ID = region + ":" + uuid.NewString()
+		}
+		data, err := json.Marshal(&pool)
+		if err != nil {
+			return IdentityPool{}, err
+		}
+		ok, err := r.rdb.HSetNX(ctx, r.configKey(), poolField(pool.ID), data).Result()
+		if err != nil {
+			return IdentityPool{}, fmt.Errorf("registry: create identity pool: %w", err)
+		}
+		if ok {
+			return pool, nil
+		}
+		if !generate || attempt >= 2 {
+			return IdentityPool{}, fmt.Errorf("registry: %w: %s", ErrPoolExists, pool.ID)
+		}
+	}
+}
+
+// IdentityPool returns an identity pool, or ErrPoolNotFound.
+func (r *Registry) IdentityPool(ctx context.Context, id string) (IdentityPool, error) {
+	if err := cognito.ValidateIdentityPoolID(id); err != nil {
+		return IdentityPool{}, err
+	}
+	data, err := r.rdb.HGet(ctx, r.configKey(), poolField(id)).Result()
+	if err == redis.Nil {
+		return IdentityPool{}, fmt.Errorf("registry: %w: %s", ErrPoolNotFound, id)
+	}
+	if err != nil {
+		return IdentityPool{}, fmt.Errorf("registry: get identity pool %s: %w", id, err)
+	}
+	return decodePool(id, data)
+}
+
+func decodePool(id, data string) (IdentityPool, error) {
+	var p IdentityPool
+	if err := json.Unmarshal([]byte(data), &p); err != nil {
+		return IdentityPool{}, fmt.Errorf("registry: identity pool %s has a corrupt record: %w", id, err)
+	}
+	return p, nil
+}
+
+// IdentityPools returns every identity pool, sorted by id.
+func (r *Registry) IdentityPools(ctx context.Context) ([]IdentityPool, error) {
+	all, err := r.rdb.HGetAll(ctx, r.configKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("registry: list identity pools: %w", err)
+	}
+	var pools []IdentityPool
+	for f, v := range all {
+		id, ok := strings.CutPrefix(f, "ipool:")
+		if !ok {
+			continue
+		}
+		p, err := decodePool(id, v)
+		if err != nil {
+			return nil, err
+		}
+		pools = append(pools, p)
+	}
+	sort.Slice(pools, func(i, j int) bool { return pools[i].ID < pools[j].ID })
+	return pools, nil
+}
+
+// replacePoolScript sets field ARGV[1] to ARGV[2] only if it exists.
+var replacePoolScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
+
+// UpdateIdentityPool replaces the name, unauthenticated access and
+// providers of an existing identity pool (ErrPoolNotFound if there is
+// none), keeping its creation time. It returns the pool as stored.
+func (r *Registry) UpdateIdentityPool(ctx context.Context, pool IdentityPool) (IdentityPool, error) {
+	if pool.ID == "" {
+		return IdentityPool{}, fmt.Errorf("%w: the pool id is required", ErrInvalidPool)
+	}
+	if err := pool.Validate(); err != nil {
+		return IdentityPool{}, err
+	}
+	old, err := r.IdentityPool(ctx, pool.ID)
+	if err != nil {
+		return IdentityPool{}, err
+	}
+	pool.CreatedAt = old.CreatedAt
+	data, err := json.Marshal(&pool)
+	if err != nil {
+		return IdentityPool{}, err
+	}
+	n, err := replacePoolScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(pool.ID), data).Int()
+	if err != nil {
+		return IdentityPool{}, fmt.Errorf("registry: update identity pool %s: %w", pool.ID, err)
+	}
+	if n == 0 {
+		return IdentityPool{}, fmt.Errorf("registry: %w: %s", ErrPoolNotFound, pool.ID)
+	}
+	return pool, nil
+}
+
+// DeleteIdentityPool removes an identity pool, or returns ErrPoolNotFound.
+// Its identities stay stored but can get no credentials.
+func (r *Registry) DeleteIdentityPool(ctx context.Context, id string) error {
+	n, err := r.rdb.HDel(ctx, r.configKey(), poolField(id)).Result()
+	if err != nil {
+		return fmt.Errorf("registry: delete identity pool %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("registry: %w: %s", ErrPoolNotFound, id)
+	}
+	return nil
+}
+
+// IdentityRecord is what the registry knows of one identity.
+type IdentityRecord struct {
+	// ID is the identity id, "<region>:<uuid>".
+	ID string
+	// PoolID is the identity pool the identity belongs to.
+	PoolID string
+	// Logins are the logins linked to the identity, "issuer|sub", sorted.
+	// An unauthenticated identity has none.
+	Logins []string
+	// CreatedAt is when the identity was created, to the millisecond.
+	CreatedAt time.Time
+}
+
+// Authenticated reports whether the identity has a login.
+func (rec *IdentityRecord) Authenticated() bool { return len(rec.Logins) > 0 }
+
+// LoginName returns the form in which IdentityRecord.Logins lists a login.
+func LoginName(issuer, subject string) string { return issuer + "|" + subject }
+
+func (r *Registry) identityRecordKey(id string) string {
+	return r.prefix + ":{ident:" + id + "}"
+}
+
+func (r *Registry) loginKey(pool, issuer, subject string) string {
+	return r.prefix + ":login:{" + pool + "|" + issuer + "|" + subject + "}"
+}
+
+// createIdentityScript creates identity hash KEYS[1] with pool ARGV[1],
+// creation time ARGV[2] and, if ARGV[3] is given, that login field. It
+// returns 0 if the key exists.
+var createIdentityScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'pool', ARGV[1], 'created', ARGV[2])
+if ARGV[3] then redis.call('HSET', KEYS[1], ARGV[3], ARGV[2]) end
+return 1
+`)
+
+// createIdentity stores a new identity of the pool, with the login field
+// if login is not empty, and returns its id.
+func (r *Registry) createIdentity(ctx context.Context, pool, login string) (string, error) {
+	region, _, _ := strings.Cut(pool, ":")
+	args := []any{pool, r.now().UnixMilli()}
+	if login != "" {
+		args = append(args, "l:"+login)
+	}
+	for range 3 {
+		id := region + ":" + uuid.NewString()
+		n, err := createIdentityScript.Run(ctx, r.rdb, []string{r.identityRecordKey(id)}, args...).Int()
+		if err != nil {
+			return "", fmt.Errorf("registry: create identity: %w", err)
+		}
+		if n == 1 {
+			return id, nil
+		}
+	}
+	return "", errors.New("registry: identity id collision, try again")
+}
+
+func (r *Registry) requirePool(ctx context.Context, pool string) error {
+	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
+		return err
+	}
+	ok, err := r.rdb.HExists(ctx, r.configKey(), poolField(pool)).Result()
+	if err != nil {
+		return fmt.Errorf("registry: get identity pool %s: %w", pool, err)
+	}
+	if !ok {
+		return fmt.Errorf("registry: %w: %s", ErrPoolNotFound, pool)
+	}
+	return nil
+}
+
+// NewIdentity creates an unauthenticated identity in an existing pool and
+// returns its id, "<pool's region>:<random uuid>". Whether the pool allows
+// unauthenticated identities is the caller's to check.
+func (r *Registry) NewIdentity(ctx context.Context, pool string) (string, error) {
+	if err := r.requirePool(ctx, pool); err != nil {
+		return "", err
+	}
+	return r.createIdentity(ctx, pool, "")
+}
+
+// IdentityForLogin returns the identity of a verified login (the issuer and
+// sub claim of an ID token) in an existing pool, creating it on the first
+// login; created says whether it did. The same pool, issuer and subject
+// always give the same identity, also when first logins race.
+func (r *Registry) IdentityForLogin(ctx context.Context, pool, issuer, subject string) (identityID string, created bool, err error) {
+	if err := r.requirePool(ctx, pool); err != nil {
+		return "", false, err
+	}
+	if issuer == "" || len(issuer) > maxURLLen || strings.Contains(issuer, "|") {
+		return "", false, fmt.Errorf("registry: issuer %q must be 1 to %d bytes without '|'", issuer, maxURLLen)
+	}
+	if subject == "" || len(subject) > maxSubjectLen {
+		return "", false, fmt.Errorf("registry: login subject must be 1 to %d bytes, got %d", maxSubjectLen, len(subject))
+	}
+	lk := r.loginKey(pool, issuer, subject)
+	id, err := r.rdb.Get(ctx, lk).Result()
+	if err == nil {
+		return id, false, nil
+	}
+	if err != redis.Nil {
+		return "", false, fmt.Errorf("registry: read login: %w", err)
+	}
+	id, err = r.createIdentity(ctx, pool, LoginName(issuer, subject))
+	if err != nil {
+		return "", false, err
+	}
+	ok, err := r.rdb.SetNX(ctx, lk, id, 0).Result()
+	if err != nil {
+		return "", false, fmt.Errorf("registry: store login: %w", err)
+	}
+	if ok {
+		return id, true, nil
+	}
+	// Another first login of the same user won: drop ours, take theirs.
+	if err := r.rdb.Del(ctx, r.identityRecordKey(id)).Err(); err != nil {
+		return "", false, fmt.Errorf("registry: drop duplicate identity: %w", err)
+	}
+	id, err = r.rdb.Get(ctx, lk).Result()
+	if err != nil {
+		return "", false, fmt.Errorf("registry: read login: %w", err)
+	}
+	return id, false, nil
+}
+
+// Identity returns the record of an identity, or ErrIdentityNotFound.
+func (r *Registry) Identity(ctx context.Context, identityID string) (IdentityRecord, error) {
+	if err := cognito.ValidateIdentityID(identityID); err != nil {
+		return IdentityRecord{}, err
+	}
+	all, err := r.rdb.HGetAll(ctx, r.identityRecordKey(identityID)).Result()
+	if err != nil {
+		return IdentityRecord{}, fmt.Errorf("registry: get identity %s: %w", identityID, err)
+	}
+	if len(all) == 0 {
+		return IdentityRecord{}, fmt.Errorf("registry: %w: %s", ErrIdentityNotFound, identityID)
+	}
+	rec := IdentityRecord{ID: identityID, PoolID: all["pool"]}
+	ms, err := strconv.ParseInt(all["created"], 10, 64)
+	if rec.PoolID == "" || err != nil {
+		return IdentityRecord{}, fmt.Errorf("registry: identity %s has a corrupt record", identityID)
+	}
+	rec.CreatedAt = time.UnixMilli(ms)
+	for f := range all {
+		if login, ok := strings.CutPrefix(f, "l:"); ok {
+			rec.Logins = append(rec.Logins, login)
+		}
+	}
+	sort.Strings(rec.Logins)
+	return rec, nil
+}

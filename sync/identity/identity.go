@@ -1,0 +1,337 @@
+// Package identity serves the two Amazon Cognito Identity operations an AWS
+// SDK's Cognito credentials flow calls, GetId and GetCredentialsForIdentity,
+// so that apps get pushsync identity credentials without code changes.
+//
+// They are JSON 1.1 operations: POST / with Content-Type
+// application/x-amz-json-1.1 and X-Amz-Target
+// AWSCognitoIdentityService.<Operation>, unsigned. They share a listener
+// with the Cognito Sync API, whose requests never carry X-Amz-Target; use
+// IsIdentityRequest to route them here.
+//
+// An identity pool allows unauthenticated identities, OpenID Connect logins,
+// or both (see registry.IdentityPool). A login is an ID token in Logins,
+// keyed by the provider's name (its issuer URL without "https://"), signed
+// with RS256 or ES256 by a key of the provider's JSON Web Key Set.
+// Unsupported: linking several logins to one identity, developer
+// authenticated identities, roles (CustomRoleArn is ignored) and the
+// GetOpenIdToken ("basic") flow.
+package identity
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// TargetPrefix starts the X-Amz-Target header of every Cognito Identity
+// request.
+const TargetPrefix = "AWSCognitoIdentityService."
+
+// IsIdentityRequest reports whether r is a Cognito Identity request: a POST
+// to / whose X-Amz-Target names an AWSCognitoIdentityService operation.
+func IsIdentityRequest(r *http.Request) bool {
+	return r.Method == http.MethodPost && r.URL.Path == "/" && strings.HasPrefix(r.Header.Get("X-Amz-Target"), TargetPrefix)
+}
+
+// Registry is what the handler reads and writes in the registry;
+// *registry.Registry is one.
+type Registry interface {
+	IdentityPool(ctx context.Context, id string) (registry.IdentityPool, error)
+	NewIdentity(ctx context.Context, pool string) (string, error)
+	IdentityForLogin(ctx context.Context, pool, issuer, subject string) (string, bool, error)
+	Identity(ctx context.Context, identityID string) (registry.IdentityRecord, error)
+	IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
+}
+
+// Options configures a Handler.
+type Options struct {
+	// CredentialTTL is the lifetime of the credentials
+	// GetCredentialsForIdentity issues. If not set, 1 hour.
+	CredentialTTL time.Duration
+	// HTTPClient fetches OpenID Connect providers' signing keys. If not
+	// set, a client with a 10 second timeout.
+	HTTPClient *http.Client
+	// Now returns the current time. If not set, time.Now.
+	Now func() time.Time
+	// MaxBodyBytes bounds a request body. If not set, 64 KiB.
+	MaxBodyBytes int64
+}
+
+// Handler serves the Cognito Identity operations. Create it with New.
+type Handler struct {
+	reg  Registry
+	opts Options
+	log  zerolog.Logger
+	keys *keyCache
+}
+
+// New returns a Handler on the registry.
+func New(reg Registry, opts Options, log zerolog.Logger) *Handler {
+	if opts.CredentialTTL <= 0 {
+		opts.CredentialTTL = time.Hour
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	return &Handler{reg: reg, opts: opts, log: log, keys: newKeyCache(opts.HTTPClient, opts.Now, log)}
+}
+
+// ServeHTTP answers one Cognito Identity request. It sets x-amzn-RequestId
+// unless the caller already did.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	requestID := w.Header().Get("X-Amzn-RequestId")
+	if requestID == "" {
+		requestID = uuid.NewString()
+		w.Header().Set("X-Amzn-RequestId", requestID)
+	}
+	op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), TargetPrefix)
+	log := h.log.With().Str("request_id", requestID).Str("operation", op).Logger()
+	out, err := h.serve(r, op)
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			log.Error().Err(err).Msg("request failed")
+			e = internalError()
+		} else if e.Status >= 500 {
+			log.Error().Str("error", e.Message).Msg("request failed")
+		} else {
+			log.Info().Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
+		}
+		writeError(w, e)
+		return
+	}
+	writeJSON(w, out)
+}
+
+func (h *Handler) serve(r *http.Request, op string) (any, error) {
+	if r.Method != http.MethodPost || r.URL.Path != "/" {
+		return nil, unknownOperation(http.StatusNotFound, "Cognito Identity operations are served at POST /, not %s %s", r.Method, r.URL.Path)
+	}
+	target := r.Header.Get("X-Amz-Target")
+	if !strings.HasPrefix(target, TargetPrefix) {
+		return nil, unknownOperation(http.StatusBadRequest, "X-Amz-Target %.64q is not an AWSCognitoIdentityService operation", target)
+	}
+	var fn func(context.Context, []byte) (any, error)
+	switch op {
+	case "GetId":
+		fn = h.getID
+	case "GetCredentialsForIdentity":
+		fn = h.getCredentialsForIdentity
+	default:
+		return nil, unknownOperation(http.StatusBadRequest, "operation %.64q is not supported; pushsync serves GetId and GetCredentialsForIdentity", op)
+	}
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		return nil, tooLarge(h.opts.MaxBodyBytes)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.opts.MaxBodyBytes+1))
+	if err != nil {
+		return nil, serialization("cannot read the request body: %v", err)
+	}
+	if int64(len(body)) > h.opts.MaxBodyBytes {
+		return nil, tooLarge(h.opts.MaxBodyBytes)
+	}
+	return fn(r.Context(), body)
+}
+
+// decode reads a JSON body into v. An empty body reads as {}; unknown
+// members are ignored, as AWS services do.
+func decode(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return serialization("member %s has the wrong type: got a JSON %s", te.Field, te.Value)
+		}
+		return serialization("request body is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return serialization("request body holds more than one JSON value")
+	}
+	return nil
+}
+
+type getIDInput struct {
+	IdentityPoolId string
+	AccountId      string
+	Logins         map[string]string
+}
+
+type getIDOutput struct {
+	IdentityId string
+}
+
+// getID answers GetId: a new identity without Logins, the login's identity
+// with one.
+func (h *Handler) getID(ctx context.Context, body []byte) (any, error) {
+	var in getIDInput
+	if err := decode(body, &in); err != nil {
+		return nil, err
+	}
+	pool, err := h.pool(ctx, in.IdentityPoolId)
+	if err != nil {
+		return nil, err
+	}
+	if len(in.Logins) == 0 {
+		if !pool.AllowUnauthenticated {
+			return nil, notAuthorized("Unauthenticated access is not supported for this identity pool.")
+		}
+		id, err := h.reg.NewIdentity(ctx, pool.ID)
+		if err != nil {
+			return nil, registryError(err, pool.ID)
+		}
+		return getIDOutput{IdentityId: id}, nil
+	}
+	l, err := h.login(ctx, &pool, in.Logins)
+	if err != nil {
+		return nil, err
+	}
+	id, created, err := h.reg.IdentityForLogin(ctx, pool.ID, l.issuer, l.subject)
+	if err != nil {
+		return nil, registryError(err, pool.ID)
+	}
+	if created {
+		h.log.Info().Str("identity_pool", pool.ID).Str("identity", id).Str("issuer", l.issuer).Msg("identity created for a first login")
+	}
+	return getIDOutput{IdentityId: id}, nil
+}
+
+type getCredentialsInput struct {
+	IdentityId    string
+	Logins        map[string]string
+	CustomRoleArn string
+}
+
+type credentialsOutput struct {
+	AccessKeyId  string
+	SecretKey    string
+	SessionToken string
+	Expiration   int64 // epoch seconds
+}
+
+type getCredentialsOutput struct {
+	IdentityId  string
+	Credentials credentialsOutput
+}
+
+// loginsDontMatch is the refusal of credentials to an authenticated
+// identity without a valid login of its own, in the real service's words.
+const loginsDontMatch = "Logins don't match. Please include at least one valid login for this identity or identity pool."
+
+// getCredentialsForIdentity answers GetCredentialsForIdentity. An
+// authenticated identity must present a login of its own; an
+// unauthenticated one needs its pool to still allow unauthenticated access.
+func (h *Handler) getCredentialsForIdentity(ctx context.Context, body []byte) (any, error) {
+	var in getCredentialsInput
+	if err := decode(body, &in); err != nil {
+		return nil, err
+	}
+	if err := cognito.ValidateIdentityID(in.IdentityId); err != nil {
+		return nil, invalidParameter("%v", err)
+	}
+	rec, err := h.reg.Identity(ctx, in.IdentityId)
+	if errors.Is(err, registry.ErrIdentityNotFound) {
+		return nil, resourceNotFound("Identity '%s' not found.", in.IdentityId)
+	}
+	if err != nil {
+		return nil, registryError(err, "")
+	}
+	pool, err := h.pool(ctx, rec.PoolID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case rec.Authenticated():
+		if len(in.Logins) == 0 {
+			return nil, notAuthorized(loginsDontMatch)
+		}
+		l, err := h.login(ctx, &pool, in.Logins)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(rec.Logins, registry.LoginName(l.issuer, l.subject)) {
+			return nil, notAuthorized(loginsDontMatch)
+		}
+	case len(in.Logins) > 0:
+		return nil, notAuthorized("Logins don't match. Identity '%s' is unauthenticated and pushsync links no logins to it; call GetId with the login to get the login's identity.", rec.ID)
+	case !pool.AllowUnauthenticated:
+		return nil, notAuthorized("Unauthenticated access is not supported for this identity pool.")
+	}
+	c, err := h.reg.IssueCredential(ctx, rec.PoolID, rec.ID, h.opts.CredentialTTL)
+	if err != nil {
+		return nil, registryError(err, rec.PoolID)
+	}
+	return getCredentialsOutput{IdentityId: rec.ID, Credentials: credentialsOutput{
+		AccessKeyId:  c.AccessKeyID,
+		SecretKey:    c.SecretAccessKey,
+		SessionToken: c.SessionToken,
+		Expiration:   c.Expiration.Unix(),
+	}}, nil
+}
+
+// pool validates an identity pool id and reads the pool.
+func (h *Handler) pool(ctx context.Context, id string) (registry.IdentityPool, error) {
+	if err := cognito.ValidateIdentityPoolID(id); err != nil {
+		return registry.IdentityPool{}, invalidParameter("%v", err)
+	}
+	p, err := h.reg.IdentityPool(ctx, id)
+	if err != nil {
+		return registry.IdentityPool{}, registryError(err, id)
+	}
+	return p, nil
+}
+
+// login verifies the single login of a Logins map.
+func (h *Handler) login(ctx context.Context, pool *registry.IdentityPool, logins map[string]string) (login, error) {
+	if len(logins) != 1 {
+		return login{}, invalidParameter("Logins: pushsync accepts exactly one login, got %d", len(logins))
+	}
+	var name, token string
+	for name, token = range logins {
+	}
+	if name == "" || len(name) > 128 {
+		return login{}, invalidParameter("Logins: a provider name is 1 to 128 characters")
+	}
+	if token == "" || len(token) > maxTokenLen {
+		return login{}, invalidParameter("Logins: a login token is 1 to %d characters", maxTokenLen)
+	}
+	l, e := h.verifyLogin(ctx, pool, name, token)
+	if e != nil {
+		return login{}, e
+	}
+	return l, nil
+}
+
+// registryError maps a registry error about the pool poolID, or one of
+// its identities, to its API error; unknown errors are the server's fault.
+func registryError(err error, poolID string) error {
+	var fe *cognito.FieldError
+	switch {
+	case errors.As(err, &fe):
+		return invalidParameter("%v", fe)
+	case errors.Is(err, registry.ErrPoolNotFound):
+		return resourceNotFound("IdentityPool '%s' not found.", poolID)
+	}
+	return err
+}

@@ -1,0 +1,264 @@
+package identity
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Timing of the JSON Web Key Set cache.
+const (
+	// keysTTL is how long a fetched key set is used before it is fetched
+	// again.
+	keysTTL = time.Hour
+	// keysRefetchInterval is the least time between two fetches of one key
+	// set prompted by tokens signed with a key it does not hold.
+	keysRefetchInterval = time.Minute
+	// keysRetryInterval is the least time between fetches after one failed.
+	keysRetryInterval = 5 * time.Second
+	// keysFetchTimeout bounds one fetch.
+	keysFetchTimeout = 10 * time.Second
+	// maxJWKSBytes bounds a key set document.
+	maxJWKSBytes = 1 << 20
+	// minRSABits is the smallest RSA key accepted.
+	minRSABits = 2048
+)
+
+// publicKey is one signing key of a provider.
+type publicKey struct {
+	alg string // RS256 or ES256
+	key any    // *rsa.PublicKey or *ecdsa.PublicKey
+}
+
+// keySet is the cached key set of one URL. mu is held across a fetch, so
+// concurrent logins wait for one fetch instead of each making their own.
+type keySet struct {
+	mu        sync.Mutex
+	keys      map[string]publicKey // by kid
+	fetched   time.Time            // of the keys; zero before the first success
+	attempted time.Time            // last fetch, successful or not
+	lastErr   error                // of the last fetch
+}
+
+// keyCache fetches and caches providers' JSON Web Key Sets per URL.
+type keyCache struct {
+	client *http.Client
+	now    func() time.Time
+	log    zerolog.Logger
+
+	mu   sync.Mutex
+	sets map[string]*keySet
+}
+
+// errUnknownKey is a kid that the provider's key set does not hold.
+var errUnknownKey = errors.New("the token's signing key (kid) is not among the provider's signing keys")
+
+// fetchError is a key set that could not be fetched.
+type fetchError struct{ err error }
+
+func (e *fetchError) Error() string { return e.err.Error() }
+
+func newKeyCache(client *http.Client, now func() time.Time, log zerolog.Logger) *keyCache {
+	c := *client
+	// Follow redirects only to URLs a key set may be fetched from.
+	next := client.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := checkKeysURL(req.URL); err != nil {
+			return err
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 5 {
+			return errors.New("stopped after 5 redirects")
+		}
+		return nil
+	}
+	return &keyCache{client: &c, now: now, log: log, sets: make(map[string]*keySet)}
+}
+
+// key returns the signing key kid of the key set at rawURL, fetching the
+// set when it is not cached, older than keysTTL, or lacks kid and was not
+// fetched in the last keysRefetchInterval. It returns errUnknownKey or a
+// *fetchError.
+func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, error) {
+	c.mu.Lock()
+	s := c.sets[rawURL]
+	if s == nil {
+		s = &keySet{}
+		c.sets[rawURL] = s
+	}
+	c.mu.Unlock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := c.now()
+	k, have := s.keys[kid]
+	fresh := !s.fetched.IsZero() && now.Sub(s.fetched) < keysTTL
+	switch {
+	case fresh && have:
+		return k, nil
+	case fresh && now.Sub(s.attempted) < keysRefetchInterval:
+		return publicKey{}, errUnknownKey
+	case s.lastErr != nil && now.Sub(s.attempted) < keysRetryInterval:
+		if have { // stale keys outlive an outage of the provider
+			return k, nil
+		}
+		return publicKey{}, &fetchError{s.lastErr}
+	}
+	s.attempted = now
+	keys, err := c.fetch(ctx, rawURL)
+	if err != nil {
+		s.lastErr = err
+		c.log.Warn().Str("jwks_url", rawURL).Err(err).Msg("cannot fetch the signing keys of an OpenID Connect provider")
+		if have {
+			return k, nil
+		}
+		return publicKey{}, &fetchError{err}
+	}
+	s.keys, s.fetched, s.lastErr = keys, now, nil
+	c.log.Debug().Str("jwks_url", rawURL).Int("keys", len(keys)).Msg("fetched OpenID Connect signing keys")
+	if k, ok := keys[kid]; ok {
+		return k, nil
+	}
+	return publicKey{}, errUnknownKey
+}
+
+// checkKeysURL accepts https URLs, and http URLs of loopback hosts (test
+// providers).
+func checkKeysURL(u *url.URL) error {
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); strings.EqualFold(host, "localhost") || ip != nil && ip.IsLoopback() {
+			return nil
+		}
+	}
+	return fmt.Errorf("signing keys are fetched only over https, not from %s://%s", u.Scheme, u.Host)
+}
+
+func (c *keyCache) fetch(ctx context.Context, rawURL string) (map[string]publicKey, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("key set URL %q: %w", rawURL, err)
+	}
+	if err := checkKeysURL(u); err != nil {
+		return nil, err
+	}
+	// One caller's fetch serves every caller waiting for it: don't let the
+	// first caller's cancellation fail them all.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), keysFetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", rawURL, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: status %s", rawURL, resp.Status)
+	}
+	if len(body) > maxJWKSBytes {
+		return nil, fmt.Errorf("GET %s: key set larger than %d bytes", rawURL, maxJWKSBytes)
+	}
+	return parseKeySet(body)
+}
+
+// jwk is a JSON Web Key (RFC 7517) of the kinds pushsync verifies with.
+type jwk struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid"`
+	Use string `json:"use"`
+	Alg string `json:"alg"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+}
+
+// parseKeySet reads a JSON Web Key Set. Keys that are not RSA or P-256
+// signing keys with a kid are left out; so are duplicates of a kid.
+func parseKeySet(data []byte) (map[string]publicKey, error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(data, &set); err != nil {
+		return nil, fmt.Errorf("key set is not JSON: %w", err)
+	}
+	if set.Keys == nil {
+		return nil, errors.New(`key set has no "keys" member`)
+	}
+	keys := make(map[string]publicKey, len(set.Keys))
+	for _, raw := range set.Keys {
+		var k jwk
+		if json.Unmarshal(raw, &k) != nil || k.Kid == "" || (k.Use != "" && k.Use != "sig") {
+			continue
+		}
+		if _, dup := keys[k.Kid]; dup {
+			continue
+		}
+		if pk, ok := k.publicKey(); ok {
+			keys[k.Kid] = pk
+		}
+	}
+	return keys, nil
+}
+
+func (k *jwk) publicKey() (publicKey, bool) {
+	switch {
+	case k.Kty == "RSA" && (k.Alg == "" || k.Alg == "RS256"):
+		n, err1 := b64(k.N)
+		e, err2 := b64(k.E)
+		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
+			return publicKey{}, false
+		}
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+		if pub.N.BitLen() < minRSABits || pub.E < 3 || pub.E%2 == 0 {
+			return publicKey{}, false
+		}
+		return publicKey{alg: "RS256", key: pub}, true
+	case k.Kty == "EC" && k.Crv == "P-256" && (k.Alg == "" || k.Alg == "ES256"):
+		x, err1 := b64(k.X)
+		y, err2 := b64(k.Y)
+		if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
+			return publicKey{}, false
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+		if err != nil {
+			return publicKey{}, false
+		}
+		return publicKey{alg: "ES256", key: pub}, true
+	}
+	return publicKey{}, false
+}
+
+// b64 decodes base64url, with or without padding.
+func b64(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+}
