@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// DescribeDataset returns the metadata of a dataset. It returns
+// ErrDatasetNotFound if the dataset was never written or has been deleted.
+func (s *Store) DescribeDataset(ctx context.Context, pool, identity, dataset string) (*Dataset, error) {
+	if err := validateDataset(pool, identity, dataset); err != nil {
+		return nil, err
+	}
+	v, err := s.rdb.HGet(ctx, s.datasetsKey(pool, identity), dataset).Result()
+	if err == redis.Nil {
+		return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: describe dataset: %w", err)
+	}
+	m, err := decodeMeta(dataset, v)
+	if err != nil {
+		return nil, err
+	}
+	if !m.live {
+		return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
+	}
+	return m.dataset(pool, identity, dataset), nil
+}
+
+// ListDatasets returns the live datasets of an identity sorted by name, at
+// most max of them (64 if max is 0 or less), and a token for the next page,
+// empty on the last one. An identity without datasets has an empty list.
+func (s *Store) ListDatasets(ctx context.Context, pool, identity string, max int, nextToken string) ([]Dataset, string, error) {
+	if err := validateIdentity(pool, identity); err != nil {
+		return nil, "", err
+	}
+	if max <= 0 {
+		max = DefaultListDatasets
+	}
+	after, ok := decodeNameToken(nextToken)
+	if !ok {
+		return nil, "", &cognito.FieldError{Field: "NextToken", Reason: "is not a token ListDatasets returned"}
+	}
+	all, err := s.datasets(ctx, pool, identity)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]Dataset, 0, len(all))
+	for _, d := range all {
+		if d.live && d.name > after {
+			out = append(out, *d.dataset(pool, identity, d.name))
+		}
+	}
+	sortDatasets(out)
+	if len(out) > max {
+		out = out[:max]
+		return out, encodeNameToken(out[max-1].Name), nil
+	}
+	return out, "", nil
+}
+
+type namedMeta struct {
+	datasetMeta
+	name string
+}
+
+// datasets reads every entry of the identity's datasets hash, deleted
+// datasets included.
+func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMeta, error) {
+	all, err := s.rdb.HGetAll(ctx, s.datasetsKey(pool, identity)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: read datasets: %w", err)
+	}
+	out := make([]namedMeta, 0, len(all))
+	for name, v := range all {
+		m, err := decodeMeta(name, v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, namedMeta{m, name})
+	}
+	return out, nil
+}
+
+// deleteScript deletes a dataset.
+//
+// KEYS: datasets hash, record states, record values, outbox.
+// ARGV: dataset, now ms, modified by.
+//
+// It returns the entry the dataset had before, or raises PSNOTFOUND.
+var deleteScript = redis.NewScript(luaHelpers + `
+local meta = redis.call('HGET', KEYS[1], ARGV[1])
+if not meta then return redis.error_reply('PSNOTFOUND') end
+local m = parseMeta(meta)
+if m[2] ~= '1' then return redis.error_reply('PSNOTFOUND') end
+local sc = fmt(tonumber(m[1]) + 1)
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], ARGV[1], table.concat({sc, '0', m[3], ARGV[2], '0', '0', sc, ARGV[3]}, '|'))
+redis.call('HSET', KEYS[4], ARGV[1], sc .. '|' .. ARGV[2] .. '|')
+return meta
+`)
+
+// DeleteDataset deletes a dataset and all its records. It returns the
+// dataset as the deletion left it: CreationDate, DataStorage and NumRecords
+// as they were just before, and SyncCount, LastModifiedDate and
+// LastModifiedBy of the deletion itself, which are also those of the outbox
+// marker (so a Change built from them clears it). It returns ErrDatasetNotFound if the dataset was never
+// written or is already deleted. The dataset's sync count is kept and raised
+// by one as its deletion mark, so that ListRecords can report the deletion to
+// devices that synced before it and a later UpdateRecords continues the
+// count. The deletion frees the dataset's slot in the datasets-per-identity
+// limit and leaves an outbox marker (with no origin device) like any change.
+// modifiedBy is recorded as who last modified the dataset; if empty, the
+// identity id is used.
+func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*Dataset, error) {
+	if err := validateDataset(pool, identity, dataset); err != nil {
+		return nil, err
+	}
+	if modifiedBy == "" {
+		modifiedBy = identity
+	}
+	now := s.nowMs()
+	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset),
+		s.valuesKey(pool, identity, dataset), s.outboxKey(pool, identity)}
+	v, err := deleteScript.Run(ctx, s.rdb, keys, dataset, now, modifiedBy).Text()
+	if err != nil {
+		if _, ok := scriptError(err, "PSNOTFOUND"); ok {
+			return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
+		}
+		return nil, fmt.Errorf("store: delete dataset: %w", err)
+	}
+	m, err := decodeMeta(dataset, v)
+	if err != nil {
+		return nil, err
+	}
+	s.addUsage(ctx, pool, -m.storage, now)
+	m.syncCount, m.modified, m.modifiedBy = m.syncCount+1, now, modifiedBy
+	return m.dataset(pool, identity, dataset), nil
+}
+
+// Name tokens (ListDatasets, ListPoolUsage) are base64url of "n<name>".
+func encodeNameToken(name string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("n" + name))
+}
+
+// decodeNameToken returns the name a token continues after; "" for no
+// token.
+func decodeNameToken(tok string) (string, bool) {
+	if tok == "" {
+		return "", true
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) < 2 || b[0] != 'n' {
+		return "", false
+	}
+	return string(b[1:]), true
+}

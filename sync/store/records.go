@@ -1,0 +1,442 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// Patch is one record change of an UpdateRecords call.
+type Patch struct {
+	// Op is OpReplace or OpRemove.
+	Op  string
+	Key string
+	// Value is the new value of a replace; a remove ignores it.
+	Value string
+	// SyncCount must be the record's current SyncCount: 0 for a key never
+	// written, the tombstone's count for a removed key.
+	SyncCount int64
+	// DeviceLastModifiedDate is when the device changed the record; the
+	// zero time means now.
+	DeviceLastModifiedDate time.Time
+}
+
+// Update is one UpdateRecords call.
+type Update struct {
+	IdentityPoolID string
+	IdentityID     string
+	DatasetName    string
+	// DeviceID is the device that made the change, if known. It goes into
+	// the outbox marker so that the device gets no push for its own change.
+	DeviceID string
+	// ModifiedBy becomes LastModifiedBy of the records and the dataset. If
+	// empty, the identity id is used.
+	ModifiedBy string
+	Patches    []Patch
+}
+
+// updateScript applies an update atomically.
+//
+// KEYS: datasets hash, record states, record values, outbox.
+// ARGV: dataset, now ms, modified by, origin device, max datasets, max
+// records, max bytes, patch count, then per patch: op ('r' or 'd'), key,
+// sync count, device last modified ms, value.
+//
+// It returns {new sync count, change of the live data bytes} or raises
+// PSCONFLICT <patch index> <current count> / PSLIMIT <what>.
+var updateScript = redis.NewScript(luaHelpers + `
+local name, now, by = ARGV[1], ARGV[2], ARGV[3]
+local n = tonumber(ARGV[8])
+local meta = redis.call('HGET', KEYS[1], name)
+local sc, live, created, storage, num, deletedAt = 0, false, now, 0, 0, '0'
+if meta then
+  local m = parseMeta(meta)
+  sc, deletedAt = tonumber(m[1]), m[7]
+  if m[2] == '1' then
+    live, created, storage, num = true, m[3], tonumber(m[5]), tonumber(m[6])
+  end
+end
+local oldStorage, oldNum = storage, num
+for i = 0, n - 1 do
+  local b = 9 + i * 5
+  local key = ARGV[b + 1]
+  local st = redis.call('HGET', KEYS[2], key)
+  local cur = 0
+  if st then
+    local p = string.find(st, '|', 1, true)
+    cur = tonumber(string.sub(st, 1, p - 1))
+    if string.sub(st, p + 1, p + 1) == 'L' then
+      storage = storage - #key - redis.call('HSTRLEN', KEYS[3], key)
+      num = num - 1
+    end
+  end
+  if cur ~= tonumber(ARGV[b + 2]) then
+    return redis.error_reply('PSCONFLICT ' .. i .. ' ' .. fmt(cur))
+  end
+  if ARGV[b] == 'r' then
+    storage = storage + #key + #ARGV[b + 4]
+    num = num + 1
+  end
+end
+if not live then
+  local count = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    local p = string.find(v, '|', 1, true)
+    if string.sub(v, p + 1, p + 1) == '1' then count = count + 1 end
+  end
+  if count >= tonumber(ARGV[5]) then return redis.error_reply('PSLIMIT datasets') end
+end
+if num > tonumber(ARGV[6]) and num > oldNum then return redis.error_reply('PSLIMIT records') end
+if storage > tonumber(ARGV[7]) and storage > oldStorage then return redis.error_reply('PSLIMIT bytes') end
+sc = sc + 1
+local scs = fmt(sc)
+local states, values, removed = {}, {}, {}
+for i = 0, n - 1 do
+  local b = 9 + i * 5
+  local key = ARGV[b + 1]
+  if ARGV[b] == 'r' then
+    states[#states + 1] = key
+    states[#states + 1] = scs .. '|L|' .. now .. '|' .. ARGV[b + 3] .. '|' .. by
+    values[#values + 1] = key
+    values[#values + 1] = ARGV[b + 4]
+  else
+    states[#states + 1] = key
+    states[#states + 1] = scs .. '|D|' .. now .. '|' .. ARGV[b + 3] .. '|' .. by
+    removed[#removed + 1] = key
+  end
+end
+if #states > 0 then redis.call('HSET', KEYS[2], unpack(states)) end
+if #values > 0 then redis.call('HSET', KEYS[3], unpack(values)) end
+if #removed > 0 then redis.call('HDEL', KEYS[3], unpack(removed)) end
+redis.call('HSET', KEYS[1], name, table.concat({scs, '1', created, now, fmt(storage), fmt(num), deletedAt, by}, '|'))
+redis.call('HSET', KEYS[4], name, scs .. '|' .. now .. '|' .. ARGV[4])
+return {sc, storage - oldStorage}
+`)
+
+// UpdateRecords applies the patches of one update atomically, as one Lua
+// script. Every patch must present the record's current SyncCount, else a
+// *ConflictError names the first one that does not and nothing is applied.
+// An update that would break a limit fails with a *LimitError and applies
+// nothing; a limit is only enforced when the update makes its measure grow,
+// so that removals always succeed. Otherwise the dataset, created on its
+// first write (or re-created after a deletion, continuing its count), gets
+// its sync count raised by exactly one, every patched record gets that count,
+// and an outbox marker for the change is written in the same script. The
+// patched records are returned in patch order, with the new dataset sync
+// count.
+//
+// An update with no patches changes nothing, not even the sync count: it
+// returns no records and the current sync count of the dataset (0 if it does
+// not exist). Two patches of one key in one update are refused, as the
+// underlying model does not say which should win.
+//
+// The identity is added to its pool's indexes before the script runs, and
+// the pool's usage figures are adjusted after it; an error in that last step
+// is ignored, as the update itself has been committed.
+func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, int64, error) {
+	if err := validateUpdate(&u); err != nil {
+		return nil, 0, err
+	}
+	if len(u.Patches) == 0 {
+		d, err := s.DescribeDataset(ctx, u.IdentityPoolID, u.IdentityID, u.DatasetName)
+		if errors.Is(err, ErrDatasetNotFound) {
+			return []Record{}, 0, nil
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return []Record{}, d.SyncCount, nil
+	}
+	by := u.ModifiedBy
+	if by == "" {
+		by = u.IdentityID
+	}
+	pool, identity := u.IdentityPoolID, u.IdentityID
+	if err := s.index(ctx, pool, identity); err != nil {
+		return nil, 0, err
+	}
+	now := s.nowMs()
+	nowS := fmtInt(now)
+	args := make([]any, 0, 8+5*len(u.Patches))
+	args = append(args, u.DatasetName, nowS, by, u.DeviceID, s.maxDatasets, s.maxRecords, s.maxBytes, len(u.Patches))
+	dlms := make([]int64, len(u.Patches))
+	for i, p := range u.Patches {
+		op := "r"
+		value := p.Value
+		if p.Op == OpRemove {
+			op, value = "d", ""
+		}
+		dlms[i] = now
+		if !p.DeviceLastModifiedDate.IsZero() {
+			dlms[i] = p.DeviceLastModifiedDate.UnixMilli()
+		}
+		args = append(args, op, p.Key, p.SyncCount, dlms[i], value)
+	}
+	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, u.DatasetName),
+		s.valuesKey(pool, identity, u.DatasetName), s.outboxKey(pool, identity)}
+	res, err := updateScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		if rest, ok := scriptError(err, "PSCONFLICT "); ok {
+			var i int
+			var cur int64
+			if _, serr := fmt.Sscan(rest, &i, &cur); serr == nil && i >= 0 && i < len(u.Patches) {
+				return nil, 0, &ConflictError{Key: u.Patches[i].Key, Current: cur, Given: u.Patches[i].SyncCount}
+			}
+		}
+		if rest, ok := scriptError(err, "PSLIMIT "); ok {
+			switch rest {
+			case "datasets":
+				return nil, 0, &LimitError{What: LimitDatasets, Limit: int64(s.maxDatasets)}
+			case "records":
+				return nil, 0, &LimitError{What: LimitRecords, Limit: int64(s.maxRecords)}
+			case "bytes":
+				return nil, 0, &LimitError{What: LimitDatasetSize, Limit: s.maxBytes}
+			}
+		}
+		return nil, 0, fmt.Errorf("store: update records: %w", err)
+	}
+	if len(res) != 2 {
+		return nil, 0, fmt.Errorf("store: update records: unexpected reply %v", res)
+	}
+	syncCount := res[0]
+	s.addUsage(ctx, pool, res[1], now)
+	records := make([]Record, len(u.Patches))
+	for i := range u.Patches {
+		p := &u.Patches[i]
+		r := Record{Key: p.Key, SyncCount: syncCount, LastModifiedDate: msTime(now),
+			LastModifiedBy: by, DeviceLastModifiedDate: msTime(dlms[i])}
+		if p.Op == OpReplace {
+			v := p.Value // shares the bytes, not the caller's Patch
+			r.Value = &v
+		}
+		records[i] = r
+	}
+	return records, syncCount, nil
+}
+
+// ListOptions selects the records ListRecords returns.
+type ListOptions struct {
+	// LastSyncCount: only records with a greater SyncCount are returned;
+	// 0 returns all.
+	LastSyncCount int64
+	// MaxResults is the page size; 0 or more than 1024 means 1024.
+	MaxResults int
+	// NextToken continues from the page that returned it.
+	NextToken string
+}
+
+// Page is one page of ListRecords.
+type Page struct {
+	// Records are ordered by SyncCount, then key; tombstones have a nil
+	// Value.
+	Records []Record
+	// NextToken is empty on the last page.
+	NextToken string
+	// DatasetSyncCount is the dataset's sync count, 0 if it does not exist.
+	DatasetSyncCount int64
+	// DatasetExists is false for a dataset never written or deleted.
+	DatasetExists bool
+	// DatasetDeletedAfterRequestedSyncCount is true when LastSyncCount > 0
+	// and the dataset was deleted at a greater sync count.
+	DatasetDeletedAfterRequestedSyncCount bool
+	// LastModifiedBy is who last changed the dataset, "" if it does not
+	// exist.
+	LastModifiedBy string
+}
+
+// listScript returns one page of records.
+//
+// KEYS: datasets hash, record states, record values.
+// ARGV: dataset, last sync count, token sync count (-1 for none), token key,
+// page size.
+//
+// It returns {meta or false, more 0/1, then per record key, state, value or
+// false}. The records are sorted only when they do not all fit in the page
+// (the caller sorts them anyway); keys are then compared byte by byte, as Go
+// does, never with the locale dependent Lua '<'.
+var listScript = redis.NewScript(luaHelpers + `
+local meta = redis.call('HGET', KEYS[1], ARGV[1])
+if not meta then return {false, 0} end
+local m = parseMeta(meta)
+if m[2] ~= '1' then return {meta, 0} end
+local last, asc, akey, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local function keyLess(a, b)
+  if a == b then return false end
+  local n = #a
+  if #b < n then n = #b end
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local all = redis.call('HGETALL', KEYS[2])
+local sel = {}
+for i = 1, #all, 2 do
+  local k, st = all[i], all[i + 1]
+  local sc = tonumber(string.sub(st, 1, string.find(st, '|', 1, true) - 1))
+  if sc > last and (sc > asc or (sc == asc and keyLess(akey, k))) then
+    sel[#sel + 1] = {sc, k, st}
+  end
+end
+local more = 0
+local count = #sel
+if count > limit then
+  table.sort(sel, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return keyLess(a[2], b[2])
+  end)
+  count, more = limit, 1
+end
+local out = {meta, more}
+local liveKeys, livePos = {}, {}
+for i = 1, count do
+  local r = sel[i]
+  out[#out + 1] = r[2]
+  out[#out + 1] = r[3]
+  out[#out + 1] = false
+  local p = string.find(r[3], '|', 1, true)
+  if string.sub(r[3], p + 1, p + 1) == 'L' then
+    liveKeys[#liveKeys + 1] = r[2]
+    livePos[#livePos + 1] = #out
+  end
+end
+if #liveKeys > 0 then
+  local vals = redis.call('HMGET', KEYS[3], unpack(liveKeys))
+  for i = 1, #liveKeys do out[livePos[i]] = vals[i] end
+end
+return out
+`)
+
+// ListRecords returns the records of a dataset changed after
+// o.LastSyncCount, tombstones included, ordered by (SyncCount, key), one page
+// at a time. The NextToken names the (SyncCount, key) of the last record
+// returned, so a record changed or removed between pages moves behind it and
+// is returned later, never skipped. A dataset never written or deleted is no
+// error: its page has DatasetExists false and no records.
+func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string, o ListOptions) (*Page, error) {
+	if err := validateDataset(pool, identity, dataset); err != nil {
+		return nil, err
+	}
+	if o.LastSyncCount < 0 {
+		return nil, &cognito.FieldError{Field: "LastSyncCount", Reason: fmt.Sprintf("must not be negative, got %d", o.LastSyncCount)}
+	}
+	if o.MaxResults < 0 {
+		return nil, &cognito.FieldError{Field: "MaxResults", Reason: fmt.Sprintf("must not be negative, got %d", o.MaxResults)}
+	}
+	limit := o.MaxResults
+	if limit == 0 || limit > MaxListResults {
+		limit = MaxListResults
+	}
+	afterSc, afterKey := int64(-1), ""
+	if o.NextToken != "" {
+		var ok bool
+		if afterSc, afterKey, ok = decodeRecordToken(o.NextToken); !ok {
+			return nil, &cognito.FieldError{Field: "NextToken", Reason: "is not a token ListRecords returned"}
+		}
+	}
+	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset), s.valuesKey(pool, identity, dataset)}
+	res, err := listScript.Run(ctx, s.rdb, keys, dataset, o.LastSyncCount, afterSc, afterKey, limit).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("store: list records: %w", err)
+	}
+	page := &Page{Records: []Record{}}
+	if len(res) < 2 {
+		return nil, fmt.Errorf("store: list records: unexpected reply of %d elements", len(res))
+	}
+	metaS, _ := res[0].(string)
+	if metaS == "" {
+		return page, nil
+	}
+	meta, err := decodeMeta(dataset, metaS)
+	if err != nil {
+		return nil, err
+	}
+	page.DatasetDeletedAfterRequestedSyncCount = o.LastSyncCount > 0 && meta.deletedAt > o.LastSyncCount
+	if !meta.live {
+		return page, nil
+	}
+	page.DatasetExists = true
+	page.DatasetSyncCount = meta.syncCount
+	page.LastModifiedBy = meta.modifiedBy
+	rest := res[2:]
+	page.Records = make([]Record, 0, len(rest)/3)
+	values := make([]string, 0, len(rest)/3) // one allocation for every Value
+	for i := 0; i+2 < len(rest); i += 3 {
+		k, _ := rest[i].(string)
+		st, _ := rest[i+1].(string)
+		r, err := decodeState(k, st)
+		if err != nil {
+			return nil, err
+		}
+		if v, ok := rest[i+2].(string); ok {
+			values = append(values, v)
+			r.Value = &values[len(values)-1]
+		}
+		page.Records = append(page.Records, r)
+	}
+	slices.SortFunc(page.Records, func(a, b Record) int {
+		if c := cmp.Compare(a.SyncCount, b.SyncCount); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	if more, _ := res[1].(int64); more == 1 && len(page.Records) > 0 {
+		last := page.Records[len(page.Records)-1]
+		page.NextToken = encodeRecordToken(last.SyncCount, last.Key)
+	}
+	return page, nil
+}
+
+// decodeState decodes a record state "<sc>|<L/D>|<lm>|<dlm>|<by>"; the
+// value is filled in by the caller.
+func decodeState(key, st string) (Record, error) {
+	var f [4]string
+	rest := st
+	ok := true
+	for i := range f {
+		var found bool
+		f[i], rest, found = strings.Cut(rest, "|")
+		ok = ok && found
+	}
+	sc, err1 := strconv.ParseInt(f[0], 10, 64)
+	lm, err2 := strconv.ParseInt(f[2], 10, 64)
+	dlm, err3 := strconv.ParseInt(f[3], 10, 64)
+	if !ok || err1 != nil || err2 != nil || err3 != nil || (f[1] != "L" && f[1] != "D") {
+		return Record{}, fmt.Errorf("store: record %q has a corrupt state %q", key, st)
+	}
+	return Record{Key: key, SyncCount: sc, LastModifiedDate: msTime(lm), LastModifiedBy: rest, DeviceLastModifiedDate: msTime(dlm)}, nil
+}
+
+// Record tokens are base64url of "r<syncCount>|<key>".
+func encodeRecordToken(sc int64, key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("r" + fmtInt(sc) + "|" + key))
+}
+
+func decodeRecordToken(tok string) (int64, string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) < 4 || b[0] != 'r' {
+		return 0, "", false
+	}
+	scS, key, ok := strings.Cut(string(b[1:]), "|")
+	sc, err := strconv.ParseInt(scS, 10, 64)
+	if !ok || err != nil || sc < 1 || key == "" || checkText("", key, MaxKeyLen) != nil {
+		return 0, "", false
+	}
+	return sc, key, true
+}
+
+// sortDatasets orders datasets by name.
+func sortDatasets(ds []Dataset) {
+	slices.SortFunc(ds, func(a, b Dataset) int { return strings.Compare(a.Name, b.Name) })
+}

@@ -1,0 +1,888 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/sync/cognito"
+	"github.com/pushsync/pushsync/sync/store"
+)
+
+const (
+	pool      = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	pool2     = "eu-west-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	identity  = "us-east-1:11111111-2222-3333-4444-555555555555"
+	identity2 = "us-east-1:99999999-2222-3333-4444-555555555555"
+)
+
+var ctx = context.Background()
+
+// clock is a settable Options.Now.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func put(key, value string, sc int64) store.Patch {
+	return store.Patch{Op: store.OpReplace, Key: key, Value: value, SyncCount: sc}
+}
+
+func del(key string, sc int64) store.Patch {
+	return store.Patch{Op: store.OpRemove, Key: key, Value: "", SyncCount: sc}
+}
+
+func upd(dataset, device string, patches ...store.Patch) store.Update {
+	return store.Update{IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset, DeviceID: device, ModifiedBy: device, Patches: patches}
+}
+
+func mustUpdate(t testing.TB, s *store.Store, u store.Update) ([]store.Record, int64) {
+	t.Helper()
+	recs, sc, err := s.UpdateRecords(ctx, u)
+	if err != nil {
+		t.Fatalf("UpdateRecords(%s): %v", u.DatasetName, err)
+	}
+	return recs, sc
+}
+
+func mustList(t testing.TB, s *store.Store, dataset string, o store.ListOptions) *store.Page {
+	t.Helper()
+	p, err := s.ListRecords(ctx, pool, identity, dataset, o)
+	if err != nil {
+		t.Fatalf("ListRecords(%s, %+v): %v", dataset, o, err)
+	}
+	return p
+}
+
+// kv renders records as "key=value@sc" (value "<nil>" for tombstones) for
+// compact comparisons.
+func kv(recs []store.Record) []string {
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		v := "<nil>"
+		if r.Value != nil {
+			v = *r.Value
+		}
+		out[i] = fmt.Sprintf("%s=%s@%d", r.Key, v, r.SyncCount)
+	}
+	return out
+}
+
+// snapshot returns every key under the test's prefix with its content.
+func snapshot(t testing.TB, rdb *redis.Client, s *store.Store) map[string]any {
+	t.Helper()
+	prefix := prefixOf(s)
+	out := map[string]any{}
+	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		switch typ := rdb.Type(ctx, k).Val(); typ {
+		case "hash":
+			out[k] = rdb.HGetAll(ctx, k).Val()
+		case "set":
+			m := rdb.SMembers(ctx, k).Val()
+			sort.Strings(m)
+			out[k] = m
+		case "zset":
+			out[k] = rdb.ZRange(ctx, k, 0, -1).Val()
+		default:
+			out[k] = typ
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var (
+	prefixesMu sync.Mutex
+	prefixes   = map[*store.Store]string{}
+)
+
+func prefixOf(s *store.Store) string {
+	prefixesMu.Lock()
+	defer prefixesMu.Unlock()
+	return prefixes[s]
+}
+
+// newStore returns a store on the test Redis under the test's own key
+// prefix, with a settable clock unless opts has one.
+func newStore(t testing.TB, opts store.Options) (*store.Store, *redis.Client, *clock) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	clk := &clock{t: time.UnixMilli(1_700_000_000_123).UTC()}
+	opts.KeyPrefix = prefix
+	if opts.Now == nil {
+		opts.Now = clk.Now
+	}
+	s := store.New(rdb, opts)
+	prefixesMu.Lock()
+	prefixes[s] = prefix
+	prefixesMu.Unlock()
+	return s, rdb, clk
+}
+
+func TestTwoDeviceConvergence(t *testing.T) {
+	s, _, clk := newStore(t, store.Options{})
+	dlm := time.UnixMilli(1_600_000_000_000).UTC()
+
+	// Device A writes twice.
+	p := put("highScore", "100", 0)
+	p.DeviceLastModifiedDate = dlm
+	recs, sc := mustUpdate(t, s, upd("game", "devA", p, put("level", "3", 0)))
+	if sc != 1 || len(recs) != 2 || recs[0].SyncCount != 1 || recs[1].SyncCount != 1 {
+		t.Fatalf("first update: sc %d, records %+v", sc, recs)
+	}
+	if !recs[0].DeviceLastModifiedDate.Equal(dlm) || !recs[1].DeviceLastModifiedDate.Equal(clk.Now()) ||
+		!recs[0].LastModifiedDate.Equal(clk.Now()) || recs[0].LastModifiedBy != "devA" {
+		t.Errorf("first update dates/by: %+v", recs)
+	}
+	clk.Add(time.Second)
+	recs, sc = mustUpdate(t, s, upd("game", "devA", put("highScore", "250", 1)))
+	if sc != 2 || kv(recs)[0] != "highScore=250@2" {
+		t.Fatalf("second update: sc %d, %v", sc, kv(recs))
+	}
+
+	// Device B lists from 0 and sees everything, then from 1 and sees only
+	// the second change.
+	tests := []struct {
+		last int64
+		want []string
+	}{
+		{0, []string{"level=3@1", "highScore=250@2"}},
+		{1, []string{"highScore=250@2"}},
+		{2, []string{}},
+		{99, []string{}},
+	}
+	for _, tt := range tests {
+		pg := mustList(t, s, "game", store.ListOptions{LastSyncCount: tt.last})
+		if got := kv(pg.Records); !slices.Equal(got, tt.want) {
+			t.Errorf("from %d: got %v, want %v", tt.last, got, tt.want)
+		}
+		if pg.DatasetSyncCount != 2 || !pg.DatasetExists || pg.DatasetDeletedAfterRequestedSyncCount || pg.LastModifiedBy != "devA" || pg.NextToken != "" {
+			t.Errorf("from %d: page %+v", tt.last, pg)
+		}
+	}
+	// B's record carries exactly what A's update returned.
+	pg := mustList(t, s, "game", store.ListOptions{})
+	if !reflect.DeepEqual(pg.Records[1], recs[0]) {
+		t.Errorf("listed %+v, update returned %+v", pg.Records[1], recs[0])
+	}
+
+	// B writes on top of A using the count it learned.
+	recs, sc = mustUpdate(t, s, upd("game", "devB", put("level", "4", 1)))
+	if sc != 3 || recs[0].SyncCount != 3 || recs[0].LastModifiedBy != "devB" {
+		t.Errorf("B's update: sc %d, %+v", sc, recs)
+	}
+	d, err := s.DescribeDataset(ctx, pool, identity, "game")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// highScore=250 (9+3) + level=4 (5+1)
+	if d.SyncCount != 3 || d.NumRecords != 2 || d.DataStorage != 18 || d.LastModifiedBy != "devB" ||
+		!d.CreationDate.Equal(time.UnixMilli(1_700_000_000_123)) || !d.LastModifiedDate.Equal(clk.Now()) {
+		t.Errorf("DescribeDataset: %+v", d)
+	}
+}
+
+func TestEmptyModifiedByDefaultsToIdentity(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	u := upd("ds", "", put("k", "v", 0))
+	u.ModifiedBy = ""
+	recs, _ := mustUpdate(t, s, u)
+	if recs[0].LastModifiedBy != identity {
+		t.Errorf("LastModifiedBy %q, want the identity", recs[0].LastModifiedBy)
+	}
+}
+
+func TestZeroPatches(t *testing.T) {
+	s, rdb, _ := newStore(t, store.Options{})
+	recs, sc, err := s.UpdateRecords(ctx, upd("ds", "d"))
+	if err != nil || recs == nil || len(recs) != 0 || sc != 0 {
+		t.Fatalf("empty update of a missing dataset: %v, %d, %v", recs, sc, err)
+	}
+	if snap := snapshot(t, rdb, s); len(snap) != 0 {
+		t.Errorf("empty update wrote %v", snap)
+	}
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0)))
+	recs, sc, err = s.UpdateRecords(ctx, upd("ds", "d"))
+	if err != nil || len(recs) != 0 || sc != 1 {
+		t.Fatalf("empty update: %v, %d, %v", recs, sc, err)
+	}
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.SyncCount != 1 {
+		t.Errorf("empty update raised the count to %d", d.SyncCount)
+	}
+}
+
+func TestConflict(t *testing.T) {
+	s, rdb, _ := newStore(t, store.Options{})
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "1", 0))) // 1
+	mustUpdate(t, s, upd("ds", "d", put("a", "2", 1)))                   // 2
+	mustUpdate(t, s, upd("ds", "d", del("b", 1)))                        // 3: b is a tombstone at 3
+	tests := []struct {
+		name    string
+		patches []store.Patch
+		want    string
+	}{
+		{"stale", []store.Patch{put("a", "x", 1)}, "Current SyncCount for: a is: 2 not: 1"},
+		{"ahead", []store.Patch{put("a", "x", 7)}, "Current SyncCount for: a is: 2 not: 7"},
+		{"new key with a count", []store.Patch{put("new", "x", 1)}, "Current SyncCount for: new is: 0 not: 1"},
+		{"tombstone with 0", []store.Patch{put("b", "x", 0)}, "Current SyncCount for: b is: 3 not: 0"},
+		{"first mismatch wins", []store.Patch{put("c", "ok", 0), put("a", "x", 0), put("b", "x", 1)}, "Current SyncCount for: a is: 2 not: 0"},
+		{"remove stale", []store.Patch{del("a", 0)}, "Current SyncCount for: a is: 2 not: 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := snapshot(t, rdb, s)
+			_, _, err := s.UpdateRecords(ctx, upd("ds", "d", tt.patches...))
+			var ce *store.ConflictError
+			if !errors.As(err, &ce) || !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("got %v, want a ConflictError", err)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("message %q, want %q", err.Error(), tt.want)
+			}
+			if after := snapshot(t, rdb, s); !reflect.DeepEqual(before, after) {
+				t.Errorf("conflict changed Redis:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}
+
+func TestRaceSameKey(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	mustUpdate(t, s, upd("ds", "d", put("k", "start", 0)))
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, errs[i] = s.UpdateRecords(ctx, upd("ds", fmt.Sprint("dev", i), put("k", fmt.Sprint("v", i), 1)))
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, store.ErrConflict):
+			if err.Error() != "Current SyncCount for: k is: 2 not: 1" {
+				t.Errorf("conflict message %q", err)
+			}
+		default:
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d updates succeeded, want exactly 1", ok)
+	}
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.SyncCount != 2 {
+		t.Errorf("sync count %d, want 2", d.SyncCount)
+	}
+}
+
+func TestRaceDistinctCounts(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	const n = 20
+	var wg sync.WaitGroup
+	counts := make([]int64, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, sc, err := s.UpdateRecords(ctx, upd("ds", "d", put(fmt.Sprint("k", i), "v", 0)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if recs[0].SyncCount != sc {
+				t.Errorf("record count %d, dataset %d", recs[0].SyncCount, sc)
+			}
+			counts[i] = sc
+		}()
+	}
+	wg.Wait()
+	slices.Sort(counts)
+	for i, c := range counts {
+		if c != int64(i+1) {
+			t.Fatalf("counts %v, want 1..%d", counts, n)
+		}
+	}
+	pg := mustList(t, s, "ds", store.ListOptions{})
+	if len(pg.Records) != n || pg.DatasetSyncCount != n {
+		t.Errorf("listed %d records at count %d", len(pg.Records), pg.DatasetSyncCount)
+	}
+}
+
+func TestTombstones(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "22", 0)))
+	recs, _ := mustUpdate(t, s, upd("ds", "d", store.Patch{Op: store.OpRemove, Key: "a", Value: "ignored", SyncCount: 1}))
+	if recs[0].Value != nil || recs[0].SyncCount != 2 {
+		t.Fatalf("remove returned %+v", recs[0])
+	}
+	pg := mustList(t, s, "ds", store.ListOptions{})
+	if got := kv(pg.Records); !slices.Equal(got, []string{"b=22@1", "a=<nil>@2"}) {
+		t.Errorf("listed %v", got)
+	}
+	pg = mustList(t, s, "ds", store.ListOptions{LastSyncCount: 1})
+	if got := kv(pg.Records); !slices.Equal(got, []string{"a=<nil>@2"}) {
+		t.Errorf("listed from 1: %v", got)
+	}
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.NumRecords != 1 || d.DataStorage != 3 {
+		t.Errorf("tombstone counted: %+v", d)
+	}
+	// Re-creating the key must present the tombstone's count.
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("a", "back", 0))); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("re-create with 0: %v", err)
+	}
+	recs, _ = mustUpdate(t, s, upd("ds", "d", put("a", "back", 2)))
+	if kv(recs)[0] != "a=back@3" {
+		t.Errorf("re-created %v", kv(recs))
+	}
+	// Removing a tombstone again is allowed with its count; removing a key
+	// never written creates a tombstone.
+	mustUpdate(t, s, upd("ds", "d", del("a", 3), del("never", 0)))
+	pg = mustList(t, s, "ds", store.ListOptions{LastSyncCount: 3})
+	if got := kv(pg.Records); !slices.Equal(got, []string{"a=<nil>@4", "never=<nil>@4"}) {
+		t.Errorf("listed %v", got)
+	}
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.NumRecords != 1 || d.DataStorage != 3 {
+		t.Errorf("after removals: %+v", d)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	s, rdb, _ := newStore(t, store.Options{})
+	for i := range 20 {
+		mustUpdate(t, s, upd(fmt.Sprint("ds", i), "d", put("k", "v", 0)))
+	}
+	// 1024 records in "big": 1000 + 24.
+	var ps []store.Patch
+	for i := range 1000 {
+		ps = append(ps, put(fmt.Sprint("r", i), "v", 0))
+	}
+	mustUpdate(t, s, upd("ds0", "d", ps...))
+	ps = ps[:0]
+	for i := 1000; i < 1023; i++ {
+		ps = append(ps, put(fmt.Sprint("r", i), "v", 0))
+	}
+	mustUpdate(t, s, upd("ds0", "d", ps...)) // with "k": 1024 records
+	// "ds1" gets 1 MiB exactly: "k"+"v" = 2 bytes, "big" (3) + value.
+	mb := strings.Repeat("é", (1<<20-2-3-1)/2) + "a" // 2-byte characters
+	mustUpdate(t, s, upd("ds1", "d", put("big", mb, 0)))
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds1"); d.DataStorage != 1<<20 {
+		t.Fatalf("ds1 holds %d bytes", d.DataStorage)
+	}
+
+	tests := []struct {
+		name  string
+		u     store.Update
+		what  string
+		limit int64
+	}{
+		{"21st dataset", upd("ds20", "d", put("k", "v", 0)), store.LimitDatasets, 20},
+		{"1025th record", upd("ds0", "d", put("one-more", "", 0)), store.LimitRecords, 1024},
+		{"1 byte over 1 MiB", upd("ds1", "d", put("x", "", 0)), store.LimitDatasetSize, 1 << 20},
+		{"multi-byte growth", upd("ds1", "d", put("big", mb[:len(mb)-1]+"é", 2)), store.LimitDatasetSize, 1 << 20},
+		{"one big value", upd("ds2", "d", put("v", strings.Repeat("€", 349526), 0)), store.LimitDatasetSize, 1 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := snapshot(t, rdb, s)
+			_, _, err := s.UpdateRecords(ctx, tt.u)
+			var le *store.LimitError
+			if !errors.As(err, &le) || !errors.Is(err, store.ErrLimitExceeded) || le.What != tt.what || le.Limit != tt.limit {
+				t.Fatalf("got %v, want LimitError{%s, %d}", err, tt.what, tt.limit)
+			}
+			if !strings.Contains(err.Error(), fmt.Sprint(tt.limit)) {
+				t.Errorf("message %q does not name the limit", err)
+			}
+			if after := snapshot(t, rdb, s); !reflect.DeepEqual(before, after) {
+				t.Errorf("limit error changed Redis")
+			}
+		})
+	}
+	// Updates that do not grow the measure still pass at the limit.
+	mustUpdate(t, s, upd("ds0", "d", put("k", "w", 1)))                     // replace at 1024 records
+	mustUpdate(t, s, upd("ds1", "d", put("big", mb[:len(mb)-1]+"b", 2)))    // same size
+	mustUpdate(t, s, upd("ds0", "d", del("r0", 2), put("one-more", "", 0))) // remove one, add one
+	// Deleting a dataset frees its slot.
+	if _, err := s.DeleteDataset(ctx, pool, identity, "ds19", "d"); err != nil {
+		t.Fatal(err)
+	}
+	mustUpdate(t, s, upd("ds20", "d", put("k", "v", 0)))
+	if _, _, err := s.UpdateRecords(ctx, upd("ds19", "d", put("k", "v", 0))); !errors.Is(err, store.ErrLimitExceeded) {
+		t.Errorf("re-creating a deleted dataset over the limit: %v", err)
+	}
+}
+
+func TestLimitOptions(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{MaxDatasets: 1, MaxRecords: 2, MaxDatasetBytes: 10})
+	mustUpdate(t, s, upd("a", "d", put("k1", "12345678", 0)))
+	for _, tt := range []struct {
+		u    store.Update
+		what string
+	}{
+		{upd("b", "d", put("k", "", 0)), store.LimitDatasets},
+		{upd("a", "d", put("k2", "", 0), put("k3", "", 0)), store.LimitRecords},
+		{upd("a", "d", put("k2", "1", 0)), store.LimitDatasetSize},
+	} {
+		var le *store.LimitError
+		if _, _, err := s.UpdateRecords(ctx, tt.u); !errors.As(err, &le) || le.What != tt.what {
+			t.Errorf("%s: %v", tt.what, err)
+		}
+	}
+}
+
+func TestDeleteAndRecreate(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	if _, err := s.DescribeDataset(ctx, pool, identity, "ds"); !errors.Is(err, store.ErrDatasetNotFound) {
+		t.Errorf("describe missing: %v", err)
+	}
+	if _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); !errors.Is(err, store.ErrDatasetNotFound) {
+		t.Errorf("delete missing: %v", err)
+	}
+	pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: 5})
+	if pg.DatasetExists || pg.DatasetSyncCount != 0 || pg.DatasetDeletedAfterRequestedSyncCount || len(pg.Records) != 0 || pg.Records == nil {
+		t.Errorf("list of a never-written dataset: %+v", pg)
+	}
+
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "2", 0))) // 1
+	mustUpdate(t, s, upd("ds", "d", put("a", "3", 1)))                   // 2
+	mustUpdate(t, s, upd("other", "d", put("x", "1", 0)))
+	d, err := s.DeleteDataset(ctx, pool, identity, "ds", "deleter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name != "ds" || d.SyncCount != 3 || d.NumRecords != 2 || d.DataStorage != 4 || d.LastModifiedBy != "deleter" {
+		t.Errorf("deleted dataset %+v", d)
+	}
+	// The returned dataset names the deletion's marker.
+	c := store.Change{IdentityPoolID: pool, IdentityID: identity, DatasetName: "ds", SyncCount: d.SyncCount, ChangedAt: d.LastModifiedDate}
+	if ch, _ := s.PendingChanges(ctx, pool, identity); !slices.Contains(ch, c) {
+		t.Errorf("no marker %+v in %+v", c, ch)
+	}
+	if _, err := s.DescribeDataset(ctx, pool, identity, "ds"); !errors.Is(err, store.ErrDatasetNotFound) {
+		t.Errorf("describe deleted: %v", err)
+	}
+	if _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); !errors.Is(err, store.ErrDatasetNotFound) {
+		t.Errorf("delete deleted: %v", err)
+	}
+	ds, _, err := s.ListDatasets(ctx, pool, identity, 0, "")
+	if err != nil || len(ds) != 1 || ds[0].Name != "other" {
+		t.Errorf("ListDatasets after delete: %+v, %v", ds, err)
+	}
+	// Deleted at count 3.
+	for _, tt := range []struct {
+		last        int64
+		deleteAfter bool
+	}{{0, false}, {1, true}, {2, true}, {3, false}, {4, false}} {
+		pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: tt.last})
+		if pg.DatasetExists || len(pg.Records) != 0 || pg.DatasetSyncCount != 0 || pg.DatasetDeletedAfterRequestedSyncCount != tt.deleteAfter {
+			t.Errorf("deleted, from %d: %+v", tt.last, pg)
+		}
+	}
+	// Writing again re-creates it from the kept count; old records are gone,
+	// so keys start over at 0.
+	recs, sc := mustUpdate(t, s, upd("ds", "d", put("a", "new", 0)))
+	if sc != 4 || recs[0].SyncCount != 4 {
+		t.Fatalf("re-created at %d", sc)
+	}
+	for _, tt := range []struct {
+		last        int64
+		deleteAfter bool
+		want        []string
+	}{
+		{0, false, []string{"a=new@4"}},
+		{2, true, []string{"a=new@4"}},
+		{3, false, []string{"a=new@4"}},
+		{4, false, []string{}},
+	} {
+		pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: tt.last})
+		if !pg.DatasetExists || pg.DatasetSyncCount != 4 || pg.DatasetDeletedAfterRequestedSyncCount != tt.deleteAfter || !slices.Equal(kv(pg.Records), tt.want) {
+			t.Errorf("re-created, from %d: %+v %v", tt.last, pg, kv(pg.Records))
+		}
+	}
+	d, err = s.DescribeDataset(ctx, pool, identity, "ds")
+	if err != nil || d.NumRecords != 1 || d.DataStorage != 4 || d.SyncCount != 4 {
+		t.Errorf("re-created dataset %+v, %v", d, err)
+	}
+}
+
+func TestPaging(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	mustUpdate(t, s, upd("ds", "d", put("c", "1", 0), put("a", "1", 0), put("b", "1", 0))) // 1
+	mustUpdate(t, s, upd("ds", "d", put("e", "2", 0), put("d", "2", 0)))                   // 2
+
+	var pages [][]string
+	tok := ""
+	for {
+		pg := mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: tok})
+		if pg.DatasetSyncCount != 2 || !pg.DatasetExists || pg.LastModifiedBy != "d" {
+			t.Errorf("page repeats %+v", pg)
+		}
+		pages = append(pages, kv(pg.Records))
+		if tok = pg.NextToken; tok == "" {
+			break
+		}
+	}
+	want := [][]string{{"a=1@1", "b=1@1"}, {"c=1@1", "d=2@2"}, {"e=2@2"}}
+	if !reflect.DeepEqual(pages, want) {
+		t.Errorf("pages %v, want %v", pages, want)
+	}
+
+	// Records changed or removed between pages are not skipped.
+	pg := mustList(t, s, "ds", store.ListOptions{MaxResults: 2})
+	mustUpdate(t, s, upd("ds", "d", put("a", "changed", 1), del("e", 2))) // 3: a was on page 1, e not yet listed
+	var rest []string
+	for tok = pg.NextToken; tok != ""; {
+		pg = mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: tok})
+		rest = append(rest, kv(pg.Records)...)
+		tok = pg.NextToken
+	}
+	if want := []string{"c=1@1", "d=2@2", "a=changed@3", "e=<nil>@3"}; !slices.Equal(rest, want) {
+		t.Errorf("after concurrent change: %v, want %v", rest, want)
+	}
+	if pg.DatasetSyncCount != 3 {
+		t.Errorf("last page count %d", pg.DatasetSyncCount)
+	}
+
+	// Paging with a lastSyncCount, exact page boundary.
+	pg = mustList(t, s, "ds", store.ListOptions{LastSyncCount: 1, MaxResults: 1})
+	pg2 := mustList(t, s, "ds", store.ListOptions{LastSyncCount: 1, MaxResults: 1, NextToken: pg.NextToken})
+	pg3 := mustList(t, s, "ds", store.ListOptions{LastSyncCount: 1, MaxResults: 1, NextToken: pg2.NextToken})
+	got := slices.Concat(kv(pg.Records), kv(pg2.Records), kv(pg3.Records))
+	if !slices.Equal(got, []string{"d=2@2", "a=changed@3", "e=<nil>@3"}) || pg3.NextToken != "" {
+		t.Errorf("from 1 by 1: %v, last token %q", got, pg3.NextToken)
+	}
+
+	for _, bad := range []string{"2", "!!!", "cjE", "eDF8YQ", "cjB8YQ", "cjF8"} {
+		_, err := s.ListRecords(ctx, pool, identity, "ds", store.ListOptions{NextToken: bad})
+		var fe *cognito.FieldError
+		if !errors.As(err, &fe) || fe.Field != "NextToken" {
+			t.Errorf("token %q: %v", bad, err)
+		}
+	}
+}
+
+func TestKeyOrderIsBytewise(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	keys := []string{"b", "B", "a", "ä", "a_", "A", "aa", "Z", "~", "é", "1"}
+	var ps []store.Patch
+	for _, k := range keys {
+		ps = append(ps, put(k, k, 0))
+	}
+	mustUpdate(t, s, upd("ds", "d", ps...))
+	var got []string
+	tok := ""
+	for {
+		pg := mustList(t, s, "ds", store.ListOptions{MaxResults: 3, NextToken: tok})
+		for _, r := range pg.Records {
+			got = append(got, r.Key)
+		}
+		if tok = pg.NextToken; tok == "" {
+			break
+		}
+	}
+	want := slices.Clone(keys)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("order %q, want %q", got, want)
+	}
+}
+
+func TestListDatasets(t *testing.T) {
+	s, _, clk := newStore(t, store.Options{})
+	for _, n := range []string{"c", "a", "e", "b", "d"} {
+		mustUpdate(t, s, upd(n, "d", put("k", n, 0)))
+		clk.Add(time.Second)
+	}
+	if _, err := s.DeleteDataset(ctx, pool, identity, "d", ""); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	tok := ""
+	pages := 0
+	for {
+		ds, next, err := s.ListDatasets(ctx, pool, identity, 2, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, d := range ds {
+			names = append(names, d.Name)
+			if d.NumRecords != 1 || d.DataStorage != 2 || d.SyncCount != 1 || d.IdentityID != identity {
+				t.Errorf("dataset %+v", d)
+			}
+		}
+		if tok = next; tok == "" {
+			break
+		}
+	}
+	if !slices.Equal(names, []string{"a", "b", "c", "e"}) || pages != 2 {
+		t.Errorf("names %v in %d pages", names, pages)
+	}
+	ds, _, err := s.ListDatasets(ctx, pool, identity2, 0, "")
+	if err != nil || len(ds) != 0 {
+		t.Errorf("identity without datasets: %v, %v", ds, err)
+	}
+	var fe *cognito.FieldError
+	if _, _, err := s.ListDatasets(ctx, pool, identity, 0, "%%"); !errors.As(err, &fe) || fe.Field != "NextToken" {
+		t.Errorf("bad token: %v", err)
+	}
+}
+
+func TestOutbox(t *testing.T) {
+	s, _, clk := newStore(t, store.Options{})
+	mustUpdate(t, s, upd("a", "devA", put("k", "1", 0)))
+	clk.Add(time.Second)
+	mustUpdate(t, s, upd("a", "devB", put("k", "2", 1)))
+	mustUpdate(t, s, upd("b", "", put("k", "1", 0)))
+	ch, err := s.PendingChanges(ctx, pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Change{
+		{IdentityPoolID: pool, IdentityID: identity, DatasetName: "a", SyncCount: 2, OriginDeviceID: "devB", ChangedAt: clk.Now()},
+		{IdentityPoolID: pool, IdentityID: identity, DatasetName: "b", SyncCount: 1, ChangedAt: clk.Now()},
+	}
+	if !reflect.DeepEqual(ch, want) {
+		t.Fatalf("pending %+v\nwant    %+v", ch, want)
+	}
+	// Clearing an older count keeps the newer marker.
+	old := want[0]
+	old.SyncCount = 1
+	if err := s.ClearChange(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if ch, _ := s.PendingChanges(ctx, pool, identity); len(ch) != 2 {
+		t.Errorf("clear of an old count removed a marker: %+v", ch)
+	}
+	if err := s.ClearChange(ctx, want[0]); err != nil {
+		t.Fatal(err)
+	}
+	if ch, _ := s.PendingChanges(ctx, pool, identity); !reflect.DeepEqual(ch, want[1:]) {
+		t.Errorf("after clear: %+v", ch)
+	}
+	// A deletion leaves a marker too.
+	if _, err := s.DeleteDataset(ctx, pool, identity, "a", "op"); err != nil {
+		t.Fatal(err)
+	}
+	ch, _ = s.PendingChanges(ctx, pool, identity)
+	if len(ch) != 2 || ch[0].DatasetName != "a" || ch[0].SyncCount != 3 || ch[0].OriginDeviceID != "" {
+		t.Errorf("after delete: %+v", ch)
+	}
+	// A failed update leaves no marker.
+	_ = s.ClearChange(ctx, ch[0])
+	if _, _, err := s.UpdateRecords(ctx, upd("a", "x", put("k", "v", 9))); err == nil {
+		t.Fatal("stale update succeeded")
+	}
+	if ch, _ := s.PendingChanges(ctx, pool, identity); len(ch) != 1 || ch[0].DatasetName != "b" {
+		t.Errorf("after a failed update: %+v", ch)
+	}
+
+	// ScanPending finds markers across identities and pools.
+	for _, id := range []struct{ pool, identity string }{{pool, identity2}, {pool2, identity}} {
+		u := upd("c", "devC", put("k", "v", 0))
+		u.IdentityPoolID, u.IdentityID = id.pool, id.identity
+		mustUpdate(t, s, u)
+	}
+	var found []string
+	var cursor uint64
+	for {
+		cs, next, err := s.ScanPending(ctx, cursor, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			found = append(found, fmt.Sprintf("%s %s %s %d %s", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, c.OriginDeviceID))
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	slices.Sort(found)
+	found = slices.Compact(found)
+	wantFound := []string{
+		pool2 + " " + identity + " c 1 devC",
+		pool + " " + identity + " b 1 ",
+		pool + " " + identity2 + " c 1 devC",
+	}
+	slices.Sort(wantFound)
+	if !slices.Equal(found, wantFound) {
+		t.Errorf("ScanPending found\n%q\nwant\n%q", found, wantFound)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	s, _, clk := newStore(t, store.Options{})
+	if _, err := s.PoolUsage(ctx, pool); !errors.Is(err, store.ErrPoolNotFound) {
+		t.Errorf("PoolUsage of an empty pool: %v", err)
+	}
+	u, err := s.IdentityUsage(ctx, pool, identity)
+	if err != nil || u.DatasetCount != 0 || u.DataStorage != 0 || !u.LastModifiedDate.IsZero() {
+		t.Errorf("IdentityUsage of a new identity: %+v, %v", u, err)
+	}
+	t0 := clk.Now()
+	mustUpdate(t, s, upd("a", "d", put("key", "value", 0), put("ü", "€", 0))) // 8 + 2+3
+	clk.Add(time.Second)
+	mustUpdate(t, s, upd("b", "d", put("k", "v", 0))) // 2
+	u2 := upd("a", "d", put("x", "yy", 0))
+	u2.IdentityID = identity2
+	mustUpdate(t, s, u2) // 3
+	u3 := upd("a", "d", put("x", "y", 0))
+	u3.IdentityPoolID = pool2
+	clk.Add(time.Second)
+	mustUpdate(t, s, u3) // 2
+
+	u, err = s.IdentityUsage(ctx, pool, identity)
+	if err != nil || u.DatasetCount != 2 || u.DataStorage != 15 || !u.LastModifiedDate.Equal(t0.Add(time.Second)) ||
+		u.IdentityID != identity || u.IdentityPoolID != pool {
+		t.Errorf("IdentityUsage: %+v, %v", u, err)
+	}
+	pu, err := s.PoolUsage(ctx, pool)
+	if err != nil || pu.DataStorage != 18 || !pu.LastModifiedDate.Equal(t0.Add(time.Second)) {
+		t.Errorf("PoolUsage: %+v, %v", pu, err)
+	}
+	// Removing and deleting shrink the figures.
+	clk.Add(time.Second)
+	mustUpdate(t, s, upd("a", "d", del("key", 1)))
+	if _, err := s.DeleteDataset(ctx, pool, identity, "b", "d"); err != nil {
+		t.Fatal(err)
+	}
+	u, _ = s.IdentityUsage(ctx, pool, identity)
+	if u.DatasetCount != 1 || u.DataStorage != 5 || !u.LastModifiedDate.Equal(clk.Now()) {
+		t.Errorf("IdentityUsage after delete: %+v", u)
+	}
+	pu, _ = s.PoolUsage(ctx, pool)
+	if pu.DataStorage != 8 || !pu.LastModifiedDate.Equal(clk.Now()) {
+		t.Errorf("PoolUsage after delete: %+v", pu)
+	}
+
+	all, next, err := s.ListPoolUsage(ctx, 1, "")
+	if err != nil || len(all) != 1 || next == "" || all[0].IdentityPoolID != pool2 || all[0].DataStorage != 2 {
+		t.Fatalf("ListPoolUsage page 1: %+v %q %v", all, next, err)
+	}
+	all, next, err = s.ListPoolUsage(ctx, 1, next)
+	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 {
+		t.Fatalf("ListPoolUsage page 2: %+v %q %v", all, next, err)
+	}
+
+	var ids []string
+	cursor := ""
+	for {
+		got, next, err := s.Identities(ctx, pool, cursor, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, got...)
+		if cursor = next; cursor == "" {
+			break
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if !slices.Equal(ids, []string{identity, identity2}) {
+		t.Errorf("Identities: %v", ids)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	s, rdb, _ := newStore(t, store.Options{})
+	long := strings.Repeat("k", 1025)
+	tooMany := make([]store.Patch, 1001)
+	for i := range tooMany {
+		tooMany[i] = put(fmt.Sprint("k", i), "", 0)
+	}
+	mod := func(f func(*store.Update)) store.Update {
+		u := upd("ds", "dev", put("ok", "v", 0))
+		f(&u)
+		return u
+	}
+	tests := []struct {
+		name  string
+		u     store.Update
+		field string
+	}{
+		{"pool", mod(func(u *store.Update) { u.IdentityPoolID = "nocolon" }), "IdentityPoolId"},
+		{"identity", mod(func(u *store.Update) { u.IdentityID = "" }), "IdentityId"},
+		{"dataset", mod(func(u *store.Update) { u.DatasetName = "no spaces" }), "DatasetName"},
+		{"device", mod(func(u *store.Update) { u.DeviceID = "a\nb" }), "DeviceId"},
+		{"op", upd("ds", "d", put("a", "", 0), store.Patch{Op: "add", Key: "b"}), "RecordPatches[1].Op"},
+		{"empty key", upd("ds", "d", put("", "v", 0)), "RecordPatches[0].Key"},
+		{"long key", upd("ds", "d", put("a", "", 0), put("b", "", 0), put("c", "", 0), put(long, "v", 0)), "RecordPatches[3].Key"},
+		{"bad utf-8 key", upd("ds", "d", put("\xff", "v", 0)), "RecordPatches[0].Key"},
+		{"long value", upd("ds", "d", put("k", strings.Repeat("é", 1<<20), 0)), "RecordPatches[0].Value"},
+		{"negative count", upd("ds", "d", put("k", "v", -1)), "RecordPatches[0].SyncCount"},
+		{"duplicate key", upd("ds", "d", put("k", "v", 0), del("k", 0)), "RecordPatches[1].Key"},
+		{"too many", upd("ds", "d", tooMany...), "RecordPatches"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := s.UpdateRecords(ctx, tt.u)
+			var fe *cognito.FieldError
+			if !errors.As(err, &fe) || fe.Field != tt.field {
+				t.Errorf("got %v, want a FieldError on %s", err, tt.field)
+			}
+		})
+	}
+	other := []struct {
+		name  string
+		call  func() error
+		field string
+	}{
+		{"ListRecords dataset", func() error {
+			_, err := s.ListRecords(ctx, pool, identity, "", store.ListOptions{})
+			return err
+		}, "DatasetName"},
+		{"ListRecords lastSyncCount", func() error {
+			_, err := s.ListRecords(ctx, pool, identity, "ds", store.ListOptions{LastSyncCount: -1})
+			return err
+		}, "LastSyncCount"},
+		{"ListRecords maxResults", func() error {
+			_, err := s.ListRecords(ctx, pool, identity, "ds", store.ListOptions{MaxResults: -1})
+			return err
+		}, "MaxResults"},
+		{"DescribeDataset", func() error { _, err := s.DescribeDataset(ctx, "x", identity, "ds"); return err }, "IdentityPoolId"},
+		{"DeleteDataset", func() error { _, err := s.DeleteDataset(ctx, pool, identity, "a/b", ""); return err }, "DatasetName"},
+		{"ListDatasets", func() error { _, _, err := s.ListDatasets(ctx, pool, "x:y", 0, ""); return err }, "IdentityId"},
+		{"IdentityUsage", func() error { _, err := s.IdentityUsage(ctx, pool, ""); return err }, "IdentityId"},
+		{"PoolUsage", func() error { _, err := s.PoolUsage(ctx, "us-east-1:XYZ"); return err }, "IdentityPoolId"},
+		{"Identities", func() error { _, _, err := s.Identities(ctx, pool, "zz", 10); return err }, "Cursor"},
+		{"ClearChange", func() error { return s.ClearChange(ctx, store.Change{IdentityPoolID: pool, IdentityID: identity}) }, "DatasetName"},
+		{"PendingChanges", func() error { _, err := s.PendingChanges(ctx, "", identity); return err }, "IdentityPoolId"},
+	}
+	for _, tt := range other {
+		var fe *cognito.FieldError
+		if err := tt.call(); !errors.As(err, &fe) || fe.Field != tt.field {
+			t.Errorf("%s: got %v, want a FieldError on %s", tt.name, err, tt.field)
+		}
+	}
+	if snap := snapshot(t, rdb, s); len(snap) != 0 {
+		t.Errorf("invalid calls touched Redis: %v", snap)
+	}
+	// A value of exactly the maximum length in characters passes validation
+	// (and then fails on the size limit).
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k", strings.Repeat("é", 1<<20-1), 0))); !errors.Is(err, store.ErrLimitExceeded) {
+		t.Errorf("max-length value: %v", err)
+	}
+}
