@@ -200,6 +200,10 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 		switch {
 		case err == nil && mode == putCreate:
 			return fmt.Errorf("%w: %s", ErrAppExists, app.Name)
+		case err == nil && old.Kind != app.Kind:
+			// Pools map platforms to apps by kind; a kind change would
+			// silently send APNs devices' pushes to FCM.
+			return fmt.Errorf("%w %s: kind cannot change from %s to %s; create a new app instead", ErrInvalidApp, app.Name, old.Kind, app.Kind)
 		case err == nil:
 			app.CreatedAt = old.CreatedAt
 		case errors.Is(err, ErrAppNotFound) && mode != putReplace:

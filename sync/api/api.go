@@ -67,6 +67,29 @@ type Options struct {
 	// Publisher publishes the events of the admin API's PublishEvent. If
 	// not set, that operation answers InvalidConfigurationException.
 	Publisher Publisher
+	// Store holds datasets and records. If not set, the dataset operations
+	// answer InvalidConfigurationException.
+	Store Store
+	// Relay publishes each committed change. If not set, changes stay
+	// marked for a relay elsewhere to publish.
+	Relay Relay
+	// SessionTokenKey signs SyncSessionTokens; every API process of a
+	// deployment must use the same one (see SessionTokenKey). Required
+	// with Store.
+	SessionTokenKey []byte
+	// SessionTokenTTL is how long a SyncSessionToken stays valid. If not
+	// set, 1 hour.
+	SessionTokenTTL time.Duration
+	// AfterCommit, if set, runs after a change is committed and before it
+	// is published; tests use it to kill the process at that point.
+	AfterCommit func()
+	// Bulk runs BulkPublish. If not set, BulkPublish answers
+	// InvalidConfigurationException.
+	Bulk BulkPublisher
+	// Identity serves the Cognito Identity operations (unsigned JSON 1.1
+	// requests: POST / with X-Amz-Target) on the same listener. If not
+	// set, they are unknown operations.
+	Identity http.Handler
 	// Regions are accepted in signatures' credential scope. If not set,
 	// any region.
 	Regions []string
@@ -94,13 +117,15 @@ type Options struct {
 
 // Server is the HTTP API. Create it with New; serve Handler.
 type Server struct {
-	reg     Registry
-	opts    Options
-	log     zerolog.Logger
-	sync    *sigv4.Verifier
-	admin   *sigv4.Verifier
-	mux     *http.ServeMux
-	metrics *metrics
+	reg      Registry
+	opts     Options
+	log      zerolog.Logger
+	sync     *sigv4.Verifier
+	admin    *sigv4.Verifier
+	mux      *http.ServeMux
+	metrics  *metrics
+	store    Store
+	sessions *sessionTokens
 }
 
 // New returns a Server.
@@ -126,11 +151,18 @@ func New(reg Registry, opts Options, log zerolog.Logger, metricsReg prometheus.R
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.SessionTokenTTL <= 0 {
+		opts.SessionTokenTTL = time.Hour
+	}
+	if opts.Store != nil && len(opts.SessionTokenKey) < 16 {
+		return nil, errors.New("api: a session token key of at least 16 bytes is required with a store")
+	}
 	m, err := newMetrics(metricsReg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{reg: reg, opts: opts, log: log, mux: http.NewServeMux(), metrics: m}
+	s := &Server{reg: reg, opts: opts, log: log, mux: http.NewServeMux(), metrics: m, store: opts.Store,
+		sessions: &sessionTokens{key: opts.SessionTokenKey, ttl: opts.SessionTokenTTL, now: opts.Now}}
 	verifier := func(service string) *sigv4.Verifier {
 		return &sigv4.Verifier{Service: service, Regions: opts.Regions, MaxSkew: opts.MaxClockSkew, Now: opts.Now, Lookup: s.lookup}
 	}
@@ -213,7 +245,35 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cors(w, r) {
 		return
 	}
+	if s.opts.Identity != nil && isIdentityRequest(r) {
+		start := time.Now()
+		op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "AWSCognitoIdentityService.")
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		s.opts.Identity.ServeHTTP(sw, r)
+		if op != "GetId" && op != "GetCredentialsForIdentity" {
+			op = "Unknown" // keep metric labels bounded
+		}
+		s.metrics.requests.WithLabelValues("CognitoIdentity."+op, statusClass(sw.status)).Inc()
+		s.metrics.duration.WithLabelValues("CognitoIdentity." + op).Observe(time.Since(start).Seconds())
+		return
+	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// isIdentityRequest reports whether r is a Cognito Identity call: Cognito
+// Sync requests never carry X-Amz-Target.
+func isIdentityRequest(r *http.Request) bool {
+	return r.Method == http.MethodPost && r.URL.Path == "/" && strings.HasPrefix(r.Header.Get("X-Amz-Target"), "AWSCognitoIdentityService.")
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, requestID string) int {

@@ -16,6 +16,20 @@ func (s *Server) routes() {
 	s.handle("POST "+ds+"/subscriptions/{DeviceId}", "SubscribeToDataset", CognitoSyncService, s.subscribe)
 	s.handle("DELETE "+ds+"/subscriptions/{DeviceId}", "UnsubscribeFromDataset", CognitoSyncService, s.unsubscribe)
 	s.handle("GET /identitypools/{IdentityPoolId}/configuration", "GetIdentityPoolConfiguration", CognitoSyncService, s.getPoolConfiguration)
+	if s.store != nil {
+		s.handle("GET "+ds+"/records", "ListRecords", CognitoSyncService, s.listRecords)
+		s.handle("POST "+ds, "UpdateRecords", CognitoSyncService, s.updateRecords)
+		s.handle("GET "+ds, "DescribeDataset", CognitoSyncService, s.describeDataset)
+		s.handle("DELETE "+ds, "DeleteDataset", CognitoSyncService, s.deleteDataset)
+		s.handle("GET /identitypools/{IdentityPoolId}/identities/{IdentityId}/datasets", "ListDatasets", CognitoSyncService, s.listDatasets)
+		s.handle("GET /identitypools/{IdentityPoolId}/identities/{IdentityId}", "DescribeIdentityUsage", CognitoSyncService, s.describeIdentityUsage)
+		s.handle("GET /identitypools/{IdentityPoolId}", "DescribeIdentityPoolUsage", CognitoSyncService, s.describePoolUsage)
+		s.handle("GET /identitypools", "ListIdentityPoolUsage", CognitoSyncService, s.listPoolUsage)
+	}
+	s.handle("POST /identitypools/{IdentityPoolId}/bulkpublish", "BulkPublish", CognitoSyncService, s.bulkPublish)
+	s.handle("POST /identitypools/{IdentityPoolId}/getBulkPublishDetails", "GetBulkPublishDetails", CognitoSyncService, s.bulkPublishDetails)
+	s.handle("GET /identitypools/{IdentityPoolId}/events", "GetCognitoEvents", CognitoSyncService, s.cognitoEvents)
+	s.handle("POST /identitypools/{IdentityPoolId}/events", "SetCognitoEvents", CognitoSyncService, s.cognitoEvents)
 	s.handle("POST /identitypools/{IdentityPoolId}/configuration", "SetIdentityPoolConfiguration", CognitoSyncService, s.setPoolConfiguration)
 
 	s.handle("POST /admin/v1/apps", "CreatePlatformApp", AdminService, s.createApp)

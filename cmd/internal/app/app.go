@@ -32,7 +32,11 @@ import (
 	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api"
+	"github.com/pushsync/pushsync/sync/bulk"
 	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/identity"
+	"github.com/pushsync/pushsync/sync/relay"
+	"github.com/pushsync/pushsync/sync/store"
 )
 
 // Options are what Run needs besides the configuration.
@@ -46,6 +50,9 @@ type Options struct {
 	// Ready, if set, is called with the addresses the process serves once
 	// it serves them.
 	Ready func(Addrs)
+	// AfterCommit, if set, runs after the API commits a dataset change and
+	// before it publishes the change; fault tests kill the process there.
+	AfterCommit func()
 }
 
 // Addrs are the listen addresses of a running process.
@@ -102,10 +109,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		return err
 	}
 	return runServices(ctx, cfg, *log, services{
-		api:    cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
-		worker: cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
-		box:    box,
-		roots:  roots,
+		api:         cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
+		worker:      cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
+		box:         box,
+		masterKey:   cfg.Secrets.MasterKeyBytes(),
+		roots:       roots,
+		afterCommit: opts.AfterCommit,
 	}, opts.Ready)
 }
 
@@ -113,7 +122,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 type services struct {
 	api, worker bool
 	box         *secretbox.Box
+	masterKey   []byte
 	roots       rootCAs
+	afterCommit func()
 }
 
 // rootCAs are the trust roots of the push services; nil means the system's.
@@ -270,13 +281,29 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if err != nil {
 			return err
 		}
-		if !svc.worker {
-			wg.Add(1)
-			go func() { defer wg.Done(); ensureStream(ctx, js, StreamConfig(cfg.NATS), log) }()
+		st := store.New(rdb, store.Options{KeyPrefix: cfg.Redis.KeyPrefix})
+		rel, err := relay.New(st, pub, relay.Options{}, log.With().Str("component", "relay").Logger(), metrics)
+		if err != nil {
+			return err
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if !svc.worker && !ensureStream(ctx, js, StreamConfig(cfg.NATS), log) {
+				return
+			}
+			_ = rel.Run(ctx) // publishes changes a crash or an outage left behind
+		}()
+		idh := identity.New(reg, identity.Options{CredentialTTL: cfg.API.IdentityCredentialTTL.Std()}, log.With().Str("component", "identity").Logger())
 		a := cfg.API
 		srv, err := api.New(reg, api.Options{
 			Publisher:                pub,
+			Store:                    st,
+			Relay:                    rel,
+			SessionTokenKey:          api.SessionTokenKey(svc.masterKey),
+			AfterCommit:              svc.afterCommit,
+			Bulk:                     bulk.New(reg, st, js, bulk.Options{Replicas: cfg.NATS.Replicas}, log.With().Str("component", "bulk").Logger()),
+			Identity:                 idh,
 			Regions:                  a.Regions,
 			MaxClockSkew:             a.MaxClockSkew.Std(),
 			MaxBodyBytes:             int64(a.MaxBodyBytes),

@@ -94,11 +94,13 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	roots := rootCAs{apns: prod.RootCAs(), fcm: fcmEmu.RootCAs()}
 	roots.apns.AppendCertsFromPEM(sandbox.CACertPEM())
 
-	box := secretbox.NewRandom()
+	masterKey := randomBytes(secretbox.KeySize)
 	if cfg.Secrets.MasterKey != "" {
-		if box, err = secretbox.New(cfg.Secrets.MasterKeyBytes()); err != nil {
-			return fmt.Errorf("secrets.master_key: %w", err)
-		}
+		masterKey = cfg.Secrets.MasterKeyBytes()
+	}
+	box, err := secretbox.New(masterKey)
+	if err != nil {
+		return fmt.Errorf("secrets.master_key: %w", err)
 	}
 	if wcfg.API.DeveloperAccessKeyID == "" {
 		wcfg.API.DeveloperAccessKeyID = "AKIAPUSHSYNCDEV" + strings.ToUpper(hex.EncodeToString(randomBytes(3)))
@@ -123,7 +125,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	wctx, stopWorker := context.WithCancel(context.Background())
 	defer stopWorker()
 	go func() {
-		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, roots: roots}, func(a Addrs) { workerReady <- a })
+		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKey: masterKey, roots: roots}, func(a Addrs) { workerReady <- a })
 	}()
 	select {
 	case addrs := <-workerReady:

@@ -1,0 +1,41 @@
+package api
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSessionTokens(t *testing.T) {
+	now := time.Now()
+	st := &sessionTokens{key: SessionTokenKey([]byte("0123456789abcdef0123456789abcdef")), ttl: time.Hour, now: func() time.Time { return now }}
+	tok := st.issue("us-east-1:p", "us-east-1:i", "ds")
+	if err := st.check(tok, "us-east-1:p", "us-east-1:i", "ds"); err != nil {
+		t.Fatal(err)
+	}
+	if st.issue("us-east-1:p", "us-east-1:i", "ds") == tok {
+		t.Fatal("two sessions got the same token")
+	}
+	for _, c := range []struct{ pool, identity, dataset string }{
+		{"us-east-1:q", "us-east-1:i", "ds"}, {"us-east-1:p", "us-east-1:j", "ds"}, {"us-east-1:p", "us-east-1:i", "ds2"},
+		// The separator keeps a boundary shift from matching.
+		{"us-east-1:p", "us-east-1:id", "s"},
+	} {
+		if err := st.check(tok, c.pool, c.identity, c.dataset); err != errBadSession {
+			t.Errorf("token accepted for %v: %v", c, err)
+		}
+	}
+	for _, bad := range []string{"", "s1..", "s2" + tok[2:], tok[:len(tok)-1] + "A", strings.Replace(tok, ".", "", 1)} {
+		if err := st.check(bad, "us-east-1:p", "us-east-1:i", "ds"); err == nil {
+			t.Errorf("token %q accepted", bad)
+		}
+	}
+	other := &sessionTokens{key: SessionTokenKey([]byte("another master key, 32 bytes....")), ttl: time.Hour, now: st.now}
+	if err := other.check(tok, "us-east-1:p", "us-east-1:i", "ds"); err != errBadSession {
+		t.Errorf("token accepted under another key: %v", err)
+	}
+	now = now.Add(time.Hour)
+	if err := st.check(tok, "us-east-1:p", "us-east-1:i", "ds"); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired token: %v", err)
+	}
+}

@@ -1,0 +1,210 @@
+// Package bulk runs BulkPublish, the counterpart of Cognito Streams' bulk
+// publish: it publishes the current state of every dataset of an identity
+// pool, records included, to the JetStream stream the pool's CognitoStreams
+// setting names. A pool is bulk published at most once per 24 hours.
+//
+// Each dataset becomes one message on subject
+// pushsync.streams.<StreamName>.<pool>.<identity>.<dataset> (the three ids
+// base64url-encoded as in event subjects), deduplicated by
+// bulk.<pool>.<identity>.<dataset>.<syncCount>; its JSON is the Snapshot
+// type.
+package bulk
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/store"
+)
+
+// ErrStreamsNotEnabled is returned by Start for a pool without an enabled
+// CognitoStreams setting.
+var ErrStreamsNotEnabled = errors.New("bulk: CognitoStreams is not enabled for the identity pool")
+
+// Registry is what a Runner needs of the registry.
+type Registry interface {
+	PoolStreams(ctx context.Context, pool string) (*registry.Streams, error)
+	BeginBulkPublish(ctx context.Context, pool string, lease, minInterval time.Duration) (registry.BulkPublish, error)
+	RenewBulkPublish(ctx context.Context, pool string, start time.Time, lease time.Duration) error
+	FinishBulkPublish(ctx context.Context, pool string, start time.Time, failure string) error
+	BulkPublishState(ctx context.Context, pool string) (registry.BulkPublish, error)
+}
+
+// Store is what a Runner needs of the dataset store.
+type Store interface {
+	Identities(ctx context.Context, pool, cursor string, count int) ([]string, string, error)
+	ListDatasets(ctx context.Context, pool, identity string, max int, nextToken string) ([]store.Dataset, string, error)
+	ListRecords(ctx context.Context, pool, identity, dataset string, o store.ListOptions) (*store.Page, error)
+}
+
+// Options configures a Runner.
+type Options struct {
+	// MinInterval is the least time between two successful runs. If not
+	// set, 24 hours.
+	MinInterval time.Duration
+	// Lease is how long a run counts as alive without renewing. If not
+	// set, 1 minute.
+	Lease time.Duration
+	// Replicas of a stream the runner creates. If not set, 1.
+	Replicas int
+}
+
+// Runner starts and runs bulk publishes.
+type Runner struct {
+	reg   Registry
+	store Store
+	js    jetstream.JetStream
+	opts  Options
+	log   zerolog.Logger
+}
+
+// New returns a Runner.
+func New(reg Registry, s Store, js jetstream.JetStream, opts Options, log zerolog.Logger) *Runner {
+	if opts.MinInterval <= 0 {
+		opts.MinInterval = 24 * time.Hour
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = time.Minute
+	}
+	return &Runner{reg: reg, store: s, js: js, opts: opts, log: log}
+}
+
+// Snapshot is one dataset as a bulk publish writes it.
+type Snapshot struct {
+	IdentityPoolID   string         `json:"identityPoolId"`
+	IdentityID       string         `json:"identityId"`
+	DatasetName      string         `json:"datasetName"`
+	SyncCount        int64          `json:"syncCount"`
+	LastModifiedDate time.Time      `json:"lastModifiedDate"`
+	LastModifiedBy   string         `json:"lastModifiedBy,omitempty"`
+	Records          []store.Record `json:"records"`
+}
+
+// Start begins a bulk publish of the pool in the background and returns
+// once it has begun. It returns ErrStreamsNotEnabled,
+// registry.ErrBulkInProgress or registry.ErrAlreadyStreamed when it may not.
+func (r *Runner) Start(ctx context.Context, pool string) error {
+	streams, err := r.reg.PoolStreams(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if streams == nil || streams.StreamingStatus != "ENABLED" || streams.StreamName == "" {
+		return ErrStreamsNotEnabled
+	}
+	state, err := r.reg.BeginBulkPublish(ctx, pool, r.opts.Lease, r.opts.MinInterval)
+	if err != nil {
+		return err
+	}
+	go r.run(context.WithoutCancel(ctx), pool, streams.StreamName, state.StartTime)
+	return nil
+}
+
+// Details returns the state of the pool's bulk publish.
+func (r *Runner) Details(ctx context.Context, pool string) (registry.BulkPublish, error) {
+	return r.reg.BulkPublishState(ctx, pool)
+}
+
+func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) {
+	log := r.log.With().Str("pool", pool).Str("stream", stream).Logger()
+	n, err := r.publishAll(ctx, pool, stream, start)
+	failure := ""
+	if err != nil {
+		failure = err.Error()
+		log.Error().Err(err).Int("datasets", n).Msg("bulk publish failed")
+	} else {
+		log.Info().Int("datasets", n).Msg("bulk publish done")
+	}
+	if err := r.reg.FinishBulkPublish(ctx, pool, start, failure); err != nil {
+		log.Error().Err(err).Msg("recording the bulk publish outcome")
+	}
+}
+
+func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time.Time) (int, error) {
+	prefix := "pushsync.streams." + stream
+	if _, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: stream, Subjects: []string{prefix + ".>"}, Storage: jetstream.FileStorage,
+		Replicas: max(r.opts.Replicas, 1), Duplicates: 10 * time.Minute,
+	}); err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	renewed := time.Now()
+	published := 0
+	cursor := ""
+	for {
+		ids, next, err := r.store.Identities(ctx, pool, cursor, 200)
+		if err != nil {
+			return published, err
+		}
+		for _, identity := range ids {
+			n, err := r.publishIdentity(ctx, prefix, pool, identity)
+			published += n
+			if err != nil {
+				return published, err
+			}
+			if time.Since(renewed) > r.opts.Lease/3 {
+				if err := r.reg.RenewBulkPublish(ctx, pool, start, r.opts.Lease); err != nil {
+					return published, err
+				}
+				renewed = time.Now()
+			}
+		}
+		if next == "" {
+			return published, nil
+		}
+		cursor = next
+	}
+}
+
+func (r *Runner) publishIdentity(ctx context.Context, prefix, pool, identity string) (int, error) {
+	n := 0
+	token := ""
+	for {
+		datasets, next, err := r.store.ListDatasets(ctx, pool, identity, 64, token)
+		if err != nil {
+			return n, err
+		}
+		for _, d := range datasets {
+			snap := Snapshot{IdentityPoolID: pool, IdentityID: identity, DatasetName: d.Name, SyncCount: d.SyncCount,
+				LastModifiedDate: d.LastModifiedDate, LastModifiedBy: d.LastModifiedBy, Records: []store.Record{}}
+			pageToken := ""
+			for {
+				page, err := r.store.ListRecords(ctx, pool, identity, d.Name, store.ListOptions{MaxResults: 1024, NextToken: pageToken})
+				if err != nil {
+					return n, err
+				}
+				snap.Records = append(snap.Records, page.Records...)
+				snap.SyncCount = max(snap.SyncCount, page.DatasetSyncCount)
+				if page.NextToken == "" {
+					break
+				}
+				pageToken = page.NextToken
+			}
+			data, err := json.Marshal(&snap)
+			if err != nil {
+				return n, err
+			}
+			enc := base64.RawURLEncoding
+			subject := prefix + "." + enc.EncodeToString([]byte(pool)) + "." + enc.EncodeToString([]byte(identity)) + "." + enc.EncodeToString([]byte(d.Name))
+			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+			msg.Header.Set(jetstream.MsgIDHeader, "bulk"+subject[len(prefix):]+"."+strconv.FormatInt(snap.SyncCount, 10))
+			if _, err := r.js.PublishMsg(ctx, msg); err != nil {
+				return n, fmt.Errorf("publish %s/%s: %w", identity, d.Name, err)
+			}
+			n++
+		}
+		if next == "" {
+			return n, nil
+		}
+		token = next
+	}
+}

@@ -1,0 +1,169 @@
+// Package relay makes sure every committed dataset change becomes an event.
+//
+// sync/store writes, in the same atomic step as each change, a marker that
+// the change is still to be published. The relay publishes the change's
+// DatasetChanged event and then clears the marker: at once, on the request
+// path (Deliver), and again in a background sweep (Run) for every marker
+// left behind, whether the process died between commit and publish or NATS
+// was unreachable. A change published twice is stored once by JetStream,
+// since its deduplication id is fixed by (pool, identity, dataset,
+// syncCount).
+package relay
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/store"
+)
+
+// Store is what the relay needs of the dataset store.
+type Store interface {
+	ScanPending(ctx context.Context, cursor uint64, count int64) ([]store.Change, uint64, error)
+	ClearChange(ctx context.Context, c store.Change) error
+}
+
+// Publisher publishes events; *event.Publisher is one.
+type Publisher interface {
+	Publish(ctx context.Context, e *event.DatasetChanged) (*jetstream.PubAck, error)
+}
+
+// Options configures a Relay.
+type Options struct {
+	// Interval is the time between two sweeps. If not set, 5s.
+	Interval time.Duration
+	// PublishTimeout bounds one publish. If not set, 2s.
+	PublishTimeout time.Duration
+}
+
+// Relay publishes committed changes. It is safe for concurrent use.
+type Relay struct {
+	store Store
+	pub   Publisher
+	opts  Options
+	log   zerolog.Logger
+
+	published *prometheus.CounterVec
+	failures  prometheus.Counter
+	pending   prometheus.Gauge
+}
+
+// New returns a Relay.
+func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prometheus.Registerer) (*Relay, error) {
+	if opts.Interval <= 0 {
+		opts.Interval = 5 * time.Second
+	}
+	if opts.PublishTimeout <= 0 {
+		opts.PublishTimeout = 2 * time.Second
+	}
+	r := &Relay{store: s, pub: pub, opts: opts, log: log,
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_relay_events_published_total",
+			Help: "Dataset changes published as events, by path: direct (right after the commit) or sweep (found left behind).",
+		}, []string{"path"}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushsync_relay_publish_failures_total",
+			Help: "Publishes of committed changes that failed; the change stays marked and is tried again.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_relay_pending_changes",
+			Help: "Committed changes found unpublished by the last sweep.",
+		}),
+	}
+	if metrics != nil {
+		for _, c := range []prometheus.Collector{r.published, r.failures, r.pending} {
+			if err := metrics.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return r, nil
+}
+
+// Deliver publishes a committed change and clears its marker. On error the
+// marker stays, and a later sweep publishes the change.
+func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
+	return r.deliver(ctx, c, "direct")
+}
+
+func (r *Relay) deliver(ctx context.Context, c store.Change, path string) error {
+	pctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
+	_, err := r.pub.Publish(pctx, &event.DatasetChanged{
+		Version:        event.Version,
+		IdentityPoolID: c.IdentityPoolID,
+		IdentityID:     c.IdentityID,
+		DatasetName:    c.DatasetName,
+		SyncCount:      c.SyncCount,
+		OriginDeviceID: c.OriginDeviceID,
+		ChangedAt:      c.ChangedAt,
+	})
+	cancel()
+	if err != nil {
+		r.failures.Inc()
+		return fmt.Errorf("relay: publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, err)
+	}
+	r.published.WithLabelValues(path).Inc()
+	if err := r.store.ClearChange(ctx, c); err != nil {
+		// Published; the marker will be published again by a sweep and
+		// deduplicated by JetStream within its window.
+		return fmt.Errorf("relay: clear published change: %w", err)
+	}
+	return nil
+}
+
+// Run sweeps for unpublished changes every Interval until ctx ends.
+func (r *Relay) Run(ctx context.Context) error {
+	t := time.NewTicker(r.opts.Interval)
+	defer t.Stop()
+	for {
+		if n, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn().Err(err).Int("published", n).Msg("sweep for unpublished changes did not finish")
+		} else if n > 0 {
+			r.log.Info().Int("published", n).Msg("published changes left behind")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep publishes every change still marked, and returns how many it
+// published.
+func (r *Relay) Sweep(ctx context.Context) (int, error) {
+	var (
+		cursor    uint64
+		published int
+		found     int
+		firstErr  error
+	)
+	for {
+		changes, next, err := r.store.ScanPending(ctx, cursor, 500)
+		if err != nil {
+			return published, err
+		}
+		found += len(changes)
+		for _, c := range changes {
+			if err := r.deliver(ctx, c, "sweep"); err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			published++
+		}
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	r.pending.Set(float64(found - published))
+	return published, firstErr
+}
