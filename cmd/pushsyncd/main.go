@@ -67,7 +67,13 @@ func run(args, env []string, stderr io.Writer) int {
 	redis.SetLogger(redisLogger{log.With().Str("component", "redis").Logger()})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app.Run(ctx, cfg, app.Options{Logger: &log}); err != nil {
+	opts := app.Options{Logger: &log}
+	if lookup(env, "PUSHSYNC_TEST_KILL_AFTER_COMMIT") == "1" {
+		// Fault injection for the test that proves a change committed but
+		// not yet published is published after a crash.
+		opts.AfterCommit = func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL) }
+	}
+	if err := app.Run(ctx, cfg, opts); err != nil {
 		fmt.Fprintln(stderr, "pushsyncd:", err)
 		return 1
 	}

@@ -49,6 +49,7 @@ func tok(i int) string { return fmt.Sprintf("%064x", i) }
 // real Redis and the APNs and FCM emulators.
 type stack struct {
 	t        *testing.T
+	ns       *testenv.NATS
 	cfg      *config.Config
 	js       jetstream.JetStream
 	pub      *event.Publisher
@@ -67,7 +68,7 @@ func newStack(t *testing.T) *stack {
 	ns := testenv.StartNATS(t)
 	rdb, prefix := testenv.Redis(t)
 	_, js := ns.Connect(t)
-	s := &stack{t: t, js: js, devices: map[string]registry.Device{},
+	s := &stack{t: t, js: js, ns: ns, devices: map[string]registry.Device{},
 		prod:    apnstest.NewServer(),
 		sandbox: apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment)),
 		fcm:     fcmtest.NewServer(),
