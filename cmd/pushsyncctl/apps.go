@@ -29,6 +29,9 @@ type cmdFlags struct {
 	platform, token, origin         string
 	duration                        time.Duration
 	syncCount                       int64
+
+	poolRegion, oidcIssuer, oidcClientIDs, oidcJWKSURL string
+	allowUnauthenticated                               bool
 }
 
 // appCredentials are the credential flags of app create and app rotate.

@@ -64,6 +64,13 @@ var commands = []*command{
 			fs.StringVar(&v.roleARN, "role-arn", "", "IAM role ARN kept in the configuration (optional)")
 		}},
 	{name: "pool disable-push", synopsis: "POOL", arg: "POOL", summary: "turn push sync off for a pool", run: poolDisablePush},
+	{name: "identitypool create", synopsis: "-name N [-region R] [-allow-unauthenticated] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL]]",
+		summary: "create an identity pool; prints its id", required: []string{"name"}, run: identityPoolCreate, define: defineIdentityPool},
+	{name: "identitypool list", summary: "list the identity pools", run: identityPoolList},
+	{name: "identitypool show", synopsis: "ID", arg: "ID", summary: "show an identity pool", run: identityPoolShow},
+	{name: "identitypool update", synopsis: "ID -name N [-allow-unauthenticated] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL]]", arg: "ID",
+		summary: "replace an identity pool's settings", required: []string{"name"}, run: identityPoolUpdate, define: defineIdentityPool},
+	{name: "identitypool delete", synopsis: "ID", arg: "ID", summary: "delete an identity pool", run: identityPoolDelete},
 	{name: "credentials issue", synopsis: "-pool P -identity I [-duration 1h]", summary: "issue identity credentials (shell exports)",
 		required: []string{"pool", "identity"}, run: credentialsIssue, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			identityFlags(fs, v)

@@ -54,6 +54,11 @@ type Registry interface {
 	Apps(ctx context.Context) ([]registry.App, error)
 	DeleteApp(ctx context.Context, name string) error
 	IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
+	CreateIdentityPool(ctx context.Context, region string, pool registry.IdentityPool) (registry.IdentityPool, error)
+	IdentityPool(ctx context.Context, id string) (registry.IdentityPool, error)
+	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)
+	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
+	DeleteIdentityPool(ctx context.Context, id string) error
 	Credential(ctx context.Context, accessKeyID string) (registry.IdentityCredential, error)
 }
 

@@ -39,6 +39,11 @@ func (s *Server) routes() {
 	s.handle("DELETE /admin/v1/apps/{name}", "DeletePlatformApp", AdminService, s.deleteApp)
 	s.handle("POST /admin/v1/credentials", "IssueIdentityCredentials", AdminService, s.issueCredentials)
 	s.handle("POST /admin/v1/events", "PublishEvent", AdminService, s.publishEvent)
+	s.handle("POST /admin/v1/identitypools", "CreateIdentityPool", AdminService, s.createIdentityPool)
+	s.handle("GET /admin/v1/identitypools", "ListIdentityPools", AdminService, s.listIdentityPools)
+	s.handle("GET /admin/v1/identitypools/{id}", "GetIdentityPool", AdminService, s.getIdentityPool)
+	s.handle("PUT /admin/v1/identitypools/{id}", "UpdateIdentityPool", AdminService, s.updateIdentityPool)
+	s.handle("DELETE /admin/v1/identitypools/{id}", "DeleteIdentityPool", AdminService, s.deleteIdentityPool)
 
 	unknown := func(r *request) (any, error) { return nil, unknownOperation(r.Method, r.URL.EscapedPath()) }
 	s.handle("/admin/", "Unknown", AdminService, unknown)

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// defineIdentityPool adds the flags of identitypool create and update.
+func defineIdentityPool(fs *flag.FlagSet, v *cmdFlags) {
+	fs.StringVar(&v.name, "name", "", "the pool's name")
+	fs.StringVar(&v.poolRegion, "region", "", "create: the region prefix of the pool id (default: the server's ARN region)")
+	fs.BoolVar(&v.allowUnauthenticated, "allow-unauthenticated", false, "let GetId hand out identities without a login")
+	fs.StringVar(&v.oidcIssuer, "oidc-issuer", "", "an OpenID Connect provider's issuer URL (the iss of its ID tokens)")
+	fs.StringVar(&v.oidcClientIDs, "oidc-client-ids", "", "comma-separated client ids accepted as the ID tokens' aud")
+	fs.StringVar(&v.oidcJWKSURL, "oidc-jwks-url", "", "where the provider's signing keys are (default: ISSUER/.well-known/jwks.json)")
+}
+
+type openIDProvider struct {
+	Issuer    string   `json:"issuer"`
+	ClientIDs []string `json:"clientIds"`
+	JWKSURL   string   `json:"jwksUrl,omitempty"`
+}
+
+type identityPool struct {
+	ID                   string           `json:"id,omitempty"`
+	Region               string           `json:"region,omitempty"`
+	Name                 string           `json:"name"`
+	AllowUnauthenticated bool             `json:"allowUnauthenticated"`
+	OpenIDProviders      []openIDProvider `json:"openIdProviders"`
+	CreatedAt            time.Time        `json:"createdAt,omitzero"`
+}
+
+func poolBody(v *cmdFlags) (*identityPool, error) {
+	p := &identityPool{Region: v.poolRegion, Name: v.name, AllowUnauthenticated: v.allowUnauthenticated, OpenIDProviders: []openIDProvider{}}
+	if v.oidcIssuer == "" {
+		if v.oidcClientIDs != "" || v.oidcJWKSURL != "" {
+			return nil, fmt.Errorf("-oidc-client-ids and -oidc-jwks-url need -oidc-issuer")
+		}
+		return p, nil
+	}
+	var ids []string
+	for _, id := range strings.Split(v.oidcClientIDs, ",") {
+		if id = strings.TrimSpace(id); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("-oidc-issuer needs -oidc-client-ids")
+	}
+	p.OpenIDProviders = append(p.OpenIDProviders, openIDProvider{Issuer: v.oidcIssuer, ClientIDs: ids, JWKSURL: v.oidcJWKSURL})
+	return p, nil
+}
+
+func poolPath(id string) string { return "/admin/v1/identitypools/" + url.PathEscape(id) }
+
+// identityPoolCreate creates a pool and prints its id.
+func identityPoolCreate(c *cli, v *cmdFlags) error {
+	body, err := poolBody(v)
+	if err != nil {
+		return err
+	}
+	raw, err := c.admin(http.MethodPost, "/admin/v1/identitypools", body)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.printJSON(raw)
+	}
+	var p identityPool
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return fmt.Errorf("the API answered a pool that does not decode: %w", err)
+	}
+	_, err = fmt.Fprintln(c.stdout, p.ID)
+	return err
+}
+
+// identityPoolUpdate replaces a pool's settings.
+func identityPoolUpdate(c *cli, v *cmdFlags) error {
+	body, err := poolBody(v)
+	if err != nil {
+		return err
+	}
+	if v.poolRegion != "" {
+		return fmt.Errorf("-region applies only to identitypool create")
+	}
+	raw, err := c.admin(http.MethodPut, poolPath(v.arg), body)
+	if err != nil {
+		return err
+	}
+	return c.printIdentityPool(raw)
+}
+
+// identityPoolShow prints a pool.
+func identityPoolShow(c *cli, v *cmdFlags) error {
+	raw, err := c.admin(http.MethodGet, poolPath(v.arg), nil)
+	if err != nil {
+		return err
+	}
+	return c.printIdentityPool(raw)
+}
+
+// identityPoolDelete deletes a pool.
+func identityPoolDelete(c *cli, v *cmdFlags) error {
+	raw, err := c.admin(http.MethodDelete, poolPath(v.arg), nil)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.printJSON(raw)
+	}
+	_, err = fmt.Fprintf(c.stdout, "deleted identity pool %s\n", v.arg)
+	return err
+}
+
+// identityPoolList prints every pool, one line each.
+func identityPoolList(c *cli, _ *cmdFlags) error {
+	raw, err := c.admin(http.MethodGet, "/admin/v1/identitypools", nil)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.printJSON(raw)
+	}
+	var list struct {
+		Pools []identityPool `json:"identityPools"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return fmt.Errorf("the API answered a pool list that does not decode: %w", err)
+	}
+	if len(list.Pools) == 0 {
+		_, err := fmt.Fprintln(c.stdout, "no identity pools")
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tUNAUTHENTICATED\tOPENID PROVIDERS")
+	for _, p := range list.Pools {
+		var issuers []string
+		for _, o := range p.OpenIDProviders {
+			issuers = append(issuers, o.Issuer)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", p.ID, p.Name, p.AllowUnauthenticated, strings.Join(issuers, ","))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) printIdentityPool(raw []byte) error {
+	if c.output == "json" {
+		return c.printJSON(raw)
+	}
+	var p identityPool
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return fmt.Errorf("the API answered a pool that does not decode: %w", err)
+	}
+	kv := [][2]string{{"id", p.ID}, {"name", p.Name}, {"unauthenticated identities", fmt.Sprint(p.AllowUnauthenticated)},
+		{"created", p.CreatedAt.UTC().Format(time.RFC3339)}}
+	for i, o := range p.OpenIDProviders {
+		kv = append(kv, [2]string{fmt.Sprintf("openid provider %d", i+1), o.Issuer + " (clients " + strings.Join(o.ClientIDs, ",") + ")"})
+		if o.JWKSURL != "" {
+			kv = append(kv, [2]string{fmt.Sprintf("openid provider %d keys", i+1), o.JWKSURL})
+		}
+	}
+	return c.printKV(kv)
+}

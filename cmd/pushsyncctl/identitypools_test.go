@@ -1,0 +1,55 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/credentials"
+	"github.com/aws/aws-sdk-go/aws/session"
+	"github.com/aws/aws-sdk-go/service/cognitoidentity"
+)
+
+// TestIdentityPools creates an identity pool with pushsyncctl and gets an
+// identity and credentials from it through the AWS SDK's Cognito Identity
+// client, as an app does.
+func TestIdentityPools(t *testing.T) {
+	d := startDaemon(t)
+	id := strings.TrimSpace(d.ctl("identitypool", "create", "-name", "Game players", "-region", "eu-west-1", "-allow-unauthenticated"))
+	if !strings.HasPrefix(id, "eu-west-1:") || len(id) != len("eu-west-1:")+36 {
+		t.Fatalf("pool id %q", id)
+	}
+	show := d.ctl("identitypool", "show", id)
+	if keyValue(t, show, "name") != "Game players" || keyValue(t, show, "unauthenticated identities") != "true" {
+		t.Fatalf("show:\n%s", show)
+	}
+	if list := d.ctl("identitypool", "list"); !strings.Contains(list, id) || !strings.Contains(list, "Game players") {
+		t.Fatalf("list:\n%s", list)
+	}
+
+	ci := cognitoidentity.New(session.Must(session.NewSession(&aws.Config{
+		Endpoint: aws.String("http://" + d.api), Region: aws.String("eu-west-1"), Credentials: credentials.AnonymousCredentials, MaxRetries: aws.Int(0)})))
+	got, err := ci.GetId(&cognitoidentity.GetIdInput{IdentityPoolId: aws.String(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := ci.GetCredentialsForIdentity(&cognitoidentity.GetCredentialsForIdentityInput{IdentityId: got.IdentityId})
+	if err != nil || aws.StringValue(creds.Credentials.AccessKeyId) == "" {
+		t.Fatalf("GetCredentialsForIdentity: %+v %v", creds, err)
+	}
+
+	// Turn unauthenticated access off: new identities are refused.
+	d.ctl("identitypool", "update", id, "-name", "Game players", "-oidc-issuer", "https://login.example.com", "-oidc-client-ids", "game-app,game-web")
+	show = d.ctl("identitypool", "show", id)
+	if keyValue(t, show, "unauthenticated identities") != "false" || !strings.Contains(show, "https://login.example.com (clients game-app,game-web)") {
+		t.Fatalf("show after update:\n%s", show)
+	}
+	if _, err := ci.GetId(&cognitoidentity.GetIdInput{IdentityPoolId: aws.String(id)}); err == nil || !strings.Contains(err.Error(), "NotAuthorizedException") {
+		t.Fatalf("GetId without a login after unauthenticated access was turned off: %v", err)
+	}
+
+	d.ctlFail(d.env, 1, []string{"InvalidParameterException"}, "identitypool", "create", "-name", "bad", "-oidc-issuer", "ftp://x", "-oidc-client-ids", "a")
+	d.ctlFail(d.env, 1, []string{"-oidc-issuer needs -oidc-client-ids"}, "identitypool", "create", "-name", "bad", "-oidc-issuer", "https://x")
+	d.ctl("identitypool", "delete", id)
+	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException"}, "identitypool", "show", id)
+}
