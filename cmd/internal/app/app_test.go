@@ -48,7 +48,7 @@ func tok(i int) string { return fmt.Sprintf("%064x", i) }
 // stack is pushsyncd running in the test process against real JetStream,
 // real Redis and the APNs and FCM emulators.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	ns       *testenv.NATS
 	cfg      *config.Config
 	js       jetstream.JetStream
@@ -63,7 +63,7 @@ type stack struct {
 	devices  map[string]registry.Device // by name
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	ns := testenv.StartNATS(t)
 	rdb, prefix := testenv.Redis(t)
