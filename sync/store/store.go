@@ -56,8 +56,10 @@ const (
 	MaxKeyLen = 1024
 	// MaxValueLen is the longest record value, in characters.
 	MaxValueLen = 1<<20 - 1
-	// MaxPatches is the most record patches one UpdateRecords may carry.
-	MaxPatches = 1000
+	// MaxPatches is the most record patches one UpdateRecords may carry:
+	// as many as a dataset may hold records, so that a device can always
+	// push all of its local changes in one call.
+	MaxPatches = 1024
 	// MaxListResults is the default and largest page size of ListRecords.
 	MaxListResults = 1024
 	// DefaultListDatasets is the page size of ListDatasets and

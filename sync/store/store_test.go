@@ -809,7 +809,7 @@ func TestUsage(t *testing.T) {
 func TestValidation(t *testing.T) {
 	s, rdb, _ := newStore(t, store.Options{})
 	long := strings.Repeat("k", 1025)
-	tooMany := make([]store.Patch, 1001)
+	tooMany := make([]store.Patch, store.MaxPatches+1)
 	for i := range tooMany {
 		tooMany[i] = put(fmt.Sprint("k", i), "", 0)
 	}
