@@ -24,8 +24,6 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/cmd/internal/app"
@@ -260,38 +258,14 @@ func (d *daemon) serviceAccount(file string) []byte {
 // consumed is pushsync_events_consumed_total{result} from /metrics.
 func (d *daemon) consumed(result string) float64 {
 	d.t.Helper()
-	res, err := http.Get("http://" + d.http + "/metrics")
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	var sum float64
-	for _, m := range families["pushsync_events_consumed_total"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "result" && l.GetValue() == result {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+	return testenv.Metric(d.t, d.http, "pushsync_events_consumed_total", "result", result)
 }
 
 // waitDelivered waits until n events have been delivered, every push of
 // each settled.
 func (d *daemon) waitDelivered(n float64) {
 	d.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for d.consumed("delivered") < n {
-		if time.Now().After(deadline) {
-			d.t.Fatalf("delivered events: %v, want %v", d.consumed("delivered"), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitMetric(d.t, d.http, n, "pushsync_events_consumed_total", "result", "delivered")
 }
 
 // keyValue returns the value of a "key: value" line of text output.

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/awsproto"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api/sigv4"
 	"github.com/pushsync/pushsync/sync/event"
@@ -283,19 +284,7 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, requestID string) int {
 	log := s.log.With().Str("request_id", requestID).Str("operation", rt.operation).Logger()
-	fail := func(err error) int {
-		var e *Error
-		if !errors.As(err, &e) {
-			log.Error().Err(err).Msg("request failed")
-			e = internalError()
-		} else if e.Status >= 500 {
-			log.Error().Str("error", e.Message).Msg("request failed")
-		} else {
-			log.Info().Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
-		}
-		writeError(w, e)
-		return e.Status
-	}
+	fail := func(err error) int { return awsproto.Fail(w, awsproto.RESTJSON, log, err) }
 
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	if err != nil {

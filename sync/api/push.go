@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -144,24 +145,13 @@ func (s *Server) registerDevice(r *request) (any, error) {
 	return map[string]string{"DeviceId": dev.ID}, nil
 }
 
-func (s *Server) subscribe(r *request) (any, error) {
-	pool, identity, dataset, device, err := labels(r)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.actFor(pool, identity); err != nil {
-		return nil, err
-	}
-	if _, err := s.pushConfigured(r, pool); err != nil {
-		return nil, err
-	}
-	if err := s.reg.Subscribe(r.Context(), pool, identity, dataset, device); err != nil {
-		return nil, registryError(err)
-	}
-	return struct{}{}, nil
-}
+func (s *Server) subscribe(r *request) (any, error) { return s.subscription(r, s.reg.Subscribe) }
 
-func (s *Server) unsubscribe(r *request) (any, error) {
+func (s *Server) unsubscribe(r *request) (any, error) { return s.subscription(r, s.reg.Unsubscribe) }
+
+// subscription serves SubscribeToDataset and UnsubscribeFromDataset, which
+// differ only in the registry call.
+func (s *Server) subscription(r *request, change func(ctx context.Context, pool, identity, dataset, device string) error) (any, error) {
 	pool, identity, dataset, device, err := labels(r)
 	if err != nil {
 		return nil, err
@@ -172,7 +162,7 @@ func (s *Server) unsubscribe(r *request) (any, error) {
 	if _, err := s.pushConfigured(r, pool); err != nil {
 		return nil, err
 	}
-	if err := s.reg.Unsubscribe(r.Context(), pool, identity, dataset, device); err != nil {
+	if err := change(r.Context(), pool, identity, dataset, device); err != nil {
 		return nil, registryError(err)
 	}
 	return struct{}{}, nil

@@ -31,6 +31,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/awsproto"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
@@ -106,16 +107,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.log.With().Str("request_id", requestID).Str("operation", op).Logger()
 	out, err := h.serve(r, op)
 	if err != nil {
-		var e *Error
-		if !errors.As(err, &e) {
-			log.Error().Err(err).Msg("request failed")
-			e = internalError()
-		} else if e.Status >= 500 {
-			log.Error().Str("error", e.Message).Msg("request failed")
-		} else {
-			log.Info().Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
-		}
-		writeError(w, e)
+		awsproto.Fail(w, contentType, log, err)
 		return
 	}
 	writeJSON(w, out)

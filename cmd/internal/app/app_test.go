@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/cmd/internal/app"
@@ -247,50 +245,15 @@ func (s *stack) publish(identity, dataset string, syncCount int64, origin string
 	}
 }
 
-// metric returns the sum of the samples of a metric whose labels include
-// the given pairs, read from pushsyncd's /metrics.
+// metric reads a counter from pushsyncd's /metrics.
 func (s *stack) metric(name string, labels ...string) float64 {
 	s.t.Helper()
-	res, err := http.Get("http://" + s.httpAddr + "/metrics")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	var sum float64
-	mf, ok := families[name]
-	if !ok {
-		return 0
-	}
-next:
-	for _, m := range mf.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-			}
-			if !found {
-				continue next
-			}
-		}
-		sum += m.GetCounter().GetValue()
-	}
-	return sum
+	return testenv.Metric(s.t, s.httpAddr, name, labels...)
 }
 
 func (s *stack) waitMetric(want float64, name string, labels ...string) {
 	s.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for s.metric(name, labels...) < want {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("%s%v = %v, want %v", name, labels, s.metric(name, labels...), want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitMetric(s.t, s.httpAddr, want, name, labels...)
 }
 
 func TestEventBecomesExactPushesOnEverySubscribedDevice(t *testing.T) {
