@@ -160,6 +160,10 @@ type NATSConfig struct {
 	// none empty, with no wildcards or whitespace. If not set,
 	// "pushsync.events".
 	SubjectPrefix string `yaml:"subject_prefix" json:"subject_prefix"`
+	// DeviceSubjectPrefix starts the subject of every device-removed event,
+	// on the same stream; it must not overlap SubjectPrefix. If not set,
+	// "pushsync.devices".
+	DeviceSubjectPrefix string `yaml:"device_subject_prefix" json:"device_subject_prefix"`
 	// Replicas is the number of stream replicas in a NATS cluster, 1 to 5.
 	// If not set, 1.
 	Replicas int `yaml:"replicas" json:"replicas"`
@@ -214,6 +218,11 @@ type DispatcherConfig struct {
 	// AppCacheTTL is how long a platform app's settings are cached before
 	// they are read again; 0 reads them for every event. If not set, 30s.
 	AppCacheTTL Duration `yaml:"app_cache_ttl" json:"app_cache_ttl"`
+	// RetryBudget is how long a push that failed for a passing reason is
+	// retried in the worker (with backoff, honouring Retry-After) before its
+	// event goes back to the broker; 0 hands it back at once. It must be
+	// less than ack_wait. If not set, 2s.
+	RetryBudget Duration `yaml:"retry_budget" json:"retry_budget"`
 }
 
 // APNsConfig configures the APNs client. Each platform app chooses the
@@ -328,14 +337,15 @@ func Default() *Config {
 			WriteTimeout: Duration(3 * time.Second),
 		},
 		NATS: NATSConfig{
-			URL:             "nats://127.0.0.1:4222",
-			Stream:          "PUSHSYNC_EVENTS",
-			SubjectPrefix:   "pushsync.events",
-			Replicas:        1,
-			Storage:         "file",
-			MaxAge:          Duration(7 * 24 * time.Hour),
-			DuplicateWindow: Duration(2 * time.Minute),
-			ConnectTimeout:  Duration(5 * time.Second),
+			URL:                 "nats://127.0.0.1:4222",
+			Stream:              "PUSHSYNC_EVENTS",
+			SubjectPrefix:       "pushsync.events",
+			DeviceSubjectPrefix: "pushsync.devices",
+			Replicas:            1,
+			Storage:             "file",
+			MaxAge:              Duration(7 * 24 * time.Hour),
+			DuplicateWindow:     Duration(2 * time.Minute),
+			ConnectTimeout:      Duration(5 * time.Second),
 		},
 		Dispatcher: DispatcherConfig{
 			Consumer:           "pushsync-dispatcher",
@@ -349,6 +359,7 @@ func Default() *Config {
 			RetryDelay:         Duration(2 * time.Second),
 			MaxRetryDelay:      Duration(5 * time.Minute),
 			AppCacheTTL:        Duration(30 * time.Second),
+			RetryBudget:        Duration(2 * time.Second),
 		},
 		APNs: APNsConfig{
 			ProductionHost: "https://api.push.apple.com",

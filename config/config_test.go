@@ -64,18 +64,19 @@ var validFixtures = map[string]func(c *Config){
 				TLS:          RedisTLSConfig{Enabled: true, CAFile: "/etc/pushsync/redis-ca.pem"},
 			},
 			NATS: NATSConfig{
-				URL:             "tls://n1.example:4222, tls://n2.example:4222",
-				CredsFile:       "/etc/pushsync/nats.creds",
-				Token:           "nats-inline-token",
-				User:            "app",
-				Password:        "nats-inline-password",
-				Stream:          "EVENTS_V2",
-				SubjectPrefix:   "acme.pushsync.events",
-				Replicas:        3,
-				Storage:         "memory",
-				MaxAge:          Duration(72 * time.Hour),
-				DuplicateWindow: Duration(5 * time.Minute),
-				ConnectTimeout:  Duration(10 * time.Second),
+				URL:                 "tls://n1.example:4222, tls://n2.example:4222",
+				CredsFile:           "/etc/pushsync/nats.creds",
+				Token:               "nats-inline-token",
+				User:                "app",
+				Password:            "nats-inline-password",
+				Stream:              "EVENTS_V2",
+				SubjectPrefix:       "acme.pushsync.events",
+				DeviceSubjectPrefix: "acme.pushsync.devices",
+				Replicas:            3,
+				Storage:             "memory",
+				MaxAge:              Duration(72 * time.Hour),
+				DuplicateWindow:     Duration(5 * time.Minute),
+				ConnectTimeout:      Duration(10 * time.Second),
 			},
 			Dispatcher: DispatcherConfig{
 				Consumer:           "dispatcher_v2",
@@ -89,6 +90,7 @@ var validFixtures = map[string]func(c *Config){
 				RetryDelay:         Duration(time.Second),
 				MaxRetryDelay:      Duration(10 * time.Minute),
 				AppCacheTTL:        Duration(90 * time.Second),
+				RetryBudget:        Duration(5 * time.Second),
 			},
 			APNs: APNsConfig{
 				ProductionHost: "https://apns.example:8443",
@@ -157,6 +159,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_nats_max_age_below_window.yaml":     {want: "config: nats.max_age: must be at least nats.duplicate_window (2m0s), got 1m0s"},
 	"invalid_nats_connect_timeout_negative.yaml": {want: "config: nats.connect_timeout: must be greater than 0, got -5s"},
 	"invalid_dispatcher_consumer.yaml":           {want: `config: dispatcher.consumer: must not contain whitespace or any of . * > / \, got "push dispatcher"`},
+	"invalid_nats_device_prefix_overlap.yaml":    {want: `config: nats.device_subject_prefix: must not overlap nats.subject_prefix ("pushsync.events"), got "pushsync.events.devices"`},
 	"invalid_ack_wait_short.yaml":                {want: "config: dispatcher.ack_wait: must be at least 1s, got 500ms"},
 	"invalid_max_deliver_zero.yaml":              {want: "config: dispatcher.max_deliver: must be -1 (unlimited) or at least 1, got 0"},
 	"invalid_max_ack_pending_zero.yaml":          {want: "config: dispatcher.max_ack_pending: must be at least 1, got 0"},
@@ -263,7 +266,8 @@ func TestLoad(t *testing.T) {
 config: role: must be worker, api, all or dev, got "both"
 config: redis.db: must be between 0 and 15, got 99
 config: dispatcher.ack_wait: must be at least 1s, got 500ms
-config: dispatcher.send_timeout: must be less than dispatcher.ack_wait (500ms), got 10s`
+config: dispatcher.send_timeout: must be less than dispatcher.ack_wait (500ms), got 10s
+config: dispatcher.retry_budget: must be from 0s to less than dispatcher.ack_wait (500ms), got 2s`
 		if err == nil || err.Error() != want {
 			t.Errorf("error\n%v\nwant\n%s", err, want)
 		}

@@ -150,6 +150,11 @@ func (c *NATSConfig) validate(s section) {
 	if !validSubjectPrefix(c.SubjectPrefix) {
 		s.errorf("subject_prefix", "must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.events, got %q", c.SubjectPrefix)
 	}
+	if !validSubjectPrefix(c.DeviceSubjectPrefix) {
+		s.errorf("device_subject_prefix", "must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.devices, got %q", c.DeviceSubjectPrefix)
+	} else if a, b := c.SubjectPrefix+".", c.DeviceSubjectPrefix+"."; strings.HasPrefix(a, b) || strings.HasPrefix(b, a) {
+		s.errorf("device_subject_prefix", "must not overlap %s (%q), got %q", s.key("subject_prefix"), c.SubjectPrefix, c.DeviceSubjectPrefix)
+	}
 	s.intRange("replicas", c.Replicas, 1, 5)
 	s.oneOf("storage", c.Storage, "file", "memory")
 	switch {
@@ -183,6 +188,9 @@ func (c *DispatcherConfig) validate(s section) {
 	}
 	if c.PushTTL < 0 || c.PushTTL > maxPushTTL {
 		s.errorf("push_ttl", "must be between 0s and %s (28 days), got %s", maxPushTTL, c.PushTTL)
+	}
+	if c.RetryBudget < 0 || c.RetryBudget >= c.AckWait {
+		s.errorf("retry_budget", "must be from 0s to less than %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.RetryBudget)
 	}
 	s.positive("retry_delay", c.RetryDelay)
 	if c.MaxRetryDelay < c.RetryDelay {

@@ -30,6 +30,14 @@ type Registry interface {
 	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	App(ctx context.Context, name string) (registry.App, error)
+	RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string) error
+	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error)
+}
+
+// DeviceEvents announces devices the dispatcher removed; *event.Publisher
+// is one.
+type DeviceEvents interface {
+	PublishDeviceRemoved(ctx context.Context, e *event.DeviceRemoved) error
 }
 
 // Options configures a Dispatcher. Durations are wall-clock time.
@@ -64,6 +72,20 @@ type Options struct {
 	// AppCacheTTL is how long pool push settings and platform apps are
 	// cached. If not set, they are read for every event.
 	AppCacheTTL time.Duration
+	// PushTTL is how long a change stays worth pushing: an event older
+	// than that when its pushes would go out is dropped, and pushes expire
+	// at the change time plus PushTTL. If not set, events never expire.
+	PushTTL time.Duration
+	// RetryBudget is how long a push failing for a passing reason is
+	// retried in process before its event goes back to the broker. If not
+	// set, it goes back at once.
+	RetryBudget time.Duration
+	// ConfigBackoff is how long a platform app whose credentials the push
+	// service refused is not sent through; its events wait in the broker.
+	// If not set, 30s.
+	ConfigBackoff time.Duration
+	// DeviceEvents, if set, announces devices removed for dead tokens.
+	DeviceEvents DeviceEvents
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
 }
@@ -86,6 +108,7 @@ func (o *Options) setDefaults() error {
 	def(&o.SendTimeout, 10*time.Second)
 	def(&o.RetryDelay, 2*time.Second)
 	def(&o.MaxRetryDelay, 5*time.Minute)
+	def(&o.ConfigBackoff, 30*time.Second)
 	defInt(&o.MaxDeliver, 20)
 	defInt(&o.MaxAckPending, 1000)
 	defInt(&o.Workers, 64)
@@ -109,6 +132,9 @@ type Dispatcher struct {
 	apps      *cache[registry.App]
 	sends     chan struct{}
 	ready     atomic.Bool
+
+	mu        sync.Mutex
+	suspended map[string]time.Time // platform app → until when it is not used
 }
 
 // New returns a Dispatcher. notifiers maps each kind of platform app to the
@@ -134,6 +160,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
 		sends:     make(chan struct{}, opts.MaxConcurrentSends),
+		suspended: make(map[string]time.Time),
 	}, nil
 }
 
@@ -306,6 +333,14 @@ type target struct {
 // (accepted, or dropped as permanent), "retry" when some must be tried
 // again, or why nothing was sent.
 func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, log zerolog.Logger) (result string, retryAfter time.Duration) {
+	var expires time.Time
+	if d.opts.PushTTL > 0 {
+		expires = ev.ChangedAt.Add(d.opts.PushTTL)
+		if !d.opts.Now().Before(expires) {
+			log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
+			return "expired", 0
+		}
+	}
 	reg, err := d.reg.Registration(ctx, ev.IdentityPoolID, ev.IdentityID)
 	if err != nil {
 		log.Warn().Err(err).Msg("registry lookup failed")
@@ -313,9 +348,17 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	}
 	subs := reg.Subscribers(ev.DatasetName)
 	targets := make([]target, 0, len(subs))
+	alreadySent := 0
 	var pp *registry.PoolPush
 	for _, dev := range subs {
 		if dev.ID == ev.OriginDeviceID {
+			continue
+		}
+		if reg.Sent[registry.SentKey(dev.ID, ev.DatasetName)] >= ev.SyncCount {
+			// A redelivery, or an older change after a newer one: the
+			// device already has this state.
+			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "already_sent").Inc()
+			alreadySent++
 			continue
 		}
 		if pp == nil {
@@ -348,6 +391,9 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		targets = append(targets, target{dev: dev, app: app})
 	}
 	if len(targets) == 0 {
+		if alreadySent > 0 {
+			return "delivered", 0 // every subscriber has it already
+		}
 		return "no_subscribers", 0
 	}
 
@@ -368,44 +414,116 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	}()
 
 	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		retry bool
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		retry    bool
+		accepted []string
 	)
 	for _, t := range targets {
 		d.sends <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-d.sends; wg.Done() }()
-			perr := d.send(ctx, ev, t)
-			if perr != nil && (perr.Class == Retry || perr.Class == Config) {
-				mu.Lock()
+			perr := d.send(ctx, ev, t, expires)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case perr == nil:
+				accepted = append(accepted, t.dev.ID)
+			case perr.Class == Retry || perr.Class == Config:
 				retry = true
 				retryAfter = max(retryAfter, perr.RetryAfter)
-				mu.Unlock()
+			case perr.Class == TokenDead:
+				d.removeDead(ctx, ev, t.dev, perr, log)
 			}
 		}()
 	}
 	wg.Wait()
+	// Recorded only after the services accepted: a crash before this line
+	// pushes these devices again on redelivery, never fewer.
+	if err := d.reg.RecordSent(ctx, ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount, accepted); err != nil {
+		log.Warn().Err(err).Msg("could not record sent pushes; a redelivery may push them again")
+	}
 	if retry {
 		return "retry", retryAfter
 	}
 	return "delivered", 0
 }
 
-// send makes one push and records its outcome; it returns the classified
-// failure, or nil.
-func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t target) *Error {
+// removeDead removes a device whose token the push service declared dead
+// and announces it.
+func (d *Dispatcher) removeDead(ctx context.Context, ev *event.DatasetChanged, dev registry.Device, perr *Error, log zerolog.Logger) {
+	deadSince := perr.DeadSince
+	if deadSince.IsZero() {
+		deadSince = d.opts.Now()
+	}
+	removed, err := d.reg.RemoveDeadDevice(ctx, ev.IdentityPoolID, ev.IdentityID, dev.ID, dev.Token, deadSince)
+	if err != nil {
+		log.Warn().Err(err).Str("device", dev.ID).Msg("could not remove a device with a dead token")
+		return
+	}
+	if !removed {
+		log.Info().Str("device", dev.ID).Msg("token reported dead, but the device registered again since; kept")
+		return
+	}
+	d.m.removed.WithLabelValues(string(dev.Platform), perr.Reason).Inc()
+	log.Info().Str("device", dev.ID).Str("platform", string(dev.Platform)).Str("reason", perr.Reason).Msg("removed a device with a dead token")
+	if d.opts.DeviceEvents != nil {
+		if err := d.opts.DeviceEvents.PublishDeviceRemoved(ctx, &event.DeviceRemoved{
+			IdentityPoolID: ev.IdentityPoolID, IdentityID: ev.IdentityID, DeviceID: dev.ID,
+			Platform: string(dev.Platform), Reason: perr.Reason, RemovedAt: d.opts.Now(),
+		}); err != nil {
+			log.Warn().Err(err).Str("device", dev.ID).Msg("could not publish the device-removed event")
+		}
+	}
+}
+
+// send makes one push, retrying a passing failure within RetryBudget, and
+// records each attempt's outcome; it returns the final classified failure,
+// or nil.
+func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t target, expires time.Time) *Error {
 	platform := string(t.dev.Platform)
 	n, ok := d.notifiers[t.app.Kind]
 	if !ok {
 		d.m.pushes.WithLabelValues(platform, Config.String(), "no_notifier").Inc()
 		return &Error{Class: Config, Reason: "no_notifier", Err: fmt.Errorf("no notifier for %s apps", t.app.Kind)}
 	}
+	if until, ok := d.suspendedUntil(t.app.Name); ok {
+		d.m.pushes.WithLabelValues(platform, "skipped", "app_suspended").Inc()
+		return &Error{Class: Config, Reason: "app_suspended", RetryAfter: time.Until(until)}
+	}
+	budget := time.Now().Add(d.opts.RetryBudget)
+	for attempt := 0; ; attempt++ {
+		perr := d.attempt(ctx, n, &Push{Event: ev, Device: t.dev, App: t.app, Expires: expires})
+		switch {
+		case perr == nil:
+			d.resume(t.app.Name)
+			return nil
+		case perr.Class == Config:
+			d.suspend(t.app.Name, perr)
+			return perr
+		case perr.Class != Retry:
+			return perr
+		}
+		wait := max(perr.RetryAfter, time.Duration(float64(100*time.Millisecond<<min(attempt, 6))*(0.8+0.4*rand.Float64())))
+		if time.Now().Add(wait).After(budget) {
+			return perr // the broker holds the rest of the wait
+		}
+		select {
+		case <-ctx.Done():
+			return perr
+		case <-time.After(wait):
+		}
+	}
+}
+
+// attempt makes one push request and records its outcome.
+func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
+	platform := string(p.Device.Platform)
 	d.m.inflightPushes.Inc()
 	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
 	start := time.Now()
-	err := n.Notify(sctx, &Push{Event: ev, Device: t.dev, App: t.app})
+	err := n.Notify(sctx, p)
 	cancel()
 	d.m.inflightPushes.Dec()
 	d.m.sendSeconds.WithLabelValues(platform).Observe(time.Since(start).Seconds())
@@ -415,14 +533,48 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 	}
 	perr := Classify(err)
 	d.m.pushes.WithLabelValues(platform, perr.Class.String(), perr.Reason).Inc()
-	ev2 := d.log.Warn()
+	le := d.log.Warn()
 	if perr.Class == Config {
-		ev2 = d.log.Error()
+		le = d.log.Error()
 	}
-	ev2.Err(perr.Err).Str("platform", platform).Str("app", t.app.Name).Str("device", t.dev.ID).
-		Str("class", perr.Class.String()).Str("reason", perr.Reason).Str("dataset", ev.DatasetName).
+	le.Err(perr.Err).Str("platform", platform).Str("app", p.App.Name).Str("device", p.Device.ID).
+		Str("class", perr.Class.String()).Str("reason", perr.Reason).Str("dataset", p.Event.DatasetName).
 		Msg("push not accepted")
 	return perr
+}
+
+// suspend stops sending through an app whose credentials were refused,
+// for ConfigBackoff; its events wait in the broker meanwhile.
+func (d *Dispatcher) suspend(app string, perr *Error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.suspended[app]; !ok {
+		d.log.Error().Str("app", app).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
+			Msg("platform app refused by its push service; not sending through it until it is fixed")
+	}
+	d.suspended[app] = time.Now().Add(d.opts.ConfigBackoff)
+	d.m.misconfigured.WithLabelValues(app).Set(1)
+	perr.RetryAfter = max(perr.RetryAfter, d.opts.ConfigBackoff)
+}
+
+func (d *Dispatcher) suspendedUntil(app string) (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	until, ok := d.suspended[app]
+	if ok && time.Now().After(until) {
+		return time.Time{}, false // time to try it again
+	}
+	return until, ok
+}
+
+func (d *Dispatcher) resume(app string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.suspended[app]; ok {
+		delete(d.suspended, app)
+		d.m.misconfigured.WithLabelValues(app).Set(0)
+		d.log.Info().Str("app", app).Msg("platform app accepted again")
+	}
 }
 
 func (d *Dispatcher) poolPush(ctx context.Context, pool string) (registry.PoolPush, error) {

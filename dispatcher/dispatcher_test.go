@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,6 +63,12 @@ func (r *recorder) Notify(ctx context.Context, p *dispatcher.Push) error {
 	}
 	r.pushes = append(r.pushes, p)
 	return nil
+}
+
+func (r *recorder) all() []*dispatcher.Push {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*dispatcher.Push(nil), r.pushes...)
 }
 
 func (r *recorder) tokens() []string {
@@ -403,9 +410,178 @@ func TestEventsPublishedWhileDownAreDeliveredAfterStart(t *testing.T) {
 	}
 	e.start(t, nil)
 	e.waitCounter(t, 20, "pushsync_events_consumed_total", "result", "delivered")
-	if got := len(e.allTokens()); got != 60 {
-		t.Fatalf("%d pushes, want 60", got)
+	// Every device ends with the latest state, and never gets one state
+	// twice; an older state that arrives after a newer one is not pushed.
+	latest, seen := map[string]int64{}, map[string]bool{}
+	for _, p := range append(e.apns.all(), e.fcm.all()...) {
+		k := fmt.Sprint(p.Device.Token, "/", p.Event.SyncCount)
+		if seen[k] {
+			t.Fatalf("pushed %s twice", k)
+		}
+		seen[k] = true
+		latest[p.Device.Token] = max(latest[p.Device.Token], p.Event.SyncCount)
 	}
+	if len(latest) != 3 {
+		t.Fatalf("devices pushed: %v", latest)
+	}
+	for tok, n := range latest {
+		if n != 20 {
+			t.Fatalf("device %s last got sync count %d, want 20", tok, n)
+		}
+	}
+}
+
+func TestRedeliveryDoesNotPushAgain(t *testing.T) {
+	e := setup(t)
+	// The FCM device fails once, so the event is redelivered: the APNs
+	// devices that accepted the first time are not pushed again.
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		if attempt == 1 {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
+		}
+		return nil
+	}
+	e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if got := e.allTokens(); strings.Join(got, ",") != strings.Join(e.expected, ",") {
+		t.Fatalf("pushed to %v, want each of %v once", got, e.expected)
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "skipped", "reason", "already_sent"); n != 2 {
+		t.Fatalf("already_sent skips = %v, want 2 (the APNs devices on redelivery)", n)
+	}
+	// An older change arriving late is not pushed either.
+	e.publish(t, "settings", 4, e.origin.ID)
+	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "delivered")
+	if got := len(e.allTokens()); got != 3 {
+		t.Fatalf("%d pushes after a stale event, want 3", got)
+	}
+}
+
+func TestExpiredEventsAreDroppedNotSent(t *testing.T) {
+	e := setup(t)
+	e.start(t, func(o *dispatcher.Options) { o.PushTTL = time.Minute })
+	_, err := e.pub.Publish(context.Background(), &event.DatasetChanged{
+		IdentityPoolID: pool, IdentityID: identity, DatasetName: "settings", SyncCount: 9, ChangedAt: time.Now().Add(-2 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "expired")
+	if got := e.allTokens(); len(got) != 0 {
+		t.Fatalf("a stale change was pushed to %v", got)
+	}
+	e.publish(t, "settings", 10, "")
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	for _, p := range append(e.apns.all(), e.fcm.all()...) {
+		if want := p.Event.ChangedAt.Add(time.Minute); !p.Expires.Equal(want) {
+			t.Fatalf("push expires %v, want the change time plus the TTL (%v)", p.Expires, want)
+		}
+	}
+}
+
+func TestRetryBudgetRetriesInProcess(t *testing.T) {
+	e := setup(t)
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		if attempt <= 2 {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "INTERNAL"}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.RetryBudget = 3 * time.Second })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "retry"); n != 0 {
+		t.Fatalf("the event went back to the broker %v times; the budget should have covered two failures", n)
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "retry", "reason", "INTERNAL"); n != 2 {
+		t.Fatalf("failed attempts = %v, want 2", n)
+	}
+}
+
+func TestRetryAfterBeyondTheBudgetGoesToTheBroker(t *testing.T) {
+	e := setup(t)
+	var mu sync.Mutex
+	var times []time.Time
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		if attempt == 1 {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "QUOTA_EXCEEDED", RetryAfter: 1500 * time.Millisecond}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.RetryBudget = 500 * time.Millisecond })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 2 || times[1].Sub(times[0]) < 1500*time.Millisecond {
+		t.Fatalf("attempts at %v: the second must wait for Retry-After", times)
+	}
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "retry"); n != 1 {
+		t.Fatalf("broker retries = %v, want 1", n)
+	}
+}
+
+func TestConfigErrorSuspendsTheApp(t *testing.T) {
+	e := setup(t)
+	var calls atomic.Int32
+	e.apns.answer = func(*dispatcher.Push, int) error {
+		calls.Add(1)
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "InvalidProviderToken"}
+	}
+	e.start(t, func(o *dispatcher.Options) { o.ConfigBackoff = time.Hour; o.MaxDeliver = 3 })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "retry")
+	e.publish(t, "settings", 6, e.origin.ID)
+	e.waitCounter(t, 2, "pushsync_pushes_total", "reason", "app_suspended")
+	// The first refusal suspends the app: later pushes through it are not
+	// attempted, and the event waits in the broker.
+	if n := calls.Load(); n > 2 {
+		t.Fatalf("%d requests through a refused app", n)
+	}
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "delivered"); n != 0 {
+		t.Fatal("an event with a refused app was acked")
+	}
+	if v := gaugeValue(t, e, "pushsync_app_suspended"); v != 1 {
+		t.Fatalf("pushsync_app_suspended = %v", v)
+	}
+}
+
+func TestDeadTokensRemoveTheDevice(t *testing.T) {
+	e := setup(t)
+	e.fcm.answer = func(p *dispatcher.Push, _ int) error {
+		if p.Device.Token == "fcm-3" {
+			return &dispatcher.Error{Class: dispatcher.TokenDead, Reason: "UNREGISTERED"}
+		}
+		return nil
+	}
+	e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_devices_removed_total", "reason", "UNREGISTERED")
+	reg, err := e.reg.Registration(context.Background(), pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range reg.Devices {
+		if d.Token == "fcm-3" {
+			t.Fatal("the dead device is still registered")
+		}
+	}
+}
+
+func gaugeValue(t *testing.T, e *env, name string) float64 {
+	mfs, err := e.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 func TestShutdownFinishesInFlightSends(t *testing.T) {

@@ -11,13 +11,15 @@ type metrics struct {
 	eventAge       prometheus.Histogram
 	inflightEvents prometheus.Gauge
 	inflightPushes prometheus.Gauge
+	removed        *prometheus.CounterVec
+	misconfigured  *prometheus.GaugeVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_events_consumed_total",
-			Help: "Events consumed, by result: delivered, no_subscribers, push_disabled, retry, abandoned or malformed.",
+			Help: "Events consumed, by result: delivered, no_subscribers, push_disabled, expired, retry, abandoned or malformed.",
 		}, []string{"result"}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_events_malformed_total",
@@ -50,9 +52,17 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "pushsync_pushes_in_flight",
 			Help: "Push requests waiting for an answer now.",
 		}),
+		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_devices_removed_total",
+			Help: "Devices removed because their push service declared the token dead, by platform and reason.",
+		}, []string{"platform", "reason"}),
+		misconfigured: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushsync_app_suspended",
+			Help: "1 while a platform app is not used because its push service refused its credentials.",
+		}, []string{"app"}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes} {
+		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}

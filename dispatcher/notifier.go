@@ -16,6 +16,10 @@ type Push struct {
 	Event  *event.DatasetChanged
 	Device registry.Device
 	App    *registry.App
+	// Expires is when the push is stale: the change time plus the push
+	// TTL. Notifiers pass it on (apns-expiration, FCM TTL). Zero means the
+	// notifier's own TTL from now.
+	Expires time.Time
 }
 
 // Notifier sends pushes through one push service. Implementations keep one
@@ -75,6 +79,9 @@ type Error struct {
 	Reason string
 	// RetryAfter is how long the service asked us to wait, if it did.
 	RetryAfter time.Duration
+	// DeadSince is, for TokenDead, when the service learned the token was
+	// dead (APNs reports it with 410); zero if it did not say.
+	DeadSince time.Time
 	// Err is the underlying error, if any.
 	Err error
 }

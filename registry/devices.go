@@ -3,7 +3,9 @@ package registry
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -84,12 +86,19 @@ func (r *Registry) Device(ctx context.Context, pool, identity, deviceID string) 
 	return decodeDevice(deviceID, v)
 }
 
-// Registration is everything registered for one identity: its devices and,
-// per dataset, the ids of the devices subscribed to it.
+// Registration is everything registered for one identity: its devices,
+// per dataset the ids of the devices subscribed to it, and the highest sync
+// count already pushed to each device for each dataset.
 type Registration struct {
 	Devices       map[string]Device
 	Subscriptions map[string][]string
+	// Sent maps SentKey(device, dataset) to the highest sync count a push
+	// to that device for that dataset has carried.
+	Sent map[string]int64
 }
+
+// SentKey is the key of Registration.Sent for a device and a dataset.
+func SentKey(deviceID, dataset string) string { return deviceID + "|" + dataset }
 
 // Subscribers returns the devices subscribed to the dataset, in
 // subscription order.
@@ -111,7 +120,7 @@ func (r *Registry) Registration(ctx context.Context, pool, identity string) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("registry: read registration: %w", err)
 	}
-	reg := &Registration{Devices: make(map[string]Device, len(all)), Subscriptions: make(map[string][]string)}
+	reg := &Registration{Devices: make(map[string]Device, len(all)), Subscriptions: make(map[string][]string), Sent: make(map[string]int64)}
 	for f, v := range all {
 		switch {
 		case strings.HasPrefix(f, "d:"):
@@ -122,6 +131,12 @@ func (r *Registry) Registration(ctx context.Context, pool, identity string) (*Re
 			reg.Devices[d.ID] = d
 		case strings.HasPrefix(f, "s:"):
 			reg.Subscriptions[f[2:]] = strings.Fields(v)
+		case strings.HasPrefix(f, "x:"):
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("registry: corrupt sent count %s=%q", f, v)
+			}
+			reg.Sent[f[2:]] = n
 		}
 	}
 	return reg, nil
@@ -187,14 +202,30 @@ func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, dev
 	return nil
 }
 
+// removeScript removes device ARGV[1] with its subscriptions and sent
+// counts. With ARGV[2] (a token) and ARGV[3] (unix ms) it removes the device
+// only if it still has that token and registered no later than that time:
+// a token the app registered again after the push service declared it dead
+// is alive.
 var removeScript = redis.NewScript(luaHelpers + `
-if redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1]) == 0 then return 0 end
+local v = redis.call('HGET', KEYS[1], 'd:' .. ARGV[1])
+if not v then return 0 end
+if ARGV[2] ~= '' then
+  local a = string.find(v, '|', 1, true)
+  local b = string.find(v, '|', a + 1, true)
+  if string.sub(v, b + 1) ~= ARGV[2] then return -1 end
+  if tonumber(string.sub(v, a + 1, b - 1)) > tonumber(ARGV[3]) then return -1 end
+end
+redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1])
+local sent = 'x:' .. ARGV[1] .. '|'
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  local f, v = all[i], all[i+1]
-  if string.sub(f, 1, 2) == 's:' and hasWord(v, ARGV[1]) then
-    local rest = dropWord(v, ARGV[1])
+  local f, w = all[i], all[i+1]
+  if string.sub(f, 1, 2) == 's:' and hasWord(w, ARGV[1]) then
+    local rest = dropWord(w, ARGV[1])
     if rest == '' then redis.call('HDEL', KEYS[1], f) else redis.call('HSET', KEYS[1], f, rest) end
+  elseif string.sub(f, 1, #sent) == sent then
+    redis.call('HDEL', KEYS[1], f)
   end
 end
 return 1
@@ -203,7 +234,7 @@ return 1
 // RemoveDevice removes a device and all its subscriptions in one atomic
 // step. It returns ErrDeviceNotFound if the device is not registered.
 func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) error {
-	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID).Int()
+	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0).Int()
 	if err != nil {
 		return fmt.Errorf("registry: remove device: %w", err)
 	}
@@ -225,6 +256,51 @@ func validateSubscription(pool, identity, dataset, deviceID string) error {
 	}
 	if strings.ContainsAny(deviceID, " \t") {
 		return &cognito.FieldError{Field: "DeviceId", Reason: "must not contain white space"}
+	}
+	return nil
+}
+
+// RemoveDeadDevice removes a device whose token a push service declared
+// dead, with its subscriptions, in one atomic step, but only if the device
+// still has that token and registered no later than deadSince (APNs reports
+// when it learned the token was gone; a registration after that is a new,
+// live one). It reports whether the device was removed.
+func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error) {
+	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, token, deadSince.UnixMilli()).Int()
+	if err != nil {
+		return false, fmt.Errorf("registry: remove dead device: %w", err)
+	}
+	return n == 1, nil
+}
+
+// recordSentScript raises x:<device>|<dataset> to ARGV[2] for each device
+// in ARGV[3..] that is still registered.
+var recordSentScript = redis.NewScript(`
+local n = tonumber(ARGV[2])
+for i = 3, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[i]) == 1 then
+    local f = 'x:' .. ARGV[i] .. '|' .. ARGV[1]
+    local cur = tonumber(redis.call('HGET', KEYS[1], f) or '0')
+    if n > cur then redis.call('HSET', KEYS[1], f, ARGV[2]) end
+  end
+end
+return 0
+`)
+
+// RecordSent notes that pushes carrying syncCount for dataset were
+// accepted for the devices, so that a redelivered or older event does not
+// push to them again. Counts only rise.
+func (r *Registry) RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string) error {
+	if len(deviceIDs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(deviceIDs)+2)
+	args = append(args, dataset, syncCount)
+	for _, id := range deviceIDs {
+		args = append(args, id)
+	}
+	if err := recordSentScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, args...).Err(); err != nil {
+		return fmt.Errorf("registry: record sent pushes: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@
 //	P:{<pool>/<identity>}:push  hash, one per identity
 //	    d:<deviceId>  -> "<platform>|<registered unix ms>|<token>"
 //	    s:<dataset>   -> subscribed device ids, space-separated
+//	    x:<deviceId>|<dataset> -> the highest sync count pushed to the device
 //	P:{config}        hash, operator configuration
 //	    app:<name>    -> platform app JSON
 //	    rev:<name>    -> the app's revision, raised on every change

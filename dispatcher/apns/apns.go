@@ -106,7 +106,7 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		IdentityID:     p.Event.IdentityID,
 		DatasetName:    p.Event.DatasetName,
 		SyncCount:      p.Event.SyncCount,
-	}, p.App.APNs.Topic, n.opts.Now().Add(n.opts.TTL))
+	}, p.App.APNs.Topic, expiration(p, n.opts.Now().Add(n.opts.TTL)))
 	if err != nil {
 		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: apns2.ReasonPayloadTooLarge, Err: err}
 	}
@@ -140,6 +140,14 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		ac.token.Unlock()
 	}
 	return Classify(res)
+}
+
+// expiration is the push's own expiry when the dispatcher set one.
+func expiration(p *dispatcher.Push, fallback time.Time) time.Time {
+	if p.Expires.IsZero() {
+		return fallback
+	}
+	return p.Expires
 }
 
 // clients returns the clients of the app's current revision, building them
@@ -267,7 +275,11 @@ var reasonClass = map[string]dispatcher.Class{
 func Classify(res *apns2.Response) *dispatcher.Error {
 	err := fmt.Errorf("apns: %d %s", res.StatusCode, res.Reason)
 	if class, ok := reasonClass[res.Reason]; ok {
-		return &dispatcher.Error{Class: class, Reason: res.Reason, Err: err}
+		e := &dispatcher.Error{Class: class, Reason: res.Reason, Err: err}
+		if res.StatusCode == http.StatusGone && !res.Timestamp.IsZero() {
+			e.DeadSince = res.Timestamp.Time // when APNs learned the token was gone
+		}
+		return e
 	}
 	var class dispatcher.Class
 	switch {

@@ -103,7 +103,7 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		IdentityID:     p.Event.IdentityID,
 		DatasetName:    p.Event.DatasetName,
 		SyncCount:      p.Event.SyncCount,
-	}, p.Device.Token, n.opts.Priority, n.opts.TTL)
+	}, p.Device.Token, n.opts.Priority, ttl(p, n.opts.TTL))
 	if err != nil {
 		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: "MESSAGE_TOO_BIG", Err: err}
 	}
@@ -116,6 +116,14 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		return nil
 	}
 	return Classify(sendErr)
+}
+
+// ttl is the time the push has left when the dispatcher set an expiry.
+func ttl(p *dispatcher.Push, fallback time.Duration) time.Duration {
+	if p.Expires.IsZero() {
+		return fallback
+	}
+	return max(time.Until(p.Expires).Truncate(time.Second), 0)
 }
 
 func (n *Notifier) client(app *registry.App) (*appClient, error) {

@@ -18,6 +18,9 @@ type StreamConfig struct {
 	Name string
 	// SubjectPrefix is the first part of every event subject. Required.
 	SubjectPrefix string
+	// DeviceSubjectPrefix is the first part of DeviceRemoved subjects; the
+	// stream captures them too. If not set, the stream carries none.
+	DeviceSubjectPrefix string
 	// Replicas is the stream's replica count. If not set, 1.
 	Replicas int
 	// Storage is file or memory storage. If not set, file.
@@ -32,7 +35,7 @@ func (c *StreamConfig) jetstreamConfig() jetstream.StreamConfig {
 	cfg := jetstream.StreamConfig{
 		Name:        c.Name,
 		Description: "pushsync dataset-changed events",
-		Subjects:    []string{c.SubjectPrefix + ".>"},
+		Subjects:    c.subjects(),
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		Storage:     c.Storage,
@@ -47,6 +50,14 @@ func (c *StreamConfig) jetstreamConfig() jetstream.StreamConfig {
 		cfg.Duplicates = 2 * time.Minute
 	}
 	return cfg
+}
+
+func (c *StreamConfig) subjects() []string {
+	s := []string{c.SubjectPrefix + ".>"}
+	if c.DeviceSubjectPrefix != "" {
+		s = append(s, c.DeviceSubjectPrefix+".>")
+	}
+	return s
 }
 
 // EnsureStream creates the stream if it does not exist. If it exists, it
@@ -69,8 +80,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		return nil, fmt.Errorf("event: stream %s: %w", c.Name, err)
 	}
 	got := s.CachedInfo().Config
-	if !slices.Contains(got.Subjects, want.Subjects[0]) {
-		return nil, fmt.Errorf("event: stream %s exists but its subjects %q do not include %q", c.Name, got.Subjects, want.Subjects[0])
+	for _, subject := range want.Subjects {
+		if !slices.Contains(got.Subjects, subject) {
+			return nil, fmt.Errorf("event: stream %s exists but its subjects %q do not include %q", c.Name, got.Subjects, subject)
+		}
 	}
 	if got.Duplicates <= 0 {
 		return nil, fmt.Errorf("event: stream %s exists but has no duplicate window, so retried publishes would be stored twice", c.Name)
@@ -84,11 +97,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 // Publisher puts DatasetChanged events on the event stream. It is safe for
 // concurrent use.
 type Publisher struct {
-	js     jetstream.JetStream
-	prefix string
-	stream string
-	tries  int
-	wait   time.Duration
+	js           jetstream.JetStream
+	prefix       string
+	devicePrefix string
+	stream       string
+	tries        int
+	wait         time.Duration
 }
 
 // PublisherOptions configures a Publisher.
@@ -98,6 +112,9 @@ type PublisherOptions struct {
 	Stream string
 	// SubjectPrefix is the prefix of event subjects. Required.
 	SubjectPrefix string
+	// DeviceSubjectPrefix is the prefix of DeviceRemoved subjects. If not
+	// set, PublishDeviceRemoved fails.
+	DeviceSubjectPrefix string
 	// Attempts is how often a publish is tried when the server does not
 	// answer; retries are safe because of the deduplication id. If not set, 3.
 	Attempts int
@@ -111,7 +128,7 @@ func NewPublisher(js jetstream.JetStream, opts PublisherOptions) (*Publisher, er
 	if js == nil || opts.Stream == "" || opts.SubjectPrefix == "" {
 		return nil, errors.New("event: a JetStream context, a stream and a subject prefix are required")
 	}
-	p := &Publisher{js: js, prefix: opts.SubjectPrefix, stream: opts.Stream, tries: opts.Attempts, wait: opts.RetryWait}
+	p := &Publisher{js: js, prefix: opts.SubjectPrefix, devicePrefix: opts.DeviceSubjectPrefix, stream: opts.Stream, tries: opts.Attempts, wait: opts.RetryWait}
 	if p.tries <= 0 {
 		p.tries = 3
 	}

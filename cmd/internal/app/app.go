@@ -217,12 +217,13 @@ func StreamConfig(cfg config.NATSConfig) event.StreamConfig {
 		storage = jetstream.MemoryStorage
 	}
 	return event.StreamConfig{
-		Name:          cfg.Stream,
-		SubjectPrefix: cfg.SubjectPrefix,
-		Replicas:      cfg.Replicas,
-		Storage:       storage,
-		MaxAge:        cfg.MaxAge.Std(),
-		Duplicates:    cfg.DuplicateWindow.Std(),
+		Name:                cfg.Stream,
+		SubjectPrefix:       cfg.SubjectPrefix,
+		DeviceSubjectPrefix: cfg.DeviceSubjectPrefix,
+		Replicas:            cfg.Replicas,
+		Storage:             storage,
+		MaxAge:              cfg.MaxAge.Std(),
+		Duplicates:          cfg.DuplicateWindow.Std(),
 	}
 }
 
@@ -277,7 +278,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 
 	var apiSrv *http.Server
 	if svc.api {
-		pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix})
+		pub, err := newPublisher(cfg, js)
 		if err != nil {
 			return err
 		}
@@ -365,6 +366,11 @@ func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Reg
 		return nil, nil, err
 	}
 	closeAll := func() { apnsN.Close(); fcmN.Close() }
+	devices, err := newPublisher(cfg, js)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
 	dc := cfg.Dispatcher
 	disp, err := dispatcher.New(js, reg, map[registry.AppKind]dispatcher.Notifier{
 		registry.KindAPNs: apnsN,
@@ -382,12 +388,23 @@ func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Reg
 		RetryDelay:         dc.RetryDelay.Std(),
 		MaxRetryDelay:      dc.MaxRetryDelay.Std(),
 		AppCacheTTL:        dc.AppCacheTTL.Std(),
+		PushTTL:            dc.PushTTL.Std(),
+		RetryBudget:        dc.RetryBudget.Std(),
+		DeviceEvents:       devices,
 	}, log.With().Str("component", "dispatcher").Logger(), metrics)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
 	return disp, closeAll, nil
+}
+
+// newPublisher returns the publisher of dataset-changed and device-removed
+// events cfg describes.
+func newPublisher(cfg *config.Config, js jetstream.JetStream) (*event.Publisher, error) {
+	return event.NewPublisher(js, event.PublisherOptions{
+		Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix, DeviceSubjectPrefix: cfg.NATS.DeviceSubjectPrefix,
+	})
 }
 
 // ensureStream creates or checks the event stream, retrying while NATS is

@@ -145,7 +145,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 		return err
 	}
 	defer closeJS()
-	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix})
+	pub, err := newPublisher(cfg, js)
 	if err != nil {
 		return err
 	}

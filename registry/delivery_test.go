@@ -1,0 +1,81 @@
+package registry_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+)
+
+func TestRecordSentOnlyRises(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	a, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-a")
+	b, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-b")
+	if err := r.RecordSent(ctx, pool, identity, "settings", 5, []string{a.ID, b.ID, "5cd28fbe-0000-0000-0000-00000000dead"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RecordSent(ctx, pool, identity, "settings", 3, []string{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RecordSent(ctx, pool, identity, "settings", 7, []string{b.ID}); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := r.Registration(ctx, pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{registry.SentKey(a.ID, "settings"): 5, registry.SentKey(b.ID, "settings"): 7}
+	if len(reg.Sent) != len(want) {
+		t.Fatalf("sent %v, want %v (an unregistered device gets no record)", reg.Sent, want)
+	}
+	for k, v := range want {
+		if reg.Sent[k] != v {
+			t.Fatalf("sent[%s] = %d, want %d", k, reg.Sent[k], v)
+		}
+	}
+}
+
+func TestRemoveDeadDevice(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	registered := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Now: func() time.Time { return registered }})
+	ctx := context.Background()
+	d, _, _ := r.RegisterDevice(ctx, pool, identity, registry.APNS, apnsToken)
+	keep, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-keep")
+	for _, id := range []string{d.ID, keep.ID} {
+		if err := r.Subscribe(ctx, pool, identity, "settings", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = r.RecordSent(ctx, pool, identity, "settings", 4, []string{d.ID, keep.ID})
+
+	// APNs says the token died before the device registered: it was
+	// registered again since, and stays.
+	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(-time.Minute)); err != nil || removed {
+		t.Fatalf("token dead before registration: removed=%v %v", removed, err)
+	}
+	// Another token than the device's: stays.
+	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, "ff"+apnsToken[2:], registered.Add(time.Hour)); removed {
+		t.Fatal("removed on another token")
+	}
+	removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour))
+	if err != nil || !removed {
+		t.Fatalf("dead device not removed: %v %v", removed, err)
+	}
+	reg, _ := r.Registration(ctx, pool, identity)
+	if _, ok := reg.Devices[d.ID]; ok {
+		t.Fatal("device still registered")
+	}
+	if subs := reg.Subscribers("settings"); len(subs) != 1 || subs[0].ID != keep.ID {
+		t.Fatalf("subscribers %v", subs)
+	}
+	if _, ok := reg.Sent[registry.SentKey(d.ID, "settings")]; ok || reg.Sent[registry.SentKey(keep.ID, "settings")] != 4 {
+		t.Fatalf("sent records %v", reg.Sent)
+	}
+	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour)); removed {
+		t.Fatal("removed twice")
+	}
+}
