@@ -164,6 +164,14 @@ type NATSConfig struct {
 	// on the same stream; it must not overlap SubjectPrefix. If not set,
 	// "pushsync.devices".
 	DeviceSubjectPrefix string `yaml:"device_subject_prefix" json:"device_subject_prefix"`
+	// DeadLetterStream is the stream that keeps events whose pushes still
+	// failed on their last delivery, for operators to replay; same naming
+	// rules as Stream. If not set, "PUSHSYNC_DEAD_LETTERS".
+	DeadLetterStream string `yaml:"dead_letter_stream" json:"dead_letter_stream"`
+	// DeadLetterSubjectPrefix starts dead-letter subjects; it must not
+	// overlap SubjectPrefix or DeviceSubjectPrefix. If not set,
+	// "pushsync.deadletters".
+	DeadLetterSubjectPrefix string `yaml:"dead_letter_subject_prefix" json:"dead_letter_subject_prefix"`
 	// Replicas is the number of stream replicas in a NATS cluster, 1 to 5.
 	// If not set, 1.
 	Replicas int `yaml:"replicas" json:"replicas"`
@@ -337,15 +345,17 @@ func Default() *Config {
 			WriteTimeout: Duration(3 * time.Second),
 		},
 		NATS: NATSConfig{
-			URL:                 "nats://127.0.0.1:4222",
-			Stream:              "PUSHSYNC_EVENTS",
-			SubjectPrefix:       "pushsync.events",
-			DeviceSubjectPrefix: "pushsync.devices",
-			Replicas:            1,
-			Storage:             "file",
-			MaxAge:              Duration(7 * 24 * time.Hour),
-			DuplicateWindow:     Duration(2 * time.Minute),
-			ConnectTimeout:      Duration(5 * time.Second),
+			URL:                     "nats://127.0.0.1:4222",
+			Stream:                  "PUSHSYNC_EVENTS",
+			SubjectPrefix:           "pushsync.events",
+			DeviceSubjectPrefix:     "pushsync.devices",
+			DeadLetterStream:        "PUSHSYNC_DEAD_LETTERS",
+			DeadLetterSubjectPrefix: "pushsync.deadletters",
+			Replicas:                1,
+			Storage:                 "file",
+			MaxAge:                  Duration(7 * 24 * time.Hour),
+			DuplicateWindow:         Duration(2 * time.Minute),
+			ConnectTimeout:          Duration(5 * time.Second),
 		},
 		Dispatcher: DispatcherConfig{
 			Consumer:           "pushsync-dispatcher",

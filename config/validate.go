@@ -155,6 +155,19 @@ func (c *NATSConfig) validate(s section) {
 	} else if a, b := c.SubjectPrefix+".", c.DeviceSubjectPrefix+"."; strings.HasPrefix(a, b) || strings.HasPrefix(b, a) {
 		s.errorf("device_subject_prefix", "must not overlap %s (%q), got %q", s.key("subject_prefix"), c.SubjectPrefix, c.DeviceSubjectPrefix)
 	}
+	s.jetStreamName("dead_letter_stream", c.DeadLetterStream)
+	if c.DeadLetterStream == c.Stream {
+		s.errorf("dead_letter_stream", "must differ from %s (%q)", s.key("stream"), c.Stream)
+	}
+	if !validSubjectPrefix(c.DeadLetterSubjectPrefix) {
+		s.errorf("dead_letter_subject_prefix", "must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.deadletters, got %q", c.DeadLetterSubjectPrefix)
+	} else {
+		for _, other := range []struct{ key, value string }{{"subject_prefix", c.SubjectPrefix}, {"device_subject_prefix", c.DeviceSubjectPrefix}} {
+			if a, b := other.value+".", c.DeadLetterSubjectPrefix+"."; strings.HasPrefix(a, b) || strings.HasPrefix(b, a) {
+				s.errorf("dead_letter_subject_prefix", "must not overlap %s (%q), got %q", s.key(other.key), other.value, c.DeadLetterSubjectPrefix)
+			}
+		}
+	}
 	s.intRange("replicas", c.Replicas, 1, 5)
 	s.oneOf("storage", c.Storage, "file", "memory")
 	switch {

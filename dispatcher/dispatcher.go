@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,12 @@ type Registry interface {
 	App(ctx context.Context, name string) (registry.App, error)
 	RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string) error
 	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error)
+}
+
+// DeadLetters keeps events whose deliveries ran out; *event.DeadLetters is
+// one.
+type DeadLetters interface {
+	Put(ctx context.Context, subject string, data []byte, reason string, deliveries uint64) error
 }
 
 // DeviceEvents announces devices the dispatcher removed; *event.Publisher
@@ -86,6 +94,9 @@ type Options struct {
 	ConfigBackoff time.Duration
 	// DeviceEvents, if set, announces devices removed for dead tokens.
 	DeviceEvents DeviceEvents
+	// DeadLetters, if set, keeps events whose pushes still fail on their
+	// last delivery; without it they are terminated.
+	DeadLetters DeadLetters
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
 }
@@ -284,14 +295,23 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg) {
 		delivered = md.NumDelivered
 	}
 
-	result, retryAfter := d.fanOut(ctx, ev, msg, log)
+	result, retryAfter, why := d.fanOut(ctx, ev, msg, log)
 	switch {
 	case result != "retry":
 		d.settle(msg.Ack(), log)
 	case d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver):
-		result = "abandoned"
-		log.Error().Uint64("deliveries", delivered).Msg("giving up on event after its last delivery")
-		d.settle(msg.TermWithReason("retries exhausted"), log)
+		result = "dead_lettered"
+		reason := "retries exhausted: " + why
+		if d.opts.DeadLetters == nil {
+			result = "abandoned"
+		} else if err := d.opts.DeadLetters.Put(ctx, msg.Subject(), msg.Data(), reason, delivered); err != nil {
+			// Not stored: keep the event in the broker rather than lose it.
+			log.Error().Err(err).Msg("could not store a dead letter; the event stays in the stream")
+			d.settle(msg.NakWithDelay(d.opts.MaxRetryDelay), log)
+			break
+		}
+		log.Error().Uint64("deliveries", delivered).Str("reason", reason).Str("result", result).Msg("giving up on event after its last delivery")
+		d.settle(msg.TermWithReason(reason), log)
 	default:
 		delay := d.retryDelay(delivered, retryAfter)
 		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
@@ -332,19 +352,19 @@ type target struct {
 // returns the event's result: "delivered" when every push settled for good
 // (accepted, or dropped as permanent), "retry" when some must be tried
 // again, or why nothing was sent.
-func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, log zerolog.Logger) (result string, retryAfter time.Duration) {
+func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
 	var expires time.Time
 	if d.opts.PushTTL > 0 {
 		expires = ev.ChangedAt.Add(d.opts.PushTTL)
 		if !d.opts.Now().Before(expires) {
 			log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
-			return "expired", 0
+			return "expired", 0, ""
 		}
 	}
 	reg, err := d.reg.Registration(ctx, ev.IdentityPoolID, ev.IdentityID)
 	if err != nil {
 		log.Warn().Err(err).Msg("registry lookup failed")
-		return "retry", 0
+		return "retry", 0, "registry: " + err.Error()
 	}
 	subs := reg.Subscribers(ev.DatasetName)
 	targets := make([]target, 0, len(subs))
@@ -365,11 +385,11 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 			p, err := d.poolPush(ctx, ev.IdentityPoolID)
 			if errors.Is(err, registry.ErrPushNotEnabled) {
 				log.Debug().Msg("push sync is not configured for the pool")
-				return "push_disabled", 0
+				return "push_disabled", 0, ""
 			}
 			if err != nil {
 				log.Warn().Err(err).Msg("reading the pool's push configuration failed")
-				return "retry", 0
+				return "retry", 0, "registry: " + err.Error()
 			}
 			pp = &p
 		}
@@ -386,15 +406,15 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		}
 		if err != nil {
 			log.Warn().Err(err).Msg("reading a platform app failed")
-			return "retry", 0
+			return "retry", 0, "registry: " + err.Error()
 		}
 		targets = append(targets, target{dev: dev, app: app})
 	}
 	if len(targets) == 0 {
 		if alreadySent > 0 {
-			return "delivered", 0 // every subscriber has it already
+			return "delivered", 0, "" // every subscriber has it already
 		}
-		return "no_subscribers", 0
+		return "no_subscribers", 0, ""
 	}
 
 	// Tell the broker we are working if the fan-out outlasts half AckWait.
@@ -418,6 +438,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		mu       sync.Mutex
 		retry    bool
 		accepted []string
+		reasons  = map[string]bool{}
 	)
 	for _, t := range targets {
 		d.sends <- struct{}{}
@@ -433,6 +454,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 			case perr.Class == Retry || perr.Class == Config:
 				retry = true
 				retryAfter = max(retryAfter, perr.RetryAfter)
+				reasons[string(t.dev.Platform)+" "+perr.Reason] = true
 			case perr.Class == TokenDead:
 				d.removeDead(ctx, ev, t.dev, perr, log)
 			}
@@ -445,9 +467,14 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		log.Warn().Err(err).Msg("could not record sent pushes; a redelivery may push them again")
 	}
 	if retry {
-		return "retry", retryAfter
+		list := make([]string, 0, len(reasons))
+		for r := range reasons {
+			list = append(list, r)
+		}
+		slices.Sort(list)
+		return "retry", retryAfter, strings.Join(list, ", ")
 	}
-	return "delivered", 0
+	return "delivered", 0, ""
 }
 
 // removeDead removes a device whose token the push service declared dead

@@ -2,6 +2,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"errors"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -646,4 +647,48 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	dl, err := event.NewDeadLetters(ctx, e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var broken atomic.Bool
+	broken.Store(true)
+	e.fcm.answer = func(*dispatcher.Push, int) error {
+		if broken.Load() {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.MaxDeliver = 2; o.DeadLetters = dl })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
+	letters, err := dl.List(ctx, 0, 10)
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("dead letters %+v %v", letters, err)
+	}
+	l := letters[0]
+	if l.Reason != "retries exhausted: GCM UNAVAILABLE" || l.Deliveries != 2 || !strings.Contains(string(l.Event), `"syncCount":5`) {
+		t.Fatalf("dead letter %+v", l)
+	}
+	// The APNs devices got their pushes the first time; FCM is fixed, and
+	// the replay reaches only the FCM device.
+	broken.Store(false)
+	if err := dl.Replay(ctx, l.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if got := e.allTokens(); strings.Join(got, ",") != strings.Join(e.expected, ",") {
+		t.Fatalf("after the replay pushed to %v, want each of %v once", got, e.expected)
+	}
+	if left, _ := dl.List(ctx, 0, 10); len(left) != 0 {
+		t.Fatalf("a replayed dead letter is still listed: %+v", left)
+	}
+	if err := dl.Replay(ctx, l.Sequence); !errors.Is(err, event.ErrNoDeadLetter) {
+		t.Fatalf("second replay: %v", err)
+	}
 }

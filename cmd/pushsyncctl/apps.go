@@ -32,6 +32,9 @@ type cmdFlags struct {
 
 	poolRegion, oidcIssuer, oidcClientIDs, oidcJWKSURL string
 	allowUnauthenticated                               bool
+
+	after, limit int64
+	all          bool
 }
 
 // appCredentials are the credential flags of app create and app rotate.

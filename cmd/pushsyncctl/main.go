@@ -35,6 +35,8 @@ type command struct {
 	synopsis string // the arguments, as in the usage line
 	summary  string // one line
 	arg      string // the name of the one positional argument, "" for none
+	// optionalArg says the positional argument may be left out.
+	optionalArg bool
 	// required are the flags that must be given.
 	required []string
 	// define adds the command's flags to fs, storing into v.
@@ -71,6 +73,16 @@ var commands = []*command{
 	{name: "identitypool update", synopsis: "ID -name N [-allow-unauthenticated] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL]]", arg: "ID",
 		summary: "replace an identity pool's settings", required: []string{"name"}, run: identityPoolUpdate, define: defineIdentityPool},
 	{name: "identitypool delete", synopsis: "ID", arg: "ID", summary: "delete an identity pool", run: identityPoolDelete},
+	{name: "deadletter list", synopsis: "[-after SEQ] [-limit N]", summary: "list events whose pushes failed until their deliveries ran out",
+		run: deadLetterList, define: func(fs *flag.FlagSet, v *cmdFlags) {
+			fs.Int64Var(&v.after, "after", 0, "list dead letters after this sequence")
+			fs.Int64Var(&v.limit, "limit", 100, "list at most this many")
+		}},
+	{name: "deadletter replay", synopsis: "SEQ | -all", arg: "SEQ", optionalArg: true, summary: "publish dead letters' events again, once the cause is fixed",
+		run: deadLetterReplay, define: func(fs *flag.FlagSet, v *cmdFlags) {
+			fs.BoolVar(&v.all, "all", false, "replay every dead letter")
+		}},
+	{name: "deadletter discard", synopsis: "SEQ", arg: "SEQ", summary: "drop a dead letter", run: deadLetterDiscard},
 	{name: "credentials issue", synopsis: "-pool P -identity I [-duration 1h]", summary: "issue identity credentials (shell exports)",
 		required: []string{"pool", "identity"}, run: credentialsIssue, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			identityFlags(fs, v)
@@ -237,7 +249,7 @@ func parseCommand(cmd *command, args []string, stderr io.Writer) (*cmdFlags, err
 	switch {
 	case cmd.arg == "" && len(pos) > 0:
 		return nil, &usageError{cmd: cmd, msg: fmt.Sprintf("%s takes no arguments, got %q", cmd.name, strings.Join(pos, " "))}
-	case cmd.arg != "" && len(pos) == 0:
+	case cmd.arg != "" && len(pos) == 0 && !cmd.optionalArg:
 		return nil, &usageError{cmd: cmd, msg: fmt.Sprintf("%s needs %s", cmd.name, cmd.arg)}
 	case len(pos) > 1:
 		return nil, &usageError{cmd: cmd, msg: fmt.Sprintf("%s takes one %s, got %q", cmd.name, cmd.arg, strings.Join(pos, " "))}

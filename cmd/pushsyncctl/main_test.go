@@ -88,7 +88,7 @@ api:
   developer_secret_access_key: %q
 redis: {addrs: [%q], key_prefix: %q}
 nats: {url: %q}
-dispatcher: {ack_wait: 5s, send_timeout: 2s, retry_delay: 100ms, max_retry_delay: 500ms}
+dispatcher: {ack_wait: 5s, send_timeout: 2s, retry_delay: 100ms, max_retry_delay: 500ms, max_deliver: 3, retry_budget: 200ms}
 apns:
   production_host: %q
   sandbox_host: %q

@@ -92,6 +92,9 @@ type Options struct {
 	// Bulk runs BulkPublish. If not set, BulkPublish answers
 	// InvalidConfigurationException.
 	Bulk BulkPublisher
+	// DeadLetters lists, replays and discards dead letters for the admin
+	// API. If not set, those operations answer InvalidConfigurationException.
+	DeadLetters DeadLetterStore
 	// Identity serves the Cognito Identity operations (unsigned JSON 1.1
 	// requests: POST / with X-Amz-Target) on the same listener. If not
 	// set, they are unknown operations.

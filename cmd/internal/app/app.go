@@ -259,8 +259,14 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		}
 		return nil
 	}})
+	// Both roles use the dead-letter stream: the worker fills it, the admin
+	// API empties it. It is made when NATS first answers.
+	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
+		Stream: cfg.NATS.DeadLetterStream, SubjectPrefix: cfg.NATS.DeadLetterSubjectPrefix,
+		EventSubjectPrefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
+	}}
 	if svc.worker {
-		disp, closeNotifiers, err := newDispatcher(cfg, js, reg, svc.roots, log, metrics)
+		disp, closeNotifiers, err := newDispatcher(cfg, js, reg, deadLetters, svc.roots, log, metrics)
 		if err != nil {
 			return err
 		}
@@ -305,6 +311,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 			AfterCommit:              svc.afterCommit,
 			Bulk:                     bulk.New(reg, st, js, bulk.Options{Replicas: cfg.NATS.Replicas}, log.With().Str("component", "bulk").Logger()),
 			Identity:                 idh,
+			DeadLetters:              deadLetters,
 			Regions:                  a.Regions,
 			MaxClockSkew:             a.MaxClockSkew.Std(),
 			MaxBodyBytes:             int64(a.MaxBodyBytes),
@@ -349,7 +356,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 
 // newDispatcher builds the dispatcher with its notifiers; the returned
 // function closes the notifiers' connections.
-func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Registry, roots rootCAs, log zerolog.Logger, metrics prometheus.Registerer) (*dispatcher.Dispatcher, func(), error) {
+func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Registry, deadLetters *lazyDeadLetters, roots rootCAs, log zerolog.Logger, metrics prometheus.Registerer) (*dispatcher.Dispatcher, func(), error) {
 	apnsN := apns.New(apns.Options{
 		ProductionHost: cfg.APNs.ProductionHost,
 		SandboxHost:    cfg.APNs.SandboxHost,
@@ -391,12 +398,71 @@ func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Reg
 		PushTTL:            dc.PushTTL.Std(),
 		RetryBudget:        dc.RetryBudget.Std(),
 		DeviceEvents:       devices,
+		DeadLetters:        deadLetters,
 	}, log.With().Str("component", "dispatcher").Logger(), metrics)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
 	return disp, closeAll, nil
+}
+
+// lazyDeadLetters creates the dead-letter stream on first use, so that a
+// process can start while NATS is still unreachable.
+type lazyDeadLetters struct {
+	js  jetstream.JetStream
+	cfg event.DeadLetterConfig
+	mu  sync.Mutex
+	dl  *event.DeadLetters
+}
+
+func (l *lazyDeadLetters) get(ctx context.Context) (*event.DeadLetters, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dl == nil {
+		dl, err := event.NewDeadLetters(ctx, l.js, l.cfg)
+		if err != nil {
+			return nil, err
+		}
+		l.dl = dl
+	}
+	return l.dl, nil
+}
+
+// Put stores a dead letter.
+func (l *lazyDeadLetters) Put(ctx context.Context, subject string, data []byte, reason string, deliveries uint64) error {
+	dl, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return dl.Put(ctx, subject, data, reason, deliveries)
+}
+
+// List lists dead letters.
+func (l *lazyDeadLetters) List(ctx context.Context, after uint64, limit int) ([]event.DeadLetter, error) {
+	dl, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return dl.List(ctx, after, limit)
+}
+
+// Replay replays a dead letter.
+func (l *lazyDeadLetters) Replay(ctx context.Context, seq uint64) error {
+	dl, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return dl.Replay(ctx, seq)
+}
+
+// Discard discards a dead letter.
+func (l *lazyDeadLetters) Discard(ctx context.Context, seq uint64) error {
+	dl, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return dl.Discard(ctx, seq)
 }
 
 // newPublisher returns the publisher of dataset-changed and device-removed

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"text/tabwriter"
+)
+
+type deadLetter struct {
+	Sequence        uint64          `json:"sequence"`
+	OriginalSubject string          `json:"originalSubject"`
+	Reason          string          `json:"reason"`
+	Deliveries      uint64          `json:"deliveries"`
+	FailedAt        string          `json:"failedAt"`
+	Event           json.RawMessage `json:"event"`
+}
+
+func (c *cli) listDeadLetters(after, limit int64) ([]deadLetter, []byte, error) {
+	raw, err := c.admin(http.MethodGet, fmt.Sprintf("/admin/v1/deadletters?after=%d&limit=%d", after, limit), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	var list struct {
+		DeadLetters []deadLetter `json:"deadLetters"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, nil, fmt.Errorf("the API answered a dead-letter list that does not decode: %w", err)
+	}
+	return list.DeadLetters, raw, nil
+}
+
+// deadLetterList prints dead letters, one line each.
+func deadLetterList(c *cli, v *cmdFlags) error {
+	letters, raw, err := c.listDeadLetters(v.after, v.limit)
+	if err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.printJSON(raw)
+	}
+	if len(letters) == 0 {
+		_, err := fmt.Fprintln(c.stdout, "no dead letters")
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tFAILED\tDELIVERIES\tREASON\tEVENT")
+	for _, l := range letters {
+		var ev struct {
+			IdentityPoolID string `json:"identityPoolId"`
+			IdentityID     string `json:"identityId"`
+			DatasetName    string `json:"datasetName"`
+			SyncCount      int64  `json:"syncCount"`
+		}
+		summary := string(l.Event)
+		if json.Unmarshal(l.Event, &ev) == nil && ev.DatasetName != "" {
+			summary = fmt.Sprintf("%s %s %s@%d", ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", l.Sequence, l.FailedAt, l.Deliveries, l.Reason, summary)
+	}
+	return tw.Flush()
+}
+
+// deadLetterReplay replays one dead letter, or every one with -all.
+func deadLetterReplay(c *cli, v *cmdFlags) error {
+	var seqs []uint64
+	switch {
+	case v.all && v.arg != "":
+		return fmt.Errorf("give a sequence or -all, not both")
+	case v.all:
+		var after int64
+		for {
+			letters, _, err := c.listDeadLetters(after, 1000)
+			if err != nil {
+				return err
+			}
+			for _, l := range letters {
+				seqs = append(seqs, l.Sequence)
+				after = int64(l.Sequence)
+			}
+			if len(letters) < 1000 {
+				break
+			}
+		}
+	case v.arg == "":
+		return fmt.Errorf("deadletter replay needs SEQ or -all")
+	default:
+		seq, err := strconv.ParseUint(v.arg, 10, 64)
+		if err != nil {
+			return fmt.Errorf("SEQ must be a dead letter's sequence number, got %q", v.arg)
+		}
+		seqs = append(seqs, seq)
+	}
+	for _, seq := range seqs {
+		if _, err := c.admin(http.MethodPost, fmt.Sprintf("/admin/v1/deadletters/%d/replay", seq), nil); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(c.stdout, "replayed %d dead letter(s)\n", len(seqs))
+	return err
+}
+
+// deadLetterDiscard drops one dead letter.
+func deadLetterDiscard(c *cli, v *cmdFlags) error {
+	seq, err := strconv.ParseUint(v.arg, 10, 64)
+	if err != nil {
+		return fmt.Errorf("SEQ must be a dead letter's sequence number, got %q", v.arg)
+	}
+	if _, err := c.admin(http.MethodDelete, fmt.Sprintf("/admin/v1/deadletters/%d", seq), nil); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "discarded dead letter %d\n", seq)
+	return err
+}

@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/testenv"
+)
+
+// TestDeadLetters lets an event fail until its deliveries run out, lists
+// it with pushsyncctl, fixes the cause and replays it.
+func TestDeadLetters(t *testing.T) {
+	d := startDaemon(t)
+	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000001", "us-east-1:0dead000-0000-4000-8000-000000000002"
+	d.serviceAccount("sa.json")
+	d.ctl("app", "create", "-name", "dl-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
+	d.ctl("pool", "set-push", pool, "-gcm", "dl-android")
+	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", "fcm-dead-letter"))
+	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+	if out := d.ctl("deadletter", "list"); !strings.Contains(out, "no dead letters") {
+		t.Fatalf("list before: %s", out)
+	}
+
+	d.fcm.FailToken("fcm-dead-letter", fcmtest.Internal())
+	d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", "7")
+	testenv.WaitMetric(t, d.http, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
+	list := d.ctl("deadletter", "list")
+	if !strings.Contains(list, "retries exhausted: GCM INTERNAL") || !strings.Contains(list, "settings@7") {
+		t.Fatalf("dead letter list:\n%s", list)
+	}
+
+	d.fcm.ClearFailures()
+	if out := d.ctl("deadletter", "replay", "-all"); !strings.Contains(out, "replayed 1 dead letter(s)") {
+		t.Fatalf("replay: %s", out)
+	}
+	testenv.WaitMetric(t, d.http, 1, "pushsync_events_consumed_total", "result", "delivered")
+	pushes := d.fcm.Pushes()
+	if len(pushes) != 1 || pushes[0].Token != "fcm-dead-letter" || pushes[0].Data["syncCount"] != "7" {
+		t.Fatalf("pushes after the replay: %+v", pushes)
+	}
+	if out := d.ctl("deadletter", "list"); !strings.Contains(out, "no dead letters") {
+		t.Fatalf("list after the replay: %s", out)
+	}
+	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException"}, "deadletter", "discard", "1")
+	d.ctlFail(d.env, 2, []string{"deadletter replay"}, "deadletter", "replay", "1", "2")
+}

@@ -1,0 +1,156 @@
+package event
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Headers of a dead letter.
+const (
+	HeaderOriginalSubject = "Pushsync-Original-Subject"
+	HeaderReason          = "Pushsync-Reason"
+	HeaderDeliveries      = "Pushsync-Deliveries"
+	HeaderFailedAt        = "Pushsync-Failed-At"
+)
+
+// ErrNoDeadLetter is returned for a dead-letter sequence that is not in the
+// stream.
+var ErrNoDeadLetter = errors.New("event: no such dead letter")
+
+// DeadLetterConfig names the dead-letter stream.
+type DeadLetterConfig struct {
+	// Stream is the dead-letter stream's name. Required.
+	Stream string
+	// SubjectPrefix starts dead-letter subjects; it must not overlap the
+	// event subjects. Required.
+	SubjectPrefix string
+	// EventSubjectPrefix is the prefix of event subjects, so that a dead
+	// letter's subject mirrors its event's. Required.
+	EventSubjectPrefix string
+	// Replicas of the stream. If not set, 1.
+	Replicas int
+}
+
+// DeadLetters keeps the events whose pushes kept failing until their
+// deliveries ran out, with the reason, so that an operator can replay them
+// once the cause is fixed.
+type DeadLetters struct {
+	js     jetstream.JetStream
+	cfg    DeadLetterConfig
+	stream jetstream.Stream
+}
+
+// NewDeadLetters creates the dead-letter stream if it does not exist and
+// returns a handle on it.
+func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterConfig) (*DeadLetters, error) {
+	if cfg.Stream == "" || cfg.SubjectPrefix == "" || cfg.EventSubjectPrefix == "" {
+		return nil, errors.New("event: a dead-letter stream, its subject prefix and the event subject prefix are required")
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "pushsync events whose pushes failed until their deliveries ran out",
+		Subjects:    []string{cfg.SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(cfg.Replicas, 1),
+		MaxAge:      30 * 24 * time.Hour,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("event: dead-letter stream %s: %w", cfg.Stream, err)
+	}
+	return &DeadLetters{js: js, cfg: cfg, stream: s}, nil
+}
+
+// Put stores an event message as a dead letter with the reason it failed.
+func (d *DeadLetters) Put(ctx context.Context, subject string, data []byte, reason string, deliveries uint64) error {
+	suffix := strings.TrimPrefix(subject, d.cfg.EventSubjectPrefix)
+	msg := &nats.Msg{Subject: d.cfg.SubjectPrefix + suffix, Data: data, Header: nats.Header{}}
+	msg.Header.Set(HeaderOriginalSubject, subject)
+	msg.Header.Set(HeaderReason, reason)
+	msg.Header.Set(HeaderDeliveries, strconv.FormatUint(deliveries, 10))
+	msg.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.cfg.Stream)); err != nil {
+		return fmt.Errorf("event: store dead letter: %w", err)
+	}
+	return nil
+}
+
+// DeadLetter is one stored dead letter.
+type DeadLetter struct {
+	Sequence        uint64    `json:"sequence"`
+	OriginalSubject string    `json:"originalSubject"`
+	Reason          string    `json:"reason"`
+	Deliveries      uint64    `json:"deliveries"`
+	FailedAt        time.Time `json:"failedAt"`
+	// Event is the event's JSON as it was published.
+	Event []byte `json:"event"`
+}
+
+// List returns up to limit dead letters with sequences above after, oldest
+// first.
+func (d *DeadLetters) List(ctx context.Context, after uint64, limit int) ([]DeadLetter, error) {
+	info, err := d.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("event: dead-letter stream: %w", err)
+	}
+	var out []DeadLetter
+	for seq := max(after+1, info.State.FirstSeq); seq <= info.State.LastSeq && len(out) < limit; seq++ {
+		dl, err := d.get(ctx, seq)
+		if errors.Is(err, ErrNoDeadLetter) {
+			continue // replayed or discarded
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *dl)
+	}
+	return out, nil
+}
+
+func (d *DeadLetters) get(ctx context.Context, seq uint64) (*DeadLetter, error) {
+	raw, err := d.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w: %d", ErrNoDeadLetter, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("event: read dead letter %d: %w", seq, err)
+	}
+	deliveries, _ := strconv.ParseUint(raw.Header.Get(HeaderDeliveries), 10, 64)
+	failedAt, _ := time.Parse(time.RFC3339Nano, raw.Header.Get(HeaderFailedAt))
+	return &DeadLetter{Sequence: seq, OriginalSubject: raw.Header.Get(HeaderOriginalSubject), Reason: raw.Header.Get(HeaderReason),
+		Deliveries: deliveries, FailedAt: failedAt, Event: raw.Data}, nil
+}
+
+// Replay publishes a dead letter's event again on its original subject,
+// for the dispatcher to deliver afresh, and removes the dead letter.
+// Devices that already received its state are not pushed again.
+func (d *DeadLetters) Replay(ctx context.Context, seq uint64) error {
+	dl, err := d.get(ctx, seq)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: dl.OriginalSubject, Data: dl.Event, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay.%s.%d", d.cfg.Stream, seq))
+	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("event: replay dead letter %d: %w", seq, err)
+	}
+	return d.Discard(ctx, seq)
+}
+
+// Discard removes a dead letter.
+func (d *DeadLetters) Discard(ctx context.Context, seq uint64) error {
+	if err := d.stream.DeleteMsg(ctx, seq); err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) || strings.Contains(err.Error(), "no message found") {
+			return fmt.Errorf("%w: %d", ErrNoDeadLetter, seq)
+		}
+		return fmt.Errorf("event: discard dead letter %d: %w", seq, err)
+	}
+	return nil
+}
