@@ -231,6 +231,11 @@ type DispatcherConfig struct {
 	// event goes back to the broker; 0 hands it back at once. It must be
 	// less than ack_wait. If not set, 2s.
 	RetryBudget Duration `yaml:"retry_budget" json:"retry_budget"`
+	// CoalesceWindow gathers the changes of one dataset arriving within it
+	// into one push per device carrying the newest sync count; 0 pushes
+	// every change at once. It must be less than half of ack_wait. If not
+	// set, 0s.
+	CoalesceWindow Duration `yaml:"coalesce_window" json:"coalesce_window"`
 }
 
 // APNsConfig configures the APNs client. Each platform app chooses the

@@ -93,6 +93,7 @@ var validFixtures = map[string]func(c *Config){
 				MaxRetryDelay:      Duration(10 * time.Minute),
 				AppCacheTTL:        Duration(90 * time.Second),
 				RetryBudget:        Duration(5 * time.Second),
+				CoalesceWindow:     Duration(2 * time.Second),
 			},
 			APNs: APNsConfig{
 				ProductionHost: "https://apns.example:8443",
@@ -163,6 +164,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_dispatcher_consumer.yaml":           {want: `config: dispatcher.consumer: must not contain whitespace or any of . * > / \, got "push dispatcher"`},
 	"invalid_nats_device_prefix_overlap.yaml":    {want: `config: nats.device_subject_prefix: must not overlap nats.subject_prefix ("pushsync.events"), got "pushsync.events.devices"`},
 	"invalid_nats_dead_letter_stream_same.yaml":  {want: `config: nats.dead_letter_stream: must differ from nats.stream ("PUSHSYNC_EVENTS")`},
+	"invalid_coalesce_window.yaml":               {want: `config: dispatcher.coalesce_window: must be from 0s to less than half of dispatcher.ack_wait (30s), got 15s`},
 	"invalid_ack_wait_short.yaml":                {want: "config: dispatcher.ack_wait: must be at least 1s, got 500ms"},
 	"invalid_max_deliver_zero.yaml":              {want: "config: dispatcher.max_deliver: must be -1 (unlimited) or at least 1, got 0"},
 	"invalid_max_ack_pending_zero.yaml":          {want: "config: dispatcher.max_ack_pending: must be at least 1, got 0"},

@@ -202,6 +202,9 @@ func (c *DispatcherConfig) validate(s section) {
 	if c.PushTTL < 0 || c.PushTTL > maxPushTTL {
 		s.errorf("push_ttl", "must be between 0s and %s (28 days), got %s", maxPushTTL, c.PushTTL)
 	}
+	if c.CoalesceWindow < 0 || 2*c.CoalesceWindow >= c.AckWait {
+		s.errorf("coalesce_window", "must be from 0s to less than half of %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.CoalesceWindow)
+	}
 	if c.RetryBudget < 0 || c.RetryBudget >= c.AckWait {
 		s.errorf("retry_budget", "must be from 0s to less than %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.RetryBudget)
 	}

@@ -97,6 +97,10 @@ type Options struct {
 	// DeadLetters, if set, keeps events whose pushes still fail on their
 	// last delivery; without it they are terminated.
 	DeadLetters DeadLetters
+	// CoalesceWindow, if set, gathers the events of one dataset arriving
+	// within it into one fan-out carrying the highest sync count; the
+	// others are acked once it settles. It must be well below AckWait.
+	CoalesceWindow time.Duration
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
 }
@@ -146,6 +150,11 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	suspended map[string]time.Time // platform app → until when it is not used
+
+	slots  chan struct{}  // one per event being handled (Workers)
+	wg     sync.WaitGroup // handlers and coalescing groups in flight
+	cmu    sync.Mutex
+	groups map[string]*group // dataset → events waiting out the window
 }
 
 // New returns a Dispatcher. notifiers maps each kind of platform app to the
@@ -172,6 +181,8 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
 		sends:     make(chan struct{}, opts.MaxConcurrentSends),
 		suspended: make(map[string]time.Time),
+		slots:     make(chan struct{}, opts.Workers),
+		groups:    make(map[string]*group),
 	}, nil
 }
 
@@ -237,9 +248,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
-	workers := make(chan struct{}, d.opts.Workers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer d.wg.Wait()
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -255,23 +264,20 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
-		workers <- struct{}{}
-		wg.Add(1)
+		d.slots <- struct{}{}
+		d.wg.Add(1)
 		go func() {
-			defer func() { <-workers; wg.Done() }()
-			// In-flight work finishes even when ctx is cancelled: each send
-			// has its own timeout.
-			d.handle(context.WithoutCancel(ctx), msg)
+			defer func() { <-d.slots; d.wg.Done() }()
+			d.handle(ctx, msg)
 		}()
 	}
 }
 
-// handle processes one message and acks, naks or terminates it.
-func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg) {
-	start := d.opts.Now()
-	d.m.inflightEvents.Inc()
-	defer d.m.inflightEvents.Dec()
-
+// handle decodes one message and processes it, at once or, with a
+// coalescing window, together with the other events of its dataset that
+// arrive within the window. runCtx ends when the dispatcher stops; work
+// already begun finishes regardless, each send having its own timeout.
+func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg) {
 	ev, err := event.Decode(d.opts.SubjectPrefix, msg.Subject(), msg.Data())
 	if err != nil {
 		var de *event.DecodeError
@@ -287,6 +293,18 @@ func (d *Dispatcher) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		return
 	}
+	if d.opts.CoalesceWindow > 0 {
+		d.coalesce(runCtx, ev, msg)
+		return
+	}
+	d.process(context.WithoutCancel(runCtx), ev, msg)
+}
+
+// process fans one event out and acks, naks or dead-letters its message.
+func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg) {
+	start := d.opts.Now()
+	d.m.inflightEvents.Inc()
+	defer d.m.inflightEvents.Dec()
 	log := d.log.With().Str("pool", ev.IdentityPoolID).Str("identity", ev.IdentityID).
 		Str("dataset", ev.DatasetName).Int64("sync_count", ev.SyncCount).Logger()
 
@@ -616,4 +634,58 @@ func (d *Dispatcher) app(ctx context.Context, name string) (*registry.App, error
 		return nil, err
 	}
 	return &app, nil
+}
+
+// group is the events of one dataset gathered in a coalescing window.
+type group struct {
+	ev         *event.DatasetChanged
+	msg        jetstream.Msg
+	superseded []jetstream.Msg
+}
+
+// coalesce adds an event to its dataset's group, opening the group and its
+// window if there is none. When the window closes (or the dispatcher
+// stops), the event with the highest sync count is processed and the rest
+// are acked: the pushes carry the newer state. Until then every message
+// stays unacked, so a crash loses none.
+func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg) {
+	key := ev.IdentityPoolID + "\x00" + ev.IdentityID + "\x00" + ev.DatasetName
+	d.cmu.Lock()
+	if g, ok := d.groups[key]; ok {
+		if ev.SyncCount > g.ev.SyncCount {
+			g.superseded = append(g.superseded, g.msg)
+			g.ev, g.msg = ev, msg
+		} else {
+			g.superseded = append(g.superseded, msg)
+		}
+		d.cmu.Unlock()
+		return
+	}
+	g := &group{ev: ev, msg: msg}
+	d.groups[key] = g
+	d.cmu.Unlock()
+
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		t := time.NewTimer(d.opts.CoalesceWindow)
+		select {
+		case <-t.C:
+		case <-runCtx.Done():
+			t.Stop()
+		}
+		d.cmu.Lock()
+		delete(d.groups, key)
+		d.cmu.Unlock()
+		d.slots <- struct{}{}
+		defer func() { <-d.slots }()
+		for _, m := range g.superseded {
+			_ = m.InProgress()
+		}
+		d.process(context.WithoutCancel(runCtx), g.ev, g.msg)
+		for _, m := range g.superseded {
+			d.settle(m.Ack(), d.log)
+			d.m.events.WithLabelValues("coalesced").Inc()
+		}
+	}()
 }

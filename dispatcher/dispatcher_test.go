@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -690,5 +691,44 @@ func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
 	}
 	if err := dl.Replay(ctx, l.Sequence); !errors.Is(err, event.ErrNoDeadLetter) {
 		t.Fatalf("second replay: %v", err)
+	}
+}
+
+func TestBurstIsCoalesced(t *testing.T) {
+	e := setup(t)
+	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
+	for i := int64(1); i <= 100; i++ {
+		e.publish(t, "settings", i, e.origin.ID)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		delivered := e.counter(t, "pushsync_events_consumed_total", "result", "delivered")
+		coalesced := e.counter(t, "pushsync_events_consumed_total", "result", "coalesced")
+		if delivered+coalesced == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %v + coalesced %v, want 100", delivered, coalesced)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	perDevice := map[string][]int64{}
+	for _, p := range append(e.apns.all(), e.fcm.all()...) {
+		perDevice[p.Device.Token] = append(perDevice[p.Device.Token], p.Event.SyncCount)
+	}
+	if len(perDevice) != 3 {
+		t.Fatalf("devices pushed: %v", perDevice)
+	}
+	for tok, counts := range perDevice {
+		if len(counts) > 5 || slices.Max(counts) != 100 {
+			t.Fatalf("device %s got sync counts %v: want a few pushes, the last state 100 among them", tok, counts)
+		}
+	}
+	info, err := mustConsumer(t, e).Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Fatalf("after the burst: ackPending=%d pending=%d", info.NumAckPending, info.NumPending)
 	}
 }

@@ -19,7 +19,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_events_consumed_total",
-			Help: "Events consumed, by result: delivered, no_subscribers, push_disabled, expired, retry, dead_lettered, abandoned or malformed.",
+			Help: "Events consumed, by result: delivered, coalesced (superseded by a newer event of the dataset), no_subscribers, push_disabled, expired, retry, dead_lettered, abandoned or malformed.",
 		}, []string{"result"}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_events_malformed_total",

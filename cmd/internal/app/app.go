@@ -397,6 +397,7 @@ func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Reg
 		AppCacheTTL:        dc.AppCacheTTL.Std(),
 		PushTTL:            dc.PushTTL.Std(),
 		RetryBudget:        dc.RetryBudget.Std(),
+		CoalesceWindow:     dc.CoalesceWindow.Std(),
 		DeviceEvents:       devices,
 		DeadLetters:        deadLetters,
 	}, log.With().Str("component", "dispatcher").Logger(), metrics)
