@@ -236,6 +236,14 @@ type DispatcherConfig struct {
 	// every change at once. It must be less than half of ack_wait. If not
 	// set, 0s.
 	CoalesceWindow Duration `yaml:"coalesce_window" json:"coalesce_window"`
+	// DeviceBudget is how many pushes one device may get per
+	// device_budget_window; a push beyond it waits in the broker until the
+	// window ends (Apple advises two or three background pushes an hour).
+	// 0 is no budget. If not set, 0.
+	DeviceBudget int `yaml:"device_budget" json:"device_budget"`
+	// DeviceBudgetWindow is the span device_budget counts over, at least
+	// 1s. If not set, 1h.
+	DeviceBudgetWindow Duration `yaml:"device_budget_window" json:"device_budget_window"`
 }
 
 // APNsConfig configures the APNs client. Each platform app chooses the
@@ -375,6 +383,7 @@ func Default() *Config {
 			MaxRetryDelay:      Duration(5 * time.Minute),
 			AppCacheTTL:        Duration(30 * time.Second),
 			RetryBudget:        Duration(2 * time.Second),
+			DeviceBudgetWindow: Duration(time.Hour),
 		},
 		APNs: APNsConfig{
 			ProductionHost: "https://api.push.apple.com",

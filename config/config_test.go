@@ -94,6 +94,8 @@ var validFixtures = map[string]func(c *Config){
 				AppCacheTTL:        Duration(90 * time.Second),
 				RetryBudget:        Duration(5 * time.Second),
 				CoalesceWindow:     Duration(2 * time.Second),
+				DeviceBudget:       3,
+				DeviceBudgetWindow: Duration(30 * time.Minute),
 			},
 			APNs: APNsConfig{
 				ProductionHost: "https://apns.example:8443",

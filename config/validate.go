@@ -202,6 +202,12 @@ func (c *DispatcherConfig) validate(s section) {
 	if c.PushTTL < 0 || c.PushTTL > maxPushTTL {
 		s.errorf("push_ttl", "must be between 0s and %s (28 days), got %s", maxPushTTL, c.PushTTL)
 	}
+	if c.DeviceBudget < 0 {
+		s.errorf("device_budget", "must be 0 (no budget) or more, got %d", c.DeviceBudget)
+	}
+	if c.DeviceBudgetWindow < Duration(time.Second) {
+		s.errorf("device_budget_window", "must be at least 1s, got %s", c.DeviceBudgetWindow)
+	}
 	if c.CoalesceWindow < 0 || 2*c.CoalesceWindow >= c.AckWait {
 		s.errorf("coalesce_window", "must be from 0s to less than half of %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.CoalesceWindow)
 	}

@@ -32,7 +32,7 @@ type Registry interface {
 	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	App(ctx context.Context, name string) (registry.App, error)
-	RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string) error
+	RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string, countAt time.Time, window time.Duration) error
 	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error)
 }
 
@@ -97,6 +97,13 @@ type Options struct {
 	// DeadLetters, if set, keeps events whose pushes still fail on their
 	// last delivery; without it they are terminated.
 	DeadLetters DeadLetters
+	// DeviceBudget, if set, is how many pushes one device may get in an
+	// hour; a push beyond it is deferred (its event waits in the broker
+	// until the device's window ends), never dropped, so the newest state
+	// always arrives in the end.
+	DeviceBudget int
+	// BudgetWindow is the span DeviceBudget counts over. If not set, 1h.
+	BudgetWindow time.Duration
 	// CoalesceWindow, if set, gathers the events of one dataset arriving
 	// within it into one fan-out carrying the highest sync count; the
 	// others are acked once it settles. It must be well below AckWait.
@@ -124,6 +131,7 @@ func (o *Options) setDefaults() error {
 	def(&o.RetryDelay, 2*time.Second)
 	def(&o.MaxRetryDelay, 5*time.Minute)
 	def(&o.ConfigBackoff, 30*time.Second)
+	def(&o.BudgetWindow, time.Hour)
 	defInt(&o.MaxDeliver, 20)
 	defInt(&o.MaxAckPending, 1000)
 	defInt(&o.Workers, 64)
@@ -387,6 +395,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	subs := reg.Subscribers(ev.DatasetName)
 	targets := make([]target, 0, len(subs))
 	alreadySent := 0
+	var deferFor time.Duration // until the first device over its budget may get a push
 	var pp *registry.PoolPush
 	for _, dev := range subs {
 		if dev.ID == ev.OriginDeviceID {
@@ -398,6 +407,17 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "already_sent").Inc()
 			alreadySent++
 			continue
+		}
+		if d.opts.DeviceBudget > 0 {
+			w, now := reg.Budget[dev.ID], d.opts.Now()
+			if now.Sub(w.Start) < d.opts.BudgetWindow && w.Pushes >= d.opts.DeviceBudget {
+				d.m.pushes.WithLabelValues(string(dev.Platform), "deferred", "budget").Inc()
+				wait := w.Start.Add(d.opts.BudgetWindow).Sub(now)
+				if deferFor == 0 || wait < deferFor {
+					deferFor = wait
+				}
+				continue
+			}
 		}
 		if pp == nil {
 			p, err := d.poolPush(ctx, ev.IdentityPoolID)
@@ -429,6 +449,9 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		targets = append(targets, target{dev: dev, app: app})
 	}
 	if len(targets) == 0 {
+		if deferFor > 0 {
+			return "retry", deferFor, "push budget"
+		}
 		if alreadySent > 0 {
 			return "delivered", 0, "" // every subscriber has it already
 		}
@@ -481,8 +504,17 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	wg.Wait()
 	// Recorded only after the services accepted: a crash before this line
 	// pushes these devices again on redelivery, never fewer.
-	if err := d.reg.RecordSent(ctx, ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount, accepted); err != nil {
+	var countAt time.Time
+	if d.opts.DeviceBudget > 0 {
+		countAt = d.opts.Now()
+	}
+	if err := d.reg.RecordSent(ctx, ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount, accepted, countAt, d.opts.BudgetWindow); err != nil {
 		log.Warn().Err(err).Msg("could not record sent pushes; a redelivery may push them again")
+	}
+	if deferFor > 0 {
+		retry = true
+		retryAfter = max(retryAfter, deferFor)
+		reasons["push budget"] = true
 	}
 	if retry {
 		list := make([]string, 0, len(reasons))

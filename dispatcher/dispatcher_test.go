@@ -43,6 +43,7 @@ func tok(i int) string { return fmt.Sprintf("%064x", i) }
 type recorder struct {
 	mu     sync.Mutex
 	pushes []*dispatcher.Push
+	times  []time.Time // arrival of each push
 	answer func(p *dispatcher.Push, attempt int) error
 	tries  map[string]int
 	block  chan struct{} // if set, Notify waits on it
@@ -64,7 +65,20 @@ func (r *recorder) Notify(ctx context.Context, p *dispatcher.Push) error {
 		}
 	}
 	r.pushes = append(r.pushes, p)
+	r.times = append(r.times, time.Now())
 	return nil
+}
+
+// firstAt returns when the first push carrying syncCount arrived.
+func (r *recorder) firstAt(syncCount int64) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, p := range r.pushes {
+		if p.Event.SyncCount == syncCount {
+			return r.times[i]
+		}
+	}
+	return time.Time{}
 }
 
 func (r *recorder) all() []*dispatcher.Push {
@@ -730,5 +744,36 @@ func TestBurstIsCoalesced(t *testing.T) {
 	}
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Fatalf("after the burst: ackPending=%d pending=%d", info.NumAckPending, info.NumPending)
+	}
+}
+
+func TestDeviceBudgetDefersButDeliversTheLatest(t *testing.T) {
+	e := setup(t)
+	const window = 2500 * time.Millisecond
+	e.start(t, func(o *dispatcher.Options) { o.DeviceBudget = 2; o.BudgetWindow = window })
+	for i := int64(1); i <= 2; i++ {
+		e.publish(t, "settings", i, e.origin.ID)
+		e.waitCounter(t, float64(i), "pushsync_events_consumed_total", "result", "delivered")
+	}
+	// The budget is spent: the third change is deferred, not dropped.
+	e.publish(t, "settings", 3, e.origin.ID)
+	e.waitCounter(t, 3, "pushsync_pushes_total", "result", "deferred", "reason", "budget")
+	if got := len(e.allTokens()); got != 6 {
+		t.Fatalf("%d pushes while over budget, want the 6 of the first two changes", got)
+	}
+	// Once the window has passed, the devices get the newest state.
+	e.waitCounter(t, 3, "pushsync_events_consumed_total", "result", "delivered")
+	last := map[string]int64{}
+	for _, p := range append(e.apns.all(), e.fcm.all()...) {
+		last[p.Device.Token] = max(last[p.Device.Token], p.Event.SyncCount)
+	}
+	for tok, n := range last {
+		if n != 3 {
+			t.Fatalf("device %s ended at sync count %d, want 3", tok, n)
+		}
+	}
+	first, third := e.fcm.firstAt(1), e.fcm.firstAt(3)
+	if third.Sub(first) < window {
+		t.Fatalf("the deferred push came %v after the first, inside the %v window", third.Sub(first), window)
 	}
 }

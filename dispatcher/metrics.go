@@ -27,7 +27,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_pushes_total",
-			Help: "Pushes by platform, result (accepted, retry, permanent, token_dead, config, skipped) and the service's reason.",
+			Help: "Pushes by platform, result (accepted, retry, permanent, token_dead, config, skipped, deferred) and the service's reason.",
 		}, []string{"platform", "result", "reason"}),
 		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pushsync_fanout_duration_seconds",

@@ -14,13 +14,13 @@ func TestRecordSentOnlyRises(t *testing.T) {
 	ctx := context.Background()
 	a, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-a")
 	b, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-b")
-	if err := r.RecordSent(ctx, pool, identity, "settings", 5, []string{a.ID, b.ID, "5cd28fbe-0000-0000-0000-00000000dead"}); err != nil {
+	if err := r.RecordSent(ctx, pool, identity, "settings", 5, []string{a.ID, b.ID, "5cd28fbe-0000-0000-0000-00000000dead"}, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.RecordSent(ctx, pool, identity, "settings", 3, []string{a.ID}); err != nil {
+	if err := r.RecordSent(ctx, pool, identity, "settings", 3, []string{a.ID}, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.RecordSent(ctx, pool, identity, "settings", 7, []string{b.ID}); err != nil {
+	if err := r.RecordSent(ctx, pool, identity, "settings", 7, []string{b.ID}, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	reg, err := r.Registration(ctx, pool, identity)
@@ -50,7 +50,7 @@ func TestRemoveDeadDevice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_ = r.RecordSent(ctx, pool, identity, "settings", 4, []string{d.ID, keep.ID})
+	_ = r.RecordSent(ctx, pool, identity, "settings", 4, []string{d.ID, keep.ID}, time.Time{}, 0)
 
 	// APNs says the token died before the device registered: it was
 	// registered again since, and stays.
@@ -77,5 +77,29 @@ func TestRemoveDeadDevice(t *testing.T) {
 	}
 	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour)); removed {
 		t.Fatal("removed twice")
+	}
+}
+
+func TestPushBudgetWindows(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	d, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-budget")
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	for i, at := range []time.Time{t0, t0.Add(10 * time.Minute), t0.Add(59 * time.Minute)} {
+		if err := r.RecordSent(ctx, pool, identity, "settings", int64(i+1), []string{d.ID}, at, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg, _ := r.Registration(ctx, pool, identity)
+	if w := reg.Budget[d.ID]; !w.Start.Equal(t0) || w.Pushes != 3 {
+		t.Fatalf("window %+v, want 3 pushes from %v", w, t0)
+	}
+	// An hour after the window opened, a new one starts.
+	if err := r.RecordSent(ctx, pool, identity, "settings", 4, []string{d.ID}, t0.Add(61*time.Minute), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	reg, _ = r.Registration(ctx, pool, identity)
+	if w := reg.Budget[d.ID]; !w.Start.Equal(t0.Add(61*time.Minute)) || w.Pushes != 1 {
+		t.Fatalf("new window %+v", w)
 	}
 }

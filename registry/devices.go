@@ -95,6 +95,15 @@ type Registration struct {
 	// Sent maps SentKey(device, dataset) to the highest sync count a push
 	// to that device for that dataset has carried.
 	Sent map[string]int64
+	// Budget maps device ids to their push budget window, when pushes are
+	// counted (see RecordSent).
+	Budget map[string]BudgetWindow
+}
+
+// BudgetWindow counts the pushes a device got since Start.
+type BudgetWindow struct {
+	Start  time.Time
+	Pushes int
 }
 
 // SentKey is the key of Registration.Sent for a device and a dataset.
@@ -120,7 +129,7 @@ func (r *Registry) Registration(ctx context.Context, pool, identity string) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("registry: read registration: %w", err)
 	}
-	reg := &Registration{Devices: make(map[string]Device, len(all)), Subscriptions: make(map[string][]string), Sent: make(map[string]int64)}
+	reg := &Registration{Devices: make(map[string]Device, len(all)), Subscriptions: make(map[string][]string), Sent: make(map[string]int64), Budget: make(map[string]BudgetWindow)}
 	for f, v := range all {
 		switch {
 		case strings.HasPrefix(f, "d:"):
@@ -131,6 +140,13 @@ func (r *Registry) Registration(ctx context.Context, pool, identity string) (*Re
 			reg.Devices[d.ID] = d
 		case strings.HasPrefix(f, "s:"):
 			reg.Subscriptions[f[2:]] = strings.Fields(v)
+		case strings.HasPrefix(f, "b:"):
+			var ms int64
+			var n int
+			if _, err := fmt.Sscan(v, &ms, &n); err != nil {
+				return nil, fmt.Errorf("registry: corrupt push budget %s=%q", f, v)
+			}
+			reg.Budget[f[2:]] = BudgetWindow{Start: time.UnixMilli(ms), Pushes: n}
 		case strings.HasPrefix(f, "x:"):
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
@@ -218,6 +234,7 @@ if ARGV[2] ~= '' then
 end
 redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1])
 local sent = 'x:' .. ARGV[1] .. '|'
+redis.call('HDEL', KEYS[1], 'b:' .. ARGV[1])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local f, w = all[i], all[i+1]
@@ -274,14 +291,27 @@ func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceI
 }
 
 // recordSentScript raises x:<device>|<dataset> to ARGV[2] for each device
-// in ARGV[3..] that is still registered.
+// in ARGV[5..] that is still registered; with ARGV[3] (unix ms, non-zero)
+// it also counts the push in the device's budget window of ARGV[4] ms.
 var recordSentScript = redis.NewScript(`
 local n = tonumber(ARGV[2])
-for i = 3, #ARGV do
+local now = tonumber(ARGV[3])
+local window = tonumber(ARGV[4])
+for i = 5, #ARGV do
   if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[i]) == 1 then
     local f = 'x:' .. ARGV[i] .. '|' .. ARGV[1]
     local cur = tonumber(redis.call('HGET', KEYS[1], f) or '0')
     if n > cur then redis.call('HSET', KEYS[1], f, ARGV[2]) end
+    if now > 0 then
+      local bf = 'b:' .. ARGV[i]
+      local b = redis.call('HGET', KEYS[1], bf)
+      local start, count = now, 0
+      if b then
+        local s, c = string.match(b, '(%d+) (%d+)')
+        if now - tonumber(s) < window then start, count = tonumber(s), tonumber(c) end
+      end
+      redis.call('HSET', KEYS[1], bf, string.format('%d %d', start, count + 1))
+    end
   end
 end
 return 0
@@ -289,13 +319,18 @@ return 0
 
 // RecordSent notes that pushes carrying syncCount for dataset were
 // accepted for the devices, so that a redelivered or older event does not
-// push to them again. Counts only rise.
-func (r *Registry) RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string) error {
+// push to them again; counts only rise. With a non-zero countAt it also
+// counts each push in its device's budget window, which lasts window.
+func (r *Registry) RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string, countAt time.Time, window time.Duration) error {
 	if len(deviceIDs) == 0 {
 		return nil
 	}
-	args := make([]any, 0, len(deviceIDs)+2)
-	args = append(args, dataset, syncCount)
+	var now int64
+	if !countAt.IsZero() {
+		now = countAt.UnixMilli()
+	}
+	args := make([]any, 0, len(deviceIDs)+4)
+	args = append(args, dataset, syncCount, now, window.Milliseconds())
 	for _, id := range deviceIDs {
 		args = append(args, id)
 	}

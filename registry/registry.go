@@ -9,6 +9,7 @@
 //	    d:<deviceId>  -> "<platform>|<registered unix ms>|<token>"
 //	    s:<dataset>   -> subscribed device ids, space-separated
 //	    x:<deviceId>|<dataset> -> the highest sync count pushed to the device
+//	    b:<deviceId>  -> "<window start unix ms> <pushes in the window>" (push budget)
 //	P:{config}        hash, operator configuration
 //	    app:<name>    -> platform app JSON
 //	    rev:<name>    -> the app's revision, raised on every change

@@ -398,6 +398,8 @@ func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Reg
 		PushTTL:            dc.PushTTL.Std(),
 		RetryBudget:        dc.RetryBudget.Std(),
 		CoalesceWindow:     dc.CoalesceWindow.Std(),
+		DeviceBudget:       dc.DeviceBudget,
+		BudgetWindow:       dc.DeviceBudgetWindow.Std(),
 		DeviceEvents:       devices,
 		DeadLetters:        deadLetters,
 	}, log.With().Str("component", "dispatcher").Logger(), metrics)
