@@ -1,9 +1,10 @@
 # The everyday commands; see README.md.
+SHELL := /bin/bash
 GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 REDIS_ADDR ?= 127.0.0.1:6379
 
-.PHONY: build test test-short bench lint fuzz run emulators redis clean
+.PHONY: build test faults bench lint fuzz run emulators redis clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -11,6 +12,12 @@ build:
 # The test suite needs a Redis; it starts one (without persistence) when none answers.
 test: redis
 	$(GO) test -race -count=1 ./...
+
+# Fault tests against real processes (kill -9, restarts, outages); prints a report table.
+faults: redis
+	@report=$${FAULTS_REPORT:-faults-report.md}; \
+	FAULTS_REPORT=$$report $(GO) test -race -count=1 -tags faults ./internal/faults; status=$$?; \
+	[ -f $$report ] && cat $$report; exit $$status
 
 bench: redis
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
@@ -45,4 +52,4 @@ redis:
 	else echo "no Redis at $(REDIS_ADDR) and redis-server is not installed (Debian: apt-get install redis-server)"; exit 1; fi
 
 clean:
-	rm -rf bin pushemu-creds
+	rm -rf bin pushemu-creds faults-report.md

@@ -247,7 +247,10 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s on %s: %w", d.opts.Consumer, d.opts.Stream, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(d.opts.Workers), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	// A short pull expiry and heartbeat notice a lost consumer leader or
+	// server in seconds rather than the default 30s.
+	it, err := cons.Messages(jetstream.PullMaxMessages(d.opts.Workers), jetstream.PullExpiry(10*time.Second),
+		jetstream.PullHeartbeat(2*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return fmt.Errorf("pull from consumer %s: %w", d.opts.Consumer, err)
 	}
@@ -475,11 +478,10 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	}()
 
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		retry    bool
-		accepted []string
-		reasons  = map[string]bool{}
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		retry   bool
+		reasons = map[string]bool{}
 	)
 	for _, t := range targets {
 		d.sends <- struct{}{}
@@ -487,11 +489,15 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		go func() {
 			defer func() { <-d.sends; wg.Done() }()
 			perr := d.send(ctx, ev, t, expires)
+			if perr == nil {
+				// Recorded as soon as the service accepted: a crash repeats
+				// only pushes accepted and not yet recorded.
+				d.recordSent(ctx, ev, t.dev.ID, log)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case perr == nil:
-				accepted = append(accepted, t.dev.ID)
 			case perr.Class == Retry || perr.Class == Config:
 				retry = true
 				retryAfter = max(retryAfter, perr.RetryAfter)
@@ -502,15 +508,6 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		}()
 	}
 	wg.Wait()
-	// Recorded only after the services accepted: a crash before this line
-	// pushes these devices again on redelivery, never fewer.
-	var countAt time.Time
-	if d.opts.DeviceBudget > 0 {
-		countAt = d.opts.Now()
-	}
-	if err := d.reg.RecordSent(ctx, ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount, accepted, countAt, d.opts.BudgetWindow); err != nil {
-		log.Warn().Err(err).Msg("could not record sent pushes; a redelivery may push them again")
-	}
 	if deferFor > 0 {
 		retry = true
 		retryAfter = max(retryAfter, deferFor)
@@ -525,6 +522,18 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		return "retry", retryAfter, strings.Join(list, ", ")
 	}
 	return "delivered", 0, ""
+}
+
+// recordSent notes an accepted push, so that a redelivered or older event
+// does not push the device again.
+func (d *Dispatcher) recordSent(ctx context.Context, ev *event.DatasetChanged, deviceID string, log zerolog.Logger) {
+	var countAt time.Time
+	if d.opts.DeviceBudget > 0 {
+		countAt = d.opts.Now()
+	}
+	if err := d.reg.RecordSent(ctx, ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount, []string{deviceID}, countAt, d.opts.BudgetWindow); err != nil {
+		log.Warn().Err(err).Str("device", deviceID).Msg("could not record a sent push; a redelivery may push it again")
+	}
 }
 
 // removeDead removes a device whose token the push service declared dead

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -120,9 +121,11 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		Payload:     note.Payload,
 	}
 	var (
-		res     *apns2.Response
-		sendErr error
+		res        *apns2.Response
+		sendErr    error
+		retryAfter time.Duration
 	)
+	ctx = context.WithValue(ctx, retryAfterKey{}, &retryAfter)
 	c.gate.Do(func() bool {
 		res, sendErr = c.c.PushWithContext(ctx, req)
 		return sendErr == nil
@@ -139,7 +142,48 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		ac.token.IssuedAt = 0
 		ac.token.Unlock()
 	}
-	return Classify(res)
+	e := Classify(res)
+	e.RetryAfter = retryAfter
+	return e
+}
+
+// retryAfterKey carries, in a push's context, where retryAfterTransport
+// stores the answer's Retry-After: apns2's Response has no headers.
+type retryAfterKey struct{}
+
+// retryAfterTransport reads the Retry-After header of APNs answers.
+type retryAfterTransport struct{ http.RoundTripper }
+
+func (t retryAfterTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	res, err := t.RoundTripper.RoundTrip(r)
+	if err == nil {
+		if dst, ok := r.Context().Value(retryAfterKey{}).(*time.Duration); ok {
+			*dst = parseRetryAfter(res.Header.Get("Retry-After"))
+		}
+	}
+	return res, err
+}
+
+// CloseIdleConnections lets apns2's Client.CloseIdleConnections reach the
+// transport.
+func (t retryAfterTransport) CloseIdleConnections() {
+	if c, ok := t.RoundTripper.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// parseRetryAfter reads a Retry-After value: seconds or an HTTP date.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(time.Until(at), 0)
+	}
+	return 0
 }
 
 // expiration is the push's own expiry when the dispatcher set one.
@@ -205,7 +249,7 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 			},
 		}
 		tr.Protocols.SetHTTP2(true)
-		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: tr}}
+		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: retryAfterTransport{tr}}}
 		if ac.token != nil {
 			c.Token = ac.token
 		} else {
@@ -277,7 +321,11 @@ func Classify(res *apns2.Response) *dispatcher.Error {
 	if class, ok := reasonClass[res.Reason]; ok {
 		e := &dispatcher.Error{Class: class, Reason: res.Reason, Err: err}
 		if res.StatusCode == http.StatusGone && !res.Timestamp.IsZero() {
-			e.DeadSince = res.Timestamp.Time // when APNs learned the token was gone
+			// When APNs learned the token was gone. APNs sends milliseconds
+			// and apns2 keeps whole seconds, so the moment lies somewhere in
+			// the second after: only a registration after that second is
+			// surely newer.
+			e.DeadSince = res.Timestamp.Time.Add(time.Second - time.Millisecond)
 		}
 		return e
 	}

@@ -246,3 +246,18 @@ func TestNewRevisionRebuildsClient(t *testing.T) {
 		t.Fatalf("second push signed with %q, want the rotated key", p[len(p)-1].KeyID)
 	}
 }
+
+func TestRetryAfterIsRead(t *testing.T) {
+	f := newFixture(t)
+	f.prod.FailToken(tok(20), apnstest.TooManyRequests(7*time.Second))
+	err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(20), 1))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "TooManyRequests" || pe.RetryAfter != 7*time.Second {
+		t.Fatalf("got %v (retry after %v), want TooManyRequests to wait 7s", err, pe.RetryAfter)
+	}
+	// An answer without the header waits nothing in particular.
+	f.prod.FailToken(tok(21), apnstest.ServiceUnavailable())
+	if err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(21), 1)); !errors.As(err, &pe) || pe.RetryAfter != 0 {
+		t.Fatalf("503 without Retry-After: %v, %v", err, pe.RetryAfter)
+	}
+}
