@@ -15,7 +15,7 @@ test: redis
 
 # Fault tests against real processes (kill -9, restarts, outages); prints a report table.
 faults: redis
-	@report=$${FAULTS_REPORT:-faults-report.md}; \
+	@report=$${FAULTS_REPORT:-$(CURDIR)/faults-report.md}; \
 	FAULTS_REPORT=$$report $(GO) test -race -count=1 -tags faults ./internal/faults; status=$$?; \
 	[ -f $$report ] && cat $$report; exit $$status
 
