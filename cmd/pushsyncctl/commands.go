@@ -194,41 +194,38 @@ func deviceRegister(c *cli, v *cmdFlags) error {
 
 // deviceSubscribe subscribes a device to a dataset.
 func deviceSubscribe(c *cli, v *cmdFlags) error {
-	cs, err := c.cognito()
-	if err != nil {
-		return err
-	}
-	out, err := cs.SubscribeToDataset(&cognitosync.SubscribeToDatasetInput{
-		IdentityPoolId: aws.String(v.pool), IdentityId: aws.String(v.identity),
-		DatasetName: aws.String(v.dataset), DeviceId: aws.String(v.device),
+	return c.subscription(v, "subscribed device %s to dataset %s\n", func(cs *cognitosync.CognitoSync) (any, error) {
+		return cs.SubscribeToDataset(&cognitosync.SubscribeToDatasetInput{
+			IdentityPoolId: aws.String(v.pool), IdentityId: aws.String(v.identity),
+			DatasetName: aws.String(v.dataset), DeviceId: aws.String(v.device),
+		})
 	})
-	if err != nil {
-		return c.syncError(err)
-	}
-	if c.output == "json" {
-		return c.printSDKJSON(out)
-	}
-	_, err = fmt.Fprintf(c.stdout, "subscribed device %s to dataset %s\n", v.device, v.dataset)
-	return err
 }
 
 // deviceUnsubscribe unsubscribes a device from a dataset.
 func deviceUnsubscribe(c *cli, v *cmdFlags) error {
+	return c.subscription(v, "unsubscribed device %s from dataset %s\n", func(cs *cognitosync.CognitoSync) (any, error) {
+		return cs.UnsubscribeFromDataset(&cognitosync.UnsubscribeFromDatasetInput{
+			IdentityPoolId: aws.String(v.pool), IdentityId: aws.String(v.identity),
+			DatasetName: aws.String(v.dataset), DeviceId: aws.String(v.device),
+		})
+	})
+}
+
+// subscription runs a subscribe or unsubscribe call and reports it.
+func (c *cli) subscription(v *cmdFlags, done string, call func(*cognitosync.CognitoSync) (any, error)) error {
 	cs, err := c.cognito()
 	if err != nil {
 		return err
 	}
-	out, err := cs.UnsubscribeFromDataset(&cognitosync.UnsubscribeFromDatasetInput{
-		IdentityPoolId: aws.String(v.pool), IdentityId: aws.String(v.identity),
-		DatasetName: aws.String(v.dataset), DeviceId: aws.String(v.device),
-	})
+	out, err := call(cs)
 	if err != nil {
 		return c.syncError(err)
 	}
 	if c.output == "json" {
 		return c.printSDKJSON(out)
 	}
-	_, err = fmt.Fprintf(c.stdout, "unsubscribed device %s from dataset %s\n", v.device, v.dataset)
+	_, err = fmt.Fprintf(c.stdout, done, v.device, v.dataset)
 	return err
 }
 

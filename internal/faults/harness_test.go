@@ -33,8 +33,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushsync/pushsync/config"
@@ -928,32 +926,7 @@ func (p *proc) kill() {
 // process's /metrics page whose labels include the given pairs.
 func (p *proc) metric(name string, labels ...string) float64 {
 	p.t.Helper()
-	c := http.Client{Timeout: 2 * time.Second}
-	res, err := c.Get("http://" + p.http + "/metrics")
-	if err != nil {
-		p.t.Fatalf("%s /metrics: %v", p.name, err)
-	}
-	defer res.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		p.t.Fatalf("%s /metrics: %v", p.name, err)
-	}
-	var sum float64
-next:
-	for _, m := range fams[name].GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				found = found || lp.GetName() == labels[i] && lp.GetValue() == labels[i+1]
-			}
-			if !found {
-				continue next
-			}
-		}
-		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-	}
-	return sum
+	return testenv.Metric(p.t, p.http, name, labels...)
 }
 
 func tail(path string, n int) string {

@@ -9,12 +9,13 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// Metric returns the sum of the counter samples of a metric whose labels
-// include the given name/value pairs, read from the /metrics page of the
-// server at addr (host:port).
+// Metric returns the sum of the samples (counters or gauges) of a metric
+// whose labels include the given name/value pairs, read from the /metrics
+// page of the server at addr (host:port).
 func Metric(t testing.TB, addr, name string, labels ...string) float64 {
 	t.Helper()
-	res, err := http.Get("http://" + addr + "/metrics")
+	c := http.Client{Timeout: 2 * time.Second}
+	res, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ next:
 				continue next
 			}
 		}
-		sum += m.GetCounter().GetValue()
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 	}
 	return sum
 }
