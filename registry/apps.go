@@ -208,6 +208,10 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 			app.CreatedAt = old.CreatedAt
 		case errors.Is(err, ErrAppNotFound) && mode != putReplace:
 			app.CreatedAt = now
+		case mode == putAny && errors.Is(err, errUnreadable):
+			// A plain put replaces a record this key cannot read (sealed
+			// under another master key, or stored before encryption).
+			app.CreatedAt = now
 		default:
 			return err
 		}
@@ -256,10 +260,13 @@ func (r *Registry) getApp(ctx context.Context, c redis.Cmdable, name string) (Ap
 	return app, nil
 }
 
+// errUnreadable marks a stored record that cannot be decrypted or decoded.
+var errUnreadable = errors.New("unreadable record")
+
 func (r *Registry) decodeApp(name, stored string) (App, error) {
 	data, err := r.open(stored, "app:"+name)
 	if err != nil {
-		return App{}, fmt.Errorf("registry: app %s: %w", name, err)
+		return App{}, fmt.Errorf("registry: app %s: %w (%w)", name, err, errUnreadable)
 	}
 	var app App
 	if err := json.Unmarshal(data, &app); err != nil {

@@ -44,6 +44,17 @@ func TestAppSecretsAreEncryptedAtRest(t *testing.T) {
 	if _, err := plain.App(ctx, "ios"); err == nil || !strings.Contains(err.Error(), "no master key") {
 		t.Fatalf("App without a key: %v", err)
 	}
+	// Operators' create and replace refuse to touch a record they cannot
+	// read; a plain put (dev stacks, tests) replaces it.
+	if _, err := other.ReplaceApp(ctx, app); err == nil {
+		t.Fatal("ReplaceApp overwrote a record it cannot read")
+	}
+	if _, err := other.PutApp(ctx, app); err != nil {
+		t.Fatalf("PutApp over an unreadable record: %v", err)
+	}
+	if got, err := other.App(ctx, "ios"); err != nil || got.APNs.AuthKey != key {
+		t.Fatalf("after PutApp under the new key: %v", err)
+	}
 }
 
 func TestCreateAndReplaceApp(t *testing.T) {

@@ -33,6 +33,11 @@ import (
 	"github.com/pushsync/pushsync/sync/event"
 )
 
+// devMasterKey seals the dev stack's demo credentials when no master key is
+// configured. It is published here, so it protects nothing: it only keeps
+// the demo data readable from one run to the next. Never use it elsewhere.
+const devMasterKey = "pushsync dev stack: not a secret"
+
 // The demo identity the dev stack registers and changes.
 const (
 	DemoPool     = "us-east-1:d3f0c0de-0000-4000-8000-000000000001"
@@ -94,7 +99,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	roots := rootCAs{apns: prod.RootCAs(), fcm: fcmEmu.RootCAs()}
 	roots.apns.AppendCertsFromPEM(sandbox.CACertPEM())
 
-	masterKey := randomBytes(secretbox.KeySize)
+	masterKey := []byte(devMasterKey)
 	if cfg.Secrets.MasterKey != "" {
 		masterKey = cfg.Secrets.MasterKeyBytes()
 	}
