@@ -321,7 +321,8 @@ type APIConfig struct {
 type SecretsConfig struct {
 	// MasterKey is 32 random bytes in standard base64 (for example the
 	// output of "openssl rand -base64 32"). The worker, api and all roles
-	// need it; the dev role makes a temporary one if it is not set. If not
+	// need it; the dev role, if it is not set, uses a fixed dev-only key
+	// that protects nothing. If not
 	// set, "".
 	MasterKey Secret `yaml:"master_key" json:"master_key"`
 	// MasterKeyFile names a file holding MasterKey. If not set, "".
