@@ -255,6 +255,9 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 		return fmt.Errorf("pull from consumer %s: %w", d.opts.Consumer, err)
 	}
 	d.ready.Store(true)
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer stopLag()
+	go d.watchLag(lagCtx, cons)
 	d.log.Info().Str("stream", d.opts.Stream).Str("consumer", d.opts.Consumer).Int("workers", d.opts.Workers).Msg("consuming events")
 
 	stop := context.AfterFunc(ctx, it.Drain)
@@ -729,4 +732,25 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 			d.m.events.WithLabelValues("coalesced").Inc()
 		}
 	}()
+}
+
+// watchLag exports the consumer's backlog every few seconds, for
+// autoscaling workers on it.
+func (d *Dispatcher) watchLag(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			d.m.pending.Set(float64(info.NumPending))
+			d.m.ackPending.Set(float64(info.NumAckPending))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -777,3 +777,25 @@ func TestDeviceBudgetDefersButDeliversTheLatest(t *testing.T) {
 		t.Fatalf("the deferred push came %v after the first, inside the %v window", third.Sub(first), window)
 	}
 }
+
+func TestConsumerLagIsExported(t *testing.T) {
+	e := setup(t)
+	stop := e.start(t, nil)
+	stop()
+	for i := int64(1); i <= 7; i++ {
+		e.publish(t, "settings", i, e.origin.ID)
+	}
+	// A worker that starts with a backlog reports it before it drains it:
+	// hold the sends so the backlog stays.
+	e.apns.block = make(chan struct{})
+	e.fcm.block = e.apns.block
+	e.start(t, func(o *dispatcher.Options) { o.Workers = 1 })
+	deadline := time.Now().Add(10 * time.Second)
+	for gaugeValue(t, e, "pushsync_consumer_pending_messages") < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending gauge = %v, want the backlog (at least 5)", gaugeValue(t, e, "pushsync_consumer_pending_messages"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(e.apns.block)
+}

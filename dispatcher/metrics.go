@@ -13,6 +13,8 @@ type metrics struct {
 	inflightPushes prometheus.Gauge
 	removed        *prometheus.CounterVec
 	misconfigured  *prometheus.GaugeVec
+	pending        prometheus.Gauge
+	ackPending     prometheus.Gauge
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -56,13 +58,21 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "pushsync_devices_removed_total",
 			Help: "Devices removed because their push service declared the token dead, by platform and reason.",
 		}, []string{"platform", "reason"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_consumer_pending_messages",
+			Help: "Events in the stream not yet delivered to any worker (the consumer's backlog); scale workers on it.",
+		}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_consumer_ack_pending_messages",
+			Help: "Events delivered to workers and not yet acked.",
+		}),
 		misconfigured: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pushsync_app_suspended",
 			Help: "1 while a platform app is not used because its push service refused its credentials.",
 		}, []string{"app"}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured} {
+		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured, m.pending, m.ackPending} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}
