@@ -118,6 +118,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	if err != nil {
 		return err
 	}
+	if len(extra) > 0 {
+		// Clients in other containers reach the token endpoint by the
+		// first extra host name, not by the listen address.
+		if sa, err = withTokenHost(sa, extra[0], fcmEmu.URL); err != nil {
+			return err
+		}
+	}
 	addrs := Addrs{APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL}
 	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu); err != nil {
 		return err
@@ -165,4 +172,16 @@ fcm:
 		}
 	}
 	return nil
+}
+
+// withTokenHost rewrites a service account's token_uri to name host
+// (keeping the emulator's port).
+func withTokenHost(sa []byte, host, emulatorURL string) ([]byte, error) {
+	var m map[string]any
+	if err := json.Unmarshal(sa, &m); err != nil {
+		return nil, err
+	}
+	port := emulatorURL[strings.LastIndex(emulatorURL, ":")+1:]
+	m["token_uri"] = "https://" + host + ":" + port + "/token"
+	return json.MarshalIndent(m, "", "  ")
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +126,31 @@ func loadPool(t *testing.T, path string) *x509.CertPool {
 		t.Fatalf("%s holds no certificate", path)
 	}
 	return p
+}
+
+func TestServiceAccountNamesTheExtraHost(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-hosts", "pushemu,emu.local", "-quiet"}, io.Discard, func(a Addrs) { ready <- a })
+	}()
+	a := <-ready
+	defer func() { cancel(); <-done }()
+	data, err := os.ReadFile(filepath.Join(dir, "fcm-service-account.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sa struct {
+		TokenURI string `json:"token_uri"`
+		Type     string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &sa); err != nil {
+		t.Fatal(err)
+	}
+	port := a.FCM[strings.LastIndex(a.FCM, ":")+1:]
+	if sa.TokenURI != "https://pushemu:"+port+"/token" || sa.Type != "service_account" {
+		t.Fatalf("service account %+v, want token_uri https://pushemu:%s/token", sa, port)
+	}
 }

@@ -1,9 +1,10 @@
 // Command pushsyncd is the pushsync daemon. It consumes dataset-change events
 // from NATS JetStream and sends silent APNs and FCM pushes to the other
-// devices of the identity (role worker), or runs a whole local stack with
-// embedded NATS and the push service emulators (role dev).
+// devices of the identity (role worker), serves the Cognito Sync, Cognito
+// Identity and admin APIs (role api), both (role all), or runs a whole local
+// stack with embedded NATS and the push service emulators (role dev).
 //
-//	pushsyncd [-config file] [worker|dev]
+//	pushsyncd [-config file] [worker|api|all|dev]
 //
 // The configuration comes from the file named by -config or PUSHSYNC_CONFIG,
 // then PUSHSYNC_* environment variables; deploy/pushsyncd.example.yaml lists
@@ -34,7 +35,7 @@ func run(args, env []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (default: $PUSHSYNC_CONFIG, else built-in defaults)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pushsyncd [-config file] [worker|dev]")
+		fmt.Fprintln(stderr, "usage: pushsyncd [-config file] [worker|api|all|dev]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
