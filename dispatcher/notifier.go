@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/pushsync/pushsync/registry"
@@ -95,6 +97,21 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// ParseRetryAfter reads an HTTP Retry-After value, seconds or an HTTP date,
+// as the wait it asks for; an empty or unreadable value asks for none.
+func ParseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(time.Until(at), 0)
+	}
+	return 0
+}
 
 // Classify returns err as an *Error; an error that is not one is a
 // retryable transport failure.

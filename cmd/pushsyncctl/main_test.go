@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 aws-sdk-go v1 is the SDK pushsync must stay compatible with (the Cognito Sync clients apps ship).
+
 package main
 
 import (
@@ -253,12 +255,6 @@ func (d *daemon) serviceAccount(file string) []byte {
 	}
 	d.write(filepath.Join(d.dir, file), sa)
 	return sa
-}
-
-// consumed is pushsync_events_consumed_total{result} from /metrics.
-func (d *daemon) consumed(result string) float64 {
-	d.t.Helper()
-	return testenv.Metric(d.t, d.http, "pushsync_events_consumed_total", "result", result)
 }
 
 // waitDelivered waits until n events have been delivered, every push of

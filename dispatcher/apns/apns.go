@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -158,7 +157,7 @@ func (t retryAfterTransport) RoundTrip(r *http.Request) (*http.Response, error) 
 	res, err := t.RoundTripper.RoundTrip(r)
 	if err == nil {
 		if dst, ok := r.Context().Value(retryAfterKey{}).(*time.Duration); ok {
-			*dst = parseRetryAfter(res.Header.Get("Retry-After"))
+			*dst = dispatcher.ParseRetryAfter(res.Header.Get("Retry-After"))
 		}
 	}
 	return res, err
@@ -170,20 +169,6 @@ func (t retryAfterTransport) CloseIdleConnections() {
 	if c, ok := t.RoundTripper.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
-}
-
-// parseRetryAfter reads a Retry-After value: seconds or an HTTP date.
-func parseRetryAfter(v string) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
-		return time.Duration(secs) * time.Second
-	}
-	if at, err := http.ParseTime(v); err == nil {
-		return max(time.Until(at), 0)
-	}
-	return 0
 }
 
 // expiration is the push's own expiry when the dispatcher set one.

@@ -1,5 +1,7 @@
 //go:build faults
 
+//lint:file-ignore SA1019 aws-sdk-go v1 is the SDK pushsync must stay compatible with (the Cognito Sync clients apps ship).
+
 package faults
 
 import (

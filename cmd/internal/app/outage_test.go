@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 aws-sdk-go v1 is the SDK pushsync must stay compatible with (the Cognito Sync clients apps ship).
+
 package app_test
 
 import (

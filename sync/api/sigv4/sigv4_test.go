@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 aws-sdk-go v1 is the SDK pushsync must stay compatible with (the Cognito Sync clients apps ship).
+
 package sigv4
 
 import (
@@ -153,7 +155,9 @@ func newServer(t *testing.T, v *Verifier, answer string) *server {
 	return s
 }
 
-func (s *server) last(t *testing.T) (*Result, error, string) {
+// last returns what the server's verifier made of the last request: its
+// result, the raw path it saw, and its error.
+func (s *server) last(t *testing.T) (*Result, string, error) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -161,7 +165,7 @@ func (s *server) last(t *testing.T) (*Result, error, string) {
 		t.Fatal("server saw no request")
 	}
 	n := len(s.errs) - 1
-	return s.results[n], s.errs[n], s.rawPath[n]
+	return s.results[n], s.rawPath[n], s.errs[n]
 }
 
 func TestCanonicalURIDoubleEncodes(t *testing.T) {
@@ -241,7 +245,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			res, verr, raw := srv.last(t)
+			res, raw, verr := srv.last(t)
 			if raw != tc.path {
 				t.Fatalf("server received path %q, want the encoded %q", raw, tc.path)
 			}
@@ -287,7 +291,7 @@ func TestCognitoSyncClient(t *testing.T) {
 	if aws.StringValue(out.DeviceId) != "x" {
 		t.Errorf("DeviceId %q", aws.StringValue(out.DeviceId))
 	}
-	res, _, raw := srv.last(t)
+	res, raw, _ := srv.last(t)
 	if want := "/identitypools/us-east-1%3Aaaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee/identity/us-east-1%3A11111111-2222-3333-4444-555555555555/device"; raw != want {
 		t.Errorf("RegisterDevice path %q, want %q", raw, want)
 	}
@@ -301,7 +305,7 @@ func TestCognitoSyncClient(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("SubscribeToDataset: %v", err)
 	}
-	res, _, raw = srv.last(t)
+	res, raw, _ = srv.last(t)
 	if !strings.HasSuffix(raw, "/datasets/my.Data_set/subscriptions/dev%2F1%3Ax") {
 		t.Errorf("SubscribeToDataset path %q", raw)
 	}
