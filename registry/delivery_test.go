@@ -14,7 +14,14 @@ func TestRecordSentOnlyRises(t *testing.T) {
 	ctx := context.Background()
 	a, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-a")
 	b, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-b")
-	if err := r.RecordSent(ctx, pool, identity, "settings", 5, []string{a.ID, b.ID, "5cd28fbe-0000-0000-0000-00000000dead"}, time.Time{}, 0); err != nil {
+	c, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-c")
+	for _, d := range []registry.Device{a, b} {
+		if err := r.Subscribe(ctx, pool, identity, "settings", d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// c is registered but not subscribed to the dataset.
+	if err := r.RecordSent(ctx, pool, identity, "settings", 5, []string{a.ID, b.ID, c.ID, "5cd28fbe-0000-0000-0000-00000000dead"}, time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.RecordSent(ctx, pool, identity, "settings", 3, []string{a.ID}, time.Time{}, 0); err != nil {
@@ -29,7 +36,7 @@ func TestRecordSentOnlyRises(t *testing.T) {
 	}
 	want := map[string]int64{registry.SentKey(a.ID, "settings"): 5, registry.SentKey(b.ID, "settings"): 7}
 	if len(reg.Sent) != len(want) {
-		t.Fatalf("sent %v, want %v (an unregistered device gets no record)", reg.Sent, want)
+		t.Fatalf("sent %v, want %v (an unregistered or unsubscribed device gets no record)", reg.Sent, want)
 	}
 	for k, v := range want {
 		if reg.Sent[k] != v {

@@ -1,8 +1,10 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,38 +14,45 @@ import (
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
-// luaHelpers are shared by the scripts below: hasWord reports whether a
-// space-separated list holds a word, dropWord removes it.
+// luaHelpers are shared by the scripts below. fields returns the positions
+// of the three '|' that split a device record
+// "<p>|<registered ms, base 36>|<subs>|<token>" (the token, last, may hold
+// '|' itself); ms36 parses the registration time, which Lua's tonumber
+// cannot do for a negative number in base 36.
 const luaHelpers = `
-local function hasWord(list, w)
-  for x in string.gmatch(list, '%S+') do if x == w then return true end end
-  return false
+local function fields(v)
+  local a = string.find(v, '|', 1, true)
+  local b = string.find(v, '|', a + 1, true)
+  local c = string.find(v, '|', b + 1, true)
+  return a, b, c
 end
-local function dropWord(list, w)
-  local out = {}
-  for x in string.gmatch(list, '%S+') do if x ~= w then out[#out+1] = x end end
-  return table.concat(out, ' ')
+local function ms36(s)
+  if string.byte(s, 1) == 45 then return -tonumber(string.sub(s, 2), 36) end
+  return tonumber(s, 36)
 end
 `
 
 // registerScript returns {deviceId, record, created}. A device with the same
-// platform and token keeps its id.
+// platform and token keeps its id. ARGV: platform code, token, new device
+// id, registration time (unix ms in base 36), device limit.
 var registerScript = redis.NewScript(luaHelpers + `
 local all = redis.call('HGETALL', KEYS[1])
 local n = 0
+local p = ARGV[1] .. '|'
 for i = 1, #all, 2 do
   local f, v = all[i], all[i+1]
   if string.sub(f, 1, 2) == 'd:' then
     n = n + 1
-    local a = string.find(v, '|', 1, true)
-    local b = string.find(v, '|', a + 1, true)
-    if string.sub(v, 1, a - 1) == ARGV[1] and string.sub(v, b + 1) == ARGV[2] then
-      return {string.sub(f, 3), v, '0'}
+    if string.sub(v, 1, 2) == p then
+      local a, b, c = fields(v)
+      if string.sub(v, c + 1) == ARGV[2] then
+        return {string.sub(f, 3), v, '0'}
+      end
     end
   end
 end
 if n >= tonumber(ARGV[5]) then return redis.error_reply('TOOMANY') end
-local v = ARGV[1] .. '|' .. ARGV[4] .. '|' .. ARGV[2]
+local v = p .. ARGV[4] .. '||' .. ARGV[2]
 redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], v)
 return {ARGV[3], v, '1'}
 `)
@@ -63,14 +72,14 @@ func (r *Registry) RegisterDevice(ctx context.Context, pool, identity string, pl
 		return Device{}, false, err
 	}
 	res, err := registerScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)},
-		string(platform), token, r.newID(), r.now().UnixMilli(), r.maxDevices).StringSlice()
+		platform.code(), token, r.newID(), strconv.FormatInt(r.now().UnixMilli(), 36), r.maxDevices).StringSlice()
 	if err != nil {
 		if strings.Contains(err.Error(), "TOOMANY") {
 			return Device{}, false, fmt.Errorf("registry: %w (at most %d)", ErrTooManyDevices, r.maxDevices)
 		}
 		return Device{}, false, fmt.Errorf("registry: register device: %w", err)
 	}
-	dev, err = decodeDevice(res[0], res[1])
+	dev, _, err = decodeDevice(res[0], res[1])
 	return dev, res[2] == "1", err
 }
 
@@ -83,17 +92,21 @@ func (r *Registry) Device(ctx context.Context, pool, identity, deviceID string) 
 	if err != nil {
 		return Device{}, fmt.Errorf("registry: get device: %w", err)
 	}
-	return decodeDevice(deviceID, v)
+	d, _, err := decodeDevice(deviceID, v)
+	return d, err
 }
 
 // Registration is everything registered for one identity: its devices,
 // per dataset the ids of the devices subscribed to it, and the highest sync
 // count already pushed to each device for each dataset.
 type Registration struct {
-	Devices       map[string]Device
+	Devices map[string]Device
+	// Subscriptions maps each dataset to the ids of the devices subscribed
+	// to it, ordered by RegisteredAt, then ID.
 	Subscriptions map[string][]string
 	// Sent maps SentKey(device, dataset) to the highest sync count a push
-	// to that device for that dataset has carried.
+	// to that device for that dataset has carried, while the device is
+	// subscribed to the dataset; there is no entry before the first push.
 	Sent map[string]int64
 	// Budget maps device ids to their push budget window, when pushes are
 	// counted (see RecordSent).
@@ -109,8 +122,8 @@ type BudgetWindow struct {
 // SentKey is the key of Registration.Sent for a device and a dataset.
 func SentKey(deviceID, dataset string) string { return deviceID + "|" + dataset }
 
-// Subscribers returns the devices subscribed to the dataset, in
-// subscription order.
+// Subscribers returns the devices subscribed to the dataset, in the order
+// of Subscriptions: oldest registration first.
 func (reg *Registration) Subscribers(dataset string) []Device {
 	ids := reg.Subscriptions[dataset]
 	out := make([]Device, 0, len(ids))
@@ -129,33 +142,154 @@ func (r *Registry) Registration(ctx context.Context, pool, identity string) (*Re
 	if err != nil {
 		return nil, fmt.Errorf("registry: read registration: %w", err)
 	}
-	reg := &Registration{Devices: make(map[string]Device, len(all)), Subscriptions: make(map[string][]string), Sent: make(map[string]int64), Budget: make(map[string]BudgetWindow)}
+	return decodeRegistration(all)
+}
+
+// subEntry is one "<dataset>=<n>" of a device record.
+type subEntry struct {
+	dataset, device string
+	at              int64 // the device's registration, unix ms
+	sent            int64
+}
+
+type budgetEntry struct {
+	device string
+	w      BudgetWindow
+}
+
+// decodeRegistration builds a Registration from the HGETALL of an
+// identity's hash. Every string it holds (ids, tokens, dataset names, Sent
+// keys) shares the memory of all or of one allocation, so a registration
+// costs a fixed handful of allocations; it is on the dispatcher's hot path.
+func decodeRegistration(all map[string]string) (*Registration, error) {
+	// Small identities, the usual case, are gathered on the stack.
+	var devBuf [8]Device
+	var subBuf [16]subEntry
+	var budBuf [8]budgetEntry
+	devs, subs, buds := devBuf[:0], subBuf[:0], budBuf[:0]
 	for f, v := range all {
-		switch {
-		case strings.HasPrefix(f, "d:"):
-			d, err := decodeDevice(f[2:], v)
+		if len(f) < 3 || f[1] != ':' {
+			continue
+		}
+		switch f[0] {
+		case 'd':
+			d, list, err := decodeDevice(f[2:], v)
 			if err != nil {
 				return nil, err
 			}
-			reg.Devices[d.ID] = d
-		case strings.HasPrefix(f, "s:"):
-			reg.Subscriptions[f[2:]] = strings.Fields(v)
-		case strings.HasPrefix(f, "b:"):
-			var ms int64
-			var n int
-			if _, err := fmt.Sscan(v, &ms, &n); err != nil {
-				return nil, fmt.Errorf("registry: corrupt push budget %s=%q", f, v)
+			devs = append(devs, d)
+			at := d.RegisteredAt.UnixMilli()
+			for list != "" {
+				e := list
+				if i := strings.IndexByte(list, ' '); i >= 0 {
+					e, list = list[:i], list[i+1:]
+					if list == "" {
+						return nil, corruptDevice(d.ID, v)
+					}
+				} else {
+					list = ""
+				}
+				i := strings.IndexByte(e, '=')
+				if i <= 0 {
+					return nil, corruptDevice(d.ID, v)
+				}
+				n, ok := parseCount(e[i+1:])
+				if !ok {
+					return nil, corruptDevice(d.ID, v)
+				}
+				subs = append(subs, subEntry{dataset: e[:i], device: d.ID, at: at, sent: n})
 			}
-			reg.Budget[f[2:]] = BudgetWindow{Start: time.UnixMilli(ms), Pushes: n}
-		case strings.HasPrefix(f, "x:"):
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("registry: corrupt sent count %s=%q", f, v)
+		case 'b':
+			ms, count, ok := strings.Cut(v, " ")
+			start, err1 := strconv.ParseInt(ms, 10, 64)
+			n, ok2 := parseCount(count)
+			if !ok || err1 != nil || !ok2 || int64(int(n)) != n {
+				return nil, fmt.Errorf("registry: device %s has a corrupt push budget %q", f[2:], v)
 			}
-			reg.Sent[f[2:]] = n
+			buds = append(buds, budgetEntry{f[2:], BudgetWindow{Start: time.UnixMilli(start), Pushes: int(n)}})
+		}
+	}
+
+	reg := &Registration{Devices: make(map[string]Device, len(devs)), Budget: make(map[string]BudgetWindow, len(buds))}
+	for _, d := range devs {
+		reg.Devices[d.ID] = d
+	}
+	for _, b := range buds {
+		reg.Budget[b.device] = b.w
+	}
+
+	// Group the subscriptions by dataset, each group oldest device first,
+	// and cut every group's id list out of one array.
+	slices.SortFunc(subs, func(a, b subEntry) int {
+		if c := strings.Compare(a.dataset, b.dataset); c != 0 {
+			return c
+		}
+		if a.at != b.at {
+			return cmp.Compare(a.at, b.at)
+		}
+		return strings.Compare(a.device, b.device)
+	})
+	datasets, sent, keyLen := 0, 0, 0
+	for i, s := range subs {
+		if i == 0 || s.dataset != subs[i-1].dataset {
+			datasets++
+		} else if s.device == subs[i-1].device {
+			return nil, fmt.Errorf("registry: device %s has a corrupt record: subscribed to %s twice", s.device, s.dataset)
+		}
+		if s.sent > 0 {
+			sent++
+			keyLen += len(s.device) + 1 + len(s.dataset)
+		}
+	}
+	reg.Subscriptions = make(map[string][]string, datasets)
+	reg.Sent = make(map[string]int64, sent)
+	var ids []string
+	if len(subs) > 0 {
+		ids = make([]string, len(subs))
+	}
+	var keys strings.Builder
+	keys.Grow(keyLen)
+	for i, s := range subs {
+		ids[i] = s.device
+		if s.sent > 0 {
+			keys.WriteString(s.device)
+			keys.WriteByte('|')
+			keys.WriteString(s.dataset)
+		}
+	}
+	allKeys, off := keys.String(), 0
+	for i := 0; i < len(subs); {
+		j := i + 1
+		for j < len(subs) && subs[j].dataset == subs[i].dataset {
+			j++
+		}
+		reg.Subscriptions[subs[i].dataset] = ids[i:j:j]
+		i = j
+	}
+	for _, s := range subs {
+		if s.sent > 0 {
+			n := len(s.device) + 1 + len(s.dataset)
+			reg.Sent[allKeys[off:off+n]] = s.sent
+			off += n
 		}
 	}
 	return reg, nil
+}
+
+// parseCount parses a non-negative decimal count.
+func parseCount(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // Subscribers returns the devices of an identity subscribed to a dataset.
@@ -167,13 +301,17 @@ func (r *Registry) Subscribers(ctx context.Context, pool, identity, dataset stri
 	return reg.Subscribers(dataset), nil
 }
 
+// subscribeScript adds "<ARGV[2]>=0" to the subscriptions of device
+// ARGV[1]; it returns 1, or 0 if the device was already subscribed.
 var subscribeScript = redis.NewScript(luaHelpers + `
-if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[1]) == 0 then return redis.error_reply('NODEVICE') end
-local f = 's:' .. ARGV[2]
-local list = redis.call('HGET', KEYS[1], f) or ''
-if hasWord(list, ARGV[1]) then return 0 end
-if list == '' then list = ARGV[1] else list = list .. ' ' .. ARGV[1] end
-redis.call('HSET', KEYS[1], f, list)
+local f = 'd:' .. ARGV[1]
+local v = redis.call('HGET', KEYS[1], f)
+if not v then return redis.error_reply('NODEVICE') end
+local a, b, c = fields(v)
+local subs = string.sub(v, b + 1, c - 1)
+if string.find(' ' .. subs, ' ' .. ARGV[2] .. '=', 1, true) then return 0 end
+if subs ~= '' then subs = subs .. ' ' end
+redis.call('HSET', KEYS[1], f, string.sub(v, 1, b) .. subs .. ARGV[2] .. '=0' .. string.sub(v, c))
 return 1
 `)
 
@@ -193,12 +331,19 @@ func (r *Registry) Subscribe(ctx context.Context, pool, identity, dataset, devic
 	return nil
 }
 
+// unsubscribeScript drops dataset ARGV[2], with its sent count, from the
+// subscriptions of device ARGV[1]; it returns 1, or 0 if there was none.
 var unsubscribeScript = redis.NewScript(luaHelpers + `
-local f = 's:' .. ARGV[2]
-local list = redis.call('HGET', KEYS[1], f)
-if not list or not hasWord(list, ARGV[1]) then return 0 end
-list = dropWord(list, ARGV[1])
-if list == '' then redis.call('HDEL', KEYS[1], f) else redis.call('HSET', KEYS[1], f, list) end
+local f = 'd:' .. ARGV[1]
+local v = redis.call('HGET', KEYS[1], f)
+if not v then return 0 end
+local a, b, c = fields(v)
+local subs = ' ' .. string.sub(v, b + 1, c - 1) .. ' '
+local s = string.find(subs, ' ' .. ARGV[2] .. '=', 1, true)
+if not s then return 0 end
+local e = string.find(subs, ' ', s + 1, true)
+subs = string.sub(string.sub(subs, 1, s) .. string.sub(subs, e + 1), 2, -2)
+redis.call('HSET', KEYS[1], f, string.sub(v, 1, b) .. subs .. string.sub(v, c))
 return 1
 `)
 
@@ -218,33 +363,21 @@ func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, dev
 	return nil
 }
 
-// removeScript removes device ARGV[1] with its subscriptions and sent
-// counts. With ARGV[2] (a token) and ARGV[3] (unix ms) it removes the device
-// only if it still has that token and registered no later than that time:
-// a token the app registered again after the push service declared it dead
-// is alive.
+// removeScript removes device ARGV[1], whose record holds its subscriptions
+// and sent counts, and its push budget. With ARGV[2] (a token) and ARGV[3]
+// (unix ms) it removes the device only if it still has that token and
+// registered no later than that time: a token the app registered again
+// after the push service declared it dead is alive.
 var removeScript = redis.NewScript(luaHelpers + `
-local v = redis.call('HGET', KEYS[1], 'd:' .. ARGV[1])
+local f = 'd:' .. ARGV[1]
+local v = redis.call('HGET', KEYS[1], f)
 if not v then return 0 end
 if ARGV[2] ~= '' then
-  local a = string.find(v, '|', 1, true)
-  local b = string.find(v, '|', a + 1, true)
-  if string.sub(v, b + 1) ~= ARGV[2] then return -1 end
-  if tonumber(string.sub(v, a + 1, b - 1)) > tonumber(ARGV[3]) then return -1 end
+  local a, b, c = fields(v)
+  if string.sub(v, c + 1) ~= ARGV[2] then return -1 end
+  if ms36(string.sub(v, a + 1, b - 1)) > tonumber(ARGV[3]) then return -1 end
 end
-redis.call('HDEL', KEYS[1], 'd:' .. ARGV[1])
-local sent = 'x:' .. ARGV[1] .. '|'
-redis.call('HDEL', KEYS[1], 'b:' .. ARGV[1])
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local f, w = all[i], all[i+1]
-  if string.sub(f, 1, 2) == 's:' and hasWord(w, ARGV[1]) then
-    local rest = dropWord(w, ARGV[1])
-    if rest == '' then redis.call('HDEL', KEYS[1], f) else redis.call('HSET', KEYS[1], f, rest) end
-  elseif string.sub(f, 1, #sent) == sent then
-    redis.call('HDEL', KEYS[1], f)
-  end
-end
+redis.call('HDEL', KEYS[1], f, 'b:' .. ARGV[1])
 return 1
 `)
 
@@ -290,18 +423,29 @@ func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceI
 	return n == 1, nil
 }
 
-// recordSentScript raises x:<device>|<dataset> to ARGV[2] for each device
-// in ARGV[5..] that is still registered; with ARGV[3] (unix ms, non-zero)
-// it also counts the push in the device's budget window of ARGV[4] ms.
-var recordSentScript = redis.NewScript(`
+// recordSentScript raises, for each device in ARGV[5..] that is still
+// registered and subscribed to dataset ARGV[1], the sent count of that
+// subscription in its record to ARGV[2]; with ARGV[3] (unix ms, non-zero)
+// it also counts the push in the budget window of ARGV[4] ms of every
+// device still registered.
+var recordSentScript = redis.NewScript(luaHelpers + `
 local n = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local window = tonumber(ARGV[4])
+local key = ' ' .. ARGV[1] .. '='
 for i = 5, #ARGV do
-  if redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[i]) == 1 then
-    local f = 'x:' .. ARGV[i] .. '|' .. ARGV[1]
-    local cur = tonumber(redis.call('HGET', KEYS[1], f) or '0')
-    if n > cur then redis.call('HSET', KEYS[1], f, ARGV[2]) end
+  local f = 'd:' .. ARGV[i]
+  local v = redis.call('HGET', KEYS[1], f)
+  if v then
+    local _, p2, p3 = fields(v)
+    local subs = ' ' .. string.sub(v, p2 + 1, p3 - 1) .. ' '
+    local at = string.find(subs, key, 1, true)
+    if at then
+      local e = string.find(subs, ' ', at + 1, true)
+      if n > tonumber(string.sub(subs, at + #key, e - 1)) then
+        redis.call('HSET', KEYS[1], f, string.sub(v, 1, p2) .. string.sub(subs, 2, at + #key - 1) .. ARGV[2] .. string.sub(subs, e, -2) .. string.sub(v, p3))
+      end
+    end
     if now > 0 then
       local bf = 'b:' .. ARGV[i]
       local b = redis.call('HGET', KEYS[1], bf)

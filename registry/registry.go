@@ -6,14 +6,23 @@
 // Key schema, under a configurable prefix P:
 //
 //	P:{<pool>/<identity>}:push  hash, one per identity
-//	    d:<deviceId>  -> "<platform>|<registered unix ms>|<token>"
-//	    s:<dataset>   -> subscribed device ids, space-separated
-//	    x:<deviceId>|<dataset> -> the highest sync count pushed to the device
+//	    d:<deviceId>  -> "<p>|<registered unix ms, base 36>|<subs>|<token>"
 //	    b:<deviceId>  -> "<window start unix ms> <pushes in the window>" (push budget)
 //	P:{config}        hash, operator configuration
 //	    app:<name>    -> platform app JSON
 //	    rev:<name>    -> the app's revision, raised on every change
 //	    pool:<pool>   -> the pool's push configuration JSON
+//
+// In a device record, p is the platform in one letter (A: APNS,
+// S: APNS_SANDBOX, G: GCM) and subs lists, space-separated and in
+// subscription order, one "<dataset>=<n>" per dataset the device is
+// subscribed to, n being the highest sync count pushed to the device for
+// the dataset (0 before the first push). Dataset names hold no '|', ' ' or
+// '='. The token comes last because FCM tokens may hold '|': a record is
+// split at its first three '|'. Keeping all of a device in one field keeps
+// an identity's hash small: once a value exceeds hash-max-listpack-value
+// (an FCM token does) the hash is a hash table, where every field costs a
+// table entry and two allocations of its own.
 //
 // Every key of one identity carries the same hash tag, so registration,
 // subscription and removal are single atomic Lua scripts that work the same
@@ -23,6 +32,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -79,15 +89,61 @@ type Device struct {
 	RegisteredAt time.Time
 }
 
-func decodeDevice(id, v string) (Device, error) {
-	platform, rest, ok1 := strings.Cut(v, "|")
-	ms, token, ok2 := strings.Cut(rest, "|")
-	var msec int64
-	_, err := fmt.Sscan(ms, &msec)
-	if !ok1 || !ok2 || err != nil || token == "" {
-		return Device{}, fmt.Errorf("registry: device %s has a corrupt record %q", id, v)
+// code returns the one letter that stands for the platform in a device
+// record.
+func (p Platform) code() string {
+	switch p {
+	case APNS:
+		return "A"
+	case APNSSandbox:
+		return "S"
+	case GCM:
+		return "G"
 	}
-	return Device{ID: id, Platform: Platform(platform), Token: token, RegisteredAt: time.UnixMilli(msec)}, nil
+	return ""
+}
+
+// platformOfCode reverses Platform.code.
+func platformOfCode(c byte) (Platform, bool) {
+	switch c {
+	case 'A':
+		return APNS, true
+	case 'S':
+		return APNSSandbox, true
+	case 'G':
+		return GCM, true
+	}
+	return "", false
+}
+
+// decodeDevice decodes the record v of device id,
+// "<p>|<registered unix ms, base 36>|<subs>|<token>", and returns the
+// device and its subs, unparsed.
+func decodeDevice(id, v string) (Device, string, error) {
+	if len(v) < 2 || v[1] != '|' {
+		return Device{}, "", corruptDevice(id, v)
+	}
+	platform, ok := platformOfCode(v[0])
+	rest := v[2:]
+	i := strings.IndexByte(rest, '|')
+	if !ok || i <= 0 {
+		return Device{}, "", corruptDevice(id, v)
+	}
+	ms, rest := rest[:i], rest[i+1:]
+	i = strings.IndexByte(rest, '|')
+	if i < 0 || i == len(rest)-1 {
+		return Device{}, "", corruptDevice(id, v)
+	}
+	subs, token := rest[:i], rest[i+1:]
+	msec, err := strconv.ParseInt(ms, 36, 64)
+	if err != nil {
+		return Device{}, "", corruptDevice(id, v)
+	}
+	return Device{ID: id, Platform: platform, Token: token, RegisteredAt: time.UnixMilli(msec)}, subs, nil
+}
+
+func corruptDevice(id, v string) error {
+	return fmt.Errorf("registry: device %s has a corrupt record %q", id, v)
 }
 
 // Maximum lengths of push tokens, in bytes.

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pushsync/pushsync/internal/emutls"
 	"github.com/pushsync/pushsync/internal/testenv"
@@ -28,7 +30,16 @@ var apnsToken = strings.Repeat("ab12", 16)
 
 func newRegistry(t *testing.T) (*registry.Registry, string) {
 	rdb, prefix := testenv.Redis(t)
-	return registry.New(rdb, registry.Options{KeyPrefix: prefix, MaxDevicesPerIdentity: 5}), prefix
+	return registry.New(rdb, registry.Options{KeyPrefix: prefix, MaxDevicesPerIdentity: 5, Now: tickingClock()}), prefix
+}
+
+// tickingClock returns a clock that moves a millisecond on every reading,
+// so that devices registered one after the other have distinct
+// registration times, which order subscribers.
+func tickingClock() func() time.Time {
+	var ms atomic.Int64
+	ms.Store(time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC).UnixMilli())
+	return func() time.Time { return time.UnixMilli(ms.Add(1)) }
 }
 
 func TestNormalizeToken(t *testing.T) {
