@@ -27,12 +27,13 @@ import (
 	"github.com/pushsync/pushsync/sync/event"
 )
 
-// Registry is what the dispatcher reads from the device registry.
+// Registry is what the dispatcher reads from the device registry. Lookups
+// and sent-push records come in batches, one pipeline each, so that one
+// Redis round trip serves many events under load.
 type Registry interface {
-	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
+	RunBatch(ctx context.Context, ids []registry.Identity, sent []registry.Sent) ([]registry.Lookup, []error)
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	App(ctx context.Context, name string) (registry.App, error)
-	RecordSent(ctx context.Context, pool, identity, dataset string, syncCount int64, deviceIDs []string, countAt time.Time, window time.Duration) error
 	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error)
 }
 
@@ -153,14 +154,19 @@ type Dispatcher struct {
 	m         *metrics
 	pools     *cache[registry.PoolPush]
 	apps      *cache[registry.App]
-	sends     chan struct{}
 	ready     atomic.Bool
+
+	// Run starts these and stops them when it returns.
+	jobs    chan *sendJob // to the MaxConcurrentSends senders
+	senders sync.WaitGroup
+	redis   *redisBatcher
+	replies sync.Pool // of chan registry.Lookup
 
 	mu        sync.Mutex
 	suspended map[string]time.Time // platform app → until when it is not used
 
-	slots  chan struct{}  // one per event being handled (Workers)
-	wg     sync.WaitGroup // handlers and coalescing groups in flight
+	slots  chan struct{}  // one per coalesced group being handled (Workers)
+	wg     sync.WaitGroup // coalescing groups in flight
 	cmu    sync.Mutex
 	groups map[string]*group // dataset → events waiting out the window
 }
@@ -187,7 +193,6 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		m:         m,
 		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
-		sends:     make(chan struct{}, opts.MaxConcurrentSends),
 		suspended: make(map[string]time.Time),
 		slots:     make(chan struct{}, opts.Workers),
 		groups:    make(map[string]*group),
@@ -223,6 +228,8 @@ func (d *Dispatcher) ConsumerConfig() jetstream.ConsumerConfig {
 // holds and returns nil. Failures to reach the broker are retried with
 // backoff, with readiness false meanwhile.
 func (d *Dispatcher) Run(ctx context.Context) error {
+	d.start()
+	defer d.stop()
 	backoff := 100 * time.Millisecond
 	for {
 		err := d.consume(ctx)
@@ -238,6 +245,38 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
+}
+
+// The Redis batcher's loops, largest batch, and how long a record of
+// accepted pushes may wait for others to share its round trip (it delays
+// only the ack).
+const (
+	batchLoops   = 2
+	maxBatch     = 128
+	recordLinger = 2 * time.Millisecond
+)
+
+// start starts the senders and the Redis batchers.
+func (d *Dispatcher) start() {
+	d.jobs = make(chan *sendJob)
+	for range d.opts.MaxConcurrentSends {
+		d.senders.Add(1)
+		go func() {
+			defer d.senders.Done()
+			for j := range d.jobs {
+				d.runJob(j)
+			}
+		}()
+	}
+	d.redis = newRedisBatcher(batchLoops, maxBatch, recordLinger, d.flush)
+	d.replies.New = func() any { return make(chan registry.Lookup, 1) }
+}
+
+// stop stops what start started, once no event is being handled.
+func (d *Dispatcher) stop() {
+	close(d.jobs)
+	d.senders.Wait()
+	d.redis.close()
 }
 
 func (d *Dispatcher) consume(ctx context.Context) error {
@@ -262,7 +301,21 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
+	// A fixed pool of handlers: their stacks, grown once, stay grown.
+	msgs := make(chan jetstream.Msg)
+	var handlers sync.WaitGroup
+	for range d.opts.Workers {
+		handlers.Add(1)
+		go func() {
+			defer handlers.Done()
+			for msg := range msgs {
+				d.handle(ctx, msg)
+			}
+		}()
+	}
 	defer d.wg.Wait()
+	defer handlers.Wait()
+	defer close(msgs)
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -278,12 +331,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
-		d.slots <- struct{}{}
-		d.wg.Add(1)
-		go func() {
-			defer func() { <-d.slots; d.wg.Done() }()
-			d.handle(ctx, msg)
-		}()
+		msgs <- msg
 	}
 }
 
@@ -393,7 +441,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 			return "expired", 0, ""
 		}
 	}
-	reg, err := d.reg.Registration(ctx, ev.IdentityPoolID, ev.IdentityID)
+	reg, err := d.registration(ev.IdentityPoolID, ev.IdentityID)
 	if err != nil {
 		log.Warn().Err(err).Msg("registry lookup failed")
 		return "retry", 0, "registry: " + err.Error()
@@ -465,77 +513,155 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	}
 
 	// Tell the broker we are working if the fan-out outlasts half AckWait.
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(d.opts.AckWait / 2)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
+	var progress *time.Timer
+	progress = time.AfterFunc(d.opts.AckWait/2, func() {
+		_ = msg.InProgress()
+		progress.Reset(d.opts.AckWait / 2)
+	})
+	defer progress.Stop()
 
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		retry   bool
-		reasons = map[string]bool{}
-	)
-	for _, t := range targets {
-		d.sends <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-d.sends; wg.Done() }()
-			perr := d.send(ctx, ev, t, expires)
-			if perr == nil {
-				// Recorded as soon as the service accepted: a crash repeats
-				// only pushes accepted and not yet recorded.
-				d.recordSent(ctx, ev, t.dev.ID, log)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case perr == nil:
-			case perr.Class == Retry || perr.Class == Config:
-				retry = true
-				retryAfter = max(retryAfter, perr.RetryAfter)
-				reasons[string(t.dev.Platform)+" "+perr.Reason] = true
-			case perr.Class == TokenDead:
-				d.removeDead(ctx, ev, t.dev, perr, log)
-			}
-		}()
+	f := &fan{ctx: ctx, log: log}
+	jobs := make([]sendJob, len(targets))
+	f.wg.Add(len(targets))
+	for i, t := range targets {
+		jobs[i] = sendJob{ev: ev, t: t, expires: expires, fan: f}
+		d.jobs <- &jobs[i]
 	}
-	wg.Wait()
+	f.wg.Wait()
 	if deferFor > 0 {
-		retry = true
-		retryAfter = max(retryAfter, deferFor)
-		reasons["push budget"] = true
+		f.retry = true
+		f.retryAfter = max(f.retryAfter, deferFor)
+		f.reason("push budget")
 	}
-	if retry {
-		list := make([]string, 0, len(reasons))
-		for r := range reasons {
+	if f.retry {
+		list := make([]string, 0, len(f.reasons))
+		for r := range f.reasons {
 			list = append(list, r)
 		}
 		slices.Sort(list)
-		return "retry", retryAfter, strings.Join(list, ", ")
+		return "retry", f.retryAfter, strings.Join(list, ", ")
 	}
 	return "delivered", 0, ""
 }
 
-// recordSent notes an accepted push, so that a redelivered or older event
-// does not push the device again.
-func (d *Dispatcher) recordSent(ctx context.Context, ev *event.DatasetChanged, deviceID string, log zerolog.Logger) {
-	var countAt time.Time
-	if d.opts.DeviceBudget > 0 {
-		countAt = d.opts.Now()
+// fan is the state of one event's fan-out, shared by its sends.
+type fan struct {
+	ctx context.Context
+	log zerolog.Logger
+	// wg counts the sends not yet settled and the accepted pushes not yet
+	// recorded.
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	retry      bool
+	retryAfter time.Duration
+	reasons    map[string]bool
+}
+
+func (f *fan) reason(r string) {
+	if f.reasons == nil {
+		f.reasons = make(map[string]bool)
 	}
-	if err := d.reg.RecordSent(ctx, ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount, []string{deviceID}, countAt, d.opts.BudgetWindow); err != nil {
-		log.Warn().Err(err).Str("device", deviceID).Msg("could not record a sent push; a redelivery may push it again")
+	f.reasons[r] = true
+}
+
+// sendJob is one push of a fan-out, for a sender.
+type sendJob struct {
+	ev      *event.DatasetChanged
+	t       target
+	expires time.Time
+	fan     *fan
+}
+
+// runJob makes one push of a fan-out and settles it: an accepted push is
+// recorded as soon as the service accepted it (so a crash repeats only
+// pushes accepted and not yet recorded), a dead token is removed, and a
+// passing failure marks the event for retry.
+func (d *Dispatcher) runJob(j *sendJob) {
+	f := j.fan
+	defer f.wg.Done()
+	perr := d.send(f.ctx, j.ev, j.t, j.expires)
+	if perr == nil {
+		var countAt time.Time
+		if d.opts.DeviceBudget > 0 {
+			countAt = d.opts.Now()
+		}
+		f.wg.Add(1)
+		d.redis.records <- sentReq{ev: j.ev, deviceID: j.t.dev.ID, countAt: countAt, fan: f}
+		return
+	}
+	switch perr.Class {
+	case Retry, Config:
+		f.mu.Lock()
+		f.retry = true
+		f.retryAfter = max(f.retryAfter, perr.RetryAfter)
+		f.reason(string(j.t.dev.Platform) + " " + perr.Reason)
+		f.mu.Unlock()
+	case TokenDead:
+		d.removeDead(f.ctx, j.ev, j.t.dev, perr, f.log)
+	}
+}
+
+// lookupReq asks the lookup batcher for one identity's registration.
+type lookupReq struct {
+	id    registry.Identity
+	reply chan registry.Lookup
+}
+
+// registration reads an identity's registration through the lookup
+// batcher.
+func (d *Dispatcher) registration(pool, identity string) (*registry.Registration, error) {
+	reply := d.replies.Get().(chan registry.Lookup)
+	d.redis.lookups <- &lookupReq{id: registry.Identity{Pool: pool, ID: identity}, reply: reply}
+	res := <-reply
+	d.replies.Put(reply)
+	return res.Registration, res.Err
+}
+
+// sentReq asks the record batcher to note one accepted push.
+type sentReq struct {
+	ev       *event.DatasetChanged
+	deviceID string
+	countAt  time.Time
+	fan      *fan
+}
+
+// flush runs one batch of lookups and records in one pipeline. Records
+// are merged per event: one script call notes all of an event's accepted
+// pushes, so that a redelivered or older event does not push those
+// devices again.
+func (d *Dispatcher) flush(lookups []*lookupReq, records []sentReq) {
+	ids := make([]registry.Identity, len(lookups))
+	for i, r := range lookups {
+		ids[i] = r.id
+	}
+	sent := make([]registry.Sent, 0, len(records))
+	entry := make([]int, len(records))
+	byEvent := make(map[*event.DatasetChanged]int, len(records))
+	for i, r := range records {
+		j, ok := byEvent[r.ev]
+		if !ok {
+			j = len(sent)
+			byEvent[r.ev] = j
+			sent = append(sent, registry.Sent{
+				Pool: r.ev.IdentityPoolID, Identity: r.ev.IdentityID, Dataset: r.ev.DatasetName,
+				SyncCount: r.ev.SyncCount, CountAt: r.countAt, Window: d.opts.BudgetWindow,
+			})
+		}
+		sent[j].DeviceIDs = append(sent[j].DeviceIDs, r.deviceID)
+		entry[i] = j
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.SendTimeout)
+	res, errs := d.reg.RunBatch(ctx, ids, sent)
+	cancel()
+	d.m.batch.Observe(float64(len(lookups) + len(sent)))
+	for i, r := range lookups {
+		r.reply <- res[i]
+	}
+	for i, r := range records {
+		if err := errs[entry[i]]; err != nil {
+			r.fan.log.Warn().Err(err).Str("device", r.deviceID).Msg("could not record a sent push; a redelivery may push it again")
+		}
+		r.fan.wg.Done()
 	}
 }
 

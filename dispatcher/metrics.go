@@ -15,6 +15,7 @@ type metrics struct {
 	misconfigured  *prometheus.GaugeVec
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
+	batch          prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -70,9 +71,14 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "pushsync_app_suspended",
 			Help: "1 while a platform app is not used because its push service refused its credentials.",
 		}, []string{"app"}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pushsync_redis_batch_size",
+			Help:    "Commands per pipelined Redis round trip of the dispatcher: registrations read and events whose accepted pushes were recorded.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured, m.pending, m.ackPending} {
+		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured, m.pending, m.ackPending, m.batch} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}
