@@ -6,14 +6,19 @@
 package apns
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -21,6 +26,7 @@ import (
 	"github.com/sideshow/apns2/token"
 
 	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/internal/batchconn"
 	"github.com/pushsync/pushsync/internal/warmup"
 	"github.com/pushsync/pushsync/payload"
 	"github.com/pushsync/pushsync/registry"
@@ -69,6 +75,7 @@ type appClients struct {
 type client struct {
 	c    *apns2.Client
 	gate warmup.Gate
+	auth atomic.Pointer[bearer]
 }
 
 // New returns a Notifier.
@@ -110,23 +117,13 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	if err != nil {
 		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: apns2.ReasonPayloadTooLarge, Err: err}
 	}
-	req := &apns2.Notification{
-		DeviceToken: p.Device.Token,
-		Topic:       note.Topic,
-		PushType:    apns2.EPushType(note.PushType),
-		Priority:    note.Priority,
-		CollapseID:  note.CollapseID,
-		Expiration:  note.Expiration,
-		Payload:     note.Payload,
-	}
 	var (
 		res        *apns2.Response
 		sendErr    error
 		retryAfter time.Duration
 	)
-	ctx = context.WithValue(ctx, retryAfterKey{}, &retryAfter)
 	c.gate.Do(func() bool {
-		res, sendErr = c.c.PushWithContext(ctx, req)
+		res, retryAfter, sendErr = c.push(ctx, p.Device.Token, &note)
 		return sendErr == nil
 	})
 	if sendErr != nil {
@@ -146,29 +143,79 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	return e
 }
 
-// retryAfterKey carries, in a push's context, where retryAfterTransport
-// stores the answer's Retry-After: apns2's Response has no headers.
-type retryAfterKey struct{}
+// Header values every push shares; the transport only reads them.
+var (
+	contentJSON      = []string{"application/json; charset=utf-8"}
+	pushTypeHeader   = map[string][]string{payload.APNsPushTypeBackground: {payload.APNsPushTypeBackground}}
+	priorityHeader   = map[int][]string{payload.APNsPriorityBackground: {strconv.Itoa(payload.APNsPriorityBackground)}}
+	errNoTokenOrCert = errors.New("apns: client has neither a provider token nor a certificate")
+)
 
-// retryAfterTransport reads the Retry-After header of APNs answers.
-type retryAfterTransport struct{ http.RoundTripper }
-
-func (t retryAfterTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	res, err := t.RoundTripper.RoundTrip(r)
-	if err == nil {
-		if dst, ok := r.Context().Value(retryAfterKey{}).(*time.Duration); ok {
-			*dst = dispatcher.ParseRetryAfter(res.Header.Get("Retry-After"))
+// push sends one notification: the request apns2's PushWithContext makes,
+// without encoding again a payload that is already JSON, without
+// canonicalising header names one by one, and without a JSON decoder for
+// the empty body of an accepted push. It returns APNs' answer and its
+// Retry-After.
+func (c *client) push(ctx context.Context, deviceToken string, note *payload.APNsNotification) (*apns2.Response, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.c.Host+"/3/device/"+deviceToken, bytes.NewReader(note.Payload))
+	if err != nil {
+		return nil, 0, err
+	}
+	h := req.Header
+	h["Content-Type"] = contentJSON
+	h["Apns-Topic"] = []string{note.Topic}
+	if note.CollapseID != "" {
+		h["Apns-Collapse-Id"] = []string{note.CollapseID}
+	}
+	if v, ok := priorityHeader[note.Priority]; ok {
+		h["Apns-Priority"] = v
+	} else if note.Priority > 0 {
+		h["Apns-Priority"] = []string{strconv.Itoa(note.Priority)}
+	}
+	if note.Expiration.After(time.Unix(0, 0)) {
+		h["Apns-Expiration"] = []string{strconv.FormatInt(note.Expiration.Unix(), 10)}
+	}
+	if v, ok := pushTypeHeader[note.PushType]; ok {
+		h["Apns-Push-Type"] = v
+	} else {
+		h["Apns-Push-Type"] = []string{note.PushType}
+	}
+	switch {
+	case c.c.Token != nil:
+		h["Authorization"] = c.bearer()
+	case c.c.Certificate.Certificate == nil:
+		return nil, 0, errNoTokenOrCert
+	}
+	res, err := c.c.HTTPClient.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer res.Body.Close()
+	r := &apns2.Response{StatusCode: res.StatusCode, ApnsID: res.Header.Get("apns-id"), ApnsUniqueID: res.Header.Get("apns-unique-id")}
+	if res.StatusCode != http.StatusOK {
+		if err := json.NewDecoder(res.Body).Decode(r); err != nil && err != io.EOF {
+			return nil, 0, fmt.Errorf("apns: reading an answer with status %d: %w", res.StatusCode, err)
 		}
 	}
-	return res, err
+	return r, dispatcher.ParseRetryAfter(res.Header.Get("Retry-After")), nil
 }
 
-// CloseIdleConnections lets apns2's Client.CloseIdleConnections reach the
-// transport.
-func (t retryAfterTransport) CloseIdleConnections() {
-	if c, ok := t.RoundTripper.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+// bearer returns the authorization header value of the provider token,
+// signing a new token when the current one is due for renewal.
+func (c *client) bearer() []string {
+	jwt := c.c.Token.GenerateIfExpired()
+	if b := c.auth.Load(); b != nil && b.jwt == jwt {
+		return b.header
 	}
+	b := &bearer{jwt: jwt, header: []string{"bearer " + jwt}}
+	c.auth.Store(b)
+	return b.header
+}
+
+// bearer is a provider token with its header value.
+type bearer struct {
+	jwt    string
+	header []string
 }
 
 // expiration is the push's own expiry when the dispatcher set one.
@@ -223,8 +270,9 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 	newClient := func(host string) *client {
 		// APNs speaks only HTTP/2; one connection carries many streams.
 		tr := &http.Transport{
-			TLSClientConfig:     tlsConf.Clone(),
-			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
+			TLSClientConfig: tlsConf.Clone(),
+			// Writes of concurrent streams share system calls.
+			DialContext:         (&batchconn.Dialer{Dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}}).DialContext,
 			TLSHandshakeTimeout: 10 * time.Second,
 			ForceAttemptHTTP2:   true,
 			Protocols:           new(http.Protocols),
@@ -234,7 +282,7 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 			},
 		}
 		tr.Protocols.SetHTTP2(true)
-		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: retryAfterTransport{tr}}}
+		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: tr}}
 		if ac.token != nil {
 			c.Token = ac.token
 		} else {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/internal/batchconn"
 	"github.com/pushsync/pushsync/internal/warmup"
 	"github.com/pushsync/pushsync/payload"
 	"github.com/pushsync/pushsync/registry"
@@ -74,7 +76,9 @@ func New(opts Options, log zerolog.Logger) (*Notifier, error) {
 		opts.Priority = payload.FCMPriorityNormal
 	}
 	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
+		Proxy: http.ProxyFromEnvironment,
+		// Writes of concurrent streams share system calls.
+		DialContext:         (&batchconn.Dialer{Dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}}).DialContext,
 		TLSClientConfig:     &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 100,
