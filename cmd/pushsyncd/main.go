@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -28,7 +29,25 @@ import (
 	"github.com/pushsync/pushsync/config"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Environ(), os.Stderr)) }
+func main() {
+	tuneGC()
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stderr))
+}
+
+// defaultGCPercent is the collector's target when GOGC is not set. A push
+// allocates a few kilobytes that die at once, over a live heap of a few
+// megabytes; with Go's default of 100 the collector runs every few
+// milliseconds at full load and costs about a quarter of the worker's CPU.
+// At 400 it runs a quarter as often for some tens of megabytes more
+// (docs/performance.md). GOGC and GOMEMLIMIT in the environment override
+// it; containers should set GOMEMLIMIT a little under their memory limit.
+const defaultGCPercent = 400
+
+func tuneGC() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+}
 
 func run(args, env []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pushsyncd", flag.ContinueOnError)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"time"
@@ -507,7 +508,8 @@ type check struct {
 }
 
 // opsHandler serves /healthz (the process is alive), /readyz (every
-// dependency answers) and /metrics.
+// dependency answers), /metrics, and the runtime profiles under
+// /debug/pprof/ (the operator's port, like the rest).
 func opsHandler(metrics *prometheus.Registry, checks []check) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -529,6 +531,11 @@ func opsHandler(metrics *prometheus.Registry, checks []check) http.Handler {
 		fmt.Fprint(w, body)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{Registry: metrics}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
