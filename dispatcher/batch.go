@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"runtime"
 	"sync"
 	"time"
 )
@@ -70,6 +71,9 @@ func (b *redisBatcher) loop() {
 		if !now {
 			continue
 		}
+		// Let the goroutines that are ready run first, so that the lookups
+		// they are about to ask for join this round trip.
+		runtime.Gosched()
 	more:
 		for len(ls)+len(rs) < b.max {
 			select {

@@ -162,8 +162,9 @@ type Dispatcher struct {
 	redis   *redisBatcher
 	replies sync.Pool // of chan registry.Lookup
 
-	mu        sync.Mutex
-	suspended map[string]time.Time // platform app → until when it is not used
+	mu         sync.Mutex
+	suspended  map[string]time.Time // platform app → until when it is not used
+	nSuspended atomic.Int32         // len(suspended), read without the lock
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -741,9 +742,10 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 	err := n.Notify(sctx, p)
 	cancel()
 	d.m.inflightPushes.Dec()
-	d.m.sendSeconds.WithLabelValues(platform).Observe(time.Since(start).Seconds())
+	pm := d.m.platform(p.Device.Platform)
+	pm.sendSeconds.Observe(time.Since(start).Seconds())
 	if err == nil {
-		d.m.pushes.WithLabelValues(platform, "accepted", "").Inc()
+		pm.accepted.Inc()
 		return nil
 	}
 	perr := Classify(err)
@@ -764,6 +766,7 @@ func (d *Dispatcher) suspend(app string, perr *Error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.suspended[app]; !ok {
+		d.nSuspended.Add(1)
 		d.log.Error().Str("app", app).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
 			Msg("platform app refused by its push service; not sending through it until it is fixed")
 	}
@@ -773,6 +776,9 @@ func (d *Dispatcher) suspend(app string, perr *Error) {
 }
 
 func (d *Dispatcher) suspendedUntil(app string) (time.Time, bool) {
+	if d.nSuspended.Load() == 0 {
+		return time.Time{}, false // the common case, without the lock
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	until, ok := d.suspended[app]
@@ -783,10 +789,14 @@ func (d *Dispatcher) suspendedUntil(app string) (time.Time, bool) {
 }
 
 func (d *Dispatcher) resume(app string) {
+	if d.nSuspended.Load() == 0 {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.suspended[app]; ok {
 		delete(d.suspended, app)
+		d.nSuspended.Add(-1)
 		d.m.misconfigured.WithLabelValues(app).Set(0)
 		d.log.Info().Str("app", app).Msg("platform app accepted again")
 	}

@@ -1,6 +1,10 @@
 package dispatcher
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushsync/pushsync/registry"
+)
 
 type metrics struct {
 	events         *prometheus.CounterVec
@@ -16,6 +20,28 @@ type metrics struct {
 	pending        prometheus.Gauge
 	ackPending     prometheus.Gauge
 	batch          prometheus.Histogram
+	byPlatform     map[registry.Platform]*platformMetrics
+}
+
+// platformMetrics are the series every push of a platform touches, looked
+// up once rather than per push.
+type platformMetrics struct {
+	accepted    prometheus.Counter
+	sendSeconds prometheus.Observer
+}
+
+func (m *metrics) platform(p registry.Platform) *platformMetrics {
+	if pm, ok := m.byPlatform[p]; ok {
+		return pm
+	}
+	return m.newPlatformMetrics(p)
+}
+
+func (m *metrics) newPlatformMetrics(p registry.Platform) *platformMetrics {
+	return &platformMetrics{
+		accepted:    m.pushes.WithLabelValues(string(p), "accepted", ""),
+		sendSeconds: m.sendSeconds.WithLabelValues(string(p)),
+	}
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -76,6 +102,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help:    "Commands per pipelined Redis round trip of the dispatcher: registrations read and events whose accepted pushes were recorded.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}),
+	}
+	m.byPlatform = make(map[registry.Platform]*platformMetrics, len(registry.Platforms))
+	for _, p := range registry.Platforms {
+		m.byPlatform[p] = m.newPlatformMetrics(p)
 	}
 	if r != nil {
 		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured, m.pending, m.ackPending, m.batch} {

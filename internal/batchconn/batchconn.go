@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 )
 
@@ -72,6 +73,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 
 func (c *Conn) writer() {
 	for range c.wake {
+		// Let the goroutines that are ready to run first, so that the
+		// writes they are about to make join this system call.
+		runtime.Gosched()
 		c.mu.Lock()
 		for len(c.queued) > 0 && c.err == nil {
 			out := c.queued

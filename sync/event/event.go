@@ -7,7 +7,6 @@
 package event
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -156,12 +155,8 @@ func Decode(prefix, subject string, data []byte) (*DatasetChanged, error) {
 		return nil, &DecodeError{ReasonTooLarge, fmt.Errorf("%d bytes is over the %d byte limit", len(data), MaxSize)}
 	}
 	var e DatasetChanged
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&e); err != nil {
+	if err := json.Unmarshal(data, &e); err != nil { // also refuses data after the object
 		return nil, &DecodeError{ReasonInvalidJSON, err}
-	}
-	if dec.More() {
-		return nil, &DecodeError{ReasonInvalidJSON, errors.New("data after the JSON object")}
 	}
 	if e.Version > Version || e.Version < 1 {
 		return nil, &DecodeError{ReasonUnsupportedVersion, fmt.Errorf("version %d (this worker understands %d)", e.Version, Version)}
