@@ -4,7 +4,7 @@ GO ?= go
 STATICCHECK_VERSION ?= v0.8.2
 REDIS_ADDR ?= 127.0.0.1:6379
 
-.PHONY: build test faults bench lint fuzz run emulators redis clean
+.PHONY: build test faults bench pushbench lint fuzz run emulators redis clean
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -21,6 +21,11 @@ faults: redis
 
 bench: redis
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+# The push benchmark against pushsyncd processes and the bare-client ceiling
+# (docs/performance.md); PUSHBENCH_FLAGS passes flags, e.g. -duration 10s.
+pushbench: build redis
+	bin/pushbench $(PUSHBENCH_FLAGS)
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -52,4 +57,4 @@ redis:
 	else echo "no Redis at $(REDIS_ADDR) and redis-server is not installed (Debian: apt-get install redis-server)"; exit 1; fi
 
 clean:
-	rm -rf bin pushemu-creds faults-report.md
+	rm -rf bin pushemu-creds faults-report.md pushbench.json

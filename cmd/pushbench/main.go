@@ -1,0 +1,543 @@
+// Command pushbench measures how fast pushsync turns dataset-change events
+// into pushes, and what that costs, on the machine it runs on.
+//
+//	go build -o bin/ ./cmd/... && bin/pushbench [flags]
+//
+// It starts the APNs and FCM emulators and a NATS server in its own
+// process, seeds Redis with identities that have devices (APNs and FCM
+// alternately) subscribed to a dataset, and starts pushsyncd worker
+// processes against them. Then, in phases:
+//
+//   - ceiling: the same emulators driven by a bare apns2 token client and a
+//     bare firebase messaging client, 128 goroutines each, in a child
+//     process: what this machine can push with nothing in between;
+//   - max: events published as fast as pushsync delivers them (at most
+//     -window outstanding), for -duration;
+//   - half: events published at half the rate the max phase reached, for
+//     the latency at a load with headroom;
+//   - memory: -memory-devices devices registered in a private redis-server,
+//     for Redis memory per device.
+//
+// For each it reports events per second in, pushes per second delivered at
+// the emulators, latency from publish to emulator receipt (p50, p90, p99,
+// max), CPU seconds per 10,000 pushes of pushsyncd (or of the ceiling
+// program), and pushsyncd's peak RSS. It writes a plain table to standard
+// output and the same figures as JSON to -json. PUSHSYNC_* variables in its
+// environment reach pushsyncd, so settings can be compared without edits.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "ceiling" {
+		fs := flag.NewFlagSet("pushbench ceiling", flag.ExitOnError)
+		plan := fs.String("plan", "", "the plan file pushbench wrote")
+		_ = fs.Parse(os.Args[2:])
+		if err := runCeilingChild(*plan); err != nil {
+			fmt.Fprintln(os.Stderr, "pushbench ceiling:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "pushbench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	identities, devices int
+	duration, warmup    time.Duration
+	workers             int
+	pushsyncd           string
+	redisAddr, natsURL  string
+	window, publishers  int
+	phases              []string
+	memoryDevices       int
+	jsonPath            string
+	keep                bool
+	cpuProfile          string
+	ceilingProfile      string
+}
+
+var allPhases = []string{"ceiling", "max", "half", "memory"}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("pushbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.identities, "identities", 10000, "identities to seed")
+	fs.IntVar(&o.devices, "devices", 4, "devices per identity, APNs and FCM alternately; every event pushes to all of them")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each measured phase")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up before each measured phase")
+	fs.IntVar(&o.workers, "workers", 1, "pushsyncd worker processes")
+	fs.StringVar(&o.pushsyncd, "pushsyncd", "", "the pushsyncd binary (default: next to pushbench, else on PATH)")
+	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis for the registry (keys under a fresh prefix, removed at the end)")
+	fs.StringVar(&o.natsURL, "nats", "", "NATS server URL (default: one embedded in pushbench)")
+	fs.IntVar(&o.window, "window", 2048, "events outstanding at most in the max phase")
+	fs.IntVar(&o.publishers, "publishers", 64, "goroutines publishing events")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
+	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
+	fs.StringVar(&o.jsonPath, "json", "pushbench.json", "where to write the figures as JSON (empty: nowhere)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (pushsyncd logs and configuration)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the first pushsyncd worker during the max phase to this file")
+	fs.StringVar(&o.ceilingProfile, "ceiling-cpuprofile", "", "write a CPU profile of the ceiling program's measured run to this file")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, p := range strings.Split(*phases, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if !slices.Contains(allPhases, p) {
+			return nil, fmt.Errorf("-phases: unknown phase %q (phases: %s)", p, strings.Join(allPhases, ","))
+		}
+		o.phases = append(o.phases, p)
+	}
+	switch {
+	case o.identities < 1:
+		return nil, errors.New("-identities must be at least 1")
+	case o.devices < 2:
+		return nil, errors.New("-devices must be at least 2 (one APNs and one FCM device per identity)")
+	case o.duration < time.Second:
+		return nil, errors.New("-duration must be at least 1s")
+	case o.workers < 1:
+		return nil, errors.New("-workers must be at least 1")
+	case o.window < 1 || o.window > ringSize/2:
+		return nil, fmt.Errorf("-window must be between 1 and %d", ringSize/2)
+	case o.publishers < 1:
+		return nil, errors.New("-publishers must be at least 1")
+	case o.memoryDevices < o.devices:
+		return nil, fmt.Errorf("-memory-devices must be at least -devices (%d)", o.devices)
+	}
+	return o, nil
+}
+
+func (o *options) has(phase string) bool { return slices.Contains(o.phases, phase) }
+
+// Report is what pushbench writes as JSON.
+type Report struct {
+	Machine  Machine       `json:"machine"`
+	Setup    Setup         `json:"setup"`
+	Ceiling  *CeilingFig   `json:"ceiling,omitempty"`
+	Max      *PhaseFig     `json:"max,omitempty"`
+	Half     *PhaseFig     `json:"half,omitempty"`
+	Memory   *MemoryFig    `json:"memory,omitempty"`
+	Verdicts []Verdict     `json:"verdicts,omitempty"`
+	Started  time.Time     `json:"started"`
+	Took     time.Duration `json:"tookNs"`
+}
+
+// Machine says where the figures come from.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpuModel"`
+	GoVersion string `json:"goVersion"`
+	OS        string `json:"os"`
+}
+
+// Setup is the workload.
+type Setup struct {
+	Identities int    `json:"identities"`
+	Devices    int    `json:"devicesPerIdentity"`
+	Workers    int    `json:"workers"`
+	Duration   string `json:"duration"`
+	Window     int    `json:"window"`
+	Pushsyncd  string `json:"pushsyncd"`
+}
+
+// CeilingFig is the ceiling program's run.
+type CeilingFig struct {
+	Pushes          int64   `json:"pushes"`
+	Seconds         float64 `json:"seconds"`
+	PushesPerSec    float64 `json:"pushesPerSec"`
+	CPUPer10kPush   float64 `json:"cpuSecondsPer10kPushes"`
+	SyscallsPerPush float64 `json:"syscallsPerPush"`
+	PeakRSSMB       float64 `json:"peakRssMB"`
+	EmulatorPushes  int64   `json:"emulatorPushes"`
+}
+
+// PhaseFig is one pushsync phase.
+type PhaseFig struct {
+	TargetEventRate float64     `json:"targetEventsPerSec,omitempty"`
+	Events          int64       `json:"events"`
+	EventsPerSec    float64     `json:"eventsPerSec"`
+	Pushes          int64       `json:"pushes"`
+	PushesPerSec    float64     `json:"pushesPerSec"`
+	Seconds         float64     `json:"seconds"`
+	Latency         Percentiles `json:"latency"`
+	CPUPer10kPush   float64     `json:"cpuSecondsPer10kPushes"`
+	SyscallsPerPush float64     `json:"syscallsPerPush"`
+	PeakRSSMB       float64     `json:"peakRssMB"`
+	Duplicates      int64       `json:"duplicates"`
+	Undelivered     int64       `json:"undeliveredEvents"`
+}
+
+// MemoryFig is the Redis memory phase.
+type MemoryFig struct {
+	Devices             int     `json:"devices"`
+	Identities          int     `json:"identities"`
+	BytesPerDevice      float64 `json:"bytesPerDevice"`
+	BytesPerDeviceSent  float64 `json:"bytesPerDeviceAfterOnePush"`
+	RedisVersion        string  `json:"redisVersion"`
+	SeedSeconds         float64 `json:"seedSeconds"`
+	RegistrationsPerSec float64 `json:"registrationsPerSec"`
+}
+
+// Verdict compares a figure with its bar.
+type Verdict struct {
+	Bar    string `json:"bar"`
+	Figure string `json:"figure"`
+	Met    bool   `json:"met"`
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	rep := &Report{Machine: machine(), Started: time.Now(), Setup: Setup{
+		Identities: o.identities, Devices: o.devices, Workers: o.workers, Duration: o.duration.String(), Window: o.window,
+	}}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	needStack := o.has("ceiling") || o.has("max") || o.has("half")
+	if needStack && (o.has("max") || o.has("half")) {
+		if o.pushsyncd, err = findPushsyncd(o.pushsyncd, self); err != nil {
+			return err
+		}
+		rep.Setup.Pushsyncd = o.pushsyncd
+	}
+	dir, err := os.MkdirTemp("", "pushbench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(stderr, "working directory:", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	pr := newProgress(stderr)
+
+	if needStack {
+		pr.start(fmt.Sprintf("seeding %d identities × %d devices", o.identities, o.devices), "identities")
+		s, err := newStack(ctx, stackOptions{dir: dir, natsURL: o.natsURL, redisAddr: o.redisAddr, identities: o.identities, devices: o.devices},
+			func(done, total int64) { pr.set(done, total) })
+		pr.stop()
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		if err := runPushPhases(ctx, o, s, self, rep, pr); err != nil {
+			return err
+		}
+	}
+	if o.has("memory") {
+		m, err := measureMemory(ctx, o, dir, pr)
+		if err != nil {
+			return fmt.Errorf("memory phase: %w", err)
+		}
+		rep.Memory = m
+	}
+	rep.Verdicts = verdicts(rep)
+	rep.Took = time.Since(rep.Started)
+	writeTable(stdout, rep)
+	if o.jsonPath != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "figures written to", o.jsonPath)
+	}
+	return nil
+}
+
+func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *Report, pr *progress) error {
+	if o.has("ceiling") {
+		fig, err := ceilingPhase(s, o, self, pr)
+		if err != nil {
+			return fmt.Errorf("ceiling: %w", err)
+		}
+		rep.Ceiling = fig
+	}
+	if !o.has("max") && !o.has("half") {
+		return nil
+	}
+	var workers []*worker
+	defer func() {
+		for _, w := range workers {
+			w.stop()
+		}
+	}()
+	for i := range o.workers {
+		w, err := s.startWorker(o.pushsyncd, i)
+		if err != nil {
+			return err
+		}
+		workers = append(workers, w)
+	}
+	var pids []int
+	for _, w := range workers {
+		pids = append(pids, w.pid())
+	}
+	b := &bench{s: s, o: o, pids: pids, pr: pr, ops: workers[0].ops}
+	// Warm up: connections, provider and access tokens, caches.
+	if _, err := b.phase(ctx, "warm-up", o.warmup, 200, false); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	rate := 0.0
+	if o.has("max") {
+		fig, err := b.phase(ctx, "max rate", o.duration, 0, true)
+		if err != nil {
+			return fmt.Errorf("max phase: %w", err)
+		}
+		rep.Max, rate = fig, fig.EventsPerSec
+	}
+	if o.has("half") {
+		if rate == 0 {
+			return errors.New("the half phase needs the max phase")
+		}
+		fig, err := b.phase(ctx, "half rate", o.duration, rate/2, true)
+		if err != nil {
+			return fmt.Errorf("half phase: %w", err)
+		}
+		rep.Half = fig
+	}
+	return nil
+}
+
+func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig, error) {
+	s.tracker.countOnly.Store(true)
+	defer s.tracker.countOnly.Store(false)
+	plan := &ceilingPlan{
+		APNsHost: s.apns.URL, AuthKeyFile: s.authKeyFile, KeyID: apnsKeyID, TeamID: apnsTeam, Topic: apnsTopic,
+		FCMEndpoint: s.fcm.Endpoint(), ServiceAccountFile: s.serviceAccountFile, ProjectID: fcmProject,
+		Pool: s.pool, Identities: s.identities, APNsTokens: s.apnsTokens, FCMTokens: s.fcmTokens,
+		Warmup: o.warmup, Duration: o.duration, CPUProfile: o.ceilingProfile,
+	}
+	before := s.tracker.pushes.Load()
+	pr.start("ceiling: bare apns2 and firebase clients", "pushes")
+	stopTick := pr.tick(func() (int64, int64) { return s.tracker.pushes.Load() - before, 0 })
+	r, err := runCeiling(self, plan, s.dir, s.caFile)
+	stopTick()
+	pr.stop()
+	if err != nil {
+		return nil, err
+	}
+	if r.Result.Errors > 0 {
+		return nil, fmt.Errorf("%d pushes failed, the first: %s", r.Result.Errors, r.Result.FirstError)
+	}
+	n := r.Result.APNs + r.Result.FCM
+	return &CeilingFig{
+		Pushes: n, Seconds: r.Result.Elapsed.Seconds(), PushesPerSec: float64(n) / r.Result.Elapsed.Seconds(),
+		CPUPer10kPush: r.CPU.Seconds() / float64(n) * 1e4, PeakRSSMB: mb(r.PeakRSS),
+		SyscallsPerPush: float64(r.Syscalls) / float64(n),
+		EmulatorPushes:  s.tracker.pushes.Load() - before,
+	}, nil
+}
+
+// bench runs the phases that go through pushsyncd.
+type bench struct {
+	s    *stack
+	o    *options
+	pids []int
+	pr   *progress
+	ops  string       // the first worker's ops address
+	next atomic.Int64 // the next event number
+}
+
+// phase publishes events for d, at rate events per second or, with rate 0,
+// as fast as they are delivered with at most -window outstanding, waits
+// for every push, and measures.
+func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate float64, measure bool) (*PhaseFig, error) {
+	t := b.s.tracker
+	if rate == 0 {
+		t.window = make(chan struct{}, b.o.window)
+	} else {
+		t.window = nil
+	}
+	t.takeLatencies()
+	t.measuring.Store(measure)
+	defer t.measuring.Store(false)
+	pushes0, events0, dup0 := t.pushes.Load(), t.events.Load(), t.duplicates.Load()
+	first := b.next.Load()
+	cpu0, err := cpuOf(b.pids)
+	if err != nil {
+		return nil, err
+	}
+	r0, w0, err := syscallsOf(b.pids)
+	if err != nil {
+		return nil, err
+	}
+	b.pr.start(name, "events")
+	stopTick := b.pr.tick(func() (int64, int64) { return t.events.Load() - events0, 0 })
+	defer func() { stopTick(); b.pr.stop() }()
+
+	start := time.Now()
+	end := start.Add(d)
+	if measure && rate == 0 && b.o.cpuProfile != "" {
+		go b.profile(d)
+	}
+	var (
+		wg       sync.WaitGroup
+		firstErr atomic.Value
+		started  atomic.Int64 // events whose publishing began, for pacing
+	)
+	for range b.o.publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if rate > 0 {
+					j := started.Add(1) - 1
+					due := start.Add(time.Duration(float64(j) / rate * float64(time.Second)))
+					if due.After(end) {
+						return
+					}
+					time.Sleep(time.Until(due))
+				} else {
+					t.window <- struct{}{}
+					if time.Now().After(end) {
+						<-t.window
+						return
+					}
+				}
+				k := b.next.Add(1) - 1
+				if err := b.s.publish(ctx, k); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	published := b.next.Load() - first
+	publishSecs := time.Since(start).Seconds()
+	if err, ok := firstErr.Load().(error); ok {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	// Wait for the last pushes: until every event is delivered or nothing
+	// arrived for 10s.
+	for t.events.Load()-events0 < published && ctx.Err() == nil {
+		if last := time.Unix(0, t.lastPush.Load()); time.Since(last) > 10*time.Second && time.Since(start) > d+10*time.Second {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	cpu1, err := cpuOf(b.pids)
+	if err != nil {
+		return nil, err
+	}
+	r1, w1, err := syscallsOf(b.pids)
+	if err != nil {
+		return nil, err
+	}
+	elapsed := time.Unix(0, t.lastPush.Load()).Sub(start).Seconds()
+	pushes := t.pushes.Load() - pushes0
+	var peak int64
+	for _, pid := range b.pids {
+		_, p, err := memory(pid)
+		if err != nil {
+			return nil, err
+		}
+		peak = max(peak, p)
+	}
+	return &PhaseFig{
+		TargetEventRate: rate,
+		Events:          published,
+		EventsPerSec:    float64(published) / publishSecs,
+		Pushes:          pushes,
+		PushesPerSec:    float64(pushes) / elapsed,
+		Seconds:         elapsed,
+		Latency:         percentiles(t.takeLatencies()),
+		CPUPer10kPush:   (cpu1 - cpu0).Seconds() / float64(max(pushes, 1)) * 1e4,
+		SyscallsPerPush: float64(r1-r0+w1-w0) / float64(max(pushes, 1)),
+		PeakRSSMB:       mb(peak),
+		Duplicates:      t.duplicates.Load() - dup0,
+		Undelivered:     published - (t.events.Load() - events0),
+	}, nil
+}
+
+// profile saves a CPU profile of the first worker for d.
+func (b *bench) profile(d time.Duration) {
+	get := func(path, file string) {
+		res, err := http.Get("http://" + b.ops + path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pushbench: profile:", err)
+			return
+		}
+		defer res.Body.Close()
+		data, err := io.ReadAll(res.Body)
+		if err == nil && res.StatusCode != http.StatusOK {
+			err = fmt.Errorf("%s: %s", res.Status, data)
+		}
+		if err == nil {
+			err = os.WriteFile(file, data, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "pushbench: profile:", err)
+		}
+	}
+	get(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), b.o.cpuProfile)
+	// Allocations since the worker started, which the max phase dominates.
+	get("/debug/pprof/allocs", strings.TrimSuffix(b.o.cpuProfile, filepath.Ext(b.o.cpuProfile))+".allocs"+filepath.Ext(b.o.cpuProfile))
+}
+
+// findPushsyncd returns the pushsyncd binary to run.
+func findPushsyncd(flagValue, self string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	sibling := filepath.Join(filepath.Dir(self), "pushsyncd")
+	if _, err := os.Stat(sibling); err == nil {
+		return sibling, nil
+	}
+	if p, err := exec.LookPath("pushsyncd"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no pushsyncd binary next to pushbench or on PATH; build both with: go build -o bin/ ./cmd/...  (or pass -pushsyncd)")
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func mb(b int64) float64 { return float64(b*10/(1<<20)) / 10 }

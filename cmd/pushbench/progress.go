@@ -1,0 +1,109 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// progress shows what pushbench is doing: a bar redrawn in place on a
+// terminal, a line every few seconds otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	label string
+	unit  string
+	began time.Time
+	done  int64
+	total int64
+	last  time.Time
+}
+
+func newProgress(w io.Writer) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+// start begins a step counted in unit.
+func (p *progress) start(label, unit string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.label, p.unit, p.began, p.done, p.total, p.last = label, unit, time.Now(), 0, 0, time.Time{}
+	p.drawLocked(true)
+}
+
+// set records the step's progress; total 0 means open-ended.
+func (p *progress) set(done, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done, p.total = done, total
+	p.drawLocked(false)
+}
+
+// tick polls fn every 200ms until the returned stop is called.
+func (p *progress) tick(fn func() (done, total int64)) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				p.set(fn())
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
+// stop ends the step with a final line.
+func (p *progress) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drawLocked(true)
+	if p.tty {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func (p *progress) drawLocked(force bool) {
+	now := time.Now()
+	every := 5 * time.Second
+	if p.tty {
+		every = 200 * time.Millisecond
+	}
+	if !force && now.Sub(p.last) < every {
+		return
+	}
+	p.last = now
+	el := now.Sub(p.began)
+	rate := float64(p.done) / max(el.Seconds(), 1e-3)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-44s", p.label)
+	if p.total > 0 {
+		const width = 24
+		frac := min(float64(p.done)/float64(p.total), 1)
+		fill := int(frac * width)
+		fmt.Fprintf(&b, " [%s%s] %3.0f%%", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100)
+	}
+	fmt.Fprintf(&b, " %6.1fs %10d %s %9.0f/s", el.Seconds(), p.done, p.unit, rate)
+	if p.tty {
+		fmt.Fprintf(p.w, "\r%s\x1b[K", b.String())
+	} else {
+		fmt.Fprintln(p.w, b.String())
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pushsync/pushsync/payload"
+	"github.com/pushsync/pushsync/registry"
+)
+
+func TestTrackerFollowsEventsToTheirLastPush(t *testing.T) {
+	ids := []string{"us-east-1:" + uuidish(1, 1), "us-east-1:" + uuidish(2, 1), "us-east-1:" + uuidish(3, 1)}
+	tr := newTracker(ids, 2)
+	tr.window = make(chan struct{}, 8)
+	tr.measuring.Store(true)
+	t0 := time.Unix(1000, 0)
+	for k := range int64(4) { // events 0..3: identities 0,1,2,0 with counts 1,1,1,2
+		tr.window <- struct{}{}
+		tr.published(k, t0)
+	}
+	i, c := tr.event(3)
+	if i != 0 || c != 2 {
+		t.Fatalf("event 3 is identity %d count %d, want 0 and 2", i, c)
+	}
+	tr.push(ids[0], 2, t0.Add(3*time.Millisecond))
+	tr.push(ids[0], 2, t0.Add(5*time.Millisecond)) // event 3 complete
+	tr.push(ids[1], 1, t0.Add(1*time.Millisecond))
+	tr.push(ids[1], 1, t0.Add(2*time.Millisecond)) // event 1 complete
+	tr.push(ids[1], 1, t0.Add(2*time.Millisecond)) // one too many
+	tr.push("us-east-1:"+uuidish(9, 9), 1, t0)     // nobody's
+	if got := tr.events.Load(); got != 2 {
+		t.Errorf("events complete = %d, want 2", got)
+	}
+	if got := len(tr.window); got != 2 {
+		t.Errorf("window holds %d events, want 2 (two given back)", got)
+	}
+	if d, s := tr.duplicates.Load(), tr.strays.Load(); d != 1 || s != 1 {
+		t.Errorf("duplicates %d, strays %d; want 1 and 1", d, s)
+	}
+	p := percentiles(tr.takeLatencies())
+	if p.Samples != 4 || p.P50 != 2 || p.Max != 5 {
+		t.Errorf("latencies %+v, want 4 samples, p50 2 ms, max 5 ms", p)
+	}
+}
+
+func TestPercentiles(t *testing.T) {
+	var l []time.Duration
+	for i := 100; i >= 1; i-- {
+		l = append(l, time.Duration(i)*time.Millisecond)
+	}
+	p := percentiles(l)
+	if p.P50 != 50 || p.P90 != 90 || p.P99 != 99 || p.Max != 100 || p.Samples != 100 {
+		t.Fatalf("%+v", p)
+	}
+	if (percentiles(nil) != Percentiles{}) {
+		t.Fatal("no samples should give zeros")
+	}
+}
+
+func TestAPNsChangeReadsTheBuiltPayload(t *testing.T) {
+	id := "us-east-1:" + uuidish(7, 7)
+	note, err := payload.APNs(payload.Change{IdentityPoolID: "us-east-1:" + uuidish(1, 2), IdentityID: id, DatasetName: "bench", SyncCount: 123456}, "topic", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotID, gotCount := apnsChange(note.Payload)
+	if gotID != id || gotCount != 123456 {
+		t.Fatalf("apnsChange = %q, %d", gotID, gotCount)
+	}
+}
+
+func TestTokensAreValidAndDistinct(t *testing.T) {
+	seen := map[string]bool{}
+	for n := range 1000 {
+		a, err := registry.NormalizeToken(registry.APNS, apnsToken(n))
+		if err != nil || a != apnsToken(n) || len(a) != 64 {
+			t.Fatalf("APNs token %d: %q %v", n, a, err)
+		}
+		f := fcmToken(n)
+		if _, err := registry.NormalizeToken(registry.GCM, f); err != nil || len(f) != 163 {
+			t.Fatalf("FCM token %d (%d characters): %v", n, len(f), err)
+		}
+		if seen[a] || seen[f] {
+			t.Fatalf("token %d repeats", n)
+		}
+		seen[a], seen[f] = true, true
+	}
+}
+
+func TestProcessFigures(t *testing.T) {
+	pid := os.Getpid()
+	deadline := time.Now().Add(2 * time.Second)
+	c0, err := cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for x := 0; time.Now().Before(deadline); x++ { // burn some CPU
+		_ = strings.Repeat("x", x%64)
+	}
+	c1, err := cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1-c0 < time.Second {
+		t.Errorf("2s of busy loop counted as %s of CPU", c1-c0)
+	}
+	rss, peak, err := memory(pid)
+	if err != nil || rss <= 0 || peak < rss {
+		t.Errorf("memory: rss %d, peak %d, %v", rss, peak, err)
+	}
+	r0, w0, err := syscalls(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.CreateTemp(t.TempDir(), "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		f.Write([]byte("x"))
+	}
+	f.Close()
+	if _, w1, _ := syscalls(pid); w1-w0 < 10 || r0 < 0 {
+		t.Errorf("10 writes counted as %d", w1-w0)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"-phases max,bogus", `unknown phase "bogus"`},
+		{"-devices 1", "-devices must be at least 2"},
+		{"-identities 0", "-identities must be at least 1"},
+		{"-duration 10ms", "-duration must be at least 1s"},
+		{"-memory-devices 3", "-memory-devices must be at least -devices"},
+		{"extra", `unexpected argument "extra"`},
+	} {
+		_, err := parseFlags(strings.Fields(c.args), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.args, err, c.want)
+		}
+	}
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil || !o.has("ceiling") || !o.has("memory") || o.memoryDevices != 1_000_000 {
+		t.Fatalf("defaults: %+v, %v", o, err)
+	}
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+)
+
+// The bars pushsync is held to on a 2-core machine with the emulators on it.
+const (
+	barThroughputShare = 0.90 // of the ceiling's pushes per second
+	barP99Ms           = 10.0 // at half the maximum rate
+	barRSSMB           = 150.0
+	barBytesPerDevice  = 300.0
+)
+
+func verdicts(r *Report) []Verdict {
+	var v []Verdict
+	if r.Ceiling != nil && r.Max != nil {
+		share := r.Max.PushesPerSec / r.Ceiling.PushesPerSec
+		v = append(v, Verdict{
+			Bar:    fmt.Sprintf("throughput ≥ %.0f%% of the ceiling", barThroughputShare*100),
+			Figure: fmt.Sprintf("%.0f%% (%.0f against %.0f pushes/s)", share*100, r.Max.PushesPerSec, r.Ceiling.PushesPerSec),
+			Met:    share >= barThroughputShare,
+		}, Verdict{
+			Bar:    "pushsyncd CPU per 10k pushes ≤ the ceiling program's",
+			Figure: fmt.Sprintf("%.2fs against %.2fs (%.0f%%)", r.Max.CPUPer10kPush, r.Ceiling.CPUPer10kPush, r.Max.CPUPer10kPush/r.Ceiling.CPUPer10kPush*100),
+			Met:    r.Max.CPUPer10kPush <= r.Ceiling.CPUPer10kPush,
+		})
+	}
+	if r.Half != nil {
+		v = append(v, Verdict{
+			Bar:    fmt.Sprintf("p99 publish-to-emulator ≤ %.0f ms at half the maximum rate", barP99Ms),
+			Figure: fmt.Sprintf("%.2f ms at %.0f events/s", r.Half.Latency.P99, r.Half.TargetEventRate),
+			Met:    r.Half.Latency.P99 <= barP99Ms,
+		})
+	}
+	if r.Max != nil {
+		v = append(v, Verdict{
+			Bar:    fmt.Sprintf("pushsyncd RSS ≤ %.0f MB at the maximum rate", barRSSMB),
+			Figure: fmt.Sprintf("%.1f MB peak", r.Max.PeakRSSMB),
+			Met:    r.Max.PeakRSSMB <= barRSSMB,
+		})
+	}
+	if r.Memory != nil {
+		v = append(v, Verdict{
+			Bar:    fmt.Sprintf("Redis ≤ %.0f bytes per device with one subscription", barBytesPerDevice),
+			Figure: fmt.Sprintf("%.0f bytes at %d devices", r.Memory.BytesPerDevice, r.Memory.Devices),
+			Met:    r.Memory.BytesPerDevice <= barBytesPerDevice,
+		})
+	}
+	return v
+}
+
+// writeTable prints the figures as plain tables.
+func writeTable(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "\npushbench on %d CPUs (%s), %s; %d identities × %d devices, %d worker(s), %s per phase\n\n",
+		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Setup.Identities, r.Setup.Devices, r.Setup.Workers, r.Setup.Duration)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if r.Ceiling == nil && r.Max == nil && r.Half == nil {
+		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
+	}
+	fmt.Fprintln(tw, "phase\tevents/s in\tpushes/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tCPU s/10k pushes\tsyscalls/push\tpeak RSS MB\tpushes\t")
+	if c := r.Ceiling; c != nil {
+		fmt.Fprintf(tw, "ceiling (bare clients)\t–\t%.0f\t–\t–\t–\t–\t%.3f\t%.2f\t%.1f\t%d\t\n", c.PushesPerSec, c.CPUPer10kPush, c.SyscallsPerPush, c.PeakRSSMB, c.Pushes)
+	}
+	for _, p := range []struct {
+		name string
+		f    *PhaseFig
+	}{{"pushsync, max rate", r.Max}, {"pushsync, half rate", r.Half}} {
+		if f := p.f; f != nil {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.2f\t%.1f\t%d\t\n", p.name, f.EventsPerSec, f.PushesPerSec,
+				f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.CPUPer10kPush, f.SyscallsPerPush, f.PeakRSSMB, f.Pushes)
+		}
+	}
+	tw.Flush()
+	for _, p := range []*PhaseFig{r.Max, r.Half} {
+		if p != nil && (p.Duplicates > 0 || p.Undelivered > 0) {
+			fmt.Fprintf(w, "warning: %d duplicate pushes, %d events not fully delivered\n", p.Duplicates, p.Undelivered)
+		}
+	}
+	if m := r.Memory; m != nil {
+		fmt.Fprintf(w, "\nRedis %s: %d devices (%d identities, one subscription each): %.0f bytes per device; %.0f after one push each (sent-state kept); seeded at %.0f registrations/s\n",
+			m.RedisVersion, m.Devices, m.Identities, m.BytesPerDevice, m.BytesPerDeviceSent, m.RegistrationsPerSec)
+	}
+	if len(r.Verdicts) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "bar\tfigure\tmet")
+		for _, v := range r.Verdicts {
+			met := "yes"
+			if !v.Met {
+				met = "NO"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", v.Bar, v.Figure, met)
+		}
+		tw.Flush()
+	}
+}

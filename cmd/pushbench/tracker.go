@@ -1,0 +1,130 @@
+package main
+
+import (
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ringSize bounds the events that may be outstanding (published, not yet
+// fully delivered) at once; the publishers never let more be.
+const ringSize = 1 << 20
+
+// tracker follows every published event until each of its pushes has
+// reached an emulator. Event k goes to identity k mod n with sync count
+// k/n + 1, so a push names its event by its identity and sync count alone.
+type tracker struct {
+	n      int
+	index  map[string]int // identity id → its number
+	fanout int32
+
+	ring []slot
+	// window, when set, holds a token per outstanding event: publishers
+	// take one before publishing and the last push of the event gives it
+	// back, which keeps "as fast as it can" from building an endless
+	// backlog.
+	window chan struct{}
+
+	pushes     atomic.Int64 // every push received
+	events     atomic.Int64 // events whose every push arrived
+	duplicates atomic.Int64 // pushes beyond an event's fan-out
+	strays     atomic.Int64 // pushes naming no tracked event
+	lastPush   atomic.Int64 // unix nanos of the latest push
+
+	mu        sync.Mutex
+	latencies []time.Duration
+	measuring atomic.Bool // collect latencies
+	countOnly atomic.Bool // count pushes, nothing else (the ceiling's)
+}
+
+type slot struct {
+	published atomic.Int64 // unix nanos
+	left      atomic.Int32 // pushes still to arrive
+}
+
+func newTracker(identities []string, fanout int) *tracker {
+	t := &tracker{n: len(identities), index: make(map[string]int, len(identities)), fanout: int32(fanout), ring: make([]slot, ringSize)}
+	for i, id := range identities {
+		t.index[id] = i
+	}
+	return t
+}
+
+// event returns the identity number and sync count of event k.
+func (t *tracker) event(k int64) (identity int, syncCount int64) {
+	return int(k % int64(t.n)), k/int64(t.n) + 1
+}
+
+// published notes that event k is about to be published.
+func (t *tracker) published(k int64, at time.Time) {
+	s := &t.ring[k%ringSize]
+	s.left.Store(t.fanout)
+	s.published.Store(at.UnixNano())
+}
+
+// push notes a push received for identity id with syncCount, at time now.
+func (t *tracker) push(id string, syncCount int64, now time.Time) {
+	t.pushes.Add(1)
+	t.lastPush.Store(now.UnixNano())
+	if t.countOnly.Load() {
+		return
+	}
+	i, ok := t.index[id]
+	if !ok || syncCount < 1 {
+		t.strays.Add(1)
+		return
+	}
+	k := (syncCount-1)*int64(t.n) + int64(i)
+	s := &t.ring[k%ringSize]
+	left := s.left.Add(-1)
+	switch {
+	case left < 0:
+		t.duplicates.Add(1)
+		return
+	case left == 0:
+		t.events.Add(1)
+		if t.window != nil {
+			<-t.window
+		}
+	}
+	if t.measuring.Load() {
+		d := time.Duration(now.UnixNano() - s.published.Load())
+		t.mu.Lock()
+		t.latencies = append(t.latencies, d)
+		t.mu.Unlock()
+	}
+}
+
+// takeLatencies returns the latencies collected so far and starts afresh.
+func (t *tracker) takeLatencies() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := t.latencies
+	t.latencies = nil
+	return l
+}
+
+// Percentiles of a latency sample, in milliseconds.
+type Percentiles struct {
+	Samples int     `json:"samples"`
+	P50     float64 `json:"p50Ms"`
+	P90     float64 `json:"p90Ms"`
+	P99     float64 `json:"p99Ms"`
+	Max     float64 `json:"maxMs"`
+}
+
+func percentiles(l []time.Duration) Percentiles {
+	if len(l) == 0 {
+		return Percentiles{}
+	}
+	slices.Sort(l)
+	at := func(q float64) float64 {
+		i := int(math.Ceil(q*float64(len(l)))) - 1
+		return ms(l[max(i, 0)])
+	}
+	return Percentiles{Samples: len(l), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: ms(l[len(l)-1])}
+}
+
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e4) / 100 }
