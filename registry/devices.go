@@ -17,8 +17,9 @@ import (
 // luaHelpers are shared by the scripts below. fields returns the positions
 // of the three '|' that split a device record
 // "<p>|<registered ms, base 36>|<subs>|<token>" (the token, last, may hold
-// '|' itself); ms36 parses the registration time, which Lua's tonumber
-// cannot do for a negative number in base 36.
+// '|' or any other byte itself: the scripts only ever take it whole, as
+// string.sub(v, c + 1), or keep it in place); ms36 parses the registration
+// time, which Lua's tonumber cannot do for a negative number in base 36.
 const luaHelpers = `
 local function fields(v)
   local a = string.find(v, '|', 1, true)
@@ -33,8 +34,9 @@ end
 `
 
 // registerScript returns {deviceId, record, created}. A device with the same
-// platform and token keeps its id. ARGV: platform code, token, new device
-// id, registration time (unix ms in base 36), device limit.
+// platform and token keeps its id. ARGV: platform code, token in its stored
+// form (raw bytes for APNs; see storedToken), new device id, registration
+// time (unix ms in base 36), device limit.
 var registerScript = redis.NewScript(luaHelpers + `
 local all = redis.call('HGETALL', KEYS[1])
 local n = 0
@@ -72,7 +74,7 @@ func (r *Registry) RegisterDevice(ctx context.Context, pool, identity string, pl
 		return Device{}, false, err
 	}
 	res, err := registerScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)},
-		platform.code(), token, r.newID(), strconv.FormatInt(r.now().UnixMilli(), 36), r.maxDevices).StringSlice()
+		platform.code(), storedToken(platform, token), r.newID(), strconv.FormatInt(r.now().UnixMilli(), 36), r.maxDevices).StringSlice()
 	if err != nil {
 		if strings.Contains(err.Error(), "TOOMANY") {
 			return Device{}, false, fmt.Errorf("registry: %w (at most %d)", ErrTooManyDevices, r.maxDevices)
@@ -158,9 +160,10 @@ type budgetEntry struct {
 }
 
 // decodeRegistration builds a Registration from the HGETALL of an
-// identity's hash. Every string it holds (ids, tokens, dataset names, Sent
-// keys) shares the memory of all or of one allocation, so a registration
-// costs a fixed handful of allocations; it is on the dispatcher's hot path.
+// identity's hash. Every string it holds (ids, FCM tokens, dataset names)
+// shares the memory of all, and the hex of all the APNs tokens and the
+// Sent keys each share one allocation, so a registration costs a fixed
+// handful of allocations; it is on the dispatcher's hot path.
 func decodeRegistration(all map[string]string) (*Registration, error) {
 	// Small identities, the usual case, are gathered on the stack.
 	var devBuf [8]Device
@@ -173,7 +176,7 @@ func decodeRegistration(all map[string]string) (*Registration, error) {
 		}
 		switch f[0] {
 		case 'd':
-			d, list, err := decodeDevice(f[2:], v)
+			d, list, err := decodeRecord(f[2:], v) // APNs tokens raw until below
 			if err != nil {
 				return nil, err
 			}
@@ -210,8 +213,31 @@ func decodeRegistration(all map[string]string) (*Registration, error) {
 		}
 	}
 
+	// Hex-encode the raw APNs tokens, all into one string.
+	hexLen := 0
+	for _, d := range devs {
+		if d.Platform.Kind() == KindAPNs {
+			hexLen += 2 * len(d.Token)
+		}
+	}
+	var hexes string
+	if hexLen > 0 {
+		var b strings.Builder
+		b.Grow(hexLen)
+		for _, d := range devs {
+			if d.Platform.Kind() == KindAPNs {
+				writeHex(&b, d.Token)
+			}
+		}
+		hexes = b.String()
+	}
+
 	reg := &Registration{Devices: make(map[string]Device, len(devs)), Budget: make(map[string]BudgetWindow, len(buds))}
 	for _, d := range devs {
+		if d.Platform.Kind() == KindAPNs {
+			n := 2 * len(d.Token)
+			d.Token, hexes = hexes[:n], hexes[n:]
+		}
 		reg.Devices[d.ID] = d
 	}
 	for _, b := range buds {
@@ -367,14 +393,18 @@ func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, dev
 // and sent counts, and its push budget. With ARGV[2] (a token) and ARGV[3]
 // (unix ms) it removes the device only if it still has that token and
 // registered no later than that time: a token the app registered again
-// after the push service declared it dead is alive.
+// after the push service declared it dead is alive. ARGV[2] is the token as
+// an FCM record stores it, ARGV[4] as an APNs record does (raw bytes, or
+// empty, which matches no record, if the token is no APNs token).
 var removeScript = redis.NewScript(luaHelpers + `
 local f = 'd:' .. ARGV[1]
 local v = redis.call('HGET', KEYS[1], f)
 if not v then return 0 end
 if ARGV[2] ~= '' then
   local a, b, c = fields(v)
-  if string.sub(v, c + 1) ~= ARGV[2] then return -1 end
+  local token = ARGV[4]
+  if string.sub(v, 1, 1) == 'G' then token = ARGV[2] end
+  if string.sub(v, c + 1) ~= token then return -1 end
   if ms36(string.sub(v, a + 1, b - 1)) > tonumber(ARGV[3]) then return -1 end
 end
 redis.call('HDEL', KEYS[1], f, 'b:' .. ARGV[1])
@@ -384,7 +414,7 @@ return 1
 // RemoveDevice removes a device and all its subscriptions in one atomic
 // step. It returns ErrDeviceNotFound if the device is not registered.
 func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) error {
-	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0).Int()
+	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0, "").Int()
 	if err != nil {
 		return fmt.Errorf("registry: remove device: %w", err)
 	}
@@ -414,9 +444,11 @@ func validateSubscription(pool, identity, dataset, deviceID string) error {
 // dead, with its subscriptions, in one atomic step, but only if the device
 // still has that token and registered no later than deadSince (APNs reports
 // when it learned the token was gone; a registration after that is a new,
-// live one). It reports whether the device was removed.
+// live one). It reports whether the device was removed. The token is
+// compared as Device.Token gives it: APNs tokens in lower-case hex.
 func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error) {
-	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, token, deadSince.UnixMilli()).Int()
+	// The script picks the form to compare by the platform of the record.
+	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token)).Int()
 	if err != nil {
 		return false, fmt.Errorf("registry: remove dead device: %w", err)
 	}

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -40,6 +41,7 @@ func TestDeviceRecordLayout(t *testing.T) {
 	r, rdb, key := layoutRegistry(t, t0)
 	ctx := context.Background()
 	apns := strings.Repeat("ab12", 16)
+	rawAPNs := strings.Repeat("\xab\x12", 16) // as the record holds it
 	pipe := "inst:APA91b|with|pipes"
 	must := func(err error) {
 		t.Helper()
@@ -59,7 +61,7 @@ func TestDeviceRecordLayout(t *testing.T) {
 	must(err)
 	g, _, err := r.RegisterDevice(ctx, layoutPool, layoutIdentity, GCM, pipe)
 	must(err)
-	if got, want := record(a.ID), "S|"+ms36(t0)+"||"+apns; got != want {
+	if got, want := record(a.ID), "S|"+ms36(t0)+"||"+rawAPNs; got != want {
 		t.Fatalf("APNs record %q, want %q", got, want)
 	}
 	if got, want := record(g.ID), "G|"+ms36(t0.Add(time.Second))+"||"+pipe; got != want {
@@ -87,7 +89,7 @@ func TestDeviceRecordLayout(t *testing.T) {
 	if got, want := record(g.ID), "G|"+ms36(t0.Add(time.Second))+"|settings=12 game.v2=0 set=3|"+pipe; got != want {
 		t.Fatalf("FCM record %q, want %q", got, want)
 	}
-	if got, want := record(a.ID), "S|"+ms36(t0)+"|settings=12|"+apns; got != want {
+	if got, want := record(a.ID), "S|"+ms36(t0)+"|settings=12|"+rawAPNs; got != want {
 		t.Fatalf("APNs record %q, want %q", got, want)
 	}
 	reg, err := r.Registration(ctx, layoutPool, layoutIdentity)
@@ -148,6 +150,133 @@ func TestDeviceRecordLayout(t *testing.T) {
 	}
 }
 
+// APNs tokens are stored as raw bytes, which may be any byte, '|', ' ' and
+// '=' included: no script and no decoder may split the token, and tokens
+// are found, compared and read back whole, in hex.
+func TestRawAPNsTokens(t *testing.T) {
+	t0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r, rdb, key := layoutRegistry(t, t0)
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	record := func(id string) string {
+		t.Helper()
+		v, err := rdb.HGet(ctx, key, "d:"+id).Result()
+		must(err)
+		return v
+	}
+	ms36 := func(at time.Time) string { return strconv.FormatInt(at.UnixMilli(), 36) }
+	long := make([]byte, maxAPNsTokenHex/2)
+	for i := range long {
+		long[i] = byte(255 - i*7)
+	}
+	long[0], long[1], long[2], long[3], long[4] = '|', ' ', '=', 0x00, 0xff
+	raws := []string{
+		strings.Repeat("|\x20=\x00\xff", 6) + "||",
+		"|" + strings.Repeat("\x00", 30) + "|",
+		"|set=0|settings=7|" + strings.Repeat("=", 14), // printable: an FCM token too
+		" set=0 settings=0 |" + strings.Repeat("\xff", 13),
+		"\xff\x00" + strings.Repeat("\x00", 30),
+		"\xff\x00" + strings.Repeat("\x00", 30) + "\x7c", // the one above and a '|'
+		string(long),
+	}
+	type dev struct {
+		Device
+		raw string
+	}
+	var devs []dev
+	for i, raw := range raws {
+		p := []Platform{APNS, APNSSandbox}[i%2]
+		token := hex.EncodeToString([]byte(raw))
+		d, created, err := r.RegisterDevice(ctx, layoutPool, layoutIdentity, p, strings.ToUpper(token))
+		if err != nil || !created || d.Token != token || d.Platform != p {
+			t.Fatalf("token %d: %+v created=%v %v", i, d, created, err)
+		}
+		if got, want := record(d.ID), p.code()+"|"+ms36(d.RegisteredAt)+"||"+raw; got != want {
+			t.Fatalf("token %d: record %q, want %q", i, got, want)
+		}
+		devs = append(devs, dev{d, raw})
+	}
+	for i, d := range devs {
+		again, created, err := r.RegisterDevice(ctx, layoutPool, layoutIdentity, d.Platform, d.Token)
+		if err != nil || created || again != d.Device {
+			t.Fatalf("token %d again: %+v created=%v %v, want %+v", i, again, created, err, d.Device)
+		}
+	}
+	// FCM tokens are kept as given, even one that is the hex of an APNs
+	// token or the very bytes of another.
+	for _, token := range []string{devs[0].Token, devs[2].raw} {
+		d, created, err := r.RegisterDevice(ctx, layoutPool, layoutIdentity, GCM, token)
+		if err != nil || !created || d.Token != token {
+			t.Fatalf("FCM token %q: %+v created=%v %v", token, d, created, err)
+		}
+		if got, want := record(d.ID), "G|"+ms36(d.RegisteredAt)+"||"+token; got != want {
+			t.Fatalf("FCM record %q, want %q", got, want)
+		}
+		devs = append(devs, dev{d, token})
+	}
+
+	var ids []string
+	for _, d := range devs {
+		ids = append(ids, d.ID)
+		for _, ds := range []string{"set", "settings", "set"} {
+			must(r.Subscribe(ctx, layoutPool, layoutIdentity, ds, d.ID))
+		}
+	}
+	must(r.RecordSent(ctx, layoutPool, layoutIdentity, "settings", 5, ids, t0, time.Hour))
+	must(r.RecordSent(ctx, layoutPool, layoutIdentity, "set", 2, ids, time.Time{}, 0))
+	for _, d := range devs {
+		must(r.Unsubscribe(ctx, layoutPool, layoutIdentity, "set", d.ID))
+		if err := r.Unsubscribe(ctx, layoutPool, layoutIdentity, "set", d.ID); !errors.Is(err, ErrNotSubscribed) {
+			t.Fatalf("unsubscribing twice: %v", err)
+		}
+		if got, want := record(d.ID), d.Platform.code()+"|"+ms36(d.RegisteredAt)+"|settings=5|"+d.raw; got != want {
+			t.Fatalf("record %q, want %q", got, want)
+		}
+		if got, err := r.Device(ctx, layoutPool, layoutIdentity, d.ID); err != nil || got != d.Device {
+			t.Fatalf("Device: %+v %v, want %+v", got, err, d.Device)
+		}
+	}
+	reg, err := r.Registration(ctx, layoutPool, layoutIdentity)
+	must(err)
+	lookups := r.Registrations(ctx, []Identity{{layoutPool, layoutIdentity}})
+	must(lookups[0].Err)
+	for _, reg := range []*Registration{reg, lookups[0].Registration} {
+		if len(reg.Devices) != len(devs) || len(reg.Subscriptions["set"]) != 0 || len(reg.Subscribers("settings")) != len(devs) {
+			t.Fatalf("registration %+v", reg)
+		}
+		for _, d := range devs {
+			if reg.Devices[d.ID] != d.Device || reg.Sent[SentKey(d.ID, "settings")] != 5 || reg.Budget[d.ID].Pushes != 1 {
+				t.Fatalf("device %+v in %+v, want %+v", reg.Devices[d.ID], reg, d.Device)
+			}
+		}
+	}
+
+	// A dead token is compared whole, as Device.Token gives it.
+	late := t0.Add(time.Hour)
+	for i, d := range devs {
+		wrong := []string{d.raw + "x", d.Token[:len(d.Token)-2], strings.ToUpper(d.Token) + "00"}
+		if d.Platform != GCM {
+			wrong = append(wrong, d.raw, devs[(i+1)%len(devs)].Token)
+		}
+		for _, token := range wrong {
+			if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, token, late); err != nil || removed {
+				t.Fatalf("device %d removed on token %q: %v", i, token, err)
+			}
+		}
+		if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, d.Token, late); err != nil || !removed {
+			t.Fatalf("device %d not removed on its token: %v", i, err)
+		}
+	}
+	if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Fatalf("the hash outlives its devices: %d %v", n, err)
+	}
+}
+
 // A registration time before 1970 is negative in base 36, which the
 // scripts parse by hand.
 func TestRemoveDeadDeviceBefore1970(t *testing.T) {
@@ -189,7 +318,11 @@ func TestDecodeRegistration(t *testing.T) {
 	if d := reg.Devices[d2]; d.Platform != GCM || d.Token != "x:y|z||" || !d.RegisteredAt.Equal(t0.Add(time.Second)) {
 		t.Fatalf("device %+v", d)
 	}
-	if d := reg.Devices[d3]; d.Platform != APNSSandbox || d.Token != "tok3" || d.ID != d3 {
+	// APNs tokens are stored raw and read in hex.
+	if d := reg.Devices[d3]; d.Platform != APNSSandbox || d.Token != "746f6b33" || d.ID != d3 {
+		t.Fatalf("device %+v", d)
+	}
+	if d := reg.Devices[d1]; d.Platform != APNS || d.Token != "746f6b31" || d.ID != d1 {
 		t.Fatalf("device %+v", d)
 	}
 	if got, want := fmt.Sprint(reg.Subscriptions), fmt.Sprintf("map[a:[%s %s %s] b:[%s]]", d3, d1, d2, d1); got != want {

@@ -18,11 +18,16 @@
 // subscription order, one "<dataset>=<n>" per dataset the device is
 // subscribed to, n being the highest sync count pushed to the device for
 // the dataset (0 before the first push). Dataset names hold no '|', ' ' or
-// '='. The token comes last because FCM tokens may hold '|': a record is
-// split at its first three '|'. Keeping all of a device in one field keeps
-// an identity's hash small: once a value exceeds hash-max-listpack-value
-// (an FCM token does) the hash is a hash table, where every field costs a
-// table entry and two allocations of its own.
+// '='. An APNs (A or S) token is stored as raw bytes, its normalised hex
+// decoded (32 bytes for the usual 64 hex digits), and is hex-encoded again
+// on read; an FCM (G) token is stored as given. The token comes last
+// because it may hold '|' (an FCM token may, raw APNs bytes may be any
+// byte at all): a record is split at its first three '|' and everything
+// after the third is the token, which nothing splits or searches. Keeping
+// all of a device in one field keeps an identity's hash small: once a
+// value exceeds hash-max-listpack-value (an FCM token does) the hash is a
+// hash table, where every field costs a table entry and two allocations of
+// its own.
 //
 // Every key of one identity carries the same hash tag, so registration,
 // subscription and removal are single atomic Lua scripts that work the same
@@ -30,6 +35,7 @@
 package registry
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -118,8 +124,21 @@ func platformOfCode(c byte) (Platform, bool) {
 
 // decodeDevice decodes the record v of device id,
 // "<p>|<registered unix ms, base 36>|<subs>|<token>", and returns the
-// device and its subs, unparsed.
+// device, its token in lower-case hex for APNs, and its subs, unparsed.
 func decodeDevice(id, v string) (Device, string, error) {
+	d, subs, err := decodeRecord(id, v)
+	if err == nil && d.Platform.Kind() == KindAPNs {
+		var b strings.Builder
+		b.Grow(2 * len(d.Token))
+		writeHex(&b, d.Token)
+		d.Token = b.String()
+	}
+	return d, subs, err
+}
+
+// decodeRecord is decodeDevice leaving the token in its stored form: raw
+// bytes for APNs. Everything after the third '|' is the token.
+func decodeRecord(id, v string) (Device, string, error) {
 	if len(v) < 2 || v[1] != '|' {
 		return Device{}, "", corruptDevice(id, v)
 	}
@@ -144,6 +163,40 @@ func decodeDevice(id, v string) (Device, string, error) {
 
 func corruptDevice(id, v string) error {
 	return fmt.Errorf("registry: device %s has a corrupt record %q", id, v)
+}
+
+// storedToken returns the form in which a device record holds token, a
+// token NormalizeToken accepted for platform p: for APNs the raw bytes its
+// hex stands for, for FCM the token itself.
+func storedToken(p Platform, token string) string {
+	if p.Kind() != KindAPNs {
+		return token
+	}
+	return rawAPNsToken(token)
+}
+
+// rawAPNsToken returns the bytes a normalised APNs token, lower-case hex,
+// stands for; for a token that is not lower-case hex of even length, and so
+// no normalised APNs token, it returns "", which no stored token equals.
+func rawAPNsToken(token string) string {
+	if len(token)%2 != 0 || strings.IndexFunc(token, notHex) >= 0 {
+		return ""
+	}
+	raw, err := hex.DecodeString(token)
+	if err != nil {
+		return ""
+	}
+	return string(raw)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// writeHex writes the lower-case hex of the bytes of s to b.
+func writeHex(b *strings.Builder, s string) {
+	for i := 0; i < len(s); i++ {
+		b.WriteByte(hexDigits[s[i]>>4])
+		b.WriteByte(hexDigits[s[i]&0xf])
+	}
 }
 
 // Maximum lengths of push tokens, in bytes.
