@@ -48,6 +48,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "natsd" {
+		if err := runNATSChild(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "pushbench natsd:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "ceiling" {
 		fs := flag.NewFlagSet("pushbench ceiling", flag.ExitOnError)
 		plan := fs.String("plan", "", "the plan file pushbench wrote")
@@ -193,8 +200,13 @@ type PhaseFig struct {
 	CPUPer10kPush   float64     `json:"cpuSecondsPer10kPushes"`
 	SyscallsPerPush float64     `json:"syscallsPerPush"`
 	PeakRSSMB       float64     `json:"peakRssMB"`
-	Duplicates      int64       `json:"duplicates"`
-	Undelivered     int64       `json:"undeliveredEvents"`
+	// The CPU of the rest of the pipeline on this machine, when it can be
+	// read: the NATS server (a child process of pushbench unless -nats is
+	// given) and Redis (from INFO, so only if nothing else uses it).
+	NATSCPUPer10kPush  float64 `json:"natsServerCpuSecondsPer10kPushes,omitempty"`
+	RedisCPUPer10kPush float64 `json:"redisCpuSecondsPer10kPushes,omitempty"`
+	Duplicates         int64   `json:"duplicates"`
+	Undelivered        int64   `json:"undeliveredEvents"`
 }
 
 // MemoryFig is the Redis memory phase.
@@ -317,7 +329,9 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		if err != nil {
 			return fmt.Errorf("max phase: %w", err)
 		}
-		rep.Max, rate = fig, fig.EventsPerSec
+		// Half of what was delivered (not of what went in, which counts
+		// the window filling at the start).
+		rep.Max, rate = fig, fig.PushesPerSec/float64(o.devices)
 	}
 	if o.has("half") {
 		if rate == 0 {
@@ -395,6 +409,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	if err != nil {
 		return nil, err
 	}
+	nats0, redis0 := b.s.natsCPU(), b.s.redisCPU(ctx)
 	b.pr.start(name, "events")
 	stopTick := b.pr.tick(func() (int64, int64) { return t.events.Load() - events0, 0 })
 	defer func() { stopTick(); b.pr.stop() }()
@@ -461,6 +476,13 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	if err != nil {
 		return nil, err
 	}
+	nats1, redis1 := b.s.natsCPU(), b.s.redisCPU(ctx)
+	per10k := func(a, b time.Duration) float64 {
+		if a < 0 || b < 0 {
+			return 0
+		}
+		return (b - a).Seconds() / float64(max(t.pushes.Load()-pushes0, 1)) * 1e4
+	}
 	elapsed := time.Unix(0, t.lastPush.Load()).Sub(start).Seconds()
 	pushes := t.pushes.Load() - pushes0
 	var peak int64
@@ -472,18 +494,20 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		peak = max(peak, p)
 	}
 	return &PhaseFig{
-		TargetEventRate: rate,
-		Events:          published,
-		EventsPerSec:    float64(published) / publishSecs,
-		Pushes:          pushes,
-		PushesPerSec:    float64(pushes) / elapsed,
-		Seconds:         elapsed,
-		Latency:         percentiles(t.takeLatencies()),
-		CPUPer10kPush:   (cpu1 - cpu0).Seconds() / float64(max(pushes, 1)) * 1e4,
-		SyscallsPerPush: float64(r1-r0+w1-w0) / float64(max(pushes, 1)),
-		PeakRSSMB:       mb(peak),
-		Duplicates:      t.duplicates.Load() - dup0,
-		Undelivered:     published - (t.events.Load() - events0),
+		TargetEventRate:    rate,
+		Events:             published,
+		EventsPerSec:       float64(published) / publishSecs,
+		Pushes:             pushes,
+		PushesPerSec:       float64(pushes) / elapsed,
+		Seconds:            elapsed,
+		Latency:            percentiles(t.takeLatencies()),
+		CPUPer10kPush:      (cpu1 - cpu0).Seconds() / float64(max(pushes, 1)) * 1e4,
+		SyscallsPerPush:    float64(r1-r0+w1-w0) / float64(max(pushes, 1)),
+		NATSCPUPer10kPush:  per10k(nats0, nats1),
+		RedisCPUPer10kPush: per10k(redis0, redis1),
+		PeakRSSMB:          mb(peak),
+		Duplicates:         t.duplicates.Load() - dup0,
+		Undelivered:        published - (t.events.Load() - events0),
 	}, nil
 }
 

@@ -74,6 +74,14 @@ func writeTable(w io.Writer, r *Report) {
 		}
 	}
 	tw.Flush()
+	for _, p := range []struct {
+		name string
+		f    *PhaseFig
+	}{{"max rate", r.Max}, {"half rate", r.Half}} {
+		if f := p.f; f != nil && (f.NATSCPUPer10kPush > 0 || f.RedisCPUPer10kPush > 0) {
+			fmt.Fprintf(w, "%s: NATS server %.3f and Redis %.3f CPU s per 10k pushes\n", p.name, f.NATSCPUPer10kPush, f.RedisCPUPer10kPush)
+		}
+	}
 	for _, p := range []*PhaseFig{r.Max, r.Half} {
 		if p != nil && (p.Duplicates > 0 || p.Undelivered > 0) {
 			fmt.Fprintf(w, "warning: %d duplicate pushes, %d events not fully delivered\n", p.Duplicates, p.Undelivered)

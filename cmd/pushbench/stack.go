@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,13 +12,16 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,7 +54,8 @@ type stack struct {
 	dir     string
 	apns    *apnstest.Server
 	fcm     *fcmtest.Server
-	natsd   *server.Server // nil with an outside NATS
+	natsd   *exec.Cmd // the NATS server child; nil with an outside NATS
+	natsIn  io.WriteCloser
 	natsURL string
 	nc      *nats.Conn
 	js      jetstream.JetStream
@@ -152,17 +157,31 @@ func (s *stack) writeCredentials() error {
 
 func (s *stack) startNATS(url string) error {
 	if url == "" {
-		opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
-			StoreDir: filepath.Join(s.dir, "nats"), NoLog: true, NoSigs: true}
-		ns, err := server.NewServer(opts)
+		// A NATS server of its own, in a child process so that its CPU
+		// time can be told apart.
+		self, err := os.Executable()
 		if err != nil {
+			return err
+		}
+		cmd := exec.Command(self, "natsd", "-dir", filepath.Join(s.dir, "nats"))
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("NATS server: %w", err)
 		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			return errors.New("NATS server: not ready after 10s")
+		s.natsd, s.natsIn = cmd, in
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("NATS server did not start: %w", err)
 		}
-		s.natsd, url = ns, ns.ClientURL()
+		url = strings.TrimSpace(line)
 	}
 	s.natsURL = url
 	var err error
@@ -324,8 +343,8 @@ func (s *stack) close() {
 		s.nc.Close()
 	}
 	if s.natsd != nil {
-		s.natsd.Shutdown()
-		s.natsd.WaitForShutdown()
+		s.natsIn.Close()
+		_ = s.natsd.Wait()
 	}
 	if s.apns != nil {
 		s.apns.Close()
@@ -333,6 +352,67 @@ func (s *stack) close() {
 	if s.fcm != nil {
 		s.fcm.Close()
 	}
+}
+
+// natsCPU is the CPU time of the NATS server child so far, or -1.
+func (s *stack) natsCPU() time.Duration {
+	if s.natsd == nil {
+		return -1
+	}
+	c, err := cpuTime(s.natsd.Process.Pid)
+	if err != nil {
+		return -1
+	}
+	return c
+}
+
+// redisCPU is the CPU time Redis reports having used, or -1.
+func (s *stack) redisCPU(ctx context.Context) time.Duration {
+	info, err := s.rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return -1
+	}
+	var sum float64
+	n := 0
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1
+			}
+			sum += f
+			n++
+		}
+	}
+	if n != 2 {
+		return -1
+	}
+	return time.Duration(sum * float64(time.Second))
+}
+
+// runNATSChild is "pushbench natsd": a JetStream server with its store in
+// -dir, which prints its client URL and runs until standard input closes.
+func runNATSChild(args []string) error {
+	fs := flag.NewFlagSet("pushbench natsd", flag.ContinueOnError)
+	dir := fs.String("dir", "", "store directory")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		StoreDir: *dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		return err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return errors.New("not ready after 10s")
+	}
+	fmt.Println(ns.ClientURL())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return nil
 }
 
 // deletePrefix removes the bench's keys from a shared Redis.
