@@ -202,13 +202,15 @@ type DispatcherConfig struct {
 	// up: -1 for unlimited, or at least 1. If not set, 20.
 	MaxDeliver int `yaml:"max_deliver" json:"max_deliver"`
 	// MaxAckPending is how many events may be delivered but unacknowledged
-	// across all workers, at least 1. If not set, 1000.
+	// across all workers, at least 1; keep it above the number of worker
+	// processes times Workers. If not set, 4096.
 	MaxAckPending int `yaml:"max_ack_pending" json:"max_ack_pending"`
 	// Workers is how many events one process handles at once, 1 to 10000.
-	// If not set, 64.
+	// Each is held for its pushes' round trips, so throughput is about
+	// Workers divided by the push service's response time. If not set, 256.
 	Workers int `yaml:"workers" json:"workers"`
 	// MaxConcurrentSends is how many pushes one process has in flight at
-	// once, 1 to 100000. If not set, 256.
+	// once, 1 to 100000. If not set, 1024.
 	MaxConcurrentSends int `yaml:"max_concurrent_sends" json:"max_concurrent_sends"`
 	// SendTimeout bounds one push request to APNs or FCM; greater than 0 and
 	// less than AckWait. If not set, 10s.
@@ -375,9 +377,9 @@ func Default() *Config {
 			Consumer:           "pushsync-dispatcher",
 			AckWait:            Duration(30 * time.Second),
 			MaxDeliver:         20,
-			MaxAckPending:      1000,
-			Workers:            64,
-			MaxConcurrentSends: 256,
+			MaxAckPending:      4096,
+			Workers:            256,
+			MaxConcurrentSends: 1024,
 			SendTimeout:        Duration(10 * time.Second),
 			PushTTL:            Duration(time.Hour),
 			RetryDelay:         Duration(2 * time.Second),

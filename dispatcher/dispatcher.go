@@ -64,12 +64,12 @@ type Options struct {
 	// unlimited. If not set, 20.
 	MaxDeliver int
 	// MaxAckPending bounds the messages delivered and not yet acked across
-	// all workers. If not set, 1000.
+	// all workers. If not set, 4096.
 	MaxAckPending int
-	// Workers is how many events one process handles at once. If not set, 64.
+	// Workers is how many events one process handles at once. If not set, 256.
 	Workers int
 	// MaxConcurrentSends bounds the pushes in flight in one process. If not
-	// set, 256.
+	// set, 1024.
 	MaxConcurrentSends int
 	// SendTimeout bounds one push. If not set, 10s.
 	SendTimeout time.Duration
@@ -134,9 +134,9 @@ func (o *Options) setDefaults() error {
 	def(&o.ConfigBackoff, 30*time.Second)
 	def(&o.BudgetWindow, time.Hour)
 	defInt(&o.MaxDeliver, 20)
-	defInt(&o.MaxAckPending, 1000)
-	defInt(&o.Workers, 64)
-	defInt(&o.MaxConcurrentSends, 256)
+	defInt(&o.MaxAckPending, 4096)
+	defInt(&o.Workers, 256)
+	defInt(&o.MaxConcurrentSends, 1024)
 	if o.Now == nil {
 		o.Now = time.Now
 	}

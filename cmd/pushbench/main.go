@@ -86,6 +86,7 @@ type options struct {
 	keep                bool
 	cpuProfile          string
 	ceilingProfile      string
+	latencyRate         float64
 }
 
 var allPhases = []string{"ceiling", "max", "half", "memory"}
@@ -103,6 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis for the registry (keys under a fresh prefix, removed at the end)")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS server URL (default: one embedded in pushbench)")
 	fs.IntVar(&o.window, "window", 2048, "events outstanding at most in the max phase")
+	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
 	fs.IntVar(&o.publishers, "publishers", 64, "goroutines publishing events")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
 	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
@@ -203,7 +205,10 @@ type PhaseFig struct {
 	// The CPU of the rest of the pipeline on this machine, when it can be
 	// read: the NATS server (a child process of pushbench unless -nats is
 	// given) and Redis (from INFO, so only if nothing else uses it).
-	NATSCPUPer10kPush  float64 `json:"natsServerCpuSecondsPer10kPushes,omitempty"`
+	NATSCPUPer10kPush float64 `json:"natsServerCpuSecondsPer10kPushes,omitempty"`
+	// BenchCPUPer10kPush is pushbench's own: the emulators, the publishers
+	// and the bookkeeping.
+	BenchCPUPer10kPush float64 `json:"pushbenchCpuSecondsPer10kPushes"`
 	RedisCPUPer10kPush float64 `json:"redisCpuSecondsPer10kPushes,omitempty"`
 	Duplicates         int64   `json:"duplicates"`
 	Undelivered        int64   `json:"undeliveredEvents"`
@@ -333,9 +338,12 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		// the window filling at the start).
 		rep.Max, rate = fig, fig.PushesPerSec/float64(o.devices)
 	}
+	if o.latencyRate > 0 {
+		rate = 2 * o.latencyRate
+	}
 	if o.has("half") {
 		if rate == 0 {
-			return errors.New("the half phase needs the max phase")
+			return errors.New("the half phase needs the max phase or -half-rate")
 		}
 		fig, err := b.phase(ctx, "half rate", o.duration, rate/2, true)
 		if err != nil {
@@ -410,6 +418,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		return nil, err
 	}
 	nats0, redis0 := b.s.natsCPU(), b.s.redisCPU(ctx)
+	self0, _ := cpuTime(os.Getpid())
 	b.pr.start(name, "events")
 	stopTick := b.pr.tick(func() (int64, int64) { return t.events.Load() - events0, 0 })
 	defer func() { stopTick(); b.pr.stop() }()
@@ -477,6 +486,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		return nil, err
 	}
 	nats1, redis1 := b.s.natsCPU(), b.s.redisCPU(ctx)
+	self1, _ := cpuTime(os.Getpid())
 	per10k := func(a, b time.Duration) float64 {
 		if a < 0 || b < 0 {
 			return 0
@@ -505,6 +515,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		SyscallsPerPush:    float64(r1-r0+w1-w0) / float64(max(pushes, 1)),
 		NATSCPUPer10kPush:  per10k(nats0, nats1),
 		RedisCPUPer10kPush: per10k(redis0, redis1),
+		BenchCPUPer10kPush: per10k(self0, self1),
 		PeakRSSMB:          mb(peak),
 		Duplicates:         t.duplicates.Load() - dup0,
 		Undelivered:        published - (t.events.Load() - events0),

@@ -79,7 +79,8 @@ func writeTable(w io.Writer, r *Report) {
 		f    *PhaseFig
 	}{{"max rate", r.Max}, {"half rate", r.Half}} {
 		if f := p.f; f != nil && (f.NATSCPUPer10kPush > 0 || f.RedisCPUPer10kPush > 0) {
-			fmt.Fprintf(w, "%s: NATS server %.3f and Redis %.3f CPU s per 10k pushes\n", p.name, f.NATSCPUPer10kPush, f.RedisCPUPer10kPush)
+			fmt.Fprintf(w, "%s: CPU s per 10k pushes of the rest: NATS server %.3f, Redis %.3f, pushbench (emulators, publishers) %.3f\n",
+				p.name, f.NATSCPUPer10kPush, f.RedisCPUPer10kPush, f.BenchCPUPer10kPush)
 		}
 	}
 	for _, p := range []*PhaseFig{r.Max, r.Half} {
