@@ -229,6 +229,8 @@ type ceilingRun struct {
 	CPU      time.Duration
 	Syscalls int64
 	PeakRSS  int64
+	// BenchCPU is pushbench's own CPU time meanwhile: the emulators.
+	BenchCPU time.Duration
 }
 
 // runCeiling runs the ceiling program as a child and measures it.
@@ -268,6 +270,10 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if err != nil {
 		return nil, err
 	}
+	self0, err := cpuTime(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		return nil, err
 	}
@@ -282,11 +288,15 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if err != nil {
 		return nil, err
 	}
+	self1, err := cpuTime(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
 	_, peak, err := memory(cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
-	run := &ceilingRun{CPU: after - before, Syscalls: r1 - r0 + w1 - w0, PeakRSS: peak}
+	run := &ceilingRun{CPU: after - before, Syscalls: r1 - r0 + w1 - w0, PeakRSS: peak, BenchCPU: self1 - self0}
 	if err := json.Unmarshal(out.Bytes(), &run.Result); err != nil {
 		return nil, fmt.Errorf("ceiling result %q: %w", out.Text(), err)
 	}

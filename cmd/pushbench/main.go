@@ -188,6 +188,8 @@ type CeilingFig struct {
 	SyscallsPerPush float64 `json:"syscallsPerPush"`
 	PeakRSSMB       float64 `json:"peakRssMB"`
 	EmulatorPushes  int64   `json:"emulatorPushes"`
+	// BenchCPUPer10kPush is pushbench's own CPU meanwhile: the emulators.
+	BenchCPUPer10kPush float64 `json:"pushbenchCpuSecondsPer10kPushes"`
 }
 
 // PhaseFig is one pushsync phase.
@@ -379,8 +381,9 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 	return &CeilingFig{
 		Pushes: n, Seconds: r.Result.Elapsed.Seconds(), PushesPerSec: float64(n) / r.Result.Elapsed.Seconds(),
 		CPUPer10kPush: r.CPU.Seconds() / float64(n) * 1e4, PeakRSSMB: mb(r.PeakRSS),
-		SyscallsPerPush: float64(r.Syscalls) / float64(n),
-		EmulatorPushes:  s.tracker.pushes.Load() - before,
+		SyscallsPerPush:    float64(r.Syscalls) / float64(n),
+		EmulatorPushes:     s.tracker.pushes.Load() - before,
+		BenchCPUPer10kPush: r.BenchCPU.Seconds() / float64(n) * 1e4,
 	}, nil
 }
 

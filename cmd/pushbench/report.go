@@ -74,6 +74,9 @@ func writeTable(w io.Writer, r *Report) {
 		}
 	}
 	tw.Flush()
+	if c := r.Ceiling; c != nil {
+		fmt.Fprintf(w, "ceiling: CPU s per 10k pushes of the emulators (pushbench) %.3f\n", c.BenchCPUPer10kPush)
+	}
 	for _, p := range []struct {
 		name string
 		f    *PhaseFig
