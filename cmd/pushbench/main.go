@@ -39,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -87,6 +88,21 @@ type options struct {
 	cpuProfile          string
 	ceilingProfile      string
 	latencyRate         float64
+	workerEnv           envList
+	selfProfile         string
+}
+
+// envList collects -worker-env flags.
+type envList []string
+
+func (e *envList) String() string { return strings.Join(*e, " ") }
+
+func (e *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q is not NAME=VALUE", v)
+	}
+	*e = append(*e, v)
+	return nil
 }
 
 var allPhases = []string{"ceiling", "max", "half", "memory"}
@@ -104,13 +120,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis for the registry (keys under a fresh prefix, removed at the end)")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS server URL (default: one embedded in pushbench)")
 	fs.IntVar(&o.window, "window", 2048, "events outstanding at most in the max phase")
+	fs.StringVar(&o.selfProfile, "self-cpuprofile", "", "write a CPU profile of pushbench itself (the emulators, the publishers) to this file")
+	fs.Var(&o.workerEnv, "worker-env", "NAME=VALUE to set in pushsyncd's environment only (repeatable), e.g. GOGC=100")
 	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
 	fs.IntVar(&o.publishers, "publishers", 64, "goroutines publishing events")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
 	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
 	fs.StringVar(&o.jsonPath, "json", "pushbench.json", "where to write the figures as JSON (empty: nowhere)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the working directory (pushsyncd logs and configuration)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the first pushsyncd worker during the max phase to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the first pushsyncd worker during the first measured phase to this file")
 	fs.StringVar(&o.ceilingProfile, "ceiling-cpuprofile", "", "write a CPU profile of the ceiling program's measured run to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -263,6 +281,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 	pr := newProgress(stderr)
+	if o.selfProfile != "" {
+		f, err := os.Create(o.selfProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	if needStack {
 		pr.start(fmt.Sprintf("seeding %d identities × %d devices", o.identities, o.devices), "identities")
@@ -315,7 +344,7 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		}
 	}()
 	for i := range o.workers {
-		w, err := s.startWorker(o.pushsyncd, i)
+		w, err := s.startWorker(o.pushsyncd, i, o.workerEnv)
 		if err != nil {
 			return err
 		}
@@ -389,12 +418,13 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 
 // bench runs the phases that go through pushsyncd.
 type bench struct {
-	s    *stack
-	o    *options
-	pids []int
-	pr   *progress
-	ops  string       // the first worker's ops address
-	next atomic.Int64 // the next event number
+	s        *stack
+	o        *options
+	pids     []int
+	pr       *progress
+	ops      string       // the first worker's ops address
+	profiled bool         // a CPU profile was taken
+	next     atomic.Int64 // the next event number
 }
 
 // phase publishes events for d, at rate events per second or, with rate 0,
@@ -428,7 +458,8 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 
 	start := time.Now()
 	end := start.Add(d)
-	if measure && rate == 0 && b.o.cpuProfile != "" {
+	if measure && b.o.cpuProfile != "" && !b.profiled {
+		b.profiled = true
 		go b.profile(d)
 	}
 	var (

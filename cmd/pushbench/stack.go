@@ -441,8 +441,8 @@ type worker struct {
 // startWorker starts a pushsyncd worker against the stack, with the
 // default settings but for the addresses (and coalescing off), and waits
 // until it is ready. Settings may also come from PUSHSYNC_* variables in
-// the environment, which pushsyncd reads.
-func (s *stack) startWorker(bin string, n int) (*worker, error) {
+// the environment, which pushsyncd reads, or from env.
+func (s *stack) startWorker(bin string, n int, env []string) (*worker, error) {
 	w := &worker{ops: freeAddr(), logPath: filepath.Join(s.dir, fmt.Sprintf("pushsyncd-%d.log", n)), exited: make(chan struct{})}
 	cfg := fmt.Sprintf(`role: worker
 log: {level: info, format: json}
@@ -464,6 +464,7 @@ secrets: {master_key: %q}
 	}
 	w.cmd = exec.Command(bin, "-config", path)
 	w.cmd.Stdout, w.cmd.Stderr = logf, logf
+	w.cmd.Env = append(os.Environ(), env...)
 	if err := w.cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
