@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
 	"github.com/pushsync/pushsync/internal/testenv"
@@ -35,44 +33,17 @@ func TestKillWorkerMidFanOut(t *testing.T) {
 	a := r.startDaemon("worker-a", daemonConfig{workers: 8, sends: sends})
 	b := r.startDaemon("worker-b", daemonConfig{workers: 8, sends: sends})
 	r.waitFraction(0.4, 60*time.Second)
-	// In flight at the kill: the worker's own gauge, read right before it.
-	acceptedByA := a.metric("pushsync_pushes_total", "result", "accepted")
-	eventsInflight := a.metric("pushsync_events_in_flight")
-	inflight := a.metric("pushsync_pushes_in_flight")
-	killedAt := time.Now()
-	a.kill()
+	k := r.killWorker(a)
 	before := len(r.received())
 
 	v, took := r.settle(90 * time.Second)
 	if !b.alive() || !b.ready() {
 		t.Errorf("worker-b is not up and ready after the kill")
 	}
-	dupEvents := r.dupEvents(r.received())
-	// Duplicates whose first copy the service accepted before the kill
-	// (with 5 ms to spare for the answer to reach the worker): settled, so
-	// not among the pushes in flight at the kill.
-	first := map[push]time.Time{}
-	copies := map[push]int{}
-	for _, x := range r.receipts() {
-		copies[x.push]++
-		if f, ok := first[x.push]; !ok || x.at.Before(f) {
-			first[x.push] = x.at
-		}
-	}
-	settledBefore := 0
-	for p, n := range copies {
-		if n > 1 && first[p].Before(killedAt.Add(-5*time.Millisecond)) {
-			settledBefore += n - 1
-		}
-	}
 	report.add(t, row{"1. kill -9 worker mid fan-out (2 workers)", len(evs), v.expected, v.received, v.lost, v.duplicated,
-		fmt.Sprintf("seeded 500 identities in %s; killed at %d/%d received (worker-a had %.0f accepted); in flight at kill (pushsync_pushes_in_flight): %.0f pushes, %.0f events; max_concurrent_sends %d; events with a duplicate: %d, duplicates of pushes accepted before the kill: %d; rest delivered in %s; %s",
-			seeded.Round(100*time.Millisecond), before, v.expected, acceptedByA, inflight, eventsInflight, sends, dupEvents, settledBefore, took.Round(100*time.Millisecond), v.summary())})
+		fmt.Sprintf("seeded 500 identities in %s; killed at %d/%d received; %s; rest delivered in %s; %s",
+			seeded.Round(100*time.Millisecond), before, v.expected, r.checkKillDuplicates(k, v), took.Round(100*time.Millisecond), v.summary())})
 	assertLedger(t, v)
-	if float64(v.duplicated) > inflight {
-		t.Errorf("%d duplicated pushes, more than the %.0f pushes in flight at the kill (%d events with a duplicate, %.0f events in flight; %d duplicates of pushes the service had accepted before the kill, i.e. not in flight)",
-			v.duplicated, inflight, dupEvents, eventsInflight, settledBefore)
-	}
 }
 
 // 2a. A restart of the (single) NATS server while a worker consumes.
@@ -113,57 +84,16 @@ func TestNATSClusterStreamLeaderLoss(t *testing.T) {
 	r.startDaemon("worker-2", daemonConfig{})
 	r.waitFraction(0.3, 60*time.Second)
 
-	// The worst case: the stream leader is also the consumer leader. Move
-	// the stream leadership there (a stepdown with a preferred server).
-	ctx := context.Background()
-	leaders := func() (stream, consumer string) {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if s, err := r.js.Stream(cctx, streamName); err == nil {
-			if si, err := s.Info(cctx); err == nil && si.Cluster != nil {
-				stream = si.Cluster.Leader
-			}
-		}
-		if ci, err := consumerInfo(cctx, r.js); err == nil && ci.Cluster != nil {
-			consumer = ci.Cluster.Leader
-		}
-		return stream, consumer
-	}
-	leader, consumerLeader := leaders()
-	for deadline := time.Now().Add(20 * time.Second); leader == "" || leader != consumerLeader; leader, consumerLeader = leaders() {
-		if time.Now().After(deadline) {
-			t.Fatalf("stream leader %q, consumer leader %q: could not make them one", leader, consumerLeader)
-		}
-		if leader != "" && consumerLeader != "" {
-			req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, consumerLeader)
-			_, _ = r.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+streamName, []byte(req), 2*time.Second)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	// The worst case: the stream leader is also the consumer leader.
+	leader := r.colocateLeaders(20 * time.Second)
+	consumerLeader := leader
 	i := c.index(leader)
 	if i < 0 {
 		t.Fatalf("stream leader %q is not one of the cluster's servers", leader)
 	}
 	stoppedAt := time.Now()
 	c.stop(i)
-	newLeader, election := "", time.Duration(0)
-	for time.Since(stoppedAt) < 30*time.Second {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		s, err := r.js.Stream(cctx, streamName)
-		var si *jetstream.StreamInfo
-		if err == nil {
-			si, err = s.Info(cctx)
-		}
-		cancel()
-		if err == nil && si.Cluster != nil && si.Cluster.Leader != "" && si.Cluster.Leader != leader {
-			newLeader, election = si.Cluster.Leader, time.Since(stoppedAt)
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if newLeader == "" {
-		t.Fatalf("no new stream leader 30s after stopping %s", leader)
-	}
+	newLeader, election := r.newStreamLeader(leader, stoppedAt)
 	more := r.nextEvents(200) // published to the two survivors
 	r.publish(more)
 
@@ -179,7 +109,7 @@ func TestNATSClusterStreamLeaderLoss(t *testing.T) {
 func TestRedisCrashUnderLoad(t *testing.T) {
 	ns := testenv.StartNATS(t)
 	rs := startRedisServer(t)
-	r := newRig(t, rigOptions{natsURL: ns.URL, redisAddr: rs.Addr})
+	r := newRig(t, rigOptions{natsURL: ns.URL, redisAddrs: []string{rs.Addr}})
 	r.seedIdentities(50)
 	r.setLatency(10 * time.Millisecond)
 	evs := r.nextEvents(800)

@@ -341,17 +341,18 @@ type identity struct {
 }
 
 type rig struct {
-	t         *testing.T
-	dir       string
-	rdb       *redis.Client
-	redisAddr string
-	prefix    string
-	reg       *registry.Registry
-	natsURL   string
-	replicas  int
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	pub       *event.Publisher
+	t          *testing.T
+	dir        string
+	rdb        redis.UniversalClient // a *redis.ClusterClient on a Redis Cluster
+	redisAddrs []string              // redis.addrs of pushsyncd
+	redisName  string                // redis.master_name of pushsyncd: Sentinel
+	prefix     string
+	reg        *registry.Registry
+	natsURL    string
+	replicas   int
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	pub        *event.Publisher
 
 	prod, sandbox *apnstest.Server
 	fcm           *fcmtest.Server
@@ -367,22 +368,47 @@ type rig struct {
 }
 
 type rigOptions struct {
-	natsURL   string // one URL or several, comma-separated
-	replicas  int
-	redisAddr string // empty: the machine's Redis through testenv
+	natsURL  string // one URL or several, comma-separated
+	replicas int
+	// redisAddrs, as pushsyncd's redis.addrs: none for the machine's Redis
+	// through testenv, one for a single node, several for the seed nodes of
+	// a Redis Cluster (see startRedisCluster), or the sentinels if
+	// redisMasterName is set.
+	redisAddrs []string
+	// redisMasterName is the master the sentinels watch (see
+	// startRedisSentinel): pushsyncd's redis.master_name.
+	redisMasterName string
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
 	r := &rig{t: t, dir: t.TempDir(), natsURL: o.natsURL, replicas: max(o.replicas, 1), ledger: newLedger()}
-	if o.redisAddr == "" {
-		r.rdb, r.prefix = testenv.Redis(t)
-		r.redisAddr = testenv.RedisAddr()
-	} else {
-		r.redisAddr = o.redisAddr
+	switch n := len(o.redisAddrs); {
+	case o.redisMasterName != "":
+		// As pushsyncd makes it: a Sentinel-backed failover client.
+		r.redisAddrs, r.redisName = o.redisAddrs, o.redisMasterName
 		r.prefix = "faults-" + testenv.RandomHex(4)
-		r.rdb = redis.NewClient(&redis.Options{Addr: o.redisAddr, DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+		r.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: o.redisAddrs, MasterName: o.redisMasterName, DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second})
 		t.Cleanup(func() { r.rdb.Close() })
+	case n == 0:
+		r.rdb, r.prefix = testenv.Redis(t)
+		r.redisAddrs = []string{testenv.RedisAddr()}
+	case n == 1:
+		r.redisAddrs = o.redisAddrs
+		r.prefix = "faults-" + testenv.RandomHex(4)
+		// No retries: the scenario kills this Redis and counts what fails.
+		r.rdb = redis.NewClient(&redis.Options{Addr: o.redisAddrs[0], DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+		t.Cleanup(func() { r.rdb.Close() })
+	default:
+		// As pushsyncd makes it (app.NewRedis): several addresses give a
+		// cluster client.
+		r.redisAddrs = o.redisAddrs
+		r.prefix = "faults-" + testenv.RandomHex(4)
+		r.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: o.redisAddrs, DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		t.Cleanup(func() { r.rdb.Close() })
+		if _, ok := r.rdb.(*redis.ClusterClient); !ok {
+			t.Fatalf("Redis client for %v is a %T, want a *redis.ClusterClient", o.redisAddrs, r.rdb)
+		}
 	}
 	key, _ := base64.StdEncoding.DecodeString(masterKeyB64)
 	box, err := secretbox.New(key)
@@ -618,10 +644,12 @@ func (r *rig) tryPublish(evs []*event.DatasetChanged) error {
 	return <-errs
 }
 
-// receipt is a push the emulators accepted, and when.
+// receipt is a push the emulators accepted, and when, with the rest of
+// what its payload says.
 type receipt struct {
 	push
-	at time.Time
+	at                       time.Time
+	source, pool, identityID string
 }
 
 // receipts is every push the emulators accepted.
@@ -631,14 +659,18 @@ func (r *rig) receipts() []receipt {
 		for _, p := range s.Pushes() {
 			var body struct {
 				Data struct {
-					DatasetName string `json:"datasetName"`
-					SyncCount   int64  `json:"syncCount"`
+					Source         string `json:"source"`
+					IdentityPoolID string `json:"identityPoolId"`
+					IdentityID     string `json:"identityId"`
+					DatasetName    string `json:"datasetName"`
+					SyncCount      int64  `json:"syncCount"`
 				} `json:"data"`
 			}
 			if err := json.Unmarshal(p.Payload, &body); err != nil {
 				r.t.Errorf("APNs payload %q: %v", p.Payload, err)
 			}
-			out = append(out, receipt{push{p.DeviceToken, body.Data.DatasetName, body.Data.SyncCount}, p.ReceivedAt})
+			d := body.Data
+			out = append(out, receipt{push{p.DeviceToken, d.DatasetName, d.SyncCount}, p.ReceivedAt, d.Source, d.IdentityPoolID, d.IdentityID})
 		}
 	}
 	for _, p := range r.fcm.Pushes() {
@@ -646,7 +678,7 @@ func (r *rig) receipts() []receipt {
 		if _, err := fmt.Sscan(p.Data["syncCount"], &n); err != nil {
 			r.t.Errorf("FCM syncCount %q: %v", p.Data["syncCount"], err)
 		}
-		out = append(out, receipt{push{p.Token, p.Data["datasetName"], n}, p.ReceivedAt})
+		out = append(out, receipt{push{p.Token, p.Data["datasetName"], n}, p.ReceivedAt, p.Data["source"], p.Data["identityPoolId"], p.Data["identityId"]})
 	}
 	return out
 }
@@ -702,6 +734,71 @@ func (r *rig) dupEvents(received []push) int {
 		seen[p] = true
 	}
 	return len(dup)
+}
+
+// kill9 is a worker killed with SIGKILL under load, and what its metrics
+// said right before.
+type kill9 struct {
+	p  *proc
+	at time.Time
+	// The worker's own gauges and counter, read right before the kill.
+	pushesInFlight, eventsInFlight, accepted float64
+}
+
+// killWorker reads the worker's in-flight gauges, then kills it with
+// SIGKILL at once.
+func (r *rig) killWorker(p *proc) kill9 {
+	r.t.Helper()
+	k := kill9{p: p}
+	k.accepted = p.metric("pushsync_pushes_total", "result", "accepted")
+	k.eventsInFlight = p.metric("pushsync_events_in_flight")
+	k.pushesInFlight = p.metric("pushsync_pushes_in_flight")
+	k.at = time.Now()
+	p.kill()
+	return k
+}
+
+// checkKillDuplicates checks the duplicates one kill -9 may cause, and
+// describes them for the report. A redelivered event skips every device
+// whose push was recorded, so a kill repeats only pushes accepted and not
+// yet recorded. Those all belong to events the worker was handling: it
+// acks an event only once its accepted pushes are recorded, and handles at
+// most dispatcher.workers events at a time (without coalescing). So the
+// bound is dispatcher.workers × the largest fan-out of one event. The
+// worker's gauges (pushsync_pushes_in_flight, pushsync_events_in_flight)
+// are read a moment before the kill, and the first counts push requests
+// only, not accepted pushes waiting to be recorded: reported, no bound.
+func (r *rig) checkKillDuplicates(k kill9, v verdict) string {
+	t := r.t
+	t.Helper()
+	fan := 0
+	for _, id := range r.ids {
+		fan = max(fan, len(id.others))
+	}
+	bound := k.p.cfg.workers * fan
+	dupEvents := r.dupEvents(r.received())
+	// Duplicates whose first copy the service accepted before the kill
+	// (with 5 ms to spare for the answer to reach the worker).
+	first := map[push]time.Time{}
+	copies := map[push]int{}
+	for _, x := range r.receipts() {
+		copies[x.push]++
+		if f, ok := first[x.push]; !ok || x.at.Before(f) {
+			first[x.push] = x.at
+		}
+	}
+	acceptedBefore := 0
+	for p, n := range copies {
+		if n > 1 && first[p].Before(k.at.Add(-5*time.Millisecond)) {
+			acceptedBefore += n - 1
+		}
+	}
+	if v.duplicated > bound {
+		t.Errorf("%d duplicated pushes, more than the %d pushes of the %d events %s could hold at the kill (dispatcher.workers %d × %d devices; its gauges right before: %.0f pushes, %.0f events in flight; %d events with a duplicate; %d duplicates of pushes the service had accepted over 5 ms before the kill)",
+			v.duplicated, bound, k.p.cfg.workers, k.p.name, k.p.cfg.workers, fan, k.pushesInFlight, k.eventsInFlight, dupEvents, acceptedBefore)
+	}
+	return fmt.Sprintf("%s had %.0f accepted; in flight right before the kill (pushsync_pushes_in_flight, pushsync_events_in_flight): %.0f pushes, %.0f events; duplicates bounded by dispatcher.workers %d × %d devices = %d; events with a duplicate: %d, duplicates of pushes accepted over 5 ms before the kill: %d",
+		k.p.name, k.accepted, k.pushesInFlight, k.eventsInFlight, k.p.cfg.workers, fan, bound, dupEvents, acceptedBefore)
 }
 
 // waitFraction waits until frac of the expected pushes have arrived.
@@ -796,6 +893,7 @@ type daemonConfig struct {
 type proc struct {
 	t       *testing.T
 	name    string
+	cfg     daemonConfig // with the defaults filled in
 	cmd     *exec.Cmd
 	http    string
 	api     string
@@ -833,18 +931,18 @@ func (r *rig) startDaemon(name string, c daemonConfig) *proc {
 	if c.coalesce == "" {
 		c.coalesce = "0s"
 	}
-	p := &proc{t: t, name: name, http: freeAddr(t), api: freeAddr(t), logPath: filepath.Join(r.dir, name+".log"), exited: make(chan struct{})}
+	p := &proc{t: t, name: name, cfg: c, http: freeAddr(t), api: freeAddr(t), logPath: filepath.Join(r.dir, name+".log"), exited: make(chan struct{})}
 	cfg := fmt.Sprintf(`role: %s
 log: {level: info}
 http: {listen: %q, shutdown_timeout: 5s}
-redis: {addrs: [%q], key_prefix: %q, dial_timeout: 500ms, read_timeout: 1s, write_timeout: 1s}
+redis: {addrs: [%s], master_name: %q, key_prefix: %q, dial_timeout: 500ms, read_timeout: 1s, write_timeout: 1s}
 nats: {url: %q, replicas: %d, connect_timeout: 2s}
 dispatcher: {ack_wait: %s, max_deliver: 100, workers: %d, max_concurrent_sends: %d, send_timeout: 1500ms, retry_delay: %s, max_retry_delay: %s, retry_budget: %s, coalesce_window: %s}
 apns: {production_host: %q, sandbox_host: %q, root_ca_file: %q}
 fcm: {endpoint: %q, root_ca_file: %q}
 api: {listen: %q, developer_access_key_id: %s, developer_secret_access_key: %s, max_body_bytes: %d}
 secrets: {master_key: %q}
-`, c.role, p.http, r.redisAddr, r.prefix, r.natsURL, r.replicas,
+`, c.role, p.http, quoteList(r.redisAddrs), r.redisName, r.prefix, r.natsURL, r.replicas,
 		ackWait, c.workers, c.sends, retryDelay, maxRetryDelay, retryBudget, c.coalesce,
 		r.fronts[0].srv.URL, r.fronts[1].srv.URL, r.apnsCA,
 		r.fronts[2].srv.URL+"/v1", r.fcmCA,
@@ -853,6 +951,15 @@ secrets: {master_key: %q}
 	writeFile(t, cfgPath, []byte(cfg))
 	p.start(cfgPath)
 	return p
+}
+
+// quoteList is ss as the items of a YAML flow sequence.
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
 }
 
 func (p *proc) start(cfgPath string) {
@@ -960,12 +1067,43 @@ type natsCluster struct {
 func startCluster(t *testing.T, n int) *natsCluster {
 	t.Helper()
 	c := &natsCluster{t: t, srv: make([]*server.Server, n)}
+	t.Cleanup(func() {
+		for i := range c.srv {
+			c.stop(i)
+		}
+	})
+	// A port freePort found free may be taken by another process before the
+	// server listens on it: then start over on fresh ports.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		c.configure(n)
+		for i := range n {
+			if err = c.tryStart(i); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			return c
+		}
+		for i := range n {
+			c.stop(i)
+		}
+	}
+	t.Fatal(err)
+	return nil
+}
+
+// configure picks the ports of an n-node cluster and the options of each
+// server.
+func (c *natsCluster) configure(n int) {
+	t := c.t
 	clientPorts, routePorts := make([]int, n), make([]int, n)
 	for i := range n {
 		clientPorts[i] = freePort(t)
 		routePorts[i] = freePort(t)
 	}
 	var urls []string
+	c.opts = nil
 	for i := range n {
 		var routes []string
 		for j := range n {
@@ -987,15 +1125,6 @@ func startCluster(t *testing.T, n int) *natsCluster {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
 	}
 	c.URL = strings.Join(urls, ",")
-	for i := range n {
-		c.start(i)
-	}
-	t.Cleanup(func() {
-		for i := range c.srv {
-			c.stop(i)
-		}
-	})
-	return c
 }
 
 func freePort(t *testing.T) int {
@@ -1008,19 +1137,57 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func (c *natsCluster) start(i int) {
-	c.t.Helper()
+// tryStart starts server i and waits until it takes connections, or
+// until it fails (as when one of its ports is taken).
+func (c *natsCluster) tryStart(i int) error {
 	o := c.opts[i] // a copy: the server keeps a pointer and changes it
 	s, err := server.NewServer(&o)
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
+	fatal := &natsFatal{}
+	s.SetLogger(fatal, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		c.t.Fatalf("nats %s did not start", o.ServerName)
+	for deadline := time.Now().Add(10 * time.Second); !s.ReadyForConnections(100 * time.Millisecond); {
+		if msg := fatal.get(); msg != "" || time.Now().After(deadline) {
+			s.Shutdown()
+			s.WaitForShutdown()
+			if msg == "" {
+				msg = "not ready after 10s"
+			}
+			return fmt.Errorf("nats %s did not start: %s", o.ServerName, msg)
+		}
 	}
 	c.srv[i] = s
+	return nil
 }
+
+// natsFatal is a NATS server logger that keeps the first fatal error,
+// such as a port it cannot listen on, and drops the rest.
+type natsFatal struct {
+	mu  sync.Mutex
+	msg string
+}
+
+func (l *natsFatal) Fatalf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.msg == "" {
+		l.msg = fmt.Sprintf(format, v...)
+	}
+}
+
+func (l *natsFatal) get() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msg
+}
+
+func (*natsFatal) Noticef(string, ...any) {}
+func (*natsFatal) Warnf(string, ...any)   {}
+func (*natsFatal) Errorf(string, ...any)  {}
+func (*natsFatal) Debugf(string, ...any)  {}
+func (*natsFatal) Tracef(string, ...any)  {}
 
 func (c *natsCluster) stop(i int) {
 	if s := c.srv[i]; s != nil {
@@ -1028,6 +1195,57 @@ func (c *natsCluster) stop(i int) {
 		s.WaitForShutdown()
 		c.srv[i] = nil
 	}
+}
+
+// leaders returns the servers leading the event stream and the dispatcher's
+// consumer, "" where not known (no leader, or no answer within 2 s).
+func (r *rig) leaders() (stream, consumer string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if s, err := r.js.Stream(ctx, streamName); err == nil {
+		if si, err := s.Info(ctx); err == nil && si.Cluster != nil {
+			stream = si.Cluster.Leader
+		}
+	}
+	if ci, err := consumerInfo(ctx, r.js); err == nil && ci.Cluster != nil {
+		consumer = ci.Cluster.Leader
+	}
+	return stream, consumer
+}
+
+// colocateLeaders makes one server lead both the stream and the consumer,
+// the worst case for losing it, by moving the stream leadership to the
+// consumer leader (a stepdown with a preferred server), and returns that
+// server. The consumer must exist: call it once a worker is ready.
+func (r *rig) colocateLeaders(timeout time.Duration) string {
+	r.t.Helper()
+	leader, consumerLeader := r.leaders()
+	for deadline := time.Now().Add(timeout); leader == "" || leader != consumerLeader; leader, consumerLeader = r.leaders() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("stream leader %q, consumer leader %q: could not make them one", leader, consumerLeader)
+		}
+		if leader != "" && consumerLeader != "" {
+			req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, consumerLeader)
+			_, _ = r.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+streamName, []byte(req), 2*time.Second)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return leader
+}
+
+// newStreamLeader waits up to 30 s for the stream to have a leader other
+// than old, stopped at since, and returns it and how long the election
+// took.
+func (r *rig) newStreamLeader(old string, since time.Time) (string, time.Duration) {
+	r.t.Helper()
+	for time.Since(since) < 30*time.Second {
+		if leader, _ := r.leaders(); leader != "" && leader != old {
+			return leader, time.Since(since)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("no new stream leader 30s after stopping %s", old)
+	return "", 0
 }
 
 func (c *natsCluster) index(name string) int {
@@ -1047,30 +1265,98 @@ type redisServer struct {
 	port int
 	dir  string
 	Addr string
-	cmd  *exec.Cmd
-	done chan struct{}
+	args []string // more redis-server options
+	// sentinelConf, if set, makes this a Sentinel with that configuration
+	// file (which it rewrites), rather than a data node.
+	sentinelConf string
+	// cluster makes this a Redis Cluster node, with its bus on clusterPort.
+	cluster     bool
+	clusterPort int
+	cmd         *exec.Cmd
+	done        chan struct{}
 }
 
 func startRedisServer(t *testing.T) *redisServer {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		testenv.Missing(t, "redis-server on PATH (Debian: apt-get install redis-server)")
-	}
-	rs := &redisServer{t: t, port: freePort(t), dir: t.TempDir()}
-	rs.Addr = fmt.Sprintf("127.0.0.1:%d", rs.port)
-	rs.start()
-	t.Cleanup(rs.kill)
-	return rs
+	requireRedisBinaries(t, "redis-server")
+	return newRedisServer(t)
 }
 
-func (rs *redisServer) start() {
-	t := rs.t
+// requireRedisBinaries fails under CI=true, and skips elsewhere, when one
+// of the named Redis programs is not on PATH.
+func requireRedisBinaries(t *testing.T, names ...string) {
 	t.Helper()
-	rs.cmd = exec.Command("redis-server", "--bind", "127.0.0.1", "--port", fmt.Sprint(rs.port),
-		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", rs.dir,
-		"--logfile", filepath.Join(rs.dir, "redis.log"))
+	for _, name := range names {
+		if _, err := exec.LookPath(name); err != nil {
+			testenv.Missing(t, name+" on PATH (Debian: apt-get install redis-server, which brings redis-cli too)")
+		}
+	}
+}
+
+// newRedisServer starts redis-server on a free port in its own directory,
+// with the extra options args, and kills it when the test ends.
+func newRedisServer(t *testing.T, args ...string) *redisServer {
+	t.Helper()
+	return launchRedis(t, &redisServer{args: args})
+}
+
+// launchRedis starts rs in its own directory on a free port (and a free
+// cluster bus port for a cluster node), and kills it when the test ends.
+// A port freePort found free may be taken by another process before
+// redis-server listens on it: then it tries again on fresh ports.
+func launchRedis(t *testing.T, rs *redisServer) *redisServer {
+	t.Helper()
+	rs.t, rs.dir = t, t.TempDir()
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		rs.port = freePort(t)
+		rs.Addr = fmt.Sprintf("127.0.0.1:%d", rs.port)
+		if rs.cluster {
+			rs.clusterPort = freePort(t)
+		}
+		var exited bool
+		if exited, err = rs.tryStart(); err == nil {
+			t.Cleanup(rs.kill)
+			return rs
+		}
+		rs.kill()
+		if !exited {
+			break // not a port taken: it would fail again
+		}
+	}
+	t.Fatal(err)
+	return nil
+}
+
+// start starts redis-server again, on the same ports and directory.
+func (rs *redisServer) start() {
+	rs.t.Helper()
+	if _, err := rs.tryStart(); err != nil {
+		rs.t.Fatal(err)
+	}
+}
+
+// tryStart starts redis-server and waits until it answers PING. It
+// reports whether the process exited before answering.
+func (rs *redisServer) tryStart() (exited bool, err error) {
+	logFile := filepath.Join(rs.dir, "redis.log")
+	args := []string{"--bind", "127.0.0.1", "--port", fmt.Sprint(rs.port),
+		"--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--dir", rs.dir, "--logfile", logFile}
+	switch {
+	case rs.sentinelConf != "":
+		args = []string{rs.sentinelConf, "--sentinel", "--bind", "127.0.0.1", "--port", fmt.Sprint(rs.port),
+			"--dir", rs.dir, "--logfile", logFile}
+	case rs.cluster:
+		// The bus port is set: port+10000 is past 65535 for ports above
+		// 55535, which freePort gives too.
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-port", fmt.Sprint(rs.clusterPort), "--cluster-node-timeout", "5000")
+	}
+	args = append(args, rs.args...)
+	rs.cmd = exec.Command("redis-server", args...)
 	if err := rs.cmd.Start(); err != nil {
-		t.Fatal(err)
+		rs.cmd = nil
+		return false, err
 	}
 	rs.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(rs.cmd, rs.done)
@@ -1082,13 +1368,27 @@ func (rs *redisServer) start() {
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return
+			return false, nil
+		}
+		select {
+		case <-rs.done:
+			return true, fmt.Errorf("redis-server on %s exited:\n%s", rs.Addr, rs.log())
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s: %v\n%s", rs.Addr, err, tail(filepath.Join(rs.dir, "redis.log"), 20))
+			return false, fmt.Errorf("redis-server on %s: %v\n%s", rs.Addr, err, rs.log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func (rs *redisServer) log() string { return tail(filepath.Join(rs.dir, "redis.log"), 20) }
+
+// client is a plain connection to this one server.
+func (rs *redisServer) client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: rs.Addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	rs.t.Cleanup(func() { c.Close() })
+	return c
 }
 
 // kill sends SIGKILL to redis-server and waits for it to exit.
@@ -1102,3 +1402,212 @@ func (rs *redisServer) kill() {
 }
 
 // ---------------------------------------------------------------------
+// A Redis Cluster of redis-server child processes, all masters.
+
+type redisCluster struct {
+	t     *testing.T
+	nodes []*redisServer
+}
+
+// startRedisCluster starts n redis-server processes with cluster-enabled
+// yes (each with its own port, directory and AOF everysec), joins them
+// with redis-cli --cluster create as n masters without replicas, and waits
+// until every node reports cluster_state:ok with all slots assigned.
+func startRedisCluster(t *testing.T, n int) *redisCluster {
+	t.Helper()
+	requireRedisBinaries(t, "redis-server", "redis-cli")
+	rc := &redisCluster{t: t}
+	for range n {
+		rc.nodes = append(rc.nodes, launchRedis(t, &redisServer{cluster: true}))
+	}
+	args := append([]string{"--cluster", "create"}, rc.addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	for _, rs := range rc.nodes {
+		c := rs.client()
+		waitFor(t, 30*time.Second, "Redis Cluster node "+rs.Addr+" to be ok", func() (bool, string) {
+			info, err := c.ClusterInfo(context.Background()).Result()
+			ok := err == nil && strings.Contains(info, "cluster_state:ok") &&
+				strings.Contains(info, "cluster_slots_assigned:16384") &&
+				strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", n))
+			return ok, fmt.Sprintf("%v\n%s\nredis-cli --cluster create said:\n%s\nlog:\n%s", err, info, out, rs.log())
+		})
+	}
+	return rc
+}
+
+// addrs is every node's address, for redis.addrs.
+func (rc *redisCluster) addrs() []string {
+	out := make([]string, len(rc.nodes))
+	for i, rs := range rc.nodes {
+		out[i] = rs.Addr
+	}
+	return out
+}
+
+// dbSizes is the number of keys each node (each a master) holds, asked of
+// the node itself rather than through a cluster client.
+func (rc *redisCluster) dbSizes() []int64 {
+	rc.t.Helper()
+	out := make([]int64, len(rc.nodes))
+	for i, rs := range rc.nodes {
+		c := rs.client()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		role, err := c.Do(ctx, "ROLE").Slice()
+		if err == nil && (len(role) == 0 || role[0] != "master") {
+			err = fmt.Errorf("ROLE answered %v, want a master", role)
+		}
+		if err == nil {
+			out[i], err = c.DBSize(ctx).Result()
+		}
+		cancel()
+		if err != nil {
+			rc.t.Fatalf("Redis Cluster node %s: %v", rs.Addr, err)
+		}
+	}
+	return out
+}
+
+// assertSpread fails the test unless every master holds keys: the data
+// must really be spread over the cluster, not on one node by accident.
+func (rc *redisCluster) assertSpread() []int64 {
+	rc.t.Helper()
+	sizes := rc.dbSizes()
+	for i, n := range sizes {
+		if n == 0 {
+			rc.t.Errorf("Redis Cluster master %s holds no key (DBSIZE per master %v): the data is not spread over the cluster", rc.nodes[i].Addr, sizes)
+		}
+	}
+	return sizes
+}
+
+// ---------------------------------------------------------------------
+// A Redis master with one replica, watched by one Sentinel (quorum 1,
+// down-after-milliseconds 1000).
+
+const sentinelMaster = "faults"
+
+type redisSentinel struct {
+	t               *testing.T
+	master, replica *redisServer
+	sentinel        *redisServer
+	sentinelClient  *redis.SentinelClient
+	initialMaster   string
+}
+
+// startRedisSentinel starts a master, a replica of it and a Sentinel
+// monitoring the master as sentinelMaster, and waits until the replica is
+// in sync and the Sentinel knows it.
+func startRedisSentinel(t *testing.T) *redisSentinel {
+	t.Helper()
+	requireRedisBinaries(t, "redis-server")
+	s := &redisSentinel{t: t}
+	s.master = newRedisServer(t, "--repl-diskless-sync-delay", "0") // the replica syncs at once, not after 5 s
+	s.replica = newRedisServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(s.master.port))
+	s.initialMaster = s.master.Addr
+	ctx := context.Background()
+	mc := s.master.client()
+	waitFor(t, 30*time.Second, "the replica to be in sync", func() (bool, string) {
+		info, err := mc.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online"), info
+	})
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	writeFile(t, conf, fmt.Appendf(nil, `sentinel monitor %s 127.0.0.1 %d 1
+sentinel down-after-milliseconds %s 1000
+sentinel failover-timeout %s 10000
+`, sentinelMaster, s.master.port, sentinelMaster, sentinelMaster))
+	s.sentinel = launchRedis(t, &redisServer{sentinelConf: conf})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last lines of the Sentinel's log:\n%s", s.sentinel.log())
+		}
+	})
+	s.sentinelClient = redis.NewSentinelClient(&redis.Options{Addr: s.sentinel.Addr, DialTimeout: time.Second, ReadTimeout: 2 * time.Second})
+	t.Cleanup(func() { s.sentinelClient.Close() })
+	waitFor(t, 30*time.Second, "the Sentinel to know the replica", func() (bool, string) {
+		rs, err := s.sentinelClient.Replicas(ctx, sentinelMaster).Result()
+		return err == nil && len(rs) == 1 && !strings.Contains(rs[0]["flags"], "down") && !strings.Contains(rs[0]["flags"], "disconnected"), fmt.Sprint(rs, err)
+	})
+	return s
+}
+
+// masterAddr is the master's address as the Sentinel gives it.
+func (s *redisSentinel) masterAddr() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a, err := s.sentinelClient.GetMasterAddrByName(ctx, sentinelMaster).Result()
+	if err != nil || len(a) != 2 {
+		return ""
+	}
+	return net.JoinHostPort(a[0], a[1])
+}
+
+// crashMaster waits until the replica has caught up with the master,
+// kills the master with SIGKILL and waits until the Sentinel has failed
+// over: it names the replica as master and the replica says it is. It
+// returns how long the failover took.
+//
+// Replication is asynchronous: writes the master acknowledged but had not
+// yet streamed are lost with it. Right after a full sync the master
+// streams nothing until the replica's first REPLCONF ACK, up to a second
+// later, so without the wait everything written meanwhile would be lost.
+// The scenario is about pushsync riding out a failover, not about that.
+func (s *redisSentinel) crashMaster() time.Duration {
+	t := s.t
+	t.Helper()
+	ctx := context.Background()
+	mc, rc := s.master.client(), s.replica.client()
+	info, err := mc.Info(ctx, "replication").Result()
+	if err != nil {
+		t.Fatalf("INFO replication of the master: %v", err)
+	}
+	want := infoInt(info, "master_repl_offset")
+	waitFor(t, 30*time.Second, "the replica to catch up with the master", func() (bool, string) {
+		info, err := rc.Info(ctx, "replication").Result()
+		return err == nil && infoInt(info, "slave_repl_offset") >= want, fmt.Sprintf("master at offset %d; replica: %v\n%s", want, err, info)
+	})
+	start := time.Now()
+	s.master.kill()
+	waitFor(t, 30*time.Second, "the Sentinel to promote the replica", func() (bool, string) {
+		role, err := rc.Do(ctx, "ROLE").Slice()
+		ok := err == nil && s.masterAddr() == s.replica.Addr && len(role) > 0 && role[0] == "master"
+		return ok, fmt.Sprintf("the Sentinel names %s; ROLE of the replica %v (%v)", s.masterAddr(), role, err)
+	})
+	return time.Since(start)
+}
+
+// infoInt is the integer field name of an INFO answer, -1 if absent.
+func infoInt(info, name string) int64 {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			var n int64
+			if _, err := fmt.Sscan(v, &n); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// waitFor polls cond every 50 ms until it holds, failing the test with
+// what it last said after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %s: %s", timeout, what, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
