@@ -38,10 +38,10 @@ func main() {
 // allocates a few kilobytes that die at once, over a live heap of a few
 // megabytes; with Go's default of 100 the collector runs every few
 // milliseconds at full load and costs about a quarter of the worker's CPU.
-// At 400 it runs a quarter as often for some tens of megabytes more
+// At 300 it runs a third as often, for some tens of megabytes more
 // (docs/performance.md). GOGC and GOMEMLIMIT in the environment override
 // it; containers should set GOMEMLIMIT a little under their memory limit.
-const defaultGCPercent = 400
+const defaultGCPercent = 300
 
 func tuneGC() {
 	if _, ok := os.LookupEnv("GOGC"); !ok {
