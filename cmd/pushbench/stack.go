@@ -207,7 +207,7 @@ func (s *stack) startNATS(url string) error {
 func (s *stack) openRegistry(ctx context.Context) error {
 	s.rdb = redis.NewClient(&redis.Options{Addr: s.redisAddr, PoolSize: 64})
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("Redis at %s: %w (start one with: make redis)", s.redisAddr, err)
+		return fmt.Errorf("no Redis at %s: %w (start one with: make redis)", s.redisAddr, err)
 	}
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
