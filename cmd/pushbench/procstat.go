@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,32 +39,42 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * clockTick, nil
 }
 
+// procValues reads the "name: number" lines of a /proc/<pid> file (status
+// or io) and returns the numbers of the names asked for, each of which
+// must be there; a " kB" unit is dropped.
+func procValues(pid int, file string, names ...string) ([]int64, error) {
+	path := fmt.Sprintf("/proc/%d/%s", pid, file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(names))
+	found := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		i := slices.Index(names, name)
+		if !ok || i < 0 {
+			continue
+		}
+		if out[i], err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", path, name, err)
+		}
+		found++
+	}
+	if found != len(names) {
+		return nil, fmt.Errorf("%s: not all of %s", path, strings.Join(names, ", "))
+	}
+	return out, nil
+}
+
 // memory returns a process's resident set size now and its peak so far
 // (VmRSS and VmHWM of /proc/<pid>/status), in bytes.
 func memory(pid int) (rss, peak int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	v, err := procValues(pid, "status", "VmRSS", "VmHWM")
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, v, ok := strings.Cut(line, ":")
-		if !ok || (name != "VmRSS" && name != "VmHWM") {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status: %s: %w", pid, name, err)
-		}
-		if name == "VmRSS" {
-			rss = kb << 10
-		} else {
-			peak = kb << 10
-		}
-	}
-	if peak == 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
-	}
-	return rss, peak, nil
+	return v[0] << 10, v[1] << 10, nil
 }
 
 // cpuOf sums cpuTime over processes.
@@ -82,26 +93,11 @@ func cpuOf(pids []int) (time.Duration, error) {
 // syscalls returns how many read and write system calls a process has
 // made so far (syscr and syscw of /proc/<pid>/io).
 func syscalls(pid int) (reads, writes int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	v, err := procValues(pid, "io", "syscr", "syscw")
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		name, v, ok := strings.Cut(line, ":")
-		if !ok || (name != "syscr" && name != "syscw") {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/io: %s: %w", pid, name, err)
-		}
-		if name == "syscr" {
-			reads = n
-		} else {
-			writes = n
-		}
-	}
-	return reads, writes, nil
+	return v[0], v[1], nil
 }
 
 // syscallsOf sums syscalls over processes.
