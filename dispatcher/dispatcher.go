@@ -514,12 +514,25 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	}
 
 	// Tell the broker we are working if the fan-out outlasts half AckWait.
-	var progress *time.Timer
+	var (
+		progress *time.Timer
+		pmu      sync.Mutex
+		settled  bool
+	)
 	progress = time.AfterFunc(d.opts.AckWait/2, func() {
-		_ = msg.InProgress()
-		progress.Reset(d.opts.AckWait / 2)
+		pmu.Lock()
+		defer pmu.Unlock()
+		if !settled { // a tick racing the end must not re-arm the timer
+			_ = msg.InProgress()
+			progress.Reset(d.opts.AckWait / 2)
+		}
 	})
-	defer progress.Stop()
+	defer func() {
+		pmu.Lock()
+		settled = true
+		pmu.Unlock()
+		progress.Stop()
+	}()
 
 	f := &fan{ctx: ctx, log: log}
 	jobs := make([]sendJob, len(targets))

@@ -163,7 +163,9 @@ func (c *client) push(ctx context.Context, deviceToken string, note *payload.APN
 	}
 	h := req.Header
 	h["Content-Type"] = contentJSON
-	h["Apns-Topic"] = []string{note.Topic}
+	if note.Topic != "" {
+		h["Apns-Topic"] = []string{note.Topic}
+	}
 	if note.CollapseID != "" {
 		h["Apns-Collapse-Id"] = []string{note.CollapseID}
 	}
