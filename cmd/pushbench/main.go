@@ -43,7 +43,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -86,7 +85,7 @@ type options struct {
 	workers             int
 	pushsyncd           string
 	redisAddr, natsURL  string
-	window, publishers  int
+	window              int
 	phases              []string
 	memoryDevices       int
 	jsonPath            string
@@ -129,7 +128,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.selfProfile, "self-cpuprofile", "", "write a CPU profile of pushbench itself (the emulators, the publishers) to this file")
 	fs.Var(&o.workerEnv, "worker-env", "NAME=VALUE to set in pushsyncd's environment only (repeatable), e.g. GOGC=100")
 	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
-	fs.IntVar(&o.publishers, "publishers", 64, "goroutines publishing events")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
 	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
 	fs.StringVar(&o.jsonPath, "json", "pushbench.json", "where to write the figures as JSON (empty: nowhere)")
@@ -162,8 +160,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-workers must be at least 1")
 	case o.window < 1 || o.window > ringSize/2:
 		return nil, fmt.Errorf("-window must be between 1 and %d", ringSize/2)
-	case o.publishers < 1:
-		return nil, errors.New("-publishers must be at least 1")
 	case o.memoryDevices < o.devices:
 		return nil, fmt.Errorf("-memory-devices must be at least -devices (%d)", o.devices)
 	}
@@ -468,42 +464,32 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		b.profiled = true
 		go b.profile(d)
 	}
-	var (
-		wg       sync.WaitGroup
-		firstErr atomic.Value
-		started  atomic.Int64 // events whose publishing began, for pacing
-	)
-	for range b.o.publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				if rate > 0 {
-					j := started.Add(1) - 1
-					due := start.Add(time.Duration(float64(j) / rate * float64(time.Second)))
-					if due.After(end) {
-						return
-					}
-					time.Sleep(time.Until(due))
-				} else {
-					t.window <- struct{}{}
-					if time.Now().After(end) {
-						<-t.window
-						return
-					}
-				}
-				k := b.next.Add(1) - 1
-				if err := b.s.publish(ctx, k); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
+	// One goroutine publishes: on a schedule (every event due by now, then
+	// a sleep until the next), or whenever the window has room.
+	for j := int64(0); ctx.Err() == nil && err == nil; j++ {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(j) / rate * float64(time.Second)))
+			if due.After(end) {
+				break
 			}
-		}()
+			if wait := time.Until(due); wait > 0 {
+				time.Sleep(wait)
+			}
+		} else {
+			t.window <- struct{}{}
+			if time.Now().After(end) {
+				<-t.window
+				break
+			}
+		}
+		err = b.s.publish(b.next.Add(1) - 1)
 	}
-	wg.Wait()
 	published := b.next.Load() - first
 	publishSecs := time.Since(start).Seconds()
-	if err, ok := firstErr.Load().(error); ok {
+	if err == nil {
+		err = b.s.waitPublished(ctx)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("publish: %w", err)
 	}
 	// Wait for the last pushes: until every event is delivered or nothing
