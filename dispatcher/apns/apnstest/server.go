@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pushsync/pushsync/internal/batchconn"
 	"github.com/pushsync/pushsync/internal/emutls"
 )
 
@@ -283,6 +284,9 @@ func Start(opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apnstest: listen on %s: %v", o.addr, err)
 	}
+	// Responses to concurrent streams share system calls, as a busy
+	// front end's would; the emulator then takes less of a shared machine.
+	ln = batchconn.Listener{Listener: ln}
 	s := &Server{
 		id:       id,
 		env:      o.env,
