@@ -28,7 +28,7 @@ func (r *Registry) Registrations(ctx context.Context, ids []Identity) []Lookup {
 	return lookups
 }
 
-// Sent is one RecordSent of a batch: pushes carrying SyncCount for Dataset
+// Sent is one RecordSent of a RunBatch: pushes carrying SyncCount for Dataset
 // accepted for DeviceIDs; with a non-zero CountAt they also count in the
 // devices' budget windows of Window.
 type Sent struct {
@@ -37,13 +37,6 @@ type Sent struct {
 	DeviceIDs               []string
 	CountAt                 time.Time
 	Window                  time.Duration
-}
-
-// RecordSentBatch does what RecordSent does for each entry, in one
-// pipeline. It returns one error per entry (nil when recorded).
-func (r *Registry) RecordSentBatch(ctx context.Context, batch []Sent) []error {
-	_, errs := r.RunBatch(ctx, nil, batch)
-	return errs
 }
 
 // RunBatch reads registrations and records sent pushes in one pipeline,

@@ -64,9 +64,9 @@ func TestRunBatch(t *testing.T) {
 	}
 }
 
-// TestRecordSentBatchAfterScriptFlush records through a Redis that has
+// TestRunBatchAfterScriptFlush records through a Redis that has
 // forgotten the script, as after a restart or failover.
-func TestRecordSentBatchAfterScriptFlush(t *testing.T) {
+func TestRunBatchAfterScriptFlush(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	r := registry.New(rdb, registry.Options{KeyPrefix: prefix})
 	ctx := context.Background()
@@ -80,7 +80,7 @@ func TestRecordSentBatchAfterScriptFlush(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	errs := r.RecordSentBatch(ctx, []registry.Sent{{Pool: pool, Identity: identity, Dataset: "settings", SyncCount: 5, DeviceIDs: []string{d.ID}, CountAt: time.Now(), Window: time.Hour}})
+	_, errs := r.RunBatch(ctx, nil, []registry.Sent{{Pool: pool, Identity: identity, Dataset: "settings", SyncCount: 5, DeviceIDs: []string{d.ID}, CountAt: time.Now(), Window: time.Hour}})
 	if errs[0] != nil {
 		t.Fatal(errs[0])
 	}

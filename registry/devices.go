@@ -501,15 +501,7 @@ func (r *Registry) RecordSent(ctx context.Context, pool, identity, dataset strin
 	if len(deviceIDs) == 0 {
 		return nil
 	}
-	var now int64
-	if !countAt.IsZero() {
-		now = countAt.UnixMilli()
-	}
-	args := make([]any, 0, len(deviceIDs)+4)
-	args = append(args, dataset, syncCount, now, window.Milliseconds())
-	for _, id := range deviceIDs {
-		args = append(args, id)
-	}
+	args := sentArgs(&Sent{Dataset: dataset, SyncCount: syncCount, DeviceIDs: deviceIDs, CountAt: countAt, Window: window})
 	if err := recordSentScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, args...).Err(); err != nil {
 		return fmt.Errorf("registry: record sent pushes: %w", err)
 	}

@@ -262,11 +262,7 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if !out.Scan() || out.Text() != "ready" {
 		return nil, fmt.Errorf("ceiling program did not get ready: %q", out.Text())
 	}
-	before, err := cpuTime(cmd.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
-	r0, w0, err := syscalls(cmd.Process.Pid)
+	before, err := usageOf(cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
@@ -280,11 +276,7 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if !out.Scan() {
 		return nil, fmt.Errorf("ceiling program gave no result: %v", out.Err())
 	}
-	after, err := cpuTime(cmd.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
-	r1, w1, err := syscalls(cmd.Process.Pid)
+	after, err := usageOf(cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
@@ -292,11 +284,7 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if err != nil {
 		return nil, err
 	}
-	_, peak, err := memory(cmd.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
-	run := &ceilingRun{CPU: after - before, Syscalls: r1 - r0 + w1 - w0, PeakRSS: peak, BenchCPU: self1 - self0}
+	run := &ceilingRun{CPU: after.cpu - before.cpu, Syscalls: after.syscalls - before.syscalls, PeakRSS: after.peakRSS, BenchCPU: self1 - self0}
 	if err := json.Unmarshal(out.Bytes(), &run.Result); err != nil {
 		return nil, fmt.Errorf("ceiling result %q: %w", out.Text(), err)
 	}

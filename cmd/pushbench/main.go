@@ -444,11 +444,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	defer t.measuring.Store(false)
 	pushes0, events0, dup0 := t.pushes.Load(), t.events.Load(), t.duplicates.Load()
 	first := b.next.Load()
-	cpu0, err := cpuOf(b.pids)
-	if err != nil {
-		return nil, err
-	}
-	r0, w0, err := syscallsOf(b.pids)
+	use0, err := usageOf(b.pids...)
 	if err != nil {
 		return nil, err
 	}
@@ -503,31 +499,19 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	cpu1, err := cpuOf(b.pids)
-	if err != nil {
-		return nil, err
-	}
-	r1, w1, err := syscallsOf(b.pids)
+	use1, err := usageOf(b.pids...)
 	if err != nil {
 		return nil, err
 	}
 	nats1, redis1 := b.s.natsCPU(), b.s.redisCPU(ctx)
 	self1, _ := cpuTime(os.Getpid())
+	elapsed := time.Unix(0, t.lastPush.Load()).Sub(start).Seconds()
+	pushes := t.pushes.Load() - pushes0
 	per10k := func(a, b time.Duration) float64 {
 		if a < 0 || b < 0 {
 			return 0
 		}
-		return (b - a).Seconds() / float64(max(t.pushes.Load()-pushes0, 1)) * 1e4
-	}
-	elapsed := time.Unix(0, t.lastPush.Load()).Sub(start).Seconds()
-	pushes := t.pushes.Load() - pushes0
-	var peak int64
-	for _, pid := range b.pids {
-		_, p, err := memory(pid)
-		if err != nil {
-			return nil, err
-		}
-		peak = max(peak, p)
+		return (b - a).Seconds() / float64(max(pushes, 1)) * 1e4
 	}
 	return &PhaseFig{
 		TargetEventRate:    rate,
@@ -537,12 +521,12 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		PushesPerSec:       float64(pushes) / elapsed,
 		Seconds:            elapsed,
 		Latency:            percentiles(t.takeLatencies()),
-		CPUPer10kPush:      (cpu1 - cpu0).Seconds() / float64(max(pushes, 1)) * 1e4,
-		SyscallsPerPush:    float64(r1-r0+w1-w0) / float64(max(pushes, 1)),
+		CPUPer10kPush:      per10k(use0.cpu, use1.cpu),
+		SyscallsPerPush:    float64(use1.syscalls-use0.syscalls) / float64(max(pushes, 1)),
 		NATSCPUPer10kPush:  per10k(nats0, nats1),
 		RedisCPUPer10kPush: per10k(redis0, redis1),
 		BenchCPUPer10kPush: per10k(self0, self1),
-		PeakRSSMB:          mb(peak),
+		PeakRSSMB:          mb(use1.peakRSS),
 		Duplicates:         t.duplicates.Load() - dup0,
 		Undelivered:        published - (t.events.Load() - events0),
 	}, nil

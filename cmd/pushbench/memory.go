@@ -85,14 +85,7 @@ func measureMemory(ctx context.Context, o *options, dir string, pr *progress) (*
 	pr.start(fmt.Sprintf("memory: registering %d devices", identities*o.devices), "identities")
 	start := time.Now()
 	err = parallel(ctx, identities, 64, func(d, t int64) { pr.set(d, t) }, func(ctx context.Context, i int) error {
-		var apns, fcm []string
-		for j := range o.devices {
-			if j%2 == 0 {
-				apns = append(apns, apnsToken(i*o.devices+j))
-			} else {
-				fcm = append(fcm, fcmToken(i*o.devices+j))
-			}
-		}
+		apns, fcm := deviceTokens(i, o.devices)
 		return registerIdentity(ctx, reg, pool, "us-east-1:"+uuidish(i+1, 0x3e3), apns, fcm)
 	})
 	pr.stop()

@@ -77,19 +77,6 @@ func memory(pid int) (rss, peak int64, err error) {
 	return v[0] << 10, v[1] << 10, nil
 }
 
-// cpuOf sums cpuTime over processes.
-func cpuOf(pids []int) (time.Duration, error) {
-	var sum time.Duration
-	for _, pid := range pids {
-		c, err := cpuTime(pid)
-		if err != nil {
-			return 0, err
-		}
-		sum += c
-	}
-	return sum, nil
-}
-
 // syscalls returns how many read and write system calls a process has
 // made so far (syscr and syscw of /proc/<pid>/io).
 func syscalls(pid int) (reads, writes int64, err error) {
@@ -100,14 +87,30 @@ func syscalls(pid int) (reads, writes int64, err error) {
 	return v[0], v[1], nil
 }
 
-// syscallsOf sums syscalls over processes.
-func syscallsOf(pids []int) (reads, writes int64, err error) {
+// usage is what processes have used so far.
+type usage struct {
+	cpu      time.Duration // user + system, summed
+	syscalls int64         // reads + writes, summed
+	peakRSS  int64         // the largest process's peak
+}
+
+// usageOf reads the usage of processes.
+func usageOf(pids ...int) (usage, error) {
+	var u usage
 	for _, pid := range pids {
+		c, err := cpuTime(pid)
+		if err != nil {
+			return usage{}, err
+		}
 		r, w, err := syscalls(pid)
 		if err != nil {
-			return 0, 0, err
+			return usage{}, err
 		}
-		reads, writes = reads+r, writes+w
+		_, peak, err := memory(pid)
+		if err != nil {
+			return usage{}, err
+		}
+		u.cpu, u.syscalls, u.peakRSS = u.cpu+c, u.syscalls+r+w, max(u.peakRSS, peak)
 	}
-	return reads, writes, nil
+	return u, nil
 }

@@ -253,17 +253,24 @@ func (s *stack) seed(ctx context.Context, n, m int, progress func(done, total in
 	s.fcmTokens = make([][]string, n)
 	for i := range n {
 		s.identities[i] = "us-east-1:" + uuidish(i+1, 0xbe7c)
-		for j := range m {
-			if j%2 == 0 {
-				s.apnsTokens[i] = append(s.apnsTokens[i], apnsToken(i*m+j))
-			} else {
-				s.fcmTokens[i] = append(s.fcmTokens[i], fcmToken(i*m+j))
-			}
-		}
+		s.apnsTokens[i], s.fcmTokens[i] = deviceTokens(i, m)
 	}
 	return parallel(ctx, n, 32, progress, func(ctx context.Context, i int) error {
 		return registerIdentity(ctx, s.reg, s.pool, s.identities[i], s.apnsTokens[i], s.fcmTokens[i])
 	})
+}
+
+// deviceTokens returns the tokens of identity i's m devices: APNs and FCM
+// alternately, distinct across identities.
+func deviceTokens(i, m int) (apns, fcm []string) {
+	for j := range m {
+		if j%2 == 0 {
+			apns = append(apns, apnsToken(i*m+j))
+		} else {
+			fcm = append(fcm, fcmToken(i*m+j))
+		}
+	}
+	return apns, fcm
 }
 
 // registerIdentity registers an identity's devices and subscribes each to
