@@ -1,0 +1,700 @@
+package h2client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/pushsync/pushsync/internal/batchconn"
+)
+
+const (
+	// streamRecvWindow is the receive window of every stream: a whole
+	// response body fits, so no stream needs a WINDOW_UPDATE.
+	streamRecvWindow = MaxResponseBody
+	// connRecvWindow is the connection's receive window, replenished
+	// whenever half of it has been used.
+	connRecvWindow = 16 << 20
+	// maxHeaderList bounds the decoded header fields of a response.
+	maxHeaderList = 64 << 10
+	// defaultMaxStreams is the stream limit when the server sets none.
+	defaultMaxStreams = 1000
+	// maxStreamID is the last client stream ID; a connection that gets
+	// there takes no more streams.
+	maxStreamID = math.MaxInt32
+)
+
+// conn is one HTTP/2 connection. Frames are written under wmu by the
+// goroutines sending requests, into a batchconn.Conn whose goroutine
+// encrypts and writes what they queued together; one goroutine reads.
+type conn struct {
+	p *pool
+	t *Transport
+	w *batchconn.Conn // over the TLS connection
+	// fr reads in the read loop only and writes under wmu.
+	fr *http2.Framer
+
+	wmu    sync.Mutex
+	henc   *hpack.Encoder
+	hbuf   bytes.Buffer
+	nextID uint32
+	lower  map[string]string // canonical header names → lower-case
+
+	mu            sync.Mutex
+	streams       map[uint32]*stream
+	reserved      int    // streams reserved or open
+	maxStreams    uint32 // the server's SETTINGS_MAX_CONCURRENT_STREAMS
+	initWindow    int32  // the server's SETTINGS_INITIAL_WINDOW_SIZE
+	maxFrame      uint32 // the server's SETTINGS_MAX_FRAME_SIZE
+	window        int32  // connection send window
+	windowed      chan struct{}
+	windowWaiting bool // a writer waits on windowed
+	goingAway     bool // no more streams: GOAWAY, IDs used up or closing
+	err           error
+	done          chan struct{} // closed with err set
+
+	// The read loop's own.
+	recvUnacked uint32            // DATA bytes received and not yet returned
+	canon       map[string]string // lower-case header names → canonical
+	reads       atomic.Uint64     // frames read, for the health check
+}
+
+// stream is one request. The read loop fills status, header and body and
+// closes done; err is set before done is closed.
+type stream struct {
+	id          uint32
+	window      int32 // send window, under conn.mu
+	status      int
+	header      http.Header
+	body        []byte
+	err         error
+	done        chan struct{}
+	recvUnacked uint32 // DATA bytes received, not yet returned; read loop only
+}
+
+func dial(p *pool) (*conn, error) {
+	t := p.t
+	ctx, cancel := context.WithTimeout(context.Background(), t.dialTimeout())
+	defer cancel()
+	d := net.Dialer{KeepAlive: orDefault(t.KeepAlive, 15*time.Second)}
+	raw, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, fmt.Errorf("h2client: %w", err)
+	}
+	cfg := &tls.Config{}
+	if t.TLSConfig != nil {
+		cfg = t.TLSConfig.Clone()
+	}
+	cfg.NextProtos = []string{http2.NextProtoTLS}
+	if cfg.ServerName == "" {
+		cfg.ServerName = p.host
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("h2client: TLS handshake with %s: %w", p.addr, err)
+	}
+	if proto := tc.ConnectionState().NegotiatedProtocol; proto != http2.NextProtoTLS {
+		tc.Close()
+		return nil, fmt.Errorf("h2client: %s did not agree to HTTP/2 (ALPN protocol %q)", p.addr, proto)
+	}
+	c := &conn{
+		p: p, t: t, w: batchconn.New(tc),
+		nextID: 1, lower: make(map[string]string),
+		streams: make(map[uint32]*stream), maxStreams: defaultMaxStreams,
+		initWindow: 65535, maxFrame: 16384, window: 65535,
+		windowed: make(chan struct{}), done: make(chan struct{}),
+		canon: make(map[string]string),
+	}
+	c.fr = http2.NewFramer(c.w, bufio.NewReaderSize(tc, 32<<10))
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = maxHeaderList
+	c.fr.SetReuseFrames()
+	c.henc = hpack.NewEncoder(&c.hbuf)
+
+	_, err = c.w.Write([]byte(http2.ClientPreface))
+	if err == nil {
+		err = c.fr.WriteSettings(
+			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamRecvWindow},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
+		)
+	}
+	if err == nil {
+		err = c.fr.WriteWindowUpdate(0, connRecvWindow-65535)
+	}
+	// The server's connection preface is a SETTINGS frame (RFC 9113 3.4);
+	// its stream limit and windows apply from the first request.
+	deadline, _ := ctx.Deadline()
+	_ = tc.SetReadDeadline(deadline)
+	var f http2.Frame
+	if err == nil {
+		f, err = c.fr.ReadFrame()
+		if err != nil {
+			err = fmt.Errorf("waiting for its SETTINGS: %w", err)
+		}
+	}
+	if err == nil {
+		if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+			err = fmt.Errorf("sent a %v frame before its SETTINGS", f.Header().Type)
+		} else {
+			err = c.onSettings(sf)
+		}
+	}
+	if err != nil {
+		c.w.Close()
+		return nil, fmt.Errorf("h2client: %s: %w", p.addr, err)
+	}
+	_ = tc.SetReadDeadline(time.Time{})
+	go c.readLoop()
+	go c.health()
+	return c, nil
+}
+
+// usable reports whether the connection may take streams.
+func (c *conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil && !c.goingAway
+}
+
+// tryReserve reserves a stream if the connection takes one more.
+func (c *conn) tryReserve() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || c.goingAway || c.reserved >= int(c.maxStreams) {
+		return false
+	}
+	c.reserved++
+	return true
+}
+
+// roundTrip sends req on a stream reserved with tryReserve.
+func (c *conn) roundTrip(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
+	s := &stream{done: make(chan struct{})}
+	if err := c.writeHeaders(s, req, body); err != nil {
+		return nil, err
+	}
+	if len(body) > 0 {
+		if err := c.writeBody(ctx, s, body); err != nil {
+			return nil, err
+		}
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		c.reset(s, http2.ErrCodeCancel, ctx.Err())
+		return nil, ctx.Err()
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	res := &http.Response{
+		Status: statusLine(s.status), StatusCode: s.status,
+		Proto: "HTTP/2.0", ProtoMajor: 2,
+		Header: s.header, ContentLength: int64(len(s.body)), Body: http.NoBody,
+		Request: req,
+	}
+	if len(s.body) > 0 {
+		res.Body = respBody{bytes.NewReader(s.body)}
+	}
+	return res, nil
+}
+
+// respBody is a response body read whole.
+type respBody struct{ *bytes.Reader }
+
+func (respBody) Close() error { return nil }
+
+func (c *conn) writeHeaders(s *stream, req *http.Request, body []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.err != nil || c.goingAway {
+		c.reserved--
+		drained := c.reserved == 0
+		c.mu.Unlock()
+		if drained {
+			c.fail(errRetired)
+		}
+		return fmt.Errorf("%w: its connection is closing", errUnprocessed)
+	}
+	s.id = c.nextID
+	c.nextID += 2
+	if c.nextID > maxStreamID {
+		c.goingAway = true
+		go c.p.remove(c)
+	}
+	s.window = c.initWindow
+	c.streams[s.id] = s
+	maxFrame := int(c.maxFrame)
+	c.mu.Unlock()
+
+	block := c.encode(req, len(body))
+	for first := true; first || len(block) > 0; first = false {
+		chunk := block[:min(len(block), maxFrame)]
+		block = block[len(chunk):]
+		var err error
+		if first {
+			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: chunk,
+				EndStream: len(body) == 0, EndHeaders: len(block) == 0})
+		} else {
+			err = c.fr.WriteContinuation(s.id, len(block) == 0, chunk)
+		}
+		if err != nil {
+			// A failed write fails every write after it: nothing of this
+			// request went out.
+			c.fail(err)
+			return fmt.Errorf("%w: %v", errUnprocessed, err)
+		}
+	}
+	return nil
+}
+
+// encode returns the header block of req, under wmu.
+func (c *conn) encode(req *http.Request, contentLength int) []byte {
+	c.hbuf.Reset()
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	c.field(":method", method)
+	c.field(":scheme", "https")
+	c.field(":authority", host)
+	c.field(":path", req.URL.RequestURI())
+	for k, vv := range req.Header {
+		name, ok := c.lower[k]
+		if !ok {
+			name = strings.ToLower(k)
+			if len(c.lower) < 64 {
+				c.lower[k] = name
+			}
+		}
+		switch name {
+		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length":
+			continue
+		}
+		for _, v := range vv {
+			c.field(name, v)
+		}
+	}
+	if contentLength > 0 || method == http.MethodPost || method == http.MethodPut {
+		c.field("content-length", strconv.Itoa(contentLength))
+	}
+	return c.hbuf.Bytes()
+}
+
+func (c *conn) field(name, value string) {
+	never := c.t.NeverIndex != nil && c.t.NeverIndex(name)
+	_ = c.henc.WriteField(hpack.HeaderField{Name: name, Value: value, Sensitive: never})
+}
+
+// writeBody writes body as DATA frames as the send windows allow.
+func (c *conn) writeBody(ctx context.Context, s *stream, body []byte) error {
+	for len(body) > 0 {
+		c.mu.Lock()
+		if c.streams[s.id] != s {
+			// Answered, reset or failed already: the answer is in s.
+			c.mu.Unlock()
+			return nil
+		}
+		n := min(len(body), int(c.window), int(s.window), int(c.maxFrame))
+		if n <= 0 {
+			ch := c.windowed
+			c.windowWaiting = true
+			c.mu.Unlock()
+			select {
+			case <-ch:
+			case <-s.done:
+			case <-ctx.Done():
+				c.reset(s, http2.ErrCodeCancel, ctx.Err())
+				return ctx.Err()
+			}
+			continue
+		}
+		c.window -= int32(n)
+		s.window -= int32(n)
+		c.mu.Unlock()
+		c.wmu.Lock()
+		err := c.fr.WriteData(s.id, n == len(body), body[:n])
+		c.wmu.Unlock()
+		if err != nil {
+			c.fail(err)
+			return nil // s carries the failure
+		}
+		body = body[n:]
+	}
+	return nil
+}
+
+// finish ends s with err, if it is still open, and reports whether it was.
+func (c *conn) finish(s *stream, err error) bool {
+	c.mu.Lock()
+	if c.streams[s.id] != s {
+		c.mu.Unlock()
+		return false
+	}
+	delete(c.streams, s.id)
+	wasFull := c.reserved >= int(c.maxStreams)
+	c.reserved--
+	s.err = err
+	close(s.done)
+	drained := c.goingAway && c.reserved == 0 && c.err == nil
+	c.mu.Unlock()
+	if wasFull {
+		c.p.signal()
+	}
+	if drained {
+		c.fail(errRetired)
+	}
+	return true
+}
+
+// reset ends s with err and tells the server with RST_STREAM.
+func (c *conn) reset(s *stream, code http2.ErrCode, err error) {
+	c.wmu.Lock()
+	if !c.finish(s, err) {
+		c.wmu.Unlock()
+		return
+	}
+	werr := c.fr.WriteRSTStream(s.id, code)
+	c.wmu.Unlock()
+	if werr != nil {
+		c.fail(werr)
+	}
+}
+
+var errRetired = errors.New("h2client: connection retired")
+
+// fail closes the connection and ends every open stream with err.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.done)
+	for id, s := range c.streams {
+		delete(c.streams, id)
+		c.reserved--
+		s.err = fmt.Errorf("h2client: connection to %s lost: %w", c.p.addr, err)
+		close(s.done)
+	}
+	c.mu.Unlock()
+	c.w.Close()
+	c.p.remove(c)
+}
+
+func (c *conn) lookup(id uint32) *stream {
+	c.mu.Lock()
+	s := c.streams[id]
+	c.mu.Unlock()
+	return s
+}
+
+func (c *conn) readLoop() {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				if s := c.lookup(se.StreamID); s != nil {
+					c.reset(s, se.Code, fmt.Errorf("h2client: malformed response: %w", se))
+				}
+				continue
+			}
+			c.fail(err)
+			return
+		}
+		c.reads.Add(1)
+		if err := c.onFrame(f); err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+func (c *conn) onFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.RSTStreamFrame:
+		if s := c.lookup(f.StreamID); s != nil {
+			err := fmt.Errorf("h2client: stream reset by the server: %v", f.ErrCode)
+			if f.ErrCode == http2.ErrCodeRefusedStream {
+				err = fmt.Errorf("%w: stream refused", errUnprocessed)
+			}
+			c.finish(s, err)
+		}
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			return c.onSettings(f)
+		}
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			c.wmu.Lock()
+			err := c.fr.WritePing(true, f.Data)
+			c.wmu.Unlock()
+			return err
+		}
+	case *http2.GoAwayFrame:
+		c.onGoAway(f)
+	case *http2.PushPromiseFrame:
+		return errors.New("h2client: server push though SETTINGS_ENABLE_PUSH is 0")
+	}
+	return nil
+}
+
+func (c *conn) onHeaders(f *http2.MetaHeadersFrame) {
+	s := c.lookup(f.StreamID)
+	if s == nil {
+		return
+	}
+	if f.Truncated {
+		c.reset(s, http2.ErrCodeCancel, fmt.Errorf("h2client: response header list larger than %d bytes", maxHeaderList))
+		return
+	}
+	if s.status == 0 {
+		code, err := strconv.Atoi(f.PseudoValue("status"))
+		if err != nil || code < 100 || code > 999 {
+			c.reset(s, http2.ErrCodeProtocol, fmt.Errorf("h2client: malformed :status %q", f.PseudoValue("status")))
+			return
+		}
+		if code < 200 {
+			// An interim response; the final one follows.
+			if f.StreamEnded() {
+				c.reset(s, http2.ErrCodeProtocol, errors.New("h2client: stream ended without a final response"))
+			}
+			return
+		}
+		fields := f.RegularFields()
+		h := make(http.Header, len(fields))
+		for _, hf := range fields {
+			k, ok := c.canon[hf.Name]
+			if !ok {
+				k = http.CanonicalHeaderKey(hf.Name)
+				if len(c.canon) < 64 {
+					c.canon[hf.Name] = k
+				}
+			}
+			h[k] = append(h[k], hf.Value)
+		}
+		s.status, s.header = code, h
+	}
+	// A second HEADERS frame carries trailers, which nothing here needs.
+	if f.StreamEnded() {
+		c.finish(s, nil)
+	}
+}
+
+func (c *conn) onData(f *http2.DataFrame) error {
+	if f.Length > 0 {
+		// Padding counts against the window too, and DATA of streams
+		// already ended still arrives for a while.
+		c.recvUnacked += f.Length
+		if c.recvUnacked >= connRecvWindow/2 {
+			c.wmu.Lock()
+			err := c.fr.WriteWindowUpdate(0, c.recvUnacked)
+			c.wmu.Unlock()
+			if err != nil {
+				return err
+			}
+			c.recvUnacked = 0
+		}
+	}
+	s := c.lookup(f.StreamID)
+	if s == nil {
+		return nil
+	}
+	data := f.Data()
+	switch {
+	case s.status == 0:
+		c.reset(s, http2.ErrCodeProtocol, errors.New("h2client: DATA before the response headers"))
+		return nil
+	case len(s.body)+len(data) > MaxResponseBody:
+		c.reset(s, http2.ErrCodeCancel, fmt.Errorf("h2client: response body longer than %d bytes", MaxResponseBody))
+		return nil
+	}
+	s.body = append(s.body, data...)
+	if f.StreamEnded() {
+		c.finish(s, nil)
+		return nil
+	}
+	s.recvUnacked += f.Length
+	if s.recvUnacked >= streamRecvWindow/2 {
+		c.wmu.Lock()
+		err := c.fr.WriteWindowUpdate(f.StreamID, s.recvUnacked)
+		c.wmu.Unlock()
+		if err != nil {
+			return err
+		}
+		s.recvUnacked = 0
+	}
+	return nil
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	tableSize, hasTableSize := f.Value(http2.SettingHeaderTableSize)
+	c.mu.Lock()
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingMaxConcurrentStreams:
+			c.maxStreams = s.Val
+		case http2.SettingInitialWindowSize:
+			delta := int32(s.Val) - c.initWindow
+			for _, st := range c.streams {
+				st.window += delta
+			}
+			c.initWindow = int32(s.Val)
+		case http2.SettingMaxFrameSize:
+			c.maxFrame = s.Val
+		}
+		return nil
+	})
+	c.broadcastWindowLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	if hasTableSize {
+		c.henc.SetMaxDynamicTableSize(tableSize)
+	}
+	err = c.fr.WriteSettingsAck()
+	c.wmu.Unlock()
+	c.p.signal()
+	return err
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	var s *stream
+	w := &c.window
+	if f.StreamID != 0 {
+		if s = c.streams[f.StreamID]; s == nil {
+			c.mu.Unlock()
+			return nil
+		}
+		w = &s.window
+	}
+	if int64(*w)+int64(f.Increment) > math.MaxInt32 {
+		c.mu.Unlock()
+		if s == nil {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		c.reset(s, http2.ErrCodeFlowControl, errors.New("h2client: stream send window overflowed"))
+		return nil
+	}
+	*w += int32(f.Increment)
+	c.broadcastWindowLocked()
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *conn) broadcastWindowLocked() {
+	if c.windowWaiting {
+		close(c.windowed)
+		c.windowed = make(chan struct{})
+		c.windowWaiting = false
+	}
+}
+
+func (c *conn) onGoAway(f *http2.GoAwayFrame) {
+	c.mu.Lock()
+	c.goingAway = true
+	var unprocessed []*stream
+	for id, s := range c.streams {
+		if id > f.LastStreamID {
+			unprocessed = append(unprocessed, s)
+		}
+	}
+	drained := c.reserved == 0
+	c.mu.Unlock()
+	c.p.remove(c)
+	for _, s := range unprocessed {
+		c.finish(s, fmt.Errorf("%w: GOAWAY %v", errUnprocessed, f.ErrCode))
+	}
+	if drained {
+		c.fail(errRetired)
+	}
+}
+
+// health PINGs a connection silent for ReadIdleTimeout and closes it when
+// the answer does not come within PingTimeout.
+func (c *conn) health() {
+	idle, timeout := c.t.readIdle(), c.t.pingTimeout()
+	tick := time.NewTicker(min(idle, timeout) / 2)
+	defer tick.Stop()
+	last, quietSince := c.reads.Load(), time.Now()
+	var pingAt time.Time
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-tick.C:
+			if n := c.reads.Load(); n != last {
+				last, quietSince, pingAt = n, now, time.Time{}
+				continue
+			}
+			switch {
+			case !pingAt.IsZero() && now.Sub(pingAt) >= timeout:
+				c.fail(fmt.Errorf("no answer to a PING within %v", timeout))
+				return
+			case pingAt.IsZero() && now.Sub(quietSince) >= idle:
+				pingAt = now
+				go c.ping()
+			}
+		}
+	}
+}
+
+func (c *conn) ping() {
+	var data [8]byte
+	_, _ = rand.Read(data[:])
+	c.wmu.Lock()
+	err := c.fr.WritePing(false, data)
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+	}
+}
+
+// closeIfIdle closes the connection if no stream is reserved or open.
+func (c *conn) closeIfIdle() {
+	c.mu.Lock()
+	idle := c.reserved == 0 && c.err == nil
+	if idle {
+		c.goingAway = true
+	}
+	c.mu.Unlock()
+	if idle {
+		c.fail(errRetired)
+	}
+}

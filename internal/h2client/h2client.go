@@ -1,0 +1,307 @@
+// Package h2client is an HTTP/2 client transport for push services: a
+// great many small requests in flight at once on a few long-lived TLS
+// connections, each answered with a status and a small body.
+//
+// net/http's HTTP/2 client serves every use of HTTP; for this one it pays
+// for generality on every request: a goroutine per request whose stack
+// grows anew each time, header maps canonicalised and copied, a device
+// token in every :path churning the HPACK table, a TLS record per frame.
+// A Transport here writes a request's frames from the calling goroutine
+// into a per-connection queue that one goroutine encrypts and writes in
+// a single system call with whatever other requests queued meanwhile, and
+// it reads each answer whole before returning it. Header fields named by
+// NeverIndex go out as never-indexed literals.
+//
+// What HTTP/2 asks of a client is kept: the server's SETTINGS (stream
+// limit, window, frame and table sizes) are honoured as they change, send
+// windows are respected and the receive window replenished, PINGs are
+// answered and idle connections checked with PINGs of their own, and
+// GOAWAY and REFUSED_STREAM retire a connection or a stream with requests
+// the server did not process retried on another connection. Only https
+// URLs and TLS with ALPN h2 are spoken; a response body is limited to
+// MaxResponseBody bytes.
+package h2client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// MaxResponseBody is the largest response body a Transport reads; a
+// longer one fails its request.
+const MaxResponseBody = 1 << 20
+
+// Transport is an http.RoundTripper speaking HTTP/2 over TLS. The zero
+// value is usable; it is safe for concurrent use and must not be copied
+// after first use.
+type Transport struct {
+	// TLSConfig configures the TLS client. NextProtos is set to h2, and
+	// ServerName to the request's host when empty.
+	TLSConfig *tls.Config
+	// DialTimeout bounds connecting: TCP, the TLS handshake and the
+	// server's first SETTINGS. If not set, 10s.
+	DialTimeout time.Duration
+	// KeepAlive is the TCP keep-alive period. If not set, 15s.
+	KeepAlive time.Duration
+	// ReadIdleTimeout is how long a connection may be silent before it is
+	// checked with a PING. If not set, 15s.
+	ReadIdleTimeout time.Duration
+	// PingTimeout is how long a PING may go unanswered before its
+	// connection is closed. If not set, 5s.
+	PingTimeout time.Duration
+	// MaxConnsPerHost bounds the connections to one host. A request that
+	// finds every one at the server's stream limit waits for a stream to
+	// end. If not set, 4.
+	MaxConnsPerHost int
+	// NeverIndex, if set, reports the header fields (lower-case names,
+	// ":path" included) whose values change from request to request; they
+	// are sent as never-indexed literals rather than filling the HPACK
+	// table with values never seen again.
+	NeverIndex func(name string) bool
+
+	mu    sync.Mutex
+	pools map[string]*pool
+}
+
+// errUnprocessed marks a request the server has not processed, which may
+// be sent again on another connection.
+var errUnprocessed = errors.New("h2client: request not processed by the server")
+
+// dialBackoff is how long a host whose dial failed is not dialled again.
+const dialBackoff = time.Second
+
+// maxAttempts bounds how often a request the server did not process is
+// sent again.
+const maxAttempts = 4
+
+// RoundTrip sends req and returns its response, read whole.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, err := readBody(req)
+	if err != nil {
+		return nil, err
+	}
+	if req.URL == nil || req.URL.Scheme != "https" {
+		return nil, errors.New("h2client: only https URLs are supported")
+	}
+	for k, vv := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, fmt.Errorf("h2client: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, fmt.Errorf("h2client: invalid value of header field %q", k)
+			}
+		}
+	}
+	p := t.pool(req.URL)
+	ctx := req.Context()
+	for attempt := 1; ; attempt++ {
+		c, err := p.reserve(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res, err := c.roundTrip(ctx, req, body)
+		if err == nil || !errors.Is(err, errUnprocessed) || attempt == maxAttempts || ctx.Err() != nil {
+			return res, err
+		}
+	}
+}
+
+// CloseIdleConnections closes the connections with no request in flight.
+func (t *Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	pools := make([]*pool, 0, len(t.pools))
+	for _, p := range t.pools {
+		pools = append(pools, p)
+	}
+	t.mu.Unlock()
+	for _, p := range pools {
+		p.closeIdle()
+	}
+}
+
+func readBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	defer req.Body.Close()
+	var b []byte
+	var err error
+	if n := req.ContentLength; n > 0 && n <= 1<<26 {
+		b = make([]byte, n)
+		if _, err = io.ReadFull(req.Body, b); err == nil {
+			var one [1]byte
+			if k, _ := req.Body.Read(one[:]); k > 0 {
+				return nil, fmt.Errorf("h2client: request body longer than its ContentLength %d", n)
+			}
+		}
+	} else {
+		b, err = io.ReadAll(req.Body)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("h2client: reading the request body: %w", err)
+	}
+	return b, nil
+}
+
+func (t *Transport) pool(u *url.URL) *pool {
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	addr := net.JoinHostPort(host, port)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.pools[addr]
+	if !ok {
+		if t.pools == nil {
+			t.pools = make(map[string]*pool)
+		}
+		p = &pool{t: t, addr: addr, host: host, changed: make(chan struct{})}
+		t.pools[addr] = p
+	}
+	return p
+}
+
+func (t *Transport) dialTimeout() time.Duration { return orDefault(t.DialTimeout, 10*time.Second) }
+func (t *Transport) readIdle() time.Duration    { return orDefault(t.ReadIdleTimeout, 15*time.Second) }
+func (t *Transport) pingTimeout() time.Duration { return orDefault(t.PingTimeout, 5*time.Second) }
+
+func (t *Transport) maxConns() int {
+	if t.MaxConnsPerHost > 0 {
+		return t.MaxConnsPerHost
+	}
+	return 4
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// pool is the connections to one host.
+type pool struct {
+	t    *Transport
+	addr string // host:port
+	host string
+
+	mu      sync.Mutex
+	conns   []*conn
+	dialing bool
+	dials   uint64        // dials finished
+	dialErr error         // of the last dial finished, if it failed
+	retryAt time.Time     // no dial before, after a failed one
+	changed chan struct{} // closed and replaced when a stream may be had
+}
+
+// reserve returns a connection with a stream reserved for the caller,
+// dialing one when every connection is at its stream limit.
+func (p *pool) reserve(ctx context.Context) (*conn, error) {
+	var seen uint64
+	waited := false
+	for {
+		p.mu.Lock()
+		for _, c := range p.conns {
+			if c.tryReserve() {
+				p.mu.Unlock()
+				return c, nil
+			}
+		}
+		if waited && p.dials != seen && p.dialErr != nil && len(p.conns) == 0 {
+			err := p.dialErr
+			p.mu.Unlock()
+			return nil, err
+		}
+		if !p.dialing && len(p.conns) < p.t.maxConns() {
+			if time.Now().Before(p.retryAt) {
+				if len(p.conns) == 0 {
+					// The last dial failed a moment ago: fail fast, and
+					// leave the host alone for a while.
+					err := p.dialErr
+					p.mu.Unlock()
+					return nil, err
+				}
+			} else {
+				p.dialing = true
+				go p.dial()
+			}
+		}
+		seen, waited = p.dials, true
+		ch := p.changed
+		p.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// signal wakes the requests waiting for a stream: one ended on a
+// connection that was at its limit, or the limit changed.
+func (p *pool) signal() {
+	p.mu.Lock()
+	p.broadcastLocked()
+	p.mu.Unlock()
+}
+
+func (p *pool) broadcastLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *pool) dial() {
+	c, err := dial(p)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dialing = false
+	p.dials++
+	p.dialErr = err
+	p.retryAt = time.Time{}
+	if err != nil {
+		p.retryAt = time.Now().Add(dialBackoff)
+	} else if c.usable() {
+		// Not if its read loop failed it already: remove came first.
+		p.conns = append(p.conns, c)
+	}
+	p.broadcastLocked()
+}
+
+// remove drops a connection that takes no more streams.
+func (p *pool) remove(c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.conns {
+		if x == c {
+			p.conns = append(p.conns[:i], p.conns[i+1:]...)
+			p.broadcastLocked()
+			return
+		}
+	}
+}
+
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	conns := append([]*conn(nil), p.conns...)
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.closeIfIdle()
+	}
+}
+
+func statusLine(code int) string {
+	return strconv.Itoa(code) + " " + http.StatusText(code)
+}
