@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -26,7 +25,7 @@ import (
 	"github.com/sideshow/apns2/token"
 
 	"github.com/pushsync/pushsync/dispatcher"
-	"github.com/pushsync/pushsync/internal/batchconn"
+	"github.com/pushsync/pushsync/internal/h2client"
 	"github.com/pushsync/pushsync/internal/warmup"
 	"github.com/pushsync/pushsync/payload"
 	"github.com/pushsync/pushsync/registry"
@@ -271,19 +270,12 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 	}
 	newClient := func(host string) *client {
 		// APNs speaks only HTTP/2; one connection carries many streams.
-		tr := &http.Transport{
-			TLSClientConfig: tlsConf.Clone(),
-			// Writes of concurrent streams share system calls.
-			DialContext:         (&batchconn.Dialer{Dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}}).DialContext,
-			TLSHandshakeTimeout: 10 * time.Second,
-			ForceAttemptHTTP2:   true,
-			Protocols:           new(http.Protocols),
-			HTTP2: &http.HTTP2Config{
-				SendPingTimeout: n.opts.ReadIdleTimeout,
-				PingTimeout:     5 * time.Second,
-			},
+		tr := &h2client.Transport{
+			TLSConfig:       tlsConf.Clone(),
+			ReadIdleTimeout: n.opts.ReadIdleTimeout,
+			PingTimeout:     5 * time.Second,
+			NeverIndex:      neverIndex,
 		}
-		tr.Protocols.SetHTTP2(true)
 		c := &apns2.Client{Host: host, HTTPClient: &http.Client{Transport: tr}}
 		if ac.token != nil {
 			c.Token = ac.token
@@ -295,6 +287,18 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 	ac.prod = newClient(n.opts.ProductionHost)
 	ac.sandbox = newClient(n.opts.SandboxHost)
 	return ac, nil
+}
+
+// neverIndex names the request header fields whose values are seldom
+// sent twice: the device token in the path, the expiry, the collapse
+// identifier. Kept out of the HPACK table, they leave room for the fields
+// every push repeats.
+func neverIndex(name string) bool {
+	switch name {
+	case ":path", "apns-expiration", "apns-collapse-id", "apns-id":
+		return true
+	}
+	return false
 }
 
 // Close closes the idle connections of every client.

@@ -11,8 +11,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +26,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/pushsync/pushsync/dispatcher"
-	"github.com/pushsync/pushsync/internal/batchconn"
+	"github.com/pushsync/pushsync/internal/h2client"
 	"github.com/pushsync/pushsync/internal/warmup"
 	"github.com/pushsync/pushsync/payload"
 	"github.com/pushsync/pushsync/registry"
@@ -55,7 +55,8 @@ type Options struct {
 type Notifier struct {
 	opts      Options
 	log       zerolog.Logger
-	transport *http.Transport
+	transport *http.Transport   // to the OAuth2 token endpoint, and to FCM through a proxy
+	send      http.RoundTripper // to FCM
 
 	mu   sync.Mutex
 	apps map[string]*appClient
@@ -75,11 +76,10 @@ func New(opts Options, log zerolog.Logger) (*Notifier, error) {
 	if opts.Priority == "" {
 		opts.Priority = payload.FCMPriorityNormal
 	}
+	tlsConf := &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12}
 	tr := &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		// Writes of concurrent streams share system calls.
-		DialContext:         (&batchconn.Dialer{Dialer: net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}}).DialContext,
-		TLSClientConfig:     &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12},
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     tlsConf,
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
@@ -89,7 +89,23 @@ func New(opts Options, log zerolog.Logger) (*Notifier, error) {
 	}
 	tr.Protocols.SetHTTP1(true) // the OAuth2 token endpoint may not speak HTTP/2
 	tr.Protocols.SetHTTP2(true)
-	return &Notifier{opts: opts, log: log, transport: tr, apps: make(map[string]*appClient)}, nil
+	n := &Notifier{opts: opts, log: log, transport: tr, send: tr, apps: make(map[string]*appClient)}
+	u, err := url.Parse(opts.Endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: endpoint %q: %w", opts.Endpoint, err)
+	}
+	// Sends go straight to FCM over HTTP/2, the writes of concurrent
+	// sends sharing TLS records and system calls; an HTTPS proxy in the
+	// environment, or an endpoint without TLS, takes them through
+	// net/http instead.
+	proxy, err := tr.Proxy(&http.Request{URL: u})
+	if err != nil {
+		return nil, fmt.Errorf("fcm: proxy for %s: %w", opts.Endpoint, err)
+	}
+	if proxy == nil && u.Scheme == "https" {
+		n.send = &h2client.Transport{TLSConfig: tlsConf, ReadIdleTimeout: 30 * time.Second, PingTimeout: 5 * time.Second}
+	}
+	return n, nil
 }
 
 // Notify sends the data message of p's change to p's device.
@@ -144,7 +160,7 @@ func (n *Notifier) client(app *registry.App) (*appClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fcm: app %s: service account: %w", app.Name, err)
 	}
-	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: n.transport}}
+	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: n.send}}
 	fa, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: app.FCM.ProjectID},
 		option.WithEndpoint(n.opts.Endpoint), option.WithHTTPClient(hc))
 	if err != nil {
@@ -163,7 +179,12 @@ func (n *Notifier) client(app *registry.App) (*appClient, error) {
 }
 
 // Close closes idle connections.
-func (n *Notifier) Close() { n.transport.CloseIdleConnections() }
+func (n *Notifier) Close() {
+	n.transport.CloseIdleConnections()
+	if h2, ok := n.send.(*h2client.Transport); ok {
+		h2.CloseIdleConnections()
+	}
+}
 
 // ErrNotFCM is returned for a push whose app is not an FCM app.
 var ErrNotFCM = errors.New("fcm: not an FCM app")
