@@ -157,8 +157,7 @@ type Dispatcher struct {
 	ready     atomic.Bool
 
 	// Run starts these and stops them when it returns.
-	jobs    chan *sendJob // to the MaxConcurrentSends senders
-	senders sync.WaitGroup
+	senders *lifoPool[*sendJob] // MaxConcurrentSends at most
 	redis   *redisBatcher
 	replies sync.Pool // of chan registry.Lookup
 
@@ -259,24 +258,14 @@ const (
 
 // start starts the senders and the Redis batchers.
 func (d *Dispatcher) start() {
-	d.jobs = make(chan *sendJob)
-	for range d.opts.MaxConcurrentSends {
-		d.senders.Add(1)
-		go func() {
-			defer d.senders.Done()
-			for j := range d.jobs {
-				d.runJob(j)
-			}
-		}()
-	}
+	d.senders = newLIFOPool(d.opts.MaxConcurrentSends, d.runJob)
 	d.redis = newRedisBatcher(batchLoops, maxBatch, recordLinger, d.flush)
 	d.replies.New = func() any { return make(chan registry.Lookup, 1) }
 }
 
 // stop stops what start started, once no event is being handled.
 func (d *Dispatcher) stop() {
-	close(d.jobs)
-	d.senders.Wait()
+	d.senders.close()
 	d.redis.close()
 }
 
@@ -302,21 +291,9 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 
 	stop := context.AfterFunc(ctx, it.Drain)
 	defer stop()
-	// A fixed pool of handlers: their stacks, grown once, stay grown.
-	msgs := make(chan jetstream.Msg)
-	var handlers sync.WaitGroup
-	for range d.opts.Workers {
-		handlers.Add(1)
-		go func() {
-			defer handlers.Done()
-			for msg := range msgs {
-				d.handle(ctx, msg)
-			}
-		}()
-	}
+	handlers := newLIFOPool(d.opts.Workers, func(msg jetstream.Msg) { d.handle(ctx, msg) })
 	defer d.wg.Wait()
-	defer handlers.Wait()
-	defer close(msgs)
+	defer handlers.close()
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -332,7 +309,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
-		msgs <- msg
+		handlers.submit(msg)
 	}
 }
 
@@ -539,7 +516,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	f.wg.Add(len(targets))
 	for i, t := range targets {
 		jobs[i] = sendJob{ev: ev, t: t, expires: expires, fan: f}
-		d.jobs <- &jobs[i]
+		d.senders.submit(&jobs[i])
 	}
 	f.wg.Wait()
 	if deferFor > 0 {
