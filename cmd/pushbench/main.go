@@ -95,6 +95,7 @@ type options struct {
 	latencyRate         float64
 	workerEnv           envList
 	selfProfile         string
+	natsProfile         string
 }
 
 // envList collects -worker-env flags.
@@ -125,6 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis for the registry (keys under a fresh prefix, removed at the end)")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS server URL (default: one embedded in pushbench)")
 	fs.IntVar(&o.window, "window", 2048, "events outstanding at most in the max phase")
+	fs.StringVar(&o.natsProfile, "nats-cpuprofile", "", "write a CPU profile of pushbench's NATS server over the whole run to this file")
 	fs.StringVar(&o.selfProfile, "self-cpuprofile", "", "write a CPU profile of pushbench itself (the emulators, the publishers) to this file")
 	fs.Var(&o.workerEnv, "worker-env", "NAME=VALUE to set in pushsyncd's environment only (repeatable), e.g. GOGC=100")
 	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
@@ -297,7 +299,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if needStack {
 		pr.start(fmt.Sprintf("seeding %d identities × %d devices", o.identities, o.devices), "identities")
-		s, err := newStack(ctx, stackOptions{dir: dir, natsURL: o.natsURL, redisAddr: o.redisAddr, identities: o.identities, devices: o.devices},
+		s, err := newStack(ctx, stackOptions{dir: dir, natsURL: o.natsURL, natsProfile: o.natsProfile, redisAddr: o.redisAddr, identities: o.identities, devices: o.devices},
 			func(done, total int64) { pr.set(done, total) })
 		pr.stop()
 		if err != nil {

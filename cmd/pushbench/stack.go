@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,11 +80,12 @@ type stack struct {
 }
 
 type stackOptions struct {
-	dir        string
-	natsURL    string // empty: an embedded server
-	redisAddr  string
-	identities int
-	devices    int
+	dir         string
+	natsURL     string // empty: a server of pushbench's own
+	natsProfile string // a CPU profile of that server over the whole run
+	redisAddr   string
+	identities  int
+	devices     int
 }
 
 func newStack(ctx context.Context, o stackOptions, progress func(done, total int64)) (*stack, error) {
@@ -109,7 +111,7 @@ func newStack(ctx context.Context, o stackOptions, progress func(done, total int
 		s.close()
 		return nil, err
 	}
-	if err := s.startNATS(o.natsURL); err != nil {
+	if err := s.startNATS(o.natsURL, o.natsProfile); err != nil {
 		s.close()
 		return nil, err
 	}
@@ -157,7 +159,7 @@ func (s *stack) writeCredentials() error {
 	return nil
 }
 
-func (s *stack) startNATS(url string) error {
+func (s *stack) startNATS(url, profile string) error {
 	if url == "" {
 		// A NATS server of its own, in a child process so that its CPU
 		// time can be told apart.
@@ -165,7 +167,7 @@ func (s *stack) startNATS(url string) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(self, "natsd", "-dir", filepath.Join(s.dir, "nats"))
+		cmd := exec.Command(self, "natsd", "-dir", filepath.Join(s.dir, "nats"), "-cpuprofile", profile)
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
 		if err != nil {
@@ -436,6 +438,7 @@ func (s *stack) redisCPU(ctx context.Context) time.Duration {
 func runNATSChild(args []string) error {
 	fs := flag.NewFlagSet("pushbench natsd", flag.ContinueOnError)
 	dir := fs.String("dir", "", "store directory")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the server's run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -447,6 +450,17 @@ func runNATSChild(args []string) error {
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		return errors.New("not ready after 10s")
+	}
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	fmt.Println(ns.ClientURL())
 	_, _ = io.Copy(io.Discard, os.Stdin)
