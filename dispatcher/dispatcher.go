@@ -577,7 +577,7 @@ func (d *Dispatcher) runJob(j *sendJob) {
 			countAt = d.opts.Now()
 		}
 		f.wg.Add(1)
-		d.redis.records <- sentReq{ev: j.ev, deviceID: j.t.dev.ID, countAt: countAt, fan: f}
+		d.redis.record(sentReq{ev: j.ev, deviceID: j.t.dev.ID, countAt: countAt, fan: f})
 		return
 	}
 	switch perr.Class {
