@@ -49,7 +49,7 @@ type conn struct {
 	// fr reads in the read loop only and writes under wmu.
 	fr *http2.Framer
 
-	wmu    sync.Mutex
+	wmu    writeLock
 	henc   *hpack.Encoder
 	hbuf   bytes.Buffer
 	nextID uint32
@@ -85,6 +85,24 @@ type stream struct {
 	err         error
 	done        chan struct{}
 	recvUnacked uint32 // DATA bytes received, not yet returned; read loop only
+	endSent     bool   // END_STREAM is queued; under conn.mu
+}
+
+// writeLock is a mutex a request can stop waiting for when its context
+// ends: a writer holding it may be stuck behind a peer that stopped
+// reading, until the health check gives up on the connection.
+type writeLock chan struct{}
+
+func (l writeLock) Lock()   { l <- struct{}{} }
+func (l writeLock) Unlock() { <-l }
+
+func (l writeLock) lockContext(ctx context.Context) error {
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func dial(p *pool) (*conn, error) {
@@ -114,7 +132,7 @@ func dial(p *pool) (*conn, error) {
 		return nil, fmt.Errorf("h2client: %s did not agree to HTTP/2 (ALPN protocol %q)", p.addr, proto)
 	}
 	c := &conn{
-		p: p, t: t, w: batchconn.New(tc),
+		p: p, t: t, w: batchconn.New(tc), wmu: make(writeLock, 1),
 		nextID: 1, lower: make(map[string]string),
 		streams: make(map[uint32]*stream), maxStreams: defaultMaxStreams,
 		initWindow: 65535, maxFrame: 16384, window: 65535,
@@ -187,7 +205,7 @@ func (c *conn) tryReserve() bool {
 // roundTrip sends req on a stream reserved with tryReserve.
 func (c *conn) roundTrip(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
 	s := &stream{done: make(chan struct{})}
-	if err := c.writeHeaders(s, req, body); err != nil {
+	if err := c.writeHeaders(ctx, s, req, body); err != nil {
 		return nil, err
 	}
 	if len(body) > 0 {
@@ -198,7 +216,9 @@ func (c *conn) roundTrip(ctx context.Context, req *http.Request, body []byte) (*
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		c.reset(s, http2.ErrCodeCancel, ctx.Err())
+		// Not waiting for the RST_STREAM to be queued: the stream keeps
+		// its slot until it is.
+		go c.reset(s, http2.ErrCodeCancel, ctx.Err())
 		return nil, ctx.Err()
 	}
 	if s.err != nil {
@@ -221,19 +241,19 @@ type respBody struct{ *bytes.Reader }
 
 func (respBody) Close() error { return nil }
 
-func (c *conn) writeHeaders(s *stream, req *http.Request, body []byte) error {
-	c.wmu.Lock()
+func (c *conn) writeHeaders(ctx context.Context, s *stream, req *http.Request, body []byte) error {
+	if err := c.wmu.lockContext(ctx); err != nil {
+		c.release()
+		return err
+	}
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if c.err != nil || c.goingAway {
-		c.reserved--
-		drained := c.reserved == 0
 		c.mu.Unlock()
-		if drained {
-			c.fail(errRetired)
-		}
+		c.release()
 		return fmt.Errorf("%w: its connection is closing", errUnprocessed)
 	}
+	s.endSent = len(body) == 0
 	s.id = c.nextID
 	c.nextID += 2
 	if c.nextID > maxStreamID {
@@ -308,13 +328,35 @@ func (c *conn) field(name, value string) {
 	_ = c.henc.WriteField(hpack.HeaderField{Name: name, Value: value, Sensitive: never})
 }
 
-// writeBody writes body as DATA frames as the send windows allow.
+// release gives back a stream reserved and never opened.
+func (c *conn) release() {
+	c.mu.Lock()
+	wasFull := c.reserved >= int(c.maxStreams)
+	c.reserved--
+	drained := c.goingAway && c.reserved == 0 && c.err == nil
+	c.mu.Unlock()
+	if wasFull {
+		c.p.signal()
+	}
+	if drained {
+		c.fail(errRetired)
+	}
+}
+
+// writeBody writes body as DATA frames as the send windows allow. The
+// stream is checked, its window taken and its frame written under one
+// hold of wmu, so nothing follows a RST_STREAM or the end of the stream.
 func (c *conn) writeBody(ctx context.Context, s *stream, body []byte) error {
 	for len(body) > 0 {
+		if err := c.wmu.lockContext(ctx); err != nil {
+			go c.reset(s, http2.ErrCodeCancel, err)
+			return err
+		}
 		c.mu.Lock()
 		if c.streams[s.id] != s {
 			// Answered, reset or failed already: the answer is in s.
 			c.mu.Unlock()
+			c.wmu.Unlock()
 			return nil
 		}
 		n := min(len(body), int(c.window), int(s.window), int(c.maxFrame))
@@ -322,20 +364,24 @@ func (c *conn) writeBody(ctx context.Context, s *stream, body []byte) error {
 			ch := c.windowed
 			c.windowWaiting = true
 			c.mu.Unlock()
+			c.wmu.Unlock()
 			select {
 			case <-ch:
 			case <-s.done:
 			case <-ctx.Done():
-				c.reset(s, http2.ErrCodeCancel, ctx.Err())
+				go c.reset(s, http2.ErrCodeCancel, ctx.Err())
 				return ctx.Err()
 			}
 			continue
 		}
 		c.window -= int32(n)
 		s.window -= int32(n)
+		last := n == len(body)
+		if last {
+			s.endSent = true
+		}
 		c.mu.Unlock()
-		c.wmu.Lock()
-		err := c.fr.WriteData(s.id, n == len(body), body[:n])
+		err := c.fr.WriteData(s.id, last, body[:n])
 		c.wmu.Unlock()
 		if err != nil {
 			c.fail(err)
@@ -367,6 +413,32 @@ func (c *conn) finish(s *stream, err error) bool {
 		c.fail(errRetired)
 	}
 	return true
+}
+
+// endOfResponse ends s, answered in full. A server may answer before it
+// has read the whole request; then the rest is not sent, and RST_STREAM
+// closes the stream on the server's side too, or it would count against
+// the server's stream limit for good.
+func (c *conn) endOfResponse(s *stream) {
+	c.mu.Lock()
+	sent := s.endSent
+	c.mu.Unlock()
+	if sent {
+		c.finish(s, nil)
+		return
+	}
+	c.wmu.Lock()
+	c.mu.Lock()
+	sent = s.endSent
+	c.mu.Unlock()
+	var err error
+	if c.finish(s, nil) && !sent {
+		err = c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel)
+	}
+	c.wmu.Unlock()
+	if err != nil {
+		c.fail(err)
+	}
 }
 
 // reset ends s with err and tells the server with RST_STREAM.
@@ -507,7 +579,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) {
 	}
 	// A second HEADERS frame carries trailers, which nothing here needs.
 	if f.StreamEnded() {
-		c.finish(s, nil)
+		c.endOfResponse(s)
 	}
 }
 
@@ -541,7 +613,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	}
 	s.body = append(s.body, data...)
 	if f.StreamEnded() {
-		c.finish(s, nil)
+		c.endOfResponse(s)
 		return nil
 	}
 	s.recvUnacked += f.Length
@@ -568,9 +640,14 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingMaxConcurrentStreams:
 			c.maxStreams = s.Val
 		case http2.SettingInitialWindowSize:
-			delta := int32(s.Val) - c.initWindow
+			delta := int64(s.Val) - int64(c.initWindow)
 			for _, st := range c.streams {
-				st.window += delta
+				if int64(st.window)+delta > math.MaxInt32 {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+			}
+			for _, st := range c.streams {
+				st.window += int32(delta)
 			}
 			c.initWindow = int32(s.Val)
 		case http2.SettingMaxFrameSize:

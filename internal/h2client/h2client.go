@@ -107,6 +107,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p := t.pool(req.URL)
 	ctx := req.Context()
 	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			// Expired while queued: sending it now could deliver a push
+			// the caller is told failed.
+			return nil, err
+		}
 		c, err := p.reserve(ctx)
 		if err != nil {
 			return nil, err

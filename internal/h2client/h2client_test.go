@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -2560,5 +2561,134 @@ func TestBodyLongerThanContentLengthRefused(t *testing.T) {
 	}
 	if n := accepts.Load(); n != 0 {
 		t.Errorf("%d connections made", n)
+	}
+}
+
+// TestEarlyResponseClosesStream: a server that answers before reading the
+// whole request body gets a RST_STREAM for that stream before the next
+// stream opens, so the stream stops counting against its limit.
+func TestEarlyResponseClosesStream(t *testing.T) {
+	frames := make(chan string, 100)
+	s := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		// A window of 10 bytes holds the body back; one stream at a time.
+		if err := sc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10}); err != nil {
+			return
+		}
+		for {
+			f, err := sc.next()
+			if err != nil {
+				return
+			}
+			frames <- fmt.Sprintf("%v %d", f.Header().Type, f.Header().StreamID)
+			if _, ok := f.(*http2.MetaHeadersFrame); ok {
+				status := http.StatusOK
+				if f.Header().StreamID == 1 {
+					status = http.StatusForbidden // at once, before the body
+				}
+				if err := sc.respond(f.Header().StreamID, status, ""); err != nil {
+					return
+				}
+			}
+		}
+	})
+	tr := s.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	r := roundTrip(tr, newRequest(t, ctx, http.MethodPost, s.url("/a"), make([]byte, 100)))
+	if r.err != nil || r.res.StatusCode != http.StatusForbidden {
+		t.Fatalf("first request: %v, want its 403", r.err)
+	}
+	r = roundTrip(tr, newRequest(t, ctx, http.MethodPost, s.url("/b"), []byte("hello")))
+	if r.err != nil || r.res.StatusCode != http.StatusOK {
+		t.Fatalf("second request: %v, want a 200", r.err)
+	}
+	var seen []string
+	for len(seen) == 0 || seen[len(seen)-1] != "HEADERS 3" {
+		select {
+		case f := <-frames:
+			seen = append(seen, f)
+		case <-ctx.Done():
+			t.Fatalf("frames %v, and no HEADERS of stream 3", seen)
+		}
+	}
+	rst := slices.Index(seen, "RST_STREAM 1")
+	if rst < 0 {
+		t.Fatalf("frames %v: stream 1 never reset", seen)
+	}
+	for _, f := range seen[rst:] {
+		if f == "DATA 1" {
+			t.Errorf("frames %v: DATA after the RST_STREAM", seen)
+		}
+	}
+}
+
+// TestDeadlineHonouredBehindStalledWrites: when the server stops reading
+// and the connection's write queue is full, a request still returns at its
+// deadline, not when the health check gives up on the connection.
+func TestDeadlineHonouredBehindStalledWrites(t *testing.T) {
+	stop := make(chan struct{})
+	s := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if err := sc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30}); err != nil {
+			return
+		}
+		_ = sc.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, 1<<30) })
+		<-stop // never reads again: the client's writes back up
+	})
+	defer close(stop)
+	tr := s.newTransport(t)
+	tr.ReadIdleTimeout = 3 * time.Second
+	tr.PingTimeout = 2 * time.Second
+	bg, cancelBg := context.WithCancel(context.Background())
+	defer cancelBg()
+	for range 40 {
+		goRoundTrip(tr, newRequest(t, bg, http.MethodPost, s.url("/big"), make([]byte, 1<<20)))
+	}
+	time.Sleep(500 * time.Millisecond) // let the 40 MiB fill the socket and the queue
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	r := roundTrip(tr, newRequest(t, ctx, http.MethodPost, s.url("/small"), []byte("x")))
+	if !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Errorf("error %v, want the deadline's", r.err)
+	}
+	if took := time.Since(start); took >= tr.ReadIdleTimeout {
+		t.Errorf("returned after %v, not before the health check (%v)", took, tr.ReadIdleTimeout)
+	}
+}
+
+// TestExpiredRequestNotSent: a request whose context ended before it was
+// sent fails without reaching the server, even with a connection ready.
+func TestExpiredRequestNotSent(t *testing.T) {
+	paths := make(chan string, 10)
+	s := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if err := sc.handshake(); err != nil {
+			return
+		}
+		for {
+			req, err := sc.readRequest()
+			if err != nil {
+				return
+			}
+			paths <- req.get(":path")
+			if err := sc.respond(req.id, http.StatusOK, ""); err != nil {
+				return
+			}
+		}
+	})
+	tr := s.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodPost, s.url("/first"), []byte("x"))), "")
+	expired, cancelExpired := context.WithCancel(ctx)
+	cancelExpired()
+	if r := roundTrip(tr, newRequest(t, expired, http.MethodPost, s.url("/expired"), []byte("x"))); !errors.Is(r.err, context.Canceled) {
+		t.Errorf("error %v, want context.Canceled", r.err)
+	}
+	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodPost, s.url("/last"), []byte("x"))), "")
+	for _, want := range []string{"/first", "/last"} {
+		if got := <-paths; got != want {
+			t.Errorf("server got %s, want %s", got, want)
+		}
 	}
 }
