@@ -73,6 +73,7 @@ type appClients struct {
 
 type client struct {
 	c    *apns2.Client
+	rt   http.RoundTripper // c's transport, called without http.Client's redirect bookkeeping
 	gate warmup.Gate
 	auth atomic.Pointer[bearer]
 }
@@ -187,7 +188,9 @@ func (c *client) push(ctx context.Context, deviceToken string, note *payload.APN
 	case c.c.Certificate.Certificate == nil:
 		return nil, 0, errNoTokenOrCert
 	}
-	res, err := c.c.HTTPClient.Do(req)
+	// APNs does not redirect: straight to the transport, without
+	// http.Client's copy of the headers for a redirect that never comes.
+	res, err := c.rt.RoundTrip(req)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -282,7 +285,7 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 		} else {
 			c.Certificate = tlsConf.Certificates[0]
 		}
-		return &client{c: c}
+		return &client{c: c, rt: tr}
 	}
 	ac.prod = newClient(n.opts.ProductionHost)
 	ac.sandbox = newClient(n.opts.SandboxHost)
