@@ -285,17 +285,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 	pr := newProgress(stderr)
-	if o.selfProfile != "" {
-		f, err := os.Create(o.selfProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(o.selfProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 
 	if needStack {
 		pr.start(fmt.Sprintf("seeding %d identities × %d devices", o.identities, o.devices), "identities")
@@ -560,6 +554,25 @@ func (b *bench) profile(d time.Duration) {
 }
 
 // findPushsyncd returns the pushsyncd binary to run.
+// startCPUProfile profiles this process into path, if set, until stop.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
 func findPushsyncd(flagValue, self string) (string, error) {
 	if flagValue != "" {
 		return flagValue, nil

@@ -20,7 +20,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -451,17 +450,11 @@ func runNATSChild(args []string) error {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		return errors.New("not ready after 10s")
 	}
-	if *profile != "" {
-		f, err := os.Create(*profile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stop, err := startCPUProfile(*profile)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	fmt.Println(ns.ClientURL())
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	ns.Shutdown()

@@ -331,10 +331,21 @@ func (c *conn) field(name, value string) {
 // release gives back a stream reserved and never opened.
 func (c *conn) release() {
 	c.mu.Lock()
-	wasFull := c.reserved >= int(c.maxStreams)
-	c.reserved--
-	drained := c.goingAway && c.reserved == 0 && c.err == nil
+	wasFull, drained := c.releaseLocked()
 	c.mu.Unlock()
+	c.afterRelease(wasFull, drained)
+}
+
+// releaseLocked gives back a stream slot, under mu. afterRelease, called
+// with its results once mu is released, wakes the requests waiting for a
+// slot and retires a connection going away that has no stream left.
+func (c *conn) releaseLocked() (wasFull, drained bool) {
+	wasFull = c.reserved >= int(c.maxStreams)
+	c.reserved--
+	return wasFull, c.goingAway && c.reserved == 0 && c.err == nil
+}
+
+func (c *conn) afterRelease(wasFull, drained bool) {
 	if wasFull {
 		c.p.signal()
 	}
@@ -400,18 +411,11 @@ func (c *conn) finish(s *stream, err error) bool {
 		return false
 	}
 	delete(c.streams, s.id)
-	wasFull := c.reserved >= int(c.maxStreams)
-	c.reserved--
+	wasFull, drained := c.releaseLocked()
 	s.err = err
 	close(s.done)
-	drained := c.goingAway && c.reserved == 0 && c.err == nil
 	c.mu.Unlock()
-	if wasFull {
-		c.p.signal()
-	}
-	if drained {
-		c.fail(errRetired)
-	}
+	c.afterRelease(wasFull, drained)
 	return true
 }
 

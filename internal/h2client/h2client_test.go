@@ -95,6 +95,45 @@ func mustOK(t *testing.T, r result, want string) {
 	}
 }
 
+// okResult reports how r differs from a 200 with body want.
+func okResult(r result, want string) error {
+	switch {
+	case r.err != nil:
+		return r.err
+	case r.res.StatusCode != http.StatusOK || string(r.body) != want:
+		return fmt.Errorf("got %d %q", r.res.StatusCode, r.body)
+	}
+	return nil
+}
+
+// reportErrs fails the test with the first errors of n requests, and
+// their count.
+func reportErrs(t *testing.T, errs <-chan error, n int) {
+	t.Helper()
+	failed := 0
+	for err := range errs {
+		if failed++; failed <= 5 {
+			t.Error(err)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d requests failed", failed, n)
+	}
+}
+
+// recv returns the next value from ch, failing the test with what if
+// none comes within guard.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(guard):
+		t.Fatal(what)
+		panic("unreachable")
+	}
+}
+
 // waitUntil polls cond until it holds, failing the test after guard.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -781,25 +820,14 @@ func TestConcurrentRequestsHonourMaxConcurrentStreams(t *testing.T) {
 				return
 			}
 			r := roundTrip(tr, req)
-			switch {
-			case r.err != nil:
-				errs <- fmt.Errorf("%s: %w", path, r.err)
-			case r.res.StatusCode != http.StatusOK || string(r.body) != path+":"+body:
-				errs <- fmt.Errorf("%s: got %d %q", path, r.res.StatusCode, r.body)
+			if err := okResult(r, path+":"+body); err != nil {
+				errs <- fmt.Errorf("%s: %w", path, err)
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	failed := 0
-	for err := range errs {
-		if failed++; failed <= 5 {
-			t.Error(err)
-		}
-	}
-	if failed > 0 {
-		t.Errorf("%d of %d requests failed", failed, n)
-	}
+	reportErrs(t, errs, n)
 	mu.Lock()
 	defer mu.Unlock()
 	if maxSeen > limit {
@@ -1025,11 +1053,7 @@ func TestServerRaisesMaxConcurrentStreams(t *testing.T) {
 	defer cancel()
 
 	ch1 := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/1"), nil))
-	select {
-	case <-firstIn:
-	case <-time.After(guard):
-		t.Fatal("first request never arrived")
-	}
+	recv(t, firstIn, "first request never arrived")
 	ch2 := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/2"), nil))
 	ch3 := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/3"), nil))
 	time.Sleep(20 * time.Millisecond) // room for the waiting requests to break the limit, if they would
@@ -1082,25 +1106,14 @@ func TestGoAwayUnderLoad(t *testing.T) {
 			defer wg.Done()
 			id := strconv.Itoa(i)
 			r := roundTrip(tr, newRequest(t, ctx, http.MethodPost, s.URL+"/?id="+id, []byte("payload")))
-			switch {
-			case r.err != nil:
-				errs <- fmt.Errorf("request %s: %w", id, r.err)
-			case r.res.StatusCode != http.StatusOK || string(r.body) != id:
-				errs <- fmt.Errorf("request %s: got %d %q", id, r.res.StatusCode, r.body)
+			if err := okResult(r, id); err != nil {
+				errs <- fmt.Errorf("request %s: %w", id, err)
 			}
 		}()
 	}
 	wg.Wait()
 	close(errs)
-	failed := 0
-	for err := range errs {
-		if failed++; failed <= 5 {
-			t.Error(err)
-		}
-	}
-	if failed > 0 {
-		t.Errorf("%d of %d requests failed", failed, n)
-	}
+	reportErrs(t, errs, n)
 	mu.Lock()
 	defer mu.Unlock()
 	for i := range n {
@@ -1288,104 +1301,69 @@ func TestRefusedStreamGivesUp(t *testing.T) {
 // ---------------------------------------------------------------------
 // Cancellation.
 
-// TestCancelWhileWaitingForResponse cancels a request whose handler is
-// running: RoundTrip returns context.Canceled, the server sees the
-// stream reset (its handler's context ends), and the connection goes on
-// serving.
-func TestCancelWhileWaitingForResponse(t *testing.T) {
-	started := make(chan struct{}, 1)
-	cancelled := make(chan bool, 1)
-	release := make(chan struct{})
-	defer close(release)
-	s := newGoServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hold" {
-			started <- struct{}{}
-			cancelled <- hold(r, release)
-			return
-		}
-		w.Write([]byte("ok"))
-	}, nil)
-	tr := newGoTransport(t, s)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, s.URL+"/hold", nil))
-	select {
-	case <-started:
-	case <-time.After(guard):
-		t.Fatal("handler never started")
-	}
-	cancel()
-	r := await(t, ch)
-	if !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("RoundTrip returned %v, want context.Canceled", r.err)
-	}
-	select {
-	case c := <-cancelled:
-		if !c {
-			t.Fatal("handler released without its request being reset")
-		}
-	case <-time.After(guard):
-		t.Fatal("server never saw the stream reset")
-	}
-	mustOK(t, roundTrip(tr, newRequest(t, context.Background(), http.MethodGet, s.URL+"/after", nil)), "ok")
-	if n := s.opened(); n != 1 {
-		t.Errorf("server saw %d connections, want 1: the cancellation cost the connection", n)
-	}
-}
-
-// TestCancelWhileWaitingForSendWindow cancels a POST blocked on flow
-// control (the handler does not read, the server's stream window is
+// TestCancelWhileWaiting cancels a request whose handler is running,
+// once while it waits for the answer and once while it waits for send
+// window (the handler does not read, the server's stream window is
 // 16 KiB and the body 256 KiB): RoundTrip returns context.Canceled, the
-// server sees the stream reset, and the connection goes on serving.
-func TestCancelWhileWaitingForSendWindow(t *testing.T) {
-	started := make(chan struct{}, 1)
-	cancelled := make(chan bool, 1)
-	release := make(chan struct{})
-	defer close(release)
-	s := newGoServer(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hold" {
-			started <- struct{}{}
-			cancelled <- hold(r, release)
-			return
-		}
-		w.Write([]byte("ok"))
-	}, &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10})
-	tr := newGoTransport(t, s)
+// server sees the stream reset (its handler's context ends), and the
+// connection goes on serving.
+func TestCancelWhileWaiting(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    *http.HTTP2Config
+		method string
+		body   []byte
+		// blocked reports whether the request waits where it should.
+		blocked func(tr *Transport) bool
+	}{
+		{name: "for the response", method: http.MethodGet,
+			blocked: func(*Transport) bool { return true }},
+		{name: "for send window", method: http.MethodPost, body: randomBytes(t, 256<<10),
+			cfg: &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10},
+			blocked: func(tr *Transport) bool {
+				for _, c := range poolConns(tr) {
+					c.mu.Lock()
+					w := c.windowWaiting
+					c.mu.Unlock()
+					if w {
+						return true
+					}
+				}
+				return false
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			started := make(chan struct{}, 1)
+			cancelled := make(chan bool, 1)
+			release := make(chan struct{})
+			defer close(release)
+			s := newGoServer(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/hold" {
+					started <- struct{}{}
+					cancelled <- hold(r, release)
+					return
+				}
+				w.Write([]byte("ok"))
+			}, tc.cfg)
+			tr := newGoTransport(t, s)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := goRoundTrip(tr, newRequest(t, ctx, http.MethodPost, s.URL+"/hold", randomBytes(t, 256<<10)))
-	select {
-	case <-started:
-	case <-time.After(guard):
-		t.Fatal("handler never started")
-	}
-	waitUntil(t, "the request waits for send window", func() bool {
-		for _, c := range poolConns(tr) {
-			c.mu.Lock()
-			w := c.windowWaiting
-			c.mu.Unlock()
-			if w {
-				return true
+			ctx, cancel := context.WithCancel(context.Background())
+			ch := goRoundTrip(tr, newRequest(t, ctx, tc.method, s.URL+"/hold", tc.body))
+			recv(t, started, "handler never started")
+			waitUntil(t, "the request waits", func() bool { return tc.blocked(tr) })
+			cancel()
+			r := await(t, ch)
+			if !errors.Is(r.err, context.Canceled) {
+				t.Fatalf("RoundTrip returned %v, want context.Canceled", r.err)
 			}
-		}
-		return false
-	})
-	cancel()
-	r := await(t, ch)
-	if !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("RoundTrip returned %v, want context.Canceled", r.err)
-	}
-	select {
-	case c := <-cancelled:
-		if !c {
-			t.Fatal("handler released without its request being reset")
-		}
-	case <-time.After(guard):
-		t.Fatal("server never saw the stream reset")
-	}
-	mustOK(t, roundTrip(tr, newRequest(t, context.Background(), http.MethodGet, s.URL+"/after", nil)), "ok")
-	if n := s.opened(); n != 1 {
-		t.Errorf("server saw %d connections, want 1", n)
+			if !recv(t, cancelled, "server never saw the stream reset") {
+				t.Fatal("handler released without its request being reset")
+			}
+			mustOK(t, roundTrip(tr, newRequest(t, context.Background(), http.MethodGet, s.URL+"/after", nil)), "ok")
+			if n := s.opened(); n != 1 {
+				t.Errorf("server saw %d connections, want 1: the cancellation cost the connection", n)
+			}
+		})
 	}
 }
 
@@ -1409,11 +1387,7 @@ func TestCancelWhileWaitingForStream(t *testing.T) {
 	tr.MaxConnsPerHost = 1
 
 	ch1 := goRoundTrip(tr, newRequest(t, context.Background(), http.MethodGet, s.URL+"/hold", nil))
-	select {
-	case <-started:
-	case <-time.After(guard):
-		t.Fatal("handler never started")
-	}
+	recv(t, started, "handler never started")
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	r2 := await(t, goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, s.URL+"/waits", nil)))
@@ -1535,11 +1509,7 @@ func TestCancelledStreamKeepsItsSlotUntilReset(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, s.URL+"/hold", nil))
-	select {
-	case <-started:
-	case <-time.After(guard):
-		t.Fatal("handler never started")
-	}
+	recv(t, started, "handler never started")
 	cs := poolConns(tr)
 	if len(cs) != 1 {
 		t.Fatalf("%d connections in the pool, want 1", len(cs))
@@ -1691,11 +1661,7 @@ func TestServerClosesConnection(t *testing.T) {
 
 	// Closed under a request in flight.
 	ch := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, s.URL+"/hold", nil))
-	select {
-	case <-started:
-	case <-time.After(guard):
-		t.Fatal("handler never started")
-	}
+	recv(t, started, "handler never started")
 	s.conn(0).(*tls.Conn).NetConn().Close()
 	r := await(t, ch)
 	if r.err == nil {
@@ -1747,11 +1713,7 @@ func TestCloseIdleConnections(t *testing.T) {
 
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, a.URL+"/a", nil)), "/a")
 	ch := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, b.URL+"/hold", nil))
-	select {
-	case <-started:
-	case <-time.After(guard):
-		t.Fatal("handler never started")
-	}
+	recv(t, started, "handler never started")
 
 	tr.CloseIdleConnections()
 	select {
@@ -1771,11 +1733,7 @@ func TestCloseIdleConnections(t *testing.T) {
 	}
 
 	tr.CloseIdleConnections()
-	select {
-	case <-b.closed:
-	case <-time.After(guard):
-		t.Fatal("B never saw its connection closed once idle")
-	}
+	recv(t, b.closed, "B never saw its connection closed once idle")
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, a.URL+"/again", nil)), "/again")
 	if n := a.opened(); n != 2 {
 		t.Errorf("A saw %d connections, want 2", n)
@@ -2297,11 +2255,7 @@ func TestPushPromiseFailsConnection(t *testing.T) {
 	if ctx.Err() != nil || !strings.Contains(r.err.Error(), "push") {
 		t.Errorf("error %q does not tell of the server push", r.err)
 	}
-	select {
-	case <-firstClosed:
-	case <-time.After(guard):
-		t.Fatal("connection not closed")
-	}
+	recv(t, firstClosed, "connection not closed")
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/next"), nil)), "conn2:/next")
 }
 
