@@ -12,7 +12,6 @@
 package batchconn
 
 import (
-	"context"
 	"errors"
 	"net"
 	"runtime"
@@ -133,18 +132,6 @@ func (c *Conn) CloseWrite() error {
 	}
 	c.mu.Unlock()
 	return cw.CloseWrite()
-}
-
-// Dialer dials connections and wraps them with New.
-type Dialer struct{ net.Dialer }
-
-// DialContext dials and wraps the connection.
-func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := d.Dialer.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return New(c), nil
 }
 
 // Listener wraps the connections a listener accepts with New, for a server

@@ -35,8 +35,7 @@ func pair(t *testing.T) (*batchconn.Conn, net.Conn) {
 		}
 		accepted <- c
 	}()
-	d := &batchconn.Dialer{}
-	c, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	c, err := dial(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +45,15 @@ func pair(t *testing.T) (*batchconn.Conn, net.Conn) {
 	}
 	t.Cleanup(func() { c.Close(); srv.Close() })
 	return c.(*batchconn.Conn), srv
+}
+
+// dial dials a connection and wraps it with batchconn.New.
+func dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return batchconn.New(c), nil
 }
 
 func TestWritesArriveWholeAndInOrder(t *testing.T) {
@@ -165,7 +173,7 @@ func TestHTTP2(t *testing.T) {
 	defer srv.Close()
 	tr := srv.Client().Transport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = true
-	tr.DialContext = (&batchconn.Dialer{}).DialContext
+	tr.DialContext = dial
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
 
