@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
@@ -137,6 +138,44 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	return Classify(sendErr)
 }
 
+// bearerTransport adds the app's OAuth2 access token to each request, as
+// oauth2.Transport does, but with a shallow copy of the request: the
+// caller's request stays as it was, and the header values, which nobody
+// modifies, are shared rather than copied for every push.
+type bearerTransport struct {
+	src  oauth2.TokenSource // reuses a token until it is about to expire
+	base http.RoundTripper
+	last atomic.Pointer[bearerHeader]
+}
+
+// bearerHeader is an access token with its Authorization header value.
+type bearerHeader struct {
+	token  string
+	header []string
+}
+
+func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	tok, err := b.src.Token()
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	h := b.last.Load()
+	if h == nil || h.token != tok.AccessToken {
+		h = &bearerHeader{token: tok.AccessToken, header: []string{tok.Type() + " " + tok.AccessToken}}
+		b.last.Store(h)
+	}
+	r := *req
+	r.Header = make(http.Header, len(req.Header)+1)
+	for k, v := range req.Header {
+		r.Header[k] = v
+	}
+	r.Header["Authorization"] = h.header
+	return b.base.RoundTrip(&r)
+}
+
 // ttl is the time the push has left when the dispatcher set an expiry.
 func ttl(p *dispatcher.Push, fallback time.Duration) time.Duration {
 	if p.Expires.IsZero() {
@@ -160,7 +199,7 @@ func (n *Notifier) client(app *registry.App) (*appClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fcm: app %s: service account: %w", app.Name, err)
 	}
-	hc := &http.Client{Transport: &oauth2.Transport{Source: creds.TokenSource, Base: n.send}}
+	hc := &http.Client{Transport: &bearerTransport{src: creds.TokenSource, base: n.send}}
 	fa, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: app.FCM.ProjectID},
 		option.WithEndpoint(n.opts.Endpoint), option.WithHTTPClient(hc))
 	if err != nil {
