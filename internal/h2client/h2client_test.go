@@ -2646,3 +2646,45 @@ func TestExpiredRequestNotSent(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsWindowOverflow: a SETTINGS_INITIAL_WINDOW_SIZE change that
+// would take an open stream's send window past 2^31-1 is a connection
+// error (RFC 9113 6.9.2): the connection is closed and its request fails.
+func TestSettingsWindowOverflow(t *testing.T) {
+	ended := make(chan string, 1)
+	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if err := sc.handshake(); err != nil {
+			t.Error(err)
+			return
+		}
+		r, err := sc.readRequest() // gives the body's bytes back: the window is 65535 again
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		err = sc.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(r.id, math.MaxInt32-65535) })
+		if err == nil {
+			err = sc.writeSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65536})
+		}
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for {
+			if _, err := sc.next(); err != nil {
+				ended <- "connection closed"
+				return
+			}
+		}
+	})
+	tr := srv.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	r := roundTrip(tr, newRequest(t, ctx, http.MethodPost, srv.url("/"), []byte("body")))
+	if r.err == nil || ctx.Err() != nil {
+		t.Fatalf("request: %v, want the connection's failure", r.err)
+	}
+	if got := recv(t, ended, "the server never saw the connection end"); got != "connection closed" {
+		t.Errorf("server saw %s", got)
+	}
+}
