@@ -205,6 +205,7 @@ func (c *conn) tryReserve() bool {
 // roundTrip sends req on a stream reserved with tryReserve.
 func (c *conn) roundTrip(ctx context.Context, req *http.Request, body []byte) (*http.Response, error) {
 	s := &stream{done: make(chan struct{})}
+	start := time.Now()
 	if err := c.writeHeaders(ctx, s, req, body); err != nil {
 		return nil, err
 	}
@@ -224,6 +225,7 @@ func (c *conn) roundTrip(ctx context.Context, req *http.Request, body []byte) (*
 	if s.err != nil {
 		return nil, s.err
 	}
+	c.p.observe(time.Since(start))
 	res := &http.Response{
 		Status: statusLine(s.status), StatusCode: s.status,
 		Proto: "HTTP/2.0", ProtoMajor: 2,

@@ -33,6 +33,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -107,10 +108,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	p := t.pool(req.URL)
 	ctx := req.Context()
 	for attempt := 1; ; attempt++ {
+		// A request that cannot be answered before its deadline is not
+		// sent: the server might still take it, while the caller is told
+		// it failed and sends it again.
 		if err := ctx.Err(); err != nil {
-			// Expired while queued: sending it now could deliver a push
-			// the caller is told failed.
 			return nil, err
+		}
+		if deadline, ok := ctx.Deadline(); ok {
+			if left, rtt := time.Until(deadline), p.roundTrip(); left < rtt {
+				return nil, fmt.Errorf("h2client: not sent, %v before its deadline is less than a round trip to %s (%v): %w",
+					left.Round(time.Microsecond), p.addr, rtt.Round(time.Microsecond), context.DeadlineExceeded)
+			}
 		}
 		c, err := p.reserve(ctx)
 		if err != nil {
@@ -210,6 +218,29 @@ type pool struct {
 	dialErr error         // of the last dial finished, if it failed
 	retryAt time.Time     // no dial before, after a failed one
 	changed chan struct{} // closed and replaced when a stream may be had
+
+	// minRTT follows the fastest round trips of recent requests, in
+	// nanoseconds: it drops to a faster one at once and rises by 1/64 of
+	// the difference with each slower one. 0 until the first answer.
+	minRTT atomic.Int64
+}
+
+// roundTrip is the time a request takes at the least, as far as recent
+// ones tell.
+func (p *pool) roundTrip() time.Duration { return time.Duration(p.minRTT.Load()) }
+
+// observe notes the round trip of an answered request.
+func (p *pool) observe(rtt time.Duration) {
+	for {
+		m := p.minRTT.Load()
+		n := int64(rtt)
+		if m != 0 && n > m {
+			n = m + (n-m)/64
+		}
+		if n == m || p.minRTT.CompareAndSwap(m, n) {
+			return
+		}
+	}
 }
 
 // reserve returns a connection with a stream reserved for the caller,

@@ -2743,3 +2743,34 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// TestRequestShorterThanRoundTripNotSent: once answers have shown the
+// round trip to a host takes at least some time, a request with less
+// time than that before its deadline fails with DeadlineExceeded without
+// being sent, where the server might have taken a request its caller is
+// told failed.
+func TestRequestShorterThanRoundTripNotSent(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	var handled atomic.Int32
+	s := newGoServer(t, func(w http.ResponseWriter, r *http.Request) {
+		handled.Add(1)
+		time.Sleep(delay)
+		w.Write([]byte("ok"))
+	}, nil)
+	tr := newGoTransport(t, s)
+	for range 3 {
+		mustOK(t, roundTrip(tr, newRequest(t, context.Background(), http.MethodPost, s.URL+"/", []byte("x"))), "ok")
+	}
+	short, cancel := context.WithTimeout(context.Background(), delay/3)
+	defer cancel()
+	r := roundTrip(tr, newRequest(t, short, http.MethodPost, s.URL+"/", []byte("x")))
+	if !errors.Is(r.err, context.DeadlineExceeded) || !strings.Contains(r.err.Error(), "not sent") {
+		t.Errorf("error %v, want a DeadlineExceeded saying the request was not sent", r.err)
+	}
+	if n := handled.Load(); n != 3 {
+		t.Errorf("server handled %d requests, want 3", n)
+	}
+	long, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	mustOK(t, roundTrip(tr, newRequest(t, long, http.MethodPost, s.URL+"/", []byte("x"))), "ok")
+}
