@@ -73,7 +73,6 @@ type appClients struct {
 
 type client struct {
 	c    *apns2.Client
-	rt   http.RoundTripper // c's transport, called without http.Client's redirect bookkeeping
 	gate warmup.Gate
 	auth atomic.Pointer[bearer]
 }
@@ -190,7 +189,7 @@ func (c *client) push(ctx context.Context, deviceToken string, note *payload.APN
 	}
 	// APNs does not redirect: straight to the transport, without
 	// http.Client's copy of the headers for a redirect that never comes.
-	res, err := c.rt.RoundTrip(req)
+	res, err := c.c.HTTPClient.Transport.RoundTrip(req)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -285,7 +284,7 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 		} else {
 			c.Certificate = tlsConf.Certificates[0]
 		}
-		return &client{c: c, rt: tr}
+		return &client{c: c}
 	}
 	ac.prod = newClient(n.opts.ProductionHost)
 	ac.sandbox = newClient(n.opts.SandboxHost)

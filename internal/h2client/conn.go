@@ -304,13 +304,7 @@ func (c *conn) encode(req *http.Request, contentLength int) []byte {
 	c.field(":authority", host)
 	c.field(":path", req.URL.RequestURI())
 	for k, vv := range req.Header {
-		name, ok := c.lower[k]
-		if !ok {
-			name = strings.ToLower(k)
-			if len(c.lower) < 64 {
-				c.lower[k] = name
-			}
-		}
+		name := cachedName(c.lower, k, strings.ToLower)
 		switch name {
 		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length":
 			continue
@@ -323,6 +317,19 @@ func (c *conn) encode(req *http.Request, contentLength int) []byte {
 		c.field("content-length", strconv.Itoa(contentLength))
 	}
 	return c.hbuf.Bytes()
+}
+
+// cachedName returns convert(name), remembered in m, which keeps the first
+// 64 names: the header names of one service are few.
+func cachedName(m map[string]string, name string, convert func(string) string) string {
+	v, ok := m[name]
+	if !ok {
+		v = convert(name)
+		if len(m) < 64 {
+			m[name] = v
+		}
+	}
+	return v
 }
 
 func (c *conn) field(name, value string) {
@@ -572,13 +579,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) {
 		fields := f.RegularFields()
 		h := make(http.Header, len(fields))
 		for _, hf := range fields {
-			k, ok := c.canon[hf.Name]
-			if !ok {
-				k = http.CanonicalHeaderKey(hf.Name)
-				if len(c.canon) < 64 {
-					c.canon[hf.Name] = k
-				}
-			}
+			k := cachedName(c.canon, hf.Name, http.CanonicalHeaderKey)
 			h[k] = append(h[k], hf.Value)
 		}
 		s.status, s.header = code, h

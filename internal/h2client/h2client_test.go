@@ -387,6 +387,15 @@ func newScriptConn(t *testing.T, nc net.Conn, n int) *scriptConn {
 }
 
 // handshake reads the client's connection preface and sends SETTINGS.
+// ok reports err, if any, to the test, and whether there was none.
+func (sc *scriptConn) ok(err error) bool {
+	if err != nil {
+		sc.t.Error(err)
+		return false
+	}
+	return true
+}
+
 func (sc *scriptConn) handshake(settings ...http2.Setting) error {
 	buf := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(sc.nc, buf); err != nil {
@@ -882,8 +891,7 @@ func TestSendFlowControlHonoured(t *testing.T) {
 	const size = 70000
 	body := randomBytes(t, size)
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10}); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 10})) {
 			return
 		}
 		req, err := sc.readHeaders()
@@ -992,8 +1000,7 @@ func TestServerRaisesMaxConcurrentStreams(t *testing.T) {
 			t.Errorf("connection %d dialed, with MaxConnsPerHost 1", sc.n)
 			return
 		}
-		if err := sc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1}); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})) {
 			return
 		}
 		first, err := sc.readHeaders()
@@ -1136,8 +1143,7 @@ func TestGoAwayUnderLoad(t *testing.T) {
 func TestGoAwayRetriesStreamsAboveLastStreamID(t *testing.T) {
 	firstClosed := make(chan struct{})
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		if sc.n > 1 {
@@ -1209,8 +1215,7 @@ func TestRefusedStreamRetried(t *testing.T) {
 	body := bytes.Repeat([]byte("payload-"), 128)
 	var headers atomic.Int32
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		refused := make(map[uint32]bool)
@@ -1265,8 +1270,7 @@ func TestRefusedStreamRetried(t *testing.T) {
 func TestRefusedStreamGivesUp(t *testing.T) {
 	var headers atomic.Int32
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		for {
@@ -1417,8 +1421,7 @@ func TestCancelledStreamResetBeforeNextStream(t *testing.T) {
 			t.Errorf("connection %d dialed, with MaxConnsPerHost 1", sc.n)
 			return
 		}
-		if err := sc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1}); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})) {
 			return
 		}
 		held, err := sc.readHeaders()
@@ -1557,8 +1560,7 @@ func TestHealthCheckClosesSilentConnection(t *testing.T) {
 	}
 	done := make(chan seen, 1)
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		var s seen
@@ -1851,8 +1853,7 @@ func TestNeverIndex(t *testing.T) {
 		t.Run(fmt.Sprintf("NeverIndex=%v", on), func(t *testing.T) {
 			reqs := make(chan *scriptReq, 2)
 			srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-				if err := sc.handshake(); err != nil {
-					t.Error(err)
+				if !sc.ok(sc.handshake()) {
 					return
 				}
 				for {
@@ -1905,8 +1906,7 @@ func TestNeverIndex(t *testing.T) {
 func TestServerHeaderTableSizeHonoured(t *testing.T) {
 	reqs := make(chan *scriptReq, 2)
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0}); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0})) {
 			return
 		}
 		sc.fr.ReadMetaHeaders = hpack.NewDecoder(0, nil)
@@ -1946,8 +1946,7 @@ func TestServerHeaderTableSizeHonoured(t *testing.T) {
 func TestResponseBodyOverLimitScripted(t *testing.T) {
 	rst := make(chan http2.ErrCode, 1)
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		r, err := sc.readRequest()
@@ -2036,8 +2035,7 @@ func TestResponseHeaderListOverLimit(t *testing.T) {
 	value := strings.Repeat("v", 3000)
 	const repeats = 30 // 30 × (3000+3+32) bytes, over 64 KiB
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		r, err := sc.readRequest()
@@ -2076,8 +2074,7 @@ func TestResponseHeaderListOverLimit(t *testing.T) {
 // one, with its own header fields only.
 func TestInterimResponses(t *testing.T) {
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		r, err := sc.readRequest()
@@ -2133,8 +2130,7 @@ func TestMalformedResponses(t *testing.T) {
 		}},
 	}
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		for {
@@ -2175,8 +2171,7 @@ func TestMalformedResponses(t *testing.T) {
 // answering: the client acknowledges with the same data.
 func TestPingAnswered(t *testing.T) {
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		r, err := sc.readRequest()
@@ -2219,8 +2214,7 @@ func TestPingAnswered(t *testing.T) {
 func TestPushPromiseFailsConnection(t *testing.T) {
 	firstClosed := make(chan struct{})
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		if sc.n > 1 {
@@ -2271,8 +2265,7 @@ func TestWindowUpdateOverflow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ended := make(chan string, 1)
 			srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-				if err := sc.handshake(); err != nil {
-					t.Error(err)
+				if !sc.ok(sc.handshake()) {
 					return
 				}
 				r, err := sc.readRequest()
@@ -2653,8 +2646,7 @@ func TestExpiredRequestNotSent(t *testing.T) {
 func TestSettingsWindowOverflow(t *testing.T) {
 	ended := make(chan string, 1)
 	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if err := sc.handshake(); err != nil {
-			t.Error(err)
+		if !sc.ok(sc.handshake()) {
 			return
 		}
 		r, err := sc.readRequest() // gives the body's bytes back: the window is 65535 again
