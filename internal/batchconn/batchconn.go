@@ -133,16 +133,3 @@ func (c *Conn) CloseWrite() error {
 	c.mu.Unlock()
 	return cw.CloseWrite()
 }
-
-// Listener wraps the connections a listener accepts with New, for a server
-// answering many concurrent streams on each.
-type Listener struct{ net.Listener }
-
-// Accept accepts a connection and wraps it.
-func (l Listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return New(c), nil
-}

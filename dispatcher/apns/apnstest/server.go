@@ -23,8 +23,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -32,8 +30,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pushsync/pushsync/internal/batchconn"
 	"github.com/pushsync/pushsync/internal/emutls"
+	"github.com/pushsync/pushsync/internal/h2server"
 )
 
 // Environment names accepted by WithEnvironment and recorded on each Push.
@@ -209,7 +207,7 @@ type Server struct {
 	tokenLen int
 	onPush   func(Push)
 	record   bool
-	srv      *http.Server
+	srv      *h2server.Server
 	handler  http.Handler
 	control  *http.ServeMux
 	served   chan struct{}
@@ -284,9 +282,6 @@ func Start(opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apnstest: listen on %s: %v", o.addr, err)
 	}
-	// Responses to concurrent streams share system calls, as a busy
-	// front end's would; the emulator then takes less of a shared machine.
-	ln = batchconn.Listener{Listener: ln}
 	s := &Server{
 		id:       id,
 		env:      o.env,
@@ -304,30 +299,22 @@ func Start(opts ...Option) (*Server, error) {
 	s.control = s.newControlMux()
 	s.handler = http.HandlerFunc(s.serveHTTP)
 
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
-	s.srv = &http.Server{
+	// One goroutine per connection answers its streams and writes the
+	// answers of a burst in one system call, as a busy front end's would;
+	// the emulator then takes less of the machine it shares.
+	s.srv = &h2server.Server{
 		Handler: s.handler,
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{id.Certificate},
 			ClientAuth:   tls.RequestClientCert,
 			MinVersion:   tls.VersionTLS12,
 		},
-		Protocols: &protocols,
-		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: int(o.maxStreams)},
-		ConnState: func(_ net.Conn, state http.ConnState) {
-			if state == http.StateNew {
-				s.connections.Add(1)
-			}
-		},
-		// Handshake failures are expected in tests (untrusted clients);
-		// keep them out of the test output.
-		ErrorLog: log.New(io.Discard, "", 0),
+		MaxConcurrentStreams: o.maxStreams,
+		OnConn:               func() { s.connections.Add(1) },
 	}
 	go func() {
 		defer close(s.served)
-		_ = s.srv.ServeTLS(ln, "", "")
+		_ = s.srv.Serve(ln)
 	}()
 	return s, nil
 }

@@ -15,8 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -24,8 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pushsync/pushsync/internal/batchconn"
 	"github.com/pushsync/pushsync/internal/emutls"
+	"github.com/pushsync/pushsync/internal/h2server"
 )
 
 // Option configures a Server created by NewServer.
@@ -85,7 +83,7 @@ type Server struct {
 	opts     options
 	identity *emutls.Identity
 	listener net.Listener
-	srv      *http.Server
+	srv      *h2server.Server
 	served   chan struct{}
 	closed   atomic.Bool
 
@@ -136,9 +134,6 @@ func Start(opts ...Option) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", o.addr, err)
 	}
-	// Responses to concurrent streams share system calls, as a busy
-	// front end's would; the emulator then takes less of a shared machine.
-	ln = batchconn.Listener{Listener: ln}
 	s := &Server{
 		opts:     o,
 		identity: id,
@@ -151,30 +146,21 @@ func Start(opts ...Option) (*Server, error) {
 	s.stats.byStatus = make(map[string]int64)
 	s.URL = "https://" + urlHost(ln.Addr())
 
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
-	s.srv = &http.Server{
-		Handler:   s,
-		Protocols: protocols,
-		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: o.maxConcurrentStreams},
+	// One goroutine per connection answers its streams and writes the
+	// answers of a burst in one system call, as a busy front end's would;
+	// the emulator then takes less of the machine it shares.
+	s.srv = &h2server.Server{
+		Handler: s,
 		TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{id.Certificate},
-			NextProtos:   []string{"h2", "http/1.1"},
 			MinVersion:   tls.VersionTLS12,
 		},
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.New(io.Discard, "", 0),
-		ConnState: func(_ net.Conn, state http.ConnState) {
-			if state == http.StateNew {
-				s.stats.connections.Add(1)
-			}
-		},
+		MaxConcurrentStreams: uint32(o.maxConcurrentStreams),
+		OnConn:               func() { s.stats.connections.Add(1) },
 	}
 	go func() {
 		defer close(s.served)
-		_ = s.srv.ServeTLS(ln, "", "")
+		_ = s.srv.Serve(ln)
 	}()
 	return s, nil
 }
