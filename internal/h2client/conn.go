@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/pushsync/pushsync/internal/batchconn"
+	"github.com/pushsync/pushsync/internal/h2wire"
 )
 
 const (
@@ -267,23 +268,11 @@ func (c *conn) writeHeaders(ctx context.Context, s *stream, req *http.Request, b
 	maxFrame := int(c.maxFrame)
 	c.mu.Unlock()
 
-	block := c.encode(req, len(body))
-	for first := true; first || len(block) > 0; first = false {
-		chunk := block[:min(len(block), maxFrame)]
-		block = block[len(chunk):]
-		var err error
-		if first {
-			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: chunk,
-				EndStream: len(body) == 0, EndHeaders: len(block) == 0})
-		} else {
-			err = c.fr.WriteContinuation(s.id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			// A failed write fails every write after it: nothing of this
-			// request went out.
-			c.fail(err)
-			return fmt.Errorf("%w: %v", errUnprocessed, err)
-		}
+	if err := h2wire.WriteHeaderBlock(c.fr, s.id, c.encode(req, len(body)), maxFrame, len(body) == 0); err != nil {
+		// A failed write fails every write after it: nothing of this
+		// request went out.
+		c.fail(err)
+		return fmt.Errorf("%w: %v", errUnprocessed, err)
 	}
 	return nil
 }

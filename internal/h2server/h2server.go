@@ -34,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pushsync/pushsync/internal/h2wire"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -794,20 +795,8 @@ func (c *conn) respond(st *stream, status int, h http.Header, body []byte) error
 			}
 		}
 	}
-	block := c.hbuf.Bytes()
-	for first := true; first || len(block) > 0; first = false {
-		chunk := block[:min(len(block), int(c.peerMaxFrame))]
-		block = block[len(chunk):]
-		var err error
-		if first {
-			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: st.id, BlockFragment: chunk,
-				EndStream: len(body) == 0, EndHeaders: len(block) == 0})
-		} else {
-			err = c.fr.WriteContinuation(st.id, len(block) == 0, chunk)
-		}
-		if err != nil {
-			return err
-		}
+	if err := h2wire.WriteHeaderBlock(c.fr, st.id, c.hbuf.Bytes(), int(c.peerMaxFrame), len(body) == 0); err != nil {
+		return err
 	}
 	if len(body) == 0 {
 		return c.closeStream(st)
