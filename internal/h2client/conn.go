@@ -293,7 +293,7 @@ func (c *conn) encode(req *http.Request, contentLength int) []byte {
 	c.field(":authority", host)
 	c.field(":path", req.URL.RequestURI())
 	for k, vv := range req.Header {
-		name := cachedName(c.lower, k, strings.ToLower)
+		name := h2wire.CachedName(c.lower, k, strings.ToLower)
 		switch name {
 		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length":
 			continue
@@ -306,19 +306,6 @@ func (c *conn) encode(req *http.Request, contentLength int) []byte {
 		c.field("content-length", strconv.Itoa(contentLength))
 	}
 	return c.hbuf.Bytes()
-}
-
-// cachedName returns convert(name), remembered in m, which keeps the first
-// 64 names: the header names of one service are few.
-func cachedName(m map[string]string, name string, convert func(string) string) string {
-	v, ok := m[name]
-	if !ok {
-		v = convert(name)
-		if len(m) < 64 {
-			m[name] = v
-		}
-	}
-	return v
 }
 
 func (c *conn) field(name, value string) {
@@ -568,7 +555,7 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) {
 		fields := f.RegularFields()
 		h := make(http.Header, len(fields))
 		for _, hf := range fields {
-			k := cachedName(c.canon, hf.Name, http.CanonicalHeaderKey)
+			k := h2wire.CachedName(c.canon, hf.Name, http.CanonicalHeaderKey)
 			h[k] = append(h[k], hf.Value)
 		}
 		s.status, s.header = code, h

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -136,7 +137,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		if s.OnConn != nil {
 			s.OnConn()
 		}
-		if !s.track(raw, true) {
+		if !s.track(raw) {
 			raw.Close()
 			return ErrServerClosed
 		}
@@ -147,23 +148,26 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// track adds or removes a connection Close must close; it reports false
-// when the server is closed already. Adding one also counts the goroutine
-// that will serve it, under the lock, so that Close, which sets closed
-// under the same lock before it waits, cannot miss it.
-func (s *Server) track(c net.Conn, add bool) bool {
+// track adds a connection Close must close, and counts the goroutine that
+// will serve it, under the lock, so that Close, which sets closed under
+// the same lock before it waits, cannot miss it. It reports false when the
+// server is closed already.
+func (s *Server) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if add {
-		if s.closed {
-			return false
-		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-	} else {
-		delete(s.conns, c)
+	if s.closed {
+		return false
 	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
 	return true
+}
+
+// untrack removes a connection Close no longer needs to close.
+func (s *Server) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
 }
 
 // Close closes the listener and every connection, and waits for their
@@ -197,18 +201,18 @@ func (s *Server) serveConn(raw net.Conn, cfg *tls.Config) {
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		s.track(raw, false)
+		s.untrack(raw)
 		raw.Close()
 		return
 	}
 	if tc.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
-		s.track(raw, false)
+		s.untrack(raw)
 		if s.h1ln == nil || !s.h1ln.hand(tc) {
 			tc.Close()
 		}
 		return
 	}
-	defer s.track(raw, false)
+	defer s.untrack(raw)
 	c := newConn(s, tc)
 	c.serve()
 }
@@ -262,7 +266,7 @@ type conn struct {
 	henc  *hpack.Encoder
 	hbuf  bytes.Buffer
 	canon map[string]string // header names as read → canonical
-	lower map[string]string // canonical header names → as written
+	lower map[string]string // handlers' header names → as written
 
 	streams    map[uint32]*stream
 	maxID      uint32 // highest stream the client opened
@@ -298,7 +302,7 @@ type stream struct {
 
 func newConn(s *Server, tc *tls.Conn) *conn {
 	c := &conn{
-		s: s, tc: tc, state: tc.ConnectionState(), ctx: context.Background(),
+		s: s, tc: tc, state: tc.ConnectionState(),
 		br:      bufio.NewReaderSize(tc, 64<<10),
 		bw:      bufio.NewWriterSize(tc, 32<<10),
 		canon:   make(map[string]string),
@@ -358,10 +362,7 @@ func (c *conn) serve() {
 	_ = c.tc.SetReadDeadline(time.Time{})
 	for {
 		if err := c.onFrame(f); err != nil {
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.goAway(http2.ErrCode(ce))
-			}
+			c.goAwayFor(err)
 			return
 		}
 		if c.goingAway && len(c.streams) == 0 {
@@ -380,11 +381,7 @@ func (c *conn) serve() {
 			}
 			var se http2.StreamError
 			if !errors.As(err, &se) {
-				if errors.Is(err, http2.ErrFrameTooLarge) {
-					c.goAway(http2.ErrCodeFrameSize)
-				} else if ce, ok := err.(http2.ConnectionError); ok {
-					c.goAway(http2.ErrCode(ce))
-				}
+				c.goAwayFor(err)
 				return
 			}
 			if err := c.resetStream(se.StreamID, se.Code); err != nil {
@@ -414,6 +411,19 @@ func (c *conn) flushUnlessFrameWaiting() error {
 
 // frameHeaderLen is the length of an HTTP/2 frame header.
 const frameHeaderLen = 9
+
+// goAwayFor sends GOAWAY for an error that ends the connection, when it is
+// the peer's: a connection error, or a frame over the size limit. Network
+// errors end it without a word.
+func (c *conn) goAwayFor(err error) {
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		c.goAway(http2.ErrCode(ce))
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.goAway(http2.ErrCodeFrameSize)
+	}
+}
 
 func (c *conn) goAway(code http2.ErrCode) {
 	_ = c.fr.WriteGoAway(c.maxID, code, nil)
@@ -490,7 +500,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingInitialWindowSize:
 			delta := int32(s.Val) - c.peerInitWindow
 			for _, st := range c.streams {
-				if int64(st.sendWindow)+int64(delta) > 1<<31-1 {
+				if int64(st.sendWindow)+int64(delta) > math.MaxInt32 {
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 			}
@@ -522,7 +532,7 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		}
 		w = &st.sendWindow
 	}
-	if int64(*w)+int64(f.Increment) > 1<<31-1 {
+	if int64(*w)+int64(f.Increment) > math.MaxInt32 {
 		if f.StreamID == 0 {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
@@ -598,15 +608,10 @@ func (c *conn) request(f *http2.MetaHeadersFrame) (*http.Request, bool) {
 	fields := f.RegularFields()
 	h := make(http.Header, len(fields))
 	for _, hf := range fields {
-		switch hf.Name {
-		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		if connectionSpecific(hf.Name) || hf.Name == "te" && hf.Value != "trailers" {
 			return nil, false
-		case "te":
-			if hf.Value != "trailers" {
-				return nil, false
-			}
 		}
-		k := c.canonical(hf.Name)
+		k := h2wire.CachedName(c.canon, hf.Name, http.CanonicalHeaderKey)
 		h[k] = append(h[k], hf.Value)
 	}
 	if authority == "" {
@@ -629,17 +634,6 @@ func (c *conn) request(f *http2.MetaHeadersFrame) (*http.Request, bool) {
 	return req.WithContext(c.ctx), true
 }
 
-func (c *conn) canonical(name string) string {
-	v, ok := c.canon[name]
-	if !ok {
-		v = http.CanonicalHeaderKey(name)
-		if len(c.canon) < 128 {
-			c.canon[name] = v
-		}
-	}
-	return v
-}
-
 func (c *conn) onData(f *http2.DataFrame) error {
 	id := f.StreamID
 	n := int32(f.Length)
@@ -649,13 +643,8 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	c.recvWindow -= n
-	c.recvUnacked += n
-	if c.recvUnacked >= connWindow/4 {
-		if err := c.fr.WriteWindowUpdate(0, uint32(c.recvUnacked)); err != nil {
-			return err
-		}
-		c.recvWindow += c.recvUnacked
-		c.recvUnacked = 0
+	if err := c.replenish(0, &c.recvWindow, &c.recvUnacked, n, connWindow/4); err != nil {
+		return err
 	}
 	st := c.streams[id]
 	if st == nil || !st.reading {
@@ -687,14 +676,21 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	if f.StreamEnded() {
 		return c.endOfRequest(st)
 	}
-	st.recvUnacked += n
-	if st.recvUnacked >= streamWindow/4 {
-		if err := c.fr.WriteWindowUpdate(id, uint32(st.recvUnacked)); err != nil {
-			return err
-		}
-		st.recvWindow += st.recvUnacked
-		st.recvUnacked = 0
+	return c.replenish(id, &st.recvWindow, &st.recvUnacked, n, streamWindow/4)
+}
+
+// replenish notes n bytes of a receive window consumed and gives them back
+// with WINDOW_UPDATE once at least threshold are owed.
+func (c *conn) replenish(id uint32, window, unacked *int32, n, threshold int32) error {
+	*unacked += n
+	if *unacked < threshold {
+		return nil
 	}
+	if err := c.fr.WriteWindowUpdate(id, uint32(*unacked)); err != nil {
+		return err
+	}
+	*window += *unacked
+	*unacked = 0
 	return nil
 }
 
@@ -775,18 +771,8 @@ func (c *conn) respond(st *stream, status int, h http.Header, body []byte) error
 		body = nil
 	}
 	for k, vs := range h {
-		lk, ok := c.lower[k]
-		if !ok {
-			lk = strings.ToLower(k)
-			if !httpguts.ValidHeaderFieldName(lk) {
-				continue
-			}
-			if len(c.lower) < 128 {
-				c.lower[k] = lk
-			}
-		}
-		switch lk {
-		case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		lk := h2wire.CachedName(c.lower, k, strings.ToLower)
+		if !httpguts.ValidHeaderFieldName(lk) || connectionSpecific(lk) {
 			continue
 		}
 		for _, v := range vs {
@@ -848,6 +834,16 @@ func (c *conn) sendPending() error {
 		}
 	}
 	return nil
+}
+
+// connectionSpecific reports whether a header field belongs to HTTP/1's
+// connection and may not appear in HTTP/2 (RFC 9113 8.2.2).
+func connectionSpecific(name string) bool {
+	switch name {
+	case "connection", "proxy-connection", "keep-alive", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
 }
 
 func bodyAllowed(status int) bool {

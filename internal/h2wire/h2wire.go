@@ -24,3 +24,16 @@ func WriteHeaderBlock(fr *http2.Framer, streamID uint32, block []byte, maxFrame 
 	}
 	return nil
 }
+
+// CachedName returns convert(name), remembered in m, which keeps the first
+// 64 names: the header names one peer uses are few.
+func CachedName(m map[string]string, name string, convert func(string) string) string {
+	v, ok := m[name]
+	if !ok {
+		v = convert(name)
+		if len(m) < 64 {
+			m[name] = v
+		}
+	}
+	return v
+}
