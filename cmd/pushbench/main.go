@@ -236,6 +236,14 @@ type PhaseFig struct {
 	RedisCPUPer10kPush float64 `json:"redisCpuSecondsPer10kPushes,omitempty"`
 	Duplicates         int64   `json:"duplicates"`
 	Undelivered        int64   `json:"undeliveredEvents"`
+	// How crowded the CPUs were: the machine's busy share, and for the
+	// threads of pushsyncd, the NATS server child and pushbench, how many
+	// were waiting for a CPU on average, how long one wait was, and how
+	// often per event one of them was put on a CPU.
+	MachineBusyPct float64 `json:"machineBusyPercent"`
+	ThreadsWaiting float64 `json:"threadsWaitingForCpu"`
+	WaitPerRunUs   float64 `json:"cpuWaitPerRunMicros"`
+	RunsPerEvent   float64 `json:"threadRunsPerEvent"`
 }
 
 // MemoryFig is the Redis memory phase.
@@ -446,6 +454,14 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	}
 	nats0, redis0 := b.s.natsCPU(), b.s.redisCPU(ctx)
 	self0, _ := cpuTime(os.Getpid())
+	sched := append([]int{os.Getpid()}, b.pids...)
+	if b.s.natsd != nil {
+		sched = append(sched, b.s.natsd.Process.Pid)
+	}
+	con0, err := contentionOf(sched...)
+	if err != nil {
+		return nil, err
+	}
 	b.pr.start(name, "events")
 	stopTick := b.pr.tick(func() (int64, int64) { return t.events.Load() - events0, 0 })
 	defer func() { stopTick(); b.pr.stop() }()
@@ -501,6 +517,11 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	}
 	nats1, redis1 := b.s.natsCPU(), b.s.redisCPU(ctx)
 	self1, _ := cpuTime(os.Getpid())
+	con1, err := contentionOf(sched...)
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Since(start).Seconds()
 	elapsed := time.Unix(0, t.lastPush.Load()).Sub(start).Seconds()
 	pushes := t.pushes.Load() - pushes0
 	per10k := func(a, b time.Duration) float64 {
@@ -525,6 +546,10 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		PeakRSSMB:          mb(use1.peakRSS),
 		Duplicates:         t.duplicates.Load() - dup0,
 		Undelivered:        published - (t.events.Load() - events0),
+		MachineBusyPct:     100 * (con1.busy - con0.busy).Seconds() / max((con1.total-con0.total).Seconds(), 1e-9),
+		ThreadsWaiting:     (con1.wait - con0.wait).Seconds() / wall,
+		WaitPerRunUs:       float64((con1.wait - con0.wait).Microseconds()) / float64(max(con1.runs-con0.runs, 1)),
+		RunsPerEvent:       float64(con1.runs-con0.runs) / float64(max(published, 1)),
 	}, nil
 }
 

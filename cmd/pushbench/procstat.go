@@ -114,3 +114,87 @@ func usageOf(pids ...int) (usage, error) {
 	}
 	return u, nil
 }
+
+// schedStat returns how long a process's threads have waited, runnable,
+// for a CPU, and how many times they were put on one, summed over the
+// threads it has now (/proc/<pid>/task/<tid>/schedstat: time on a CPU,
+// time waiting on a run queue, timeslices). A thread that already exited
+// is not counted; Go runtimes keep theirs.
+func schedStat(pid int) (wait time.Duration, runs int64, err error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread exited since the listing
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 3 {
+			return 0, 0, fmt.Errorf("%s/%s/schedstat: %d fields, want 3", dir, t.Name(), len(f))
+		}
+		w, err1 := strconv.ParseInt(f[1], 10, 64)
+		n, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, fmt.Errorf("%s/%s/schedstat: %q", dir, t.Name(), b)
+		}
+		wait += time.Duration(w)
+		runs += n
+	}
+	return wait, runs, nil
+}
+
+// machineCPU returns the CPU time the whole machine has been busy and its
+// total so far, all CPUs summed, from the "cpu" line of /proc/stat (busy
+// is everything but idle and iowait).
+func machineCPU() (busy, total time.Duration, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: first line %q", line)
+	}
+	var sum, idle int64
+	for i, s := range f[1:] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)
+		}
+		sum += v
+		if i == 3 || i == 4 { // idle, iowait
+			idle += v
+		}
+	}
+	return time.Duration(sum-idle) * clockTick, time.Duration(sum) * clockTick, nil
+}
+
+// contention is how crowded the machine's CPUs were for the processes of
+// the pipeline that pushbench can see.
+type contention struct {
+	busy, total time.Duration // the machine's
+	wait        time.Duration // the processes' threads, runnable but waiting for a CPU
+	runs        int64         // times those threads were put on a CPU
+}
+
+// contentionOf reads the machine's CPU time and the scheduling figures of
+// processes.
+func contentionOf(pids ...int) (contention, error) {
+	var c contention
+	var err error
+	if c.busy, c.total, err = machineCPU(); err != nil {
+		return c, err
+	}
+	for _, pid := range pids {
+		w, n, err := schedStat(pid)
+		if err != nil {
+			return c, err
+		}
+		c.wait, c.runs = c.wait+w, c.runs+n
+	}
+	return c, nil
+}

@@ -3,7 +3,9 @@ package main
 import (
 	"io"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,6 +127,42 @@ func TestProcessFigures(t *testing.T) {
 	f.Close()
 	if _, w1, _ := syscalls(pid); w1-w0 < 10 || r0 < 0 {
 		t.Errorf("10 writes counted as %d", w1-w0)
+	}
+}
+
+// TestContention runs three threads a CPU for a second: the machine's busy
+// time must grow by about that much, and this process's threads must have
+// waited for a CPU about two seconds per CPU between them.
+func TestContention(t *testing.T) {
+	n := runtime.NumCPU()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3 * n))
+	c0, err := contentionOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	var wg sync.WaitGroup
+	for range 3 * n {
+		wg.Go(func() {
+			for x := 0; time.Now().Before(deadline); x++ {
+				_ = strings.Repeat("x", x%64)
+			}
+		})
+	}
+	wg.Wait()
+	c1, err := contentionOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, total := c1.busy-c0.busy, c1.total-c0.total
+	if busy < time.Duration(n)*700*time.Millisecond || busy > total {
+		t.Errorf("%d CPUs saturated for 1s: machine busy %s of %s", n, busy, total)
+	}
+	if wait := c1.wait - c0.wait; wait < time.Duration(n)*time.Second {
+		t.Errorf("%d threads on %d CPUs for 1s waited %s in all, want about %s", 3*n, n, wait, time.Duration(2*n)*time.Second)
+	}
+	if c1.runs <= c0.runs {
+		t.Errorf("runs went from %d to %d", c0.runs, c1.runs)
 	}
 }
 

@@ -86,6 +86,15 @@ func writeTable(w io.Writer, r *Report) {
 				p.name, f.NATSCPUPer10kPush, f.RedisCPUPer10kPush, f.BenchCPUPer10kPush)
 		}
 	}
+	for _, p := range []struct {
+		name string
+		f    *PhaseFig
+	}{{"max rate", r.Max}, {"half rate", r.Half}} {
+		if f := p.f; f != nil && f.RunsPerEvent > 0 {
+			fmt.Fprintf(w, "%s: machine %.0f%% busy; threads of pushsyncd, NATS and pushbench waiting for a CPU: %.1f on average, %.0f µs a wait, %.1f runs per event\n",
+				p.name, f.MachineBusyPct, f.ThreadsWaiting, f.WaitPerRunUs, f.RunsPerEvent)
+		}
+	}
 	for _, p := range []*PhaseFig{r.Max, r.Half} {
 		if p != nil && (p.Duplicates > 0 || p.Undelivered > 0) {
 			fmt.Fprintf(w, "warning: %d duplicate pushes, %d events not fully delivered\n", p.Duplicates, p.Undelivered)
