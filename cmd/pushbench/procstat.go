@@ -147,8 +147,9 @@ func schedStat(pid int) (wait time.Duration, runs int64, err error) {
 }
 
 // machineCPU returns the CPU time the whole machine has been busy and its
-// total so far, all CPUs summed, from the "cpu" line of /proc/stat (busy
-// is everything but idle and iowait).
+// total so far, all CPUs summed, from the "cpu" line of /proc/stat: its
+// first eight fields, busy being all but idle and iowait (the guest
+// fields after them are counted in user and nice already).
 func machineCPU() (busy, total time.Duration, err error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
@@ -160,7 +161,7 @@ func machineCPU() (busy, total time.Duration, err error) {
 		return 0, 0, fmt.Errorf("/proc/stat: first line %q", line)
 	}
 	var sum, idle int64
-	for i, s := range f[1:] {
+	for i, s := range f[1:min(len(f), 9)] {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return 0, 0, fmt.Errorf("/proc/stat: %q: %w", line, err)

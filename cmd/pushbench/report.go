@@ -91,7 +91,7 @@ func writeTable(w io.Writer, r *Report) {
 		f    *PhaseFig
 	}{{"max rate", r.Max}, {"half rate", r.Half}} {
 		if f := p.f; f != nil && f.RunsPerEvent > 0 {
-			fmt.Fprintf(w, "%s: machine %.0f%% busy; threads of pushsyncd, NATS and pushbench waiting for a CPU: %.1f on average, %.0f µs a wait, %.1f runs per event\n",
+			fmt.Fprintf(w, "%s: machine %.0f%% busy; threads of pushsyncd, pushbench and its NATS server waiting for a CPU: %.1f on average, %.0f µs a wait, %.1f runs per event\n",
 				p.name, f.MachineBusyPct, f.ThreadsWaiting, f.WaitPerRunUs, f.RunsPerEvent)
 		}
 	}
