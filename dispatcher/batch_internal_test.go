@@ -43,10 +43,7 @@ func TestRedisBatcherRecordsRideWithLookups(t *testing.T) {
 	log := &batchLog{flushed: make(chan struct{}, 1)}
 	b := newRedisBatcher(2, 8, time.Hour, log.flush) // records alone would wait an hour
 	f := &fan{}
-	for range 3 {
-		f.wg.Add(1)
-		b.record(sentReq{fan: f})
-	}
+	recordN(b, f, 3)
 	reply := make(chan registry.Lookup, 1)
 	b.lookups <- &lookupReq{reply: reply}
 	<-reply
@@ -63,10 +60,7 @@ func TestRedisBatcherRecordsAloneWaitLinger(t *testing.T) {
 	b := newRedisBatcher(2, 8, 20*time.Millisecond, log.flush)
 	f := &fan{}
 	start := time.Now()
-	for range 3 {
-		f.wg.Add(1)
-		b.record(sentReq{fan: f})
-	}
+	recordN(b, f, 3)
 	f.wg.Wait()
 	if waited := time.Since(start); waited < 20*time.Millisecond {
 		t.Errorf("records flushed after %v, before the linger", waited)
@@ -83,10 +77,7 @@ func TestRedisBatcherBoundsRoundTripsAndFlushesAll(t *testing.T) {
 	const max = 8
 	b := newRedisBatcher(2, max, 20*time.Millisecond, log.flush)
 	f := &fan{}
-	for range 5*max + 3 {
-		f.wg.Add(1)
-		b.record(sentReq{fan: f})
-	}
+	recordN(b, f, 5*max+3)
 	f.wg.Wait()
 	got, n := log.snapshot()
 	if n != 5*max+3 {
@@ -99,10 +90,17 @@ func TestRedisBatcherBoundsRoundTripsAndFlushesAll(t *testing.T) {
 	}
 
 	// Closing flushes what waits.
-	f.wg.Add(1)
-	b.record(sentReq{fan: f})
+	recordN(b, f, 1)
 	b.close()
 	if _, n := log.snapshot(); n != 5*max+4 {
 		t.Errorf("%d records flushed by close, want %d", n, 5*max+4)
+	}
+}
+
+// recordN queues n records of accepted pushes of fan-out f.
+func recordN(b *redisBatcher, f *fan, n int) {
+	for range n {
+		f.wg.Add(1)
+		b.record(sentReq{fan: f})
 	}
 }

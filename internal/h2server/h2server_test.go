@@ -562,6 +562,16 @@ func (c *rawConn) get(stream uint32, path string, extra ...string) {
 	c.writeHeaders(stream, true, reqFields("GET", path, extra...)...)
 }
 
+// expectServes asks for /hello on stream and checks the answer: the
+// connection still serves requests.
+func (c *rawConn) expectServes(stream uint32) {
+	c.t.Helper()
+	c.get(stream, "/hello")
+	if r := c.readResponse(stream); r.status() != "200" || string(r.body) != "hello world" {
+		c.t.Errorf("stream %d: %s %q, want 200 \"hello world\"", stream, r.status(), r.body)
+	}
+}
+
 // writeData sends data on stream in frames of at most 16384 bytes, within
 // the windows the server gave; while they are shut it reads, holding back
 // whatever is not a WINDOW_UPDATE for read.
@@ -1102,10 +1112,7 @@ func TestResponseFlowControl(t *testing.T) {
 
 	// The connection still serves.
 	c.check(c.fr.WriteWindowUpdate(0, 1<<20))
-	c.get(3, "/hello")
-	if r := c.readResponse(3); r.status() != "200" || string(r.body) != "hello world" {
-		t.Errorf("next request: %s %q", r.status(), r.body)
-	}
+	c.expectServes(3)
 }
 
 // Several streams waiting on the connection window all finish once it opens.
@@ -1215,10 +1222,7 @@ func TestResponseHeaderContinuation(t *testing.T) {
 		t.Errorf("got %s %q", r.status(), r.body)
 	}
 	// The HPACK state is still in step: a next response decodes.
-	c.get(3, "/hello")
-	if r := c.readResponse(3); string(r.body) != "hello world" {
-		t.Errorf("next response %q", r.body)
-	}
+	c.expectServes(3)
 }
 
 // A client that allows no HPACK dynamic table gets header blocks that do
@@ -1358,10 +1362,7 @@ func TestMaxConcurrentStreamsCountsPendingAnswers(t *testing.T) {
 	if !last.EndStream || string(body) != "hello world" {
 		t.Fatalf("stream 1 body %q end %v", body, last.EndStream)
 	}
-	c.get(5, "/hello")
-	if r := c.readResponse(5); string(r.body) != "hello world" {
-		t.Errorf("stream 5: %q", r.body)
-	}
+	c.expectServes(5)
 }
 
 func TestEvenStreamID(t *testing.T) {
@@ -1402,10 +1403,7 @@ func TestDataOnClosedStream(t *testing.T) {
 	}
 	c.writeData(1, false, []byte("more"))
 	c.expectRST(1, http2.ErrCodeStreamClosed)
-	c.get(3, "/hello")
-	if r := c.readResponse(3); string(r.body) != "hello world" {
-		t.Errorf("stream 3: %q", r.body)
-	}
+	c.expectServes(3)
 }
 
 func TestFramesOnIdleStream(t *testing.T) {
@@ -1509,10 +1507,7 @@ func TestZeroWindowUpdateOnStream(t *testing.T) {
 	c.check(c.fr.WriteWindowUpdate(1, 0))
 	c.fr.AllowIllegalWrites = false
 	c.expectRST(1, http2.ErrCodeProtocol)
-	c.get(3, "/hello")
-	if r := c.readResponse(3); string(r.body) != "hello world" {
-		t.Errorf("stream 3: %q", r.body)
-	}
+	c.expectServes(3)
 }
 
 func TestRequestHeaderContinuation(t *testing.T) {
@@ -1574,10 +1569,7 @@ func TestRequestTrailers(t *testing.T) {
 	if n := rec.count("/echo"); n != 1 {
 		t.Errorf("handler called %d times, want 1", n)
 	}
-	c.get(5, "/hello")
-	if r := c.readResponse(5); string(r.body) != "hello world" {
-		t.Errorf("stream 5: %q", r.body)
-	}
+	c.expectServes(5)
 }
 
 // Frames the server has no use for are ignored, padding is not body, and
@@ -1633,10 +1625,7 @@ func TestHeaderListTooLarge(t *testing.T) {
 	if n := rec.count("/hello"); n != 0 {
 		t.Errorf("handler called for an oversized header list")
 	}
-	c.get(3, "/hello")
-	if r := c.readResponse(3); string(r.body) != "hello world" {
-		t.Errorf("stream 3: %q", r.body)
-	}
+	c.expectServes(3)
 }
 
 // Handler headers: a Content-Length of its own is not doubled,
@@ -1728,10 +1717,7 @@ func TestHandlerPanic(t *testing.T) {
 	c.expectRST(1, http2.ErrCodeInternal)
 	c.get(3, "/abort")
 	c.expectRST(3, http2.ErrCodeInternal)
-	c.get(5, "/hello")
-	if r := c.readResponse(5); r.status() != "200" || string(r.body) != "hello world" {
-		t.Errorf("after panics: %s %q", r.status(), r.body)
-	}
+	c.expectServes(5)
 	out := logs.String()
 	if !strings.Contains(out, "boom") {
 		t.Errorf("panic not logged; log: %q", out)
@@ -1863,10 +1849,7 @@ func TestClientReset(t *testing.T) {
 	c.check(c.fr.WriteRSTStream(1, http2.ErrCodeCancel))
 	c.check(c.fr.WriteWindowUpdate(1, 1000)) // in flight: ignored
 	c.expectQuiet("after the client's RST_STREAM")
-	c.get(3, "/hello")
-	if r := c.readResponse(3); string(r.body) != "hello world" {
-		t.Errorf("stream 3: %q", r.body)
-	}
+	c.expectServes(3)
 }
 
 // ---------------------------------------------------------------------------
@@ -1903,10 +1886,7 @@ func TestEarlyAnswerResetsStream(t *testing.T) {
 	c.writeHeaders(1, true, "x-trailer", "late")
 	c.expectQuiet("DATA in flight on a stream reset with NO_ERROR")
 
-	c.get(3, "/hello")
-	if r := c.readResponse(3); r.status() != "200" || string(r.body) != "hello world" {
-		t.Errorf("next request: %s %q", r.status(), r.body)
-	}
+	c.expectServes(3)
 	if n := rec.count("/echo"); n != 0 {
 		t.Errorf("handler called for a body above MaxRequestBody")
 	}
@@ -1930,10 +1910,7 @@ func TestTooLargeBodyEndingWithLastFrame(t *testing.T) {
 			t.Errorf("RST_STREAM on a stream closed both ways: %v", f)
 		}
 	}
-	c.get(3, "/hello")
-	if r := c.readResponse(3); string(r.body) != "hello world" {
-		t.Errorf("next request: %q", r.body)
-	}
+	c.expectServes(3)
 	if n := rec.count("/echo"); n != 0 {
 		t.Errorf("handler called for a body above MaxRequestBody")
 	}
