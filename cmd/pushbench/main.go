@@ -66,6 +66,10 @@ func main() {
 		}
 		return
 	}
+	if err := reexecForGODEBUG(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "pushbench:", err)
+		os.Exit(1)
+	}
 	// The emulators allocate for every push; collect less often, so the
 	// instrument takes less of the machine it measures.
 	if _, ok := os.LookupEnv("GOGC"); !ok {
@@ -96,6 +100,7 @@ type options struct {
 	workerEnv           envList
 	selfProfile         string
 	natsProfile         string
+	godebug             string
 }
 
 // envList collects -worker-env flags.
@@ -129,6 +134,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.natsProfile, "nats-cpuprofile", "", "write a CPU profile of pushbench's NATS server over the whole run to this file")
 	fs.StringVar(&o.selfProfile, "self-cpuprofile", "", "write a CPU profile of pushbench itself (the emulators, the publishers) to this file")
 	fs.Var(&o.workerEnv, "worker-env", "NAME=VALUE to set in pushsyncd's environment only (repeatable), e.g. GOGC=100")
+	fs.StringVar(&o.godebug, "godebug", sysmonAwake, "GODEBUG settings for every Go process of the run (pushbench and its NATS server, pushsyncd, the ceiling program), "+
+		"added to $GODEBUG unless it names the same setting; empty: the runtime's defaults. The default keeps the Go scheduler's monitor from sleeping between bursts of work, as deploy/ does for pushsyncd")
 	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
 	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
@@ -165,6 +172,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	case o.memoryDevices < o.devices:
 		return nil, fmt.Errorf("-memory-devices must be at least -devices (%d)", o.devices)
 	}
+	if _, err := mergeGODEBUG("", o.godebug); err != nil {
+		return nil, fmt.Errorf("-godebug: %w", err)
+	}
 	return o, nil
 }
 
@@ -199,6 +209,8 @@ type Setup struct {
 	Duration   string `json:"duration"`
 	Window     int    `json:"window"`
 	Pushsyncd  string `json:"pushsyncd"`
+	// GODEBUG is the runtime settings every Go process of the run had.
+	GODEBUG string `json:"godebug"`
 }
 
 // CeilingFig is the ceiling program's run.
@@ -271,6 +283,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rep := &Report{Machine: machine(), Started: time.Now(), Setup: Setup{
 		Identities: o.identities, Devices: o.devices, Workers: o.workers, Duration: o.duration.String(), Window: o.window,
+		GODEBUG: os.Getenv("GODEBUG"),
 	}}
 	self, err := os.Executable()
 	if err != nil {

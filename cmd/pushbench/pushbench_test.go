@@ -174,6 +174,7 @@ func TestFlags(t *testing.T) {
 		{"-duration 10ms", "-duration must be at least 1s"},
 		{"-memory-devices 3", "-memory-devices must be at least -devices"},
 		{"extra", `unexpected argument "extra"`},
+		{"-godebug schedtrace", `-godebug: "schedtrace" is not name=value`},
 	} {
 		_, err := parseFlags(strings.Fields(c.args), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -181,7 +182,7 @@ func TestFlags(t *testing.T) {
 		}
 	}
 	o, err := parseFlags(nil, io.Discard)
-	if err != nil || !o.has("ceiling") || !o.has("memory") || o.memoryDevices != 1_000_000 {
+	if err != nil || !o.has("ceiling") || !o.has("memory") || o.memoryDevices != 1_000_000 || o.godebug != sysmonAwake {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
 }

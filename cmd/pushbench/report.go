@@ -54,8 +54,12 @@ func verdicts(r *Report) []Verdict {
 
 // writeTable prints the figures as plain tables.
 func writeTable(w io.Writer, r *Report) {
-	fmt.Fprintf(w, "\npushbench on %d CPUs (%s), %s; %d identities × %d devices, %d worker(s), %s per phase\n\n",
-		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.Setup.Identities, r.Setup.Devices, r.Setup.Workers, r.Setup.Duration)
+	godebug := r.Setup.GODEBUG
+	if godebug == "" {
+		godebug = "none"
+	}
+	fmt.Fprintf(w, "\npushbench on %d CPUs (%s), %s, GODEBUG %s; %d identities × %d devices, %d worker(s), %s per phase\n\n",
+		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, godebug, r.Setup.Identities, r.Setup.Devices, r.Setup.Workers, r.Setup.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if r.Ceiling == nil && r.Max == nil && r.Half == nil {
 		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
