@@ -1,6 +1,7 @@
 // Package deploycheck checks the files under deploy/ for syntax and for
 // agreement with the code: YAML parses, the dashboard's queries name real
-// metrics, every PUSHSYNC_* variable is a setting, and the Kubernetes
+// metrics, every PUSHSYNC_* variable is a setting, the Go runtime settings
+// are kept (the scheduler monitor's GODEBUG), and the Kubernetes
 // configuration loads. It does not run any container, unit or manifest.
 package deploycheck
 
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -196,9 +198,39 @@ func TestSystemdUnits(t *testing.T) {
 		if d, err := time.ParseDuration(m[1]); err != nil || d <= need {
 			t.Errorf("%s: TimeoutStopSec=%s, want a duration above %v", p, m[1], need)
 		}
-		for _, k := range []string{"User=", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "LoadCredential=master_key:"} {
+		for _, k := range []string{"User=", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict", "LoadCredential=master_key:", "Environment=GODEBUG=" + sysmonAwake + "\n"} {
 			if !strings.Contains(unit, k) {
 				t.Errorf("%s: no %s", p, k)
+			}
+		}
+	}
+}
+
+// sysmonAwake is the GODEBUG setting that keeps the Go scheduler's
+// monitor out of its deep sleep (docs/deploy.md, "Runtime settings").
+const sysmonAwake = "schedtrace=2147483647"
+
+// The image sets the monitor setting for every container of it, and no
+// file under deploy/ that sets GODEBUG itself drops it.
+func TestRuntimeSettings(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(deployDir, "container", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^ENV GODEBUG=` + sysmonAwake + `$`).Match(data) {
+		t.Errorf("the Dockerfile does not set GODEBUG=%s", sysmonAwake)
+	}
+	// GODEBUG=v (Dockerfile, unit, .env), GODEBUG: v (compose) or
+	// {name: GODEBUG, value: v} (Kubernetes).
+	re := regexp.MustCompile(`GODEBUG["']?\s*(?:=|:|,\s*value:)\s*["']?([^\s"'}]*)`)
+	for _, f := range deployFiles(t) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllSubmatch(data, -1) {
+			if !slices.Contains(strings.Split(string(m[1]), ","), sysmonAwake) {
+				t.Errorf("%s sets GODEBUG to %q, without %s", f, m[1], sysmonAwake)
 			}
 		}
 	}
