@@ -125,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.identities, "identities", 10000, "identities to seed")
 	fs.IntVar(&o.devices, "devices", 4, "devices per identity, APNs and FCM alternately; every event pushes to all of them")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of each measured phase")
-	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up before each measured phase")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up at the rate of each measured phase, before it (and once at 200 events/s before the first)")
 	fs.IntVar(&o.workers, "workers", 1, "pushsyncd worker processes")
 	fs.StringVar(&o.pushsyncd, "pushsyncd", "", "the pushsyncd binary (default: next to pushbench, else on PATH)")
 	fs.StringVar(&o.redisAddr, "redis", "127.0.0.1:6379", "Redis for the registry (keys under a fresh prefix, removed at the end)")
@@ -374,13 +374,14 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		pids = append(pids, w.pid())
 	}
 	b := &bench{s: s, o: o, pids: pids, pr: pr, ops: workers[0].ops}
-	// Warm up: connections, provider and access tokens, caches.
+	// Warm up gently first: connections, provider and access tokens,
+	// caches. Each measured phase then warms up at its own rate.
 	if _, err := b.phase(ctx, "warm-up", o.warmup, 200, false); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	rate := 0.0
 	if o.has("max") {
-		fig, err := b.phase(ctx, "max rate", o.duration, 0, true)
+		fig, err := b.measure(ctx, "max rate", 0)
 		if err != nil {
 			return fmt.Errorf("max phase: %w", err)
 		}
@@ -395,7 +396,7 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		if rate == 0 {
 			return errors.New("the half phase needs the max phase or -half-rate")
 		}
-		fig, err := b.phase(ctx, "half rate", o.duration, rate/2, true)
+		fig, err := b.measure(ctx, "half rate", rate/2)
 		if err != nil {
 			return fmt.Errorf("half phase: %w", err)
 		}
@@ -444,6 +445,17 @@ type bench struct {
 	ops      string       // the first worker's ops address
 	profiled bool         // a CPU profile was taken
 	next     atomic.Int64 // the next event number
+}
+
+// measure runs the phase name at rate for -duration, after a warm-up of
+// -warmup at the same rate, so that it measures the steady state at that
+// rate (heap size, goroutine stacks, batch sizes, the broker's buffers)
+// rather than the change from another one.
+func (b *bench) measure(ctx context.Context, name string, rate float64) (*PhaseFig, error) {
+	if _, err := b.phase(ctx, name+": warm-up", b.o.warmup, rate, false); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	return b.phase(ctx, name, b.o.duration, rate, true)
 }
 
 // phase publishes events for d, at rate events per second or, with rate 0,
