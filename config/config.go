@@ -308,6 +308,10 @@ type APIConfig struct {
 	// IdentityCredentialTTL is the lifetime of identity credentials issued
 	// through the admin API, 1m to 12h. If not set, 1h.
 	IdentityCredentialTTL Duration `yaml:"identity_credential_ttl" json:"identity_credential_ttl"`
+	// OIDCRootCAFile is a PEM file of the authorities trusted for the HTTPS
+	// endpoints OpenID Connect providers serve their signing keys from. If
+	// not set, the system's roots.
+	OIDCRootCAFile string `yaml:"oidc_root_ca_file" json:"oidc_root_ca_file"`
 	// ARNRegion is the region written into the SNS-style platform
 	// application ARNs pushsync shows; any region is accepted back. If not
 	// set, "us-east-1".

@@ -128,8 +128,9 @@ type services struct {
 	afterCommit func()
 }
 
-// rootCAs are the trust roots of the push services; nil means the system's.
-type rootCAs struct{ apns, fcm *x509.CertPool }
+// rootCAs are the trust roots of the push services and of OpenID Connect
+// providers; nil means the system's.
+type rootCAs struct{ apns, fcm, oidc *x509.CertPool }
 
 func loadRoots(cfg *config.Config) (rootCAs, error) {
 	var r rootCAs
@@ -137,7 +138,10 @@ func loadRoots(cfg *config.Config) (rootCAs, error) {
 	if r.apns, err = loadPool(cfg.APNs.RootCAFile, "apns.root_ca_file"); err != nil {
 		return r, err
 	}
-	r.fcm, err = loadPool(cfg.FCM.RootCAFile, "fcm.root_ca_file")
+	if r.fcm, err = loadPool(cfg.FCM.RootCAFile, "fcm.root_ca_file"); err != nil {
+		return r, err
+	}
+	r.oidc, err = loadPool(cfg.API.OIDCRootCAFile, "api.oidc_root_ca_file")
 	return r, err
 }
 
@@ -302,7 +306,13 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 			}
 			_ = rel.Run(ctx) // publishes changes a crash or an outage left behind
 		}()
-		idh := identity.New(reg, identity.Options{CredentialTTL: cfg.API.IdentityCredentialTTL.Std()}, log.With().Str("component", "identity").Logger())
+		idOpts := identity.Options{CredentialTTL: cfg.API.IdentityCredentialTTL.Std()}
+		if svc.roots.oidc != nil {
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.TLSClientConfig = &tls.Config{RootCAs: svc.roots.oidc, MinVersion: tls.VersionTLS12}
+			idOpts.HTTPClient = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		}
+		idh := identity.New(reg, idOpts, log.With().Str("component", "identity").Logger())
 		a := cfg.API
 		srv, err := api.New(reg, api.Options{
 			Publisher:                pub,

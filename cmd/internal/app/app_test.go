@@ -430,6 +430,16 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "apns.root_ca_file") {
 		t.Fatalf("got %v, want an error naming apns.root_ca_file", err)
 	}
+	cfg.APNs.RootCAFile = ""
+	notPEM := filepath.Join(t.TempDir(), "oidc-ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.API.OIDCRootCAFile = notPEM
+	err = app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "api.oidc_root_ca_file") || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("got %v, want an error saying api.oidc_root_ca_file holds no PEM certificate", err)
+	}
 	cfg = config.Default()
 	cfg.Dispatcher.Workers = 0
 	if err := app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), "dispatcher.workers") {

@@ -8,11 +8,14 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -753,16 +756,28 @@ func (p *oidcProvider) token(t *testing.T, sub, aud string, exp time.Time) strin
 	return signed
 }
 
-// TestOpenIDConnectLogins covers authenticated identities. pushsyncd's
-// identity handler fetches signing keys with a default http.Client (app.go
-// sets no identity.Options.HTTPClient and the configuration has no CA
-// setting for it), so an https provider with a test CA is exercised against
-// sync/identity directly, serving its Handler with a client trusting the
-// test server; the daemon is exercised with an http provider on loopback,
-// which the registry allows for tests. Credentials from either work on the
-// daemon's Cognito Sync API.
+// TestOpenIDConnectLogins covers authenticated identities: an https
+// provider whose certificate comes from a private CA, trusted by pushsyncd
+// through api.oidc_root_ca_file (every httptest TLS server has the same
+// self-signed certificate, so the file can be written before the provider
+// starts); the same provider served by sync/identity's Handler with a
+// client trusting it; and an http provider on loopback, which the registry
+// allows for tests. Credentials from each work on the daemon's Cognito Sync
+// API.
 func TestOpenIDConnectLogins(t *testing.T) {
-	s := startSyncStack(t)
+	probe := httptest.NewTLSServer(http.NotFoundHandler())
+	caFile := filepath.Join(t.TempDir(), "oidc-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: probe.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	s := newStack(t)
+	s.cfg.Role = config.RoleAll
+	s.cfg.API.Listen = "127.0.0.1:0"
+	s.cfg.API.DeveloperAccessKeyID = devAccessKey
+	s.cfg.API.DeveloperSecretAccessKey = devSecretKey
+	s.cfg.API.OIDCRootCAFile = caFile
+	s.start()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -772,6 +787,7 @@ func TestOpenIDConnectLogins(t *testing.T) {
 		tls      bool
 		endpoint func(p *oidcProvider) string
 	}{
+		{name: "https provider with a private CA, pushsyncd", tls: true, endpoint: func(*oidcProvider) string { return "http://" + s.apiAddr }},
 		{name: "https provider, sync/identity handler", tls: true, endpoint: func(p *oidcProvider) string {
 			h := identity.New(s.reg, identity.Options{HTTPClient: p.srv.Client()}, zerolog.Nop())
 			srv := httptest.NewServer(h)
