@@ -46,13 +46,16 @@ const sdkRegion = "us-east-1"
 
 // startSyncStack starts the whole stack with the API and developer
 // credentials.
-func startSyncStack(t *testing.T) *stack {
+func startSyncStack(t *testing.T, configure ...func(*config.Config)) *stack {
 	t.Helper()
 	s := newStack(t)
 	s.cfg.Role = config.RoleAll
 	s.cfg.API.Listen = "127.0.0.1:0"
 	s.cfg.API.DeveloperAccessKeyID = devAccessKey
 	s.cfg.API.DeveloperSecretAccessKey = devSecretKey
+	for _, f := range configure {
+		f(s.cfg)
+	}
 	s.start()
 	return s
 }
@@ -771,13 +774,7 @@ func TestOpenIDConnectLogins(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe.Close()
-	s := newStack(t)
-	s.cfg.Role = config.RoleAll
-	s.cfg.API.Listen = "127.0.0.1:0"
-	s.cfg.API.DeveloperAccessKeyID = devAccessKey
-	s.cfg.API.DeveloperSecretAccessKey = devSecretKey
-	s.cfg.API.OIDCRootCAFile = caFile
-	s.start()
+	s := startSyncStack(t, func(c *config.Config) { c.API.OIDCRootCAFile = caFile })
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
