@@ -141,8 +141,14 @@ func loadRoots(cfg *config.Config) (rootCAs, error) {
 	if r.fcm, err = loadPool(cfg.FCM.RootCAFile, "fcm.root_ca_file"); err != nil {
 		return r, err
 	}
-	r.oidc, err = loadPool(cfg.API.OIDCRootCAFile, "api.oidc_root_ca_file")
+	r.oidc, err = loadOIDCRoots(cfg)
 	return r, err
+}
+
+// loadOIDCRoots loads api.oidc_root_ca_file; the dev mode, whose push
+// services are emulators of its own, needs it alone.
+func loadOIDCRoots(cfg *config.Config) (*x509.CertPool, error) {
+	return loadPool(cfg.API.OIDCRootCAFile, "api.oidc_root_ca_file")
 }
 
 func loadPool(path, key string) (*x509.CertPool, error) {

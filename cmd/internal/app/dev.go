@@ -98,7 +98,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	wcfg.FCM.Endpoint = fcmEmu.Endpoint()
 	roots := rootCAs{apns: prod.RootCAs(), fcm: fcmEmu.RootCAs()}
 	roots.apns.AppendCertsFromPEM(sandbox.CACertPEM())
-	if roots.oidc, err = loadPool(cfg.API.OIDCRootCAFile, "api.oidc_root_ca_file"); err != nil {
+	if roots.oidc, err = loadOIDCRoots(cfg); err != nil {
 		return err
 	}
 
