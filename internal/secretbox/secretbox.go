@@ -3,9 +3,14 @@
 // credentials) with AES-256-GCM under a master key. Every sealed value is
 // bound to a context string, such as the record's name, so that a sealed
 // value copied onto another record does not open.
+//
+// A Box may also hold the master keys it replaced, while a rotation is under
+// way: it opens values sealed under any of them, seals only under the
+// current one, and Reseal moves a value from an old key to the current one.
 package secretbox
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -25,22 +30,42 @@ const prefix = "sb1:"
 var ErrOpen = errors.New("secretbox: cannot decrypt (wrong master key or damaged value)")
 
 // Box seals and opens values. It is safe for concurrent use.
-type Box struct{ aead cipher.AEAD }
+type Box struct {
+	aead cipher.AEAD
+	// previous open values sealed under the keys the current one replaced.
+	previous []cipher.AEAD
+}
 
-// New returns a Box for a 32-byte master key.
-func New(key []byte) (*Box, error) {
+// New returns a Box that seals under a 32-byte master key and opens values
+// sealed under it or under any of the previous keys.
+func New(key []byte, previous ...[]byte) (*Box, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, fmt.Errorf("secretbox: master key: %w", err)
+	}
+	b := &Box{aead: aead}
+	for i, k := range previous {
+		if bytes.Equal(k, key) {
+			return nil, fmt.Errorf("secretbox: previous key %d is the current key", i+1)
+		}
+		a, err := newAEAD(k)
+		if err != nil {
+			return nil, fmt.Errorf("secretbox: previous key %d: %w", i+1, err)
+		}
+		b.previous = append(b.previous, a)
+	}
+	return b, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
 	if len(key) != KeySize {
-		return nil, fmt.Errorf("secretbox: master key must be %d bytes, got %d", KeySize, len(key))
+		return nil, fmt.Errorf("must be %d bytes, got %d", KeySize, len(key))
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	return &Box{aead: aead}, nil
+	return cipher.NewGCM(block)
 }
 
 // NewRandom returns a Box with a fresh random key, for processes whose
@@ -60,22 +85,47 @@ func (b *Box) Seal(plaintext []byte, context string) string {
 	return prefix + base64.RawStdEncoding.EncodeToString(out)
 }
 
-// Open decrypts a value Seal returned for the same context.
+// Open decrypts a value Seal returned for the same context, under the
+// current key or a previous one.
 func (b *Box) Open(sealed, context string) ([]byte, error) {
+	plain, _, err := b.open(sealed, context)
+	return plain, err
+}
+
+// Reseal returns sealed under the current key. A value already under it is
+// returned as it is, with moved false; one under a previous key is opened
+// and sealed again, with moved true. A value no key opens is ErrOpen.
+func (b *Box) Reseal(sealed, context string) (resealed string, moved bool, err error) {
+	plain, current, err := b.open(sealed, context)
+	if err != nil {
+		return "", false, err
+	}
+	if current {
+		return sealed, false, nil
+	}
+	return b.Seal(plain, context), true, nil
+}
+
+// open decrypts sealed and reports whether the current key opened it.
+func (b *Box) open(sealed, context string) (plain []byte, current bool, err error) {
 	rest, ok := strings.CutPrefix(sealed, prefix)
 	if !ok {
-		return nil, ErrOpen
+		return nil, false, ErrOpen
 	}
 	raw, err := base64.RawStdEncoding.DecodeString(rest)
-	if err != nil || len(raw) < b.aead.NonceSize() {
-		return nil, ErrOpen
+	n := b.aead.NonceSize() // the same for every key: GCM's standard nonce
+	if err != nil || len(raw) < n {
+		return nil, false, ErrOpen
 	}
-	n := b.aead.NonceSize()
-	plain, err := b.aead.Open(nil, raw[:n], raw[n:], []byte(context))
-	if err != nil {
-		return nil, ErrOpen
+	if plain, err := b.aead.Open(nil, raw[:n], raw[n:], []byte(context)); err == nil {
+		return plain, true, nil
 	}
-	return plain, nil
+	for _, a := range b.previous {
+		if plain, err := a.Open(nil, raw[:n], raw[n:], []byte(context)); err == nil {
+			return plain, false, nil
+		}
+	}
+	return nil, false, ErrOpen
 }
 
 // IsSealed reports whether v has the form Seal produces.
