@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -82,24 +83,39 @@ func (c *APIConfig) validate(s section) {
 }
 
 func (c *SecretsConfig) validate(s section) {
-	if c.MasterKey == "" {
+	const howTo = "must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)"
+	if c.MasterKey != "" && decodeKey(c.MasterKey) == nil {
+		s.errorf("master_key", howTo)
+	}
+	if c.PreviousMasterKey == "" {
 		return
 	}
-	key, err := base64.StdEncoding.DecodeString(string(c.MasterKey))
-	if err != nil || len(key) != 32 {
-		s.errorf("master_key", "must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)")
+	switch prev := decodeKey(c.PreviousMasterKey); {
+	case prev == nil:
+		s.errorf("previous_master_key", howTo)
+	case c.MasterKey == "":
+		s.errorf("previous_master_key", "is set but %s is not; during a rotation set both, the new key as master_key", s.key("master_key"))
+	case bytes.Equal(prev, decodeKey(c.MasterKey)):
+		s.errorf("previous_master_key", "is the same key as %s", s.key("master_key"))
 	}
 }
 
-// MasterKeyBytes returns the decoded master key, or nil if none is set.
-// Call it on a validated configuration.
-func (c *SecretsConfig) MasterKeyBytes() []byte {
-	key, err := base64.StdEncoding.DecodeString(string(c.MasterKey))
-	if err != nil {
+// decodeKey returns a master key's 32 bytes, or nil if k is not one.
+func decodeKey(k Secret) []byte {
+	key, err := base64.StdEncoding.DecodeString(string(k))
+	if err != nil || len(key) != 32 {
 		return nil
 	}
 	return key
 }
+
+// MasterKeyBytes returns the decoded master key, or nil if none is set.
+// Call it on a validated configuration.
+func (c *SecretsConfig) MasterKeyBytes() []byte { return decodeKey(c.MasterKey) }
+
+// PreviousMasterKeyBytes returns the decoded previous master key, or nil if
+// none is set. Call it on a validated configuration.
+func (c *SecretsConfig) PreviousMasterKeyBytes() []byte { return decodeKey(c.PreviousMasterKey) }
 
 func (c *LogConfig) validate(s section) {
 	s.oneOf("level", c.Level, "debug", "info", "warn", "error")
