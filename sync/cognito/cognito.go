@@ -10,6 +10,7 @@ package cognito
 
 import (
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -115,4 +116,17 @@ func isAlnum(c byte) bool {
 // '/', '{' or '}', so the tag is unambiguous.
 func HashTag(poolID, identityID string) string {
 	return "{" + poolID + "/" + identityID + "}"
+}
+
+// EscapeGlob escapes the characters that are special in a Redis SCAN MATCH
+// pattern, for matching keys under a literal prefix.
+func EscapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/sync/cognito"
 )
 
 // Change is an outbox marker: a committed change of a dataset whose event
@@ -107,7 +109,7 @@ func (s *Store) ScanPending(ctx context.Context, cursor uint64, count int64) ([]
 	if count <= 0 {
 		count = 100
 	}
-	match := escapeGlob(s.prefix) + ":{*}:outbox"
+	match := cognito.EscapeGlob(s.prefix) + ":{*}:outbox"
 	var keys []string
 	var next uint64
 	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
@@ -174,17 +176,4 @@ func (s *Store) parseOutboxKey(k string) (pool, identity string, ok bool) {
 		return "", "", false
 	}
 	return pool, identity, true
-}
-
-// escapeGlob escapes the characters that are special in a Redis MATCH
-// pattern.
-func escapeGlob(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

@@ -1,0 +1,264 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/internal/secretbox"
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// SecretsReport says under which master key the sealed records are: the
+// platform apps and the identity credentials.
+type SecretsReport struct {
+	Apps        SealedRecords `json:"apps"`
+	Credentials SealedRecords `json:"credentials"`
+}
+
+// SealedRecords counts the records of one kind.
+type SealedRecords struct {
+	Total int `json:"total"`
+	// Current are sealed under the current master key.
+	Current int `json:"current"`
+	// Previous are sealed under the previous master key: ResealSecrets
+	// moves them to the current one.
+	Previous int `json:"previous"`
+	// Resealed were moved from the previous key to the current one by this
+	// call; they are counted under Current too.
+	Resealed int `json:"resealed"`
+	// Unreadable open under neither key, or are stored in plain text.
+	Unreadable int `json:"unreadable"`
+	// UnreadableNames names the unreadable platform apps (register them
+	// again); credentials are only counted, as they expire on their own.
+	UnreadableNames []string `json:"unreadableNames,omitempty"`
+}
+
+// ErrNoMasterKey is returned by SecretsStatus and ResealSecrets on a
+// registry that keeps its records in plain text.
+var ErrNoMasterKey = errors.New("registry: no master key is configured; records are not encrypted")
+
+// SecretsStatus counts the sealed records under each master key.
+func (r *Registry) SecretsStatus(ctx context.Context) (SecretsReport, error) {
+	return r.secrets(ctx, false, nil)
+}
+
+// ResealSecrets seals again under the current master key every record
+// sealed under the previous one, and reports what it found and moved. A
+// record changed meanwhile is left as the change wrote it (under the key of
+// the process that wrote it: roll the new key out to every process first).
+// progress, if not nil, is called after each batch of records.
+func (r *Registry) ResealSecrets(ctx context.Context, progress func(SecretsReport)) (SecretsReport, error) {
+	return r.secrets(ctx, true, progress)
+}
+
+// casHashField sets a hash field only if it still holds the value read.
+// Both go as EVAL: a reseal is rare, and a pipeline cannot fall back from
+// EVALSHA.
+const casHashField = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0`
+
+// casString replaces a string key, keeping its expiry, only if it still
+// holds the value read.
+const casString = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0`
+
+// resealBatch is how many credentials one pipeline reads.
+const resealBatch = 500
+
+func (r *Registry) secrets(ctx context.Context, reseal bool, progress func(SecretsReport)) (SecretsReport, error) {
+	var rep SecretsReport
+	if r.box == nil {
+		return rep, ErrNoMasterKey
+	}
+	apps, err := r.rdb.HGetAll(ctx, r.configKey()).Result()
+	if err != nil {
+		return rep, fmt.Errorf("registry: read apps: %w", err)
+	}
+	var recs []sealed
+	for f, v := range apps {
+		if name, ok := strings.CutPrefix(f, "app:"); ok {
+			recs = append(recs, sealed{key: r.configKey(), field: f, context: f, name: name, value: v})
+		}
+	}
+	slices.SortFunc(recs, func(a, b sealed) int { return strings.Compare(a.name, b.name) })
+	if err := r.sortOut(ctx, recs, reseal, &rep.Apps, 1); err != nil {
+		return rep, err
+	}
+	report := func() {
+		if progress != nil {
+			progress(rep)
+		}
+	}
+	report()
+
+	prefix := r.prefix + ":cred:{"
+	err = scanKeys(ctx, r.rdb, cognito.EscapeGlob(prefix)+"*}", func(keys []string) error {
+		cmds := make([]*redis.StringCmd, len(keys))
+		if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.Get(ctx, k)
+			}
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("registry: read credentials: %w", err)
+		}
+		batch := make([]sealed, 0, len(keys))
+		for i, k := range keys {
+			v, err := cmds[i].Result()
+			if err != nil { // expired since the scan
+				continue
+			}
+			id := strings.TrimSuffix(strings.TrimPrefix(k, prefix), "}")
+			batch = append(batch, sealed{key: k, context: "cred:" + id, value: v})
+		}
+		if err := r.sortOut(ctx, batch, reseal, &rep.Credentials, 1); err != nil {
+			return err
+		}
+		report()
+		return nil
+	})
+	return rep, err
+}
+
+// sealed is one stored secret: a field of a hash or a whole string key.
+type sealed struct {
+	key, field, context, name, value string
+}
+
+// sortOut counts recs by the key they open under and, if reseal, moves
+// those under the previous key to the current one, each only if it has not
+// changed since it was read; one that has is read and sorted again, up to
+// the third attempt.
+func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, count *SealedRecords, attempt int) error {
+	type move struct {
+		rec   sealed
+		value string
+		cmd   *redis.Cmd
+	}
+	var moves []move
+	for _, rec := range recs {
+		count.Total++
+		if !secretbox.IsSealed(rec.value) {
+			count.unreadable(rec.name)
+			continue
+		}
+		resealed, moved, err := r.box.Reseal(rec.value, rec.context)
+		switch {
+		case err != nil:
+			count.unreadable(rec.name)
+		case !moved:
+			count.Current++
+		case !reseal:
+			count.Previous++
+		default:
+			moves = append(moves, move{rec: rec, value: resealed})
+		}
+	}
+	if len(moves) == 0 {
+		return nil
+	}
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range moves {
+			if m.rec.field != "" {
+				moves[i].cmd = p.Eval(ctx, casHashField, []string{m.rec.key}, m.rec.field, m.rec.value, m.value)
+			} else {
+				moves[i].cmd = p.Eval(ctx, casString, []string{m.rec.key}, m.rec.value, m.value)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: reseal: %w", err)
+	}
+	var changed []sealed
+	for _, m := range moves {
+		if n, _ := m.cmd.Int(); n == 1 {
+			count.Resealed++
+			count.Current++
+			continue
+		}
+		// Changed since it was read: rewritten, deleted or, for a
+		// credential, expired. Read it again and count what is there now.
+		count.Total--
+		changed = append(changed, m.rec)
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	if attempt == 3 {
+		return fmt.Errorf("registry: reseal: %d records changed under each of 3 attempts, e.g. %s %s; try again", len(changed), changed[0].key, changed[0].field)
+	}
+	cmds := make([]*redis.StringCmd, len(changed))
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, rec := range changed {
+			if rec.field != "" {
+				cmds[i] = p.HGet(ctx, rec.key, rec.field)
+			} else {
+				cmds[i] = p.Get(ctx, rec.key)
+			}
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("registry: reseal: read again: %w", err)
+	}
+	again := changed[:0]
+	for i, rec := range changed {
+		if v, err := cmds[i].Result(); err == nil { // else gone
+			rec.value = v
+			again = append(again, rec)
+		}
+	}
+	return r.sortOut(ctx, again, reseal, count, attempt+1)
+}
+
+func (c *SealedRecords) unreadable(name string) {
+	c.Unreadable++
+	if name != "" {
+		c.UnreadableNames = append(c.UnreadableNames, name)
+	}
+}
+
+// scanKeys calls fn with the keys matching match, a batch at a time, on
+// every master of a Redis Cluster or on the one server; fn never runs twice
+// at once. A key may come more than once, as with SCAN.
+func scanKeys(ctx context.Context, rdb redis.UniversalClient, match string, fn func(keys []string) error) error {
+	var mu sync.Mutex
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, match, resealBatch).Result()
+			if err != nil {
+				return fmt.Errorf("registry: scan %s: %w", match, err)
+			}
+			if len(keys) > 0 {
+				mu.Lock()
+				err := fn(keys)
+				mu.Unlock()
+				if err != nil {
+					return err
+				}
+			}
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+		}
+	}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return scan(ctx, n) })
+	}
+	return scan(ctx, rdb)
+}
