@@ -61,6 +61,8 @@ type Registry interface {
 	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
 	DeleteIdentityPool(ctx context.Context, id string) error
 	Credential(ctx context.Context, accessKeyID string) (registry.IdentityCredential, error)
+	SecretsStatus(ctx context.Context) (registry.SecretsReport, error)
+	ResealSecrets(ctx context.Context, progress func(registry.SecretsReport)) (registry.SecretsReport, error)
 }
 
 // Publisher publishes dataset-change events; *event.Publisher is one.
@@ -83,6 +85,10 @@ type Options struct {
 	// deployment must use the same one (see SessionTokenKey). Required
 	// with Store.
 	SessionTokenKey []byte
+	// PreviousSessionTokenKeys are also accepted when checking a
+	// SyncSessionToken, never used to sign one: the keys of the master
+	// keys a rotation replaced, so that syncs under way finish.
+	PreviousSessionTokenKeys [][]byte
 	// SessionTokenTTL is how long a SyncSessionToken stays valid. If not
 	// set, 1 hour.
 	SessionTokenTTL time.Duration
@@ -171,7 +177,7 @@ func New(reg Registry, opts Options, log zerolog.Logger, metricsReg prometheus.R
 		return nil, err
 	}
 	s := &Server{reg: reg, opts: opts, log: log, mux: http.NewServeMux(), metrics: m, store: opts.Store,
-		sessions: &sessionTokens{key: opts.SessionTokenKey, ttl: opts.SessionTokenTTL, now: opts.Now}}
+		sessions: &sessionTokens{key: opts.SessionTokenKey, previous: opts.PreviousSessionTokenKeys, ttl: opts.SessionTokenTTL, now: opts.Now}}
 	verifier := func(service string) *sigv4.Verifier {
 		return &sigv4.Verifier{Service: service, Regions: opts.Regions, MaxSkew: opts.MaxClockSkew, Now: opts.Now, Lookup: s.lookup}
 	}

@@ -373,6 +373,35 @@ func TestAdminPlatformApps(t *testing.T) {
 	f.admin("GET", "/admin/v1/apps/ios", "", http.StatusNotFound, nil)
 }
 
+// TestSecretsEndpoints covers the admin API's side of a master key
+// rotation; cmd/pushsyncctl's TestMasterKeyRotation runs a whole one.
+func TestSecretsEndpoints(t *testing.T) {
+	f := newFixture(t)
+	f.identity(alice)
+	var rep registry.SecretsReport
+	f.admin("GET", "/admin/v1/secrets", "", http.StatusOK, &rep)
+	if c := rep.Credentials; c.Total != 1 || c.Current != 1 || c.Previous != 0 || c.Unreadable != 0 || rep.Apps.Total != 0 {
+		t.Fatalf("status %+v", rep)
+	}
+	f.admin("POST", "/admin/v1/secrets/reseal", "", http.StatusOK, &rep)
+	if rep.Credentials.Resealed != 0 || rep.Credentials.Current != 1 {
+		t.Fatalf("reseal with nothing under a previous key: %+v", rep)
+	}
+	// A registry without a master key says so.
+	plain, err := api.New(registry.New(f.rdb, registry.Options{KeyPrefix: f.prefix}), api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret},
+		zerolog.New(zerolog.NewTestWriter(t)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ts.Config.Handler = plain.Handler()
+	res := f.signed("GET", "/admin/v1/secrets", "", api.AdminService, devKey, devSecret)
+	data, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest || !bytes.Contains(data, []byte("InvalidConfigurationException")) || !bytes.Contains(data, []byte("secrets.master_key is not set")) {
+		t.Errorf("status without a master key: %d %s", res.StatusCode, data)
+	}
+}
+
 func TestCORS(t *testing.T) {
 	f := newFixture(t)
 	req, _ := http.NewRequest("OPTIONS", f.ts.URL+"/identitypools/x/identity/y/device", nil)

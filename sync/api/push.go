@@ -43,6 +43,8 @@ func (s *Server) routes() {
 	s.handle("GET /admin/v1/deadletters", "ListDeadLetters", AdminService, s.listDeadLetters)
 	s.handle("POST /admin/v1/deadletters/{seq}/replay", "ReplayDeadLetter", AdminService, s.deadLetterAction(func(d DeadLetterStore, r *request, seq uint64) error { return d.Replay(r.Context(), seq) }))
 	s.handle("DELETE /admin/v1/deadletters/{seq}", "DiscardDeadLetter", AdminService, s.deadLetterAction(func(d DeadLetterStore, r *request, seq uint64) error { return d.Discard(r.Context(), seq) }))
+	s.handle("GET /admin/v1/secrets", "DescribeSecrets", AdminService, s.describeSecrets)
+	s.handle("POST /admin/v1/secrets/reseal", "ResealSecrets", AdminService, s.resealSecrets)
 	s.handle("POST /admin/v1/identitypools", "CreateIdentityPool", AdminService, s.createIdentityPool)
 	s.handle("GET /admin/v1/identitypools", "ListIdentityPools", AdminService, s.listIdentityPools)
 	s.handle("GET /admin/v1/identitypools/{id}", "GetIdentityPool", AdminService, s.getIdentityPool)

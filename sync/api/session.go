@@ -18,8 +18,10 @@ import (
 // any token.
 type sessionTokens struct {
 	key []byte
-	ttl time.Duration
-	now func() time.Time
+	// previous keys are accepted by check, never used by issue.
+	previous [][]byte
+	ttl      time.Duration
+	now      func() time.Time
 }
 
 // SessionTokenKey derives the key that signs SyncSessionTokens from the
@@ -38,7 +40,7 @@ func (st *sessionTokens) issue(pool, identity, dataset string) string {
 	_, _ = rand.Read(buf[:8]) // session id
 	binary.BigEndian.PutUint64(buf[8:], uint64(st.now().Add(st.ttl).Unix()))
 	payload := base64.RawURLEncoding.EncodeToString(buf[:])
-	return sessionVersion + "." + payload + "." + st.mac(payload, pool, identity, dataset)
+	return sessionVersion + "." + payload + "." + mac(st.key, payload, pool, identity, dataset)
 }
 
 var errBadSession = errors.New("SyncSessionToken not valid for these inputs")
@@ -54,7 +56,7 @@ func (st *sessionTokens) check(token, pool, identity, dataset string) error {
 	if err != nil || len(raw) != 16 {
 		return errBadSession
 	}
-	if !hmac.Equal([]byte(parts[2]), []byte(st.mac(parts[1], pool, identity, dataset))) {
+	if !st.signed(parts[2], parts[1], pool, identity, dataset) {
 		return errBadSession
 	}
 	if exp := time.Unix(int64(binary.BigEndian.Uint64(raw[8:])), 0); !st.now().Before(exp) {
@@ -63,8 +65,23 @@ func (st *sessionTokens) check(token, pool, identity, dataset string) error {
 	return nil
 }
 
-func (st *sessionTokens) mac(payload, pool, identity, dataset string) string {
-	m := hmac.New(sha256.New, st.key)
+// signed reports whether sig is the signature of the token's fields under
+// the current key or a previous one.
+func (st *sessionTokens) signed(sig, payload, pool, identity, dataset string) bool {
+	for i := -1; i < len(st.previous); i++ {
+		key := st.key
+		if i >= 0 {
+			key = st.previous[i]
+		}
+		if hmac.Equal([]byte(sig), []byte(mac(key, payload, pool, identity, dataset))) {
+			return true
+		}
+	}
+	return false
+}
+
+func mac(key []byte, payload, pool, identity, dataset string) string {
+	m := hmac.New(sha256.New, key)
 	for _, s := range []string{payload, pool, identity, dataset} {
 		m.Write([]byte(s))
 		m.Write([]byte{0})

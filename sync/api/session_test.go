@@ -40,6 +40,18 @@ func TestSessionTokens(t *testing.T) {
 	if err := other.check(tok, "us-east-1:p", "us-east-1:i", "ds"); err != errBadSession {
 		t.Errorf("token accepted under another key: %v", err)
 	}
+	// After a master key rotation, tokens signed under the previous key
+	// are still accepted; new ones are signed under the new key only.
+	rotated := &sessionTokens{key: other.key, previous: [][]byte{st.key}, ttl: time.Hour, now: st.now}
+	if err := rotated.check(tok, "us-east-1:p", "us-east-1:i", "ds"); err != nil {
+		t.Errorf("token under the previous key refused after a rotation: %v", err)
+	}
+	if err := rotated.check(tok, "us-east-1:q", "us-east-1:i", "ds"); err != errBadSession {
+		t.Errorf("token under the previous key accepted for another pool: %v", err)
+	}
+	if err := st.check(rotated.issue("us-east-1:p", "us-east-1:i", "ds"), "us-east-1:p", "us-east-1:i", "ds"); err != errBadSession {
+		t.Errorf("token issued after a rotation accepted under the previous key: %v", err)
+	}
 	now = now.Add(time.Hour)
 	if err := st.check(tok, "us-east-1:p", "us-east-1:i", "ds"); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("expired token: %v", err)

@@ -101,9 +101,13 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if cfg.Secrets.MasterKey == "" {
 		return fmt.Errorf("secrets.master_key is required for role %s (make one with: openssl rand -base64 32)", cfg.Role)
 	}
-	box, err := secretbox.New(cfg.Secrets.MasterKeyBytes())
+	box, err := newBox(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.PreviousMasterKeyBytes())
 	if err != nil {
-		return fmt.Errorf("secrets.master_key: %w", err)
+		return err
+	}
+	if cfg.Secrets.PreviousMasterKey != "" {
+		log.Warn().Msg("secrets.previous_master_key is set: a master key rotation is under way; " +
+			"once every process has the new key, run pushsyncctl secrets reseal, then remove the previous key")
 	}
 	roots, err := loadRoots(cfg)
 	if err != nil {
@@ -113,17 +117,48 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		api:         cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
 		worker:      cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
 		box:         box,
-		masterKey:   cfg.Secrets.MasterKeyBytes(),
+		masterKeys:  masterKeys(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.PreviousMasterKeyBytes()),
 		roots:       roots,
 		afterCommit: opts.AfterCommit,
 	}, opts.Ready)
+}
+
+// newBox returns the box that seals secrets under the master key and also
+// opens those under the previous one, if set.
+func newBox(key, previous []byte) (*secretbox.Box, error) {
+	box, err := secretbox.New(key, masterKeys(nil, previous)...)
+	if err != nil {
+		return nil, fmt.Errorf("secrets.master_key, secrets.previous_master_key: %w", err)
+	}
+	return box, nil
+}
+
+// masterKeys lists the keys that are set, the current one first.
+func masterKeys(keys ...[]byte) [][]byte {
+	var set [][]byte
+	for _, k := range keys {
+		if k != nil {
+			set = append(set, k)
+		}
+	}
+	return set
+}
+
+// previousSessionTokenKeys derives the keys of SyncSessionTokens signed
+// before a master key rotation, so that syncs under way finish.
+func previousSessionTokenKeys(masterKeys [][]byte) [][]byte {
+	var keys [][]byte
+	for _, k := range masterKeys[1:] {
+		keys = append(keys, api.SessionTokenKey(k))
+	}
+	return keys
 }
 
 // services says what one process runs.
 type services struct {
 	api, worker bool
 	box         *secretbox.Box
-	masterKey   []byte
+	masterKeys  [][]byte // the current one first, then the one it replaces, if any
 	roots       rootCAs
 	afterCommit func()
 }
@@ -324,7 +359,8 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 			Publisher:                pub,
 			Store:                    st,
 			Relay:                    rel,
-			SessionTokenKey:          api.SessionTokenKey(svc.masterKey),
+			SessionTokenKey:          api.SessionTokenKey(svc.masterKeys[0]),
+			PreviousSessionTokenKeys: previousSessionTokenKeys(svc.masterKeys),
 			AfterCommit:              svc.afterCommit,
 			Bulk:                     bulk.New(reg, st, js, bulk.Options{Replicas: cfg.NATS.Replicas}, log.With().Str("component", "bulk").Logger()),
 			Identity:                 idh,

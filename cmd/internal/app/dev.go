@@ -27,7 +27,6 @@ import (
 	"github.com/pushsync/pushsync/config"
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
-	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/cognito"
 	"github.com/pushsync/pushsync/sync/event"
@@ -106,9 +105,9 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	if cfg.Secrets.MasterKey != "" {
 		masterKey = cfg.Secrets.MasterKeyBytes()
 	}
-	box, err := secretbox.New(masterKey)
+	box, err := newBox(masterKey, cfg.Secrets.PreviousMasterKeyBytes())
 	if err != nil {
-		return fmt.Errorf("secrets.master_key: %w", err)
+		return err
 	}
 	if wcfg.API.DeveloperAccessKeyID == "" {
 		wcfg.API.DeveloperAccessKeyID = "AKIAPUSHSYNCDEV" + strings.ToUpper(hex.EncodeToString(randomBytes(3)))
@@ -133,7 +132,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	wctx, stopWorker := context.WithCancel(context.Background())
 	defer stopWorker()
 	go func() {
-		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKey: masterKey, roots: roots}, func(a Addrs) { workerReady <- a })
+		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKeys: masterKeys(masterKey, cfg.Secrets.PreviousMasterKeyBytes()), roots: roots}, func(a Addrs) { workerReady <- a })
 	}()
 	select {
 	case addrs := <-workerReady:
