@@ -58,7 +58,11 @@ type daemon struct {
 	prod, sandbox *apnstest.Server
 	fcm           *fcmtest.Server
 	dir           string // the working directory of the commands
+	cfgDir        string
+	natsURL       string
+	prefix        string
 	env           map[string]string
+	stop          func() // stops the running pushsyncd
 }
 
 // startDaemon starts pushsyncd and the emulators, makes the daemon's
@@ -68,7 +72,7 @@ func startDaemon(t *testing.T) *daemon {
 	t.Helper()
 	ns := testenv.StartNATS(t)
 	_, prefix := testenv.Redis(t)
-	d := &daemon{t: t, dir: t.TempDir(),
+	d := &daemon{t: t, dir: t.TempDir(), cfgDir: t.TempDir(), natsURL: ns.URL, prefix: prefix,
 		prod:    apnstest.NewServer(),
 		sandbox: apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment)),
 		fcm:     fcmtest.NewServer(),
@@ -76,16 +80,38 @@ func startDaemon(t *testing.T) *daemon {
 	t.Cleanup(d.prod.Close)
 	t.Cleanup(d.sandbox.Close)
 	t.Cleanup(d.fcm.Close)
-	cfgDir := t.TempDir()
-	d.write(filepath.Join(cfgDir, "apns-ca.pem"), append(d.prod.CACertPEM(), d.sandbox.CACertPEM()...))
-	d.write(filepath.Join(cfgDir, "fcm-ca.pem"), d.fcm.CACertPEM())
-	d.write(filepath.Join(cfgDir, "pushsyncd.yaml"), fmt.Appendf(nil, `
+	d.write(filepath.Join(d.cfgDir, "apns-ca.pem"), append(d.prod.CACertPEM(), d.sandbox.CACertPEM()...))
+	d.write(filepath.Join(d.cfgDir, "fcm-ca.pem"), d.fcm.CACertPEM())
+	d.restart(fmt.Sprintf("{master_key: %q}", masterKey))
+	d.env = map[string]string{
+		"PUSHSYNCCTL_ENDPOINT":  "http://" + d.api,
+		"AWS_ACCESS_KEY_ID":     devKey,
+		"AWS_SECRET_ACCESS_KEY": devSecret,
+	}
+	t.Chdir(d.dir) // key files are named relative to it
+	return d
+}
+
+// restart stops pushsyncd if it runs and starts it again, on the same
+// NATS, Redis keys, emulators and API address, with secrets (the YAML of
+// the secrets section) as its secrets configuration.
+func (d *daemon) restart(secrets string) {
+	t := d.t
+	t.Helper()
+	if d.stop != nil {
+		d.stop()
+	}
+	listen := "127.0.0.1:0"
+	if d.api != "" {
+		listen = d.api // the commands' endpoint stays valid
+	}
+	d.write(filepath.Join(d.cfgDir, "pushsyncd.yaml"), fmt.Appendf(nil, `
 role: all
 log: {level: info}
-secrets: {master_key: %q}
+secrets: %s
 http: {listen: "127.0.0.1:0", shutdown_timeout: 1s}
 api:
-  listen: "127.0.0.1:0"
+  listen: %q
   developer_access_key_id: %q
   developer_secret_access_key: %q
 redis: {addrs: [%q], key_prefix: %q}
@@ -98,9 +124,9 @@ apns:
 fcm:
   endpoint: %q
   root_ca_file: %q
-`, masterKey, devKey, devSecret, testenv.RedisAddr(), prefix, ns.URL, d.prod.URL, d.sandbox.URL,
-		filepath.Join(cfgDir, "apns-ca.pem"), d.fcm.Endpoint(), filepath.Join(cfgDir, "fcm-ca.pem")))
-	cfg, err := config.Load(filepath.Join(cfgDir, "pushsyncd.yaml"), nil)
+`, secrets, listen, devKey, devSecret, testenv.RedisAddr(), d.prefix, d.natsURL, d.prod.URL, d.sandbox.URL,
+		filepath.Join(d.cfgDir, "apns-ca.pem"), d.fcm.Endpoint(), filepath.Join(d.cfgDir, "fcm-ca.pem")))
+	cfg, err := config.Load(filepath.Join(d.cfgDir, "pushsyncd.yaml"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,20 +143,19 @@ fcm:
 	case <-time.After(10 * time.Second):
 		t.Fatal("pushsyncd did not start")
 	}
-	t.Cleanup(func() {
+	stopped := false
+	d.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("pushsyncd: %v", err)
 		}
-	})
-	d.waitReady()
-	d.env = map[string]string{
-		"PUSHSYNCCTL_ENDPOINT":  "http://" + d.api,
-		"AWS_ACCESS_KEY_ID":     devKey,
-		"AWS_SECRET_ACCESS_KEY": devSecret,
 	}
-	t.Chdir(d.dir) // key files are named relative to it
-	return d
+	t.Cleanup(d.stop)
+	d.waitReady()
 }
 
 // write writes a file or fails the test.

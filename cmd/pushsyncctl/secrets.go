@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// resealTimeout bounds secrets reseal, which goes through every identity
+// credential in Redis.
+const resealTimeout = 10 * time.Minute
+
+// sealedRecords and secretsReport mirror the admin API's answer.
+type sealedRecords struct {
+	Total           int      `json:"total"`
+	Current         int      `json:"current"`
+	Previous        int      `json:"previous"`
+	Resealed        int      `json:"resealed"`
+	Unreadable      int      `json:"unreadable"`
+	UnreadableNames []string `json:"unreadableNames"`
+}
+
+type secretsReport struct {
+	Apps        sealedRecords `json:"apps"`
+	Credentials sealedRecords `json:"credentials"`
+}
+
+// secretsStatus shows under which master key the stored secrets are.
+func secretsStatus(c *cli, _ *cmdFlags) error {
+	raw, err := c.admin(http.MethodGet, "/admin/v1/secrets", nil)
+	if err != nil {
+		return err
+	}
+	return c.printSecrets(raw, false)
+}
+
+// secretsReseal moves the secrets under the previous master key to the
+// current one.
+func secretsReseal(c *cli, _ *cmdFlags) error {
+	c.httpClient = &http.Client{Timeout: resealTimeout}
+	raw, err := c.admin(http.MethodPost, "/admin/v1/secrets/reseal", nil)
+	if err != nil {
+		return err
+	}
+	return c.printSecrets(raw, true)
+}
+
+// printSecrets prints a report as a table and says what is left to do.
+func (c *cli) printSecrets(raw []byte, resealed bool) error {
+	if c.output == "json" {
+		return c.printJSON(raw)
+	}
+	var rep secretsReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return fmt.Errorf("the API answered a secrets report that does not decode: %w", err)
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	head := "RECORDS\tTOTAL\tCURRENT KEY\tPREVIOUS KEY\tUNREADABLE"
+	if resealed {
+		head += "\tRESEALED"
+	}
+	fmt.Fprintln(tw, head)
+	for _, r := range []struct {
+		name string
+		n    sealedRecords
+	}{{"apps", rep.Apps}, {"credentials", rep.Credentials}} {
+		line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d", r.name, r.n.Total, r.n.Current, r.n.Previous, r.n.Unreadable)
+		if resealed {
+			line += fmt.Sprintf("\t%d", r.n.Resealed)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if names := rep.Apps.UnreadableNames; len(names) > 0 {
+		fmt.Fprintf(c.stdout, "apps no configured key opens: %s (register their credentials again with app rotate)\n", strings.Join(names, ", "))
+	}
+	if n := rep.Credentials.Unreadable; n > 0 {
+		fmt.Fprintf(c.stdout, "%d identity credentials no configured key opens; they stop working and expire on their own\n", n)
+	}
+	var err error
+	if left := rep.Apps.Previous + rep.Credentials.Previous; left > 0 {
+		_, err = fmt.Fprintf(c.stdout, "%d records are under the previous master key: run pushsyncctl secrets reseal\n", left)
+	} else {
+		_, err = fmt.Fprintln(c.stdout, "no record is under a previous master key: secrets.previous_master_key can be removed")
+	}
+	return err
+}
