@@ -263,6 +263,15 @@ func TestClusterEndToEnd(t *testing.T) {
 	if busy < 2 {
 		t.Errorf("events delivered per worker %v: the workers do not share the consumer", counts)
 	}
+	// The sweep of a master key rotation (pushsyncctl secrets status and
+	// reseal) finds the identity credentials on every master.
+	sec, err := r.reg.SecretsStatus(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (sdkIdentities + 1) / 2 * len(platforms); sec.Credentials.Total != want || sec.Credentials.Current != want {
+		t.Errorf("secrets status on the Redis Cluster: credentials %+v, want %d, all under the current key", sec.Credentials, want)
+	}
 }
 
 // 9b. kill -9 of one of three workers and the loss of the NATS server
