@@ -141,12 +141,15 @@ func (s *Server) listRecords(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	page, err := s.store.ListRecords(r.Context(), pool, identity, dataset, store.ListOptions{LastSyncCount: last, MaxResults: int(max), NextToken: q.Get("nextToken")})
+	// A call without a valid session token starts a sync session; the
+	// pages and the UpdateRecords of a session carry its token.
+	token := q.Get("syncSessionToken")
+	newSession := token == "" || s.sessions.check(token, pool, identity, dataset) != nil
+	page, err := s.store.ListRecords(r.Context(), pool, identity, dataset, store.ListOptions{LastSyncCount: last, MaxResults: int(max), NextToken: q.Get("nextToken"), NewSession: newSession})
 	if err != nil {
 		return nil, storeError(err)
 	}
-	token := q.Get("syncSessionToken")
-	if token == "" || s.sessions.check(token, pool, identity, dataset) != nil {
+	if newSession {
 		token = s.sessions.issue(pool, identity, dataset)
 	}
 	var next *string
@@ -342,7 +345,7 @@ type poolUsageOut struct {
 }
 
 func poolUsageView(u store.PoolUsage) poolUsageOut {
-	return poolUsageOut{IdentityPoolId: u.IdentityPoolID, DataStorage: u.DataStorage, LastModifiedDate: epoch(u.LastModifiedDate)}
+	return poolUsageOut{IdentityPoolId: u.IdentityPoolID, SyncSessionsCount: &u.SyncSessions, DataStorage: u.DataStorage, LastModifiedDate: epoch(u.LastModifiedDate)}
 }
 
 func (s *Server) describePoolUsage(r *request) (any, error) {

@@ -233,6 +233,9 @@ type ListOptions struct {
 	MaxResults int
 	// NextToken continues from the page that returned it.
 	NextToken string
+	// NewSession says the call starts a sync session (the API issues a
+	// SyncSessionToken for it): it is counted in the pool's SyncSessions.
+	NewSession bool
 }
 
 // Page is one page of ListRecords.
@@ -349,6 +352,9 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	res, err := listScript.Run(ctx, s.rdb, keys, dataset, o.LastSyncCount, afterSc, afterKey, limit).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("store: list records: %w", err)
+	}
+	if o.NewSession {
+		s.countSession(ctx, pool)
 	}
 	page := &Page{Records: []Record{}}
 	if len(res) < 2 {

@@ -778,12 +778,22 @@ func TestUsage(t *testing.T) {
 		t.Errorf("PoolUsage after delete: %+v", pu)
 	}
 
+	// Sync sessions: only listings that start one count.
+	for _, newSession := range []bool{true, false, true} {
+		if _, err := s.ListRecords(ctx, pool, identity, "a", store.ListOptions{NewSession: newSession}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pu, _ = s.PoolUsage(ctx, pool); pu.SyncSessions != 2 || pu.DataStorage != 8 {
+		t.Errorf("PoolUsage after three listings, two starting a session: %+v", pu)
+	}
+
 	all, next, err := s.ListPoolUsage(ctx, 1, "")
-	if err != nil || len(all) != 1 || next == "" || all[0].IdentityPoolID != pool2 || all[0].DataStorage != 2 {
+	if err != nil || len(all) != 1 || next == "" || all[0].IdentityPoolID != pool2 || all[0].DataStorage != 2 || all[0].SyncSessions != 0 {
 		t.Fatalf("ListPoolUsage page 1: %+v %q %v", all, next, err)
 	}
 	all, next, err = s.ListPoolUsage(ctx, 1, next)
-	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 {
+	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 || all[0].SyncSessions != 2 {
 		t.Fatalf("ListPoolUsage page 2: %+v %q %v", all, next, err)
 	}
 

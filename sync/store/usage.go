@@ -35,6 +35,10 @@ type PoolUsage struct {
 	// LastModifiedDate is the time of the latest change recorded in the
 	// counter, the zero time if none was.
 	LastModifiedDate time.Time
+	// SyncSessions counts the sync sessions of the pool's identities: the
+	// ListRecords calls that started one. Like DataStorage it is a counter
+	// kept beside the data, approximate in the same way.
+	SyncSessions int64
 }
 
 // index records the identity in its pool's index and the pool in the list of
@@ -70,6 +74,21 @@ func (s *Store) addUsage(ctx context.Context, pool string, delta, nowMs int64) {
 	defer cancel()
 	_ = usageScript.Run(ctx, s.rdb, []string{s.poolUsageKey(pool)}, delta, nowMs).Err()
 }
+
+// countSession adds one sync session to the pool's counter. The listing
+// stands whatever happens here, so errors are dropped, as in addUsage.
+func (s *Store) countSession(ctx context.Context, pool string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = s.rdb.HIncrBy(ctx, s.poolUsageKey(pool), usageSessions, 1).Err()
+}
+
+// The fields of a pool's usage hash; usageScript writes the first two.
+const (
+	usageBytes    = "bytes"
+	usageModified = "lm"
+	usageSessions = "sessions"
+)
 
 // IdentityUsage returns what an identity stores, computed from its datasets.
 // An identity that never stored anything has zero usage and no error.
@@ -107,7 +126,7 @@ func (s *Store) PoolUsage(ctx context.Context, pool string) (PoolUsage, error) {
 	var usage *redis.SliceCmd
 	var member *redis.FloatCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		usage = p.HMGet(ctx, s.poolUsageKey(pool), "bytes", "lm")
+		usage = p.HMGet(ctx, s.poolUsageKey(pool), usageBytes, usageModified, usageSessions)
 		member = p.ZScore(ctx, s.poolsKey(), pool)
 		return nil
 	})
@@ -124,7 +143,7 @@ func (s *Store) PoolUsage(ctx context.Context, pool string) (PoolUsage, error) {
 func decodePoolUsage(pool string, v []any) (PoolUsage, bool) {
 	u := PoolUsage{IdentityPoolID: pool}
 	found := false
-	if len(v) == 2 {
+	if len(v) == 3 {
 		if b, ok := v[0].(string); ok {
 			u.DataStorage, _ = strconv.ParseInt(b, 10, 64)
 			found = true
@@ -133,6 +152,10 @@ func decodePoolUsage(pool string, v []any) (PoolUsage, bool) {
 			if ms, err := strconv.ParseInt(lm, 10, 64); err == nil {
 				u.LastModifiedDate = msTime(ms)
 			}
+			found = true
+		}
+		if n, ok := v[2].(string); ok {
+			u.SyncSessions, _ = strconv.ParseInt(n, 10, 64)
 			found = true
 		}
 	}
@@ -166,7 +189,7 @@ func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string) ([
 	cmds := make([]*redis.SliceCmd, len(pools))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, pool := range pools {
-			cmds[i] = p.HMGet(ctx, s.poolUsageKey(pool), "bytes", "lm")
+			cmds[i] = p.HMGet(ctx, s.poolUsageKey(pool), usageBytes, usageModified, usageSessions)
 		}
 		return nil
 	})

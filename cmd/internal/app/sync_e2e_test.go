@@ -936,14 +936,25 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 	u1.write("scores", remove("gone", 2))
 	u2.write("settings", replace("lang", "de", 0))
 
-	// The pool's usage: key and value bytes of every live record.
+	// A listing that carries its session's token continues that session.
+	in := u1.listInput("scores", 0)
+	in.SyncSessionToken = u1.list("scores", 0).SyncSessionToken
+	if _, err := u1.c.ListRecords(in); err != nil {
+		t.Fatal(err)
+	}
+
+	// The pool's usage: key and value bytes of every live record, and a
+	// sync session for each write and for the listing that started one.
 	const poolBytes = int64(len("langfr" + "tzCET" + "best43" + "langde"))
+	const sessions = 5 + 1
 	pu, err := dev.DescribeIdentityPoolUsage(&cognitosync.DescribeIdentityPoolUsageInput{IdentityPoolId: id})
-	if err != nil || aws.StringValue(pu.IdentityPoolUsage.IdentityPoolId) != poolID || aws.Int64Value(pu.IdentityPoolUsage.DataStorage) != poolBytes {
-		t.Errorf("DescribeIdentityPoolUsage: %v %v, want DataStorage %d", pu, err, poolBytes)
+	if err != nil || aws.StringValue(pu.IdentityPoolUsage.IdentityPoolId) != poolID || aws.Int64Value(pu.IdentityPoolUsage.DataStorage) != poolBytes ||
+		aws.Int64Value(pu.IdentityPoolUsage.SyncSessionsCount) != sessions {
+		t.Errorf("DescribeIdentityPoolUsage: %v %v, want DataStorage %d, SyncSessionsCount %d", pu, err, poolBytes, sessions)
 	}
 	lpu, err := dev.ListIdentityPoolUsage(&cognitosync.ListIdentityPoolUsageInput{})
-	if err != nil || aws.Int64Value(lpu.Count) != 1 || aws.Int64Value(lpu.IdentityPoolUsages[0].DataStorage) != poolBytes {
+	if err != nil || aws.Int64Value(lpu.Count) != 1 || aws.Int64Value(lpu.IdentityPoolUsages[0].DataStorage) != poolBytes ||
+		aws.Int64Value(lpu.IdentityPoolUsages[0].SyncSessionsCount) != sessions {
 		t.Errorf("ListIdentityPoolUsage: %v %v", lpu, err)
 	}
 
