@@ -869,6 +869,18 @@ func assertLedger(t *testing.T, v verdict) {
 	}
 }
 
+// assertNoDuplicates fails the test if any push arrived twice. A pushsyncd
+// that does not crash and a Redis that does not lose writes record every
+// accepted push before the ack, so a retry or a redelivery skips the
+// devices that have it: only a crash between acceptance and the record
+// repeats a push (README, "At least once, duplicates bounded").
+func assertNoDuplicates(t *testing.T, v verdict) {
+	t.Helper()
+	if v.duplicated != 0 {
+		t.Errorf("%d pushes arrived twice without a crash", v.duplicated)
+	}
+}
+
 // allHits merges the push requests recorded by every front, by arrival.
 func (r *rig) allHits() []hit {
 	var hs []hit
