@@ -735,6 +735,10 @@ func TestOutbox(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	s, _, clk := newStore(t, store.Options{})
+	// Listing an empty dataset starts a session but makes no pool.
+	if _, err := s.ListRecords(ctx, pool, identity, "a", store.ListOptions{NewSession: true}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.PoolUsage(ctx, pool); !errors.Is(err, store.ErrPoolNotFound) {
 		t.Errorf("PoolUsage of an empty pool: %v", err)
 	}
@@ -784,8 +788,8 @@ func TestUsage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if pu, _ = s.PoolUsage(ctx, pool); pu.SyncSessions != 2 || pu.DataStorage != 8 {
-		t.Errorf("PoolUsage after three listings, two starting a session: %+v", pu)
+	if pu, _ = s.PoolUsage(ctx, pool); pu.SyncSessions != 3 || pu.DataStorage != 8 {
+		t.Errorf("PoolUsage after four listings, three starting a session: %+v", pu)
 	}
 
 	all, next, err := s.ListPoolUsage(ctx, 1, "")
@@ -793,7 +797,7 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("ListPoolUsage page 1: %+v %q %v", all, next, err)
 	}
 	all, next, err = s.ListPoolUsage(ctx, 1, next)
-	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 || all[0].SyncSessions != 2 {
+	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 || all[0].SyncSessions != 3 {
 		t.Fatalf("ListPoolUsage page 2: %+v %q %v", all, next, err)
 	}
 

@@ -154,9 +154,9 @@ func decodePoolUsage(pool string, v []any) (PoolUsage, bool) {
 			}
 			found = true
 		}
+		// Sessions alone do not make a pool known: listing creates none.
 		if n, ok := v[2].(string); ok {
 			u.SyncSessions, _ = strconv.ParseInt(n, 10, 64)
-			found = true
 		}
 	}
 	return u, found
