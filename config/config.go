@@ -333,15 +333,16 @@ type SecretsConfig struct {
 	MasterKey Secret `yaml:"master_key" json:"master_key"`
 	// MasterKeyFile names a file holding MasterKey. If not set, "".
 	MasterKeyFile string `yaml:"master_key_file" json:"master_key_file"`
-	// PreviousMasterKey is the master key MasterKey replaces, during a
-	// rotation: secrets sealed under it still open, everything new is
-	// sealed under MasterKey, and the admin API's ResealSecrets moves
-	// what is left to MasterKey. Same form as MasterKey; needs MasterKey.
-	// If not set, "".
-	PreviousMasterKey Secret `yaml:"previous_master_key" json:"previous_master_key"`
-	// PreviousMasterKeyFile names a file holding PreviousMasterKey. If not
+	// SecondaryMasterKey is a second master key, during a rotation:
+	// secrets sealed under it open and SyncSessionTokens signed with it
+	// check, but nothing is sealed or signed with it; the admin API's
+	// ResealSecrets moves what is under it to MasterKey. Same form as
+	// MasterKey; needs MasterKey (docs/deploy.md, "Rotating the master
+	// key"). If not set, "".
+	SecondaryMasterKey Secret `yaml:"secondary_master_key" json:"secondary_master_key"`
+	// SecondaryMasterKeyFile names a file holding SecondaryMasterKey. If not
 	// set, "".
-	PreviousMasterKeyFile string `yaml:"previous_master_key_file" json:"previous_master_key_file"`
+	SecondaryMasterKeyFile string `yaml:"secondary_master_key_file" json:"secondary_master_key_file"`
 }
 
 // DevConfig configures the local stack that the "dev" role runs in one

@@ -87,16 +87,16 @@ func (c *SecretsConfig) validate(s section) {
 	if c.MasterKey != "" && decodeKey(c.MasterKey) == nil {
 		s.errorf("master_key", howTo)
 	}
-	if c.PreviousMasterKey == "" {
+	if c.SecondaryMasterKey == "" {
 		return
 	}
-	switch prev := decodeKey(c.PreviousMasterKey); {
+	switch prev := decodeKey(c.SecondaryMasterKey); {
 	case prev == nil:
-		s.errorf("previous_master_key", howTo)
+		s.errorf("secondary_master_key", howTo)
 	case c.MasterKey == "":
-		s.errorf("previous_master_key", "is set but %s is not; during a rotation set both, the new key as master_key", s.key("master_key"))
+		s.errorf("secondary_master_key", "is set but %s is not; a rotation sets both (docs/deploy.md, \"Rotating the master key\")", s.key("master_key"))
 	case bytes.Equal(prev, decodeKey(c.MasterKey)):
-		s.errorf("previous_master_key", "is the same key as %s", s.key("master_key"))
+		s.errorf("secondary_master_key", "is the same key as %s", s.key("master_key"))
 	}
 }
 
@@ -113,9 +113,9 @@ func decodeKey(k Secret) []byte {
 // Call it on a validated configuration.
 func (c *SecretsConfig) MasterKeyBytes() []byte { return decodeKey(c.MasterKey) }
 
-// PreviousMasterKeyBytes returns the decoded previous master key, or nil if
+// SecondaryMasterKeyBytes returns the decoded previous master key, or nil if
 // none is set. Call it on a validated configuration.
-func (c *SecretsConfig) PreviousMasterKeyBytes() []byte { return decodeKey(c.PreviousMasterKey) }
+func (c *SecretsConfig) SecondaryMasterKeyBytes() []byte { return decodeKey(c.SecondaryMasterKey) }
 
 func (c *LogConfig) validate(s section) {
 	s.oneOf("level", c.Level, "debug", "info", "warn", "error")

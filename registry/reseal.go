@@ -17,8 +17,11 @@ import (
 // SecretsReport says under which master key the sealed records are: the
 // platform apps and the identity credentials.
 type SecretsReport struct {
-	Apps        SealedRecords `json:"apps"`
-	Credentials SealedRecords `json:"credentials"`
+	// SecondaryKey says whether the registry has a secondary master key;
+	// without one, records under any other key count as unreadable.
+	SecondaryKey bool          `json:"secondaryKey"`
+	Apps         SealedRecords `json:"apps"`
+	Credentials  SealedRecords `json:"credentials"`
 }
 
 // SealedRecords counts the records of one kind.
@@ -26,11 +29,11 @@ type SealedRecords struct {
 	Total int `json:"total"`
 	// Current are sealed under the current master key.
 	Current int `json:"current"`
-	// Previous are sealed under the previous master key: ResealSecrets
+	// Secondary are sealed under the secondary master key: ResealSecrets
 	// moves them to the current one.
-	Previous int `json:"previous"`
-	// Resealed were moved from the previous key to the current one by this
-	// call; they are counted under Current too.
+	Secondary int `json:"secondary"`
+	// Resealed were moved from the secondary key to the current one by
+	// this call; they are counted under Current too.
 	Resealed int `json:"resealed"`
 	// Unreadable open under neither key, or are stored in plain text.
 	Unreadable int `json:"unreadable"`
@@ -49,9 +52,10 @@ func (r *Registry) SecretsStatus(ctx context.Context) (SecretsReport, error) {
 }
 
 // ResealSecrets seals again under the current master key every record
-// sealed under the previous one, and reports what it found and moved. A
-// record changed meanwhile is left as the change wrote it (under the key of
-// the process that wrote it: roll the new key out to every process first).
+// sealed under the secondary one, and reports what it found and moved. A
+// record changed meanwhile is left as the change wrote it, under the key of
+// the process that wrote it: run it once every process has the new current
+// key.
 // progress, if not nil, is called after each batch of records.
 func (r *Registry) ResealSecrets(ctx context.Context, progress func(SecretsReport)) (SecretsReport, error) {
 	return r.secrets(ctx, true, progress)
@@ -84,6 +88,7 @@ func (r *Registry) secrets(ctx context.Context, reseal bool, progress func(Secre
 	if r.box == nil {
 		return rep, ErrNoMasterKey
 	}
+	rep.SecondaryKey = r.box.Others() > 0
 	apps, err := r.rdb.HGetAll(ctx, r.configKey()).Result()
 	if err != nil {
 		return rep, fmt.Errorf("registry: read apps: %w", err)
@@ -108,19 +113,20 @@ func (r *Registry) secrets(ctx context.Context, reseal bool, progress func(Secre
 	prefix := r.prefix + ":cred:{"
 	err = scanKeys(ctx, r.rdb, cognito.EscapeGlob(prefix)+"*}", func(keys []string) error {
 		cmds := make([]*redis.StringCmd, len(keys))
-		if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, k := range keys {
 				cmds[i] = p.Get(ctx, k)
 			}
 			return nil
-		}); err != nil && !errors.Is(err, redis.Nil) {
-			return fmt.Errorf("registry: read credentials: %w", err)
-		}
+		})
 		batch := make([]sealed, 0, len(keys))
 		for i, k := range keys {
 			v, err := cmds[i].Result()
-			if err != nil { // expired since the scan
+			if errors.Is(err, redis.Nil) { // expired since the scan
 				continue
+			}
+			if err != nil {
+				return fmt.Errorf("registry: read credential %s: %w", k, err)
 			}
 			id := strings.TrimSuffix(strings.TrimPrefix(k, prefix), "}")
 			batch = append(batch, sealed{key: k, context: "cred:" + id, value: v})
@@ -139,8 +145,16 @@ type sealed struct {
 	key, field, context, name, value string
 }
 
+// describe names the record for an error message.
+func (s sealed) describe() string {
+	if s.field != "" {
+		return s.key + " field " + s.field
+	}
+	return s.key
+}
+
 // sortOut counts recs by the key they open under and, if reseal, moves
-// those under the previous key to the current one, each only if it has not
+// those under the secondary key to the current one, each only if it has not
 // changed since it was read; one that has is read and sorted again, up to
 // the third attempt.
 func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, count *SealedRecords, attempt int) error {
@@ -163,7 +177,7 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 		case !moved:
 			count.Current++
 		case !reseal:
-			count.Previous++
+			count.Secondary++
 		default:
 			moves = append(moves, move{rec: rec, value: resealed})
 		}
@@ -171,7 +185,7 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 	if len(moves) == 0 {
 		return nil
 	}
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range moves {
 			if m.rec.field != "" {
 				moves[i].cmd = p.Eval(ctx, casHashField, []string{m.rec.key}, m.rec.field, m.rec.value, m.value)
@@ -181,12 +195,13 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("registry: reseal: %w", err)
-	}
 	var changed []sealed
 	for _, m := range moves {
-		if n, _ := m.cmd.Int(); n == 1 {
+		n, err := m.cmd.Int()
+		if err != nil {
+			return fmt.Errorf("registry: reseal %s: %w", m.rec.describe(), err)
+		}
+		if n == 1 {
 			count.Resealed++
 			count.Current++
 			continue
@@ -200,10 +215,10 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 		return nil
 	}
 	if attempt == 3 {
-		return fmt.Errorf("registry: reseal: %d records changed under each of 3 attempts, e.g. %s %s; try again", len(changed), changed[0].key, changed[0].field)
+		return fmt.Errorf("registry: reseal: %d records changed under each of 3 attempts, e.g. %s; try again", len(changed), changed[0].describe())
 	}
 	cmds := make([]*redis.StringCmd, len(changed))
-	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, rec := range changed {
 			if rec.field != "" {
 				cmds[i] = p.HGet(ctx, rec.key, rec.field)
@@ -212,15 +227,18 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 			}
 		}
 		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("registry: reseal: read again: %w", err)
-	}
+	})
 	again := changed[:0]
 	for i, rec := range changed {
-		if v, err := cmds[i].Result(); err == nil { // else gone
-			rec.value = v
-			again = append(again, rec)
+		v, err := cmds[i].Result()
+		if errors.Is(err, redis.Nil) { // deleted or expired meanwhile
+			continue
 		}
+		if err != nil {
+			return fmt.Errorf("registry: reseal: read %s again: %w", rec.describe(), err)
+		}
+		rec.value = v
+		again = append(again, rec)
 	}
 	return r.sortOut(ctx, again, reseal, count, attempt+1)
 }

@@ -78,9 +78,9 @@ func TestMasterKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SecretsReport{
-		Apps:        SealedRecords{Total: 3, Previous: 2, Unreadable: 1, UnreadableNames: []string{"lost"}},
-		Credentials: SealedRecords{Total: 3, Previous: 3},
+	want := SecretsReport{SecondaryKey: true,
+		Apps:        SealedRecords{Total: 3, Secondary: 2, Unreadable: 1, UnreadableNames: []string{"lost"}},
+		Credentials: SealedRecords{Total: 3, Secondary: 3},
 	}
 	if !reflect.DeepEqual(status, want) {
 		t.Fatalf("status during the rotation:\n got %+v\nwant %+v", status, want)
@@ -101,7 +101,7 @@ func TestMasterKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = SecretsReport{
+	want = SecretsReport{SecondaryKey: true,
 		Apps:        SealedRecords{Total: 3, Current: 2, Resealed: 1, Unreadable: 1, UnreadableNames: []string{"lost"}},
 		Credentials: SealedRecords{Total: 3, Current: 3, Resealed: 3},
 	}
@@ -130,6 +130,9 @@ func TestMasterKeyRotation(t *testing.T) {
 	}
 	if again, err := rotating.ResealSecrets(ctx, nil); err != nil || again.Apps.Resealed+again.Credentials.Resealed != 0 {
 		t.Errorf("a second reseal moved %+v, %v", again, err)
+	}
+	if st, err := done.SecretsStatus(ctx); err != nil || st.SecondaryKey || st.Apps.Current != 2 || st.Credentials.Current != 3 {
+		t.Errorf("status under the new key alone: %+v, %v", st, err)
 	}
 	if _, err := New(rdb, Options{KeyPrefix: prefix}).SecretsStatus(ctx); !errors.Is(err, ErrNoMasterKey) {
 		t.Errorf("status without a master key: %v", err)

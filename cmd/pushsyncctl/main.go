@@ -83,8 +83,8 @@ var commands = []*command{
 			fs.BoolVar(&v.all, "all", false, "replay every dead letter")
 		}},
 	{name: "deadletter discard", synopsis: "SEQ", arg: "SEQ", summary: "drop a dead letter", run: deadLetterDiscard},
-	{name: "secrets status", summary: "count the stored secrets under the current and the previous master key", run: secretsStatus},
-	{name: "secrets reseal", summary: "seal every secret under the previous master key again under the current one", run: secretsReseal},
+	{name: "secrets status", summary: "count the stored secrets under the current and the secondary master key", run: secretsStatus},
+	{name: "secrets reseal", summary: "seal every secret under the secondary master key again under the current one", run: secretsReseal},
 	{name: "credentials issue", synopsis: "-pool P -identity I [-duration 1h]", summary: "issue identity credentials (shell exports)",
 		required: []string{"pool", "identity"}, run: credentialsIssue, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			identityFlags(fs, v)

@@ -17,15 +17,16 @@ const resealTimeout = 10 * time.Minute
 type sealedRecords struct {
 	Total           int      `json:"total"`
 	Current         int      `json:"current"`
-	Previous        int      `json:"previous"`
+	Secondary       int      `json:"secondary"`
 	Resealed        int      `json:"resealed"`
 	Unreadable      int      `json:"unreadable"`
 	UnreadableNames []string `json:"unreadableNames"`
 }
 
 type secretsReport struct {
-	Apps        sealedRecords `json:"apps"`
-	Credentials sealedRecords `json:"credentials"`
+	SecondaryKey bool          `json:"secondaryKey"`
+	Apps         sealedRecords `json:"apps"`
+	Credentials  sealedRecords `json:"credentials"`
 }
 
 // secretsStatus shows under which master key the stored secrets are.
@@ -37,7 +38,7 @@ func secretsStatus(c *cli, _ *cmdFlags) error {
 	return c.printSecrets(raw, false)
 }
 
-// secretsReseal moves the secrets under the previous master key to the
+// secretsReseal moves the secrets under the secondary master key to the
 // current one.
 func secretsReseal(c *cli, _ *cmdFlags) error {
 	c.httpClient = &http.Client{Timeout: resealTimeout}
@@ -58,7 +59,7 @@ func (c *cli) printSecrets(raw []byte, resealed bool) error {
 		return fmt.Errorf("the API answered a secrets report that does not decode: %w", err)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	head := "RECORDS\tTOTAL\tCURRENT KEY\tPREVIOUS KEY\tUNREADABLE"
+	head := "RECORDS\tTOTAL\tCURRENT KEY\tSECONDARY KEY\tUNREADABLE"
 	if resealed {
 		head += "\tRESEALED"
 	}
@@ -67,7 +68,7 @@ func (c *cli) printSecrets(raw []byte, resealed bool) error {
 		name string
 		n    sealedRecords
 	}{{"apps", rep.Apps}, {"credentials", rep.Credentials}} {
-		line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d", r.name, r.n.Total, r.n.Current, r.n.Previous, r.n.Unreadable)
+		line := fmt.Sprintf("%s\t%d\t%d\t%d\t%d", r.name, r.n.Total, r.n.Current, r.n.Secondary, r.n.Unreadable)
 		if resealed {
 			line += fmt.Sprintf("\t%d", r.n.Resealed)
 		}
@@ -82,11 +83,16 @@ func (c *cli) printSecrets(raw []byte, resealed bool) error {
 	if n := rep.Credentials.Unreadable; n > 0 {
 		fmt.Fprintf(c.stdout, "%d identity credentials no configured key opens; they stop working and expire on their own\n", n)
 	}
+	// The answering process's keys: during a rollout another process may
+	// have other ones.
 	var err error
-	if left := rep.Apps.Previous + rep.Credentials.Previous; left > 0 {
-		_, err = fmt.Fprintf(c.stdout, "%d records are under the previous master key: run pushsyncctl secrets reseal\n", left)
-	} else {
-		_, err = fmt.Fprintln(c.stdout, "no record is under a previous master key: secrets.previous_master_key can be removed")
+	switch left := rep.Apps.Secondary + rep.Credentials.Secondary; {
+	case !rep.SecondaryKey:
+		_, err = fmt.Fprintln(c.stdout, "the API process that answered has no secrets.secondary_master_key")
+	case left > 0:
+		_, err = fmt.Fprintf(c.stdout, "%d records are under the secondary master key: once every process has the new master_key, run pushsyncctl secrets reseal\n", left)
+	default:
+		_, err = fmt.Fprintln(c.stdout, "no record is under the secondary master key")
 	}
 	return err
 }

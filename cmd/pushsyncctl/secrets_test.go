@@ -33,7 +33,8 @@ func secretsRow(t *testing.T, out, records string) string {
 
 // TestMasterKeyRotation rotates the master key of a working deployment as
 // docs/deploy.md tells an operator to, and checks that pushes, identity
-// credentials and a sync under way keep working at every step.
+// credentials and syncs under way keep working at every step, also for a
+// process that is a step behind the others.
 func TestMasterKeyRotation(t *testing.T) {
 	d := startDaemon(t)
 	d.apnsKey("key.p8", "KEY1234567")
@@ -45,74 +46,105 @@ func TestMasterKeyRotation(t *testing.T) {
 		id := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", alice, "-platform", dev.platform, "-token", dev.token))
 		d.ctl("device", "subscribe", "-pool", pool, "-identity", alice, "-dataset", "settings", "-device", id)
 	}
-	var issued struct {
-		Credentials struct{ AccessKeyId, SecretKey, SessionToken string }
+	// A client of alice's with credentials issued now, under the key the
+	// process seals with.
+	identityClient := func() *cognitosync.CognitoSync {
+		t.Helper()
+		var issued struct {
+			Credentials struct{ AccessKeyId, SecretKey, SessionToken string }
+		}
+		if out := d.ctl("-o", "json", "credentials", "issue", "-pool", pool, "-identity", alice); json.Unmarshal([]byte(out), &issued) != nil || issued.Credentials.SessionToken == "" {
+			t.Fatalf("credentials issue -o json printed:\n%s", out)
+		}
+		cr := issued.Credentials
+		return cognitosync.New(session.Must(session.NewSession(&aws.Config{
+			Endpoint: aws.String("http://" + d.api), Region: aws.String("us-east-1"),
+			Credentials: credentials.NewStaticCredentials(cr.AccessKeyId, cr.SecretKey, cr.SessionToken), MaxRetries: aws.Int(0),
+		})))
 	}
-	if out := d.ctl("-o", "json", "credentials", "issue", "-pool", pool, "-identity", alice); json.Unmarshal([]byte(out), &issued) != nil || issued.Credentials.SessionToken == "" {
-		t.Fatalf("credentials issue -o json printed:\n%s", out)
+	settings := &cognitosync.ListRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String("settings")}
+	write := func(c *cognitosync.CognitoSync, token *string, value string, syncCount int64) {
+		t.Helper()
+		if _, err := c.UpdateRecords(&cognitosync.UpdateRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice),
+			DatasetName: aws.String("settings"), SyncSessionToken: token,
+			RecordPatches: []*cognitosync.RecordPatch{{Op: aws.String("replace"), Key: aws.String("volume"), Value: aws.String(value), SyncCount: aws.Int64(syncCount)}},
+		}); err != nil {
+			t.Fatalf("UpdateRecords: %v", err)
+		}
 	}
-	cr := issued.Credentials
-	client := cognitosync.New(session.Must(session.NewSession(&aws.Config{
-		Endpoint: aws.String("http://" + d.api), Region: aws.String("us-east-1"),
-		Credentials: credentials.NewStaticCredentials(cr.AccessKeyId, cr.SecretKey, cr.SessionToken), MaxRetries: aws.Int(0),
-	})))
-	// A sync starts before the rotation: its session token is signed under
-	// the old key.
-	list, err := client.ListRecords(&cognitosync.ListRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String("settings")})
+	status := func(wantApps, wantCredentials, wantLine string) string {
+		t.Helper()
+		out := d.ctl("secrets", "status")
+		if secretsRow(t, out, "apps") != wantApps || secretsRow(t, out, "credentials") != wantCredentials || !strings.Contains(out, wantLine) {
+			t.Fatalf("secrets status: want apps %s, credentials %s and %q:\n%s", wantApps, wantCredentials, wantLine, out)
+		}
+		return out
+	}
+	oldOnly := fmt.Sprintf("{master_key: %q}", masterKey)
+	phase1 := fmt.Sprintf("{master_key: %q, secondary_master_key: %q}", masterKey, newMasterKey)
+	phase2 := fmt.Sprintf("{master_key: %q, secondary_master_key: %q}", newMasterKey, masterKey)
+	newOnly := fmt.Sprintf("{master_key: %q}", newMasterKey)
+
+	// Before: a sync starts, its session token signed with the old key.
+	before := identityClient()
+	listA, err := before.ListRecords(settings)
 	if err != nil {
 		t.Fatal(err)
 	}
+	status("2 2 0 0", "1 1 0 0", "the API process that answered has no secrets.secondary_master_key")
 
-	out := d.ctl("secrets", "status")
-	if apps, cred := secretsRow(t, out, "apps"), secretsRow(t, out, "credentials"); apps != "2 2 0 0" || cred != "1 1 0 0" ||
-		!strings.Contains(out, "no record is under a previous master key") {
-		t.Fatalf("secrets status before the rotation:\n%s", out)
-	}
+	// Step 1: every process learns the new key as secondary.
+	d.restart(phase1)
+	status("2 2 0 0", "1 1 0 0", "no record is under the secondary master key")
 
-	// Step 1: every process gets the new key, with the old as previous.
-	d.restart(fmt.Sprintf("{master_key: %q, previous_master_key: %q}", newMasterKey, masterKey))
-	out = d.ctl("secrets", "status")
-	if apps, cred := secretsRow(t, out, "apps"), secretsRow(t, out, "credentials"); apps != "2 0 2 0" || cred != "1 0 1 0" ||
-		!strings.Contains(out, "3 records are under the previous master key: run pushsyncctl secrets reseal") {
-		t.Fatalf("secrets status with the new key and the old as previous:\n%s", out)
-	}
-	// The sync started under the old key finishes, through credentials
-	// sealed under it, and its change reaches both devices through apps
-	// sealed under it.
-	if _, err := client.UpdateRecords(&cognitosync.UpdateRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice),
-		DatasetName: aws.String("settings"), SyncSessionToken: list.SyncSessionToken,
-		RecordPatches: []*cognitosync.RecordPatch{{Op: aws.String("replace"), Key: aws.String("volume"), Value: aws.String("7"), SyncCount: aws.Int64(0)}},
-	}); err != nil {
-		t.Fatalf("UpdateRecords with a session token and credentials from before the rotation: %v", err)
-	}
+	// Step 2: the keys swap. The sync started before finishes, through
+	// credentials sealed under the old key, and its change reaches both
+	// devices through apps sealed under it. A new sync starts, signed with
+	// the new key, with credentials sealed under it.
+	d.restart(phase2)
+	status("2 0 2 0", "1 0 1 0", "3 records are under the secondary master key: once every process has the new master_key, run pushsyncctl secrets reseal")
+	write(before, listA.SyncSessionToken, "7", 0)
 	d.waitPushes(1, 1)
+	during := identityClient()
+	listB, err := during.ListRecords(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A process still at step 1 serves it: it opens those credentials and
+	// checks that token with its secondary key.
+	d.restart(phase1)
+	write(during, listB.SyncSessionToken, "8", 1)
+	d.waitPushes(2, 2)
 
-	// Step 2: reseal.
-	out = d.ctl("secrets", "reseal")
-	if apps, cred := secretsRow(t, out, "apps"), secretsRow(t, out, "credentials"); apps != "2 2 0 0 2" || cred != "1 1 0 0 1" ||
-		!strings.Contains(out, "secrets.previous_master_key can be removed") {
+	// Step 3: reseal, once every process is at step 2.
+	d.restart(phase2)
+	out := d.ctl("secrets", "reseal")
+	if apps, cred := secretsRow(t, out, "apps"), secretsRow(t, out, "credentials"); apps != "2 2 0 0 2" || cred != "2 2 0 0 1" ||
+		!strings.Contains(out, "no record is under the secondary master key") {
 		t.Fatalf("secrets reseal:\n%s", out)
 	}
-	if out := d.ctl("-o", "json", "secrets", "status"); !strings.Contains(out, `"previous": 0`) && !strings.Contains(out, `"previous":0`) {
-		t.Errorf("secrets status -o json after the reseal:\n%s", out)
+	var rep secretsReport
+	if err := json.Unmarshal([]byte(d.ctl("-o", "json", "secrets", "status")), &rep); err != nil || !rep.SecondaryKey ||
+		rep.Apps.Secondary+rep.Credentials.Secondary != 0 || rep.Credentials.Current != 2 {
+		t.Errorf("secrets status -o json after the reseal: %+v, %v", rep, err)
 	}
 
-	// Step 3: the old key goes; everything still opens.
-	d.restart(fmt.Sprintf("{master_key: %q}", newMasterKey))
-	if out := d.ctl("secrets", "status"); secretsRow(t, out, "apps") != "2 2 0 0" || secretsRow(t, out, "credentials") != "1 1 0 0" {
-		t.Fatalf("secrets status with the new key alone:\n%s", out)
-	}
-	d.ctl("event", "publish", "-pool", pool, "-identity", alice, "-dataset", "settings", "-sync-count", "2")
-	d.waitPushes(2, 2)
-	if _, err := client.ListDatasets(&cognitosync.ListDatasetsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice)}); err != nil {
-		t.Fatalf("identity credentials after the rotation: %v", err)
+	// Step 4: the old key goes; everything still opens.
+	d.restart(newOnly)
+	status("2 2 0 0", "2 2 0 0", "the API process that answered has no secrets.secondary_master_key")
+	d.ctl("event", "publish", "-pool", pool, "-identity", alice, "-dataset", "settings", "-sync-count", "3")
+	d.waitPushes(3, 3)
+	for _, c := range []*cognitosync.CognitoSync{before, during} {
+		if _, err := c.ListDatasets(&cognitosync.ListDatasetsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice)}); err != nil {
+			t.Fatalf("identity credentials after the rotation: %v", err)
+		}
 	}
 
-	// A deployment that lost the old key before resealing says which
-	// records it cannot open.
-	d.restart(fmt.Sprintf("{master_key: %q}", masterKey))
-	out = d.ctl("secrets", "status")
-	if secretsRow(t, out, "apps") != "2 0 0 2" || !strings.Contains(out, "apps no configured key opens: game-android, game-ios") {
+	// A deployment that lost the new key says which records it cannot
+	// open.
+	d.restart(oldOnly)
+	out = status("2 0 0 2", "2 0 0 2", "has no secrets.secondary_master_key")
+	if !strings.Contains(out, "apps no configured key opens: game-android, game-ios") || !strings.Contains(out, "2 identity credentials no configured key opens") {
 		t.Fatalf("secrets status under a key that opens nothing:\n%s", out)
 	}
 }

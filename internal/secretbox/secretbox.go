@@ -4,9 +4,9 @@
 // bound to a context string, such as the record's name, so that a sealed
 // value copied onto another record does not open.
 //
-// A Box may also hold the master keys it replaced, while a rotation is under
-// way: it opens values sealed under any of them, seals only under the
-// current one, and Reseal moves a value from an old key to the current one.
+// A Box may also hold other master keys, while a rotation is under way: it
+// opens values sealed under any of them, seals only under the current one,
+// and Reseal moves a value from another key to the current one.
 package secretbox
 
 import (
@@ -91,6 +91,9 @@ func (b *Box) Open(sealed, context string) ([]byte, error) {
 	plain, _, err := b.open(sealed, context)
 	return plain, err
 }
+
+// Others returns how many keys besides the current one the box opens under.
+func (b *Box) Others() int { return len(b.previous) }
 
 // Reseal returns sealed under the current key. A value already under it is
 // returned as it is, with moved false; one under a previous key is opened

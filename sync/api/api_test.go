@@ -380,7 +380,7 @@ func TestSecretsEndpoints(t *testing.T) {
 	f.identity(alice)
 	var rep registry.SecretsReport
 	f.admin("GET", "/admin/v1/secrets", "", http.StatusOK, &rep)
-	if c := rep.Credentials; c.Total != 1 || c.Current != 1 || c.Previous != 0 || c.Unreadable != 0 || rep.Apps.Total != 0 {
+	if c := rep.Credentials; c.Total != 1 || c.Current != 1 || c.Secondary != 0 || c.Unreadable != 0 || rep.Apps.Total != 0 {
 		t.Fatalf("status %+v", rep)
 	}
 	f.admin("POST", "/admin/v1/secrets/reseal", "", http.StatusOK, &rep)

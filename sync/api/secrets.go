@@ -28,7 +28,7 @@ func (s *Server) describeSecrets(r *request) (any, error) {
 // resealProgressEvery is how often a running reseal logs its progress.
 const resealProgressEvery = 5 * time.Second
 
-// resealSecrets moves every record sealed under the previous master key to
+// resealSecrets moves every record sealed under the secondary master key to
 // the current one.
 func (s *Server) resealSecrets(r *request) (any, error) {
 	start := time.Now()

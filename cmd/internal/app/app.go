@@ -101,13 +101,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if cfg.Secrets.MasterKey == "" {
 		return fmt.Errorf("secrets.master_key is required for role %s (make one with: openssl rand -base64 32)", cfg.Role)
 	}
-	box, err := newBox(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.PreviousMasterKeyBytes())
+	box, err := newBox(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.SecondaryMasterKeyBytes())
 	if err != nil {
 		return err
 	}
-	if cfg.Secrets.PreviousMasterKey != "" {
-		log.Warn().Msg("secrets.previous_master_key is set: a master key rotation is under way; " +
-			"once every process has the new key, run pushsyncctl secrets reseal, then remove the previous key")
+	if cfg.Secrets.SecondaryMasterKey != "" {
+		log.Warn().Msg("secrets.secondary_master_key is set: a master key rotation is under way (docs/deploy.md, \"Rotating the master key\")")
 	}
 	roots, err := loadRoots(cfg)
 	if err != nil {
@@ -117,18 +116,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		api:         cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
 		worker:      cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
 		box:         box,
-		masterKeys:  masterKeys(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.PreviousMasterKeyBytes()),
+		masterKeys:  masterKeys(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.SecondaryMasterKeyBytes()),
 		roots:       roots,
 		afterCommit: opts.AfterCommit,
 	}, opts.Ready)
 }
 
 // newBox returns the box that seals secrets under the master key and also
-// opens those under the previous one, if set.
-func newBox(key, previous []byte) (*secretbox.Box, error) {
-	box, err := secretbox.New(key, masterKeys(nil, previous)...)
+// opens those under the secondary one, if set.
+func newBox(key, secondary []byte) (*secretbox.Box, error) {
+	box, err := secretbox.New(key, masterKeys(nil, secondary)...)
 	if err != nil {
-		return nil, fmt.Errorf("secrets.master_key, secrets.previous_master_key: %w", err)
+		return nil, fmt.Errorf("secrets.master_key, secrets.secondary_master_key: %w", err)
 	}
 	return box, nil
 }
@@ -145,7 +144,8 @@ func masterKeys(keys ...[]byte) [][]byte {
 }
 
 // previousSessionTokenKeys derives the keys of SyncSessionTokens signed
-// before a master key rotation, so that syncs under way finish.
+// with the secondary master key, so that syncs under way finish whichever
+// process signed their token during a rotation.
 func previousSessionTokenKeys(masterKeys [][]byte) [][]byte {
 	var keys [][]byte
 	for _, k := range masterKeys[1:] {
@@ -158,7 +158,7 @@ func previousSessionTokenKeys(masterKeys [][]byte) [][]byte {
 type services struct {
 	api, worker bool
 	box         *secretbox.Box
-	masterKeys  [][]byte // the current one first, then the one it replaces, if any
+	masterKeys  [][]byte // the current one first, then the secondary one, if any
 	roots       rootCAs
 	afterCommit func()
 }

@@ -105,7 +105,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	if cfg.Secrets.MasterKey != "" {
 		masterKey = cfg.Secrets.MasterKeyBytes()
 	}
-	box, err := newBox(masterKey, cfg.Secrets.PreviousMasterKeyBytes())
+	box, err := newBox(masterKey, cfg.Secrets.SecondaryMasterKeyBytes())
 	if err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	wctx, stopWorker := context.WithCancel(context.Background())
 	defer stopWorker()
 	go func() {
-		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKeys: masterKeys(masterKey, cfg.Secrets.PreviousMasterKeyBytes()), roots: roots}, func(a Addrs) { workerReady <- a })
+		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKeys: masterKeys(masterKey, cfg.Secrets.SecondaryMasterKeyBytes()), roots: roots}, func(a Addrs) { workerReady <- a })
 	}()
 	select {
 	case addrs := <-workerReady:
