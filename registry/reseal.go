@@ -112,24 +112,14 @@ func (r *Registry) secrets(ctx context.Context, reseal bool, progress func(Secre
 
 	prefix := r.prefix + ":cred:{"
 	err = scanKeys(ctx, r.rdb, cognito.EscapeGlob(prefix)+"*}", func(keys []string) error {
-		cmds := make([]*redis.StringCmd, len(keys))
-		_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, k := range keys {
-				cmds[i] = p.Get(ctx, k)
-			}
-			return nil
-		})
 		batch := make([]sealed, 0, len(keys))
-		for i, k := range keys {
-			v, err := cmds[i].Result()
-			if errors.Is(err, redis.Nil) { // expired since the scan
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("registry: read credential %s: %w", k, err)
-			}
+		for _, k := range keys {
 			id := strings.TrimSuffix(strings.TrimPrefix(k, prefix), "}")
-			batch = append(batch, sealed{key: k, context: "cred:" + id, value: v})
+			batch = append(batch, sealed{key: k, context: "cred:" + id})
+		}
+		batch, err := r.read(ctx, batch)
+		if err != nil {
+			return err
 		}
 		if err := r.sortOut(ctx, batch, reseal, &rep.Credentials, 1); err != nil {
 			return err
@@ -217,9 +207,19 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 	if attempt == 3 {
 		return fmt.Errorf("registry: reseal: %d records changed under each of 3 attempts, e.g. %s; try again", len(changed), changed[0].describe())
 	}
-	cmds := make([]*redis.StringCmd, len(changed))
+	again, err := r.read(ctx, changed)
+	if err != nil {
+		return err
+	}
+	return r.sortOut(ctx, again, reseal, count, attempt+1)
+}
+
+// read fills in the stored value of each record, in one pipeline, and
+// drops those deleted or expired since they were found.
+func (r *Registry) read(ctx context.Context, recs []sealed) ([]sealed, error) {
+	cmds := make([]*redis.StringCmd, len(recs))
 	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, rec := range changed {
+		for i, rec := range recs {
 			if rec.field != "" {
 				cmds[i] = p.HGet(ctx, rec.key, rec.field)
 			} else {
@@ -228,19 +228,19 @@ func (r *Registry) sortOut(ctx context.Context, recs []sealed, reseal bool, coun
 		}
 		return nil
 	})
-	again := changed[:0]
-	for i, rec := range changed {
+	found := recs[:0]
+	for i, rec := range recs {
 		v, err := cmds[i].Result()
-		if errors.Is(err, redis.Nil) { // deleted or expired meanwhile
+		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("registry: reseal: read %s again: %w", rec.describe(), err)
+			return nil, fmt.Errorf("registry: read %s: %w", rec.describe(), err)
 		}
 		rec.value = v
-		again = append(again, rec)
+		found = append(found, rec)
 	}
-	return r.sortOut(ctx, again, reseal, count, attempt+1)
+	return found, nil
 }
 
 func (c *SealedRecords) unreadable(name string) {

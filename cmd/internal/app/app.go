@@ -101,7 +101,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if cfg.Secrets.MasterKey == "" {
 		return fmt.Errorf("secrets.master_key is required for role %s (make one with: openssl rand -base64 32)", cfg.Role)
 	}
-	box, err := newBox(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.SecondaryMasterKeyBytes())
+	keys := masterKeys(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.SecondaryMasterKeyBytes())
+	box, err := newBox(keys)
 	if err != nil {
 		return err
 	}
@@ -116,16 +117,16 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		api:         cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
 		worker:      cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
 		box:         box,
-		masterKeys:  masterKeys(cfg.Secrets.MasterKeyBytes(), cfg.Secrets.SecondaryMasterKeyBytes()),
+		masterKeys:  keys,
 		roots:       roots,
 		afterCommit: opts.AfterCommit,
 	}, opts.Ready)
 }
 
-// newBox returns the box that seals secrets under the master key and also
-// opens those under the secondary one, if set.
-func newBox(key, secondary []byte) (*secretbox.Box, error) {
-	box, err := secretbox.New(key, masterKeys(nil, secondary)...)
+// newBox returns the box that seals secrets under the first of keys (the
+// master key) and also opens those under the rest (the secondary one).
+func newBox(keys [][]byte) (*secretbox.Box, error) {
+	box, err := secretbox.New(keys[0], keys[1:]...)
 	if err != nil {
 		return nil, fmt.Errorf("secrets.master_key, secrets.secondary_master_key: %w", err)
 	}

@@ -105,7 +105,8 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	if cfg.Secrets.MasterKey != "" {
 		masterKey = cfg.Secrets.MasterKeyBytes()
 	}
-	box, err := newBox(masterKey, cfg.Secrets.SecondaryMasterKeyBytes())
+	keys := masterKeys(masterKey, cfg.Secrets.SecondaryMasterKeyBytes())
+	box, err := newBox(keys)
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	wctx, stopWorker := context.WithCancel(context.Background())
 	defer stopWorker()
 	go func() {
-		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKeys: masterKeys(masterKey, cfg.Secrets.SecondaryMasterKeyBytes()), roots: roots}, func(a Addrs) { workerReady <- a })
+		workerDone <- runServices(wctx, &wcfg, log, services{api: true, worker: true, box: box, masterKeys: keys, roots: roots}, func(a Addrs) { workerReady <- a })
 	}()
 	select {
 	case addrs := <-workerReady:
