@@ -1,17 +1,22 @@
 // Command pushemu runs the APNs and FCM emulators as one process, for demos,
 // load tests and manual testing of pushsyncd without Apple or Google.
 //
-//	pushemu [-dir pushemu-creds] [-apns-addr 127.0.0.1:2197] [-apns-sandbox-addr 127.0.0.1:2198] [-fcm-addr 127.0.0.1:4443]
+//	pushemu [-dir pushemu-creds] [-apns-addr 127.0.0.1:2197] [-apns-sandbox-addr 127.0.0.1:2198] [-fcm-addr 127.0.0.1:4443] [-feed-addr 127.0.0.1:2199]
 //
 // It serves APNs production and sandbox (HTTP/2 over TLS) and the FCM HTTP
 // v1 API with its OAuth2 token endpoint, each with a certificate from a
 // fresh authority. Into -dir it writes what a client needs: the authorities
 // (apns-ca.pem, fcm-ca.pem), an APNs signing key the emulators accept for
 // any topic (apns-authkey.p8, with its ids in apns.json), an FCM
-// service-account key file (fcm-service-account.json) and pushsyncd.yaml,
-// a configuration that points pushsyncd at the emulators. Each emulator
-// also serves a JSON control API under /_emulator/ (pushes, stats,
-// failures). Every push received is logged unless -quiet is set.
+// service-account key file (fcm-service-account.json), pushsyncd.yaml,
+// a configuration that points pushsyncd at the emulators, and
+// emulators.json, every address and identifier above for programs
+// (pushbench -emulators reads it; see emufeed.Manifest). Each emulator also
+// serves a JSON control API under /_emulator/ (pushes, stats, failures).
+// The push feed, plain HTTP on -feed-addr, streams every accepted push as
+// it arrives to each client of GET /pushes, one JSON object a line with its
+// arrival time (see emufeed.Line).
+// Every push received is logged unless -quiet is set.
 package main
 
 import (
@@ -25,6 +30,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,6 +41,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/cmd/internal/emufeed"
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
 )
@@ -54,8 +62,8 @@ func main() {
 	}
 }
 
-// Addrs are the URLs the emulators serve.
-type Addrs struct{ APNs, APNsSandbox, FCM string }
+// Addrs are the URLs the emulators serve, and the feed's (empty when off).
+type Addrs struct{ APNs, APNsSandbox, FCM, Feed string }
 
 func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)) error {
 	fs := flag.NewFlagSet("pushemu", flag.ContinueOnError)
@@ -67,6 +75,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	hosts := fs.String("hosts", "", "extra comma-separated host names for the certificates (for containers)")
 	quiet := fs.Bool("quiet", false, "do not log every push (for load tests)")
 	record := fs.Bool("record", true, "keep received pushes in memory for GET /_emulator/pushes")
+	feedAddr := fs.String("feed-addr", "127.0.0.1:2199", "listen address of the push feed (plain HTTP, GET /pushes); empty: no feed")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,8 +88,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 		extra = strings.Split(*hosts, ",")
 	}
 
+	pushes := &emufeed.Feed{}
 	apnsHook := func(env string) apnstest.Option {
 		return apnstest.WithOnPush(func(p apnstest.Push) {
+			pushes.APNs(p)
 			if !*quiet {
 				log.Info().Str("service", "APNs "+env).Str("token", p.DeviceToken).Str("topic", p.Topic).RawJSON("payload", p.Payload).Msg("push")
 			}
@@ -99,6 +110,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	defer sandbox.Close()
 	fcmEmu, err := fcmtest.Start(fcmtest.WithAddr(*fcmAddr), fcmtest.WithHosts(extra...), fcmtest.WithRecord(*record),
 		fcmtest.WithOnPush(func(p fcmtest.Push) {
+			pushes.FCM(p)
 			if !*quiet {
 				log.Info().Str("service", "FCM").Str("project", p.ProjectID).Str("token", p.Token).Any("data", p.Data).Msg("push")
 			}
@@ -126,10 +138,20 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 		}
 	}
 	addrs := Addrs{APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL}
-	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu); err != nil {
+	if *feedAddr != "" {
+		ln, err := net.Listen("tcp", *feedAddr)
+		if err != nil {
+			return fmt.Errorf("feed: %w", err)
+		}
+		srv := &http.Server{Handler: pushes, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		addrs.Feed = "http://" + ln.Addr().String() + "/pushes"
+	}
+	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu, addrs.Feed); err != nil {
 		return err
 	}
-	log.Info().Str("apns", addrs.APNs).Str("apns_sandbox", addrs.APNsSandbox).Str("fcm", addrs.FCM).Str("dir", *dir).
+	log.Info().Str("apns", addrs.APNs).Str("apns_sandbox", addrs.APNsSandbox).Str("fcm", addrs.FCM).Str("feed", addrs.Feed).Str("dir", *dir).
 		Msg("emulators running; credentials and pushsyncd.yaml written")
 	if ready != nil {
 		ready(addrs)
@@ -138,7 +160,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	return nil
 }
 
-func writeCredentials(dir string, key *ecdsa.PrivateKey, serviceAccount []byte, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server) error {
+func writeCredentials(dir string, key *ecdsa.PrivateKey, serviceAccount []byte, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server, feedURL string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -171,7 +193,11 @@ fcm:
 			return err
 		}
 	}
-	return nil
+	m := emufeed.Manifest{
+		APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL, FCMEndpoint: fcmEmu.Endpoint(), Feed: feedURL,
+		APNsKeyID: KeyID, APNsTeamID: TeamID, FCMProjectID: ProjectID, PID: os.Getpid(),
+	}
+	return m.Write(dir)
 }
 
 // withTokenHost rewrites a service account's token_uri to name host

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/cmd/internal/emufeed"
 	"github.com/pushsync/pushsync/config"
 	"github.com/pushsync/pushsync/dispatcher"
 	"github.com/pushsync/pushsync/dispatcher/apns"
@@ -30,7 +31,7 @@ func TestWrittenCredentialsWork(t *testing.T) {
 	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-quiet"}, io.Discard, func(a Addrs) { ready <- a })
+		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-feed-addr", "127.0.0.1:0", "-quiet"}, io.Discard, func(a Addrs) { ready <- a })
 	}()
 	var addrs Addrs
 	select {
@@ -64,6 +65,26 @@ func TestWrittenCredentialsWork(t *testing.T) {
 	if err := json.Unmarshal([]byte(read("apns.json")), &ids); err != nil {
 		t.Fatal(err)
 	}
+	m, err := emufeed.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (emufeed.Manifest{APNs: addrs.APNs, APNsSandbox: addrs.APNsSandbox, FCM: addrs.FCM, FCMEndpoint: cfg.FCM.Endpoint, Feed: addrs.Feed,
+		APNsKeyID: ids.KeyID, APNsTeamID: ids.TeamID, FCMProjectID: ProjectID, PID: os.Getpid()}); *m != want || m.Feed == "" {
+		t.Fatalf("emulators.json = %+v, want %+v", *m, want)
+	}
+	followCtx, stopFollowing := context.WithCancel(context.Background())
+	defer stopFollowing()
+	lines, following, followed := make(chan emufeed.Line, 8), make(chan struct{}), make(chan error, 1)
+	go func() {
+		followed <- emufeed.Follow(followCtx, m.Feed, func() { close(following) }, func(l *emufeed.Line) error { lines <- *l; return nil })
+	}()
+	select {
+	case <-following:
+	case err := <-followed:
+		t.Fatal(err)
+	}
+	sent := time.Now()
 
 	ev := &event.DatasetChanged{Version: 1, IdentityPoolID: "us-east-1:0f1e", IdentityID: "us-east-1:abc", DatasetName: "settings", SyncCount: 1, ChangedAt: time.Now()}
 	apnsN := apns.New(apns.Options{ProductionHost: cfg.APNs.ProductionHost, SandboxHost: cfg.APNs.SandboxHost, RootCAs: pool(cfg.APNs.RootCAFile)}, zerolog.Nop())
@@ -93,6 +114,43 @@ func TestWrittenCredentialsWork(t *testing.T) {
 	if err := fcmN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: androidApp,
 		Device: registry.Device{ID: "d", Platform: registry.GCM, Token: "fcm-token"}}); err != nil {
 		t.Fatalf("FCM: %v", err)
+	}
+
+	// The feed has the three pushes, as they arrived.
+	got := map[string]emufeed.Line{}
+	for len(got) < 3 {
+		select {
+		case l := <-lines:
+			got[l.Service+" "+l.Environment] = l
+		case err := <-followed:
+			t.Fatalf("the feed ended: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the feed has %d of the 3 pushes: %+v", len(got), got)
+		}
+	}
+	for _, env := range []string{"production", "development"} {
+		l := got["apns "+env]
+		var p struct {
+			Data struct {
+				IdentityID string `json:"identityId"`
+				SyncCount  int64  `json:"syncCount"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(l.Payload, &p); err != nil || p.Data.IdentityID != ev.IdentityID || p.Data.SyncCount != 1 || l.Topic != "com.any.app" || l.Token == "" {
+			t.Errorf("APNs %s feed line %+v (%v)", env, l, err)
+		}
+	}
+	if l := got["fcm "]; l.Data["identityId"] != ev.IdentityID || l.Data["syncCount"] != "1" || l.ProjectID != ProjectID || l.Token != "fcm-token" {
+		t.Errorf("FCM feed line %+v", l)
+	}
+	for k, l := range got {
+		if l.ReceivedAt.Before(sent) || time.Since(l.ReceivedAt) > time.Minute {
+			t.Errorf("%s arrived at %s, sent from %s", k, l.ReceivedAt, sent)
+		}
+	}
+	stopFollowing()
+	if err := <-followed; err != nil {
+		t.Errorf("Follow after its context ended: %v", err)
 	}
 }
 
