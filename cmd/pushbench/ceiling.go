@@ -229,12 +229,14 @@ type ceilingRun struct {
 	CPU      time.Duration
 	Syscalls int64
 	PeakRSS  int64
-	// BenchCPU is pushbench's own CPU time meanwhile: the emulators.
-	BenchCPU time.Duration
+	// EmulatorCPU is the CPU time of the emulators' process meanwhile, or
+	// -1 if it cannot be read.
+	EmulatorCPU time.Duration
 }
 
-// runCeiling runs the ceiling program as a child and measures it.
-func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun, error) {
+// runCeiling runs the ceiling program as a child and measures it, and the
+// emulators' process emuPID (0: not readable).
+func runCeiling(self string, plan *ceilingPlan, dir, caFile string, emuPID int) (*ceilingRun, error) {
 	planPath := dir + "/ceiling-plan.json"
 	b, err := json.Marshal(plan)
 	if err != nil {
@@ -266,10 +268,7 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if err != nil {
 		return nil, err
 	}
-	self0, err := cpuTime(os.Getpid())
-	if err != nil {
-		return nil, err
-	}
+	emu0 := cpuTimeOrNone(emuPID)
 	if _, err := io.WriteString(stdin, "go\n"); err != nil {
 		return nil, err
 	}
@@ -280,11 +279,10 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string) (*ceilingRun
 	if err != nil {
 		return nil, err
 	}
-	self1, err := cpuTime(os.Getpid())
-	if err != nil {
-		return nil, err
+	run := &ceilingRun{CPU: after.cpu - before.cpu, Syscalls: after.syscalls - before.syscalls, PeakRSS: after.peakRSS, EmulatorCPU: -1}
+	if emu1 := cpuTimeOrNone(emuPID); emu0 >= 0 && emu1 >= 0 {
+		run.EmulatorCPU = emu1 - emu0
 	}
-	run := &ceilingRun{CPU: after.cpu - before.cpu, Syscalls: after.syscalls - before.syscalls, PeakRSS: after.peakRSS, BenchCPU: self1 - self0}
 	if err := json.Unmarshal(out.Bytes(), &run.Result); err != nil {
 		return nil, fmt.Errorf("ceiling result %q: %w", out.Text(), err)
 	}

@@ -44,7 +44,15 @@ func TestMain(m *testing.M) {
 		os.Stdout.WriteString("GODEBUG=" + os.Getenv("GODEBUG"))
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// The test binary is pushbench's children too: the NATS server and
+	// the ceiling program are pushbench started again with a subcommand.
+	if len(os.Args) > 1 && (os.Args[1] == "natsd" || os.Args[1] == "ceiling") {
+		main()
+		os.Exit(0)
+	}
+	code := m.Run()
+	removeBinaries()
+	os.Exit(code)
 }
 
 func TestReexecSetsGODEBUGForTheWholeProcess(t *testing.T) {

@@ -101,6 +101,9 @@ type options struct {
 	selfProfile         string
 	natsProfile         string
 	godebug             string
+	emulatorsDir        string
+	attach              string
+	ops                 []string
 }
 
 // envList collects -worker-env flags.
@@ -137,6 +140,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.godebug, "godebug", sysmonAwake, "GODEBUG settings for every Go process of the run (pushbench and its NATS server, pushsyncd, the ceiling program), "+
 		"added to $GODEBUG unless it names the same setting; empty: the runtime's defaults. The default keeps the Go scheduler's monitor from sleeping between bursts of work, as deploy/ does for pushsyncd")
 	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
+	fs.StringVar(&o.emulatorsDir, "emulators", "", "use the emulators of a running pushemu, from the directory it writes (its -dir), and follow its push feed; default: emulators in pushbench's own process")
+	fs.StringVar(&o.attach, "attach", "", "measure running pushsyncd workers, started with this configuration file, instead of starting workers; needs -emulators. Redis, NATS, the key prefix and the master key come from the file")
+	ops := fs.String("ops", "", "with -attach: the workers' health and metrics addresses, host:port,... (default: the file's http.listen)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
 	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
 	fs.StringVar(&o.jsonPath, "json", "pushbench.json", "where to write the figures as JSON (empty: nowhere)")
@@ -148,6 +154,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *ops != "" {
+		o.ops = strings.Split(*ops, ",")
+	}
+	if err := checkAttachFlags(o, fs); err != nil {
+		return nil, err
 	}
 	for _, p := range strings.Split(*phases, ",") {
 		if p = strings.TrimSpace(p); p == "" {
@@ -180,6 +192,30 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 
 func (o *options) has(phase string) bool { return slices.Contains(o.phases, phase) }
 
+// checkAttachFlags refuses -attach without -emulators, and the flags about
+// workers pushbench starts along with it.
+func checkAttachFlags(o *options, fs *flag.FlagSet) error {
+	if o.attach == "" {
+		if len(o.ops) > 0 {
+			return errors.New("-ops goes with -attach")
+		}
+		return nil
+	}
+	if o.emulatorsDir == "" {
+		return errAttachNeedsEmulators
+	}
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "workers", "worker-env", "pushsyncd", "nats", "redis", "nats-cpuprofile":
+			if err == nil {
+				err = fmt.Errorf("-%s does not go with -attach: the running workers' configuration says where Redis and NATS are", f.Name)
+			}
+		}
+	})
+	return err
+}
+
 // Report is what pushbench writes as JSON.
 type Report struct {
 	Machine  Machine       `json:"machine"`
@@ -209,6 +245,9 @@ type Setup struct {
 	Duration   string `json:"duration"`
 	Window     int    `json:"window"`
 	Pushsyncd  string `json:"pushsyncd"`
+	// Emulators says where the emulators ran: "in-process" or the
+	// directory of the pushemu followed.
+	Emulators string `json:"emulators"`
 	// GODEBUG is the runtime settings every Go process of the run had.
 	GODEBUG string `json:"godebug"`
 }
@@ -222,8 +261,9 @@ type CeilingFig struct {
 	SyscallsPerPush float64 `json:"syscallsPerPush"`
 	PeakRSSMB       float64 `json:"peakRssMB"`
 	EmulatorPushes  int64   `json:"emulatorPushes"`
-	// BenchCPUPer10kPush is pushbench's own CPU meanwhile: the emulators.
-	BenchCPUPer10kPush float64 `json:"pushbenchCpuSecondsPer10kPushes"`
+	// EmulatorCPUPer10kPush is the emulators' CPU meanwhile (pushbench's
+	// own, or pushemu's on this machine); 0 when it cannot be read.
+	EmulatorCPUPer10kPush float64 `json:"emulatorCpuSecondsPer10kPushes,omitempty"`
 }
 
 // PhaseFig is one pushsync phase.
@@ -242,12 +282,15 @@ type PhaseFig struct {
 	// read: the NATS server (a child process of pushbench unless -nats is
 	// given) and Redis (from INFO, so only if nothing else uses it).
 	NATSCPUPer10kPush float64 `json:"natsServerCpuSecondsPer10kPushes,omitempty"`
-	// BenchCPUPer10kPush is pushbench's own: the emulators, the publishers
-	// and the bookkeeping.
+	// BenchCPUPer10kPush is pushbench's own: the publishers and the
+	// bookkeeping, and the emulators when they run in it.
 	BenchCPUPer10kPush float64 `json:"pushbenchCpuSecondsPer10kPushes"`
-	RedisCPUPer10kPush float64 `json:"redisCpuSecondsPer10kPushes,omitempty"`
-	Duplicates         int64   `json:"duplicates"`
-	Undelivered        int64   `json:"undeliveredEvents"`
+	// PushemuCPUPer10kPush is pushemu's, when the emulators run there on
+	// this machine.
+	PushemuCPUPer10kPush float64 `json:"pushemuCpuSecondsPer10kPushes,omitempty"`
+	RedisCPUPer10kPush   float64 `json:"redisCpuSecondsPer10kPushes,omitempty"`
+	Duplicates           int64   `json:"duplicates"`
+	Undelivered          int64   `json:"undeliveredEvents"`
 	// How crowded the CPUs were: the machine's busy share, and for the
 	// threads of pushsyncd, the NATS server child and pushbench, how many
 	// were waiting for a CPU on average, how long one wait was, and how
@@ -289,8 +332,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rep.Setup.Emulators = "in-process"
+	if o.emulatorsDir != "" {
+		rep.Setup.Emulators = "pushemu (" + o.emulatorsDir + ")"
+	}
 	needStack := o.has("ceiling") || o.has("max") || o.has("half")
-	if needStack && (o.has("max") || o.has("half")) {
+	if needStack && (o.has("max") || o.has("half")) && o.attach == "" {
 		if o.pushsyncd, err = findPushsyncd(o.pushsyncd, self); err != nil {
 			return err
 		}
@@ -314,7 +361,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	if needStack {
 		pr.start(fmt.Sprintf("seeding %d identities × %d devices", o.identities, o.devices), "identities")
-		s, err := newStack(ctx, stackOptions{dir: dir, natsURL: o.natsURL, natsProfile: o.natsProfile, redisAddr: o.redisAddr, identities: o.identities, devices: o.devices},
+		s, err := newStack(ctx, stackOptions{dir: dir, pushemuDir: o.emulatorsDir, attach: o.attach,
+			natsURL: o.natsURL, natsProfile: o.natsProfile, redisAddr: o.redisAddr, identities: o.identities, devices: o.devices},
 			func(done, total int64) { pr.set(done, total) })
 		pr.stop()
 		if err != nil {
@@ -356,24 +404,36 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 	if !o.has("max") && !o.has("half") {
 		return nil
 	}
-	var workers []*worker
-	defer func() {
-		for _, w := range workers {
-			w.stop()
+	b := &bench{s: s, o: o, pr: pr}
+	if s.attached != nil {
+		ops := o.ops
+		if len(ops) == 0 {
+			ops = []string{defaultOps(s.attached)}
 		}
-	}()
-	for i := range o.workers {
-		w, err := s.startWorker(o.pushsyncd, i, o.workerEnv)
+		remote, err := watchWorkers(ops)
 		if err != nil {
 			return err
 		}
-		workers = append(workers, w)
+		defer remote.close()
+		b.remote, b.ops = remote, ops[0]
+		rep.Setup.Workers, rep.Setup.Pushsyncd = len(ops), "attached: "+o.attach
+	} else {
+		var workers []*worker
+		defer func() {
+			for _, w := range workers {
+				w.stop()
+			}
+		}()
+		for i := range o.workers {
+			w, err := s.startWorker(o.pushsyncd, i, o.workerEnv)
+			if err != nil {
+				return err
+			}
+			workers = append(workers, w)
+			b.pids = append(b.pids, w.pid())
+		}
+		b.ops = workers[0].ops
 	}
-	var pids []int
-	for _, w := range workers {
-		pids = append(pids, w.pid())
-	}
-	b := &bench{s: s, o: o, pids: pids, pr: pr, ops: workers[0].ops}
 	// Warm up gently first: connections, provider and access tokens,
 	// caches. Each measured phase then warms up at its own rate.
 	if _, err := b.phase(ctx, "warm-up", o.warmup, 200, false); err != nil {
@@ -409,15 +469,15 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 	s.tracker.countOnly.Store(true)
 	defer s.tracker.countOnly.Store(false)
 	plan := &ceilingPlan{
-		APNsHost: s.apns.URL, AuthKeyFile: s.authKeyFile, KeyID: apnsKeyID, TeamID: apnsTeam, Topic: apnsTopic,
-		FCMEndpoint: s.fcm.Endpoint(), ServiceAccountFile: s.serviceAccountFile, ProjectID: fcmProject,
+		APNsHost: s.emu.apnsURL, AuthKeyFile: s.emu.authKeyFile, KeyID: s.emu.keyID, TeamID: s.emu.teamID, Topic: apnsTopic,
+		FCMEndpoint: s.emu.fcmEndpoint, ServiceAccountFile: s.emu.serviceAccountFile, ProjectID: s.emu.projectID,
 		Pool: s.pool, Identities: s.identities, APNsTokens: s.apnsTokens, FCMTokens: s.fcmTokens,
 		Warmup: o.warmup, Duration: o.duration, CPUProfile: o.ceilingProfile,
 	}
 	before := s.tracker.pushes.Load()
 	pr.start("ceiling: bare apns2 and firebase clients", "pushes")
 	stopTick := pr.tick(func() (int64, int64) { return s.tracker.pushes.Load() - before, 0 })
-	r, err := runCeiling(self, plan, s.dir, s.caFile)
+	r, err := runCeiling(self, plan, s.dir, s.emu.caFile, s.emu.pid)
 	stopTick()
 	pr.stop()
 	if err != nil {
@@ -427,20 +487,24 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 		return nil, fmt.Errorf("%d pushes failed, the first: %s", r.Result.Errors, r.Result.FirstError)
 	}
 	n := r.Result.APNs + r.Result.FCM
-	return &CeilingFig{
+	fig := &CeilingFig{
 		Pushes: n, Seconds: r.Result.Elapsed.Seconds(), PushesPerSec: float64(n) / r.Result.Elapsed.Seconds(),
 		CPUPer10kPush: r.CPU.Seconds() / float64(n) * 1e4, PeakRSSMB: mb(r.PeakRSS),
-		SyscallsPerPush:    float64(r.Syscalls) / float64(n),
-		EmulatorPushes:     s.tracker.pushes.Load() - before,
-		BenchCPUPer10kPush: r.BenchCPU.Seconds() / float64(n) * 1e4,
-	}, nil
+		SyscallsPerPush: float64(r.Syscalls) / float64(n),
+		EmulatorPushes:  s.tracker.pushes.Load() - before,
+	}
+	if r.EmulatorCPU >= 0 {
+		fig.EmulatorCPUPer10kPush = r.EmulatorCPU.Seconds() / float64(n) * 1e4
+	}
+	return fig, nil
 }
 
 // bench runs the phases that go through pushsyncd.
 type bench struct {
 	s        *stack
 	o        *options
-	pids     []int
+	pids     []int          // the workers pushbench started
+	remote   *remoteWorkers // or the workers it attached to
 	pr       *progress
 	ops      string       // the first worker's ops address
 	profiled bool         // a CPU profile was taken
@@ -463,25 +527,30 @@ func (b *bench) measure(ctx context.Context, name string, rate float64) (*PhaseF
 // for every push, and measures.
 func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate float64, measure bool) (*PhaseFig, error) {
 	t := b.s.tracker
+	var window chan struct{}
 	if rate == 0 {
-		t.window = make(chan struct{}, b.o.window)
+		window = t.setWindow(b.o.window)
 	} else {
-		t.window = nil
+		t.setWindow(0)
 	}
 	t.takeLatencies()
 	t.measuring.Store(measure)
 	defer t.measuring.Store(false)
 	pushes0, events0, dup0 := t.pushes.Load(), t.events.Load(), t.duplicates.Load()
 	first := b.next.Load()
-	use0, err := usageOf(b.pids...)
+	use0, err := b.usage()
 	if err != nil {
 		return nil, err
 	}
 	nats0, redis0 := b.s.natsCPU(), b.s.redisCPU(ctx)
 	self0, _ := cpuTime(os.Getpid())
+	emu0 := b.pushemuCPU()
 	sched := append([]int{os.Getpid()}, b.pids...)
 	if b.s.natsd != nil {
 		sched = append(sched, b.s.natsd.Process.Pid)
+	}
+	if emu0 >= 0 {
+		sched = append(sched, b.s.emu.pid)
 	}
 	con0, err := contentionOf(sched...)
 	if err != nil {
@@ -509,9 +578,9 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 				time.Sleep(wait)
 			}
 		} else {
-			t.window <- struct{}{}
+			window <- struct{}{}
 			if time.Now().After(end) {
-				<-t.window
+				<-window
 				break
 			}
 		}
@@ -528,6 +597,9 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	// Wait for the last pushes: until every event is delivered or nothing
 	// arrived for 10s.
 	for t.events.Load()-events0 < published && ctx.Err() == nil {
+		if err := b.s.emu.err(); err != nil {
+			return nil, err
+		}
 		if last := time.Unix(0, t.lastPush.Load()); time.Since(last) > 10*time.Second && time.Since(start) > d+10*time.Second {
 			break
 		}
@@ -536,12 +608,13 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	use1, err := usageOf(b.pids...)
+	use1, err := b.usage()
 	if err != nil {
 		return nil, err
 	}
 	nats1, redis1 := b.s.natsCPU(), b.s.redisCPU(ctx)
 	self1, _ := cpuTime(os.Getpid())
+	emu1 := b.pushemuCPU()
 	con1, err := contentionOf(sched...)
 	if err != nil {
 		return nil, err
@@ -555,7 +628,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		}
 		return (b - a).Seconds() / float64(max(pushes, 1)) * 1e4
 	}
-	return &PhaseFig{
+	fig := &PhaseFig{
 		TargetEventRate:    rate,
 		Events:             published,
 		EventsPerSec:       float64(published) / publishSecs,
@@ -575,7 +648,31 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		ThreadsWaiting:     (con1.wait - con0.wait).Seconds() / wall,
 		WaitPerRunUs:       float64((con1.wait - con0.wait).Microseconds()) / float64(max(con1.runs-con0.runs, 1)),
 		RunsPerEvent:       float64(con1.runs-con0.runs) / float64(max(published, 1)),
-	}, nil
+	}
+	if use0.syscalls < 0 {
+		fig.SyscallsPerPush = 0 // not known
+	}
+	if emu0 >= 0 && emu1 >= 0 {
+		fig.PushemuCPUPer10kPush = per10k(emu0, emu1)
+	}
+	return fig, nil
+}
+
+// usage reads the workers' usage so far.
+func (b *bench) usage() (usage, error) {
+	if b.remote != nil {
+		return b.remote.usage()
+	}
+	return usageOf(b.pids...)
+}
+
+// pushemuCPU is the CPU time of the pushemu the emulators run in, or -1
+// when they run in pushbench or pushemu's time cannot be read.
+func (b *bench) pushemuCPU() time.Duration {
+	if b.s.emu.pid == os.Getpid() {
+		return -1
+	}
+	return cpuTimeOrNone(b.s.emu.pid)
 }
 
 // profile saves a CPU profile of the first worker for d.

@@ -94,6 +94,18 @@ type usage struct {
 	peakRSS  int64         // the largest process's peak
 }
 
+// cpuTimeOrNone is cpuTime, or -1 when pid is 0 or cannot be read.
+func cpuTimeOrNone(pid int) time.Duration {
+	if pid == 0 {
+		return -1
+	}
+	c, err := cpuTime(pid)
+	if err != nil {
+		return -1
+	}
+	return c
+}
+
 // usageOf reads the usage of processes.
 func usageOf(pids ...int) (usage, error) {
 	var u usage

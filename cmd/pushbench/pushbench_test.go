@@ -16,11 +16,11 @@ import (
 func TestTrackerFollowsEventsToTheirLastPush(t *testing.T) {
 	ids := []string{"us-east-1:" + uuidish(1, 1), "us-east-1:" + uuidish(2, 1), "us-east-1:" + uuidish(3, 1)}
 	tr := newTracker(ids, 2)
-	tr.window = make(chan struct{}, 8)
+	window := tr.setWindow(8)
 	tr.measuring.Store(true)
 	t0 := time.Unix(1000, 0)
 	for k := range int64(4) { // events 0..3: identities 0,1,2,0 with counts 1,1,1,2
-		tr.window <- struct{}{}
+		window <- struct{}{}
 		tr.published(k, t0)
 	}
 	i, c := tr.event(3)
@@ -36,7 +36,7 @@ func TestTrackerFollowsEventsToTheirLastPush(t *testing.T) {
 	if got := tr.events.Load(); got != 2 {
 		t.Errorf("events complete = %d, want 2", got)
 	}
-	if got := len(tr.window); got != 2 {
+	if got := len(window); got != 2 {
 		t.Errorf("window holds %d events, want 2 (two given back)", got)
 	}
 	if d, s := tr.duplicates.Load(), tr.strays.Load(); d != 1 || s != 1 {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -52,14 +53,38 @@ func verdicts(r *Report) []Verdict {
 	return v
 }
 
+// restOfPipeline lists the CPU of the pipeline's other processes, those
+// that could be read.
+func restOfPipeline(f *PhaseFig, emulatorsInProcess bool) string {
+	var b strings.Builder
+	for _, part := range []struct {
+		name string
+		v    float64
+	}{{"NATS server", f.NATSCPUPer10kPush}, {"Redis", f.RedisCPUPer10kPush}, {"pushemu", f.PushemuCPUPer10kPush}} {
+		if part.v > 0 {
+			fmt.Fprintf(&b, " %s %.3f,", part.name, part.v)
+		}
+	}
+	what := "publishers"
+	if emulatorsInProcess {
+		what = "emulators, publishers"
+	}
+	fmt.Fprintf(&b, " pushbench (%s) %.3f", what, f.BenchCPUPer10kPush)
+	return b.String()
+}
+
 // writeTable prints the figures as plain tables.
 func writeTable(w io.Writer, r *Report) {
 	godebug := r.Setup.GODEBUG
 	if godebug == "" {
 		godebug = "none"
 	}
-	fmt.Fprintf(w, "\npushbench on %d CPUs (%s), %s, GODEBUG %s; %d identities × %d devices, %d worker(s), %s per phase\n\n",
-		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, godebug, r.Setup.Identities, r.Setup.Devices, r.Setup.Workers, r.Setup.Duration)
+	fmt.Fprintf(w, "\npushbench on %d CPUs (%s), %s, GODEBUG %s; %d identities × %d devices, %d worker(s), %s per phase; emulators %s\n",
+		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, godebug, r.Setup.Identities, r.Setup.Devices, r.Setup.Workers, r.Setup.Duration, r.Setup.Emulators)
+	if strings.HasPrefix(r.Setup.Pushsyncd, "attached") {
+		fmt.Fprintf(w, "pushsyncd %s (CPU and peak RSS from its metrics, RSS sampled every 250 ms)\n", r.Setup.Pushsyncd)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if r.Ceiling == nil && r.Max == nil && r.Half == nil {
 		tw = tabwriter.NewWriter(io.Discard, 0, 0, 2, ' ', 0)
@@ -73,21 +98,24 @@ func writeTable(w io.Writer, r *Report) {
 		f    *PhaseFig
 	}{{"pushsync, max rate", r.Max}, {"pushsync, half rate", r.Half}} {
 		if f := p.f; f != nil {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%.2f\t%.1f\t%d\t\n", p.name, f.EventsPerSec, f.PushesPerSec,
-				f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.CPUPer10kPush, f.SyscallsPerPush, f.PeakRSSMB, f.Pushes)
+			syscalls := "–" // not known for attached workers
+			if f.SyscallsPerPush > 0 {
+				syscalls = fmt.Sprintf("%.2f", f.SyscallsPerPush)
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t%s\t%.1f\t%d\t\n", p.name, f.EventsPerSec, f.PushesPerSec,
+				f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.CPUPer10kPush, syscalls, f.PeakRSSMB, f.Pushes)
 		}
 	}
 	tw.Flush()
-	if c := r.Ceiling; c != nil {
-		fmt.Fprintf(w, "ceiling: CPU s per 10k pushes of the emulators (pushbench) %.3f\n", c.BenchCPUPer10kPush)
+	if c := r.Ceiling; c != nil && c.EmulatorCPUPer10kPush > 0 {
+		fmt.Fprintf(w, "ceiling: CPU s per 10k pushes of the emulators %.3f\n", c.EmulatorCPUPer10kPush)
 	}
 	for _, p := range []struct {
 		name string
 		f    *PhaseFig
 	}{{"max rate", r.Max}, {"half rate", r.Half}} {
-		if f := p.f; f != nil && (f.NATSCPUPer10kPush > 0 || f.RedisCPUPer10kPush > 0) {
-			fmt.Fprintf(w, "%s: CPU s per 10k pushes of the rest: NATS server %.3f, Redis %.3f, pushbench (emulators, publishers) %.3f\n",
-				p.name, f.NATSCPUPer10kPush, f.RedisCPUPer10kPush, f.BenchCPUPer10kPush)
+		if f := p.f; f != nil {
+			fmt.Fprintf(w, "%s: CPU s per 10k pushes of the rest:%s\n", p.name, restOfPipeline(f, r.Setup.Emulators == "in-process"))
 		}
 	}
 	for _, p := range []struct {
@@ -95,7 +123,7 @@ func writeTable(w io.Writer, r *Report) {
 		f    *PhaseFig
 	}{{"max rate", r.Max}, {"half rate", r.Half}} {
 		if f := p.f; f != nil && f.RunsPerEvent > 0 {
-			fmt.Fprintf(w, "%s: machine %.0f%% busy; threads of pushsyncd, pushbench and its NATS server waiting for a CPU: %.1f on average, %.0f µs a wait, %.1f runs per event\n",
+			fmt.Fprintf(w, "%s: machine %.0f%% busy; threads of the pipeline's processes here waiting for a CPU: %.1f on average, %.0f µs a wait, %.1f runs per event\n",
 				p.name, f.MachineBusyPct, f.ThreadsWaiting, f.WaitPerRunUs, f.RunsPerEvent)
 		}
 	}

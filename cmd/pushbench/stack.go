@@ -4,13 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,30 +26,23 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/cmd/internal/app"
 	"github.com/pushsync/pushsync/config"
-	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
-	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
 	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
 )
 
-// Identifiers of the bench's platform apps.
-const (
-	apnsTeam   = "BENCHTEAM1"
-	apnsKeyID  = "BENCHKEY01"
-	apnsTopic  = "com.example.pushbench"
-	fcmProject = "pushbench"
-	dataset    = "bench"
-)
+// dataset is the dataset every bench device subscribes to.
+const dataset = "bench"
 
 // stack is everything pushsyncd runs against: the emulators, NATS, Redis
 // with the seeded registry, and the files a client of the emulators needs.
 type stack struct {
 	dir           string
-	apns          *apnstest.Server
-	fcm           *fcmtest.Server
+	emu           *emulators
 	natsd         *exec.Cmd // the NATS server child; nil with an outside NATS
 	natsIn        io.WriteCloser
 	natsURL       string
@@ -63,12 +52,13 @@ type stack struct {
 	subjectPrefix string
 
 	redisAddr string
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
+	// attached is the configuration of running workers pushbench measures
+	// instead of starting its own; nil when it starts them.
+	attached  *config.Config
 	prefix    string
 	reg       *registry.Registry
 	masterKey string // base64
-
-	caFile, authKeyFile, serviceAccountFile string
 
 	pool       string
 	identities []string
@@ -80,6 +70,8 @@ type stack struct {
 
 type stackOptions struct {
 	dir         string
+	pushemuDir  string // the emulators of this pushemu; empty: in-process ones
+	attach      string // the configuration file of running workers to measure
 	natsURL     string // empty: a server of pushbench's own
 	natsProfile string // a CPU profile of that server over the whole run
 	redisAddr   string
@@ -89,28 +81,26 @@ type stackOptions struct {
 
 func newStack(ctx context.Context, o stackOptions, progress func(done, total int64)) (*stack, error) {
 	s := &stack{dir: o.dir, redisAddr: o.redisAddr}
+	s.plan(o.identities, o.devices)
 	var err error
-	// Emulators keep nothing in memory; every push goes to the tracker.
-	s.apns, err = apnstest.Start(apnstest.WithRecord(false), apnstest.WithOnPush(func(p apnstest.Push) {
-		id, count := apnsChange(p.Payload)
-		s.tracker.push(id, count, time.Now())
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("APNs emulator: %w", err)
+	if o.pushemuDir != "" {
+		s.emu, err = followPushemu(o.dir, o.pushemuDir, s.tracker.push)
+	} else {
+		s.emu, err = startEmulators(o.dir, s.tracker.push)
 	}
-	s.fcm, err = fcmtest.Start(fcmtest.WithRecord(false), fcmtest.WithOnPush(func(p fcmtest.Push) {
-		count, _ := strconv.ParseInt(p.Data["syncCount"], 10, 64)
-		s.tracker.push(p.Data["identityId"], count, time.Now())
-	}))
 	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("FCM emulator: %w", err)
-	}
-	if err := s.writeCredentials(); err != nil {
-		s.close()
 		return nil, err
 	}
-	if err := s.startNATS(o.natsURL, o.natsProfile); err != nil {
+	if o.attach != "" {
+		if s.attached, err = loadAttached(o.attach, s.emu); err != nil {
+			s.close()
+			return nil, err
+		}
+		err = s.joinNATS(ctx)
+	} else {
+		err = s.startNATS(o.natsURL, o.natsProfile)
+	}
+	if err != nil {
 		s.close()
 		return nil, err
 	}
@@ -118,44 +108,21 @@ func newStack(ctx context.Context, o stackOptions, progress func(done, total int
 		s.close()
 		return nil, err
 	}
-	if err := s.seed(ctx, o.identities, o.devices, progress); err != nil {
+	if err := s.seed(ctx, progress); err != nil {
 		s.close()
 		return nil, err
 	}
-	s.tracker = newTracker(s.identities, o.devices)
 	return s, nil
 }
 
-// writeCredentials makes the APNs signing key and the FCM service account
-// and writes them, with the emulators' authorities, for pushsyncd and the
-// ceiling program.
-func (s *stack) writeCredentials() error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	s.apns.AddTokenKey(apnsTeam, apnsKeyID, &key.PublicKey, apnsTopic)
-	sa, err := s.fcm.AddServiceAccount(fcmProject)
-	if err != nil {
-		return err
-	}
-	s.caFile = filepath.Join(s.dir, "ca.pem")
-	s.authKeyFile = filepath.Join(s.dir, "apns-authkey.p8")
-	s.serviceAccountFile = filepath.Join(s.dir, "fcm-service-account.json")
-	for path, data := range map[string][]byte{
-		s.caFile:             append(append([]byte{}, s.apns.CACertPEM()...), s.fcm.CACertPEM()...),
-		s.authKeyFile:        pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
-		s.serviceAccountFile: sa,
-	} {
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
+// newJetStream makes the asynchronous publisher on s.nc.
+func (s *stack) newJetStream() error {
+	var err error
+	s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(8192),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
+			s.publishErr.CompareAndSwap(nil, err)
+		}))
+	return err
 }
 
 func (s *stack) startNATS(url, profile string) error {
@@ -191,10 +158,7 @@ func (s *stack) startNATS(url, profile string) error {
 	if s.nc, err = nats.Connect(url); err != nil {
 		return fmt.Errorf("NATS %s: %w", url, err)
 	}
-	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(8192),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			s.publishErr.CompareAndSwap(nil, err)
-		})); err != nil {
+	if err := s.newJetStream(); err != nil {
 		return err
 	}
 	c := config.Default().NATS
@@ -210,31 +174,87 @@ func (s *stack) startNATS(url, profile string) error {
 	return nil
 }
 
+// joinNATS connects to the NATS of the attached workers and checks that
+// their event stream is there.
+func (s *stack) joinNATS(ctx context.Context) error {
+	c := s.attached.NATS
+	var err error
+	if s.nc, err = app.ConnectNATS(c, zerolog.Nop()); err != nil {
+		return err
+	}
+	s.natsURL = c.URL
+	if err := s.newJetStream(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := s.js.Stream(ctx, c.Stream); err != nil {
+		return fmt.Errorf("the workers' event stream %s on %s: %w", c.Stream, c.URL, err)
+	}
+	s.stream, s.subjectPrefix = c.Stream, c.SubjectPrefix
+	return nil
+}
+
+// openRegistry opens the registry the workers use (a fresh key prefix in
+// pushbench's Redis, or the attached workers' own) and sets up the bench's
+// platform apps and identity pool in it.
 func (s *stack) openRegistry(ctx context.Context) error {
-	s.rdb = redis.NewClient(&redis.Options{Addr: s.redisAddr, PoolSize: 64})
+	var box *secretbox.Box
+	var err error
+	if c := s.attached; c != nil {
+		if s.rdb, err = app.NewRedis(c.Redis); err != nil {
+			return err
+		}
+		s.prefix = c.Redis.KeyPrefix
+		if key := c.Secrets.MasterKeyBytes(); key != nil {
+			if box, err = secretbox.New(key); err != nil {
+				return err
+			}
+		}
+	} else {
+		s.rdb = redis.NewClient(&redis.Options{Addr: s.redisAddr, PoolSize: 64})
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		if box, err = secretbox.New(key); err != nil {
+			return err
+		}
+		s.masterKey = base64.StdEncoding.EncodeToString(key)
+		s.prefix = "pushbench-" + randomHex(4)
+	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("no Redis at %s: %w (start one with: make redis)", s.redisAddr, err)
+		return fmt.Errorf("no Redis at %s: %w (start one with: make redis)", strings.Join(s.redisAddrs(), ","), err)
 	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	box, err := secretbox.New(key)
-	if err != nil {
-		return err
-	}
-	s.masterKey = base64.StdEncoding.EncodeToString(key)
-	s.prefix = "pushbench-" + randomHex(4)
 	s.reg = registry.New(s.rdb, registry.Options{KeyPrefix: s.prefix, Secrets: box})
-	authKey, err := os.ReadFile(s.authKeyFile)
+	return s.setUpPool(ctx)
+}
+
+func (s *stack) redisAddrs() []string {
+	if s.attached != nil {
+		return s.attached.Redis.Addrs
+	}
+	return []string{s.redisAddr}
+}
+
+// Names of the bench's platform apps.
+const (
+	benchAPNsApp = "pushbench-apns"
+	benchFCMApp  = "pushbench-fcm"
+)
+
+// setUpPool registers the bench's platform apps and routes its pool's
+// pushes to them.
+func (s *stack) setUpPool(ctx context.Context) error {
+	authKey, err := os.ReadFile(s.emu.authKeyFile)
 	if err != nil {
 		return err
 	}
-	sa, err := os.ReadFile(s.serviceAccountFile)
+	sa, err := os.ReadFile(s.emu.serviceAccountFile)
 	if err != nil {
 		return err
 	}
 	for _, app := range []registry.App{
-		{Name: "bench-ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: apnsTopic, KeyID: apnsKeyID, TeamID: apnsTeam, AuthKey: string(authKey)}},
-		{Name: "bench-android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: fcmProject, ServiceAccount: string(sa)}},
+		{Name: benchAPNsApp, Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: apnsTopic, KeyID: s.emu.keyID, TeamID: s.emu.teamID, AuthKey: string(authKey)}},
+		{Name: benchFCMApp, Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: s.emu.projectID, ServiceAccount: string(sa)}},
 	} {
 		if _, err := s.reg.PutApp(ctx, app); err != nil {
 			return fmt.Errorf("platform app %s: %w", app.Name, err)
@@ -242,23 +262,66 @@ func (s *stack) openRegistry(ctx context.Context) error {
 	}
 	s.pool = "us-east-1:" + uuidish(0xbe7c, 1)
 	return s.reg.SetPoolPush(ctx, s.pool, registry.PoolPush{Apps: map[registry.Platform]string{
-		registry.APNS: "bench-ios", registry.APNSSandbox: "bench-ios", registry.GCM: "bench-android",
+		registry.APNS: benchAPNsApp, registry.APNSSandbox: benchAPNsApp, registry.GCM: benchFCMApp,
 	}})
 }
 
-// seed registers n identities with m devices each, alternately APNs and
-// FCM, every device subscribed to the bench dataset.
-func (s *stack) seed(ctx context.Context, n, m int, progress func(done, total int64)) error {
+// plan names n identities with m devices each, alternately APNs and FCM,
+// and makes the tracker that follows their events.
+// The identities are new in every run, so that pushes for a run cut short
+// (still in an attached deployment's stream) count as strays, not as this
+// run's.
+func (s *stack) plan(n, m int) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	run := int(b[0])<<40 | int(b[1])<<32 | int(b[2])<<24 | int(b[3])<<16 | int(b[4])<<8 | int(b[5])
 	s.identities = make([]string, n)
 	s.apnsTokens = make([][]string, n)
 	s.fcmTokens = make([][]string, n)
 	for i := range n {
-		s.identities[i] = "us-east-1:" + uuidish(i+1, 0xbe7c)
+		s.identities[i] = "us-east-1:" + uuidish(i+1, run)
 		s.apnsTokens[i], s.fcmTokens[i] = deviceTokens(i, m)
 	}
-	return parallel(ctx, n, 32, progress, func(ctx context.Context, i int) error {
+	s.tracker = newTracker(s.identities, m)
+}
+
+// seed registers the planned identities' devices, every one subscribed to
+// the bench dataset.
+func (s *stack) seed(ctx context.Context, progress func(done, total int64)) error {
+	return parallel(ctx, len(s.identities), 32, progress, func(ctx context.Context, i int) error {
 		return registerIdentity(ctx, s.reg, s.pool, s.identities[i], s.apnsTokens[i], s.fcmTokens[i])
 	})
+}
+
+// unseed removes what seed and setUpPool put into the attached workers'
+// registry, and nothing else: their devices, the pool's push
+// configuration and the bench's apps.
+func (s *stack) unseed() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err := parallel(ctx, len(s.identities), 32, nil, func(ctx context.Context, i int) error {
+		reg, err := s.reg.Registration(ctx, s.pool, s.identities[i])
+		if err != nil {
+			return err
+		}
+		for id := range reg.Devices {
+			if err := s.reg.RemoveDevice(ctx, s.pool, s.identities[i], id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = s.reg.SetPoolPush(ctx, s.pool, registry.PoolPush{})
+	}
+	for _, name := range []string{benchAPNsApp, benchFCMApp} {
+		if err == nil {
+			err = s.reg.DeleteApp(ctx, name)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pushbench: removing the bench's identities, pool %s and apps from the registry: %v\n", s.pool, err)
+	}
 }
 
 // deviceTokens returns the tokens of identity i's m devices: APNs and FCM
@@ -377,7 +440,11 @@ func (s *stack) waitPublished(ctx context.Context) error {
 
 func (s *stack) close() {
 	if s.rdb != nil && s.prefix != "" {
-		deletePrefix(context.Background(), s.rdb, s.prefix)
+		if s.attached != nil {
+			s.unseed()
+		} else {
+			deletePrefix(context.Background(), s.rdb, s.prefix)
+		}
 		s.rdb.Close()
 	}
 	if s.nc != nil {
@@ -387,11 +454,8 @@ func (s *stack) close() {
 		s.natsIn.Close()
 		_ = s.natsd.Wait()
 	}
-	if s.apns != nil {
-		s.apns.Close()
-	}
-	if s.fcm != nil {
-		s.fcm.Close()
+	if s.emu != nil {
+		s.emu.close()
 	}
 }
 
@@ -463,7 +527,7 @@ func runNATSChild(args []string) error {
 }
 
 // deletePrefix removes the bench's keys from a shared Redis.
-func deletePrefix(ctx context.Context, rdb *redis.Client, prefix string) {
+func deletePrefix(ctx context.Context, rdb redis.UniversalClient, prefix string) {
 	iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
 	var batch []string
 	for iter.Next(ctx) {
@@ -500,7 +564,7 @@ dispatcher: {coalesce_window: 0s}
 apns: {production_host: %q, sandbox_host: %q, root_ca_file: %q}
 fcm: {endpoint: %q, root_ca_file: %q}
 secrets: {master_key: %q}
-`, w.ops, s.redisAddr, s.prefix, s.natsURL, s.apns.URL, s.apns.URL, s.caFile, s.fcm.Endpoint(), s.caFile, s.masterKey)
+`, w.ops, s.redisAddr, s.prefix, s.natsURL, s.emu.apnsURL, s.emu.apnsURL, s.emu.caFile, s.emu.fcmEndpoint, s.emu.caFile, s.masterKey)
 	path := filepath.Join(s.dir, fmt.Sprintf("pushsyncd-%d.yaml", n))
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err

@@ -25,7 +25,8 @@ type tracker struct {
 	// take one before publishing and the last push of the event gives it
 	// back, which keeps "as fast as it can" from building an endless
 	// backlog.
-	window chan struct{}
+	// It changes between phases while late pushes may still arrive.
+	window atomic.Pointer[chan struct{}]
 
 	pushes     atomic.Int64 // every push received
 	events     atomic.Int64 // events whose every push arrived
@@ -50,6 +51,17 @@ func newTracker(identities []string, fanout int) *tracker {
 		t.index[id] = i
 	}
 	return t
+}
+
+// setWindow makes a window of n events, or none when n is 0, and returns it.
+func (t *tracker) setWindow(n int) chan struct{} {
+	if n == 0 {
+		t.window.Store(nil)
+		return nil
+	}
+	w := make(chan struct{}, n)
+	t.window.Store(&w)
+	return w
 }
 
 // event returns the identity number and sync count of event k.
@@ -85,8 +97,8 @@ func (t *tracker) push(id string, syncCount int64, now time.Time) {
 		return
 	case left == 0:
 		t.events.Add(1)
-		if t.window != nil {
-			<-t.window
+		if w := t.window.Load(); w != nil {
+			<-*w
 		}
 	}
 	if t.measuring.Load() {

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushsync/pushsync/config"
+)
+
+// loadAttached reads the configuration of the running pushsyncd workers
+// that -attach names and checks that pushbench can measure them: they
+// dispatch, push every event (no coalescing) and push to emu.
+func loadAttached(path string, emu *emulators) (*config.Config, error) {
+	cfg, err := config.Load(path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("-attach: %w", err)
+	}
+	var problems []string
+	if cfg.Role != config.RoleWorker && cfg.Role != config.RoleAll {
+		problems = append(problems, fmt.Sprintf("its role is %s; the workers measured must have role worker or all", cfg.Role))
+	}
+	if w := cfg.Dispatcher.CoalesceWindow.Std(); w > 0 {
+		problems = append(problems, fmt.Sprintf("dispatcher.coalesce_window is %s; pushbench counts a push for every event, so it must be 0s", w))
+	}
+	if cfg.APNs.ProductionHost != emu.apnsURL {
+		problems = append(problems, fmt.Sprintf("apns.production_host is %q, not the emulator's %q", cfg.APNs.ProductionHost, emu.apnsURL))
+	}
+	if cfg.FCM.Endpoint != emu.fcmEndpoint {
+		problems = append(problems, fmt.Sprintf("fcm.endpoint is %q, not the emulator's %q", cfg.FCM.Endpoint, emu.fcmEndpoint))
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("-attach %s: %s", path, strings.Join(problems, "; "))
+	}
+	return cfg, nil
+}
+
+// defaultOps is where a worker with cfg serves its health and metrics
+// endpoints, seen from this machine.
+func defaultOps(cfg *config.Config) string {
+	host, port, err := net.SplitHostPort(cfg.HTTP.Listen)
+	if err != nil {
+		return cfg.HTTP.Listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// remoteWorkers measures pushsyncd workers that pushbench did not start,
+// through their metrics endpoints: CPU time from process_cpu_seconds_total
+// and memory from process_resident_memory_bytes, sampled four times a
+// second for its peak. System calls cannot be read that way.
+type remoteWorkers struct {
+	ops    []string
+	client *http.Client
+	peak   atomic.Int64
+	stop   context.CancelFunc
+}
+
+// watchWorkers checks that every worker at ops is ready and starts
+// sampling their memory.
+func watchWorkers(ops []string) (*remoteWorkers, error) {
+	r := &remoteWorkers{ops: ops, client: &http.Client{Timeout: 5 * time.Second}}
+	for _, addr := range ops {
+		res, err := r.client.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return nil, fmt.Errorf("-ops %s: %w", addr, err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("-ops %s: /readyz answers %s", addr, res.Status)
+		}
+	}
+	if _, err := r.usage(); err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	r.stop = stop
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_, _ = r.usage()
+			}
+		}
+	}()
+	return r, nil
+}
+
+// usage is the workers' CPU time, summed, and the largest resident set
+// seen of any of them since watchWorkers; syscalls is -1, unknown.
+func (r *remoteWorkers) usage() (usage, error) {
+	u := usage{syscalls: -1}
+	for _, addr := range r.ops {
+		m, err := r.scrape(addr, "process_cpu_seconds_total", "process_resident_memory_bytes")
+		if err != nil {
+			return usage{}, err
+		}
+		u.cpu += time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
+		for rss := int64(m["process_resident_memory_bytes"]); ; {
+			p := r.peak.Load()
+			if rss <= p || r.peak.CompareAndSwap(p, rss) {
+				break
+			}
+		}
+	}
+	u.peakRSS = r.peak.Load()
+	return u, nil
+}
+
+// scrape reads unlabelled samples from a worker's /metrics.
+func (r *remoteWorkers) scrape(addr string, names ...string) (map[string]float64, error) {
+	res, err := r.client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", addr, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics of %s: %s", addr, res.Status)
+	}
+	got := make(map[string]float64, len(names))
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		for _, n := range names {
+			if name == n {
+				v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+				if err != nil {
+					return nil, fmt.Errorf("metrics of %s: %s: %w", addr, n, err)
+				}
+				got[n] = v
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", addr, err)
+	}
+	for _, n := range names {
+		if _, ok := got[n]; !ok {
+			return nil, fmt.Errorf("metrics of %s: no %s (is it pushsyncd's ops address?)", addr, n)
+		}
+	}
+	return got, nil
+}
+
+func (r *remoteWorkers) close() { r.stop() }
+
+var errAttachNeedsEmulators = errors.New("-attach needs -emulators: the running workers must already push to the emulators, so these must be pushemu's (start pushemu, then the workers with its pushsyncd.yaml merged into their configuration)")
