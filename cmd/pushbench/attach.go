@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,10 +17,12 @@ import (
 )
 
 // loadAttached reads the configuration of the running pushsyncd workers
-// that -attach names and checks that pushbench can measure them: they
-// dispatch, push every event (no coalescing) and push to emu.
+// that -attach names, with the PUSHSYNC_* variables of pushbench's
+// environment applied as pushsyncd applies its own, and checks that
+// pushbench can measure them: they dispatch, push every event (no
+// coalescing) and push to emu.
 func loadAttached(path string, emu *emulators) (*config.Config, error) {
-	cfg, err := config.Load(path, nil)
+	cfg, err := config.Load(path, os.Environ())
 	if err != nil {
 		return nil, fmt.Errorf("-attach: %w", err)
 	}

@@ -24,6 +24,14 @@
 // program), and pushsyncd's peak RSS. It writes a plain table to standard
 // output and the same figures as JSON to -json. PUSHSYNC_* variables in its
 // environment reach pushsyncd, so settings can be compared without edits.
+//
+// With -emulators, the emulators are those of a running pushemu (as a
+// process, here or on another machine): pushbench reads the directory
+// pushemu wrote and follows its push feed for each push's arrival. With
+// -attach, the workers are running ones too: pushbench reads their
+// configuration file for Redis, NATS and the master key, measures them
+// through their metrics endpoints (-ops), and at the end removes from their
+// registry what it seeded, and nothing else.
 package main
 
 import (
