@@ -439,10 +439,11 @@ func (s *stack) waitPublished(ctx context.Context) error {
 }
 
 func (s *stack) close() {
-	if s.rdb != nil && s.prefix != "" {
-		if s.attached != nil {
+	if s.rdb != nil {
+		switch {
+		case s.attached != nil && s.reg != nil:
 			s.unseed()
-		} else {
+		case s.attached == nil && s.prefix != "":
 			deletePrefix(context.Background(), s.rdb, s.prefix)
 		}
 		s.rdb.Close()
@@ -471,8 +472,12 @@ func (s *stack) natsCPU() time.Duration {
 	return c
 }
 
-// redisCPU is the CPU time Redis reports having used, or -1.
+// redisCPU is the CPU time Redis reports having used, or -1 (also for a
+// Redis Cluster, whose nodes it does not add up).
 func (s *stack) redisCPU(ctx context.Context) time.Duration {
+	if _, ok := s.rdb.(*redis.ClusterClient); ok {
+		return -1
+	}
 	info, err := s.rdb.Info(ctx, "cpu").Result()
 	if err != nil {
 		return -1

@@ -125,8 +125,9 @@ func (f *Feed) FCM(p fcmtest.Push) {
 
 func (f *Feed) publish(l Line) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.followers) == 0 {
+	none := len(f.followers) == 0
+	f.mu.Unlock()
+	if none {
 		return
 	}
 	if !json.Valid(l.Payload) {
@@ -141,6 +142,8 @@ func (f *Feed) publish(l Line) {
 	if limit <= 0 {
 		limit = DefaultMaxBacklog
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for fl := range f.followers {
 		if fl.overflow > 0 || len(fl.buf)+len(line) > limit {
 			fl.overflow++
