@@ -37,7 +37,10 @@ type emulators struct {
 	caFile, authKeyFile, serviceAccountFile string
 	// pid is the process serving them when its CPU time can be read here:
 	// this one, or pushemu on the same machine; 0 otherwise.
-	pid     int
+	pid int
+	// feed is set when pushes arrive through pushemu's feed, after the
+	// emulators answered them.
+	feed    bool
 	feedErr atomic.Value // why the pushemu feed ended early
 	close   func()
 }
@@ -120,6 +123,7 @@ func followPushemu(dir, pushemuDir string, sink pushSink) (*emulators, error) {
 		authKeyFile:        filepath.Join(pushemuDir, "apns-authkey.p8"),
 		serviceAccountFile: filepath.Join(pushemuDir, "fcm-service-account.json"),
 		pid:                localPushemu(m.PID),
+		feed:               true,
 	}
 	var ca []byte
 	for _, name := range []string{"apns-ca.pem", "fcm-ca.pem"} {
@@ -168,7 +172,11 @@ func followPushemu(dir, pushemuDir string, sink pushSink) (*emulators, error) {
 // localPushemu returns pid if it is a pushemu process on this machine.
 func localPushemu(pid int) int {
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if pid <= 0 || err != nil || !strings.Contains(string(cmdline), "pushemu") {
+	if pid <= 0 || err != nil {
+		return 0
+	}
+	argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+	if !strings.Contains(filepath.Base(argv0), "pushemu") {
 		return 0
 	}
 	return pid

@@ -150,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
 	fs.StringVar(&o.emulatorsDir, "emulators", "", "use the emulators of a running pushemu, from the directory it writes (its -dir), and follow its push feed; default: emulators in pushbench's own process")
 	fs.StringVar(&o.attach, "attach", "", "measure running pushsyncd workers, started with this configuration file, instead of starting workers; needs -emulators. Redis, NATS, the key prefix and the master key come from the file")
-	ops := fs.String("ops", "", "with -attach: the workers' health and metrics addresses, host:port,... (default: the file's http.listen)")
+	ops := fs.String("ops", "", "with -attach: the health and metrics addresses of every worker consuming the stream, host:port,... (default: the file's http.listen); CPU per push counts the workers listed only")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
 	fs.IntVar(&o.memoryDevices, "memory-devices", 1_000_000, "devices to register in the memory phase")
 	fs.StringVar(&o.jsonPath, "json", "pushbench.json", "where to write the figures as JSON (empty: nowhere)")
@@ -284,8 +284,10 @@ type PhaseFig struct {
 	Seconds         float64     `json:"seconds"`
 	Latency         Percentiles `json:"latency"`
 	CPUPer10kPush   float64     `json:"cpuSecondsPer10kPushes"`
-	SyscallsPerPush float64     `json:"syscallsPerPush"`
-	PeakRSSMB       float64     `json:"peakRssMB"`
+	// SyscallsPerPush is 0 (and left out) when it cannot be read: for
+	// attached workers.
+	SyscallsPerPush float64 `json:"syscallsPerPush,omitempty"`
+	PeakRSSMB       float64 `json:"peakRssMB"`
 	// The CPU of the rest of the pipeline on this machine, when it can be
 	// read: the NATS server (a child process of pushbench unless -nats is
 	// given) and Redis (from INFO, so only if nothing else uses it).
@@ -486,6 +488,9 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 	pr.start("ceiling: bare apns2 and firebase clients", "pushes")
 	stopTick := pr.tick(func() (int64, int64) { return s.tracker.pushes.Load() - before, 0 })
 	r, err := runCeiling(self, plan, s.dir, s.emu.caFile, s.emu.pid)
+	if s.emu.feed {
+		s.tracker.settle()
+	}
 	stopTick()
 	pr.stop()
 	if err != nil {
@@ -586,7 +591,9 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 				time.Sleep(wait)
 			}
 		} else {
-			window <- struct{}{}
+			if err = b.takeRoom(ctx, window, start); err != nil {
+				break
+			}
 			if time.Now().After(end) {
 				<-window
 				break
@@ -664,6 +671,40 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		fig.PushemuCPUPer10kPush = per10k(emu0, emu1)
 	}
 	return fig, nil
+}
+
+// stallLimit is how long the max phase waits for a push while its window
+// is full before it gives up.
+const stallLimit = 30 * time.Second
+
+// takeRoom waits until the window has room for another event. It gives up
+// when ctx ends, when the emulators can no longer be followed, or when no
+// push has arrived for stallLimit (since the phase started) with the
+// window full.
+func (b *bench) takeRoom(ctx context.Context, window chan struct{}, start time.Time) error {
+	select {
+	case window <- struct{}{}:
+		return nil
+	default:
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case window <- struct{}{}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			if err := b.s.emu.err(); err != nil {
+				return err
+			}
+			last := time.Unix(0, max(b.s.tracker.lastPush.Load(), start.UnixNano()))
+			if time.Since(last) > stallLimit {
+				return fmt.Errorf("no push for %s with %d events outstanding; see the workers' logs", stallLimit, len(window))
+			}
+		}
+	}
 }
 
 // usage reads the workers' usage so far.

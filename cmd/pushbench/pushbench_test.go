@@ -42,9 +42,40 @@ func TestTrackerFollowsEventsToTheirLastPush(t *testing.T) {
 	if d, s := tr.duplicates.Load(), tr.strays.Load(); d != 1 || s != 1 {
 		t.Errorf("duplicates %d, strays %d; want 1 and 1", d, s)
 	}
+	if got := tr.pushes.Load(); got != 5 {
+		t.Errorf("pushes = %d, want 5 (the stray is not one of the run's)", got)
+	}
 	p := percentiles(tr.takeLatencies())
 	if p.Samples != 4 || p.P50 != 2 || p.Max != 5 {
 		t.Errorf("latencies %+v, want 4 samples, p50 2 ms, max 5 ms", p)
+	}
+}
+
+// TestLateEventGivesBackItsOwnWindow completes an event of one phase
+// after the next phase made its window: the token must go back to the old
+// window, or the next phase's last event would wait for ever.
+func TestLateEventGivesBackItsOwnWindow(t *testing.T) {
+	ids := []string{"us-east-1:" + uuidish(1, 1), "us-east-1:" + uuidish(2, 1)}
+	tr := newTracker(ids, 1)
+	first := tr.setWindow(2)
+	first <- struct{}{}
+	tr.published(0, time.Now()) // late: still outstanding when the phase ends
+	second := tr.setWindow(2)
+	second <- struct{}{}
+	tr.published(1, time.Now())
+	tr.push(ids[0], 1, time.Now()) // event 0 completes during the second phase
+	if len(first) != 0 || len(second) != 1 {
+		t.Fatalf("after the late event: first window holds %d, second %d; want 0 and 1", len(first), len(second))
+	}
+	done := make(chan struct{})
+	go func() { tr.push(ids[1], 1, time.Now()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second phase's event could not give its token back")
+	}
+	if len(second) != 0 || tr.events.Load() != 2 {
+		t.Errorf("second window holds %d, %d events complete; want 0 and 2", len(second), tr.events.Load())
 	}
 }
 

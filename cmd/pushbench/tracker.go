@@ -28,11 +28,11 @@ type tracker struct {
 	// It changes between phases while late pushes may still arrive.
 	window atomic.Pointer[chan struct{}]
 
-	pushes     atomic.Int64 // every push received
+	pushes     atomic.Int64 // pushes received for tracked events (every push, in countOnly)
 	events     atomic.Int64 // events whose every push arrived
 	duplicates atomic.Int64 // pushes beyond an event's fan-out
-	strays     atomic.Int64 // pushes naming no tracked event
-	lastPush   atomic.Int64 // unix nanos of the latest push
+	strays     atomic.Int64 // pushes naming no tracked event (not in pushes)
+	lastPush   atomic.Int64 // unix nanos, by this process's clock, of the latest push counted
 
 	mu        sync.Mutex
 	latencies []time.Duration
@@ -43,6 +43,10 @@ type tracker struct {
 type slot struct {
 	published atomic.Int64 // unix nanos
 	left      atomic.Int32 // pushes still to arrive
+	// window is the window the event took its token from, which its last
+	// push gives back: a late event of an earlier phase must not take a
+	// token of the next phase's window.
+	window atomic.Pointer[chan struct{}]
 }
 
 func newTracker(identities []string, fanout int) *tracker {
@@ -73,14 +77,16 @@ func (t *tracker) event(k int64) (identity int, syncCount int64) {
 func (t *tracker) published(k int64, at time.Time) {
 	s := &t.ring[k%ringSize]
 	s.left.Store(t.fanout)
+	s.window.Store(t.window.Load())
 	s.published.Store(at.UnixNano())
 }
 
-// push notes a push received for identity id with syncCount, at time now.
-func (t *tracker) push(id string, syncCount int64, now time.Time) {
-	t.pushes.Add(1)
-	t.lastPush.Store(now.UnixNano())
+// push notes a push for identity id with syncCount, which arrived at an
+// emulator at arrived (by the emulator's clock, for its latency).
+func (t *tracker) push(id string, syncCount int64, arrived time.Time) {
 	if t.countOnly.Load() {
+		t.pushes.Add(1)
+		t.lastPush.Store(time.Now().UnixNano())
 		return
 	}
 	i, ok := t.index[id]
@@ -88,6 +94,8 @@ func (t *tracker) push(id string, syncCount int64, now time.Time) {
 		t.strays.Add(1)
 		return
 	}
+	t.pushes.Add(1)
+	t.lastPush.Store(time.Now().UnixNano())
 	k := (syncCount-1)*int64(t.n) + int64(i)
 	s := &t.ring[k%ringSize]
 	left := s.left.Add(-1)
@@ -97,15 +105,33 @@ func (t *tracker) push(id string, syncCount int64, now time.Time) {
 		return
 	case left == 0:
 		t.events.Add(1)
-		if w := t.window.Load(); w != nil {
-			<-*w
+		if w := s.window.Load(); w != nil {
+			select {
+			case <-*w:
+			default: // never empty while the event holds its token
+			}
 		}
 	}
 	if t.measuring.Load() {
-		d := time.Duration(now.UnixNano() - s.published.Load())
+		d := time.Duration(arrived.UnixNano() - s.published.Load())
 		t.mu.Lock()
 		t.latencies = append(t.latencies, d)
 		t.mu.Unlock()
+	}
+}
+
+// settle waits until the pushes counted have not changed for 300 ms, or
+// 10 s: pushes that come through a feed arrive after the emulators
+// answered them.
+func (t *tracker) settle() {
+	last := t.pushes.Load()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		n := t.pushes.Load()
+		if n == last {
+			return
+		}
+		last = n
 	}
 }
 
