@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -33,16 +34,29 @@ func loadAttached(path string, emu *emulators) (*config.Config, error) {
 	if w := cfg.Dispatcher.CoalesceWindow.Std(); w > 0 {
 		problems = append(problems, fmt.Sprintf("dispatcher.coalesce_window is %s; pushbench counts a push for every event, so it must be 0s", w))
 	}
-	if cfg.APNs.ProductionHost != emu.apnsURL {
+	if b := cfg.Dispatcher.DeviceBudget; b > 0 {
+		problems = append(problems, fmt.Sprintf("dispatcher.device_budget is %d; pushes beyond it wait in the broker, so it must be 0 (no budget)", b))
+	}
+	if !sameEndpoint(cfg.APNs.ProductionHost, emu.apnsURL) {
 		problems = append(problems, fmt.Sprintf("apns.production_host is %q, not the emulator's %q", cfg.APNs.ProductionHost, emu.apnsURL))
 	}
-	if cfg.FCM.Endpoint != emu.fcmEndpoint {
+	if !sameEndpoint(cfg.FCM.Endpoint, emu.fcmEndpoint) {
 		problems = append(problems, fmt.Sprintf("fcm.endpoint is %q, not the emulator's %q", cfg.FCM.Endpoint, emu.fcmEndpoint))
 	}
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("-attach %s: %s", path, strings.Join(problems, "; "))
 	}
 	return cfg, nil
+}
+
+// sameEndpoint reports whether the workers' URL a reaches the emulator at
+// b: the same scheme, port and path; the host may differ, since the workers
+// may know pushemu by another name than pushbench does.
+func sameEndpoint(a, b string) bool {
+	ua, errA := url.Parse(a)
+	ub, errB := url.Parse(b)
+	return errA == nil && errB == nil && ua.Scheme == ub.Scheme && ua.Port() == ub.Port() &&
+		strings.TrimSuffix(ua.Path, "/") == strings.TrimSuffix(ub.Path, "/")
 }
 
 // defaultOps is where a worker with cfg serves its health and metrics

@@ -168,6 +168,27 @@ fcm: {endpoint: %q, root_ca_file: fcm-ca.pem}
 		return res.StatusCode == http.StatusOK
 	})
 
+	// The deployment has registrations of its own, which pushbench must
+	// leave alone.
+	ctx := context.Background()
+	box, _ := secretbox.New(key)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: box})
+	authKey, err := os.ReadFile(filepath.Join(emuDir, "apns-authkey.p8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownPool, ownIdentity := "us-east-1:"+uuidish(7, 7), "us-east-1:"+uuidish(8, 8)
+	if _, err := reg.CreateApp(ctx, registry.App{Name: "operators-app", Kind: registry.KindAPNs,
+		APNs: &registry.APNsCredentials{Topic: "com.example.app", KeyID: m.APNsKeyID, TeamID: m.APNsTeamID, AuthKey: string(authKey)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.SetPoolPush(ctx, ownPool, registry.PoolPush{Apps: map[registry.Platform]string{registry.APNS: "operators-app"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.RegisterDevice(ctx, ownPool, ownIdentity, registry.APNS, apnsToken(999_999)); err != nil {
+		t.Fatal(err)
+	}
+
 	r := runBench(t, "-emulators", emuDir, "-attach", cfgPath, "-phases", "max,half",
 		"-identities", "300", "-window", "64", "-duration", "1s", "-warmup", "300ms", "-godebug", "")
 	checkPhase(t, "max", r.Max, 4)
@@ -179,19 +200,23 @@ fcm: {endpoint: %q, root_ca_file: fcm-ca.pem}
 		t.Errorf("setup %+v", r.Setup)
 	}
 
-	// Nothing of the bench is left in the deployment's registry.
-	ctx := context.Background()
+	// Nothing of the bench is left in the deployment's registry, and all
+	// of the deployment's own is.
 	keys, err := rdb.Keys(ctx, prefix+":*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, ":push") }) {
-		t.Errorf("device registrations left behind: %v", keys)
+	if n := len(slices.DeleteFunc(keys, func(k string) bool { return !strings.HasSuffix(k, ":push") })); n != 1 {
+		t.Errorf("%d identities with devices, want the deployment's own one: %v", n, keys)
 	}
-	box, _ := secretbox.New(key)
-	apps, err := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: box}).Apps(ctx)
-	if err != nil || len(apps) != 0 {
-		t.Errorf("apps left behind: %v, %v", apps, err)
+	if own, err := reg.Registration(ctx, ownPool, ownIdentity); err != nil || len(own.Devices) != 1 {
+		t.Errorf("the deployment's identity: %+v, %v", own, err)
+	}
+	if apps, err := reg.Apps(ctx); err != nil || len(apps) != 1 || apps[0].Name != "operators-app" {
+		t.Errorf("apps after the run: %+v, %v; want the deployment's own only", apps, err)
+	}
+	if pp, err := reg.PoolPush(ctx, ownPool); err != nil || pp.Apps[registry.APNS] != "operators-app" {
+		t.Errorf("the deployment's pool: %+v, %v", pp, err)
 	}
 }
 
@@ -208,14 +233,19 @@ func TestAttachNeedsMatchingWorkers(t *testing.T) {
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "w.yaml")
-	if err := os.WriteFile(path, []byte("dispatcher: {coalesce_window: 2s}\napns: {production_host: \"https://elsewhere:443\"}\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("dispatcher: {coalesce_window: 2s, device_budget: 5}\napns: {production_host: \"https://elsewhere:443\"}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := loadAttached(path, &emulators{apnsURL: "https://127.0.0.1:2197", fcmEndpoint: "https://127.0.0.1:4443/v1"})
-	for _, want := range []string{"coalesce_window is 2s", `apns.production_host is "https://elsewhere:443"`, "fcm.endpoint is"} {
+	for _, want := range []string{"coalesce_window is 2s", "device_budget is 5", `apns.production_host is "https://elsewhere:443"`, "fcm.endpoint is"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("loadAttached = %v, want it to say %q", err, want)
 		}
+	}
+	// The workers may know pushemu by another name.
+	if !sameEndpoint("https://pushemu:2197", "https://127.0.0.1:2197") || !sameEndpoint("https://pushemu:4443/v1/", "https://127.0.0.1:4443/v1") ||
+		sameEndpoint("https://pushemu:2198", "https://127.0.0.1:2197") || sameEndpoint("http://pushemu:2197", "https://127.0.0.1:2197") {
+		t.Error("sameEndpoint compares more or less than scheme, port and path")
 	}
 }
 

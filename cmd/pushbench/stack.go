@@ -61,6 +61,8 @@ type stack struct {
 	masterKey string // base64
 
 	pool       string
+	apnsApp    string // the bench's platform apps
+	fcmApp     string
 	identities []string
 	publishErr atomic.Value // the first failed asynchronous publish
 	apnsTokens [][]string   // per identity
@@ -222,24 +224,14 @@ func (s *stack) openRegistry(ctx context.Context) error {
 		s.prefix = "pushbench-" + randomHex(4)
 	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("no Redis at %s: %w (start one with: make redis)", strings.Join(s.redisAddrs(), ","), err)
+		if s.attached != nil {
+			return fmt.Errorf("no Redis at %s (the workers' redis.addrs): %w", strings.Join(s.attached.Redis.Addrs, ","), err)
+		}
+		return fmt.Errorf("no Redis at %s: %w (start one with: make redis)", s.redisAddr, err)
 	}
 	s.reg = registry.New(s.rdb, registry.Options{KeyPrefix: s.prefix, Secrets: box})
 	return s.setUpPool(ctx)
 }
-
-func (s *stack) redisAddrs() []string {
-	if s.attached != nil {
-		return s.attached.Redis.Addrs
-	}
-	return []string{s.redisAddr}
-}
-
-// Names of the bench's platform apps.
-const (
-	benchAPNsApp = "pushbench-apns"
-	benchFCMApp  = "pushbench-fcm"
-)
 
 // setUpPool registers the bench's platform apps and routes its pool's
 // pushes to them.
@@ -253,28 +245,30 @@ func (s *stack) setUpPool(ctx context.Context) error {
 		return err
 	}
 	for _, app := range []registry.App{
-		{Name: benchAPNsApp, Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: apnsTopic, KeyID: s.emu.keyID, TeamID: s.emu.teamID, AuthKey: string(authKey)}},
-		{Name: benchFCMApp, Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: s.emu.projectID, ServiceAccount: string(sa)}},
+		{Name: s.apnsApp, Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: apnsTopic, KeyID: s.emu.keyID, TeamID: s.emu.teamID, AuthKey: string(authKey)}},
+		{Name: s.fcmApp, Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: s.emu.projectID, ServiceAccount: string(sa)}},
 	} {
-		if _, err := s.reg.PutApp(ctx, app); err != nil {
+		if _, err := s.reg.CreateApp(ctx, app); err != nil {
 			return fmt.Errorf("platform app %s: %w", app.Name, err)
 		}
 	}
-	s.pool = "us-east-1:" + uuidish(0xbe7c, 1)
 	return s.reg.SetPoolPush(ctx, s.pool, registry.PoolPush{Apps: map[registry.Platform]string{
-		registry.APNS: benchAPNsApp, registry.APNSSandbox: benchAPNsApp, registry.GCM: benchFCMApp,
+		registry.APNS: s.apnsApp, registry.APNSSandbox: s.apnsApp, registry.GCM: s.fcmApp,
 	}})
 }
 
 // plan names n identities with m devices each, alternately APNs and FCM,
 // and makes the tracker that follows their events.
-// The identities are new in every run, so that pushes for a run cut short
-// (still in an attached deployment's stream) count as strays, not as this
-// run's.
+// The identities, the pool and the apps are new in every run, so that
+// pushes for a run cut short (still in an attached deployment's stream)
+// count as strays, not as this run's, and two runs against one deployment
+// do not share anything.
 func (s *stack) plan(n, m int) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	run := int(b[0])<<40 | int(b[1])<<32 | int(b[2])<<24 | int(b[3])<<16 | int(b[4])<<8 | int(b[5])
+	s.pool = "us-east-1:" + uuidish(0xbe7c, run)
+	s.apnsApp, s.fcmApp = fmt.Sprintf("pushbench-apns-%012x", run), fmt.Sprintf("pushbench-fcm-%012x", run)
 	s.identities = make([]string, n)
 	s.apnsTokens = make([][]string, n)
 	s.fcmTokens = make([][]string, n)
@@ -294,33 +288,33 @@ func (s *stack) seed(ctx context.Context, progress func(done, total int64)) erro
 }
 
 // unseed removes what seed and setUpPool put into the attached workers'
-// registry, and nothing else: their devices, the pool's push
-// configuration and the bench's apps.
+// registry, and nothing else: the run's devices, its pool's push
+// configuration and its apps. Each step runs whatever an earlier one did,
+// so that a run that failed halfway leaves as little as it can.
 func (s *stack) unseed() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	var errs []error
 	err := parallel(ctx, len(s.identities), 32, nil, func(ctx context.Context, i int) error {
 		reg, err := s.reg.Registration(ctx, s.pool, s.identities[i])
 		if err != nil {
 			return err
 		}
 		for id := range reg.Devices {
-			if err := s.reg.RemoveDevice(ctx, s.pool, s.identities[i], id); err != nil {
+			if err := s.reg.RemoveDevice(ctx, s.pool, s.identities[i], id); err != nil && !errors.Is(err, registry.ErrDeviceNotFound) {
 				return err
 			}
 		}
 		return nil
 	})
-	if err == nil {
-		err = s.reg.SetPoolPush(ctx, s.pool, registry.PoolPush{})
-	}
-	for _, name := range []string{benchAPNsApp, benchFCMApp} {
-		if err == nil {
-			err = s.reg.DeleteApp(ctx, name)
+	errs = append(errs, err, s.reg.SetPoolPush(ctx, s.pool, registry.PoolPush{}))
+	for _, name := range []string{s.apnsApp, s.fcmApp} {
+		if err := s.reg.DeleteApp(ctx, name); !errors.Is(err, registry.ErrAppNotFound) {
+			errs = append(errs, err)
 		}
 	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pushbench: removing the bench's identities, pool %s and apps from the registry: %v\n", s.pool, err)
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(os.Stderr, "pushbench: removing the run's devices, pool %s and apps %s and %s from the workers' registry: %v\n", s.pool, s.apnsApp, s.fcmApp, err)
 	}
 }
 

@@ -32,6 +32,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -146,9 +147,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 		srv := &http.Server{Handler: pushes, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
-		addrs.Feed = "http://" + ln.Addr().String() + "/pushes"
+		addrs.Feed = "http://" + loopbackIfUnspecified(ln.Addr().(*net.TCPAddr)) + "/pushes"
 	}
-	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu, addrs.Feed); err != nil {
+	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu); err != nil {
+		return err
+	}
+	m := emufeed.Manifest{
+		APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL, FCMEndpoint: fcmEmu.Endpoint(), Feed: addrs.Feed,
+		APNsKeyID: KeyID, APNsTeamID: TeamID, FCMProjectID: ProjectID, PID: os.Getpid(),
+	}
+	if len(extra) > 0 {
+		// Programs elsewhere reach the emulators by the first extra
+		// host name, which the certificates carry.
+		reachableAs(&m, extra[0])
+	}
+	if err := m.Write(*dir); err != nil {
 		return err
 	}
 	log.Info().Str("apns", addrs.APNs).Str("apns_sandbox", addrs.APNsSandbox).Str("fcm", addrs.FCM).Str("feed", addrs.Feed).Str("dir", *dir).
@@ -160,7 +173,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	return nil
 }
 
-func writeCredentials(dir string, key *ecdsa.PrivateKey, serviceAccount []byte, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server, feedURL string) error {
+func writeCredentials(dir string, key *ecdsa.PrivateKey, serviceAccount []byte, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
@@ -193,11 +206,26 @@ fcm:
 			return err
 		}
 	}
-	m := emufeed.Manifest{
-		APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL, FCMEndpoint: fcmEmu.Endpoint(), Feed: feedURL,
-		APNsKeyID: KeyID, APNsTeamID: TeamID, FCMProjectID: ProjectID, PID: os.Getpid(),
+	return nil
+}
+
+// loopbackIfUnspecified is addr as host:port, with 127.0.0.1 for a
+// listener on every interface.
+func loopbackIfUnspecified(addr *net.TCPAddr) string {
+	if addr.IP == nil || addr.IP.IsUnspecified() {
+		return fmt.Sprintf("127.0.0.1:%d", addr.Port)
 	}
-	return m.Write(dir)
+	return addr.AddrPort().String()
+}
+
+// reachableAs names host in every URL of m, keeping the ports.
+func reachableAs(m *emufeed.Manifest, host string) {
+	for _, u := range []*string{&m.APNs, &m.APNsSandbox, &m.FCM, &m.FCMEndpoint, &m.Feed} {
+		if p, err := url.Parse(*u); err == nil && *u != "" {
+			p.Host = net.JoinHostPort(host, p.Port())
+			*u = p.String()
+		}
+	}
 }
 
 // withTokenHost rewrites a service account's token_uri to name host

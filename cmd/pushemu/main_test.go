@@ -161,11 +161,11 @@ func TestBusyPortIsAnError(t *testing.T) {
 	done := make(chan error, 1)
 	dir := t.TempDir()
 	go func() {
-		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0"}, io.Discard, func(a Addrs) { ready <- a })
+		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-feed-addr", "127.0.0.1:0"}, io.Discard, func(a Addrs) { ready <- a })
 	}()
-	a := <-ready
+	a := waitReady(t, ready, done)
 	taken := a.APNs[len("https://"):]
-	err := run(context.Background(), []string{"-dir", t.TempDir(), "-apns-addr", taken}, io.Discard, nil)
+	err := run(context.Background(), []string{"-dir", t.TempDir(), "-apns-addr", taken, "-feed-addr", "127.0.0.1:0"}, io.Discard, nil)
 	if err == nil {
 		t.Fatal("a second pushemu on the same port started")
 	}
@@ -192,9 +192,9 @@ func TestServiceAccountNamesTheExtraHost(t *testing.T) {
 	ready := make(chan Addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-hosts", "pushemu,emu.local", "-quiet"}, io.Discard, func(a Addrs) { ready <- a })
+		done <- run(ctx, []string{"-dir", dir, "-apns-addr", "127.0.0.1:0", "-apns-sandbox-addr", "127.0.0.1:0", "-fcm-addr", "127.0.0.1:0", "-feed-addr", "127.0.0.1:0", "-hosts", "pushemu,emu.local", "-quiet"}, io.Discard, func(a Addrs) { ready <- a })
 	}()
-	a := <-ready
+	a := waitReady(t, ready, done)
 	defer func() { cancel(); <-done }()
 	data, err := os.ReadFile(filepath.Join(dir, "fcm-service-account.json"))
 	if err != nil {
@@ -211,4 +211,35 @@ func TestServiceAccountNamesTheExtraHost(t *testing.T) {
 	if sa.TokenURI != "https://pushemu:"+port+"/token" || sa.Type != "service_account" {
 		t.Fatalf("service account %+v, want token_uri https://pushemu:%s/token", sa, port)
 	}
+	// emulators.json names the same host, for programs elsewhere.
+	m, err := emufeed.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	portOf := func(u string) string { return u[strings.LastIndex(u, ":")+1:] }
+	for _, c := range []struct{ got, want string }{
+		{m.APNs, "https://pushemu:" + portOf(a.APNs)},
+		{m.APNsSandbox, "https://pushemu:" + portOf(a.APNsSandbox)},
+		{m.FCMEndpoint, "https://pushemu:" + port + "/v1"},
+		{m.Feed, "http://pushemu:" + portOf(strings.TrimSuffix(a.Feed, "/pushes")) + "/pushes"},
+	} {
+		if c.got != c.want {
+			t.Errorf("emulators.json has %s, want %s", c.got, c.want)
+		}
+	}
+}
+
+// waitReady waits for a pushemu started with run to be ready, failing the
+// test if it stops first.
+func waitReady(t *testing.T, ready <-chan Addrs, done <-chan error) Addrs {
+	t.Helper()
+	select {
+	case a := <-ready:
+		return a
+	case err := <-done:
+		t.Fatalf("pushemu stopped before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("pushemu not ready after 30s")
+	}
+	return Addrs{}
 }

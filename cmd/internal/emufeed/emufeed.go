@@ -46,13 +46,26 @@ type Manifest struct {
 	PID int `json:"pid"`
 }
 
-// Write writes m into dir as ManifestFile.
+// Write writes m into dir as ManifestFile, whole or not at all: a reader
+// never sees half of it.
 func (m *Manifest) Write(dir string) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o600)
+	tmp, err := os.CreateTemp(dir, ManifestFile+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), filepath.Join(dir, ManifestFile))
 }
 
 // ReadManifest reads the manifest pushemu wrote into dir.
