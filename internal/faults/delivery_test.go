@@ -83,7 +83,7 @@ func TestDeadTokensRemovedWithinASecond(t *testing.T) {
 	report.add(t, row{"7. APNs 410 + FCM UNREGISTERED", len(evs), v.expected, v.received, v.lost, v.duplicated,
 		fmt.Sprintf("%s; devices removed %v; %s", notes, removed, v.summary())})
 	assertLedger(t, v)
-	assertNoDuplicates(t, v)
+	assertNoDuplicates(t, v, w)
 	if removed != 2 {
 		t.Errorf("pushsync_devices_removed_total = %v, want 2", removed)
 	}

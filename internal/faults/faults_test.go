@@ -219,7 +219,7 @@ func TestPushServiceOutage(t *testing.T) {
 	r := newRig(t, rigOptions{natsURL: ns.URL})
 	r.seedIdentities(25, "settings", "game", "profile", "prefs") // 100 distinct (identity, dataset)
 	r.setLatency(10 * time.Millisecond)
-	r.startDaemon("worker", daemonConfig{})
+	w := r.startDaemon("worker", daemonConfig{})
 
 	apnsDown := apnstest.ServiceUnavailable()
 	fcmDown := fcmtest.Unavailable()
@@ -264,7 +264,7 @@ func TestPushServiceOutage(t *testing.T) {
 		fmt.Sprintf("requests/s at the emulators during the outage: first 5 s %v, then avg %.1f, peak %d (bound %.0f); accepted during outage %d; all delivered %s after recovery; %s",
 			perSecond[:5], avg, peak, bound, acceptedDuringOutage, took.Round(100*time.Millisecond), v.summary())})
 	assertLedger(t, v)
-	assertNoDuplicates(t, v)
+	assertNoDuplicates(t, v, w)
 	if acceptedDuringOutage != 0 {
 		t.Errorf("%d pushes accepted during the outage", acceptedDuringOutage)
 	}
@@ -283,7 +283,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	r := newRig(t, rigOptions{natsURL: ns.URL})
 	r.seedIdentities(2)
 	r.setLatency(5 * time.Millisecond)
-	r.startDaemon("worker", daemonConfig{})
+	w := r.startDaemon("worker", daemonConfig{})
 
 	id := r.ids[0]
 	var apnsDev, fcmDev registry.Device
@@ -334,5 +334,5 @@ func TestRetryAfterHonoured(t *testing.T) {
 	report.add(t, row{"5. 429 + Retry-After", len(evs), v.expected, v.received, v.lost, v.duplicated,
 		strings.Join(notes, "; ") + fmt.Sprintf("; delivered in %s; %s", took.Round(100*time.Millisecond), v.summary())})
 	assertLedger(t, v)
-	assertNoDuplicates(t, v)
+	assertNoDuplicates(t, v, w)
 }

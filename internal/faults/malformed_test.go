@@ -164,7 +164,7 @@ func TestMalformedEvents(t *testing.T) {
 		}
 	}
 	assertLedger(t, v)
-	assertNoDuplicates(t, v)
+	assertNoDuplicates(t, v, w)
 }
 
 // 6b. 10,000 malformed requests to the API process.
