@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,10 +8,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/pushsync/pushsync/config"
 )
@@ -148,31 +149,18 @@ func (r *remoteWorkers) scrape(addr string, names ...string) (map[string]float64
 	if res.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("metrics of %s: %s", addr, res.Status)
 	}
-	got := make(map[string]float64, len(names))
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		for _, n := range names {
-			if name == n {
-				v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-				if err != nil {
-					return nil, fmt.Errorf("metrics of %s: %s: %w", addr, n, err)
-				}
-				got[n] = v
-			}
-		}
-	}
-	if err := sc.Err(); err != nil {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
 		return nil, fmt.Errorf("metrics of %s: %w", addr, err)
 	}
+	got := make(map[string]float64, len(names))
 	for _, n := range names {
-		if _, ok := got[n]; !ok {
+		m := families[n].GetMetric()
+		if len(m) == 0 {
 			return nil, fmt.Errorf("metrics of %s: no %s (is it pushsyncd's ops address?)", addr, n)
 		}
+		got[n] = m[0].GetCounter().GetValue() + m[0].GetGauge().GetValue()
 	}
 	return got, nil
 }

@@ -48,19 +48,29 @@ type emulators struct {
 // pushSink receives each push an emulator accepted.
 type pushSink func(identity string, syncCount int64, at time.Time)
 
+// apns passes on an APNs push by its payload.
+func (sink pushSink) apns(payload []byte, at time.Time) {
+	id, count := apnsChange(payload)
+	sink(id, count, at)
+}
+
+// fcm passes on an FCM push by its data.
+func (sink pushSink) fcm(data map[string]string, at time.Time) {
+	count, _ := strconv.ParseInt(data["syncCount"], 10, 64)
+	sink(data["identityId"], count, at)
+}
+
 // startEmulators starts the emulators in this process and writes their
 // authority and credentials into dir.
 func startEmulators(dir string, sink pushSink) (*emulators, error) {
 	apnsEmu, err := apnstest.Start(apnstest.WithRecord(false), apnstest.WithOnPush(func(p apnstest.Push) {
-		id, count := apnsChange(p.Payload)
-		sink(id, count, time.Now())
+		sink.apns(p.Payload, time.Now())
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("APNs emulator: %w", err)
 	}
 	fcmEmu, err := fcmtest.Start(fcmtest.WithRecord(false), fcmtest.WithOnPush(func(p fcmtest.Push) {
-		count, _ := strconv.ParseInt(p.Data["syncCount"], 10, 64)
-		sink(p.Data["identityId"], count, time.Now())
+		sink.fcm(p.Data, time.Now())
 	}))
 	if err != nil {
 		apnsEmu.Close()
@@ -142,11 +152,9 @@ func followPushemu(dir, pushemuDir string, sink pushSink) (*emulators, error) {
 		ended <- emufeed.Follow(ctx, m.Feed, func() { close(ready) }, func(l *emufeed.Line) error {
 			switch l.Service {
 			case "apns":
-				id, count := apnsChange(l.Payload)
-				sink(id, count, l.ReceivedAt)
+				sink.apns(l.Payload, l.ReceivedAt)
 			case "fcm":
-				count, _ := strconv.ParseInt(l.Data["syncCount"], 10, 64)
-				sink(l.Data["identityId"], count, l.ReceivedAt)
+				sink.fcm(l.Data, l.ReceivedAt)
 			}
 			return nil
 		})

@@ -45,6 +45,7 @@ import (
 	"github.com/pushsync/pushsync/cmd/internal/emufeed"
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/emutls"
 )
 
 // Identifiers of the signing key pushemu issues.
@@ -147,7 +148,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 		srv := &http.Server{Handler: pushes, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
-		addrs.Feed = "http://" + loopbackIfUnspecified(ln.Addr().(*net.TCPAddr)) + "/pushes"
+		addrs.Feed = "http://" + emutls.URLHost(ln.Addr()) + "/pushes"
 	}
 	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu); err != nil {
 		return err
@@ -207,15 +208,6 @@ fcm:
 		}
 	}
 	return nil
-}
-
-// loopbackIfUnspecified is addr as host:port, with 127.0.0.1 for a
-// listener on every interface.
-func loopbackIfUnspecified(addr *net.TCPAddr) string {
-	if addr.IP == nil || addr.IP.IsUnspecified() {
-		return fmt.Sprintf("127.0.0.1:%d", addr.Port)
-	}
-	return addr.AddrPort().String()
 }
 
 // reachableAs names host in every URL of m, keeping the ports.

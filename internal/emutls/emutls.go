@@ -100,3 +100,17 @@ func serial() *big.Int {
 	}
 	return n
 }
+
+// URLHost renders a listener's address for a URL, with the loopback
+// address, which the certificate covers, for a listener on every
+// interface.
+func URLHost(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}

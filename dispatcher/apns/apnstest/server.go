@@ -295,7 +295,7 @@ func Start(opts ...Option) (*Server, error) {
 		certs:    make(map[string]*certEntry),
 		failures: make(map[string]*Failure),
 	}
-	s.URL = "https://" + urlHost(ln.Addr())
+	s.URL = "https://" + emutls.URLHost(ln.Addr())
 	s.control = s.newControlMux()
 	s.handler = http.HandlerFunc(s.serveHTTP)
 
@@ -317,17 +317,6 @@ func Start(opts ...Option) (*Server, error) {
 		_ = s.srv.Serve(ln)
 	}()
 	return s, nil
-}
-
-func urlHost(addr net.Addr) string {
-	tcp, ok := addr.(*net.TCPAddr)
-	if !ok {
-		return addr.String()
-	}
-	if tcp.IP == nil || tcp.IP.IsUnspecified() {
-		return fmt.Sprintf("127.0.0.1:%d", tcp.Port)
-	}
-	return tcp.AddrPort().String()
 }
 
 // Close stops the server, closing its listener and every connection, and

@@ -144,7 +144,7 @@ func Start(opts ...Option) (*Server, error) {
 		failTok:  make(map[string]*failureState),
 	}
 	s.stats.byStatus = make(map[string]int64)
-	s.URL = "https://" + urlHost(ln.Addr())
+	s.URL = "https://" + emutls.URLHost(ln.Addr())
 
 	// One goroutine per connection answers its streams and writes the
 	// answers of a burst in one system call, as a busy front end's would;
@@ -163,19 +163,6 @@ func Start(opts ...Option) (*Server, error) {
 		_ = s.srv.Serve(ln)
 	}()
 	return s, nil
-}
-
-// urlHost renders a listener address for a URL, replacing an unspecified IP
-// with the loopback address the certificate covers.
-func urlHost(a net.Addr) string {
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // Close shuts the server down, closing the listener and all connections, and
