@@ -36,6 +36,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -55,7 +56,17 @@ const (
 	ProjectID = "pushemu"
 )
 
+// defaultGCPercent is the collector's target when GOGC is not set, as in
+// pushbench's own emulators: every push allocates a little over a small
+// live heap, and collecting a quarter as often takes a fifth off the
+// emulators' CPU per push (docs/performance.md), which in a load test on
+// one machine is CPU the system under test gets back.
+const defaultGCPercent = 400
+
 func main() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
