@@ -201,6 +201,24 @@ func TestPoolConfigurationRoundTrip(t *testing.T) {
 	if len(set.PushSync.ApplicationArns) != 3 || aws.StringValue(set.CognitoStreams.StreamingStatus) != "ENABLED" {
 		t.Fatalf("a streams-only update must keep push sync: %+v", set)
 	}
+	// Members left out keep their stored values.
+	set, err = dev.SetIdentityPoolConfiguration(&cognitosync.SetIdentityPoolConfigurationInput{
+		IdentityPoolId: aws.String(pool),
+		PushSync:       &cognitosync.PushSync{RoleArn: aws.String("arn:aws:iam::123456789012:role/NewPushRole")},
+		CognitoStreams: &cognitosync.CognitoStreams{StreamingStatus: aws.String("DISABLED")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if arns := aws.StringValueSlice(set.PushSync.ApplicationArns); len(arns) != 3 || aws.StringValue(set.PushSync.RoleArn) != "arn:aws:iam::123456789012:role/NewPushRole" {
+		t.Fatalf("a RoleArn-only PushSync update must keep the applications and change the role: %+v", set.PushSync)
+	}
+	if cs := set.CognitoStreams; aws.StringValue(cs.StreamingStatus) != "DISABLED" || aws.StringValue(cs.StreamName) != "events" || aws.StringValue(cs.RoleArn) != "arn:aws:iam::123456789012:role/Streams" {
+		t.Fatalf("a StreamingStatus-only update must keep the stream name and role: %+v", cs)
+	}
+	if _, err := f.identity(alice).RegisterDevice(&cognitosync.RegisterDeviceInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), Platform: aws.String("GCM"), Token: aws.String("fcm-role-only")}); err != nil {
+		t.Fatalf("push sync is off after a RoleArn-only update: %v", err)
+	}
 	for _, tc := range []struct {
 		arn, want string
 	}{

@@ -255,9 +255,18 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 	if err := r.decode(&in); err != nil {
 		return nil, err
 	}
+	// A member left out keeps its stored value; an empty ApplicationArns
+	// list turns push sync off.
 	var pp *registry.PoolPush
 	if in.PushSync != nil {
-		pp = &registry.PoolPush{Apps: map[registry.Platform]string{}, ApplicationARNs: in.PushSync.ApplicationArns}
+		cur, err := s.reg.PoolPush(r.Context(), pool)
+		if err != nil && !errors.Is(err, registry.ErrPushNotEnabled) {
+			return nil, err
+		}
+		pp = &cur
+		if in.PushSync.ApplicationArns != nil {
+			pp.Apps, pp.ApplicationARNs = map[registry.Platform]string{}, in.PushSync.ApplicationArns
+		}
 		if in.PushSync.RoleArn != nil {
 			if len(*in.PushSync.RoleArn) < 20 || len(*in.PushSync.RoleArn) > 2048 || !roleARN.MatchString(*in.PushSync.RoleArn) {
 				return nil, invalidParameter("PushSync.RoleArn: %q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", *in.PushSync.RoleArn)
@@ -291,7 +300,14 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 	}
 	var streams *registry.Streams
 	if c := in.CognitoStreams; c != nil {
+		cur, err := s.reg.PoolStreams(r.Context(), pool)
+		if err != nil {
+			return nil, err
+		}
 		streams = &registry.Streams{}
+		if cur != nil {
+			streams = cur
+		}
 		if c.StreamName != nil {
 			if len(*c.StreamName) < 1 || len(*c.StreamName) > 128 {
 				return nil, invalidParameter("CognitoStreams.StreamName: must be 1 to 128 characters")
