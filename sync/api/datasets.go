@@ -137,7 +137,10 @@ func (s *Server) listRecords(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	max, _, err := queryInt(q, "maxResults", 1, math.MaxInt32)
+	// Without maxResults every record comes in one page: the iOS SDK lists
+	// once, without maxResults and without following NextToken, and then
+	// continues from the page's DatasetSyncCount.
+	max, paged, err := queryInt(q, "maxResults", 1, math.MaxInt32)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +148,7 @@ func (s *Server) listRecords(r *request) (any, error) {
 	// pages and the UpdateRecords of a session carry its token.
 	token := q.Get("syncSessionToken")
 	newSession := token == "" || s.sessions.check(token, pool, identity, dataset) != nil
-	page, err := s.store.ListRecords(r.Context(), pool, identity, dataset, store.ListOptions{LastSyncCount: last, MaxResults: int(max), NextToken: q.Get("nextToken"), NewSession: newSession})
+	page, err := s.store.ListRecords(r.Context(), pool, identity, dataset, store.ListOptions{LastSyncCount: last, MaxResults: int(max), All: !paged, NextToken: q.Get("nextToken"), NewSession: newSession})
 	if err != nil {
 		return nil, storeError(err)
 	}

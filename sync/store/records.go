@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -231,6 +232,11 @@ type ListOptions struct {
 	LastSyncCount int64
 	// MaxResults is the page size; 0 or more than 1024 means 1024.
 	MaxResults int
+	// All returns every record changed after LastSyncCount in one page,
+	// whatever MaxResults says: for clients that read one page and then
+	// store its DatasetSyncCount as their last sync count, as the iOS SDK
+	// does when it lists without maxResults.
+	All bool
 	// NextToken continues from the page that returned it.
 	NextToken string
 	// NewSession says the call starts a sync session (the API issues a
@@ -338,7 +344,10 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 		return nil, &cognito.FieldError{Field: "MaxResults", Reason: fmt.Sprintf("must not be negative, got %d", o.MaxResults)}
 	}
 	limit := o.MaxResults
-	if limit == 0 || limit > MaxListResults {
+	switch {
+	case o.All:
+		limit = math.MaxInt32
+	case limit == 0 || limit > MaxListResults:
 		limit = MaxListResults
 	}
 	afterSc, afterKey := int64(-1), ""

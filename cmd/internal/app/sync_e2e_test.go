@@ -35,6 +35,7 @@ import (
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/bulk"
 	"github.com/pushsync/pushsync/sync/identity"
+	"github.com/pushsync/pushsync/sync/store"
 )
 
 // These tests drive pushsyncd (role all) only through the AWS SDK's Cognito
@@ -596,6 +597,41 @@ func TestListRecordsPaging(t *testing.T) {
 	// The last page's session token opens the write.
 	if out, err := d.update(ds, token, replace("k0", "00", 1)); err != nil || recs(out.Records) != live("k0", "00", 3) {
 		t.Errorf("UpdateRecords with the last page's token: %v %v", out, err)
+	}
+}
+
+// TestListRecordsWithoutMaxResultsIsOnePage lists as the iOS SDK does:
+// once, without maxResults, and then only what changed after the page's
+// DatasetSyncCount. A dataset with more changes than a page holds must not
+// lose its newest ones.
+func TestListRecordsWithoutMaxResultsIsOnePage(t *testing.T) {
+	s := startSyncStack(t)
+	poolID := s.createPool("")
+	d := s.signIn(poolID)
+	const ds = "items"
+	removed := make([]*cognitosync.RecordPatch, store.MaxListResults)
+	for i := range removed {
+		removed[i] = remove(fmt.Sprintf("item-%04d", i), 0)
+	}
+	d.write(ds, removed...)
+	d.write(ds, replace("highScore", "9000", 0))
+
+	out := d.list(ds, 0)
+	if n := len(out.Records); n != store.MaxListResults+1 || aws.Int64Value(out.Count) != int64(n) || out.NextToken != nil || aws.Int64Value(out.DatasetSyncCount) != 2 {
+		t.Fatalf("without maxResults: %d records, Count %d, NextToken %v, DatasetSyncCount %d; want all %d in one page, sync count 2",
+			n, aws.Int64Value(out.Count), aws.StringValue(out.NextToken), aws.Int64Value(out.DatasetSyncCount), store.MaxListResults+1)
+	}
+	if last := out.Records[len(out.Records)-1]; recs([]*cognitosync.Record{last}) != live("highScore", "9000", 2) {
+		t.Errorf("last record %s, want the newest change", recs([]*cognitosync.Record{last}))
+	}
+	in := d.listInput(ds, 0)
+	in.MaxResults = aws.Int64(store.MaxListResults)
+	paged, err := d.c.ListRecords(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paged.Records) != store.MaxListResults || paged.NextToken == nil {
+		t.Errorf("with maxResults %d: %d records, NextToken %v; want a full page and a token", store.MaxListResults, len(paged.Records), paged.NextToken)
 	}
 }
 
