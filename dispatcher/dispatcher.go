@@ -60,8 +60,13 @@ type Options struct {
 	// AckWait is how long the broker waits for an ack before redelivering.
 	// If not set, 30s.
 	AckWait time.Duration
-	// MaxDeliver is how often a message is delivered at most; -1 is
-	// unlimited. If not set, 20.
+	// MaxDeliver is how often an event that keeps failing is tried: on
+	// that delivery it goes to DeadLetters (or is terminated) instead of
+	// back to the broker; -1 is unlimited. If not set, 20. The dispatcher
+	// counts, not the broker: the consumer delivers without limit, so an
+	// event whose last delivery ends without a verdict (a crash, a dead
+	// letter that could not be stored) comes back rather than being left
+	// in the stream unacknowledged.
 	MaxDeliver int
 	// MaxAckPending bounds the messages delivered and not yet acked across
 	// all workers. If not set, 4096.
@@ -216,7 +221,7 @@ func (d *Dispatcher) ConsumerConfig() jetstream.ConsumerConfig {
 		Description:   "pushsync dispatcher",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       d.opts.AckWait,
-		MaxDeliver:    d.opts.MaxDeliver,
+		MaxDeliver:    -1, // the dispatcher counts (Options.MaxDeliver)
 		MaxAckPending: d.opts.MaxAckPending,
 		FilterSubject: d.opts.SubjectPrefix + ".>",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -363,8 +368,10 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		if d.opts.DeadLetters == nil {
 			result = "abandoned"
 		} else if err := d.opts.DeadLetters.Put(ctx, msg.Subject(), msg.Data(), reason, delivered); err != nil {
-			// Not stored: keep the event in the broker rather than lose it.
-			log.Error().Err(err).Msg("could not store a dead letter; the event stays in the stream")
+			// Not stored: the broker delivers it again (the consumer has
+			// no delivery limit), and then it is tried once more.
+			result = "retry"
+			log.Error().Err(err).Msg("could not store a dead letter; the event comes back from the broker")
 			d.settle(msg.NakWithDelay(d.opts.MaxRetryDelay), log)
 			break
 		}

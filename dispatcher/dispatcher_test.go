@@ -708,6 +708,59 @@ func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
 	}
 }
 
+// unstoredDeadLetters fails to store dead letters until it is fixed.
+type unstoredDeadLetters struct {
+	fixed atomic.Bool
+	puts  atomic.Int32
+}
+
+func (u *unstoredDeadLetters) Put(context.Context, string, []byte, string, uint64) error {
+	u.puts.Add(1)
+	if !u.fixed.Load() {
+		return errors.New("dead-letter stream unavailable")
+	}
+	return nil
+}
+
+// TestLastDeliveryWithoutVerdictComesBack: when an event's last delivery
+// ends without a verdict (its dead letter could not be stored), the broker
+// must deliver it again; the consumer's own delivery limit would leave it
+// in the stream unacknowledged and never delivered.
+func TestLastDeliveryWithoutVerdictComesBack(t *testing.T) {
+	e := setup(t)
+	var broken atomic.Bool
+	broken.Store(true)
+	e.fcm.answer = func(*dispatcher.Push, int) error {
+		if broken.Load() {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
+		}
+		return nil
+	}
+	dl := &unstoredDeadLetters{}
+	e.start(t, func(o *dispatcher.Options) {
+		o.MaxDeliver = 2
+		o.DeadLetters = dl
+		o.MaxRetryDelay = 200 * time.Millisecond
+	})
+	e.publish(t, "settings", 5, e.origin.ID)
+	deadline := time.Now().Add(10 * time.Second)
+	for dl.puts.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dead letter tried %d times; want the event back after the first failed try", dl.puts.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "dead_lettered"); n != 0 {
+		t.Fatalf("%v events counted dead-lettered while no dead letter was stored", n)
+	}
+	// The push service recovers: the event, still in the broker, is pushed.
+	broken.Store(false)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if !contains(e.fcm.tokens(), "fcm-3") {
+		t.Fatalf("FCM pushes %v: the event was not delivered again", e.fcm.tokens())
+	}
+}
+
 func TestBurstIsCoalesced(t *testing.T) {
 	e := setup(t)
 	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
