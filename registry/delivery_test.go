@@ -48,7 +48,8 @@ func TestRecordSentOnlyRises(t *testing.T) {
 func TestRemoveDeadDevice(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	registered := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Now: func() time.Time { return registered }})
+	now := registered
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Now: func() time.Time { return now }})
 	ctx := context.Background()
 	d, _, _ := r.RegisterDevice(ctx, pool, identity, registry.APNS, apnsToken)
 	keep, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-keep")
@@ -64,6 +65,17 @@ func TestRemoveDeadDevice(t *testing.T) {
 	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(-time.Minute)); err != nil || removed {
 		t.Fatalf("token dead before registration: removed=%v %v", removed, err)
 	}
+	// The same token registered again after the time APNs gives: the
+	// device is live again, keeps its subscriptions, and stays.
+	now = registered.Add(2 * time.Hour)
+	again, created, err := r.RegisterDevice(ctx, pool, identity, registry.APNS, apnsToken)
+	if err != nil || created || again.ID != d.ID || !again.RegisteredAt.Equal(now) {
+		t.Fatalf("registered again: %+v created=%v %v; want device %s registered at %v", again, created, err, d.ID, now)
+	}
+	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour)); err != nil || removed {
+		t.Fatalf("token dead before it was registered again: removed=%v %v", removed, err)
+	}
+	registered = now
 	// Another token than the device's: stays.
 	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, "ff"+apnsToken[2:], registered.Add(time.Hour)); removed {
 		t.Fatal("removed on another token")

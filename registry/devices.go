@@ -34,7 +34,8 @@ end
 `
 
 // registerScript returns {deviceId, record, created}. A device with the same
-// platform and token keeps its id. ARGV: platform code, token in its stored
+// platform and token keeps its id and subscriptions and gets the new
+// registration time. ARGV: platform code, token in its stored
 // form (raw bytes for APNs; see storedToken), new device id, registration
 // time (unix ms in base 36), device limit.
 var registerScript = redis.NewScript(luaHelpers + `
@@ -48,6 +49,11 @@ for i = 1, #all, 2 do
     if string.sub(v, 1, 2) == p then
       local a, b, c = fields(v)
       if string.sub(v, c + 1) == ARGV[2] then
+        -- Registered again: the registration time moves on, so that a
+        -- push service's report that the token died before now no longer
+        -- removes the device.
+        v = p .. ARGV[4] .. string.sub(v, b)
+        redis.call('HSET', KEYS[1], f, v)
         return {string.sub(f, 3), v, '0'}
       end
     end
@@ -61,7 +67,7 @@ return {ARGV[3], v, '1'}
 
 // RegisterDevice registers a push token for an identity and returns the
 // device. Registering the same platform and token again for the same
-// identity returns the existing device with created false.
+// identity returns the existing device with created false, registered now.
 func (r *Registry) RegisterDevice(ctx context.Context, pool, identity string, platform Platform, token string) (dev Device, created bool, err error) {
 	if err := validateIdentity(pool, identity); err != nil {
 		return Device{}, false, err

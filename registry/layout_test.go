@@ -69,8 +69,11 @@ func TestDeviceRecordLayout(t *testing.T) {
 	}
 	// A token with '|' is found again, and read back whole.
 	again, created, err := r.RegisterDevice(ctx, layoutPool, layoutIdentity, GCM, pipe)
-	if err != nil || created || again.ID != g.ID || again.Token != pipe || !again.RegisteredAt.Equal(t0.Add(time.Second)) {
+	if err != nil || created || again.ID != g.ID || again.Token != pipe || !again.RegisteredAt.Equal(t0.Add(2*time.Second)) {
 		t.Fatalf("registering the | token again: %+v created=%v %v", again, created, err)
+	}
+	if got, want := record(g.ID), "G|"+ms36(t0.Add(2*time.Second))+"||"+pipe; got != want {
+		t.Fatalf("FCM record registered again %q, want %q", got, want)
 	}
 	if d, err := r.Device(ctx, layoutPool, layoutIdentity, g.ID); err != nil || d.Token != pipe || d.Platform != GCM {
 		t.Fatalf("Device: %+v %v", d, err)
@@ -86,7 +89,7 @@ func TestDeviceRecordLayout(t *testing.T) {
 	must(r.RecordSent(ctx, layoutPool, layoutIdentity, "settings", 9, []string{g.ID}, time.Time{}, 0))
 	must(r.RecordSent(ctx, layoutPool, layoutIdentity, "set", 3, []string{g.ID, a.ID}, time.Time{}, 0))
 	must(r.Subscribe(ctx, layoutPool, layoutIdentity, "settings", g.ID)) // keeps the count
-	if got, want := record(g.ID), "G|"+ms36(t0.Add(time.Second))+"|settings=12 game.v2=0 set=3|"+pipe; got != want {
+	if got, want := record(g.ID), "G|"+ms36(t0.Add(2*time.Second))+"|settings=12 game.v2=0 set=3|"+pipe; got != want {
 		t.Fatalf("FCM record %q, want %q", got, want)
 	}
 	if got, want := record(a.ID), "S|"+ms36(t0)+"|settings=12|"+rawAPNs; got != want {
@@ -119,17 +122,17 @@ func TestDeviceRecordLayout(t *testing.T) {
 	}
 	must(r.Subscribe(ctx, layoutPool, layoutIdentity, "game.v2", g.ID))
 	must(r.Unsubscribe(ctx, layoutPool, layoutIdentity, "settings", g.ID))
-	if got, want := record(g.ID), "G|"+ms36(t0.Add(time.Second))+"|game.v2=0|"+pipe; got != want {
+	if got, want := record(g.ID), "G|"+ms36(t0.Add(2*time.Second))+"|game.v2=0|"+pipe; got != want {
 		t.Fatalf("after unsubscribing the start: %q, want %q", got, want)
 	}
 	must(r.Unsubscribe(ctx, layoutPool, layoutIdentity, "game.v2", g.ID))
-	if got, want := record(g.ID), "G|"+ms36(t0.Add(time.Second))+"||"+pipe; got != want {
+	if got, want := record(g.ID), "G|"+ms36(t0.Add(2*time.Second))+"||"+pipe; got != want {
 		t.Fatalf("after unsubscribing the last: %q, want %q", got, want)
 	}
 	// An unsubscribed device gets no sent count, but its push counts in its
 	// budget.
 	must(r.RecordSent(ctx, layoutPool, layoutIdentity, "game.v2", 4, []string{g.ID}, t0, time.Hour))
-	if got, want := record(g.ID), "G|"+ms36(t0.Add(time.Second))+"||"+pipe; got != want {
+	if got, want := record(g.ID), "G|"+ms36(t0.Add(2*time.Second))+"||"+pipe; got != want {
 		t.Fatalf("after a push to an unsubscribed device: %q, want %q", got, want)
 	}
 
@@ -203,9 +206,10 @@ func TestRawAPNsTokens(t *testing.T) {
 	}
 	for i, d := range devs {
 		again, created, err := r.RegisterDevice(ctx, layoutPool, layoutIdentity, d.Platform, d.Token)
-		if err != nil || created || again != d.Device {
-			t.Fatalf("token %d again: %+v created=%v %v, want %+v", i, again, created, err, d.Device)
+		if err != nil || created || again.ID != d.ID || again.Token != d.Token || again.Platform != d.Platform || !again.RegisteredAt.After(d.RegisteredAt) {
+			t.Fatalf("token %d again: %+v created=%v %v, want %+v registered later", i, again, created, err, d.Device)
 		}
+		devs[i].Device = again
 	}
 	// FCM tokens are kept as given, even one that is the hex of an APNs
 	// token or the very bytes of another.

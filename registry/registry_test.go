@@ -103,7 +103,7 @@ func TestRegisterIsIdempotentPerToken(t *testing.T) {
 		t.Fatalf("other platform got %+v, %v", d4, err)
 	}
 	got, err := r.Device(ctx, pool, identity, d1.ID)
-	if err != nil || got.ID != d1.ID || got.Token != apnsToken || !got.RegisteredAt.Equal(d1.RegisteredAt) {
+	if err != nil || got.ID != d1.ID || got.Token != apnsToken || !got.RegisteredAt.Equal(d2.RegisteredAt) {
 		t.Fatalf("Device: %+v, %v", got, err)
 	}
 }
