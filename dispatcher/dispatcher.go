@@ -167,8 +167,8 @@ type Dispatcher struct {
 	replies sync.Pool // of chan registry.Lookup
 
 	mu         sync.Mutex
-	suspended  map[string]time.Time // platform app → until when it is not used
-	nSuspended atomic.Int32         // len(suspended), read without the lock
+	suspended  map[route]time.Time // until when a route is not used
+	nSuspended atomic.Int32        // len(suspended), read without the lock
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -198,7 +198,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		m:         m,
 		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
-		suspended: make(map[string]time.Time),
+		suspended: make(map[route]time.Time),
 		slots:     make(chan struct{}, opts.Workers),
 		groups:    make(map[string]*group),
 	}, nil
@@ -701,7 +701,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 		d.m.pushes.WithLabelValues(platform, Config.String(), "no_notifier").Inc()
 		return &Error{Class: Config, Reason: "no_notifier", Err: fmt.Errorf("no notifier for %s apps", t.app.Kind)}
 	}
-	if until, ok := d.suspendedUntil(t.app.Name); ok {
+	if until, ok := d.suspendedUntil(routeOf(t)); ok {
 		d.m.pushes.WithLabelValues(platform, "skipped", "app_suspended").Inc()
 		return &Error{Class: Config, Reason: "app_suspended", RetryAfter: time.Until(until)}
 	}
@@ -710,10 +710,10 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 		perr := d.attempt(ctx, n, &Push{Event: ev, Device: t.dev, App: t.app, Expires: expires})
 		switch {
 		case perr == nil:
-			d.resume(t.app.Name)
+			d.resume(routeOf(t))
 			return nil
 		case perr.Class == Config:
-			d.suspend(t.app.Name, perr)
+			d.suspend(routeOf(t), perr)
 			return perr
 		case perr.Class != Retry:
 			return perr
@@ -757,46 +757,62 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 	return perr
 }
 
-// suspend stops sending through an app whose credentials were refused,
+// route is what a suspension covers: a platform app on one platform, so
+// that credentials refused by the APNs sandbox (an environment-scoped key,
+// say) stop sandbox pushes only, and production goes on.
+type route struct {
+	app      string
+	platform registry.Platform
+}
+
+func routeOf(t target) route { return route{t.app.Name, t.dev.Platform} }
+
+// suspend stops sending through a route whose credentials were refused,
 // for ConfigBackoff; its events wait in the broker meanwhile.
-func (d *Dispatcher) suspend(app string, perr *Error) {
+func (d *Dispatcher) suspend(r route, perr *Error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.suspended[app]; !ok {
+	if _, ok := d.suspended[r]; !ok {
 		d.nSuspended.Add(1)
-		d.log.Error().Str("app", app).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
+		d.log.Error().Str("app", r.app).Str("platform", string(r.platform)).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
 			Msg("platform app refused by its push service; not sending through it until it is fixed")
 	}
-	d.suspended[app] = time.Now().Add(d.opts.ConfigBackoff)
-	d.m.misconfigured.WithLabelValues(app).Set(1)
+	d.suspended[r] = time.Now().Add(d.opts.ConfigBackoff)
+	d.m.misconfigured.WithLabelValues(r.app).Set(1)
 	perr.RetryAfter = max(perr.RetryAfter, d.opts.ConfigBackoff)
 }
 
-func (d *Dispatcher) suspendedUntil(app string) (time.Time, bool) {
+func (d *Dispatcher) suspendedUntil(r route) (time.Time, bool) {
 	if d.nSuspended.Load() == 0 {
 		return time.Time{}, false // the common case, without the lock
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	until, ok := d.suspended[app]
+	until, ok := d.suspended[r]
 	if ok && time.Now().After(until) {
 		return time.Time{}, false // time to try it again
 	}
 	return until, ok
 }
 
-func (d *Dispatcher) resume(app string) {
+func (d *Dispatcher) resume(r route) {
 	if d.nSuspended.Load() == 0 {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.suspended[app]; ok {
-		delete(d.suspended, app)
-		d.nSuspended.Add(-1)
-		d.m.misconfigured.WithLabelValues(app).Set(0)
-		d.log.Info().Str("app", app).Msg("platform app accepted again")
+	if _, ok := d.suspended[r]; !ok {
+		return
 	}
+	delete(d.suspended, r)
+	d.nSuspended.Add(-1)
+	d.log.Info().Str("app", r.app).Str("platform", string(r.platform)).Msg("platform app accepted again")
+	for other := range d.suspended {
+		if other.app == r.app {
+			return // still suspended for another platform
+		}
+	}
+	d.m.misconfigured.WithLabelValues(r.app).Set(0)
 }
 
 func (d *Dispatcher) poolPush(ctx context.Context, pool string) (registry.PoolPush, error) {

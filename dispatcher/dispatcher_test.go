@@ -565,6 +565,38 @@ func TestConfigErrorSuspendsTheApp(t *testing.T) {
 	}
 }
 
+// TestSandboxConfigErrorLeavesProductionAlone: one app serves APNS and
+// APNS_SANDBOX devices through two hosts, and credentials the sandbox
+// refuses (a key scoped to production, say) must not stop production.
+func TestSandboxConfigErrorLeavesProductionAlone(t *testing.T) {
+	e := setup(t)
+	e.apns.answer = func(p *dispatcher.Push, _ int) error {
+		if p.Device.Platform == registry.APNSSandbox {
+			return &dispatcher.Error{Class: dispatcher.Config, Reason: "BadEnvironmentKeyIdInToken"}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.ConfigBackoff = time.Hour })
+	e.publish(t, "other", 1, "") // the sandbox device and an FCM one
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "retry")
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_pushes_total", "platform", "APNS_SANDBOX", "reason", "app_suspended")
+	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "retry")
+	if n := e.counter(t, "pushsync_pushes_total", "platform", "APNS", "reason", "app_suspended"); n != 0 {
+		t.Fatalf("%v production pushes skipped for a sandbox refusal", n)
+	}
+	var prod bool
+	for _, p := range e.apns.all() {
+		prod = prod || (p.Device.Token == tok(1) && p.Event.DatasetName == "settings")
+	}
+	if !prod {
+		t.Fatal("the production device got no push while only the sandbox refused the app")
+	}
+	if v := gaugeValue(t, e, "pushsync_app_suspended"); v != 1 {
+		t.Fatalf("pushsync_app_suspended = %v, want 1 while the sandbox route is suspended", v)
+	}
+}
+
 func TestDeadTokensRemoveTheDevice(t *testing.T) {
 	e := setup(t)
 	e.fcm.answer = func(p *dispatcher.Push, _ int) error {
