@@ -6,11 +6,14 @@
 package fcm
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -141,12 +144,17 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 // bearerTransport adds the app's OAuth2 access token to each request, as
 // oauth2.Transport does, but with a shallow copy of the request: the
 // caller's request stays as it was, and the header values, which nobody
-// modifies, are shared rather than copied for every push.
+// modifies, are shared rather than copied for every push. When FCM refuses
+// a token (401), the next request gets a new one.
 type bearerTransport struct {
-	src  oauth2.TokenSource // reuses a token until it is about to expire
-	base http.RoundTripper
-	last atomic.Pointer[bearerHeader]
+	newSource func() (oauth2.TokenSource, error) // a source with no token yet
+	src       atomic.Pointer[tokenSource]
+	base      http.RoundTripper
+	last      atomic.Pointer[bearerHeader]
 }
+
+// tokenSource reuses a token until it is about to expire.
+type tokenSource struct{ oauth2.TokenSource }
 
 // bearerHeader is an access token with its Authorization header value.
 type bearerHeader struct {
@@ -154,13 +162,28 @@ type bearerHeader struct {
 	header []string
 }
 
+func newBearerTransport(newSource func() (oauth2.TokenSource, error), base http.RoundTripper) (*bearerTransport, error) {
+	src, err := newSource()
+	if err != nil {
+		return nil, err
+	}
+	b := &bearerTransport{newSource: newSource, base: base}
+	b.src.Store(&tokenSource{src})
+	return b, nil
+}
+
 func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	tok, err := b.src.Token()
+	src := b.src.Load()
+	tok, err := src.Token()
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
 		}
-		return nil, err
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			return credentialsRefused(req, err), nil
+		}
+		return nil, err // the token endpoint is unreachable or failing: worth a retry
 	}
 	h := b.last.Load()
 	if h == nil || h.token != tok.AccessToken {
@@ -173,7 +196,35 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r.Header[k] = v
 	}
 	r.Header["Authorization"] = h.header
-	return b.base.RoundTrip(&r)
+	res, err := b.base.RoundTrip(&r)
+	if err == nil && res.StatusCode == http.StatusUnauthorized {
+		// The token was revoked or is otherwise refused before its expiry:
+		// drop it, so that the next request asks for a new one.
+		if fresh, err := b.newSource(); err == nil {
+			b.src.CompareAndSwap(src, &tokenSource{fresh})
+		}
+	}
+	return res, err
+}
+
+// credentialsRefused answers a request whose access token the OAuth2 token
+// endpoint refused to issue (a deleted or revoked service-account key, a
+// disabled account) as FCM answers a request with bad credentials, 401
+// UNAUTHENTICATED, carrying the endpoint's reason: the firebase client
+// would otherwise retry it as a network failure, and the dispatcher would
+// take it for a passing one rather than suspend the app.
+func credentialsRefused(req *http.Request, err error) *http.Response {
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"code": http.StatusUnauthorized, "status": "UNAUTHENTICATED",
+		"message": "no access token for the service account: " + err.Error(),
+	}})
+	return &http.Response{
+		Status: "401 Unauthorized", StatusCode: http.StatusUnauthorized,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"application/json; charset=UTF-8"}},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)), Request: req,
+	}
 }
 
 // ttl is the time the push has left when the dispatcher set an expiry.
@@ -195,11 +246,17 @@ func (n *Notifier) client(app *registry.App) (*appClient, error) {
 	// the token endpoint.
 	base := &http.Client{Transport: n.transport}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, base)
-	creds, err := google.CredentialsFromJSONWithType(ctx, []byte(app.FCM.ServiceAccount), google.ServiceAccount, Scope)
+	bt, err := newBearerTransport(func() (oauth2.TokenSource, error) {
+		creds, err := google.CredentialsFromJSONWithType(ctx, []byte(app.FCM.ServiceAccount), google.ServiceAccount, Scope)
+		if err != nil {
+			return nil, err
+		}
+		return creds.TokenSource, nil
+	}, n.send)
 	if err != nil {
 		return nil, fmt.Errorf("fcm: app %s: service account: %w", app.Name, err)
 	}
-	hc := &http.Client{Transport: &bearerTransport{src: creds.TokenSource, base: n.send}}
+	hc := &http.Client{Transport: bt}
 	fa, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: app.FCM.ProjectID},
 		option.WithEndpoint(n.opts.Endpoint), option.WithHTTPClient(hc))
 	if err != nil {
@@ -243,7 +300,9 @@ func Classify(err error) *dispatcher.Error {
 		return e(dispatcher.TokenDead, "SENDER_ID_MISMATCH")
 	case messaging.IsInvalidArgument(err) && strings.Contains(err.Error(), "registration token"):
 		return e(dispatcher.TokenDead, "INVALID_REGISTRATION")
-	case messaging.IsInvalidArgument(err):
+	case messaging.IsInvalidArgument(err), errorutils.IsInvalidArgument(err):
+		// With an FcmError detail or only a google.rpc.BadRequest one: a
+		// request FCM will never take.
 		return e(dispatcher.Permanent, "INVALID_ARGUMENT")
 	case messaging.IsQuotaExceeded(err):
 		return e(dispatcher.Retry, "QUOTA_EXCEEDED")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +72,9 @@ func TestErrorsAreClassified(t *testing.T) {
 	s.FailToken("quota", fcmtest.QuotaExceeded(30*time.Second))
 	s.FailToken("internal", fcmtest.Internal())
 	s.FailToken("apns-auth", fcmtest.ThirdPartyAuthError())
+	// An invalid field, with only a google.rpc.BadRequest detail.
+	s.FailToken("bad-field", fcmtest.Failure{HTTPStatus: 400, Status: "INVALID_ARGUMENT", Field: "message.android.ttl",
+		Message: "Invalid value at 'message.android.ttl'"})
 	tests := []struct {
 		token      string
 		class      dispatcher.Class
@@ -83,6 +87,7 @@ func TestErrorsAreClassified(t *testing.T) {
 		{"quota", dispatcher.Retry, "QUOTA_EXCEEDED", 30 * time.Second},
 		{"internal", dispatcher.Retry, "INTERNAL", 0},
 		{"apns-auth", dispatcher.Config, "THIRD_PARTY_AUTH_ERROR", 0},
+		{"bad-field", dispatcher.Permanent, "INVALID_ARGUMENT", 0},
 	}
 	for _, tt := range tests {
 		err := n.Notify(context.Background(), push(app, tt.token, 1))
@@ -119,26 +124,52 @@ func TestUnavailableIsRetryable(t *testing.T) {
 
 func TestWrongServiceAccountIsConfigError(t *testing.T) {
 	s, n, app := newFixture(t)
-	other := fcmtest.NewServer() // its service account is unknown to s
+	other := fcmtest.NewServer() // its key is unknown to s
 	defer other.Close()
 	sa, err := other.AddServiceAccount("demo-project")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The key file names s's token endpoint, which refuses the key, as
+	// Google's refuses a deleted or revoked one.
 	bad := *app
 	bad.Name = "android-bad"
-	bad.FCM = &registry.FCMCredentials{ProjectID: "demo-project", ServiceAccount: string(sa)}
+	bad.FCM = &registry.FCMCredentials{ProjectID: "demo-project", ServiceAccount: strings.Replace(string(sa), other.TokenURL(), s.TokenURL(), 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	// other's token_uri points at other, which does not trust s's client;
-	// either way no token is good for s.
 	err = n.Notify(ctx, push(&bad, "tok", 1))
 	var pe *dispatcher.Error
-	if !errors.As(err, &pe) || pe.Class == dispatcher.Permanent || pe.Class == dispatcher.TokenDead {
-		t.Fatalf("got %v, want a config or retry error", err)
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "UNAUTHENTICATED" || !strings.Contains(err.Error(), "no access token for the service account") {
+		t.Fatalf("got %v, want a configuration error naming the refused service account", err)
+	}
+	// Refused at once: not retried as if the network had failed.
+	if st := s.Stats(); st.TokenRequests != 1 {
+		t.Errorf("%d token requests for one push, want 1", st.TokenRequests)
 	}
 	if len(s.Pushes()) != 0 {
 		t.Fatal("push accepted with a foreign service account")
+	}
+}
+
+// TestRevokedTokenIsReplaced: FCM refuses an access token before its
+// expiry (revoked); after that 401 the next push asks for a new one rather
+// than send the refused token until it expires.
+func TestRevokedTokenIsReplaced(t *testing.T) {
+	s, n, app := newFixture(t)
+	if err := n.Notify(context.Background(), push(app, "t1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	s.ExpireTokens()
+	err := n.Notify(context.Background(), push(app, "t1", 2))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "UNAUTHENTICATED" {
+		t.Fatalf("push with a revoked token: %v, want UNAUTHENTICATED", err)
+	}
+	if err := n.Notify(context.Background(), push(app, "t1", 3)); err != nil {
+		t.Fatalf("the push after the 401: %v", err)
+	}
+	if st := s.Stats(); st.TokensIssued != 2 {
+		t.Errorf("%d tokens issued, want 2: one before and one after the revocation", st.TokensIssued)
 	}
 }
 
