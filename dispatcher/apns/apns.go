@@ -73,6 +73,7 @@ type appClients struct {
 
 type client struct {
 	c    *apns2.Client
+	tr   *h2client.Transport
 	gate warmup.Gate
 	auth atomic.Pointer[bearer]
 }
@@ -242,8 +243,10 @@ func (n *Notifier) clients(app *registry.App) (*appClients, error) {
 		return nil, err
 	}
 	if old, ok := n.apps[app.Name]; ok {
-		old.prod.c.CloseIdleConnections()
-		old.sandbox.c.CloseIdleConnections()
+		// Pushes still in flight through the old clients finish; their
+		// connections close after them.
+		old.prod.tr.Retire()
+		old.sandbox.tr.Retire()
 		n.log.Info().Str("app", app.Name).Int64("revision", app.Revision).Msg("platform app changed; new APNs clients")
 	}
 	n.apps[app.Name] = ac
@@ -284,7 +287,7 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 		} else {
 			c.Certificate = tlsConf.Certificates[0]
 		}
-		return &client{c: c}
+		return &client{c: c, tr: tr}
 	}
 	ac.prod = newClient(n.opts.ProductionHost)
 	ac.sandbox = newClient(n.opts.SandboxHost)
@@ -303,13 +306,14 @@ func neverIndex(name string) bool {
 	return false
 }
 
-// Close closes the idle connections of every client.
+// Close closes the connections of every client, each once the pushes in
+// flight on it have ended.
 func (n *Notifier) Close() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, ac := range n.apps {
-		ac.prod.c.CloseIdleConnections()
-		ac.sandbox.c.CloseIdleConnections()
+		ac.prod.tr.Retire()
+		ac.sandbox.tr.Retire()
 	}
 }
 

@@ -9,7 +9,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,6 +247,62 @@ func TestNewRevisionRebuildsClient(t *testing.T) {
 	p := f.prod.Pushes()
 	if len(p) != 2 || p[1].KeyID != "KEY7654321" {
 		t.Fatalf("second push signed with %q, want the rotated key", p[len(p)-1].KeyID)
+	}
+}
+
+// openConns counts the HTTP/2 client connections open in this process
+// (each has one health-check goroutine).
+func openConns() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "h2client.(*conn).health")
+}
+
+// TestRevisionChangeClosesBusyConnections: when an app changes while a
+// push is in flight through its old client, that connection closes once
+// the push ends, rather than stay open with nothing to reach it.
+func TestRevisionChangeClosesBusyConnections(t *testing.T) {
+	release, entered := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	prod := apnstest.NewServer(apnstest.WithOnPush(func(apnstest.Push) {
+		if first.CompareAndSwap(false, true) {
+			close(entered)
+			<-release // holds this push, and its connection, open
+		}
+	}))
+	t.Cleanup(prod.Close)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	prod.AddTokenKey("TEAM123456", "KEY1234567", &key.PublicKey, topic)
+	n := apns.New(apns.Options{ProductionHost: prod.URL, SandboxHost: prod.URL, RootCAs: prod.RootCAs(), TTL: time.Hour}, zerolog.Nop())
+	app := &registry.App{Name: "ios", Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
+		Topic: topic, KeyID: "KEY1234567", TeamID: "TEAM123456",
+		AuthKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}}
+	base := openConns()
+	done := make(chan error, 1)
+	go func() { done <- n.Notify(context.Background(), push(app, registry.APNS, tok(1), 1)) }()
+	<-entered
+	changed := *app
+	changed.Revision = 2
+	if err := n.Notify(context.Background(), push(&changed, registry.APNS, tok(2), 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := openConns() - base; got != 2 {
+		t.Fatalf("%d connections open, want the old revision's busy one and the new one", got)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the push in flight through the old revision: %v", err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); openConns()-base != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open after the old revision's push ended, want only the new revision's", openConns()-base)
+		}
+	}
+	n.Close()
+	for deadline := time.Now().Add(5 * time.Second); openConns() != base; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open after Close", openConns()-base)
+		}
 	}
 }
 

@@ -746,6 +746,19 @@ func (c *conn) ping() {
 	}
 }
 
+// retire takes no more streams and closes the connection once the last
+// one ends.
+func (c *conn) retire() {
+	c.mu.Lock()
+	c.goingAway = true
+	drained := c.reserved == 0 && c.err == nil
+	c.mu.Unlock()
+	c.p.remove(c)
+	if drained {
+		c.fail(errRetired)
+	}
+}
+
 // closeIfIdle closes the connection if no stream is reserved or open.
 func (c *conn) closeIfIdle() {
 	c.mu.Lock()

@@ -144,6 +144,27 @@ func (t *Transport) CloseIdleConnections() {
 	}
 }
 
+// Retire closes every connection as soon as no request is in flight on
+// it: an idle one at once, a busy one when its last request ends. Requests
+// made afterwards open new connections. It is for a transport about to be
+// dropped, whose busy connections CloseIdleConnections would leave open.
+func (t *Transport) Retire() {
+	t.mu.Lock()
+	pools := make([]*pool, 0, len(t.pools))
+	for _, p := range t.pools {
+		pools = append(pools, p)
+	}
+	t.mu.Unlock()
+	for _, p := range pools {
+		p.mu.Lock()
+		conns := append([]*conn(nil), p.conns...)
+		p.mu.Unlock()
+		for _, c := range conns {
+			c.retire()
+		}
+	}
+}
+
 func readBody(req *http.Request) ([]byte, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return nil, nil
