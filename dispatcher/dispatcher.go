@@ -450,12 +450,18 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		if d.opts.DeviceBudget > 0 {
 			w, now := reg.Budget[dev.ID], d.opts.Now()
 			if now.Sub(w.Start) < d.opts.BudgetWindow && w.Pushes >= d.opts.DeviceBudget {
-				d.m.pushes.WithLabelValues(string(dev.Platform), "deferred", "budget").Inc()
 				wait := w.Start.Add(d.opts.BudgetWindow).Sub(now)
-				if deferFor == 0 || wait < deferFor {
-					deferFor = wait
+				if expires.IsZero() || now.Add(wait).Before(expires) {
+					d.m.pushes.WithLabelValues(string(dev.Platform), "deferred", "budget").Inc()
+					if deferFor == 0 || wait < deferFor {
+						deferFor = wait
+					}
+					continue
 				}
-				continue
+				// Deferred, the change would be older than the push TTL
+				// when it came back, and dropped: the device would never
+				// learn of it. It goes now, over the budget.
+				log.Info().Str("device", dev.ID).Msg("pushing over the device's budget: deferred, the change would outlive the push TTL")
 			}
 		}
 		if pp == nil {
@@ -834,6 +840,10 @@ type group struct {
 	ev         *event.DatasetChanged
 	msg        jetstream.Msg
 	superseded []jetstream.Msg
+	// mixed is set when the events came from more than one device: then
+	// no device is left out as the origin, since each origin lacks the
+	// others' changes.
+	mixed bool
 }
 
 // coalesce adds an event to its dataset's group, opening the group and its
@@ -845,6 +855,7 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 	key := ev.IdentityPoolID + "\x00" + ev.IdentityID + "\x00" + ev.DatasetName
 	d.cmu.Lock()
 	if g, ok := d.groups[key]; ok {
+		g.mixed = g.mixed || ev.OriginDeviceID != g.ev.OriginDeviceID
 		if ev.SyncCount > g.ev.SyncCount {
 			g.superseded = append(g.superseded, g.msg)
 			g.ev, g.msg = ev, msg
@@ -875,7 +886,13 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		for _, m := range g.superseded {
 			_ = m.InProgress()
 		}
-		d.process(context.WithoutCancel(runCtx), g.ev, g.msg)
+		ev := g.ev
+		if g.mixed {
+			e := *ev
+			e.OriginDeviceID = ""
+			ev = &e
+		}
+		d.process(context.WithoutCancel(runCtx), ev, g.msg)
 		for _, m := range g.superseded {
 			d.settle(m.Ack(), d.log)
 			d.m.events.WithLabelValues("coalesced").Inc()

@@ -793,6 +793,65 @@ func TestLastDeliveryWithoutVerdictComesBack(t *testing.T) {
 	}
 }
 
+// TestCoalescingKeepsEveryOriginsPush: change 5 comes from one device and
+// change 6 from another. Coalesced into one push of 6, that push must go to
+// both devices, since each lacks the other's change.
+func TestCoalescingKeepsEveryOriginsPush(t *testing.T) {
+	e := setup(t)
+	reg, err := e.reg.Registration(context.Background(), pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second string
+	for _, d := range reg.Devices {
+		if d.Token == tok(1) {
+			second = d.ID
+		}
+	}
+	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.publish(t, "settings", 6, second)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "coalesced")
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	got := e.allTokens()
+	for _, want := range []string{tok(1), "fcm-origin"} {
+		if !contains(got, want) {
+			t.Errorf("pushed to %v: %s, the origin of one of the two changes, got nothing", got, want)
+		}
+	}
+}
+
+// TestBudgetNeverOutlivesPushTTL: a device over its budget on two datasets
+// has one change deferred twice; deferred again, it would come back older
+// than the push TTL and be dropped, so the device would never learn of it.
+func TestBudgetNeverOutlivesPushTTL(t *testing.T) {
+	e := setup(t)
+	e.start(t, func(o *dispatcher.Options) {
+		o.DeviceBudget = 1
+		o.BudgetWindow = time.Second
+		o.PushTTL = 1500 * time.Millisecond
+		o.Workers = 1
+		o.RetryDelay = 50 * time.Millisecond
+	})
+	e.publish(t, "settings", 1, e.origin.ID) // spends the sandbox device's budget
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	e.publish(t, "other", 1, "")
+	e.publish(t, "settings", 2, e.origin.ID)
+	e.waitCounter(t, 3, "pushsync_events_consumed_total", "result", "delivered")
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "expired"); n != 0 {
+		t.Fatalf("%v events expired while deferred by the budget", n)
+	}
+	newest := map[string]int64{}
+	for _, p := range e.apns.all() {
+		if p.Device.Token == tok(2) {
+			newest[p.Event.DatasetName] = max(newest[p.Event.DatasetName], p.Event.SyncCount)
+		}
+	}
+	if newest["other"] != 1 || newest["settings"] != 2 {
+		t.Fatalf("the sandbox device's newest pushes %v, want other 1 and settings 2", newest)
+	}
+}
+
 func TestBurstIsCoalesced(t *testing.T) {
 	e := setup(t)
 	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
