@@ -360,6 +360,12 @@ func (s *Server) describePoolUsage(r *request) (any, error) {
 		return nil, err
 	}
 	u, err := s.store.PoolUsage(r.Context(), pool)
+	if errors.Is(err, store.ErrPoolNotFound) {
+		// A pool that exists and stores nothing yet.
+		if _, perr := s.reg.IdentityPool(r.Context(), pool); perr == nil {
+			u, err = store.PoolUsage{IdentityPoolID: pool}, nil
+		}
+	}
 	if err != nil {
 		return nil, storeError(err)
 	}

@@ -948,6 +948,11 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 	dev := s.developer()
 	id := aws.String(poolID)
 
+	// A pool that stores nothing yet has zero usage, not ResourceNotFound.
+	if pu, err := dev.DescribeIdentityPoolUsage(&cognitosync.DescribeIdentityPoolUsageInput{IdentityPoolId: id}); err != nil ||
+		aws.StringValue(pu.IdentityPoolUsage.IdentityPoolId) != poolID || aws.Int64Value(pu.IdentityPoolUsage.DataStorage) != 0 {
+		t.Errorf("DescribeIdentityPoolUsage of a new pool: %v %v", pu, err)
+	}
 	details, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: id})
 	if err != nil || aws.StringValue(details.BulkPublishStatus) != "NOT_STARTED" || details.BulkPublishStartTime != nil {
 		t.Fatalf("GetBulkPublishDetails before any: %v %v", details, err)
