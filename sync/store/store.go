@@ -57,9 +57,11 @@ const (
 	// MaxValueLen is the longest record value, in characters.
 	MaxValueLen = 1<<20 - 1
 	// MaxPatches is the most record patches one UpdateRecords may carry:
-	// as many as a dataset may hold records, so that a device can always
-	// push all of its local changes in one call.
-	MaxPatches = 1024
+	// twice as many as a dataset may hold records, so that a device can
+	// always push all of its local changes in one call (the mobile SDKs
+	// push them all at once), even every record of a full dataset removed
+	// and as many new ones written.
+	MaxPatches = 2048
 	// MaxListResults is the default and largest page size of ListRecords.
 	MaxListResults = 1024
 	// DefaultListDatasets is the page size of ListDatasets and

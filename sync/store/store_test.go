@@ -425,6 +425,32 @@ func TestLimits(t *testing.T) {
 	mustUpdate(t, s, upd("ds0", "d", put("k", "w", 1)))                     // replace at 1024 records
 	mustUpdate(t, s, upd("ds1", "d", put("big", mb[:len(mb)-1]+"b", 2)))    // same size
 	mustUpdate(t, s, upd("ds0", "d", del("r0", 2), put("one-more", "", 0))) // remove one, add one
+	// A device that removed every record of the full dataset and wrote as
+	// many new ones pushes it all in one call.
+	d0, err := s.DescribeDataset(ctx, pool, identity, "ds0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.ListRecords(ctx, pool, identity, "ds0", store.ListOptions{All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps = ps[:0]
+	for _, r := range page.Records {
+		if r.Value != nil {
+			ps = append(ps, del(r.Key, r.SyncCount))
+		}
+	}
+	for i := range d0.NumRecords {
+		ps = append(ps, put(fmt.Sprint("new", i), "v", 0))
+	}
+	if len(ps) != store.MaxPatches {
+		t.Fatalf("%d patches, want %d", len(ps), store.MaxPatches)
+	}
+	mustUpdate(t, s, upd("ds0", "d", ps...))
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds0"); d.NumRecords != 1024 || d.SyncCount != d0.SyncCount+1 {
+		t.Fatalf("after replacing every record: %+v", d)
+	}
 	// Deleting a dataset frees its slot.
 	if _, err := s.DeleteDataset(ctx, pool, identity, "ds19", "d"); err != nil {
 		t.Fatal(err)
