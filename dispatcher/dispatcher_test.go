@@ -696,14 +696,10 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
-	e := setup(t)
-	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var broken atomic.Bool
+// fcmDown makes FCM answer UNAVAILABLE until the flag it returns is
+// cleared.
+func (e *env) fcmDown() *atomic.Bool {
+	broken := new(atomic.Bool)
 	broken.Store(true)
 	e.fcm.answer = func(*dispatcher.Push, int) error {
 		if broken.Load() {
@@ -711,6 +707,17 @@ func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
 		}
 		return nil
 	}
+	return broken
+}
+
+func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	dl, err := event.NewDeadLetters(ctx, e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := e.fcmDown()
 	e.start(t, func(o *dispatcher.Options) { o.MaxDeliver = 2; o.DeadLetters = dl })
 	e.publish(t, "settings", 5, e.origin.ID)
 	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
@@ -760,14 +767,7 @@ func (u *unstoredDeadLetters) Put(context.Context, string, []byte, string, uint6
 // in the stream unacknowledged and never delivered.
 func TestLastDeliveryWithoutVerdictComesBack(t *testing.T) {
 	e := setup(t)
-	var broken atomic.Bool
-	broken.Store(true)
-	e.fcm.answer = func(*dispatcher.Push, int) error {
-		if broken.Load() {
-			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
-		}
-		return nil
-	}
+	broken := e.fcmDown()
 	dl := &unstoredDeadLetters{}
 	e.start(t, func(o *dispatcher.Options) {
 		o.MaxDeliver = 2

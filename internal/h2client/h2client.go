@@ -133,15 +133,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // CloseIdleConnections closes the connections with no request in flight.
 func (t *Transport) CloseIdleConnections() {
-	t.mu.Lock()
-	pools := make([]*pool, 0, len(t.pools))
-	for _, p := range t.pools {
-		pools = append(pools, p)
-	}
-	t.mu.Unlock()
-	for _, p := range pools {
-		p.closeIdle()
-	}
+	t.eachConn((*conn).closeIfIdle)
 }
 
 // Retire closes every connection as soon as no request is in flight on
@@ -149,6 +141,11 @@ func (t *Transport) CloseIdleConnections() {
 // made afterwards open new connections. It is for a transport about to be
 // dropped, whose busy connections CloseIdleConnections would leave open.
 func (t *Transport) Retire() {
+	t.eachConn((*conn).retire)
+}
+
+// eachConn calls f for every connection open now, holding no lock.
+func (t *Transport) eachConn(f func(*conn)) {
 	t.mu.Lock()
 	pools := make([]*pool, 0, len(t.pools))
 	for _, p := range t.pools {
@@ -160,7 +157,7 @@ func (t *Transport) Retire() {
 		conns := append([]*conn(nil), p.conns...)
 		p.mu.Unlock()
 		for _, c := range conns {
-			c.retire()
+			f(c)
 		}
 	}
 }
@@ -347,15 +344,6 @@ func (p *pool) remove(c *conn) {
 			p.broadcastLocked()
 			return
 		}
-	}
-}
-
-func (p *pool) closeIdle() {
-	p.mu.Lock()
-	conns := append([]*conn(nil), p.conns...)
-	p.mu.Unlock()
-	for _, c := range conns {
-		c.closeIfIdle()
 	}
 }
 
