@@ -65,8 +65,9 @@ type Options struct {
 	// back to the broker; -1 is unlimited. If not set, 20. The dispatcher
 	// counts, not the broker: the consumer delivers without limit, so an
 	// event whose last delivery ends without a verdict (a crash, a dead
-	// letter that could not be stored) comes back rather than being left
-	// in the stream unacknowledged.
+	// letter that could not be stored) comes back, and goes to
+	// DeadLetters without another try, rather than being left in the
+	// stream unacknowledged.
 	MaxDeliver int
 	// MaxAckPending bounds the messages delivered and not yet acked across
 	// all workers. If not set, 4096.
@@ -358,7 +359,18 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		delivered = md.NumDelivered
 	}
 
-	result, retryAfter, why := d.fanOut(ctx, ev, msg, log)
+	var (
+		result, why string
+		retryAfter  time.Duration
+	)
+	if d.opts.MaxDeliver > 0 && delivered > uint64(d.opts.MaxDeliver) {
+		// Its last delivery ended without a verdict: the worker stopped,
+		// perhaps because of this very event, or its dead letter could not
+		// be stored. It is not tried again, only kept.
+		result, why = "retry", "no verdict on its last delivery (the worker stopped, or the dead letter could not be stored)"
+	} else {
+		result, retryAfter, why = d.fanOut(ctx, ev, msg, log)
+	}
 	switch {
 	case result != "retry":
 		d.settle(msg.Ack(), log)
