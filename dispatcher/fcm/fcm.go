@@ -147,7 +147,7 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 // modifies, are shared rather than copied for every push. When FCM refuses
 // a token (401), the next request gets a new one.
 type bearerTransport struct {
-	newSource func() (oauth2.TokenSource, error) // a source with no token yet
+	newSource func() oauth2.TokenSource // a source with no token yet
 	src       atomic.Pointer[tokenSource]
 	base      http.RoundTripper
 	last      atomic.Pointer[bearerHeader]
@@ -162,14 +162,10 @@ type bearerHeader struct {
 	header []string
 }
 
-func newBearerTransport(newSource func() (oauth2.TokenSource, error), base http.RoundTripper) (*bearerTransport, error) {
-	src, err := newSource()
-	if err != nil {
-		return nil, err
-	}
+func newBearerTransport(newSource func() oauth2.TokenSource, base http.RoundTripper) *bearerTransport {
 	b := &bearerTransport{newSource: newSource, base: base}
-	b.src.Store(&tokenSource{src})
-	return b, nil
+	b.src.Store(&tokenSource{newSource()})
+	return b
 }
 
 func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -200,9 +196,7 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil && res.StatusCode == http.StatusUnauthorized {
 		// The token was revoked or is otherwise refused before its expiry:
 		// drop it, so that the next request asks for a new one.
-		if fresh, err := b.newSource(); err == nil {
-			b.src.CompareAndSwap(src, &tokenSource{fresh})
-		}
+		b.src.CompareAndSwap(src, &tokenSource{b.newSource()})
 	}
 	return res, err
 }
@@ -246,16 +240,13 @@ func (n *Notifier) client(app *registry.App) (*appClient, error) {
 	// the token endpoint.
 	base := &http.Client{Transport: n.transport}
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, base)
-	bt, err := newBearerTransport(func() (oauth2.TokenSource, error) {
-		creds, err := google.CredentialsFromJSONWithType(ctx, []byte(app.FCM.ServiceAccount), google.ServiceAccount, Scope)
-		if err != nil {
-			return nil, err
-		}
-		return creds.TokenSource, nil
-	}, n.send)
+	// The key is read once; each token source made from it starts with
+	// no token (a new one after FCM refuses the current one).
+	conf, err := google.JWTConfigFromJSON([]byte(app.FCM.ServiceAccount), Scope)
 	if err != nil {
 		return nil, fmt.Errorf("fcm: app %s: service account: %w", app.Name, err)
 	}
+	bt := newBearerTransport(func() oauth2.TokenSource { return conf.TokenSource(ctx) }, n.send)
 	hc := &http.Client{Transport: bt}
 	fa, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: app.FCM.ProjectID},
 		option.WithEndpoint(n.opts.Endpoint), option.WithHTTPClient(hc))

@@ -300,13 +300,11 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 	}
 	var streams *registry.Streams
 	if c := in.CognitoStreams; c != nil {
-		cur, err := s.reg.PoolStreams(r.Context(), pool)
-		if err != nil {
+		if streams, err = s.reg.PoolStreams(r.Context(), pool); err != nil {
 			return nil, err
 		}
-		streams = &registry.Streams{}
-		if cur != nil {
-			streams = cur
+		if streams == nil {
+			streams = &registry.Streams{}
 		}
 		if c.StreamName != nil {
 			if len(*c.StreamName) < 1 || len(*c.StreamName) > 128 {
