@@ -372,17 +372,24 @@ func (s *Server) describePoolUsage(r *request) (any, error) {
 	return struct{ IdentityPoolUsage poolUsageOut }{poolUsageView(u)}, nil
 }
 
+// maxPoolUsages is the most pools one ListIdentityPoolUsage page holds.
+const maxPoolUsages = 60
+
 func (s *Server) listPoolUsage(r *request) (any, error) {
 	if err := r.developerOnly("ListIdentityPoolUsage"); err != nil {
 		return nil, err
 	}
 	q := r.URL.Query()
-	max, given, err := queryInt(q, "maxResults", 1, 60)
+	// Pages hold at most maxPoolUsages pools; a larger maxResults is
+	// answered with a full page and a NextToken (the model sets no limit,
+	// so a caller's larger value is not an error), and the answer's
+	// MaxResults says what was used.
+	max, given, err := queryInt(q, "maxResults", 1, math.MaxInt32)
 	if err != nil {
 		return nil, err
 	}
-	if !given {
-		max = 60
+	if !given || max > maxPoolUsages {
+		max = maxPoolUsages
 	}
 	us, next, err := s.store.ListPoolUsage(r.Context(), int(max), q.Get("nextToken"))
 	if err != nil {

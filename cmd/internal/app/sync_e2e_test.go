@@ -998,6 +998,12 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 		aws.Int64Value(lpu.IdentityPoolUsages[0].SyncSessionsCount) != sessions {
 		t.Errorf("ListIdentityPoolUsage: %v %v", lpu, err)
 	}
+	// The model sets no limit on maxResults: a large one is served with
+	// pages of at most 60, which the answer's MaxResults reports.
+	lpu, err = dev.ListIdentityPoolUsage(&cognitosync.ListIdentityPoolUsageInput{MaxResults: aws.Int64(1000)})
+	if err != nil || aws.Int64Value(lpu.Count) != 1 || aws.Int64Value(lpu.MaxResults) != 60 {
+		t.Errorf("ListIdentityPoolUsage with maxResults 1000: %v %v", lpu, err)
+	}
 
 	if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: id}); err != nil {
 		t.Fatal(err)
