@@ -22,7 +22,7 @@ type Store interface {
 	DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*store.Dataset, error)
 	IdentityUsage(ctx context.Context, pool, identity string) (store.IdentityUsage, error)
 	PoolUsage(ctx context.Context, pool string) (store.PoolUsage, error)
-	ListPoolUsage(ctx context.Context, max int, nextToken string) ([]store.PoolUsage, string, error)
+	ListPoolUsage(ctx context.Context, max int, nextToken string, known []string) ([]store.PoolUsage, string, error)
 }
 
 // Relay publishes a committed change; *relay.Relay is one.
@@ -391,7 +391,17 @@ func (s *Server) listPoolUsage(r *request) (any, error) {
 	if !given || max > maxPoolUsages {
 		max = maxPoolUsages
 	}
-	us, next, err := s.store.ListPoolUsage(r.Context(), int(max), q.Get("nextToken"))
+	// Created pools are listed before they store anything, as
+	// DescribeIdentityPoolUsage describes them.
+	created, err := s.reg.IdentityPools(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	known := make([]string, len(created))
+	for i, p := range created {
+		known[i] = p.ID
+	}
+	us, next, err := s.store.ListPoolUsage(r.Context(), int(max), q.Get("nextToken"), known)
 	if err != nil {
 		return nil, storeError(err)
 	}

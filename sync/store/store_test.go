@@ -818,13 +818,37 @@ func TestUsage(t *testing.T) {
 		t.Errorf("PoolUsage after four listings, three starting a session: %+v", pu)
 	}
 
-	all, next, err := s.ListPoolUsage(ctx, 1, "")
+	all, next, err := s.ListPoolUsage(ctx, 1, "", nil)
 	if err != nil || len(all) != 1 || next == "" || all[0].IdentityPoolID != pool2 || all[0].DataStorage != 2 || all[0].SyncSessions != 0 {
 		t.Fatalf("ListPoolUsage page 1: %+v %q %v", all, next, err)
 	}
-	all, next, err = s.ListPoolUsage(ctx, 1, next)
+	all, next, err = s.ListPoolUsage(ctx, 1, next, nil)
 	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 || all[0].SyncSessions != 3 {
 		t.Fatalf("ListPoolUsage page 2: %+v %q %v", all, next, err)
+	}
+
+	// Pools known elsewhere come in order, with zero usage until they
+	// store something, and once however often they are named.
+	const empty1, empty2 = "ap-south-1:00000000-0000-0000-0000-000000000000", "sa-east-1:00000000-0000-0000-0000-000000000000"
+	known := []string{empty2, pool, empty1}
+	var listed []string
+	for next = ""; ; {
+		all, next, err = s.ListPoolUsage(ctx, 2, next, known)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range all {
+			listed = append(listed, u.IdentityPoolID)
+			if (u.IdentityPoolID == empty1 || u.IdentityPoolID == empty2) && (u.DataStorage != 0 || !u.LastModifiedDate.IsZero()) {
+				t.Errorf("ListPoolUsage of a pool that stores nothing: %+v", u)
+			}
+		}
+		if next == "" {
+			break
+		}
+	}
+	if want := []string{empty1, pool2, empty2, pool}; !slices.Equal(listed, want) {
+		t.Errorf("ListPoolUsage with known pools listed %q, want %q", listed, want)
 	}
 
 	var ids []string

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -163,9 +164,10 @@ func decodePoolUsage(pool string, v []any) (PoolUsage, bool) {
 }
 
 // ListPoolUsage returns the usage of every identity pool that stored data,
-// ordered by pool id, at most max of them (64 if max is 0 or less), and a
-// token for the next page, empty on the last one.
-func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string) ([]PoolUsage, string, error) {
+// and of every pool in known (pools that exist elsewhere, with zero usage
+// until they store something), ordered by pool id, at most max of them (64
+// if max is 0 or less), and a token for the next page, empty on the last one.
+func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string, known []string) ([]PoolUsage, string, error) {
 	if max <= 0 {
 		max = DefaultListDatasets
 	}
@@ -181,6 +183,15 @@ func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string) ([
 	if err != nil {
 		return nil, "", fmt.Errorf("store: list pools: %w", err)
 	}
+	// The first max+1 of the union are among these: the sorted set's page
+	// holds its first max+1 after the token.
+	for _, k := range known {
+		if k > after {
+			pools = append(pools, k)
+		}
+	}
+	slices.Sort(pools)
+	pools = slices.Compact(pools)
 	next := ""
 	if len(pools) > max {
 		pools = pools[:max]

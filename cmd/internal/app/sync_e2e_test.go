@@ -953,6 +953,10 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 		aws.StringValue(pu.IdentityPoolUsage.IdentityPoolId) != poolID || aws.Int64Value(pu.IdentityPoolUsage.DataStorage) != 0 {
 		t.Errorf("DescribeIdentityPoolUsage of a new pool: %v %v", pu, err)
 	}
+	if lpu, err := dev.ListIdentityPoolUsage(&cognitosync.ListIdentityPoolUsageInput{}); err != nil || aws.Int64Value(lpu.Count) != 1 ||
+		aws.StringValue(lpu.IdentityPoolUsages[0].IdentityPoolId) != poolID || aws.Int64Value(lpu.IdentityPoolUsages[0].DataStorage) != 0 {
+		t.Errorf("ListIdentityPoolUsage with a new pool: %v %v", lpu, err)
+	}
 	details, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: id})
 	if err != nil || aws.StringValue(details.BulkPublishStatus) != "NOT_STARTED" || details.BulkPublishStartTime != nil {
 		t.Fatalf("GetBulkPublishDetails before any: %v %v", details, err)
