@@ -15,7 +15,7 @@ import (
 
 // Store is what the API reads and writes in the dataset store.
 type Store interface {
-	UpdateRecords(ctx context.Context, u store.Update) ([]store.Record, int64, error)
+	UpdateRecords(ctx context.Context, u store.Update) ([]store.Record, store.Change, error)
 	ListRecords(ctx context.Context, pool, identity, dataset string, o store.ListOptions) (*store.Page, error)
 	DescribeDataset(ctx context.Context, pool, identity, dataset string) (*store.Dataset, error)
 	ListDatasets(ctx context.Context, pool, identity string, max int, nextToken string) ([]store.Dataset, string, error)
@@ -229,12 +229,12 @@ func (s *Server) updateRecords(r *request) (any, error) {
 		}
 		u.Patches = append(u.Patches, patch)
 	}
-	recs, count, err := s.store.UpdateRecords(r.Context(), u)
+	recs, change, err := s.store.UpdateRecords(r.Context(), u)
 	if err != nil {
 		return nil, storeError(err)
 	}
 	if len(recs) > 0 {
-		s.deliver(r, store.Change{IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset, SyncCount: count, OriginDeviceID: u.DeviceID, ChangedAt: recs[0].LastModifiedDate})
+		s.deliver(r, change)
 	}
 	return struct{ Records []recordOut }{records(recs)}, nil
 }

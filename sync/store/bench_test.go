@@ -28,12 +28,12 @@ func BenchmarkUpdateRecords(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(bc.patches * bc.size))
 			for b.Loop() {
-				_, sc, err := s.UpdateRecords(ctx, upd("bench", "dev", ps...))
+				_, c, err := s.UpdateRecords(ctx, upd("bench", "dev", ps...))
 				if err != nil {
 					b.Fatal(err)
 				}
 				for i := range ps {
-					ps[i].SyncCount = sc
+					ps[i].SyncCount = c.SyncCount
 				}
 			}
 		})

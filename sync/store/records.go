@@ -120,8 +120,20 @@ if #states > 0 then redis.call('HSET', KEYS[2], unpack(states)) end
 if #values > 0 then redis.call('HSET', KEYS[3], unpack(values)) end
 if #removed > 0 then redis.call('HDEL', KEYS[3], unpack(removed)) end
 redis.call('HSET', KEYS[1], name, table.concat({scs, '1', created, now, fmt(storage), fmt(num), deletedAt, by}, '|'))
-redis.call('HSET', KEYS[4], name, scs .. '|' .. now .. '|' .. ARGV[4])
-return {sc, storage - oldStorage}
+-- A marker still there is a change not yet published. Its event and this
+-- one become one event, which must then skip no device: neither device has
+-- seen the other's change.
+local origin = ARGV[4]
+local pending = redis.call('HGET', KEYS[4], name)
+if pending and origin ~= '' then
+  local p1 = string.find(pending, '|', 1, true)
+  local p2 = p1 and string.find(pending, '|', p1 + 1, true)
+  if not p2 or string.sub(pending, p2 + 1) ~= origin then origin = '' end
+end
+redis.call('HSET', KEYS[4], name, scs .. '|' .. now .. '|' .. origin)
+local kept = 0
+if origin ~= '' then kept = 1 end
+return {sc, storage - oldStorage, kept}
 `)
 
 // UpdateRecords applies the patches of one update atomically, as one Lua
@@ -133,30 +145,34 @@ return {sc, storage - oldStorage}
 // first write (or re-created after a deletion, continuing its count), gets
 // its sync count raised by exactly one, every patched record gets that count,
 // and an outbox marker for the change is written in the same script. The
-// patched records are returned in patch order, with the new dataset sync
-// count.
+// patched records are returned in patch order, with the change to publish:
+// the new dataset sync count, and the update's device as its origin unless
+// the marker of an earlier change, not yet published, was replaced (then
+// no origin, so that its event reaches every device).
 //
 // An update with no patches changes nothing, not even the sync count: it
-// returns no records and the current sync count of the dataset (0 if it does
-// not exist). Two patches of one key in one update are refused, as the
+// returns no records and, in the change, the current sync count of the
+// dataset (0 if it does not exist). Two patches of one key in one update are refused, as the
 // underlying model does not say which should win.
 //
 // The identity is added to its pool's indexes before the script runs, and
 // the pool's usage figures are adjusted after it; an error in that last step
 // is ignored, as the update itself has been committed.
-func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, int64, error) {
+func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, error) {
 	if err := validateUpdate(&u); err != nil {
-		return nil, 0, err
+		return nil, Change{}, err
 	}
+	c := Change{IdentityPoolID: u.IdentityPoolID, IdentityID: u.IdentityID, DatasetName: u.DatasetName}
 	if len(u.Patches) == 0 {
 		d, err := s.DescribeDataset(ctx, u.IdentityPoolID, u.IdentityID, u.DatasetName)
 		if errors.Is(err, ErrDatasetNotFound) {
-			return []Record{}, 0, nil
+			return []Record{}, c, nil
 		}
 		if err != nil {
-			return nil, 0, err
+			return nil, Change{}, err
 		}
-		return []Record{}, d.SyncCount, nil
+		c.SyncCount = d.SyncCount
+		return []Record{}, c, nil
 	}
 	by := u.ModifiedBy
 	if by == "" {
@@ -164,7 +180,7 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, int64, e
 	}
 	pool, identity := u.IdentityPoolID, u.IdentityID
 	if err := s.index(ctx, pool, identity); err != nil {
-		return nil, 0, err
+		return nil, Change{}, err
 	}
 	now := s.nowMs()
 	nowS := fmtInt(now)
@@ -191,25 +207,29 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, int64, e
 			var i int
 			var cur int64
 			if _, serr := fmt.Sscan(rest, &i, &cur); serr == nil && i >= 0 && i < len(u.Patches) {
-				return nil, 0, &ConflictError{Key: u.Patches[i].Key, Current: cur, Given: u.Patches[i].SyncCount}
+				return nil, Change{}, &ConflictError{Key: u.Patches[i].Key, Current: cur, Given: u.Patches[i].SyncCount}
 			}
 		}
 		if rest, ok := scriptError(err, "PSLIMIT "); ok {
 			switch rest {
 			case "datasets":
-				return nil, 0, &LimitError{What: LimitDatasets, Limit: int64(s.maxDatasets)}
+				return nil, Change{}, &LimitError{What: LimitDatasets, Limit: int64(s.maxDatasets)}
 			case "records":
-				return nil, 0, &LimitError{What: LimitRecords, Limit: int64(s.maxRecords)}
+				return nil, Change{}, &LimitError{What: LimitRecords, Limit: int64(s.maxRecords)}
 			case "bytes":
-				return nil, 0, &LimitError{What: LimitDatasetSize, Limit: s.maxBytes}
+				return nil, Change{}, &LimitError{What: LimitDatasetSize, Limit: s.maxBytes}
 			}
 		}
-		return nil, 0, fmt.Errorf("store: update records: %w", err)
+		return nil, Change{}, fmt.Errorf("store: update records: %w", err)
 	}
-	if len(res) != 2 {
-		return nil, 0, fmt.Errorf("store: update records: unexpected reply %v", res)
+	if len(res) != 3 {
+		return nil, Change{}, fmt.Errorf("store: update records: unexpected reply %v", res)
 	}
 	syncCount := res[0]
+	c.SyncCount, c.ChangedAt = syncCount, msTime(now)
+	if res[2] == 1 {
+		c.OriginDeviceID = u.DeviceID
+	}
 	s.addUsage(ctx, pool, res[1], now)
 	records := make([]Record, len(u.Patches))
 	for i := range u.Patches {
@@ -222,7 +242,7 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, int64, e
 		}
 		records[i] = r
 	}
-	return records, syncCount, nil
+	return records, c, nil
 }
 
 // ListOptions selects the records ListRecords returns.

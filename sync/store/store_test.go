@@ -52,11 +52,11 @@ func upd(dataset, device string, patches ...store.Patch) store.Update {
 
 func mustUpdate(t testing.TB, s *store.Store, u store.Update) ([]store.Record, int64) {
 	t.Helper()
-	recs, sc, err := s.UpdateRecords(ctx, u)
+	recs, c, err := s.UpdateRecords(ctx, u)
 	if err != nil {
 		t.Fatalf("UpdateRecords(%s): %v", u.DatasetName, err)
 	}
-	return recs, sc
+	return recs, c.SyncCount
 }
 
 func mustList(t testing.TB, s *store.Store, dataset string, o store.ListOptions) *store.Page {
@@ -212,17 +212,17 @@ func TestEmptyModifiedByDefaultsToIdentity(t *testing.T) {
 
 func TestZeroPatches(t *testing.T) {
 	s, rdb, _ := newStore(t, store.Options{})
-	recs, sc, err := s.UpdateRecords(ctx, upd("ds", "d"))
-	if err != nil || recs == nil || len(recs) != 0 || sc != 0 {
-		t.Fatalf("empty update of a missing dataset: %v, %d, %v", recs, sc, err)
+	recs, c, err := s.UpdateRecords(ctx, upd("ds", "d"))
+	if err != nil || recs == nil || len(recs) != 0 || c.SyncCount != 0 {
+		t.Fatalf("empty update of a missing dataset: %v, %d, %v", recs, c.SyncCount, err)
 	}
 	if snap := snapshot(t, rdb, s); len(snap) != 0 {
 		t.Errorf("empty update wrote %v", snap)
 	}
 	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0)))
-	recs, sc, err = s.UpdateRecords(ctx, upd("ds", "d"))
-	if err != nil || len(recs) != 0 || sc != 1 {
-		t.Fatalf("empty update: %v, %d, %v", recs, sc, err)
+	recs, c, err = s.UpdateRecords(ctx, upd("ds", "d"))
+	if err != nil || len(recs) != 0 || c.SyncCount != 1 {
+		t.Fatalf("empty update: %v, %d, %v", recs, c.SyncCount, err)
 	}
 	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.SyncCount != 1 {
 		t.Errorf("empty update raised the count to %d", d.SyncCount)
@@ -308,15 +308,15 @@ func TestRaceDistinctCounts(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			recs, sc, err := s.UpdateRecords(ctx, upd("ds", "d", put(fmt.Sprint("k", i), "v", 0)))
+			recs, c, err := s.UpdateRecords(ctx, upd("ds", "d", put(fmt.Sprint("k", i), "v", 0)))
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			if recs[0].SyncCount != sc {
-				t.Errorf("record count %d, dataset %d", recs[0].SyncCount, sc)
+			if recs[0].SyncCount != c.SyncCount {
+				t.Errorf("record count %d, dataset %d", recs[0].SyncCount, c.SyncCount)
 			}
-			counts[i] = sc
+			counts[i] = c.SyncCount
 		}()
 	}
 	wg.Wait()
@@ -687,8 +687,10 @@ func TestOutbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// devA's change was not published when devB's replaced its marker: the
+	// one event left must reach devB too.
 	want := []store.Change{
-		{IdentityPoolID: pool, IdentityID: identity, DatasetName: "a", SyncCount: 2, OriginDeviceID: "devB", ChangedAt: clk.Now()},
+		{IdentityPoolID: pool, IdentityID: identity, DatasetName: "a", SyncCount: 2, ChangedAt: clk.Now()},
 		{IdentityPoolID: pool, IdentityID: identity, DatasetName: "b", SyncCount: 1, ChangedAt: clk.Now()},
 	}
 	if !reflect.DeepEqual(ch, want) {
@@ -717,6 +719,48 @@ func TestOutbox(t *testing.T) {
 	if len(ch) != 2 || ch[0].DatasetName != "a" || ch[0].SyncCount != 3 || ch[0].OriginDeviceID != "" {
 		t.Errorf("after delete: %+v", ch)
 	}
+	// An update returns the change its marker holds: its device as the
+	// origin while no other change of the dataset waits to be published,
+	// and also when the waiting one is the same device's.
+	clearAll := func() {
+		pending, _ := s.PendingChanges(ctx, pool, identity)
+		for _, c := range pending {
+			if c.DatasetName != "b" {
+				_ = s.ClearChange(ctx, c)
+			}
+		}
+	}
+	clearAll()
+	for i, step := range []struct {
+		dataset, device, before, wantOrigin string
+	}{
+		{"a", "devA", "", "devA"},
+		{"a", "devA", "", "devA"},         // devA's own change waits
+		{"a", "devB", "", ""},             // devA's waits
+		{"a", "devB", "clear", "devB"},    // nothing waits
+		{"c", "devC", "clear", "devC"},    // a new dataset
+		{"c", "devC", "clear,delete", ""}, // its deletion, which has no origin, waits
+		{"c", "devC", "clear", "devC"},    // nothing waits
+	} {
+		if strings.Contains(step.before, "clear") {
+			clearAll()
+		}
+		if strings.Contains(step.before, "delete") {
+			if _, err := s.DeleteDataset(ctx, pool, identity, step.dataset, "op"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, c, err := s.UpdateRecords(ctx, upd(step.dataset, step.device, put(fmt.Sprint("k", i), "v", 0)))
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		pending, _ := s.PendingChanges(ctx, pool, identity)
+		if c.OriginDeviceID != step.wantOrigin || !slices.Contains(pending, c) {
+			t.Errorf("step %d: %s's update returned %+v, want origin %q; pending %+v", i, step.device, c, step.wantOrigin, pending)
+		}
+	}
+	clearAll()
+
 	// A failed update leaves no marker.
 	_ = s.ClearChange(ctx, ch[0])
 	if _, _, err := s.UpdateRecords(ctx, upd("a", "x", put("k", "v", 9))); err == nil {
