@@ -26,6 +26,11 @@ const Version = 1
 // event is well under 1 KiB.
 const MaxSize = 4096
 
+// MaxSyncCount is the largest sync count an event may carry, 2^53 - 1: the
+// largest integer that a JSON number keeps exactly in every client (the
+// push payload carries it) and that Redis scripts compare exactly.
+const MaxSyncCount = 1<<53 - 1
+
 // DatasetChanged says that a dataset of one identity has changed and now has
 // the given sync count.
 type DatasetChanged struct {
@@ -63,8 +68,8 @@ func (e *DatasetChanged) Validate() error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
-	if e.SyncCount < 1 {
-		return fmt.Errorf("%w: syncCount must be at least 1, got %d", ErrInvalid, e.SyncCount)
+	if e.SyncCount < 1 || e.SyncCount > MaxSyncCount {
+		return fmt.Errorf("%w: syncCount must be from 1 to %d, got %d", ErrInvalid, int64(MaxSyncCount), e.SyncCount)
 	}
 	if e.OriginDeviceID != "" {
 		if err := cognito.ValidateDeviceID(e.OriginDeviceID); err != nil {
