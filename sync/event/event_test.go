@@ -240,3 +240,32 @@ func TestEnsureStreamRefusesForeignStream(t *testing.T) {
 		t.Fatalf("got %v, want an error about the subjects", err)
 	}
 }
+
+// TestEnsureStreamAppliesLimits: a stream made with other limits gets the
+// configured ones, and one with other storage is refused with what to do.
+func TestEnsureStreamAppliesLimits(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	_, js := ns.Connect(t)
+	ctx := context.Background()
+	if _, err := event.EnsureStream(ctx, js, streamConfig()); err != nil {
+		t.Fatal(err)
+	}
+	sc := streamConfig()
+	sc.MaxAge, sc.Duplicates = 2*time.Hour, 10*time.Minute
+	s, err := event.EnsureStream(ctx, js, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Config; got.MaxAge != 2*time.Hour || got.Duplicates != 10*time.Minute || got.Replicas != 1 {
+		t.Errorf("stream kept max age %s, duplicate window %s, replicas %d; want 2h, 10m, 1", got.MaxAge, got.Duplicates, got.Replicas)
+	}
+
+	sc.Storage = jetstream.FileStorage
+	if _, err := event.EnsureStream(ctx, js, sc); err == nil || !strings.Contains(err.Error(), "exists with Memory storage, not File as configured") {
+		t.Errorf("got %v, want an error about the storage", err)
+	}
+}

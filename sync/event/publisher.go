@@ -61,9 +61,11 @@ func (c *StreamConfig) subjects() []string {
 }
 
 // EnsureStream creates the stream if it does not exist. If it exists, it
-// checks that the stream captures the event subjects and deduplicates
-// publishes, and otherwise returns an error saying what differs; it never
-// changes an existing stream.
+// checks that the stream captures the event subjects, deduplicates
+// publishes and keeps its events in the configured storage, and otherwise
+// returns an error saying what differs; and it gives the stream the
+// configured max age, duplicate window and replicas, which JetStream can
+// change on a live stream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if c.Name == "" || c.SubjectPrefix == "" {
 		return nil, errors.New("event: stream name and subject prefix are required")
@@ -90,6 +92,18 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	}
 	if got.Retention == jetstream.WorkQueuePolicy {
 		return nil, fmt.Errorf("event: stream %s exists with work-queue retention; pushsync needs limits retention so that several consumers can read it", c.Name)
+	}
+	if got.Storage != want.Storage {
+		return nil, fmt.Errorf("event: stream %s exists with %s storage, not %s as configured; JetStream cannot change a stream's storage (configure %s, or move the stream's events to a new stream)",
+			c.Name, got.Storage, want.Storage, got.Storage)
+	}
+	if got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates || got.Replicas != want.Replicas {
+		upd := got
+		upd.MaxAge, upd.Duplicates, upd.Replicas = want.MaxAge, want.Duplicates, want.Replicas
+		if s, err = js.UpdateStream(ctx, upd); err != nil {
+			return nil, fmt.Errorf("event: stream %s: change max age %s → %s, duplicate window %s → %s, replicas %d → %d: %w",
+				c.Name, got.MaxAge, want.MaxAge, got.Duplicates, want.Duplicates, got.Replicas, want.Replicas, err)
+		}
 	}
 	return s, nil
 }
