@@ -359,6 +359,10 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		delivered = md.NumDelivered
 	}
 
+	var expires time.Time
+	if d.opts.PushTTL > 0 {
+		expires = pushSince(ev, msg).Add(d.opts.PushTTL)
+	}
 	var (
 		result, why string
 		retryAfter  time.Duration
@@ -369,14 +373,27 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		// be stored. It is not tried again, only kept.
 		result, why = "retry", "no verdict on its last delivery (the worker stopped, or the dead letter could not be stored)"
 	} else {
-		result, retryAfter, why = d.fanOut(ctx, ev, msg, log)
+		result, retryAfter, why = d.fanOut(ctx, ev, msg, expires, log)
+	}
+	// The last try is the last delivery, or one after which the event
+	// would come back too late to push: kept as a dead letter rather than
+	// dropped as expired then.
+	last, reason := d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver), "retries exhausted: "+why
+	var delay time.Duration
+	if result == "retry" && !last {
+		delay = d.retryDelay(delivered, retryAfter)
+		if why == budgetDeferral {
+			delay = retryAfter // a wait for the budget, not a failure
+		}
+		if !expires.IsZero() && !d.opts.Now().Add(delay).Before(expires) {
+			last, reason = true, "the push TTL ends before the next try: "+why
+		}
 	}
 	switch {
 	case result != "retry":
 		d.settle(msg.Ack(), log)
-	case d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver):
+	case last:
 		result = "dead_lettered"
-		reason := "retries exhausted: " + why
 		if d.opts.DeadLetters == nil {
 			result = "abandoned"
 		} else if err := d.opts.DeadLetters.Put(ctx, msg.Subject(), msg.Data(), reason, delivered); err != nil {
@@ -390,7 +407,6 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		log.Error().Uint64("deliveries", delivered).Str("reason", reason).Str("result", result).Msg("giving up on event after its last delivery")
 		d.settle(msg.TermWithReason(reason), log)
 	default:
-		delay := d.retryDelay(delivered, retryAfter)
 		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
 		d.settle(msg.NakWithDelay(delay), log)
 	}
@@ -405,6 +421,20 @@ func (d *Dispatcher) settle(err error, log zerolog.Logger) {
 	if err != nil {
 		log.Warn().Err(err).Msg("could not settle message with the broker; it will be redelivered")
 	}
+}
+
+// budgetDeferral is why an event waits for a device's push budget.
+const budgetDeferral = "push budget"
+
+// pushSince is when the push TTL of an event starts: its change, or its
+// replay from the dead letters.
+func pushSince(ev *event.DatasetChanged, msg jetstream.Msg) time.Time {
+	if h := msg.Headers().Get(event.HeaderReplayedAt); h != "" {
+		if t, err := time.Parse(time.RFC3339Nano, h); err == nil && t.After(ev.ChangedAt) {
+			return t
+		}
+	}
+	return ev.ChangedAt
 }
 
 // retryDelay is RetryDelay doubled per earlier delivery, capped, with
@@ -429,14 +459,10 @@ type target struct {
 // returns the event's result: "delivered" when every push settled for good
 // (accepted, or dropped as permanent), "retry" when some must be tried
 // again, or why nothing was sent.
-func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
-	var expires time.Time
-	if d.opts.PushTTL > 0 {
-		expires = ev.ChangedAt.Add(d.opts.PushTTL)
-		if !d.opts.Now().Before(expires) {
-			log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
-			return "expired", 0, ""
-		}
+func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, expires time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
+	if !expires.IsZero() && !d.opts.Now().Before(expires) {
+		log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
+		return "expired", 0, ""
 	}
 	reg, err := d.registration(ev.IdentityPoolID, ev.IdentityID)
 	if err != nil {
@@ -507,7 +533,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	}
 	if len(targets) == 0 {
 		if deferFor > 0 {
-			return "retry", deferFor, "push budget"
+			return "retry", deferFor, budgetDeferral
 		}
 		if alreadySent > 0 {
 			return "delivered", 0, "" // every subscriber has it already
@@ -547,7 +573,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 	if deferFor > 0 {
 		f.retry = true
 		f.retryAfter = max(f.retryAfter, deferFor)
-		f.reason("push budget")
+		f.reason(budgetDeferral)
 	}
 	if f.retry {
 		list := make([]string, 0, len(f.reasons))

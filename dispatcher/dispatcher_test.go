@@ -754,6 +754,47 @@ func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
 	}
 }
 
+// TestEventsThatWouldOutliveTheirTTLAreDeadLettered: a failing event whose
+// next try would come after its push TTL is kept as a dead letter, not
+// dropped as expired when it comes back; and its replay, long after the
+// change, is pushed, the TTL counted from the replay.
+func TestEventsThatWouldOutliveTheirTTLAreDeadLettered(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	dl, err := event.NewDeadLetters(ctx, e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := e.fcmDown()
+	const ttl = 1500 * time.Millisecond
+	e.start(t, func(o *dispatcher.Options) {
+		o.DeadLetters, o.PushTTL, o.RetryDelay, o.MaxRetryDelay = dl, ttl, 2*time.Second, 2*time.Second
+	})
+	changed := time.Now()
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
+	letters, err := dl.List(ctx, 0, 10)
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("dead letters %+v %v", letters, err)
+	}
+	if l := letters[0]; l.Reason != "the push TTL ends before the next try: GCM UNAVAILABLE" || l.Deliveries != 1 {
+		t.Fatalf("dead letter %+v", l)
+	}
+
+	broken.Store(false)
+	time.Sleep(time.Until(changed.Add(ttl + 100*time.Millisecond)))
+	if err := dl.Replay(ctx, letters[0].Sequence); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "expired"); n != 0 {
+		t.Fatalf("the replay was dropped as expired")
+	}
+	if got := e.fcm.tokens(); !slices.Contains(got, "fcm-3") {
+		t.Fatalf("the replay pushed to %v, want fcm-3 among them", got)
+	}
+}
+
 // unstoredDeadLetters fails to store dead letters until it is fixed.
 type unstoredDeadLetters struct {
 	fixed atomic.Bool

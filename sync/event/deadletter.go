@@ -20,6 +20,11 @@ const (
 	HeaderFailedAt        = "Pushsync-Failed-At"
 )
 
+// HeaderReplayedAt marks an event published again from the dead letters,
+// with the time (RFC 3339): the dispatcher counts the push TTL from then,
+// for a replay comes once the cause is fixed, often long after the change.
+const HeaderReplayedAt = "Pushsync-Replayed-At"
+
 // ErrNoDeadLetter is returned for a dead-letter sequence that is not in the
 // stream.
 var ErrNoDeadLetter = errors.New("event: no such dead letter")
@@ -129,7 +134,8 @@ func (d *DeadLetters) get(ctx context.Context, seq uint64) (*DeadLetter, error) 
 }
 
 // Replay publishes a dead letter's event again on its original subject,
-// for the dispatcher to deliver afresh, and removes the dead letter.
+// for the dispatcher to deliver afresh (its push TTL counted from the
+// replay), and removes the dead letter.
 // Devices that already received its state are not pushed again.
 func (d *DeadLetters) Replay(ctx context.Context, seq uint64) error {
 	dl, err := d.get(ctx, seq)
@@ -138,6 +144,7 @@ func (d *DeadLetters) Replay(ctx context.Context, seq uint64) error {
 	}
 	msg := &nats.Msg{Subject: dl.OriginalSubject, Data: dl.Event, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay.%s.%d", d.cfg.Stream, seq))
+	msg.Header.Set(HeaderReplayedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("event: replay dead letter %d: %w", seq, err)
 	}
