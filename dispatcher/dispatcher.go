@@ -346,8 +346,9 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg) {
 	d.process(context.WithoutCancel(runCtx), ev, msg)
 }
 
-// process fans one event out and acks, naks or dead-letters its message.
-func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg) {
+// process fans one event out and acks, naks or dead-letters its message,
+// and returns the event's result.
+func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg) string {
 	start := d.opts.Now()
 	d.m.inflightEvents.Inc()
 	defer d.m.inflightEvents.Dec()
@@ -415,6 +416,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	if result == "delivered" {
 		d.m.eventAge.Observe(d.opts.Now().Sub(ev.ChangedAt).Seconds())
 	}
+	return result
 }
 
 func (d *Dispatcher) settle(err error, log zerolog.Logger) {
@@ -930,8 +932,17 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 			e.OriginDeviceID = ""
 			ev = &e
 		}
-		d.process(context.WithoutCancel(runCtx), ev, g.msg)
+		result := d.process(context.WithoutCancel(runCtx), ev, g.msg)
+		// The newest event stands for the others only once its pushes are
+		// done: if it comes back, it comes back with its own origin, which
+		// has not seen the others' changes; they come back too.
+		again := g.mixed && (result == "retry" || result == "dead_lettered" || result == "abandoned")
 		for _, m := range g.superseded {
+			if again {
+				d.settle(m.NakWithDelay(d.opts.RetryDelay), d.log)
+				d.m.events.WithLabelValues("retry").Inc()
+				continue
+			}
 			d.settle(m.Ack(), d.log)
 			d.m.events.WithLabelValues("coalesced").Inc()
 		}

@@ -874,6 +874,40 @@ func TestCoalescingKeepsEveryOriginsPush(t *testing.T) {
 	}
 }
 
+// TestCoalescedRetryKeepsEveryOriginsPush: when the push to one of the two
+// origins of a coalesced pair fails and the newest event goes back to the
+// broker, it comes back with its own origin, which skips that device; the
+// older change comes back too, so that the device still learns of it.
+func TestCoalescedRetryKeepsEveryOriginsPush(t *testing.T) {
+	e := setup(t)
+	reg, err := e.reg.Registration(context.Background(), pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second string
+	for _, d := range reg.Devices {
+		if d.Token == "fcm-3" {
+			second = d.ID
+		}
+	}
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		if p.Device.Token == "fcm-3" && attempt == 1 {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.publish(t, "settings", 6, second)
+	deadline := time.Now().Add(10 * time.Second)
+	for !contains(e.fcm.tokens(), "fcm-3") {
+		if time.Now().After(deadline) {
+			t.Fatalf("fcm-3, origin of the newer change, never got the older one (tried %d times); pushed to %v", e.fcm.attempts("fcm-3"), e.allTokens())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // TestBudgetNeverOutlivesPushTTL: a device over its budget on two datasets
 // has one change deferred twice; deferred again, it would come back older
 // than the push TTL and be dropped, so the device would never learn of it.
