@@ -434,7 +434,7 @@ func TestOperatorTakesAPoolFromNothingToWorkingPushes(t *testing.T) {
 	}
 
 	// A change made on the APNs device reaches the sandbox and FCM ones;
-	// publishing it again is recognised as a duplicate.
+	// publishing it again (a new event, made now) pushes to no device again.
 	d.ctl("event", "publish", "-pool", pool, "-identity", alice, "-dataset", "settings", "-sync-count", "6", "-origin", ids["APNS"])
 	d.waitDelivered(2)
 	fcm, err := d.fcm.WaitForPushes(ctx, 1)
@@ -448,14 +448,18 @@ func TestOperatorTakesAPoolFromNothingToWorkingPushes(t *testing.T) {
 		t.Fatalf("APNs pushes after the second change: production %d, sandbox %d", len(p), len(s))
 	}
 	out = d.ctl("event", "publish", "-pool", pool, "-identity", alice, "-dataset", "settings", "-sync-count", "6", "-origin", ids["APNS"])
-	if keyValue(t, out, "duplicate") != "true" {
-		t.Errorf("publishing the same change again:\n%s", out)
+	if keyValue(t, out, "duplicate") != "false" {
+		t.Errorf("publishing the same sync count again:\n%s", out)
+	}
+	d.waitDelivered(3)
+	if p, s, f := len(d.prod.Pushes()), len(d.sandbox.Pushes()), len(d.fcm.Pushes()); p != 1 || s != 2 || f != 1 {
+		t.Fatalf("pushes after publishing sync count 6 again: production %d, sandbox %d, FCM %d; want 1, 2, 1", p, s, f)
 	}
 
 	// Unsubscribed, the sandbox device gets no more pushes.
 	d.ctl("device", "unsubscribe", "-pool", pool, "-identity", alice, "-dataset", "settings", "-device", ids["APNS_SANDBOX"])
 	d.ctl("event", "publish", "-pool", pool, "-identity", alice, "-dataset", "settings", "-sync-count", "7")
-	d.waitDelivered(3)
+	d.waitDelivered(4)
 	if p, s, f := len(d.prod.Pushes()), len(d.sandbox.Pushes()), len(d.fcm.Pushes()); p != 2 || s != 2 || f != 2 {
 		t.Fatalf("pushes after unsubscribing the sandbox device: production %d, sandbox %d, FCM %d; want 2, 2, 2", p, s, f)
 	}

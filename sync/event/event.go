@@ -99,8 +99,10 @@ func Subject(prefix string, e *DatasetChanged) string {
 }
 
 // MsgID returns the JetStream deduplication id (the Nats-Msg-Id header) of
-// the event: it is the same for the same pool, identity, dataset and sync
-// count, so a publish that is retried is stored once.
+// the event: it is the same for the same pool, identity, dataset, sync
+// count and change time (to the millisecond), so a publish that is retried
+// is stored once. The time tells apart two changes with one sync count,
+// which a Redis failover that lost the first can make.
 func MsgID(e *DatasetChanged) string {
 	var b strings.Builder
 	writeToken(&b, e.IdentityPoolID)
@@ -108,6 +110,8 @@ func MsgID(e *DatasetChanged) string {
 	writeToken(&b, e.DatasetName)
 	b.WriteByte('.')
 	b.WriteString(strconv.FormatInt(e.SyncCount, 10))
+	b.WriteByte('.')
+	b.WriteString(strconv.FormatInt(e.ChangedAt.UnixMilli(), 10))
 	return b.String()[1:]
 }
 

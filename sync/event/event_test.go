@@ -51,7 +51,7 @@ func TestSubjectSurvivesDotsAndWildcards(t *testing.T) {
 
 func TestMsgIDIdentifiesChange(t *testing.T) {
 	a, b := sample(), sample()
-	b.ChangedAt = b.ChangedAt.Add(time.Second)
+	b.ChangedAt = b.ChangedAt.Add(300 * time.Microsecond).In(time.FixedZone("X", 3600))
 	b.OriginDeviceID = ""
 	if event.MsgID(a) != event.MsgID(b) {
 		t.Errorf("the same change got two ids: %q, %q", event.MsgID(a), event.MsgID(b))
@@ -59,6 +59,12 @@ func TestMsgIDIdentifiesChange(t *testing.T) {
 	b.SyncCount++
 	if event.MsgID(a) == event.MsgID(b) {
 		t.Errorf("different sync counts share the id %q", event.MsgID(a))
+	}
+	// Two changes with one sync count, as after a Redis failover that lost
+	// the first: both must be stored.
+	b.SyncCount, b.ChangedAt = a.SyncCount, a.ChangedAt.Add(time.Millisecond)
+	if event.MsgID(a) == event.MsgID(b) {
+		t.Errorf("changes at different times share the id %q", event.MsgID(a))
 	}
 }
 
