@@ -47,8 +47,8 @@ type Options struct {
 	// RootCAs verifies the FCM and OAuth2 server certificates. If not set,
 	// the system roots.
 	RootCAs *x509.CertPool
-	// TTL is how long FCM keeps an undelivered message. If not set, 0:
-	// deliver now or never.
+	// TTL is how long FCM keeps an undelivered message, at most MaxTTL.
+	// If not set, 0: deliver now or never.
 	TTL time.Duration
 	// Priority is the Android priority. If not set, normal.
 	Priority payload.FCMPriority
@@ -221,12 +221,18 @@ func credentialsRefused(req *http.Request, err error) *http.Response {
 	}
 }
 
-// ttl is the time the push has left when the dispatcher set an expiry.
+// MaxTTL is the longest time FCM keeps an undelivered message, four weeks;
+// it refuses a longer android.ttl with 400 INVALID_ARGUMENT.
+const MaxTTL = 2419200 * time.Second
+
+// ttl is the time the push has left when the dispatcher set an expiry,
+// within what FCM accepts: an expiry more than four weeks ahead (a change
+// time ahead of our clock, with a long push TTL) gets four weeks.
 func ttl(p *dispatcher.Push, fallback time.Duration) time.Duration {
 	if p.Expires.IsZero() {
-		return fallback
+		return min(max(fallback, 0), MaxTTL)
 	}
-	return max(time.Until(p.Expires).Truncate(time.Second), 0)
+	return min(max(time.Until(p.Expires).Truncate(time.Second), 0), MaxTTL)
 }
 
 func (n *Notifier) client(app *registry.App) (*appClient, error) {

@@ -64,6 +64,35 @@ func TestSendsExactDataMessage(t *testing.T) {
 	}
 }
 
+// TestTTLIsClampedToFourWeeks: a push expiring more than four weeks ahead
+// (a change time ahead of our clock, with a long push TTL) goes with FCM's
+// largest TTL; a TTL over it is refused with 400 INVALID_ARGUMENT, and the
+// push would be dropped as permanent.
+func TestTTLIsClampedToFourWeeks(t *testing.T) {
+	s, n, app := newFixture(t)
+	p := push(app, "fcm-token-ttl", 1)
+	p.Expires = time.Now().Add(fcmtest.MaxTTL + 2*time.Hour)
+	if err := n.Notify(context.Background(), p); err != nil {
+		t.Fatalf("push expiring in four weeks and two hours: %v", err)
+	}
+	got := s.Pushes()
+	if len(got) != 1 || !strings.Contains(string(got[0].Android), `"ttl":"2419200s"`) {
+		t.Fatalf("pushes %+v, want one with android.ttl 2419200s", got)
+	}
+	// So does a push without an expiry when the configured TTL is longer.
+	long, err := fcm.New(fcm.Options{Endpoint: s.Endpoint(), RootCAs: s.RootCAs(), TTL: 5 * 7 * 24 * time.Hour}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	if err := long.Notify(context.Background(), push(app, "fcm-token-ttl", 2)); err != nil {
+		t.Fatalf("push with a TTL of five weeks: %v", err)
+	}
+	if got := s.Pushes(); len(got) != 2 || !strings.Contains(string(got[1].Android), `"ttl":"2419200s"`) {
+		t.Fatalf("pushes %+v, want a second one with android.ttl 2419200s", got)
+	}
+}
+
 func TestErrorsAreClassified(t *testing.T) {
 	s, n, app := newFixture(t)
 	s.FailToken("dead", fcmtest.Unregistered())
