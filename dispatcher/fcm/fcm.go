@@ -130,6 +130,8 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	if err != nil {
 		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: "MESSAGE_TOO_BIG", Err: err}
 	}
+	st := new(sendState)
+	ctx = context.WithValue(ctx, sendStateKey{}, st)
 	var sendErr error
 	ac.gate.Do(func() bool {
 		_, sendErr = ac.client.Send(ctx, msg)
@@ -138,14 +140,42 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	if sendErr == nil {
 		return nil
 	}
+	if v := st.verdict; v != nil {
+		if v.Err == nil {
+			v.Err = sendErr
+		}
+		return v
+	}
 	return Classify(sendErr)
+}
+
+// sendState is what bearerTransport learned about one send that the
+// firebase client's error cannot tell.
+type sendState struct {
+	// verdict, if set, is the send's failure, to be returned instead of
+	// the classification of the client's error (with that error as Err
+	// when it has none).
+	verdict *dispatcher.Error
+}
+
+type sendStateKey struct{}
+
+// stateOf returns the sendState of a request made by Notify, or a
+// throwaway one.
+func stateOf(req *http.Request) *sendState {
+	if st, ok := req.Context().Value(sendStateKey{}).(*sendState); ok {
+		return st
+	}
+	return new(sendState)
 }
 
 // bearerTransport adds the app's OAuth2 access token to each request, as
 // oauth2.Transport does, but with a shallow copy of the request: the
 // caller's request stays as it was, and the header values, which nobody
 // modifies, are shared rather than copied for every push. When FCM refuses
-// a token (401), the next request gets a new one.
+// a token (401), the next request gets a new one; when FCM refuses that one
+// too before it has accepted any from the new source, or the token
+// endpoint refuses the service account, the send is a configuration error.
 type bearerTransport struct {
 	newSource func() oauth2.TokenSource // a source with no token yet
 	src       atomic.Pointer[tokenSource]
@@ -154,7 +184,13 @@ type bearerTransport struct {
 }
 
 // tokenSource reuses a token until it is about to expire.
-type tokenSource struct{ oauth2.TokenSource }
+type tokenSource struct {
+	oauth2.TokenSource
+	// afterRefusal: the source replaced one whose token FCM refused.
+	afterRefusal bool
+	// accepted: FCM has taken one of its tokens.
+	accepted atomic.Bool
+}
 
 // bearerHeader is an access token with its Authorization header value.
 type bearerHeader struct {
@@ -164,7 +200,7 @@ type bearerHeader struct {
 
 func newBearerTransport(newSource func() oauth2.TokenSource, base http.RoundTripper) *bearerTransport {
 	b := &bearerTransport{newSource: newSource, base: base}
-	b.src.Store(&tokenSource{newSource()})
+	b.src.Store(&tokenSource{TokenSource: newSource()})
 	return b
 }
 
@@ -177,6 +213,7 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			stateOf(req).verdict = &dispatcher.Error{Class: dispatcher.Config, Reason: "UNAUTHENTICATED"}
 			return credentialsRefused(req, err), nil
 		}
 		return nil, err // the token endpoint is unreachable or failing: worth a retry
@@ -193,20 +230,35 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r.Header["Authorization"] = h.header
 	res, err := b.base.RoundTrip(&r)
-	if err == nil && res.StatusCode == http.StatusUnauthorized {
-		// The token was revoked or is otherwise refused before its expiry:
-		// drop it, so that the next request asks for a new one.
-		b.src.CompareAndSwap(src, &tokenSource{b.newSource()})
+	if err != nil {
+		return nil, err
 	}
-	return res, err
+	if res.StatusCode != http.StatusUnauthorized {
+		// FCM checks the token before anything else it answers below
+		// 500; a 5xx may come from its front end without a look at it.
+		if res.StatusCode < 500 && !src.accepted.Load() {
+			src.accepted.Store(true)
+		}
+		return res, nil
+	}
+	// The token was revoked or is otherwise refused before its expiry:
+	// drop it, so that the next request asks for a new one, and retry.
+	// But when the token came fresh after a refusal and FCM has taken
+	// none of its source's, the credentials themselves are refused.
+	if src.afterRefusal && !src.accepted.Load() {
+		stateOf(req).verdict = &dispatcher.Error{Class: dispatcher.Config, Reason: "UNAUTHENTICATED"}
+	}
+	b.src.CompareAndSwap(src, &tokenSource{TokenSource: b.newSource(), afterRefusal: true})
+	return res, nil
 }
 
 // credentialsRefused answers a request whose access token the OAuth2 token
 // endpoint refused to issue (a deleted or revoked service-account key, a
 // disabled account) as FCM answers a request with bad credentials, 401
 // UNAUTHENTICATED, carrying the endpoint's reason: the firebase client
-// would otherwise retry it as a network failure, and the dispatcher would
-// take it for a passing one rather than suspend the app.
+// would otherwise retry it as a network failure. The send's verdict makes
+// it a configuration error, so that the dispatcher suspends the app rather
+// than take it for a passing failure.
 func credentialsRefused(req *http.Request, err error) *http.Response {
 	body, _ := json.Marshal(map[string]any{"error": map[string]any{
 		"code": http.StatusUnauthorized, "status": "UNAUTHENTICATED",
@@ -284,8 +336,11 @@ var ErrNotFCM = errors.New("fcm: not an FCM app")
 
 // Classify turns an error from messaging.Client.Send into a dispatcher
 // error, following FCM's error-code table: dead registration tokens are
-// dropped, quota and server errors are retried (honouring Retry-After), and
-// authentication problems are configuration errors.
+// dropped, quota and server errors are retried (honouring Retry-After), a
+// refused access token (401 UNAUTHENTICATED without details) is retried,
+// with a new token, and other authentication problems are configuration
+// errors. Notify makes a refused access token a configuration error when
+// the credentials themselves are refused.
 func Classify(err error) *dispatcher.Error {
 	e := func(class dispatcher.Class, reason string) *dispatcher.Error {
 		return &dispatcher.Error{Class: class, Reason: reason, Err: err, RetryAfter: retryAfter(err)}
@@ -310,7 +365,7 @@ func Classify(err error) *dispatcher.Error {
 	case messaging.IsThirdPartyAuthError(err):
 		return e(dispatcher.Config, "THIRD_PARTY_AUTH_ERROR")
 	case errorutils.IsUnauthenticated(err):
-		return e(dispatcher.Config, "UNAUTHENTICATED")
+		return e(dispatcher.Retry, "UNAUTHENTICATED")
 	case errorutils.IsPermissionDenied(err):
 		return e(dispatcher.Config, "PERMISSION_DENIED")
 	case errorutils.IsNotFound(err):

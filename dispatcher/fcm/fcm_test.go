@@ -181,8 +181,9 @@ func TestWrongServiceAccountIsConfigError(t *testing.T) {
 }
 
 // TestRevokedTokenIsReplaced: FCM refuses an access token before its
-// expiry (revoked); after that 401 the next push asks for a new one rather
-// than send the refused token until it expires.
+// expiry (revoked); that push is retried rather than the app suspended, and
+// the next push asks for a new token rather than send the refused one until
+// it expires.
 func TestRevokedTokenIsReplaced(t *testing.T) {
 	s, n, app := newFixture(t)
 	if err := n.Notify(context.Background(), push(app, "t1", 1)); err != nil {
@@ -191,14 +192,44 @@ func TestRevokedTokenIsReplaced(t *testing.T) {
 	s.ExpireTokens()
 	err := n.Notify(context.Background(), push(app, "t1", 2))
 	var pe *dispatcher.Error
-	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "UNAUTHENTICATED" {
-		t.Fatalf("push with a revoked token: %v, want UNAUTHENTICATED", err)
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "UNAUTHENTICATED" {
+		t.Fatalf("push with a revoked token: %v, want a retry for UNAUTHENTICATED", err)
 	}
 	if err := n.Notify(context.Background(), push(app, "t1", 3)); err != nil {
 		t.Fatalf("the push after the 401: %v", err)
 	}
 	if st := s.Stats(); st.TokensIssued != 2 {
 		t.Errorf("%d tokens issued, want 2: one before and one after the revocation", st.TokensIssued)
+	}
+}
+
+// TestRefusedFreshTokenIsConfigError: FCM refuses the access token issued
+// right after it refused the previous one, so the credentials themselves
+// are bad: that is a configuration error, as long as no token has been
+// accepted since; once one has, a refusal is a revoked token again.
+func TestRefusedFreshTokenIsConfigError(t *testing.T) {
+	s, n, app := newFixture(t)
+	s.FailAll(&fcmtest.Failure{HTTPStatus: 401, Status: "UNAUTHENTICATED"})
+	wantClass := []dispatcher.Class{dispatcher.Retry, dispatcher.Config, dispatcher.Config}
+	for i, want := range wantClass {
+		err := n.Notify(context.Background(), push(app, "t1", int64(i+1)))
+		var pe *dispatcher.Error
+		if !errors.As(err, &pe) || pe.Class != want || pe.Reason != "UNAUTHENTICATED" {
+			t.Fatalf("refusal %d: %v, want %s UNAUTHENTICATED", i+1, err, want)
+		}
+	}
+	if st := s.Stats(); st.TokensIssued != 3 {
+		t.Errorf("%d tokens issued for three refused pushes, want 3: a new one after each refusal", st.TokensIssued)
+	}
+	s.ClearFailures()
+	if err := n.Notify(context.Background(), push(app, "t1", 4)); err != nil {
+		t.Fatalf("push once FCM takes the credentials again: %v", err)
+	}
+	s.ExpireTokens()
+	err := n.Notify(context.Background(), push(app, "t1", 5))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "UNAUTHENTICATED" {
+		t.Fatalf("push with a revoked token after one was accepted: %v, want a retry for UNAUTHENTICATED", err)
 	}
 }
 
