@@ -130,12 +130,14 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	if err != nil {
 		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: "MESSAGE_TOO_BIG", Err: err}
 	}
-	st := new(sendState)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st := &sendState{cancel: cancel}
 	ctx = context.WithValue(ctx, sendStateKey{}, st)
 	var sendErr error
 	ac.gate.Do(func() bool {
 		_, sendErr = ac.client.Send(ctx, msg)
-		return sendErr == nil || errorutils.HTTPResponse(sendErr) != nil
+		return sendErr == nil || st.verdict != nil || errorutils.HTTPResponse(sendErr) != nil
 	})
 	if sendErr == nil {
 		return nil
@@ -156,6 +158,9 @@ type sendState struct {
 	// the classification of the client's error (with that error as Err
 	// when it has none).
 	verdict *dispatcher.Error
+	// cancel ends the send, and the firebase client's wait before a
+	// retry with it.
+	cancel context.CancelFunc
 }
 
 type sendStateKey struct{}
@@ -166,7 +171,7 @@ func stateOf(req *http.Request) *sendState {
 	if st, ok := req.Context().Value(sendStateKey{}).(*sendState); ok {
 		return st
 	}
-	return new(sendState)
+	return &sendState{cancel: func() {}}
 }
 
 // bearerTransport adds the app's OAuth2 access token to each request, as
@@ -239,6 +244,9 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if res.StatusCode < 500 && !src.accepted.Load() {
 			src.accepted.Store(true)
 		}
+		if res.StatusCode == http.StatusServiceUnavailable {
+			retryLater(req, res)
+		}
 		return res, nil
 	}
 	// The token was revoked or is otherwise refused before its expiry:
@@ -250,6 +258,38 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	b.src.CompareAndSwap(src, &tokenSource{TokenSource: b.newSource(), afterRefusal: true})
 	return res, nil
+}
+
+// retryLater ends the send of req when FCM answered it 503 UNAVAILABLE with
+// a Retry-After longer than the send has left. The firebase client retries
+// a 503 after the Retry-After (up to two minutes), sleeping until the
+// deadline ends the send as a timeout with no Retry-After, the push holding
+// a sender slot meanwhile; ended now, it is a retry carrying FCM's
+// Retry-After, which the dispatcher leaves to the broker. A shorter
+// Retry-After is left to the client's own retries. (The client does not
+// retry 429, so a Retry-After with it reaches Classify at once.)
+func retryLater(req *http.Request, res *http.Response) {
+	wait := dispatcher.ParseRetryAfter(res.Header.Get("Retry-After"))
+	deadline, ok := req.Context().Deadline()
+	if wait <= 0 || !ok || wait < time.Until(deadline) {
+		return
+	}
+	// Read the answer before ending the send, which would cut it short.
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	var status struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err == nil {
+		_ = json.Unmarshal(body, &status)
+	}
+	st := stateOf(req)
+	st.verdict = &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE", RetryAfter: wait,
+		Err: fmt.Errorf("fcm: %s %q with Retry-After %v, past the send's deadline", res.Status, status.Error.Message, wait)}
+	st.cancel()
 }
 
 // credentialsRefused answers a request whose access token the OAuth2 token

@@ -151,6 +151,48 @@ func TestUnavailableIsRetryable(t *testing.T) {
 	}
 }
 
+// TestRetryAfterPastTheDeadlineEndsTheSend: FCM answers 503 with a
+// Retry-After longer than the send has left. The firebase client would
+// sleep it out until the deadline and report a bare timeout; the send ends
+// at once instead, as a retry carrying FCM's Retry-After, so that the
+// broker waits it out rather than a sender slot.
+func TestRetryAfterPastTheDeadlineEndsTheSend(t *testing.T) {
+	s, n, app := newFixture(t)
+	f := fcmtest.Unavailable()
+	f.RetryAfter = 30 * time.Second
+	s.FailAll(&f)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := n.Notify(ctx, push(app, "tok", 1))
+	took := time.Since(start)
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "UNAVAILABLE" || pe.RetryAfter != 30*time.Second {
+		t.Fatalf("got %v (retry after %v), want a retry for UNAVAILABLE after 30s", err, retryAfterOf(err))
+	}
+	if took > 2*time.Second {
+		t.Errorf("the send took %v, want it to end as soon as FCM answered", took)
+	}
+	if st := s.Stats(); st.Requests != 1 {
+		t.Errorf("%d requests, want 1", st.Requests)
+	}
+
+	// A Retry-After that fits in the time left is waited out by the
+	// firebase client's own retries.
+	s.ClearFailures()
+	f.RetryAfter = time.Second
+	f.Times = 1
+	s.FailAll(&f)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Notify(ctx, push(app, "tok", 2)); err != nil {
+		t.Fatalf("503 with a Retry-After of 1s, then accepted: %v", err)
+	}
+	if st := s.Stats(); st.Requests != 3 || st.Accepted != 1 {
+		t.Errorf("%d requests and %d accepted, want 3 and 1: the short Retry-After waited in the client", st.Requests, st.Accepted)
+	}
+}
+
 func TestWrongServiceAccountIsConfigError(t *testing.T) {
 	s, n, app := newFixture(t)
 	other := fcmtest.NewServer() // its key is unknown to s
