@@ -222,6 +222,24 @@ func TestWrongServiceAccountIsConfigError(t *testing.T) {
 	}
 }
 
+// TestWrongProjectIsConfigError: a service account sending to a project it
+// has no permission on gets 403 PERMISSION_DENIED without an FcmError
+// detail: the app is misconfigured, and its devices are not dead.
+func TestWrongProjectIsConfigError(t *testing.T) {
+	s, n, app := newFixture(t)
+	wrong := *app
+	wrong.Name = "android-wrong-project"
+	wrong.FCM = &registry.FCMCredentials{ProjectID: "another-project", ServiceAccount: app.FCM.ServiceAccount}
+	err := n.Notify(context.Background(), push(&wrong, "fcm-token-1", 1))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "PERMISSION_DENIED" {
+		t.Fatalf("service account of demo-project sending to another-project: %v, want a configuration error for PERMISSION_DENIED", err)
+	}
+	if len(s.Pushes()) != 0 {
+		t.Fatal("push accepted for a project the service account has no permission on")
+	}
+}
+
 // TestRevokedTokenIsReplaced: FCM refuses an access token before its
 // expiry (revoked); that push is retried rather than the app suspended, and
 // the next push asks for a new token rather than send the refused one until

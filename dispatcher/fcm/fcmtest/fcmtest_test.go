@@ -551,8 +551,15 @@ func TestWrongProject(t *testing.T) {
 	}
 	c := newClient(t, s, sa, "project-b")
 	_, err = c.mc.Send(ctxT(t, 10*time.Second), dataMsg("tok"))
-	if !messaging.IsSenderIDMismatch(err) || !errorutils.IsPermissionDenied(err) {
+	// As FCM answers it: the service account has no permission on the
+	// project, with no FcmError detail (SENDER_ID_MISMATCH is about a
+	// registration token of another project).
+	want := "Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/project-b' (or it may not exist)."
+	if !errorutils.IsPermissionDenied(err) || messaging.IsSenderIDMismatch(err) || err.Error() != want {
 		t.Fatalf("wrong project: %v", err)
+	}
+	if res := errorutils.HTTPResponse(err); res == nil || res.StatusCode != 403 {
+		t.Fatalf("wrong project: response %v", res)
 	}
 	if len(s.Pushes()) != 0 {
 		t.Fatal("recorded a push for the wrong project")

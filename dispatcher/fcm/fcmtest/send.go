@@ -187,8 +187,11 @@ func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if at.projectID != project {
-		f := SenderIDMismatch()
-		s.reject(w, failureError(f))
+		// The token's service account has no role on the project (FCM's
+		// SENDER_ID_MISMATCH is about a registration token of another
+		// project, not about the caller).
+		s.reject(w, &apiError{httpStatus: 403, status: "PERMISSION_DENIED", message: "Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/" +
+			project + "' (or it may not exist)."})
 		return
 	}
 
