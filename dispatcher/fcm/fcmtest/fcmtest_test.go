@@ -570,7 +570,9 @@ func TestSDKValidationErrors(t *testing.T) {
 	s, c := setup(t, "demo-project")
 	ctx := ctxT(t, 10*time.Second)
 
-	for _, key := range []string{"from", "gcm", "message_type", "collapse_key", "google.x"} {
+	// "from", "message_type" and any key starting with "google" or "gcm".
+	for _, key := range []string{"from", "gcm", "message_type", "collapse_key", "google.x", "google_sent_time", "googleFoo",
+		"gcm.notification.title", "gcmx"} {
 		_, err := c.mc.Send(ctx, &messaging.Message{Token: "t", Data: map[string]string{key: "v"}})
 		if !messaging.IsInvalidArgument(err) || !errorutils.IsInvalidArgument(err) {
 			t.Errorf("reserved key %q: %v", key, err)

@@ -592,13 +592,15 @@ func diagnoseData(raw json.RawMessage, loc, entryType string) *apiError {
 	return parseError(loc, "Invalid JSON payload received. Unexpected token.")
 }
 
-// reservedKey reports whether FCM reserves a data key.
+// reservedKey reports whether FCM reserves a data key: "from",
+// "message_type", "collapse_key", and any key starting with "google" or
+// "gcm".
 func reservedKey(k string) bool {
 	switch k {
-	case "from", "gcm", "message_type", "collapse_key":
+	case "from", "message_type", "collapse_key":
 		return true
 	}
-	return strings.HasPrefix(k, "google.")
+	return strings.HasPrefix(k, "google") || strings.HasPrefix(k, "gcm")
 }
 
 // validTopic reports whether t matches [a-zA-Z0-9-_.~%]+.
