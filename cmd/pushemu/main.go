@@ -88,6 +88,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	hosts := fs.String("hosts", "", "extra comma-separated host names for the certificates (for containers)")
 	quiet := fs.Bool("quiet", false, "do not log every push (for load tests)")
 	record := fs.Bool("record", true, "keep received pushes in memory for GET /_emulator/pushes")
+	tokenCheck := fs.Bool("fcm-token-check", true, "refuse FCM registration tokens that do not look like those FCM issues, as FCM does")
 	feedAddr := fs.String("feed-addr", "127.0.0.1:2199", "listen address of the push feed (plain HTTP, GET /pushes); empty: no feed")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -122,7 +123,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	}
 	defer sandbox.Close()
 	fcmEmu, err := fcmtest.Start(fcmtest.WithAddr(*fcmAddr), fcmtest.WithHosts(extra...), fcmtest.WithRecord(*record),
-		fcmtest.WithOnPush(func(p fcmtest.Push) {
+		fcmtest.WithTokenCheck(*tokenCheck), fcmtest.WithOnPush(func(p fcmtest.Push) {
 			pushes.FCM(p)
 			if !*quiet {
 				log.Info().Str("service", "FCM").Str("project", p.ProjectID).Str("token", p.Token).Any("data", p.Data).Msg("push")

@@ -112,7 +112,7 @@ func TestWrittenCredentialsWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := fcmN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: androidApp,
-		Device: registry.Device{ID: "d", Platform: registry.GCM, Token: "fcm-token"}}); err != nil {
+		Device: registry.Device{ID: "d", Platform: registry.GCM, Token: "fcm-token-registration-token"}}); err != nil {
 		t.Fatalf("FCM: %v", err)
 	}
 
@@ -140,7 +140,7 @@ func TestWrittenCredentialsWork(t *testing.T) {
 			t.Errorf("APNs %s feed line %+v (%v)", env, l, err)
 		}
 	}
-	if l := got["fcm "]; l.Data["identityId"] != ev.IdentityID || l.Data["syncCount"] != "1" || l.ProjectID != ProjectID || l.Token != "fcm-token" {
+	if l := got["fcm "]; l.Data["identityId"] != ev.IdentityID || l.Data["syncCount"] != "1" || l.ProjectID != ProjectID || l.Token != "fcm-token-registration-token" {
 		t.Errorf("FCM feed line %+v", l)
 	}
 	for k, l := range got {

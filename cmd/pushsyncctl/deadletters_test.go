@@ -16,13 +16,13 @@ func TestDeadLetters(t *testing.T) {
 	d.serviceAccount("sa.json")
 	d.ctl("app", "create", "-name", "dl-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
 	d.ctl("pool", "set-push", pool, "-gcm", "dl-android")
-	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", "fcm-dead-letter"))
+	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", "fcm-dead-letter-registration-token"))
 	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
 	if out := d.ctl("deadletter", "list"); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("list before: %s", out)
 	}
 
-	d.fcm.FailToken("fcm-dead-letter", fcmtest.Internal())
+	d.fcm.FailToken("fcm-dead-letter-registration-token", fcmtest.Internal())
 	d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", "7")
 	testenv.WaitMetric(t, d.http, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
 	list := d.ctl("deadletter", "list")
@@ -36,7 +36,7 @@ func TestDeadLetters(t *testing.T) {
 	}
 	testenv.WaitMetric(t, d.http, 1, "pushsync_events_consumed_total", "result", "delivered")
 	pushes := d.fcm.Pushes()
-	if len(pushes) != 1 || pushes[0].Token != "fcm-dead-letter" || pushes[0].Data["syncCount"] != "7" {
+	if len(pushes) != 1 || pushes[0].Token != "fcm-dead-letter-registration-token" || pushes[0].Data["syncCount"] != "7" {
 		t.Fatalf("pushes after the replay: %+v", pushes)
 	}
 	if out := d.ctl("deadletter", "list"); !strings.Contains(out, "no dead letters") {

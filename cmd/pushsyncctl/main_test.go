@@ -391,7 +391,7 @@ func TestOperatorTakesAPoolFromNothingToWorkingPushes(t *testing.T) {
 
 	// The devices.
 	ids := map[string]string{}
-	for _, dev := range []struct{ platform, token string }{{"APNS", tok(1)}, {"APNS_SANDBOX", tok(2)}, {"GCM", "fcm-pixel"}} {
+	for _, dev := range []struct{ platform, token string }{{"APNS", tok(1)}, {"APNS_SANDBOX", tok(2)}, {"GCM", "fcm-pixel-registration-token"}} {
 		id := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", alice, "-platform", dev.platform, "-token", dev.token))
 		if id == "" || strings.ContainsAny(id, " \n") {
 			t.Fatalf("device register %s printed %q, want a DeviceId", dev.platform, id)
@@ -401,7 +401,7 @@ func TestOperatorTakesAPoolFromNothingToWorkingPushes(t *testing.T) {
 			t.Errorf("device subscribe: %q", out)
 		}
 	}
-	if again := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", alice, "-platform", "GCM", "-token", "fcm-pixel")); again != ids["GCM"] {
+	if again := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", alice, "-platform", "GCM", "-token", "fcm-pixel-registration-token")); again != ids["GCM"] {
 		t.Errorf("registering a token again gave %s, want %s", again, ids["GCM"])
 	}
 
@@ -441,7 +441,7 @@ func TestOperatorTakesAPoolFromNothingToWorkingPushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(fcm) != 1 || fcm[0].Token != "fcm-pixel" || fcm[0].Data["syncCount"] != "6" || fcm[0].ProjectID != project {
+	if len(fcm) != 1 || fcm[0].Token != "fcm-pixel-registration-token" || fcm[0].Data["syncCount"] != "6" || fcm[0].ProjectID != project {
 		t.Fatalf("FCM pushes %+v", fcm)
 	}
 	if p, s := d.prod.Pushes(), d.sandbox.Pushes(); len(p) != 1 || len(s) != 2 || !strings.Contains(string(s[1].Payload), `"syncCount":6`) {
@@ -592,7 +592,7 @@ func TestJSONOutputParses(t *testing.T) {
 		t.Errorf("pool show -o json: %+v", cfg)
 	}
 	var dev struct{ DeviceId string }
-	decode(d.ctl("-o", "json", "device", "register", "-pool", pool, "-identity", alice, "-platform", "GCM", "-token", "fcm-1"), &dev)
+	decode(d.ctl("-o", "json", "device", "register", "-pool", pool, "-identity", alice, "-platform", "GCM", "-token", "fcm-1-registration-token"), &dev)
 	if dev.DeviceId == "" {
 		t.Error("device register -o json: no DeviceId")
 	}

@@ -80,8 +80,8 @@ secrets: {master_key: %q}
 		}
 		return d.ID
 	}
-	writer := device("fcm-writer")
-	device("fcm-reader")
+	writer := device("fcm-writer-registration-token")
+	device("fcm-reader-registration-token")
 	creds, err := reg.IssueCredential(ctx, pool, identity, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ secrets: {master_key: %q}
 	if err != nil {
 		t.Fatalf("no push after the restart: %v", err)
 	}
-	if pushes[0].Token != "fcm-reader" || pushes[0].Data["syncCount"] != "1" || pushes[0].Data["datasetName"] != "settings" {
+	if pushes[0].Token != "fcm-reader-registration-token" || pushes[0].Data["syncCount"] != "1" || pushes[0].Data["datasetName"] != "settings" {
 		t.Fatalf("push %+v", pushes[0])
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -92,7 +92,7 @@ func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
 	if err := reg.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{registry.GCM: "android"}}); err != nil {
 		t.Fatal(err)
 	}
-	dev, _, err := reg.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-proc")
+	dev, _, err := reg.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-proc-registration-token")
 	if err != nil {
 		t.Fatal(err)
 	}

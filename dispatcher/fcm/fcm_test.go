@@ -47,7 +47,7 @@ func push(app *registry.App, token string, syncCount int64) *dispatcher.Push {
 
 func TestSendsExactDataMessage(t *testing.T) {
 	s, n, app := newFixture(t)
-	if err := n.Notify(context.Background(), push(app, "fcm-token-1", 12)); err != nil {
+	if err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 12)); err != nil {
 		t.Fatal(err)
 	}
 	got := s.Pushes()
@@ -55,11 +55,11 @@ func TestSendsExactDataMessage(t *testing.T) {
 		t.Fatalf("%d pushes", len(got))
 	}
 	p := got[0]
-	want := `{"data":{"datasetName":"settings","identityId":"us-east-1:abc","identityPoolId":"us-east-1:0f1e","source":"cognito-sync","syncCount":"12"},"android":{"ttl":"3600s","collapse_key":"settings","priority":"normal"},"token":"fcm-token-1"}`
+	want := `{"data":{"datasetName":"settings","identityId":"us-east-1:abc","identityPoolId":"us-east-1:0f1e","source":"cognito-sync","syncCount":"12"},"android":{"ttl":"3600s","collapse_key":"settings","priority":"normal"},"token":"fcm-registration-token-1"}`
 	if string(p.Message) != want {
 		t.Errorf("message\n got %s\nwant %s", p.Message, want)
 	}
-	if p.ProjectID != "demo-project" || p.Token != "fcm-token-1" {
+	if p.ProjectID != "demo-project" || p.Token != "fcm-registration-token-1" {
 		t.Errorf("push %+v", p)
 	}
 }
@@ -70,7 +70,7 @@ func TestSendsExactDataMessage(t *testing.T) {
 // push would be dropped as permanent.
 func TestTTLIsClampedToFourWeeks(t *testing.T) {
 	s, n, app := newFixture(t)
-	p := push(app, "fcm-token-ttl", 1)
+	p := push(app, "fcm-registration-token-ttl", 1)
 	p.Expires = time.Now().Add(fcmtest.MaxTTL + 2*time.Hour)
 	if err := n.Notify(context.Background(), p); err != nil {
 		t.Fatalf("push expiring in four weeks and two hours: %v", err)
@@ -85,7 +85,7 @@ func TestTTLIsClampedToFourWeeks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer long.Close()
-	if err := long.Notify(context.Background(), push(app, "fcm-token-ttl", 2)); err != nil {
+	if err := long.Notify(context.Background(), push(app, "fcm-registration-token-ttl", 2)); err != nil {
 		t.Fatalf("push with a TTL of five weeks: %v", err)
 	}
 	if got := s.Pushes(); len(got) != 2 || !strings.Contains(string(got[1].Android), `"ttl":"2419200s"`) {
@@ -141,7 +141,7 @@ func TestUnavailableIsRetryable(t *testing.T) {
 	s.FailAll(&f)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	err := n.Notify(ctx, push(app, "tok", 1))
+	err := n.Notify(ctx, push(app, "fcm-registration-token-1", 1))
 	var pe *dispatcher.Error
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry {
 		t.Fatalf("got %v, want a retryable error", err)
@@ -164,7 +164,7 @@ func TestRetryAfterPastTheDeadlineEndsTheSend(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := n.Notify(ctx, push(app, "tok", 1))
+	err := n.Notify(ctx, push(app, "fcm-registration-token-1", 1))
 	took := time.Since(start)
 	var pe *dispatcher.Error
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "UNAVAILABLE" || pe.RetryAfter != 30*time.Second {
@@ -185,7 +185,7 @@ func TestRetryAfterPastTheDeadlineEndsTheSend(t *testing.T) {
 	s.FailAll(&f)
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := n.Notify(ctx, push(app, "tok", 2)); err != nil {
+	if err := n.Notify(ctx, push(app, "fcm-registration-token-1", 2)); err != nil {
 		t.Fatalf("503 with a Retry-After of 1s, then accepted: %v", err)
 	}
 	if st := s.Stats(); st.Requests != 3 || st.Accepted != 1 {
@@ -208,7 +208,7 @@ func TestWrongServiceAccountIsConfigError(t *testing.T) {
 	bad.FCM = &registry.FCMCredentials{ProjectID: "demo-project", ServiceAccount: strings.Replace(string(sa), other.TokenURL(), s.TokenURL(), 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = n.Notify(ctx, push(&bad, "tok", 1))
+	err = n.Notify(ctx, push(&bad, "fcm-registration-token-1", 1))
 	var pe *dispatcher.Error
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "UNAUTHENTICATED" || !strings.Contains(err.Error(), "no access token for the service account") {
 		t.Fatalf("got %v, want a configuration error naming the refused service account", err)
@@ -230,7 +230,7 @@ func TestWrongProjectIsConfigError(t *testing.T) {
 	wrong := *app
 	wrong.Name = "android-wrong-project"
 	wrong.FCM = &registry.FCMCredentials{ProjectID: "another-project", ServiceAccount: app.FCM.ServiceAccount}
-	err := n.Notify(context.Background(), push(&wrong, "fcm-token-1", 1))
+	err := n.Notify(context.Background(), push(&wrong, "fcm-registration-token-1", 1))
 	var pe *dispatcher.Error
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "PERMISSION_DENIED" {
 		t.Fatalf("service account of demo-project sending to another-project: %v, want a configuration error for PERMISSION_DENIED", err)
@@ -246,16 +246,16 @@ func TestWrongProjectIsConfigError(t *testing.T) {
 // it expires.
 func TestRevokedTokenIsReplaced(t *testing.T) {
 	s, n, app := newFixture(t)
-	if err := n.Notify(context.Background(), push(app, "t1", 1)); err != nil {
+	if err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 1)); err != nil {
 		t.Fatal(err)
 	}
 	s.ExpireTokens()
-	err := n.Notify(context.Background(), push(app, "t1", 2))
+	err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 2))
 	var pe *dispatcher.Error
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "UNAUTHENTICATED" {
 		t.Fatalf("push with a revoked token: %v, want a retry for UNAUTHENTICATED", err)
 	}
-	if err := n.Notify(context.Background(), push(app, "t1", 3)); err != nil {
+	if err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 3)); err != nil {
 		t.Fatalf("the push after the 401: %v", err)
 	}
 	if st := s.Stats(); st.TokensIssued != 2 {
@@ -272,7 +272,7 @@ func TestRefusedFreshTokenIsConfigError(t *testing.T) {
 	s.FailAll(&fcmtest.Failure{HTTPStatus: 401, Status: "UNAUTHENTICATED"})
 	wantClass := []dispatcher.Class{dispatcher.Retry, dispatcher.Config, dispatcher.Config}
 	for i, want := range wantClass {
-		err := n.Notify(context.Background(), push(app, "t1", int64(i+1)))
+		err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", int64(i+1)))
 		var pe *dispatcher.Error
 		if !errors.As(err, &pe) || pe.Class != want || pe.Reason != "UNAUTHENTICATED" {
 			t.Fatalf("refusal %d: %v, want %s UNAUTHENTICATED", i+1, err, want)
@@ -282,11 +282,11 @@ func TestRefusedFreshTokenIsConfigError(t *testing.T) {
 		t.Errorf("%d tokens issued for three refused pushes, want 3: a new one after each refusal", st.TokensIssued)
 	}
 	s.ClearFailures()
-	if err := n.Notify(context.Background(), push(app, "t1", 4)); err != nil {
+	if err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 4)); err != nil {
 		t.Fatalf("push once FCM takes the credentials again: %v", err)
 	}
 	s.ExpireTokens()
-	err := n.Notify(context.Background(), push(app, "t1", 5))
+	err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 5))
 	var pe *dispatcher.Error
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "UNAUTHENTICATED" {
 		t.Fatalf("push with a revoked token after one was accepted: %v, want a retry for UNAUTHENTICATED", err)
@@ -301,7 +301,7 @@ func TestOneConnectionAndOneTokenForAFanOut(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.Notify(context.Background(), push(app, fmt.Sprintf("tok-%d", i), 1)); err != nil {
+			if err := n.Notify(context.Background(), push(app, fmt.Sprintf("fcm-registration-token-%d", i), 1)); err != nil {
 				errs <- err
 			}
 		}()

@@ -135,7 +135,7 @@ func TestRedisCrashUnderLoad(t *testing.T) {
 				default:
 				}
 				id := "us-east-1:" + uuidish(0x5e9000+g, n+1)
-				token := fmt.Sprintf("fcm-reg-%d-%d", g, n)
+				token := fmt.Sprintf("fcm-registration-%d-%d", g, n)
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				d, _, err := r.reg.RegisterDevice(ctx, r.pool, id, registry.GCM, token)
 				if err == nil {

@@ -189,7 +189,7 @@ func TestMalformedAPIRequests(t *testing.T) {
 		return "/identitypools/" + esc(r.pool) + "/identity/" + esc(id) + "/device"
 	}
 	datasetPath := "/identitypools/" + esc(r.pool) + "/identities/" + esc(alice.id) + "/datasets/settings"
-	goodBody := `{"Platform":"GCM","Token":"fcm-hostile"}`
+	goodBody := `{"Platform":"GCM","Token":"fcm-hostile-registration-token"}`
 
 	type request struct {
 		method, path string

@@ -57,13 +57,13 @@ func TestDeviceRegisteredThroughTheSDKReceivesPushes(t *testing.T) {
 		return aws.StringValue(out.DeviceId)
 	}
 	register("APNS", strings.ToUpper(tok(41))) // iOS SDKs send upper-case hex
-	register("GCM", "fcm-carol-phone")
+	register("GCM", "fcm-carol-phone-registration-token")
 	writer := register("APNS_SANDBOX", tok(42))
 
 	s.publish(carol, "profile.v1", 12, writer)
 	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
 	prod, sandbox, fcm := s.prod.Pushes(), s.sandbox.Pushes(), s.fcm.Pushes()
-	if len(prod) != 1 || prod[0].DeviceToken != tok(41) || len(fcm) != 1 || fcm[0].Token != "fcm-carol-phone" || len(sandbox) != 0 {
+	if len(prod) != 1 || prod[0].DeviceToken != tok(41) || len(fcm) != 1 || fcm[0].Token != "fcm-carol-phone-registration-token" || len(sandbox) != 0 {
 		t.Fatalf("pushes: production %d, FCM %d, sandbox %d (the writer's)", len(prod), len(fcm), len(sandbox))
 	}
 	want := fmt.Sprintf(`"identityId":%q,"datasetName":"profile.v1","syncCount":12`, carol)

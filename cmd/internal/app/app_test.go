@@ -165,10 +165,10 @@ func (s *stack) seed() {
 	}{
 		{"ios", alice, registry.APNS, strings.ToUpper(tok(1)), "settings"},
 		{"ipad-dev", alice, registry.APNSSandbox, tok(2), "settings"},
-		{"pixel", alice, registry.GCM, "fcm-pixel", "settings"},
-		{"writer", alice, registry.GCM, "fcm-writer", "settings"},
-		{"tablet", alice, registry.GCM, "fcm-tablet", "scores"},
-		{"bob-phone", bob, registry.GCM, "fcm-bob", "settings"},
+		{"pixel", alice, registry.GCM, "fcm-pixel-registration-token", "settings"},
+		{"writer", alice, registry.GCM, "fcm-writer-registration-token", "settings"},
+		{"tablet", alice, registry.GCM, "fcm-tablet-registration-token", "scores"},
+		{"bob-phone", bob, registry.GCM, "fcm-bob-registration-token", "settings"},
 		{"bob-ios", bob, registry.APNS, tok(9), "settings"},
 	} {
 		dev, _, err := s.reg.RegisterDevice(ctx, pool, d.identity, d.platform, d.token)
@@ -300,7 +300,7 @@ func TestEventBecomesExactPushesOnEverySubscribedDevice(t *testing.T) {
 		}
 	}
 	wantFCM := `{"data":{"datasetName":"settings","identityId":"` + alice + `","identityPoolId":"` + pool +
-		`","source":"cognito-sync","syncCount":"5"},"android":{"ttl":"3600s","collapse_key":"settings","priority":"normal"},"token":"fcm-pixel"}`
+		`","source":"cognito-sync","syncCount":"5"},"android":{"ttl":"3600s","collapse_key":"settings","priority":"normal"},"token":"fcm-pixel-registration-token"}`
 	// The TTL is what the change has left of the push TTL: an hour, less
 	// the time it took to get here.
 	ttl := regexp.MustCompile(`"ttl":"(\d+)s"`)
@@ -322,7 +322,7 @@ func TestEventBecomesExactPushesOnEverySubscribedDevice(t *testing.T) {
 	s.publish(alice, "nobody-subscribed", 1, "")
 	s.waitMetric(2, "pushsync_events_consumed_total", "result", "delivered")
 	s.waitMetric(1, "pushsync_events_consumed_total", "result", "no_subscribers")
-	if n := len(s.fcm.Pushes()); n != 2 || s.fcm.Pushes()[1].Token != "fcm-bob" {
+	if n := len(s.fcm.Pushes()); n != 2 || s.fcm.Pushes()[1].Token != "fcm-bob-registration-token" {
 		t.Fatalf("after Bob's change FCM has %d pushes, the last to %s", n, s.fcm.Pushes()[n-1].Token)
 	}
 	if got := s.prod.Pushes(); len(got) != 2 || got[1].DeviceToken != tok(9) || !strings.Contains(string(got[1].Payload), bob) {
@@ -340,7 +340,7 @@ func TestDeadTokensAndMalformedEventsAreHandledAndCounted(t *testing.T) {
 	s := newStack(t)
 	s.prod.FailToken(tok(1), apnstest.Unregistered(time.Now().Add(-time.Minute)))
 	s.sandbox.FailToken(tok(2), apnstest.BadDeviceToken())
-	s.fcm.FailToken("fcm-pixel", fcmtest.Unregistered())
+	s.fcm.FailToken("fcm-pixel-registration-token", fcmtest.Unregistered())
 	s.start()
 
 	// A malformed message on the stream is terminated and counted.
@@ -401,7 +401,7 @@ func TestEventsPublishedWhileTheWorkerIsDownAreDeliveredAfterStart(t *testing.T)
 func TestRetryableOutageIsDeliveredAfterRecovery(t *testing.T) {
 	s := newStack(t)
 	outage := fcmtest.Failure{HTTPStatus: 500, Status: "INTERNAL", ErrorCode: "INTERNAL", Times: 2}
-	s.fcm.FailToken("fcm-pixel", outage)
+	s.fcm.FailToken("fcm-pixel-registration-token", outage)
 	s.start()
 	s.publish(alice, "settings", 8, s.devices["writer"].ID)
 	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
@@ -414,7 +414,7 @@ func TestRetryableOutageIsDeliveredAfterRecovery(t *testing.T) {
 		t.Fatalf("broker retries = %v, want 0", n)
 	}
 	got := s.fcm.Pushes()
-	if len(got) != 1 || got[0].Token != "fcm-pixel" || got[0].Data["syncCount"] != "8" {
+	if len(got) != 1 || got[0].Token != "fcm-pixel-registration-token" || got[0].Data["syncCount"] != "8" {
 		t.Fatalf("FCM pushes %+v", got)
 	}
 }

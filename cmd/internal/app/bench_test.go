@@ -33,7 +33,7 @@ func benchStack(b *testing.B, datasets int) (*stack, *cognitosync.CognitoSync, s
 	s.start()
 	ctx := context.Background()
 	bench := "us-east-1:be0c0000-2222-3333-4444-555555555555"
-	reader, _, err := s.reg.RegisterDevice(ctx, pool, bench, "GCM", "fcm-bench-reader")
+	reader, _, err := s.reg.RegisterDevice(ctx, pool, bench, "GCM", "fcm-bench-reader-registration-token")
 	if err != nil {
 		b.Fatal(err)
 	}

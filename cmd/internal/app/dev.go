@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"time"
 
@@ -231,7 +230,7 @@ func seedDemo(ctx context.Context, reg *registry.Registry, prod, sandbox *apnste
 		p := platforms[i%len(platforms)]
 		token := fmt.Sprintf("%064x", i+1)
 		if p == registry.GCM {
-			token = "demo-fcm-token-" + strconv.Itoa(i+1)
+			token = fmt.Sprintf("demo-registration:fcm-token-%d", i+1)
 		}
 		d, _, err := reg.RegisterDevice(ctx, DemoPool, DemoIdentity, p, token)
 		if err != nil {

@@ -68,7 +68,7 @@ func TestChangesMadeWhileNATSIsDownArePublishedLater(t *testing.T) {
 	if err != nil {
 		t.Fatalf("FCM push after NATS came back: %v", err)
 	}
-	if fcm[0].Token != "fcm-pixel" || fcm[0].Data["syncCount"] != "1" {
+	if fcm[0].Token != "fcm-pixel-registration-token" || fcm[0].Data["syncCount"] != "1" {
 		t.Fatalf("FCM push %+v (the writer must get none)", fcm[0])
 	}
 	s.waitMetric(1, "pushsync_relay_events_published_total", "path", "sweep")

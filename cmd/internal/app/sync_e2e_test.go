@@ -903,7 +903,7 @@ func TestChangesBecomePushesToOtherDevices(t *testing.T) {
 		return aws.StringValue(out.DeviceId)
 	}
 	register(phone, "APNS", strings.ToUpper(tok(51)))
-	writer := register(tablet, "GCM", "fcm-e2e-tablet")
+	writer := register(tablet, "GCM", "fcm-e2e-tablet-registration-token")
 
 	// The tablet writes: the phone is told, the tablet is not.
 	up, err := tablet.c.UpdateRecords(&cognitosync.UpdateRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(tablet.id),
@@ -932,7 +932,7 @@ func TestChangesBecomePushesToOtherDevices(t *testing.T) {
 	if len(prod) != 2 || string(prod[1].Payload) != apnsPayload(2) {
 		t.Errorf("APNs pushes after the deletion: %d, last %s", len(prod), prod[len(prod)-1].Payload)
 	}
-	if len(fcm) != 1 || fcm[0].Token != "fcm-e2e-tablet" || fcm[0].Data["syncCount"] != "2" || fcm[0].Data["datasetName"] != ds ||
+	if len(fcm) != 1 || fcm[0].Token != "fcm-e2e-tablet-registration-token" || fcm[0].Data["syncCount"] != "2" || fcm[0].Data["datasetName"] != ds ||
 		fcm[0].Data["identityId"] != phone.id || fcm[0].Data["source"] != "cognito-sync" {
 		t.Errorf("FCM pushes after the deletion: %+v", fcm)
 	}

@@ -36,6 +36,7 @@ type options struct {
 	record               bool
 	tokenLifetime        time.Duration
 	maxConcurrentStreams int
+	anyToken             bool
 }
 
 // WithHosts adds host names or IP addresses to the server certificate, in
@@ -73,6 +74,16 @@ func WithTokenLifetime(d time.Duration) Option {
 // server advertises; zero keeps the net/http default.
 func WithMaxConcurrentStreams(n int) Option {
 	return func(o *options) { o.maxConcurrentStreams = n }
+}
+
+// WithTokenCheck controls whether a message's registration token must look
+// like one FCM issues (MinTokenLength or more of A-Z, a-z, 0-9, '-', '_'
+// and ':'), as FCM checks it, answering any other 400 INVALID_ARGUMENT "The
+// registration token is not a valid FCM registration token"; the default
+// is true. A failure set for the token (FailToken, FailAll) is answered
+// before the check. Turn it off for tests that send to tokens such as "t".
+func WithTokenCheck(check bool) Option {
+	return func(o *options) { o.anyToken = !check }
 }
 
 // Server is a running FCM HTTP v1 emulator.

@@ -134,7 +134,7 @@ func TestSendDataMessageOverHTTP2(t *testing.T) {
 	s, c := setup(t, "demo-project")
 	ctx := ctxT(t, 10*time.Second)
 
-	id, err := c.mc.Send(ctx, dataMsg("device-token-1"))
+	id, err := c.mc.Send(ctx, dataMsg("fcm-device-token-0001"))
 	if err != nil {
 		t.Fatalf("send: %v", err)
 	}
@@ -146,7 +146,7 @@ func TestSendDataMessageOverHTTP2(t *testing.T) {
 		t.Fatalf("got %d pushes", len(pushes))
 	}
 	p := pushes[0]
-	if p.ProjectID != "demo-project" || p.Token != "device-token-1" || p.Name != id {
+	if p.ProjectID != "demo-project" || p.Token != "fcm-device-token-0001" || p.Name != id {
 		t.Fatalf("push %+v", p)
 	}
 	if len(p.Data) != 2 || p.Data["type"] != "sync" || p.Data["seq"] != "42" {
@@ -159,7 +159,7 @@ func TestSendDataMessageOverHTTP2(t *testing.T) {
 	if android["priority"] != "normal" || android["ttl"] != "1800s" || android["collapse_key"] != "sync" {
 		t.Fatalf("android %s", p.Android)
 	}
-	if !json.Valid(p.Message) || !bytes.Contains(p.Message, []byte(`"token":"device-token-1"`)) {
+	if !json.Valid(p.Message) || !bytes.Contains(p.Message, []byte(`"token":"fcm-device-token-0001"`)) {
 		t.Fatalf("message %s", p.Message)
 	}
 	if p.ProtoMajor != 2 || p.Proto != "HTTP/2.0" {
@@ -173,7 +173,7 @@ func TestSendDataMessageOverHTTP2(t *testing.T) {
 	// Many more sends reuse the cached access token.
 	msgs := make([]*messaging.Message, 100)
 	for i := range msgs {
-		msgs[i] = dataMsg("device-token-2")
+		msgs[i] = dataMsg("fcm-device-token-0002")
 	}
 	br, err := c.mc.SendEach(ctx, msgs)
 	if err != nil || br.SuccessCount != 100 {
@@ -227,7 +227,7 @@ func TestHTTP1Client(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mc.Send(ctx, dataMsg("tok")); err != nil {
+	if _, err := mc.Send(ctx, dataMsg("fcm-registration-token")); err != nil {
 		t.Fatal(err)
 	}
 	if p := s.Pushes(); len(p) != 1 || p[0].ProtoMajor != 1 {
@@ -301,8 +301,8 @@ func TestUnavailable(t *testing.T) {
 	// Once: the SDK's first retry (no delay) succeeds.
 	f := fcmtest.Unavailable()
 	f.Times = 1
-	s.FailToken("tok", f)
-	if _, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg("tok")); err != nil {
+	s.FailToken("fcm-registration-token", f)
+	if _, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg("fcm-registration-token")); err != nil {
 		t.Fatalf("send after one 503: %v", err)
 	}
 	st := s.Stats()
@@ -312,9 +312,9 @@ func TestUnavailable(t *testing.T) {
 
 	// Forever: the SDK keeps retrying (0 s, 1 s, 2 s, 4 s) until the
 	// context ends, and then returns the bare context error.
-	s.FailToken("tok", fcmtest.Unavailable())
+	s.FailToken("fcm-registration-token", fcmtest.Unavailable())
 	start := time.Now()
-	_, err := c.mc.Send(ctxT(t, 1500*time.Millisecond), dataMsg("tok"))
+	_, err := c.mc.Send(ctxT(t, 1500*time.Millisecond), dataMsg("fcm-registration-token"))
 	if !errors.Is(err, context.DeadlineExceeded) || messaging.IsUnavailable(err) {
 		t.Fatalf("error %v after %v", err, time.Since(start))
 	}
@@ -323,7 +323,7 @@ func TestUnavailable(t *testing.T) {
 	}
 
 	// A raw request shows the FcmError detail the SDK would classify.
-	resp := rawSend(t, s, c, "demo-project", `{"message":{"token":"tok"}}`)
+	resp := rawSend(t, s, c, "demo-project", `{"message":{"token":"fcm-registration-token"}}`)
 	body := readBody(t, resp)
 	if resp.StatusCode != 503 || !strings.Contains(body, `"errorCode": "UNAVAILABLE"`) {
 		t.Fatalf("raw 503: %d %s", resp.StatusCode, body)
@@ -336,43 +336,43 @@ func TestTimesAndFailAll(t *testing.T) {
 
 	f := fcmtest.Unregistered()
 	f.Times = 2
-	s.FailToken("tok", f)
+	s.FailToken("fcm-registration-token", f)
 	for i := 0; i < 2; i++ {
-		if _, err := c.mc.Send(ctx, dataMsg("tok")); !messaging.IsUnregistered(err) {
+		if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token")); !messaging.IsUnregistered(err) {
 			t.Fatalf("send %d: %v", i, err)
 		}
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("tok")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token")); err != nil {
 		t.Fatalf("third send: %v", err)
 	}
 
 	internal := fcmtest.Internal()
 	s.FailAll(&internal)
-	s.FailToken("special", fcmtest.Unregistered())
-	if _, err := c.mc.Send(ctx, dataMsg("any")); !messaging.IsInternal(err) {
+	s.FailToken("fcm-special-registration-token", fcmtest.Unregistered())
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-any-registration-token")); !messaging.IsInternal(err) {
 		t.Fatalf("FailAll: %v", err)
 	}
 	if _, err := c.mc.Send(ctx, &messaging.Message{Topic: "news"}); !messaging.IsInternal(err) {
 		t.Fatalf("FailAll on topic: %v", err)
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("special")); !messaging.IsUnregistered(err) {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-special-registration-token")); !messaging.IsUnregistered(err) {
 		t.Fatalf("token failure should win over FailAll: %v", err)
 	}
 	s.FailAll(nil)
-	if _, err := c.mc.Send(ctx, dataMsg("any")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-any-registration-token")); err != nil {
 		t.Fatalf("after FailAll(nil): %v", err)
 	}
 	once := fcmtest.QuotaExceeded(0)
 	once.Times = 1
 	s.FailAll(&once)
-	if _, err := c.mc.Send(ctx, dataMsg("any")); !messaging.IsQuotaExceeded(err) {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-any-registration-token")); !messaging.IsQuotaExceeded(err) {
 		t.Fatalf("FailAll once: %v", err)
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("any")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-any-registration-token")); err != nil {
 		t.Fatalf("FailAll Times=1 not consumed: %v", err)
 	}
 	s.ClearFailures()
-	if _, err := c.mc.Send(ctx, dataMsg("special")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-special-registration-token")); err != nil {
 		t.Fatalf("after ClearFailures: %v", err)
 	}
 	// A Failure with only an ErrorCode gets FCM's status for it.
@@ -415,7 +415,7 @@ func TestBadAssertion(t *testing.T) {
 			}
 			// The send fails: the SDK retries the transport error until the
 			// context ends, and nothing reaches messages:send.
-			if _, err := c.mc.Send(ctxT(t, 300*time.Millisecond), dataMsg("tok")); !errors.Is(err, context.DeadlineExceeded) {
+			if _, err := c.mc.Send(ctxT(t, 300*time.Millisecond), dataMsg("fcm-registration-token")); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("send without a token: %v", err)
 			}
 		})
@@ -515,12 +515,12 @@ func TestTokenEndpointClaims(t *testing.T) {
 func TestAuthErrors(t *testing.T) {
 	s, c := setup(t, "demo-project")
 	ctx := ctxT(t, 10*time.Second)
-	if _, err := c.mc.Send(ctx, dataMsg("tok")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token")); err != nil {
 		t.Fatal(err)
 	}
 
 	for name, authz := range map[string]string{"missing": "", "unknown": "Bearer ya29.nope", "basic": "Basic Zm9vOmJhcg=="} {
-		req, _ := http.NewRequest("POST", s.Endpoint()+"/projects/demo-project/messages:send", strings.NewReader(`{"message":{"token":"t"}}`))
+		req, _ := http.NewRequest("POST", s.Endpoint()+"/projects/demo-project/messages:send", strings.NewReader(`{"message":{"token":"fcm-registration-token"}}`))
 		if authz != "" {
 			req.Header.Set("Authorization", authz)
 		}
@@ -536,7 +536,7 @@ func TestAuthErrors(t *testing.T) {
 
 	// A revoked (expired) token: the SDK sees 401 without an FcmError detail.
 	s.ExpireTokens()
-	_, err := c.mc.Send(ctx, dataMsg("tok"))
+	_, err := c.mc.Send(ctx, dataMsg("fcm-registration-token"))
 	if !errorutils.IsUnauthenticated(err) || messaging.IsThirdPartyAuthError(err) {
 		t.Fatalf("expired token: %v", err)
 	}
@@ -550,7 +550,7 @@ func TestWrongProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newClient(t, s, sa, "project-b")
-	_, err = c.mc.Send(ctxT(t, 10*time.Second), dataMsg("tok"))
+	_, err = c.mc.Send(ctxT(t, 10*time.Second), dataMsg("fcm-registration-token"))
 	// As FCM answers it: the service account has no permission on the
 	// project, with no FcmError detail (SENDER_ID_MISMATCH is about a
 	// registration token of another project).
@@ -573,34 +573,34 @@ func TestSDKValidationErrors(t *testing.T) {
 	// "from", "message_type" and any key starting with "google" or "gcm".
 	for _, key := range []string{"from", "gcm", "message_type", "collapse_key", "google.x", "google_sent_time", "googleFoo",
 		"gcm.notification.title", "gcmx"} {
-		_, err := c.mc.Send(ctx, &messaging.Message{Token: "t", Data: map[string]string{key: "v"}})
+		_, err := c.mc.Send(ctx, &messaging.Message{Token: "fcm-registration-token", Data: map[string]string{key: "v"}})
 		if !messaging.IsInvalidArgument(err) || !errorutils.IsInvalidArgument(err) {
 			t.Errorf("reserved key %q: %v", key, err)
 		}
 	}
 	// android.data is checked as well.
-	_, err := c.mc.Send(ctx, &messaging.Message{Token: "t", Android: &messaging.AndroidConfig{Data: map[string]string{"from": "x"}}})
+	_, err := c.mc.Send(ctx, &messaging.Message{Token: "fcm-registration-token", Android: &messaging.AndroidConfig{Data: map[string]string{"from": "x"}}})
 	if !messaging.IsInvalidArgument(err) {
 		t.Errorf("reserved android key: %v", err)
 	}
 
 	// Payload: keys plus values up to 4096 bytes pass, one more byte fails.
-	_, err = c.mc.Send(ctx, &messaging.Message{Token: "t", Data: map[string]string{"k": strings.Repeat("x", 4095)}})
+	_, err = c.mc.Send(ctx, &messaging.Message{Token: "fcm-registration-token", Data: map[string]string{"k": strings.Repeat("x", 4095)}})
 	if err != nil {
 		t.Errorf("4096-byte payload: %v", err)
 	}
-	_, err = c.mc.Send(ctx, &messaging.Message{Token: "t", Data: map[string]string{"k": strings.Repeat("x", 4096)}})
+	_, err = c.mc.Send(ctx, &messaging.Message{Token: "fcm-registration-token", Data: map[string]string{"k": strings.Repeat("x", 4096)}})
 	if !messaging.IsInvalidArgument(err) || err.Error() != "Message is too big" {
 		t.Errorf("oversized payload: %v", err)
 	}
 
 	ttl := fcmtest.MaxTTL + time.Second
-	_, err = c.mc.Send(ctx, &messaging.Message{Token: "t", Android: &messaging.AndroidConfig{TTL: &ttl}})
+	_, err = c.mc.Send(ctx, &messaging.Message{Token: "fcm-registration-token", Android: &messaging.AndroidConfig{TTL: &ttl}})
 	if !errorutils.IsInvalidArgument(err) {
 		t.Errorf("ttl over 4 weeks: %v", err)
 	}
 	ttl = time.Second + 500*time.Millisecond
-	if _, err = c.mc.Send(ctx, &messaging.Message{Token: "t", Android: &messaging.AndroidConfig{TTL: &ttl, Priority: "high"}}); err != nil {
+	if _, err = c.mc.Send(ctx, &messaging.Message{Token: "fcm-registration-token", Android: &messaging.AndroidConfig{TTL: &ttl, Priority: "high"}}); err != nil {
 		t.Errorf("fractional ttl: %v", err)
 	}
 	if n := len(s.Pushes()); n != 2 {
@@ -668,34 +668,34 @@ func TestRawValidation(t *testing.T) {
 		fcmCode    string // FcmError detail expected, "" = none
 		field      string // BadRequest field expected
 	}{
-		{"plain", `{"message":{"token":"t","data":{"a":"1"}}}`, true, "", ""},
-		{"upper-priority", `{"message":{"token":"t","android":{"priority":"HIGH","ttl":"0s"}}}`, true, "", ""},
-		{"camel-case", `{"validateOnly":false,"message":{"token":"t","android":{"collapseKey":"c","directBootOk":true}}}`, true, "", ""},
-		{"max-ttl", `{"message":{"token":"t","android":{"ttl":"2419200s"}}}`, true, "", ""},
-		{"nine-digit-ttl", `{"message":{"token":"t","android":{"ttl":"1.123456789s"}}}`, true, "", ""},
-		{"non-string-data", `{"message":{"token":"t","data":{"a":"1","b":2}}}`, false, "", "message.data[1].value"},
-		{"data-not-object", `{"message":{"token":"t","data":["a"]}}`, false, "", "message.data"},
-		{"reserved-google", `{"message":{"token":"t","data":{"google.c.a":"1"}}}`, false, "INVALID_ARGUMENT", "message.data"},
+		{"plain", `{"message":{"token":"fcm-registration-token","data":{"a":"1"}}}`, true, "", ""},
+		{"upper-priority", `{"message":{"token":"fcm-registration-token","android":{"priority":"HIGH","ttl":"0s"}}}`, true, "", ""},
+		{"camel-case", `{"validateOnly":false,"message":{"token":"fcm-registration-token","android":{"collapseKey":"c","directBootOk":true}}}`, true, "", ""},
+		{"max-ttl", `{"message":{"token":"fcm-registration-token","android":{"ttl":"2419200s"}}}`, true, "", ""},
+		{"nine-digit-ttl", `{"message":{"token":"fcm-registration-token","android":{"ttl":"1.123456789s"}}}`, true, "", ""},
+		{"non-string-data", `{"message":{"token":"fcm-registration-token","data":{"a":"1","b":2}}}`, false, "", "message.data[1].value"},
+		{"data-not-object", `{"message":{"token":"fcm-registration-token","data":["a"]}}`, false, "", "message.data"},
+		{"reserved-google", `{"message":{"token":"fcm-registration-token","data":{"google.c.a":"1"}}}`, false, "INVALID_ARGUMENT", "message.data"},
 		{"no-target", `{"message":{"data":{"a":"1"}}}`, false, "INVALID_ARGUMENT", "message"},
-		{"two-targets", `{"message":{"token":"t","topic":"x"}}`, false, "", "message"},
+		{"two-targets", `{"message":{"token":"fcm-registration-token","topic":"x"}}`, false, "", "message"},
 		{"bad-topic", `{"message":{"topic":"/topics/x"}}`, false, "INVALID_ARGUMENT", "message.topic"},
-		{"bad-priority", `{"message":{"token":"t","android":{"priority":"urgent"}}}`, false, "", "message.android.priority"},
-		{"ttl-no-unit", `{"message":{"token":"t","android":{"ttl":"30"}}}`, false, "", "message.android.ttl"},
-		{"ttl-ten-digits", `{"message":{"token":"t","android":{"ttl":"1.1234567890s"}}}`, false, "", "message.android.ttl"},
-		{"ttl-negative", `{"message":{"token":"t","android":{"ttl":"-1s"}}}`, false, "", "message.android.ttl"},
-		{"ttl-too-long", `{"message":{"token":"t","android":{"ttl":"2419200.5s"}}}`, false, "INVALID_ARGUMENT", "message.android.ttl"},
-		{"unknown-field", `{"message":{"token":"t","priority":"high"}}`, false, "", "message"},
-		{"unknown-android-field", `{"message":{"token":"t","android":{"prio":"high"}}}`, false, "", "message.android"},
-		{"unknown-after-nested", `{"message":{"android":{"data":{"x":"}],"}},"token":"t","bogus":[1,{"a":"b"}]}}`, false, "", "message"},
-		{"escaped-key", `{"message":{"tok\u0065n":"t","data":{"a\"b":"1"}}}`, true, "", ""},
+		{"bad-priority", `{"message":{"token":"fcm-registration-token","android":{"priority":"urgent"}}}`, false, "", "message.android.priority"},
+		{"ttl-no-unit", `{"message":{"token":"fcm-registration-token","android":{"ttl":"30"}}}`, false, "", "message.android.ttl"},
+		{"ttl-ten-digits", `{"message":{"token":"fcm-registration-token","android":{"ttl":"1.1234567890s"}}}`, false, "", "message.android.ttl"},
+		{"ttl-negative", `{"message":{"token":"fcm-registration-token","android":{"ttl":"-1s"}}}`, false, "", "message.android.ttl"},
+		{"ttl-too-long", `{"message":{"token":"fcm-registration-token","android":{"ttl":"2419200.5s"}}}`, false, "INVALID_ARGUMENT", "message.android.ttl"},
+		{"unknown-field", `{"message":{"token":"fcm-registration-token","priority":"high"}}`, false, "", "message"},
+		{"unknown-android-field", `{"message":{"token":"fcm-registration-token","android":{"prio":"high"}}}`, false, "", "message.android"},
+		{"unknown-after-nested", `{"message":{"android":{"data":{"x":"}],"}},"token":"fcm-registration-token","bogus":[1,{"a":"b"}]}}`, false, "", "message"},
+		{"escaped-key", `{"message":{"tok\u0065n":"fcm-registration-token","data":{"a\"b":"1"}}}`, true, "", ""},
 		{"wrong-case-key", `{"message":{"Token":"t"}}`, false, "", "message"},
-		{"unknown-top-level", `{"message":{"token":"t"},"dry_run":true}`, false, "", ""},
+		{"unknown-top-level", `{"message":{"token":"fcm-registration-token"},"dry_run":true}`, false, "", ""},
 		{"token-not-string", `{"message":{"token":5}}`, false, "", "message.token"},
-		{"validate-only-not-bool", `{"validate_only":"yes","message":{"token":"t"}}`, false, "", "validate_only"},
-		{"android-not-object", `{"message":{"token":"t","android":true}}`, false, "", "message.android"},
+		{"validate-only-not-bool", `{"validate_only":"yes","message":{"token":"fcm-registration-token"}}`, false, "", "validate_only"},
+		{"android-not-object", `{"message":{"token":"fcm-registration-token","android":true}}`, false, "", "message.android"},
 		{"no-message", `{}`, false, "INVALID_ARGUMENT", "message"},
 		{"syntax", `{"message":`, false, "", ""},
-		{"oversized", `{"message":{"token":"t","data":{"k":"` + strings.Repeat("x", 5000) + `"}}}`, false, "INVALID_ARGUMENT", "message"},
+		{"oversized", `{"message":{"token":"fcm-registration-token","data":{"k":"` + strings.Repeat("x", 5000) + `"}}}`, false, "INVALID_ARGUMENT", "message"},
 	}
 	messages := map[string]string{ // exact error messages, where checked
 		"non-string-data":        "Invalid value at 'message.data[1].value' (TYPE_STRING), 2",
@@ -743,23 +743,58 @@ func TestRawValidation(t *testing.T) {
 	}
 }
 
+func TestMalformedRegistrationToken(t *testing.T) {
+	s, c := setup(t, "demo-project")
+	for _, tok := range []string{"x", "not a token", "tok\u00e9n/with/slashes/and-more-chars", strings.Repeat("a", fcmtest.MinTokenLength-1)} {
+		resp := rawSend(t, s, c, "demo-project", `{"message":{"token":"`+tok+`","data":{"a":"1"}}}`)
+		st := decodeStatus(t, resp)
+		if resp.StatusCode != 400 || st.Status != "INVALID_ARGUMENT" || st.Message != "The registration token is not a valid FCM registration token" ||
+			len(st.Details) == 0 || st.Details[0].ErrorCode != "INVALID_ARGUMENT" {
+			t.Errorf("token %q: %d %+v", tok, resp.StatusCode, st)
+		}
+	}
+	// The SDK sees an invalid argument about the registration token.
+	_, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg("x"))
+	if !messaging.IsInvalidArgument(err) || !strings.Contains(err.Error(), "registration token") {
+		t.Errorf("SDK send to token \"x\": %v", err)
+	}
+	// Tokens as FCM issues them pass.
+	for _, tok := range []string{strings.Repeat("a", fcmtest.MinTokenLength), "fGcZ1x2Q:APA91bH-Ol_9zQ"} {
+		if _, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg(tok)); err != nil {
+			t.Errorf("token %q: %v", tok, err)
+		}
+	}
+	if n := len(s.Pushes()); n != 2 {
+		t.Fatalf("%d pushes recorded, want 2", n)
+	}
+
+	// Without the check, any token goes.
+	s, c = setup(t, "demo-project", fcmtest.WithTokenCheck(false))
+	if _, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg("x")); err != nil {
+		t.Fatalf("token \"x\" without the check: %v", err)
+	}
+	if p := s.Pushes(); len(p) != 1 || p[0].Token != "x" {
+		t.Fatalf("pushes %+v", p)
+	}
+}
+
 func TestValidateOnly(t *testing.T) {
 	s, c := setup(t, "demo-project")
-	id, err := c.mc.SendDryRun(ctxT(t, 10*time.Second), dataMsg("tok"))
+	id, err := c.mc.SendDryRun(ctxT(t, 10*time.Second), dataMsg("fcm-registration-token"))
 	if err != nil || id == "" {
 		t.Fatalf("dry run: %q %v", id, err)
 	}
 	if len(s.Pushes()) != 0 {
 		t.Fatal("dry run recorded as delivered")
 	}
-	if d := s.DryRuns(); len(d) != 1 || !d[0].ValidateOnly || d[0].Token != "tok" {
+	if d := s.DryRuns(); len(d) != 1 || !d[0].ValidateOnly || d[0].Token != "fcm-registration-token" {
 		t.Fatalf("dry runs %+v", d)
 	}
 	if st := s.Stats(); st.DryRuns != 1 || st.Accepted != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	s.FailToken("tok", fcmtest.Unregistered())
-	if _, err := c.mc.SendDryRun(ctxT(t, 10*time.Second), dataMsg("tok")); !messaging.IsUnregistered(err) {
+	s.FailToken("fcm-registration-token", fcmtest.Unregistered())
+	if _, err := c.mc.SendDryRun(ctxT(t, 10*time.Second), dataMsg("fcm-registration-token")); !messaging.IsUnregistered(err) {
 		t.Fatalf("dry run of an unregistered token: %v", err)
 	}
 }
@@ -769,7 +804,7 @@ func TestWaitForPushes(t *testing.T) {
 	go func() {
 		for i := 0; i < 3; i++ {
 			time.Sleep(20 * time.Millisecond)
-			_, _ = c.mc.Send(context.Background(), dataMsg("tok"))
+			_, _ = c.mc.Send(context.Background(), dataMsg("fcm-registration-token"))
 		}
 	}()
 	pushes, err := s.WaitForPushes(ctxT(t, 10*time.Second), 3)
@@ -798,11 +833,11 @@ func TestOnPushWithoutRecording(t *testing.T) {
 	}))
 	ctx := ctxT(t, 10*time.Second)
 	for i := 0; i < 5; i++ {
-		if _, err := c.mc.Send(ctx, dataMsg("tok")); err != nil {
+		if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := c.mc.SendDryRun(ctx, dataMsg("tok")); err != nil {
+	if _, err := c.mc.SendDryRun(ctx, dataMsg("fcm-registration-token")); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -829,44 +864,44 @@ func TestControlAPI(t *testing.T) {
 		return resp.StatusCode, readBody(t, resp)
 	}
 
-	if code, _ := do("PUT", "/_emulator/failures/tok%3A1", `{"errorCode":"UNREGISTERED","times":1}`); code != 204 {
+	if code, _ := do("PUT", "/_emulator/failures/fcm-registration-token%3A1", `{"errorCode":"UNREGISTERED","times":1}`); code != 204 {
 		t.Fatalf("put token failure: %d", code)
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("tok:1")); !messaging.IsUnregistered(err) {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token:1")); !messaging.IsUnregistered(err) {
 		t.Fatalf("token failure via API: %v", err)
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("tok:1")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token:1")); err != nil {
 		t.Fatalf("times=1 via API: %v", err)
 	}
 
 	if code, _ := do("PUT", "/_emulator/failures", `{"httpStatus":429,"status":"RESOURCE_EXHAUSTED","errorCode":"QUOTA_EXCEEDED","retryAfter":"10s"}`); code != 204 {
 		t.Fatalf("put FailAll: %d", code)
 	}
-	_, err := c.mc.Send(ctx, dataMsg("other"))
+	_, err := c.mc.Send(ctx, dataMsg("fcm-other-registration-token"))
 	if !messaging.IsQuotaExceeded(err) || errorutils.HTTPResponse(err).Header.Get("Retry-After") != "10" {
 		t.Fatalf("FailAll via API: %v", err)
 	}
 	if code, _ := do("PUT", "/_emulator/failures", `null`); code != 204 {
 		t.Fatalf("clear FailAll: %d", code)
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("other")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-other-registration-token")); err != nil {
 		t.Fatalf("after null FailAll: %v", err)
 	}
-	do("PUT", "/_emulator/failures/a", `{"errorCode":"INTERNAL"}`)
+	do("PUT", "/_emulator/failures/fcm-a-registration-token", `{"errorCode":"INTERNAL"}`)
 	if code, _ := do("DELETE", "/_emulator/failures", ""); code != 204 {
 		t.Fatalf("delete failures: %d", code)
 	}
-	if _, err := c.mc.Send(ctx, dataMsg("a")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-a-registration-token")); err != nil {
 		t.Fatalf("after DELETE failures: %v", err)
 	}
-	if code, body := do("PUT", "/_emulator/failures/a", `{"httpStatus":200}`); code != 400 || !strings.Contains(body, "error") {
+	if code, body := do("PUT", "/_emulator/failures/fcm-a-registration-token", `{"httpStatus":200}`); code != 400 || !strings.Contains(body, "error") {
 		t.Fatalf("invalid failure accepted: %d %s", code, body)
 	}
 
 	code, body := do("GET", "/_emulator/pushes", "")
 	var pushes []fcmtest.Push
 	if err := json.Unmarshal([]byte(body), &pushes); code != 200 || err != nil || len(pushes) != 3 ||
-		pushes[0].Token != "tok:1" || pushes[0].Data["type"] != "sync" || pushes[0].ProtoMajor != 2 {
+		pushes[0].Token != "fcm-registration-token:1" || pushes[0].Data["type"] != "sync" || pushes[0].ProtoMajor != 2 {
 		t.Fatalf("GET pushes: %d %v %s", code, err, body)
 	}
 	code, body = do("GET", "/_emulator/stats", "")
@@ -908,14 +943,14 @@ func TestOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newClient(t, s, sa, "p")
-	if resp := rawSend(t, s, c, "p", `{"message":{"token":"t"}}`); resp.StatusCode != 200 {
+	if resp := rawSend(t, s, c, "p", `{"message":{"token":"fcm-registration-token"}}`); resp.StatusCode != 200 {
 		t.Fatalf("fresh token: %d %s", resp.StatusCode, readBody(t, resp))
 	} else {
 		readBody(t, resp)
 	}
 	tok, _ := c.creds.TokenSource.Token()
 	time.Sleep(400 * time.Millisecond)
-	req, _ := http.NewRequest("POST", s.Endpoint()+"/projects/p/messages:send", strings.NewReader(`{"message":{"token":"t"}}`))
+	req, _ := http.NewRequest("POST", s.Endpoint()+"/projects/p/messages:send", strings.NewReader(`{"message":{"token":"fcm-registration-token"}}`))
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	resp, err = s.Client().Do(req)
 	if err != nil {
@@ -938,14 +973,14 @@ func TestCloseIsIdempotent(t *testing.T) {
 func BenchmarkSend(b *testing.B) {
 	s, c := setup(b, "bench-project", fcmtest.WithRecord(false))
 	ctx := context.Background()
-	if _, err := c.mc.Send(ctx, dataMsg("warm-up")); err != nil {
+	if _, err := c.mc.Send(ctx, dataMsg("fcm-warm-up-registration-token")); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.SetParallelism(32)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
-		msg := dataMsg("bench-token")
+		msg := dataMsg("fcm-bench-registration-token")
 		for pb.Next() {
 			if _, err := c.mc.Send(ctx, msg); err != nil {
 				b.Error(err)
@@ -966,7 +1001,7 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	body := []byte(`{"message":{"data":{"seq":"42","type":"sync"},"android":{"collapse_key":"sync","priority":"normal","ttl":"1800s"},"token":"bench-token"}}`)
+	body := []byte(`{"message":{"data":{"seq":"42","type":"sync"},"android":{"collapse_key":"sync","priority":"normal","ttl":"1800s"},"token":"fcm-bench-registration-token"}}`)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -18,6 +18,10 @@ const (
 	MaxPayloadBytes = 4096
 	// MaxTTL is the largest android.ttl FCM accepts, four weeks.
 	MaxTTL = 2419200 * time.Second
+	// MinTokenLength is the length under which the emulator takes a
+	// registration token for malformed (see WithTokenCheck); those FCM
+	// issues are 140 to 170 characters long.
+	MinTokenLength = 20
 
 	maxTTLSeconds = 2419200
 	maxBodyBytes  = 1 << 20
@@ -220,6 +224,10 @@ func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
 
 	if f, ok := s.takeFailure(msg.Token); ok {
 		s.reject(w, failureError(f))
+		return
+	}
+	if msg.Token != "" && !s.opts.anyToken && !wellFormedToken(msg.Token) {
+		s.reject(w, failureError(InvalidRegistration()))
 		return
 	}
 
@@ -601,6 +609,21 @@ func reservedKey(k string) bool {
 		return true
 	}
 	return strings.HasPrefix(k, "google") || strings.HasPrefix(k, "gcm")
+}
+
+// wellFormedToken reports whether t looks like a registration token FCM
+// issues: MinTokenLength or more of [A-Za-z0-9_:-].
+func wellFormedToken(t string) bool {
+	if len(t) < MinTokenLength {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
 }
 
 // validTopic reports whether t matches [a-zA-Z0-9-_.~%]+.
