@@ -197,8 +197,17 @@ func (c *client) push(ctx context.Context, deviceToken string, note *payload.APN
 	defer res.Body.Close()
 	r := &apns2.Response{StatusCode: res.StatusCode, ApnsID: res.Header.Get("apns-id"), ApnsUniqueID: res.Header.Get("apns-unique-id")}
 	if res.StatusCode != http.StatusOK {
-		if err := json.NewDecoder(res.Body).Decode(r); err != nil && err != io.EOF {
+		// Not into apns2.Response, whose timestamp keeps whole seconds.
+		var body struct {
+			Reason    string `json:"reason"`
+			Timestamp int64  `json:"timestamp"` // milliseconds since the epoch
+		}
+		if err := json.NewDecoder(res.Body).Decode(&body); err != nil && err != io.EOF {
 			return nil, 0, fmt.Errorf("apns: reading an answer with status %d: %w", res.StatusCode, err)
+		}
+		r.Reason = body.Reason
+		if body.Timestamp != 0 {
+			r.Timestamp.Time = time.UnixMilli(body.Timestamp)
 		}
 	}
 	return r, dispatcher.ParseRetryAfter(res.Header.Get("Retry-After")), nil
@@ -358,7 +367,9 @@ var reasonClass = map[string]dispatcher.Class{
 	"BadEnvironmentKeyIdInToken":          dispatcher.Config,
 }
 
-// Classify turns an APNs answer other than 200 into a dispatcher error. A
+// Classify turns an APNs answer other than 200 into a dispatcher error;
+// a 410's Timestamp is taken as exact (the notifier reads APNs'
+// milliseconds into it, where apns2 would keep whole seconds). A
 // reason APNs has not documented is classified by its status code and
 // reported as "Other", so metric labels stay bounded.
 func Classify(res *apns2.Response) *dispatcher.Error {
@@ -366,11 +377,9 @@ func Classify(res *apns2.Response) *dispatcher.Error {
 	if class, ok := reasonClass[res.Reason]; ok {
 		e := &dispatcher.Error{Class: class, Reason: res.Reason, Err: err}
 		if res.StatusCode == http.StatusGone && !res.Timestamp.IsZero() {
-			// When APNs learned the token was gone. APNs sends milliseconds
-			// and apns2 keeps whole seconds, so the moment lies somewhere in
-			// the second after: only a registration after that second is
-			// surely newer.
-			e.DeadSince = res.Timestamp.Time.Add(time.Second - time.Millisecond)
+			// When APNs learned the token was gone, to the millisecond
+			// APNs sends.
+			e.DeadSince = res.Timestamp.Time
 		}
 		return e
 	}

@@ -320,3 +320,21 @@ func TestRetryAfterIsRead(t *testing.T) {
 		t.Fatalf("503 without Retry-After: %v, %v", err, pe.RetryAfter)
 	}
 }
+
+// TestUnregisteredTimestampToTheMillisecond: a 410 carries the moment
+// APNs learned the token was gone in milliseconds, and DeadSince is that
+// moment exactly, so a device registered again a fraction of a second
+// later is not taken for the dead one.
+func TestUnregisteredTimestampToTheMillisecond(t *testing.T) {
+	f := newFixture(t)
+	at := time.UnixMilli(1795345200100)
+	f.prod.FailToken(tok(30), apnstest.Unregistered(at))
+	err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(30), 1))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.TokenDead || pe.Reason != "Unregistered" {
+		t.Fatalf("got %v, want token_dead Unregistered", err)
+	}
+	if !pe.DeadSince.Equal(at) {
+		t.Fatalf("DeadSince %s, want APNs' timestamp %s", pe.DeadSince.Format(time.StampMilli), at.Format(time.StampMilli))
+	}
+}
