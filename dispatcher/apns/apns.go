@@ -121,9 +121,10 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		res        *apns2.Response
 		sendErr    error
 		retryAfter time.Duration
+		jwt        string
 	)
 	c.gate.Do(func() bool {
-		res, retryAfter, sendErr = c.push(ctx, p.Device.Token, &note)
+		res, retryAfter, jwt, sendErr = c.push(ctx, p.Device.Token, &note)
 		return sendErr == nil
 	})
 	if sendErr != nil {
@@ -133,14 +134,40 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		return nil
 	}
 	if res.Reason == apns2.ReasonExpiredProviderToken && ac.token != nil {
-		// Our token outlived APNs' hour; make the next push sign a new one.
-		ac.token.Lock()
-		ac.token.IssuedAt = 0
-		ac.token.Unlock()
+		if e := renewExpired(ac.token, jwt); e != nil {
+			return e
+		}
 	}
 	e := Classify(res)
 	e.RetryAfter = retryAfter
 	return e
+}
+
+// tokenUpdateInterval is how often APNs lets a team sign a new provider
+// token; a newer one sooner is refused with 429 TooManyProviderTokenUpdates.
+const tokenUpdateInterval = 20 * time.Minute
+
+// renewExpired deals with APNs' answer ExpiredProviderToken to a push
+// signed with jwt. The token is renewed once, by the first such answer:
+// an answer to a push signed with a token renewed since changes nothing,
+// or every push in flight would sign a token of its own. A token signed
+// less than tokenUpdateInterval ago that APNs calls expired (it accepts
+// them for an hour) means this host's clock is far behind APNs'; a new
+// token would fare no better and be refused as too soon, so the push is
+// a configuration failure.
+func renewExpired(tok *token.Token, jwt string) *dispatcher.Error {
+	tok.Lock()
+	defer tok.Unlock()
+	if tok.Bearer != jwt {
+		return nil // renewed already
+	}
+	if age := time.Since(time.Unix(tok.IssuedAt, 0)); age < tokenUpdateInterval {
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "clock_skew", Err: fmt.Errorf(
+			"apns: 403 ExpiredProviderToken for a provider token signed %v ago, which APNs accepts for an hour: this host's clock is over %v behind APNs'",
+			age.Round(time.Second), time.Hour-tokenUpdateInterval)}
+	}
+	tok.IssuedAt = 0 // the next push signs a new token
+	return nil
 }
 
 // Header values every push shares; the transport only reads them.
@@ -154,12 +181,12 @@ var (
 // push sends one notification: the request apns2's PushWithContext makes,
 // without encoding again a payload that is already JSON, without
 // canonicalising header names one by one, and without a JSON decoder for
-// the empty body of an accepted push. It returns APNs' answer and its
-// Retry-After.
-func (c *client) push(ctx context.Context, deviceToken string, note *payload.APNsNotification) (*apns2.Response, time.Duration, error) {
+// the empty body of an accepted push. It returns APNs' answer, its
+// Retry-After and the provider token the push was signed with, if any.
+func (c *client) push(ctx context.Context, deviceToken string, note *payload.APNsNotification) (*apns2.Response, time.Duration, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.c.Host+"/3/device/"+deviceToken, bytes.NewReader(note.Payload))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	h := req.Header
 	h["Content-Type"] = contentJSON
@@ -182,17 +209,19 @@ func (c *client) push(ctx context.Context, deviceToken string, note *payload.APN
 	} else {
 		h["Apns-Push-Type"] = []string{note.PushType}
 	}
+	var jwt string
 	switch {
 	case c.c.Token != nil:
-		h["Authorization"] = c.bearer()
+		b := c.bearer()
+		h["Authorization"], jwt = b.header, b.jwt
 	case c.c.Certificate.Certificate == nil:
-		return nil, 0, errNoTokenOrCert
+		return nil, 0, "", errNoTokenOrCert
 	}
 	// APNs does not redirect: straight to the transport, without
 	// http.Client's copy of the headers for a redirect that never comes.
 	res, err := c.c.HTTPClient.Transport.RoundTrip(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, jwt, err
 	}
 	defer res.Body.Close()
 	r := &apns2.Response{StatusCode: res.StatusCode, ApnsID: res.Header.Get("apns-id"), ApnsUniqueID: res.Header.Get("apns-unique-id")}
@@ -203,26 +232,26 @@ func (c *client) push(ctx context.Context, deviceToken string, note *payload.APN
 			Timestamp int64  `json:"timestamp"` // milliseconds since the epoch
 		}
 		if err := json.NewDecoder(res.Body).Decode(&body); err != nil && err != io.EOF {
-			return nil, 0, fmt.Errorf("apns: reading an answer with status %d: %w", res.StatusCode, err)
+			return nil, 0, jwt, fmt.Errorf("apns: reading an answer with status %d: %w", res.StatusCode, err)
 		}
 		r.Reason = body.Reason
 		if body.Timestamp != 0 {
 			r.Timestamp.Time = time.UnixMilli(body.Timestamp)
 		}
 	}
-	return r, dispatcher.ParseRetryAfter(res.Header.Get("Retry-After")), nil
+	return r, dispatcher.ParseRetryAfter(res.Header.Get("Retry-After")), jwt, nil
 }
 
-// bearer returns the authorization header value of the provider token,
+// bearer returns the provider token with its authorization header value,
 // signing a new token when the current one is due for renewal.
-func (c *client) bearer() []string {
+func (c *client) bearer() *bearer {
 	jwt := c.c.Token.GenerateIfExpired()
 	if b := c.auth.Load(); b != nil && b.jwt == jwt {
-		return b.header
+		return b
 	}
 	b := &bearer{jwt: jwt, header: []string{"bearer " + jwt}}
 	c.auth.Store(b)
-	return b.header
+	return b
 }
 
 // bearer is a provider token with its header value.
@@ -350,7 +379,9 @@ var reasonClass = map[string]dispatcher.Class{
 	apns2.ReasonMethodNotAllowed:   dispatcher.Permanent,
 	apns2.ReasonPayloadTooLarge:    dispatcher.Permanent,
 	apns2.ReasonForbidden:          dispatcher.Permanent,
-	// Temporary: try again later.
+	// Temporary: try again later. After ExpiredProviderToken with a new
+	// provider token (Notify renews it); after TooManyProviderTokenUpdates
+	// with the same one, which APNs takes once its 20 minutes are over.
 	apns2.ReasonIdleTimeout:                 dispatcher.Retry,
 	apns2.ReasonExpiredProviderToken:        dispatcher.Retry,
 	apns2.ReasonTooManyProviderTokenUpdates: dispatcher.Retry,
