@@ -64,8 +64,9 @@ type conn struct {
 	maxFrame      uint32 // the server's SETTINGS_MAX_FRAME_SIZE
 	window        int32  // connection send window
 	windowed      chan struct{}
-	windowWaiting bool // a writer waits on windowed
-	goingAway     bool // no more streams: GOAWAY, IDs used up or closing
+	windowWaiting bool         // a writer waits on windowed
+	goingAway     bool         // no more streams: GOAWAY, IDs used up or closing
+	goAwayErr     *GoAwayError // the GOAWAY received, if it said why
 	err           error
 	done          chan struct{} // closed with err set
 
@@ -252,8 +253,12 @@ func (c *conn) writeHeaders(ctx context.Context, s *stream, req *http.Request, b
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if c.err != nil || c.goingAway {
+		gerr := c.goAwayErr
 		c.mu.Unlock()
 		c.release()
+		if gerr != nil {
+			return gerr
+		}
 		return fmt.Errorf("%w: its connection is closing", errUnprocessed)
 	}
 	s.endSent = len(body) == 0
@@ -686,9 +691,23 @@ func (c *conn) broadcastWindowLocked() {
 	}
 }
 
+// onGoAway stops the connection taking streams. The streams the server
+// did not process are sent again on another connection after a plain
+// GOAWAY (NO_ERROR, no debug data), as a server sends when it shuts down
+// or retires a connection; after one that says why, with an error code or
+// debug data, they fail with a GoAwayError, and so does the host's next
+// dial for a while: another connection would be told the same.
 func (c *conn) onGoAway(f *http2.GoAwayFrame) {
+	var gerr *GoAwayError
+	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 {
+		// The frame is reused: its debug data is copied.
+		gerr = &GoAwayError{Code: f.ErrCode, DebugData: bytes.Clone(f.DebugData())}
+	}
 	c.mu.Lock()
 	c.goingAway = true
+	if gerr != nil && c.goAwayErr == nil {
+		c.goAwayErr = gerr
+	}
 	var unprocessed []*stream
 	for id, s := range c.streams {
 		if id > f.LastStreamID {
@@ -698,12 +717,26 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	drained := c.reserved == 0
 	c.mu.Unlock()
 	c.p.remove(c)
+	if gerr != nil {
+		c.p.holdOff(gerr)
+	}
 	for _, s := range unprocessed {
-		c.finish(s, fmt.Errorf("%w: GOAWAY %v", errUnprocessed, f.ErrCode))
+		var err error = gerr
+		if gerr == nil {
+			err = fmt.Errorf("%w: GOAWAY %v", errUnprocessed, f.ErrCode)
+		}
+		c.finish(s, err)
 	}
 	if drained {
 		c.fail(errRetired)
 	}
+}
+
+// goAwayError returns the GOAWAY received that said why, if any.
+func (c *conn) goAwayError() *GoAwayError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.goAwayErr
 }
 
 // health PINGs a connection silent for ReadIdleTimeout and closes it when

@@ -17,7 +17,8 @@
 // windows are respected and the receive window replenished, PINGs are
 // answered and idle connections checked with PINGs of their own, and
 // GOAWAY and REFUSED_STREAM retire a connection or a stream with requests
-// the server did not process retried on another connection. Only https
+// the server did not process retried on another connection, unless the
+// GOAWAY said why the server closed it (see GoAwayError). Only https
 // URLs and TLS with ALPN h2 are spoken; a response body is limited to
 // MaxResponseBody bytes.
 package h2client
@@ -37,6 +38,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
 )
 
 // MaxResponseBody is the largest response body a Transport reads; a
@@ -78,6 +80,24 @@ type Transport struct {
 // errUnprocessed marks a request the server has not processed, which may
 // be sent again on another connection.
 var errUnprocessed = errors.New("h2client: request not processed by the server")
+
+// GoAwayError fails a request the server did not process because it
+// closed the connection with a GOAWAY that says why: an error code other
+// than NO_ERROR, or debug data (APNs sends a JSON {"reason": …} there).
+// Such a request is not sent again on another connection, and for a
+// moment after it no new connection is made to the host: requests fail
+// with the same error.
+type GoAwayError struct {
+	Code      http2.ErrCode
+	DebugData []byte
+}
+
+func (e *GoAwayError) Error() string {
+	if len(e.DebugData) == 0 {
+		return fmt.Sprintf("h2client: request not processed: the server closed the connection with GOAWAY %v", e.Code)
+	}
+	return fmt.Sprintf("h2client: request not processed: the server closed the connection with GOAWAY %v: %q", e.Code, e.DebugData)
+}
 
 // dialBackoff is how long a host whose dial failed is not dialled again.
 const dialBackoff = time.Second
@@ -325,13 +345,28 @@ func (p *pool) dial() {
 	p.dials++
 	p.dialErr = err
 	p.retryAt = time.Time{}
-	if err != nil {
+	switch {
+	case err != nil:
 		p.retryAt = time.Now().Add(dialBackoff)
-	} else if c.usable() {
-		// Not if its read loop failed it already: remove came first.
+	case c.usable():
 		p.conns = append(p.conns, c)
+	default:
+		// Its read loop failed it already, or the server sent GOAWAY:
+		// remove came first.
+		if gerr := c.goAwayError(); gerr != nil {
+			p.dialErr, p.retryAt = gerr, time.Now().Add(dialBackoff)
+		}
 	}
 	p.broadcastLocked()
+}
+
+// holdOff fails, for dialBackoff, the requests that find no connection to
+// the host, with the GOAWAY that said why one was closed.
+func (p *pool) holdOff(gerr *GoAwayError) {
+	p.mu.Lock()
+	p.dialErr, p.retryAt = gerr, time.Now().Add(dialBackoff)
+	p.broadcastLocked()
+	p.mu.Unlock()
 }
 
 // remove drops a connection that takes no more streams.

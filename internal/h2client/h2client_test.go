@@ -1302,6 +1302,86 @@ func TestRefusedStreamGivesUp(t *testing.T) {
 	}
 }
 
+// TestGoAwayWithReasonFailsUnprocessedRequests has a scripted server
+// answer a request with GOAWAY LastStreamID 0 that says why it closes the
+// connection, in its debug data or its error code (APNs sends
+// {"reason":"BadCertificateEnvironment"} with NO_ERROR): the request fails
+// with a GoAwayError carrying both, and is not sent again on another
+// connection, where the same answer would wait. A request made meanwhile
+// fails with it too, rather than dial the host again at once.
+func TestGoAwayWithReasonFailsUnprocessedRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		code  http2.ErrCode
+		debug string
+	}{
+		{"debug data", http2.ErrCodeNo, `{"reason":"BadCertificateEnvironment"}`},
+		{"error code", http2.ErrCodeEnhanceYourCalm, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+				if !sc.ok(sc.handshake()) {
+					return
+				}
+				if _, err := sc.readHeaders(); err != nil {
+					return
+				}
+				if err := sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, tc.code, []byte(tc.debug)) }); err != nil {
+					return
+				}
+				sc.drain()
+			})
+			tr := srv.newTransport(t)
+			ctx, cancel := context.WithTimeout(context.Background(), guard)
+			defer cancel()
+			r := roundTrip(tr, newRequest(t, ctx, http.MethodPost, srv.url("/3/device/x"), []byte("{}")))
+			var ge *GoAwayError
+			if !errors.As(r.err, &ge) {
+				t.Fatalf("error %v after %d connections, want a GoAwayError", r.err, srv.accepts.Load())
+			}
+			if ge.Code != tc.code || string(ge.DebugData) != tc.debug {
+				t.Errorf("GoAwayError %v %q, want %v %q", ge.Code, ge.DebugData, tc.code, tc.debug)
+			}
+			r = roundTrip(tr, newRequest(t, ctx, http.MethodPost, srv.url("/3/device/y"), []byte("{}")))
+			if !errors.As(r.err, &ge) {
+				t.Errorf("a request right after: error %v, want the GoAwayError", r.err)
+			}
+			if n := srv.accepts.Load(); n != 1 {
+				t.Errorf("server accepted %d connections, want 1", n)
+			}
+		})
+	}
+}
+
+// TestGoAwayWithReasonBeforeAnyRequest has a scripted server send GOAWAY
+// with debug data right after its SETTINGS, before the client sent
+// anything: the request fails with the GoAwayError, on that one
+// connection, instead of dialling again and again.
+func TestGoAwayWithReasonBeforeAnyRequest(t *testing.T) {
+	const debug = `{"reason":"BadCertificateEnvironment"}`
+	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if !sc.ok(sc.handshake()) {
+			return
+		}
+		if err := sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, []byte(debug)) }); err != nil {
+			return
+		}
+		sc.drain()
+	})
+	tr := srv.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	r := roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/"), nil))
+	var ge *GoAwayError
+	if !errors.As(r.err, &ge) || string(ge.DebugData) != debug {
+		t.Fatalf("error %v after %d connections, want a GoAwayError with %s", r.err, srv.accepts.Load(), debug)
+	}
+	if n := srv.accepts.Load(); n != 1 {
+		t.Errorf("server accepted %d connections, want 1", n)
+	}
+}
+
 // ---------------------------------------------------------------------
 // Cancellation.
 
