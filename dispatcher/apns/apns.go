@@ -128,6 +128,10 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		return sendErr == nil
 	})
 	if sendErr != nil {
+		var goAway *h2client.GoAwayError
+		if errors.As(sendErr, &goAway) {
+			return classifyGoAway(goAway)
+		}
 		return dispatcher.Classify(sendErr)
 	}
 	if res.Sent() {
@@ -426,6 +430,29 @@ func Classify(res *apns2.Response) *dispatcher.Error {
 		class = dispatcher.Permanent
 	}
 	return &dispatcher.Error{Class: class, Reason: "Other", Err: err}
+}
+
+// classifyGoAway classifies a push APNs did not process because it closed
+// the connection with a GOAWAY, whose debug data holds a JSON reason as an
+// answer's body does (BadCertificateEnvironment, Shutdown, IdleTimeout…).
+// The reason is one about the whole connection: one that would drop the
+// push or its device token counts as a passing failure, and a GOAWAY with
+// no reason in it as a passing transport failure, "goaway".
+func classifyGoAway(ge *h2client.GoAwayError) *dispatcher.Error {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal(ge.DebugData, &body) != nil || body.Reason == "" {
+		return &dispatcher.Error{Class: dispatcher.Retry, Reason: "goaway", Err: ge}
+	}
+	class, ok := reasonClass[body.Reason]
+	switch {
+	case !ok:
+		return &dispatcher.Error{Class: dispatcher.Retry, Reason: "Other", Err: ge}
+	case class == dispatcher.TokenDead || class == dispatcher.Permanent:
+		class = dispatcher.Retry
+	}
+	return &dispatcher.Error{Class: class, Reason: body.Reason, Err: ge}
 }
 
 // ErrNotAPNs is returned for a push whose app is not an APNs app.

@@ -5,10 +5,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sideshow/apns2"
+	"golang.org/x/net/http2"
 
 	"github.com/pushsync/pushsync/dispatcher"
 	"github.com/pushsync/pushsync/dispatcher/apns"
@@ -336,5 +339,99 @@ func TestUnregisteredTimestampToTheMillisecond(t *testing.T) {
 	}
 	if !pe.DeadSince.Equal(at) {
 		t.Fatalf("DeadSince %s, want APNs' timestamp %s", pe.DeadSince.Format(time.StampMilli), at.Format(time.StampMilli))
+	}
+}
+
+// goAwayServer is an HTTP/2 server that answers every request with GOAWAY
+// LastStreamID 0 and debug data, as APNs closes a connection it refuses
+// (a production certificate sent to the sandbox, say), and counts the
+// connections made to it.
+func goAwayServer(t *testing.T, debug string) (url string, roots *x509.CertPool, conns *atomic.Int32) {
+	t.Helper()
+	id, err := emutls.New("apns-goaway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{id.Certificate}, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns = new(atomic.Int32)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(c, make([]byte, len(http2.ClientPreface))); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				if fr.WriteSettings() != nil {
+					return
+				}
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() && fr.WriteSettingsAck() != nil {
+							return
+						}
+					case *http2.HeadersFrame:
+						if fr.WriteGoAway(0, http2.ErrCodeNo, []byte(debug)) != nil {
+							return
+						}
+						_, _ = io.Copy(io.Discard, c) // until the client closes
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "https://" + ln.Addr().String(), id.RootCAs(), conns
+}
+
+// TestGoAwayReasonIsClassified: a GOAWAY's JSON reason is classified as
+// an answer's would be, without the push being sent again on new
+// connections; a reason about one device's token, which a GOAWAY for the
+// whole connection cannot carry with sense, is only a passing failure.
+func TestGoAwayReasonIsClassified(t *testing.T) {
+	f := newFixture(t)
+	for _, tt := range []struct {
+		debug  string
+		class  dispatcher.Class
+		reason string
+	}{
+		{`{"reason":"BadCertificateEnvironment"}`, dispatcher.Config, "BadCertificateEnvironment"},
+		{`{"reason":"Shutdown"}`, dispatcher.Retry, "Shutdown"},
+		{`{"reason":"BadDeviceToken"}`, dispatcher.Retry, "BadDeviceToken"},
+		{`{"reason":"SomethingNew"}`, dispatcher.Retry, "Other"},
+		{`not json`, dispatcher.Retry, "goaway"},
+	} {
+		url, roots, conns := goAwayServer(t, tt.debug)
+		n := apns.New(apns.Options{ProductionHost: url, SandboxHost: url, RootCAs: roots, TTL: time.Hour}, zerolog.Nop())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := n.Notify(ctx, push(f.app, registry.APNS, tok(1), 1))
+		cancel()
+		n.Close()
+		var pe *dispatcher.Error
+		if !errors.As(err, &pe) || pe.Class != tt.class || pe.Reason != tt.reason {
+			t.Errorf("GOAWAY %s: got %v after %d connections, want %s %s", tt.debug, err, conns.Load(), tt.class, tt.reason)
+		} else if c := conns.Load(); c != 1 {
+			t.Errorf("GOAWAY %s: %d connections, want 1", tt.debug, c)
+		}
 	}
 }
