@@ -74,7 +74,8 @@ type rejection struct {
 //  7. apns-collapse-id at most 64 bytes (400 BadCollapseId)
 //  8. apns-priority 1, 5 or 10 (400 BadPriority)
 //  9. apns-push-type present and known (400 InvalidPushType)
-//  10. background push not at priority 10 (400 BadPriority)
+//  10. background push not at priority 10, given or assumed for want of
+//     apns-priority (400 BadPriority)
 //  11. apns-expiration an integer (400 BadExpirationDate)
 //  12. authentication: client certificate (403 BadCertificate) or provider
 //     token (403 MissingProviderToken, InvalidProviderToken,
@@ -183,7 +184,8 @@ func (s *Server) check(r *http.Request, p *Push) (rejection, *Failure) {
 	if !validPushType(p.PushType) {
 		return rejection{http.StatusBadRequest, reasonInvalidPushType}, nil
 	}
-	if p.PushType == pushTypeBackground && p.Priority == priorityImmediate {
+	// Without apns-priority APNs sends at once, as at 10.
+	if p.PushType == pushTypeBackground && (p.Priority == priorityImmediate || p.Priority == 0) {
 		return rejection{http.StatusBadRequest, reasonBadPriority}, nil
 	}
 	if v, ok := hdr[headerApnsExpiration]; ok {

@@ -363,6 +363,13 @@ func TestRawValidation(t *testing.T) {
 		{"bad apns-id", func(r *http.Request) *http.Request { r.Header.Set("apns-id", "123"); return r }, 400, "BadMessageId"},
 		{"no push type", func(r *http.Request) *http.Request { r.Header.Del("apns-push-type"); return r }, 400, "InvalidPushType"},
 		{"bad priority", func(r *http.Request) *http.Request { r.Header.Set("apns-priority", "high"); return r }, 400, "BadPriority"},
+		// APNs takes a push without apns-priority for one at 10.
+		{"background without priority", func(r *http.Request) *http.Request { r.Header.Del("apns-priority"); return r }, 400, "BadPriority"},
+		{"alert without priority", func(r *http.Request) *http.Request {
+			r.Header.Set("apns-push-type", "alert")
+			r.Header.Del("apns-priority")
+			return r
+		}, 200, ""},
 		{"bad expiration", func(r *http.Request) *http.Request { r.Header.Set("apns-expiration", "soon"); return r }, 400, "BadExpirationDate"},
 		{"no authorization", func(r *http.Request) *http.Request { r.Header.Del("authorization"); return r }, 403, "MissingProviderToken"},
 		{"basic authorization", func(r *http.Request) *http.Request { r.Header.Set("authorization", "Basic eA=="); return r }, 403, "InvalidProviderToken"},
@@ -417,6 +424,7 @@ func TestRetryAfter(t *testing.T) {
 	req.Header.Set("authorization", "bearer "+ac.Token.GenerateIfExpired())
 	req.Header.Set("apns-topic", topic)
 	req.Header.Set("apns-push-type", "background")
+	req.Header.Set("apns-priority", "5")
 	a := do(t, h2Client(t, s, false), req)
 	if a.status != 429 || a.reason != "TooManyRequests" || a.header.Get("Retry-After") != "2" {
 		t.Fatalf("answer = %d %q Retry-After %q", a.status, a.reason, a.header.Get("Retry-After"))
@@ -653,6 +661,7 @@ func TestControlAPI(t *testing.T) {
 	req.Header.Set("authorization", "bearer "+c.Token.GenerateIfExpired())
 	req.Header.Set("apns-topic", topic)
 	req.Header.Set("apns-push-type", "background")
+	req.Header.Set("apns-priority", "5")
 	if a := do(t, h2Client(t, s, false), req); a.status != 200 {
 		t.Fatalf("push = %d %q", a.status, a.reason)
 	}
