@@ -72,6 +72,12 @@ type Server struct {
 	NoHTTP1 bool
 	// OnConn, when set, is called for every TCP connection accepted.
 	OnConn func()
+	// ConnContext, when set, returns the context of the requests of a
+	// connection from the one the server made, as net/http's
+	// Server.ConnContext does: a place for a handler to keep what
+	// belongs to the connection. It is called once the connection has
+	// agreed on a protocol; c is the TLS connection.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -106,6 +112,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.h1ln = newChanListener(ln.Addr())
 		s.http1 = &http.Server{
 			Handler:           s.Handler,
+			ConnContext:       s.ConnContext,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          log.New(io.Discard, "", 0),
@@ -329,6 +336,9 @@ func (c *conn) serve() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.ctx = ctx
+	if c.s.ConnContext != nil {
+		c.ctx = c.s.ConnContext(ctx, c.tc)
+	}
 
 	_ = c.tc.SetReadDeadline(time.Now().Add(handshakeTimeout))
 	preface := make([]byte, len(http2.ClientPreface))

@@ -2089,6 +2089,43 @@ func TestOnConn(t *testing.T) {
 	expect(1, "a TCP connection without a handshake")
 }
 
+// TestConnContext: the context ConnContext returns for a connection is
+// the one every request on it carries, over HTTP/2 and HTTP/1 alike, and
+// another connection gets its own.
+func TestConnContext(t *testing.T) {
+	type connKey struct{}
+	var n atomic.Int32
+	ts := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, _ := r.Context().Value(connKey{}).(int32)
+		fmt.Fprint(w, id)
+	}), func(s *h2server.Server) {
+		s.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, n.Add(1))
+		}
+	})
+	get := func(c *http.Client) string {
+		t.Helper()
+		resp, err := c.Get(ts.url("/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	h1tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ts.id.RootCAs()}, Protocols: &protos}
+	defer h1tr.CloseIdleConnections()
+	h1 := &http.Client{Transport: h1tr, Timeout: 10 * time.Second}
+	a, _ := ts.h2Client(t, nil)
+	b, _ := ts.h2Client(t, nil)
+	got := []string{get(a), get(a), get(b), get(b), get(h1), get(h1)}
+	if got[0] != got[1] || got[2] != got[3] || got[4] != got[5] || got[0] == got[2] || got[0] == got[4] || got[2] == got[4] || got[0] == "0" {
+		t.Errorf("connection values seen by two requests on each of three connections: %v; want a value of its own for each connection", got)
+	}
+}
+
 func TestClose(t *testing.T) {
 	ts := startServer(t, testHandler(&calls{}))
 	client, _ := ts.h2Client(t, nil)
