@@ -34,6 +34,7 @@ const (
 	reasonUnregistered            = "Unregistered"
 	reasonPayloadTooLarge         = "PayloadTooLarge"
 	reasonTooManyRequests         = "TooManyRequests"
+	reasonTooManyTokenUpdates     = "TooManyProviderTokenUpdates"
 	reasonInternalServerError     = "InternalServerError"
 	reasonServiceUnavailable      = "ServiceUnavailable"
 	devicePathPrefix              = "/3/device/"
@@ -79,7 +80,9 @@ type rejection struct {
 //  11. apns-expiration an integer (400 BadExpirationDate)
 //  12. authentication: client certificate (403 BadCertificate) or provider
 //     token (403 MissingProviderToken, InvalidProviderToken,
-//     ExpiredProviderToken), then the topic (400 TopicDisallowed)
+//     ExpiredProviderToken; 429 TooManyProviderTokenUpdates for a new
+//     token on a connection too soon after the last), then the topic
+//     (400 TopicDisallowed)
 //  13. payload non-empty (400 PayloadEmpty), at most 4096 bytes or 5120 for
 //     voip (413 PayloadTooLarge), a JSON object with an "aps" object
 //     (400 BadRequest, emulator-specific)
@@ -213,8 +216,12 @@ func (s *Server) check(r *http.Request, p *Push) (rejection, *Failure) {
 		if reason != "" {
 			return rejection{http.StatusForbidden, reason}, nil
 		}
-		if time.Now().Unix()-vt.iat > providerTokenLifetimeInSecond {
+		now := time.Now()
+		if now.Unix()-vt.iat > providerTokenLifetimeInSecond {
 			return rejection{http.StatusForbidden, reasonExpiredProviderToken}, nil
+		}
+		if !takeToken(r.Context(), vt, s.tokenEvery, now) {
+			return rejection{http.StatusTooManyRequests, reasonTooManyTokenUpdates}, nil
 		}
 		if !vt.key.topics.allows(p.Topic) {
 			return rejection{http.StatusBadRequest, reasonTopicDisallowed}, nil

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -862,6 +863,73 @@ func BenchmarkPush(b *testing.B) {
 				b.Errorf("push: %v %v", res, err)
 				return
 			}
+		}
+	})
+}
+
+// TestTooManyProviderTokenUpdates: on a connection, a team's provider
+// token may give way to a new one at most once every
+// WithProviderTokenUpdateInterval (20 minutes unless set, as at APNs); a
+// new token sooner is answered 429 TooManyProviderTokenUpdates, while the
+// tokens the connection took still serve. Another connection takes a
+// token of its own at once. Zero turns the check off.
+func TestTooManyProviderTokenUpdates(t *testing.T) {
+	send := func(t *testing.T, s *Server, c *http.Client, bearer string) answer {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/3/device/"+deviceToken, strings.NewReader(bgPayload))
+		req.Header.Set("authorization", "bearer "+bearer)
+		req.Header.Set("apns-topic", topic)
+		req.Header.Set("apns-push-type", "background")
+		req.Header.Set("apns-priority", "5")
+		return do(t, c, req)
+	}
+	want := func(t *testing.T, a answer, status int, reason, what string) {
+		t.Helper()
+		if a.status != status || a.reason != reason {
+			t.Errorf("%s: answer %d %q, want %d %q", what, a.status, a.reason, status, reason)
+		}
+	}
+	tokens := func(t *testing.T, ac *apns2.Client, n int) []string {
+		var jwts []string
+		for i := range n {
+			jwts = append(jwts, signedJWT(t, ac.Token.AuthKey, teamID, keyID, time.Now().Unix()-int64(10*i)))
+		}
+		return jwts
+	}
+
+	t.Run("default", func(t *testing.T) {
+		s, ac := newServer(t)
+		c := h2Client(t, s, false)
+		for i, jwt := range tokens(t, ac, 10) {
+			if i == 0 {
+				want(t, send(t, s, c, jwt), 200, "", "the connection's first token")
+			} else {
+				want(t, send(t, s, c, jwt), 429, "TooManyProviderTokenUpdates", fmt.Sprintf("new token %d", i))
+			}
+		}
+		if n := s.Stats().ByReason["TooManyProviderTokenUpdates"]; n != 9 {
+			t.Errorf("stats count %d TooManyProviderTokenUpdates, want 9", n)
+		}
+	})
+	t.Run("shorter interval", func(t *testing.T) {
+		const interval = 300 * time.Millisecond
+		s, ac := newServer(t, WithProviderTokenUpdateInterval(interval))
+		jwts := tokens(t, ac, 3)
+		c := h2Client(t, s, false)
+		want(t, send(t, s, c, jwts[0]), 200, "", "the first token")
+		want(t, send(t, s, c, jwts[1]), 429, "TooManyProviderTokenUpdates", "a second token at once")
+		want(t, send(t, s, c, jwts[0]), 200, "", "the first token after the second was refused")
+		want(t, send(t, s, h2Client(t, s, false), jwts[2]), 200, "", "a third token on a new connection")
+		time.Sleep(interval)
+		want(t, send(t, s, c, jwts[1]), 200, "", "the second token after the interval")
+		want(t, send(t, s, c, jwts[0]), 200, "", "the first token, taken before")
+		want(t, send(t, s, c, jwts[2]), 429, "TooManyProviderTokenUpdates", "a third token right after the second")
+	})
+	t.Run("off", func(t *testing.T) {
+		s, ac := newServer(t, WithProviderTokenUpdateInterval(0))
+		c := h2Client(t, s, false)
+		for i, jwt := range tokens(t, ac, 5) {
+			want(t, send(t, s, c, jwt), 200, "", fmt.Sprintf("token %d", i))
 		}
 	})
 }

@@ -1,13 +1,17 @@
 package apnstest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math/big"
+	"net"
 	"strings"
+	"sync"
+	"time"
 )
 
 // maxVerifiedTokens bounds the cache of verified provider tokens. Real
@@ -176,4 +180,74 @@ func decodeSegment(seg string, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// connTokens are the provider tokens a connection took, by team.
+type connTokens struct {
+	mu      sync.Mutex
+	current *verifiedToken // the last token seen, for the common case
+	teams   map[string]*teamTokens
+}
+
+// teamTokens are the provider tokens of one team a connection took.
+type teamTokens struct {
+	taken []tokenID // within the last ProviderTokenLifetime
+	at    time.Time // when the newest was taken
+}
+
+// tokenID tells provider tokens apart: a new token has another key or iat.
+type tokenID struct {
+	keyID string
+	iat   int64
+}
+
+type connTokensKey struct{}
+
+// withConnTokens gives a connection's requests a place for its tokens.
+func withConnTokens(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, connTokensKey{}, &connTokens{})
+}
+
+// takeToken reports whether the connection of ctx may use vt: a token it
+// took already, or a new one of a team whose last new token on it is at
+// least every old. The new token is taken.
+func takeToken(ctx context.Context, vt *verifiedToken, every time.Duration, now time.Time) bool {
+	ct, _ := ctx.Value(connTokensKey{}).(*connTokens)
+	if ct == nil || every <= 0 {
+		return true
+	}
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.current == vt {
+		return true
+	}
+	id := tokenID{vt.key.keyID, vt.iat}
+	team := vt.key.teamID
+	tt := ct.teams[team]
+	if tt == nil {
+		if ct.teams == nil {
+			ct.teams = make(map[string]*teamTokens)
+		}
+		tt = &teamTokens{}
+		ct.teams[team] = tt
+	}
+	for _, x := range tt.taken {
+		if x == id {
+			ct.current = vt
+			return true
+		}
+	}
+	if len(tt.taken) > 0 && now.Sub(tt.at) < every {
+		return false
+	}
+	// Expired tokens are refused before this; forget them.
+	kept := tt.taken[:0]
+	for _, x := range tt.taken {
+		if now.Unix()-x.iat <= providerTokenLifetimeInSecond {
+			kept = append(kept, x)
+		}
+	}
+	tt.taken, tt.at = append(kept, id), now
+	ct.current = vt
+	return true
 }

@@ -70,6 +70,11 @@ const (
 	// DefaultDeviceTokenLength is the number of hexadecimal characters a
 	// device token must have unless WithDeviceTokenLength says otherwise.
 	DefaultDeviceTokenLength = 64
+	// DefaultProviderTokenUpdateInterval is how often, unless
+	// WithProviderTokenUpdateInterval says otherwise, a team's provider
+	// token may give way to a new one on a connection: Apple asks for a
+	// refresh no more than once every 20 minutes.
+	DefaultProviderTokenUpdateInterval = 20 * time.Minute
 )
 
 // Emulator-specific reasons. Apple documents no reason for these cases, so
@@ -97,6 +102,7 @@ type options struct {
 	onPush     func(Push)
 	record     bool
 	tokenLen   int
+	tokenEvery time.Duration
 }
 
 // WithEnvironment selects the emulated environment: EnvironmentProduction
@@ -145,6 +151,18 @@ func WithRecord(record bool) Option {
 // hexadecimal token, as Apple warns that token lengths may change.
 func WithDeviceTokenLength(n int) Option {
 	return func(o *options) { o.tokenLen = n }
+}
+
+// WithProviderTokenUpdateInterval sets how often a team's provider token
+// may give way to a new one (another kid or iat) on one connection
+// (default DefaultProviderTokenUpdateInterval). A new token sooner is
+// answered 429 TooManyProviderTokenUpdates; the tokens the connection
+// took already still serve, and another connection takes a token of its
+// own, as the pushes of another process do. Zero turns the check off.
+// The check needs the emulator's own listener: served through Handler
+// elsewhere, every request is taken for a connection of its own.
+func WithProviderTokenUpdateInterval(d time.Duration) Option {
+	return func(o *options) { o.tokenEvery = d }
 }
 
 // Push is one push notification the emulator accepted.
@@ -202,17 +220,18 @@ type Server struct {
 	// the apns2 Client's Host.
 	URL string
 
-	id       *emutls.Identity
-	env      string
-	tokenLen int
-	onPush   func(Push)
-	record   bool
-	srv      *h2server.Server
-	handler  http.Handler
-	control  *http.ServeMux
-	served   chan struct{}
-	closed   chan struct{}
-	closeOne sync.Once
+	id         *emutls.Identity
+	env        string
+	tokenLen   int
+	tokenEvery time.Duration
+	onPush     func(Push)
+	record     bool
+	srv        *h2server.Server
+	handler    http.Handler
+	control    *http.ServeMux
+	served     chan struct{}
+	closed     chan struct{}
+	closeOne   sync.Once
 
 	requests    atomic.Int64
 	accepted    atomic.Int64
@@ -264,6 +283,7 @@ func Start(opts ...Option) (*Server, error) {
 		addr:       "127.0.0.1:0",
 		record:     true,
 		tokenLen:   DefaultDeviceTokenLength,
+		tokenEvery: DefaultProviderTokenUpdateInterval,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -283,17 +303,18 @@ func Start(opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("apnstest: listen on %s: %v", o.addr, err)
 	}
 	s := &Server{
-		id:       id,
-		env:      o.env,
-		tokenLen: o.tokenLen,
-		onPush:   o.onPush,
-		record:   o.record,
-		served:   make(chan struct{}),
-		closed:   make(chan struct{}),
-		byReason: make(map[string]int64),
-		tokenKey: make(map[string]*tokenKey),
-		certs:    make(map[string]*certEntry),
-		failures: make(map[string]*Failure),
+		id:         id,
+		env:        o.env,
+		tokenLen:   o.tokenLen,
+		tokenEvery: max(o.tokenEvery, 0),
+		onPush:     o.onPush,
+		record:     o.record,
+		served:     make(chan struct{}),
+		closed:     make(chan struct{}),
+		byReason:   make(map[string]int64),
+		tokenKey:   make(map[string]*tokenKey),
+		certs:      make(map[string]*certEntry),
+		failures:   make(map[string]*Failure),
 	}
 	s.URL = "https://" + emutls.URLHost(ln.Addr())
 	s.control = s.newControlMux()
@@ -311,6 +332,7 @@ func Start(opts ...Option) (*Server, error) {
 		},
 		MaxConcurrentStreams: o.maxStreams,
 		OnConn:               func() { s.connections.Add(1) },
+		ConnContext:          withConnTokens,
 	}
 	go func() {
 		defer close(s.served)
