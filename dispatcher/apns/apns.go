@@ -60,15 +60,25 @@ type Notifier struct {
 
 	mu   sync.Mutex
 	apps map[string]*appClients
+	// tokens are the provider tokens of the apps' keys: apps and revisions
+	// signing with one key share one, since APNs counts new tokens per
+	// team and refuses them more often than every 20 minutes.
+	tokens map[signingKey]*token.Token
 }
 
-// appClients are the clients of one platform app revision; both share one
-// provider token, since APNs counts token refreshes per team.
+// signingKey is a provider token signing key under its team and key ids.
+type signingKey struct {
+	teamID, keyID, authKey string
+}
+
+// appClients are the clients of one platform app revision, which share
+// the provider token of the app's key.
 type appClients struct {
 	revision int64
 	prod     *client
 	sandbox  *client
 	token    *token.Token
+	key      signingKey
 }
 
 type client struct {
@@ -92,7 +102,7 @@ func New(opts Options, log zerolog.Logger) *Notifier {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Notifier{opts: opts, log: log, apps: make(map[string]*appClients)}
+	return &Notifier{opts: opts, log: log, apps: make(map[string]*appClients), tokens: make(map[signingKey]*token.Token)}
 }
 
 // Notify sends the background notification of p's change to p's device.
@@ -284,29 +294,51 @@ func (n *Notifier) clients(app *registry.App) (*appClients, error) {
 	if err != nil {
 		return nil, err
 	}
-	if old, ok := n.apps[app.Name]; ok {
+	old, changed := n.apps[app.Name]
+	n.apps[app.Name] = ac
+	if changed {
 		// Pushes still in flight through the old clients finish; their
 		// connections close after them.
 		old.prod.tr.Retire()
 		old.sandbox.tr.Retire()
+		n.forgetToken(old)
 		n.log.Info().Str("app", app.Name).Int64("revision", app.Revision).Msg("platform app changed; new APNs clients")
 	}
-	n.apps[app.Name] = ac
 	return ac, nil
 }
 
+// forgetToken drops the provider token of a replaced app revision unless
+// an app still signs with it, under mu.
+func (n *Notifier) forgetToken(old *appClients) {
+	if old.token == nil {
+		return
+	}
+	for _, ac := range n.apps {
+		if ac.token == old.token {
+			return
+		}
+	}
+	delete(n.tokens, old.key)
+}
+
+// build makes the clients of an app revision, under mu.
 func (n *Notifier) build(app *registry.App) (*appClients, error) {
 	cred := app.APNs
 	ac := &appClients{revision: app.Revision}
 	tlsConf := &tls.Config{RootCAs: n.opts.RootCAs, MinVersion: tls.VersionTLS12}
 	if cred.AuthKey != "" {
-		key, err := token.AuthKeyFromBytes([]byte(cred.AuthKey))
-		if err != nil {
-			return nil, fmt.Errorf("apns: app %s: auth key: %w", app.Name, err)
-		}
-		ac.token = &token.Token{AuthKey: key, KeyID: cred.KeyID, TeamID: cred.TeamID}
-		if _, err := ac.token.Generate(); err != nil {
-			return nil, fmt.Errorf("apns: app %s: sign provider token: %w", app.Name, err)
+		ac.key = signingKey{teamID: cred.TeamID, keyID: cred.KeyID, authKey: cred.AuthKey}
+		if ac.token = n.tokens[ac.key]; ac.token == nil {
+			key, err := token.AuthKeyFromBytes([]byte(cred.AuthKey))
+			if err != nil {
+				return nil, fmt.Errorf("apns: app %s: auth key: %w", app.Name, err)
+			}
+			tok := &token.Token{AuthKey: key, KeyID: cred.KeyID, TeamID: cred.TeamID}
+			if _, err := tok.Generate(); err != nil {
+				return nil, fmt.Errorf("apns: app %s: sign provider token: %w", app.Name, err)
+			}
+			ac.token = tok
+			n.tokens[ac.key] = tok
 		}
 	} else {
 		cert, err := tls.X509KeyPair([]byte(cred.Certificate), []byte(cred.Certificate))

@@ -435,3 +435,27 @@ func TestGoAwayReasonIsClassified(t *testing.T) {
 		}
 	}
 }
+
+// TestAppsOfOneKeyShareAProviderToken: platform apps that sign with the
+// same key (a team's apps, or the revisions of one app) send one provider
+// token between them, not one each: APNs counts new tokens per team and
+// refuses them more often than every 20 minutes.
+func TestAppsOfOneKeyShareAProviderToken(t *testing.T) {
+	f := newFixture(t)
+	other := *f.app
+	other.Name = "ios-lite"
+	changed := *f.app
+	changed.Revision = 2
+	for i, app := range []*registry.App{f.app, &other, &changed} {
+		if err := f.n.Notify(context.Background(), push(app, registry.APNS, tok(40+i), 1)); err != nil {
+			t.Fatalf("push through %s revision %d: %v", app.Name, app.Revision, err)
+		}
+	}
+	bearers := map[string]bool{}
+	for _, p := range f.prod.Pushes() {
+		bearers[p.Header.Get("Authorization")] = true
+	}
+	if len(bearers) != 1 {
+		t.Fatalf("two apps and a new revision signing with one key sent %d provider tokens, want 1", len(bearers))
+	}
+}
