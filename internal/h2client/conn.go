@@ -66,7 +66,7 @@ type conn struct {
 	windowed      chan struct{}
 	windowWaiting bool         // a writer waits on windowed
 	goingAway     bool         // no more streams: GOAWAY, IDs used up or closing
-	goAwayErr     *GoAwayError // the GOAWAY received, if it said why
+	goAwayErr     *GoAwayError // a GOAWAY received that said why and refused streams
 	err           error
 	done          chan struct{} // closed with err set
 
@@ -695,8 +695,10 @@ func (c *conn) broadcastWindowLocked() {
 // did not process are sent again on another connection after a plain
 // GOAWAY (NO_ERROR, no debug data), as a server sends when it shuts down
 // or retires a connection; after one that says why, with an error code or
-// debug data, they fail with a GoAwayError, and so does the host's next
-// dial for a while: another connection would be told the same.
+// debug data, they fail with a GoAwayError. If such a GOAWAY refused
+// streams, or came before the server processed any, the host's next dial
+// fails with it too for a while: another connection would be told the
+// same.
 func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	var gerr *GoAwayError
 	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 {
@@ -705,19 +707,20 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	}
 	c.mu.Lock()
 	c.goingAway = true
-	if gerr != nil && c.goAwayErr == nil {
-		c.goAwayErr = gerr
-	}
 	var unprocessed []*stream
 	for id, s := range c.streams {
 		if id > f.LastStreamID {
 			unprocessed = append(unprocessed, s)
 		}
 	}
+	refused := gerr != nil && (f.LastStreamID == 0 || len(unprocessed) > 0)
+	if refused && c.goAwayErr == nil {
+		c.goAwayErr = gerr
+	}
 	drained := c.reserved == 0
 	c.mu.Unlock()
 	c.p.remove(c)
-	if gerr != nil {
+	if refused {
 		c.p.holdOff(gerr)
 	}
 	for _, s := range unprocessed {
@@ -732,7 +735,8 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	}
 }
 
-// goAwayError returns the GOAWAY received that said why, if any.
+// goAwayError returns the GOAWAY received that said why and refused
+// streams, if any.
 func (c *conn) goAwayError() *GoAwayError {
 	c.mu.Lock()
 	defer c.mu.Unlock()

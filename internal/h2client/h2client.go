@@ -85,8 +85,8 @@ var errUnprocessed = errors.New("h2client: request not processed by the server")
 // closed the connection with a GOAWAY that says why: an error code other
 // than NO_ERROR, or debug data (APNs sends a JSON {"reason": …} there).
 // Such a request is not sent again on another connection, and for a
-// moment after it no new connection is made to the host: requests fail
-// with the same error.
+// moment after it no new connection is made to the host: requests that
+// find no other connection fail with the same error.
 type GoAwayError struct {
 	Code      http2.ErrCode
 	DebugData []byte

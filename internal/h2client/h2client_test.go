@@ -1382,6 +1382,39 @@ func TestGoAwayWithReasonBeforeAnyRequest(t *testing.T) {
 	}
 }
 
+// TestGoAwayWithReasonAfterEveryStream has a scripted server answer a
+// request and then send GOAWAY with debug data but a LastStreamID that
+// covers every stream it was sent: nothing was refused, so the next
+// request goes at once on a new connection.
+func TestGoAwayWithReasonAfterEveryStream(t *testing.T) {
+	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if !sc.ok(sc.handshake()) {
+			return
+		}
+		if sc.n > 1 {
+			sc.serve()
+			return
+		}
+		r, err := sc.readRequest()
+		if err != nil {
+			return
+		}
+		if sc.respond(r.id, 200, "conn1:"+r.get(":path")) != nil {
+			return
+		}
+		if sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(r.id, http2.ErrCodeNo, []byte("graceful")) }) != nil {
+			return
+		}
+		sc.drain()
+	})
+	tr := srv.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil)), "conn1:/a")
+	waitUntil(t, "the connection is retired", func() bool { return len(poolConns(tr)) == 0 })
+	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil)), "conn2:/b")
+}
+
 // ---------------------------------------------------------------------
 // Cancellation.
 
