@@ -99,6 +99,12 @@ type Options struct {
 	// service refused is not sent through; its events wait in the broker.
 	// If not set, 30s.
 	ConfigBackoff time.Duration
+	// MaxDeadRun is how many devices in a row one platform app may report
+	// dead on one platform, with no push accepted between them, before the
+	// dispatcher stops removing devices for it and suspends it as
+	// misconfigured (a wrong topic, environment or project makes every
+	// device look dead). If not set, 50.
+	MaxDeadRun int
 	// DeviceEvents, if set, announces devices removed for dead tokens.
 	DeviceEvents DeviceEvents
 	// DeadLetters, if set, keeps events whose pushes still fail on their
@@ -140,6 +146,7 @@ func (o *Options) setDefaults() error {
 	def(&o.ConfigBackoff, 30*time.Second)
 	def(&o.BudgetWindow, time.Hour)
 	defInt(&o.MaxDeliver, 20)
+	defInt(&o.MaxDeadRun, 50)
 	defInt(&o.MaxAckPending, 4096)
 	defInt(&o.Workers, 256)
 	defInt(&o.MaxConcurrentSends, 1024)
@@ -170,6 +177,8 @@ type Dispatcher struct {
 	mu         sync.Mutex
 	suspended  map[route]time.Time // until when a route is not used
 	nSuspended atomic.Int32        // len(suspended), read without the lock
+	deadRuns   map[route]int       // dead-token verdicts since the route's last accepted push
+	nDeadRuns  atomic.Int32        // len(deadRuns), read without the lock
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -200,6 +209,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
 		suspended: make(map[route]time.Time),
+		deadRuns:  make(map[route]int),
 		slots:     make(chan struct{}, opts.Workers),
 		groups:    make(map[string]*group),
 	}, nil
@@ -761,6 +771,17 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 		case perr.Class == Config:
 			d.suspend(routeOf(t), perr)
 			return perr
+		case perr.Class == TokenDead:
+			if run := d.deadRun(routeOf(t)); run > d.opts.MaxDeadRun {
+				// An app that refuses every device is more likely wrong
+				// than every device dead: its topic, environment or
+				// project. The devices are kept until it accepts one.
+				perr = &Error{Class: Config, Reason: "refuses_every_device", Err: fmt.Errorf(
+					"%s refused the last %d devices (%s) and accepted none: check the app's topic, environment or project; devices are no longer removed until it accepts a push",
+					t.app.Name, run, perr.Reason)}
+				d.suspend(routeOf(t), perr)
+			}
+			return perr
 		case perr.Class != Retry:
 			return perr
 		}
@@ -841,12 +862,31 @@ func (d *Dispatcher) suspendedUntil(r route) (time.Time, bool) {
 	return until, ok
 }
 
+// deadRun counts a dead-token verdict of route r and returns how many it
+// has given since its last accepted push.
+func (d *Dispatcher) deadRun(r route) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.deadRuns[r]
+	if !ok {
+		d.nDeadRuns.Add(1)
+	}
+	d.deadRuns[r] = n + 1
+	return n + 1
+}
+
+// resume notes that route r accepted a push: it is no longer suspended,
+// and its run of dead tokens ends.
 func (d *Dispatcher) resume(r route) {
-	if d.nSuspended.Load() == 0 {
+	if d.nSuspended.Load() == 0 && d.nDeadRuns.Load() == 0 {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if _, ok := d.deadRuns[r]; ok {
+		delete(d.deadRuns, r)
+		d.nDeadRuns.Add(-1)
+	}
 	if _, ok := d.suspended[r]; !ok {
 		return
 	}

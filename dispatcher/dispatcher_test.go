@@ -626,6 +626,71 @@ func TestDeadTokensRemoveTheDevice(t *testing.T) {
 	}
 }
 
+// TestAppRefusingEveryDeviceKeepsThem: a platform app that reports one
+// device after another dead, accepting none, is taken for misconfigured
+// (a wrong project, topic or environment makes every token look dead):
+// after MaxDeadRun removals the devices are kept and the app suspended,
+// and once it accepts a push again, a dead token removes its device.
+func TestAppRefusingEveryDeviceKeepsThem(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	for i := range 5 {
+		d, _, err := e.reg.RegisterDevice(ctx, pool, identity, registry.GCM, fmt.Sprintf("fcm-extra-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.reg.Subscribe(ctx, pool, identity, "settings", d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wrongProject atomic.Bool
+	wrongProject.Store(true)
+	e.fcm.answer = func(p *dispatcher.Push, _ int) error {
+		if wrongProject.Load() || p.Device.Token == "fcm-extra-0" {
+			return &dispatcher.Error{Class: dispatcher.TokenDead, Reason: "SENDER_ID_MISMATCH"}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.MaxDeadRun = 2; o.ConfigBackoff = 300 * time.Millisecond })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "retry")
+	fcmDevices := func() int {
+		reg, err := e.reg.Registration(ctx, pool, identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, d := range reg.Devices {
+			if d.Platform == registry.GCM {
+				n++
+			}
+		}
+		return n
+	}
+	// fcm-3, the five extra, the origin and the unsubscribed one: two of
+	// the six pushed to are removed, no more.
+	if n := fcmDevices(); n != 8-2 {
+		t.Fatalf("%d FCM devices left, want 6: an app refusing every device had more than MaxDeadRun removed", n)
+	}
+	if v := gaugeValue(t, e, "pushsync_app_suspended"); v != 1 {
+		t.Fatalf("pushsync_app_suspended = %v, want 1", v)
+	}
+
+	// Fixed, the app accepts the others, and the one dead token among
+	// them (unless it was among the two removed) removes its device.
+	wrongProject.Store(false)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	reg, err := e.reg.Registration(ctx, pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range reg.Devices {
+		if d.Token == "fcm-extra-0" {
+			t.Fatalf("after the app accepted pushes again, a dead token kept its device")
+		}
+	}
+}
+
 func gaugeValue(t *testing.T, e *env, name string) float64 {
 	mfs, err := e.metrics.Gather()
 	if err != nil {
