@@ -2,7 +2,10 @@ package config
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -19,7 +22,8 @@ func envName(key string) string {
 
 // envIgnored reports whether name is a PUSHSYNC_* variable that is not a
 // setting: the config file path read by the daemon, and test harness
-// variables.
+// variables. Kubernetes service links are recognised by name and value
+// (serviceLink).
 func envIgnored(name string) bool {
 	return name == "PUSHSYNC_CONFIG" || strings.HasPrefix(name, "PUSHSYNC_TEST_")
 }
@@ -27,7 +31,8 @@ func envIgnored(name string) bool {
 // applyEnv sets the settings named by the PUSHSYNC_* variables in env, a
 // slice of "NAME=value" like os.Environ(). A later entry beats an earlier one.
 // An unknown PUSHSYNC_* variable or a value that does not parse is an error
-// naming the variable.
+// naming the variable; the variables Kubernetes sets for a Service whose
+// name starts with "pushsync" are not unknown but ignored.
 func applyEnv(c *Config, env []string) []error {
 	all := fields(reflect.ValueOf(c).Elem(), "")
 	byName := make(map[string]reflect.Value, len(all))
@@ -41,6 +46,9 @@ func applyEnv(c *Config, env []string) []error {
 			continue
 		}
 		v, ok := byName[name]
+		if !ok && serviceLink(name, value) {
+			continue
+		}
 		if !ok {
 			errs = append(errs, unknownEnvError(name, byName))
 			continue
@@ -50,6 +58,74 @@ func applyEnv(c *Config, env []string) []error {
 		}
 	}
 	return errs
+}
+
+// The names of the variables Kubernetes gives a pod for every Service of
+// its namespace, unless the pod spec sets enableServiceLinks: false. A
+// Service named pushsync-api yields PUSHSYNC_API_SERVICE_HOST and the like.
+var (
+	linkServiceHost = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_SERVICE_HOST$`)
+	linkServicePort = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_SERVICE_PORT(?:_[A-Z0-9_]+)?$`)
+	linkFirstPort   = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_PORT$`)
+	linkPort        = regexp.MustCompile(`^[A-Z][A-Z0-9_]*_PORT_([0-9]+)_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?$`)
+)
+
+// serviceLink reports whether name=value is a Kubernetes service-link
+// variable: a name of that form with a value of the form Kubernetes gives
+// it. Call it only for names that are not settings.
+//
+//	<SERVICE>_SERVICE_HOST=10.0.0.12
+//	<SERVICE>_SERVICE_PORT=8081, <SERVICE>_SERVICE_PORT_<PORT NAME>=8081
+//	<SERVICE>_PORT=tcp://10.0.0.12:8081
+//	<SERVICE>_PORT_8081_TCP=tcp://10.0.0.12:8081
+//	<SERVICE>_PORT_8081_TCP_PROTO=tcp, _PORT=8081, _ADDR=10.0.0.12
+func serviceLink(name, value string) bool {
+	if m := linkPort.FindStringSubmatch(name); m != nil {
+		proto := strings.ToLower(m[2])
+		switch m[3] {
+		case "":
+			return linkURL(value, proto, m[1])
+		case "_PROTO":
+			return value == proto
+		case "_PORT":
+			return value == m[1] && portNumber(value)
+		case "_ADDR":
+			return ipAddress(value)
+		}
+	}
+	switch {
+	case linkServiceHost.MatchString(name):
+		return ipAddress(value)
+	case linkServicePort.MatchString(name):
+		return portNumber(value)
+	case linkFirstPort.MatchString(name):
+		proto, _, _ := strings.Cut(value, "://")
+		return (proto == "tcp" || proto == "udp" || proto == "sctp") && linkURL(value, proto, "")
+	}
+	return false
+}
+
+// linkURL reports whether v is proto://ip:port, with the given port unless
+// port is empty.
+func linkURL(v, proto, port string) bool {
+	hostPort, ok := strings.CutPrefix(v, proto+"://")
+	if !ok {
+		return false
+	}
+	host, p, err := net.SplitHostPort(hostPort)
+	return err == nil && ipAddress(host) && portNumber(p) && (port == "" || p == port)
+}
+
+func ipAddress(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// portNumber reports whether s is a port number written as Kubernetes
+// writes it.
+func portNumber(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == s
 }
 
 // unknownEnvError says that name is not a setting and suggests the closest

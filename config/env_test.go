@@ -145,3 +145,80 @@ func envString(t *testing.T, v reflect.Value) string {
 	t.Fatalf("no environment form for %s", v.Type())
 	return fmt.Sprint(v)
 }
+
+// Kubernetes gives every pod variables describing each Service of its
+// namespace (unless the pod spec sets enableServiceLinks: false); those of a
+// Service named pushsync-api or pushsync start with PUSHSYNC_ but are not
+// settings, and must not stop the daemon.
+func TestEnvIgnoresKubernetesServiceLinks(t *testing.T) {
+	for _, env := range [][]string{
+		{ // Service pushsync-api, ports api 8081 and ops 8080
+			"PUSHSYNC_API_SERVICE_HOST=10.0.0.12",
+			"PUSHSYNC_API_SERVICE_PORT=8081",
+			"PUSHSYNC_API_SERVICE_PORT_API=8081",
+			"PUSHSYNC_API_SERVICE_PORT_OPS=8080",
+			"PUSHSYNC_API_PORT=tcp://10.0.0.12:8081",
+			"PUSHSYNC_API_PORT_8081_TCP=tcp://10.0.0.12:8081",
+			"PUSHSYNC_API_PORT_8081_TCP_PROTO=tcp",
+			"PUSHSYNC_API_PORT_8081_TCP_PORT=8081",
+			"PUSHSYNC_API_PORT_8081_TCP_ADDR=10.0.0.12",
+			"PUSHSYNC_API_PORT_8080_TCP=tcp://10.0.0.12:8080",
+			"PUSHSYNC_API_PORT_8080_TCP_PROTO=tcp",
+			"PUSHSYNC_API_PORT_8080_TCP_PORT=8080",
+			"PUSHSYNC_API_PORT_8080_TCP_ADDR=10.0.0.12",
+		},
+		{ // Service pushsync, IPv6, a UDP and an SCTP port with dashes in the name
+			"PUSHSYNC_SERVICE_HOST=fd00::c",
+			"PUSHSYNC_SERVICE_PORT=53",
+			"PUSHSYNC_SERVICE_PORT_DNS_UDP=53",
+			"PUSHSYNC_PORT=udp://[fd00::c]:53",
+			"PUSHSYNC_PORT_53_UDP=udp://[fd00::c]:53",
+			"PUSHSYNC_PORT_53_UDP_PROTO=udp",
+			"PUSHSYNC_PORT_53_UDP_PORT=53",
+			"PUSHSYNC_PORT_53_UDP_ADDR=fd00::c",
+			"PUSHSYNC_PORT_9899_SCTP=sctp://[fd00::c]:9899",
+			"PUSHSYNC_PORT_9899_SCTP_PROTO=sctp",
+		},
+		{ // Service pushsync-worker-metrics
+			"PUSHSYNC_WORKER_METRICS_SERVICE_HOST=10.96.4.1",
+			"PUSHSYNC_WORKER_METRICS_SERVICE_PORT=8080",
+			"PUSHSYNC_WORKER_METRICS_PORT=tcp://10.96.4.1:8080",
+			"PUSHSYNC_WORKER_METRICS_PORT_8080_TCP_ADDR=10.96.4.1",
+		},
+	} {
+		got, err := Parse(nil, env, "")
+		if err != nil {
+			t.Errorf("env %q: %v", env, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, Default()) {
+			t.Errorf("env %q changed settings:\n%s", env, dump(t, got))
+		}
+	}
+}
+
+// A name of the service-link form that is a setting is the setting, and
+// one whose value is not what Kubernetes would give is a mistake.
+func TestEnvServiceLinkFormsThatAreNotLinks(t *testing.T) {
+	got, err := Parse(nil, []string{"PUSHSYNC_API_ARN_ACCOUNT=123456789012"}, "")
+	if err != nil || got.API.ARNAccount != "123456789012" {
+		t.Fatalf("a setting: %v", err)
+	}
+	for _, kv := range []string{
+		"PUSHSYNC_HTTP_PORT=8080",                          // not tcp://host:port
+		"PUSHSYNC_API_PORT=:8081",                          // not tcp://host:port
+		"PUSHSYNC_API_SERVICE_HOST=api.internal",           // not an IP address
+		"PUSHSYNC_API_SERVICE_PORT=http",                   // not a port number
+		"PUSHSYNC_API_PORT_8081_TCP=tcp://10.0.0.12:8080",  // a different port
+		"PUSHSYNC_API_PORT_8081_TCP_PROTO=udp",             // a different protocol
+		"PUSHSYNC_API_PORT_8081_TCP_PORT=8080",             // a different port
+		"PUSHSYNC_API_PORT_8081_HTTP=tcp://10.0.0.12:8081", // no such protocol
+		"PUSHSYNC_SERVICE_HOST_X=10.0.0.12",                // no such form
+	} {
+		name, _, _ := strings.Cut(kv, "=")
+		_, err := Parse(nil, []string{kv}, "")
+		if err == nil || !strings.Contains(err.Error(), name+": unknown variable") {
+			t.Errorf("%s: error %v, want %s: unknown variable", kv, err, name)
+		}
+	}
+}

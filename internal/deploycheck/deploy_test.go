@@ -9,8 +9,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -145,6 +147,9 @@ func TestKubernetes(t *testing.T) {
 				if len(ctrs) != 1 {
 					t.Fatalf("%s: %d containers", name, len(ctrs))
 				}
+				if v, ok := pspec["enableServiceLinks"].(bool); !ok || v {
+					t.Errorf("%s: the pod spec does not set enableServiceLinks: false", name)
+				}
 				args, _ := ctrs[0].(map[string]any)["args"].([]any)
 				role := strings.TrimPrefix(name, "pushsync-")
 				if len(args) == 0 || args[len(args)-1] != role {
@@ -172,6 +177,63 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("kubernetes ConfigMap: nats.replicas = %d, want 3", cfg.NATS.Replicas)
 		}
 	}
+}
+
+// TestKubernetesServiceLinks checks that the variables Kubernetes gives a
+// pod for each Service under deploy/ (when a pod spec leaves service links
+// on) do not stop pushsyncd from starting.
+func TestKubernetesServiceLinks(t *testing.T) {
+	services := 0
+	for _, f := range deployFiles(t, ".yaml") {
+		if !strings.Contains(f, "kubernetes") {
+			continue
+		}
+		for _, doc := range yamlDocs(t, f) {
+			if doc["kind"] != "Service" {
+				continue
+			}
+			services++
+			meta, _ := doc["metadata"].(map[string]any)
+			name, _ := meta["name"].(string)
+			spec, _ := doc["spec"].(map[string]any)
+			ports, _ := spec["ports"].([]any)
+			env := serviceLinks(name, "10.0.0.12", ports)
+			if len(env) < 5 {
+				t.Fatalf("%s: service links %q", name, env)
+			}
+			if _, err := config.Parse(nil, env, ""); err != nil {
+				t.Errorf("Service %s: its service-link variables stop pushsyncd:\n%v", name, err)
+			}
+		}
+	}
+	if services == 0 {
+		t.Fatal("no Service under deploy/kubernetes")
+	}
+}
+
+// serviceLinks returns the variables the kubelet gives a pod for a Service
+// with the given cluster IP and ports, as its envvars.FromServices does.
+func serviceLinks(service, ip string, ports []any) []string {
+	prefix := strings.ToUpper(strings.ReplaceAll(service, "-", "_"))
+	env := []string{prefix + "_SERVICE_HOST=" + ip}
+	for i, p := range ports {
+		port, _ := p.(map[string]any)
+		num := fmt.Sprint(port["port"])
+		proto, _ := port["protocol"].(string)
+		if proto == "" {
+			proto = "TCP"
+		}
+		url := strings.ToLower(proto) + "://" + net.JoinHostPort(ip, num)
+		if i == 0 {
+			env = append(env, prefix+"_SERVICE_PORT="+num, prefix+"_PORT="+url)
+		}
+		if n, _ := port["name"].(string); n != "" {
+			env = append(env, prefix+"_SERVICE_PORT_"+strings.ToUpper(strings.ReplaceAll(n, "-", "_"))+"="+num)
+		}
+		pp := prefix + "_PORT_" + num + "_" + strings.ToUpper(proto)
+		env = append(env, pp+"="+url, pp+"_PROTO="+strings.ToLower(proto), pp+"_PORT="+num, pp+"_ADDR="+ip)
+	}
+	return env
 }
 
 // TestSystemdUnits checks the role argument and that systemd waits longer
