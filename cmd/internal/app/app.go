@@ -18,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -226,37 +225,6 @@ func NewRedis(cfg config.RedisConfig) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(o), nil
 }
 
-// ConnectNATS connects to the servers cfg names. The connection retries
-// for ever, both at start and after losing the server.
-func ConnectNATS(cfg config.NATSConfig, log zerolog.Logger) (*nats.Conn, error) {
-	opts := []nats.Option{
-		nats.Name("pushsyncd"),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.ReconnectWait(time.Second),
-		nats.Timeout(cfg.ConnectTimeout.Std()),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().Err(err).Msg("disconnected from NATS")
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
-		}),
-	}
-	switch {
-	case cfg.CredsFile != "":
-		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
-	case cfg.Token != "":
-		opts = append(opts, nats.Token(string(cfg.Token)))
-	case cfg.User != "":
-		opts = append(opts, nats.UserInfo(cfg.User, string(cfg.Password)))
-	}
-	nc, err := nats.Connect(cfg.URL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
-	}
-	return nc, nil
-}
-
 // StreamConfig is the event stream cfg describes.
 func StreamConfig(cfg config.NATSConfig) event.StreamConfig {
 	storage := jetstream.FileStorage
@@ -291,21 +259,20 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		addrs Addrs
 	)
 	// Both roles use NATS: the worker consumes events, the API publishes them.
-	nc, err := ConnectNATS(cfg.NATS, log)
+	nc, err := connectNATS(cfg.NATS, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc.Conn)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	checks = append(checks, check{"nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected")
-		}
-		return nil
-	}})
+	checks = append(checks, check{"nats", func(context.Context) error { return nc.Ready() }})
+	// The work below stops when the caller's ctx ends, or when the NATS
+	// connection is lost for good.
+	ctx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
 	// Both roles use the dead-letter stream: the worker fills it, the admin
 	// API empties it. It is made when NATS first answers.
 	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
@@ -395,7 +362,15 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		ready(addrs)
 	}
 
-	<-ctx.Done()
+	var lost error
+	select {
+	case <-ctx.Done():
+	case <-nc.Lost():
+		// A supervisor restarts the process, which then says at once
+		// whether the servers take its credentials now.
+		lost = fmt.Errorf("nats: the connection to %s is closed for good: %w", nc.urls, nc.Err())
+		stopWork()
+	}
 	log.Info().Msg("stopping: finishing in-flight work")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout.Std())
 	defer cancel()
@@ -405,7 +380,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	wg.Wait()
 	_ = ops.Shutdown(sctx)
 	log.Info().Msg("stopped")
-	return nil
+	return lost
 }
 
 // newDispatcher builds the dispatcher with its notifiers; the returned
