@@ -176,7 +176,9 @@ func (r *Registry) CreateApp(ctx context.Context, app App) (App, error) {
 }
 
 // ReplaceApp replaces the credentials of an existing platform app, as when
-// rotating a key; it returns ErrAppNotFound if there is none.
+// rotating a key; it returns ErrAppNotFound if there is none. An app whose
+// record no configured master key opens is replaced as if new (CreatedAt
+// is now), provided the pools that push through it need its kind.
 func (r *Registry) ReplaceApp(ctx context.Context, app App) (App, error) {
 	return r.putApp(ctx, app, putReplace)
 }
@@ -208,9 +210,15 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 			app.CreatedAt = old.CreatedAt
 		case errors.Is(err, ErrAppNotFound) && mode != putReplace:
 			app.CreatedAt = now
-		case mode == putAny && errors.Is(err, errUnreadable):
-			// A plain put replaces a record this key cannot read (sealed
-			// under another master key, or stored before encryption).
+		case mode != putCreate && errors.Is(err, errUnreadable):
+			// A put or a replace (registering the credentials again
+			// after the master key that sealed them was lost) replaces a
+			// record this key cannot read: sealed under another master
+			// key, or stored before encryption. Its kind is unknown, so
+			// the pools that push through it must agree with the new one.
+			if err := r.checkPoolKinds(ctx, tx, app); err != nil {
+				return err
+			}
 			app.CreatedAt = now
 		default:
 			return err
@@ -234,6 +242,31 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 		return App{}, fmt.Errorf("registry: put app %s: %w", app.Name, err)
 	}
 	return app, nil
+}
+
+// checkPoolKinds checks that every identity pool pushing through an app of
+// app's name does so for platforms of app's kind.
+func (r *Registry) checkPoolKinds(ctx context.Context, c redis.Cmdable, app App) error {
+	all, err := c.HGetAll(ctx, r.configKey()).Result()
+	if err != nil {
+		return err
+	}
+	for f, v := range all {
+		pool, ok := strings.CutPrefix(f, "pool:")
+		if !ok {
+			continue
+		}
+		var pp PoolPush
+		if json.Unmarshal([]byte(v), &pp) != nil {
+			continue
+		}
+		for platform, name := range pp.Apps {
+			if name == app.Name && platform.Kind() != app.Kind {
+				return fmt.Errorf("%w %s: identity pool %s pushes to %s devices through it, which needs an %s app, not %s", ErrInvalidApp, app.Name, pool, platform, platform.Kind(), app.Kind)
+			}
+		}
+	}
+	return nil
 }
 
 // App returns a platform app with its credentials.

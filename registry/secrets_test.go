@@ -44,16 +44,67 @@ func TestAppSecretsAreEncryptedAtRest(t *testing.T) {
 	if _, err := plain.App(ctx, "ios"); err == nil || !strings.Contains(err.Error(), "no master key") {
 		t.Fatalf("App without a key: %v", err)
 	}
-	// Operators' create and replace refuse to touch a record they cannot
-	// read; a plain put (dev stacks, tests) replaces it.
-	if _, err := other.ReplaceApp(ctx, app); err == nil {
-		t.Fatal("ReplaceApp overwrote a record it cannot read")
+	// Create refuses to touch a record it cannot read; a plain put (dev
+	// stacks, tests) replaces it.
+	if _, err := other.CreateApp(ctx, app); err == nil {
+		t.Fatal("CreateApp overwrote a record it cannot read")
 	}
 	if _, err := other.PutApp(ctx, app); err != nil {
 		t.Fatalf("PutApp over an unreadable record: %v", err)
 	}
 	if got, err := other.App(ctx, "ios"); err != nil || got.APNs.AuthKey != key {
 		t.Fatalf("after PutApp under the new key: %v", err)
+	}
+}
+
+// After the master key that sealed an app is lost, registering its
+// credentials again (pushsyncctl app rotate, as secrets status advises)
+// replaces the record no key opens; it is a new app from then on.
+func TestReplaceAppNoKeyOpens(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	lost := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom(), Now: func() time.Time { return t0 }})
+	android := registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "demo", ServiceAccount: serviceAccount}}
+	ios := registry.App{Name: "ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "com.example", KeyID: "ABC123DEFG", TeamID: "TEAM123456", AuthKey: p8(t)}}
+	for _, a := range []registry.App{android, ios} {
+		if _, err := lost.CreateApp(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := lost.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{registry.GCM: "android", registry.APNS: "ios"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	t1 := t0.Add(time.Hour)
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom(), Now: func() time.Time { return t1 }})
+	if _, err := r.App(ctx, "android"); err == nil {
+		t.Fatal("another key opened the record")
+	}
+	got, err := r.ReplaceApp(ctx, android)
+	if err != nil {
+		t.Fatalf("ReplaceApp of a record no key opens: %v", err)
+	}
+	if !got.CreatedAt.Equal(t1) || !got.UpdatedAt.Equal(t1) || got.Revision != 2 {
+		t.Errorf("replaced: created %v, updated %v, revision %d; want %v, %v, 2", got.CreatedAt, got.UpdatedAt, got.Revision, t1, t1)
+	}
+	if back, err := r.App(ctx, "android"); err != nil || back.FCM.ServiceAccount != serviceAccount {
+		t.Fatalf("App after the replace: %+v %v", back, err)
+	}
+	// The kind of a record no key opens is unknown, but the pools that
+	// push through it say what it must be.
+	asFCM := registry.App{Name: "ios", Kind: registry.KindFCM, FCM: android.FCM}
+	if _, err := r.ReplaceApp(ctx, asFCM); !errors.Is(err, registry.ErrInvalidApp) || !strings.Contains(err.Error(), pool) || !strings.Contains(err.Error(), "APNS") {
+		t.Fatalf("ReplaceApp with another kind than its pools need: %v", err)
+	}
+	if _, err := r.PutApp(ctx, asFCM); !errors.Is(err, registry.ErrInvalidApp) {
+		t.Fatalf("PutApp with another kind than its pools need: %v", err)
+	}
+	if _, err := r.ReplaceApp(ctx, ios); err != nil {
+		t.Fatalf("ReplaceApp of the APNs app: %v", err)
+	}
+	if _, err := r.ReplaceApp(ctx, registry.App{Name: "gone", Kind: registry.KindFCM, FCM: android.FCM}); !errors.Is(err, registry.ErrAppNotFound) {
+		t.Fatalf("ReplaceApp of a missing app: %v", err)
 	}
 }
 

@@ -147,6 +147,13 @@ func TestMasterKeyRotation(t *testing.T) {
 	if !strings.Contains(out, "apps no configured key opens: game-android, game-ios") || !strings.Contains(out, "2 identity credentials no configured key opens") {
 		t.Fatalf("secrets status under a key that opens nothing:\n%s", out)
 	}
+	// As it advises, registering an app's credentials again makes it
+	// readable.
+	d.ctl("app", "rotate", "game-ios", "-apns-topic", topic, "-apns-key-file", "key.p8", "-apns-key-id", "KEY1234567", "-apns-team-id", team)
+	out = status("2 1 0 1", "2 0 0 2", "has no secrets.secondary_master_key")
+	if !strings.Contains(out, "apps no configured key opens: game-android (") {
+		t.Fatalf("secrets status after app rotate game-ios:\n%s", out)
+	}
 }
 
 // waitPushes waits until the APNs production and the FCM emulators have
