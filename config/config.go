@@ -123,7 +123,7 @@ type RedisTLSConfig struct {
 	Enabled bool `yaml:"enabled" json:"enabled"`
 	// CAFile is a PEM file of the authorities that may sign the server's
 	// certificate; a relative path is relative to the config file's
-	// directory. If not set, "" (the system roots).
+	// directory. It needs Enabled. If not set, "" (the system roots).
 	CAFile string `yaml:"ca_file" json:"ca_file"`
 }
 
@@ -134,20 +134,21 @@ type NATSConfig struct {
 	// scheme nats, tls, ws or wss. If not set, "nats://127.0.0.1:4222".
 	URL string `yaml:"url" json:"url"`
 	// CredsFile is a NATS user credentials (.creds) file; a relative path is
-	// relative to the config file's directory. If not set, "" (none).
+	// relative to the config file's directory. Set one way to authenticate:
+	// CredsFile, Token or User with Password. If not set, "" (none).
 	CredsFile string `yaml:"creds_file" json:"creds_file"`
-	// Token is an authentication token. Set it or TokenFile, not both. If
-	// not set, "" (none).
+	// Token is an authentication token; not with CredsFile or User. Set it
+	// or TokenFile, not both. If not set, "" (none).
 	Token Secret `yaml:"token" json:"token"`
 	// TokenFile is a file whose contents, less one trailing newline, become
 	// Token; a relative path is relative to the config file's directory. If
 	// not set, "".
 	TokenFile string `yaml:"token_file" json:"token_file"`
-	// User is the user name for user/password authentication. If not set,
-	// "" (none).
+	// User is the user name for user/password authentication; not with
+	// CredsFile or Token. If not set, "" (none).
 	User string `yaml:"user" json:"user"`
-	// Password is User's password. Set it or PasswordFile, not both. If not
-	// set, "" (none).
+	// Password is User's password, and needs User. Set it or PasswordFile,
+	// not both. If not set, "" (none).
 	Password Secret `yaml:"password" json:"password"`
 	// PasswordFile is a file whose contents, less one trailing newline,
 	// become Password; a relative path is relative to the config file's

@@ -34,11 +34,17 @@ var validFixtures = map[string]func(c *Config){
 		c.Redis.Username = "pushsync"
 		c.Redis.Password = "s3cret-redis-pw"
 		c.Redis.PasswordFile = filepath.Join("testdata", "secret_redis_password.txt")
-		c.NATS.Token = "nats-token-value"
-		c.NATS.TokenFile = filepath.Join("testdata", "secret_nats_token.txt")
 		c.NATS.User = "pushsync"
 		c.NATS.Password = "nats-pw-value"
 		c.NATS.PasswordFile = filepath.Join("testdata", "secret_nats_password.txt")
+	},
+	"valid_nats_token_from_file.yaml": func(c *Config) {
+		c.NATS.Token = "nats-token-value"
+		c.NATS.TokenFile = filepath.Join("testdata", "secret_nats_token.txt")
+	},
+	"valid_nats_creds.yaml": func(c *Config) {
+		c.NATS.CredsFile = "/etc/pushsync/nats.creds"
+		c.Redis.TLS.Enabled = true
 	},
 	"valid_zero_values.yaml": func(c *Config) {
 		c.HTTP.ShutdownTimeout = 0
@@ -65,8 +71,6 @@ var validFixtures = map[string]func(c *Config){
 			},
 			NATS: NATSConfig{
 				URL:                     "tls://n1.example:4222, tls://n2.example:4222",
-				CredsFile:               "/etc/pushsync/nats.creds",
-				Token:                   "nats-inline-token",
 				User:                    "app",
 				Password:                "nats-inline-password",
 				Stream:                  "EVENTS_V2",
@@ -187,6 +191,10 @@ var invalidFixtures = map[string]struct {
 	"invalid_dev_sample_interval.yaml":              {want: "config: dev.sample_interval: must be greater than 0, got 0s"},
 	"invalid_dev_redis_addr.yaml":                   {want: `config: dev.redis_addr: must be host:port, e.g. 127.0.0.1:6379, got "localhost"`},
 	"invalid_password_and_file.yaml":                {want: "config: redis.password and redis.password_file are both set; set only one"},
+	"invalid_nats_creds_and_token.yaml":             {want: "config: nats.creds_file and nats.token are both set; NATS takes one way to authenticate: creds_file, token (or token_file), or user and password"},
+	"invalid_nats_token_and_user.yaml":              {want: "config: nats.token_file and nats.user are both set; NATS takes one way to authenticate: creds_file, token (or token_file), or user and password"},
+	"invalid_nats_password_without_user.yaml":       {want: "config: nats.password: is set but nats.user is not; user and password authentication needs both"},
+	"invalid_redis_tls_ca_without_enabled.yaml":     {want: "config: redis.tls.ca_file: is set but redis.tls.enabled is not; set redis.tls.enabled: true to connect with TLS"},
 	"invalid_secret_file_missing.yaml":              {want: "config: nats.token_file: open testdata/no_such_secret.txt: no such file or directory"},
 	"invalid_secret_file_empty.yaml":                {want: "config: nats.password_file: testdata/secret_empty.txt: file is empty"},
 }

@@ -21,7 +21,7 @@ func TestEnvOverrides(t *testing.T) {
 		edit func(c *Config)
 	}{
 		{"string", []string{"PUSHSYNC_ROLE=dev"}, func(c *Config) { c.Role = RoleDev }},
-		{"nested string", []string{"PUSHSYNC_REDIS_TLS_CA_FILE=/etc/ca.pem"}, func(c *Config) { c.Redis.TLS.CAFile = "/etc/ca.pem" }},
+		{"nested string", []string{"PUSHSYNC_REDIS_TLS_CA_FILE=/etc/ca.pem", "PUSHSYNC_REDIS_TLS_ENABLED=true"}, func(c *Config) { c.Redis.TLS = RedisTLSConfig{Enabled: true, CAFile: "/etc/ca.pem"} }},
 		{"int", []string{"PUSHSYNC_REDIS_DB=7"}, func(c *Config) { c.Redis.DB = 7 }},
 		{"negative int", []string{"PUSHSYNC_DISPATCHER_MAX_DELIVER=-1"}, func(c *Config) { c.Dispatcher.MaxDeliver = -1 }},
 		{"bool", []string{"PUSHSYNC_REDIS_TLS_ENABLED=true"}, func(c *Config) { c.Redis.TLS.Enabled = true }},

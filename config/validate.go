@@ -150,6 +150,9 @@ func (c *RedisConfig) validate(s section) {
 	if c.PoolSize < 0 {
 		s.errorf("pool_size", "must not be negative (0 means the client default), got %d", c.PoolSize)
 	}
+	if c.TLS.CAFile != "" && !c.TLS.Enabled {
+		s.errorf("tls.ca_file", "is set but %s is not; set %s: true to connect with TLS", s.key("tls.enabled"), s.key("tls.enabled"))
+	}
 }
 
 func (c *NATSConfig) validate(s section) {
@@ -162,6 +165,7 @@ func (c *NATSConfig) validate(s section) {
 			}
 		}
 	}
+	c.validateAuth(s)
 	s.jetStreamName("stream", c.Stream)
 	if !validSubjectPrefix(c.SubjectPrefix) {
 		s.errorf("subject_prefix", "must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.events, got %q", c.SubjectPrefix)
@@ -194,6 +198,39 @@ func (c *NATSConfig) validate(s section) {
 	}
 	s.positive("duplicate_window", c.DuplicateWindow)
 	s.positive("connect_timeout", c.ConnectTimeout)
+}
+
+// validateAuth checks that at most one way to authenticate is set, since
+// the client uses only one: a credentials file, a token, or a user and
+// password.
+func (c *NATSConfig) validateAuth(s section) {
+	token, password := "token", "password"
+	if c.TokenFile != "" {
+		token = "token_file"
+	}
+	if c.PasswordFile != "" {
+		password = "password_file"
+	}
+	if c.Password != "" && c.User == "" {
+		s.errorf(password, "is set but %s is not; user and password authentication needs both", s.key("user"))
+	}
+	var set []string
+	for _, m := range []struct {
+		key string
+		on  bool
+	}{{"creds_file", c.CredsFile != ""}, {token, c.Token != ""}, {"user", c.User != ""}} {
+		if m.on {
+			set = append(set, s.key(m.key))
+		}
+	}
+	if len(set) > 1 {
+		both := "both"
+		if len(set) > 2 {
+			both = "all"
+		}
+		*s.errs = append(*s.errs, fmt.Errorf("config: %s and %s are %s set; NATS takes one way to authenticate: creds_file, token (or token_file), or user and password",
+			strings.Join(set[:len(set)-1], ", "), set[len(set)-1], both))
+	}
 }
 
 func (c *DispatcherConfig) validate(s section) {
