@@ -16,6 +16,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -352,7 +353,8 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		}
 	}
 
-	ops, opsAddr, err := listen(cfg.HTTP.Listen, "http.listen", opsHandler(metrics, checks), log)
+	var stopping atomic.Bool
+	ops, opsAddr, err := listen(cfg.HTTP.Listen, "http.listen", opsHandler(metrics, checks, &stopping), log)
 	if err != nil {
 		return err
 	}
@@ -371,6 +373,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		lost = fmt.Errorf("nats: the connection to %s is closed for good: %w", nc.urls, nc.Err())
 		stopWork()
 	}
+	stopping.Store(true)
 	log.Info().Msg("stopping: finishing in-flight work")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout.Std())
 	defer cancel()
@@ -536,14 +539,20 @@ type check struct {
 }
 
 // opsHandler serves /healthz (the process is alive), /readyz (every
-// dependency answers), /metrics, and the runtime profiles under
-// /debug/pprof/ (the operator's port, like the rest).
-func opsHandler(metrics *prometheus.Registry, checks []check) http.Handler {
+// dependency answers, and the process is not stopping), /metrics, and the
+// runtime profiles under /debug/pprof/ (the operator's port, like the
+// rest).
+func opsHandler(metrics *prometheus.Registry, checks []check, stopping *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if stopping.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "shutting down")
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		status, body := http.StatusOK, ""

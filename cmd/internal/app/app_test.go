@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -444,5 +445,60 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 	cfg.Dispatcher.Workers = 0
 	if err := app.Run(context.Background(), cfg, app.Options{Stderr: io.Discard}); err == nil || !strings.Contains(err.Error(), "dispatcher.workers") {
 		t.Fatalf("got %v, want an error naming dispatcher.workers", err)
+	}
+}
+
+// From the moment a stop begins, /readyz answers 503, so that load
+// balancers send no new work to a process that is draining.
+func TestReadyzFailsOnceStopping(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	cfg := workerConfig(t, ns.URL)
+	cfg.Role = config.RoleAPI
+	cfg.API.Listen = "127.0.0.1:0"
+	cfg.HTTP.ShutdownTimeout = config.Duration(5 * time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, ready, done := runApp(ctx, cfg)
+	var addrs app.Addrs
+	select {
+	case addrs = <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	readyz := func() (int, string) {
+		t.Helper()
+		res, err := http.Get("http://" + addrs.HTTP + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for code, _ := readyz(); code != http.StatusOK; code, _ = readyz() {
+		if time.Now().After(deadline) {
+			t.Fatal("never ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A request still arriving holds the API server's shutdown open.
+	conn, err := net.Dial("tcp", addrs.API)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	if code, body := readyz(); code != http.StatusServiceUnavailable || body != "shutting down\n" {
+		t.Errorf("/readyz while stopping: %d %q, want 503 \"shutting down\\n\"", code, body)
+	}
+	conn.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
