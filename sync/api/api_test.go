@@ -236,6 +236,50 @@ func TestPoolConfigurationRoundTrip(t *testing.T) {
 	}
 }
 
+// A push configuration stored without the ARNs it was given as (made
+// through the registry, by the dev stack or a tool) is shown with the ARNs
+// of the apps it pushes through, so that it does not read as push sync off
+// while pushes flow; those ARNs set it back unchanged.
+func TestPoolConfigurationShowsTheARNsOfItsApps(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for _, a := range []registry.App{
+		{Name: "game-ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "com.example.game", KeyID: "ABC123DEFG", TeamID: "TEAM123456", AuthKey: p8(t)}},
+		{Name: "game-android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "demo", ServiceAccount: serviceAccount}},
+	} {
+		if _, err := f.reg.PutApp(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.reg.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{
+		registry.GCM: "game-android", registry.APNS: "game-ios", registry.APNSSandbox: "game-ios",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	dev := f.developer()
+	out, err := dev.GetIdentityPoolConfiguration(&cognitosync.GetIdentityPoolConfigurationInput{IdentityPoolId: aws.String(pool)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"arn:aws:sns:us-east-1:000000000000:app/APNS/game-ios",
+		"arn:aws:sns:us-east-1:000000000000:app/APNS_SANDBOX/game-ios",
+		"arn:aws:sns:us-east-1:000000000000:app/GCM/game-android",
+	}
+	if out.PushSync == nil || strings.Join(aws.StringValueSlice(out.PushSync.ApplicationArns), " ") != strings.Join(want, " ") || out.PushSync.RoleArn != nil {
+		t.Fatalf("configuration %+v, want push sync through %v", out, want)
+	}
+	if _, err := dev.SetIdentityPoolConfiguration(&cognitosync.SetIdentityPoolConfigurationInput{
+		IdentityPoolId: aws.String(pool), PushSync: out.PushSync,
+	}); err != nil {
+		t.Fatalf("setting the configuration shown: %v", err)
+	}
+	pp, err := f.reg.PoolPush(ctx, pool)
+	if err != nil || len(pp.Apps) != 3 || pp.Apps[registry.APNSSandbox] != "game-ios" || len(pp.ApplicationARNs) != 3 {
+		t.Fatalf("after setting it back: %+v %v", pp, err)
+	}
+}
+
 func TestDeviceOperationsWithIdentityAndDeveloperCredentials(t *testing.T) {
 	f := newFixture(t)
 	aliceC := f.identity(alice)

@@ -209,8 +209,15 @@ func (s *Server) poolConfiguration(r *request, pool string) (*poolConfiguration,
 	switch {
 	case err == nil:
 		out.PushSync = &pushSync{ApplicationArns: pp.ApplicationARNs}
-		if out.PushSync.ApplicationArns == nil {
+		if len(pp.ApplicationARNs) == 0 {
+			// Stored without the ARNs it was given as (through the
+			// registry, not this API): the ARNs of the apps it uses.
 			out.PushSync.ApplicationArns = []string{}
+			for _, p := range registry.Platforms {
+				if name, ok := pp.Apps[p]; ok {
+					out.PushSync.ApplicationArns = append(out.PushSync.ApplicationArns, s.ARN(p, name))
+				}
+			}
 		}
 		if pp.RoleARN != "" {
 			out.PushSync.RoleArn = &pp.RoleARN
