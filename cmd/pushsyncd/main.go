@@ -87,6 +87,12 @@ func run(args, env []string, stderr io.Writer) int {
 	redis.SetLogger(redisLogger{log.With().Str("component", "redis").Logger()})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal starts a graceful stop; with the handler gone,
+		// a second one ends the process at once, drain or not.
+		<-ctx.Done()
+		stop()
+	}()
 	opts := app.Options{Logger: &log}
 	if lookup(env, "PUSHSYNC_TEST_KILL_AFTER_COMMIT") == "1" {
 		// Fault injection for the test that proves a change committed but

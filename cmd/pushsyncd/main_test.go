@@ -208,3 +208,56 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A second SIGTERM during a long drain ends the process at once, as an
+// operator who sends it means.
+func TestSecondSignalEndsTheDrainAtOnce(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	_, prefix := testenv.Redis(t)
+	dir := t.TempDir()
+	httpAddr, apiAddr := freeAddr(t), freeAddr(t)
+	cfgPath := filepath.Join(dir, "pushsyncd.yaml")
+	cfgText := fmt.Sprintf("role: api\nredis: {addrs: [%q], key_prefix: %q}\nnats: {url: %q}\nhttp: {listen: %q, shutdown_timeout: 60s}\napi: {listen: %q}\nsecrets: {master_key: %q}\n",
+		testenv.RedisAddr(), prefix, ns.URL, httpAddr, apiAddr, masterKey)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, cfgPath, httpAddr)
+	// A request still arriving holds the drain open for a minute.
+	conn, err := net.Dial("tcp", apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.log.String(), "stopping: finishing in-flight work") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drain began; log:\n%s", d.log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case s := <-d.done:
+		t.Fatalf("pushsyncd exited (%v) during the drain; log:\n%s", s, d.log.String())
+	default:
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-d.done:
+		if ws, ok := s.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+			t.Errorf("pushsyncd ended with %v, want killed by SIGTERM", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("pushsyncd still draining 5s after a second SIGTERM; log:\n%s", d.log.String())
+	}
+}
