@@ -178,8 +178,8 @@ type NATSConfig struct {
 	Replicas int `yaml:"replicas" json:"replicas"`
 	// Storage is the stream's storage: "file" or "memory". If not set, "file".
 	Storage string `yaml:"storage" json:"storage"`
-	// MaxAge is how long the stream keeps an event; at least DuplicateWindow.
-	// If not set, 168h (7 days).
+	// MaxAge is how long the stream keeps an event; at least DuplicateWindow
+	// and dispatcher.push_ttl. If not set, 24h.
 	MaxAge Duration `yaml:"max_age" json:"max_age"`
 	// DuplicateWindow is how long the stream remembers message ids to drop
 	// duplicate publishes; it must be greater than 0. If not set, 2m.
@@ -384,7 +384,7 @@ func Default() *Config {
 			DeadLetterSubjectPrefix: "pushsync.deadletters",
 			Replicas:                1,
 			Storage:                 "file",
-			MaxAge:                  Duration(7 * 24 * time.Hour),
+			MaxAge:                  Duration(24 * time.Hour),
 			DuplicateWindow:         Duration(2 * time.Minute),
 			ConnectTimeout:          Duration(5 * time.Second),
 		},

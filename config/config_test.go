@@ -169,6 +169,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_nats_replicas.yaml":                    {want: "config: nats.replicas: must be between 1 and 5, got 7"},
 	"invalid_nats_storage.yaml":                     {want: `config: nats.storage: must be file or memory, got "disk"`},
 	"invalid_nats_max_age_below_window.yaml":        {want: "config: nats.max_age: must be at least nats.duplicate_window (2m0s), got 1m0s"},
+	"invalid_nats_max_age_below_push_ttl.yaml":      {want: "config: nats.max_age: must be at least dispatcher.push_ttl (1h0m0s): the stream would delete events still to be pushed, got 30m0s"},
 	"invalid_nats_connect_timeout_negative.yaml":    {want: "config: nats.connect_timeout: must be greater than 0, got -5s"},
 	"invalid_dispatcher_consumer.yaml":              {want: `config: dispatcher.consumer: must not contain whitespace or any of . * > / \, got "push dispatcher"`},
 	"invalid_nats_device_prefix_overlap.yaml":       {want: `config: nats.device_subject_prefix: must not overlap nats.subject_prefix ("pushsync.events"), got "pushsync.events.devices"`},

@@ -36,6 +36,9 @@ func (c *Config) Validate() error {
 	c.API.validate(root.sub("api"))
 	c.Secrets.validate(root.sub("secrets"))
 	c.Dev.validate(root.sub("dev"))
+	if ttl := c.Dispatcher.PushTTL; ttl > 0 && ttl <= maxPushTTL && c.NATS.MaxAge > 0 && c.NATS.MaxAge < ttl {
+		root.sub("nats").errorf("max_age", "must be at least dispatcher.push_ttl (%s): the stream would delete events still to be pushed, got %s", ttl, c.NATS.MaxAge)
+	}
 	return errors.Join(errs...)
 }
 

@@ -25,7 +25,7 @@ type StreamConfig struct {
 	Replicas int
 	// Storage is file or memory storage. If not set, file.
 	Storage jetstream.StorageType
-	// MaxAge is how long an event is kept. If not set, 7 days.
+	// MaxAge is how long an event is kept. If not set, 24 hours.
 	MaxAge time.Duration
 	// Duplicates is the deduplication window. If not set, 2 minutes.
 	Duplicates time.Duration
@@ -44,7 +44,7 @@ func (c *StreamConfig) jetstreamConfig() jetstream.StreamConfig {
 		Duplicates:  c.Duplicates,
 	}
 	if cfg.MaxAge == 0 {
-		cfg.MaxAge = 7 * 24 * time.Hour
+		cfg.MaxAge = 24 * time.Hour
 	}
 	if cfg.Duplicates == 0 {
 		cfg.Duplicates = 2 * time.Minute
