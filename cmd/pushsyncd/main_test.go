@@ -224,14 +224,7 @@ func TestSecondSignalEndsTheDrainAtOnce(t *testing.T) {
 	}
 	d := startDaemon(t, cfgPath, httpAddr)
 	// A request still arriving holds the drain open for a minute.
-	conn, err := net.Dial("tcp", apiAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")); err != nil {
-		t.Fatal(err)
-	}
+	testenv.HoldRequest(t, apiAddr)
 	time.Sleep(100 * time.Millisecond)
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -483,14 +482,7 @@ func TestReadyzFailsOnceStopping(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// A request still arriving holds the API server's shutdown open.
-	conn, err := net.Dial("tcp", addrs.API)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")); err != nil {
-		t.Fatal(err)
-	}
+	conn := testenv.HoldRequest(t, addrs.API)
 	time.Sleep(100 * time.Millisecond)
 	cancel()
 	time.Sleep(200 * time.Millisecond)
