@@ -127,6 +127,22 @@ type RedisTLSConfig struct {
 	CAFile string `yaml:"ca_file" json:"ca_file"`
 }
 
+// NATSTLSConfig configures TLS to NATS beyond what a tls:// URL or a
+// server requiring TLS turns on: a private authority for the server's
+// certificate, and a client certificate for servers that ask for one.
+// Setting any of them makes the connection use TLS.
+type NATSTLSConfig struct {
+	// CAFile is a PEM file of the authorities that may sign the server's
+	// certificate; a relative path is relative to the config file's
+	// directory. If not set, "" (the system roots).
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+	// CertFile is a PEM client certificate (chain) to present to the
+	// server; it needs KeyFile. If not set, "" (none).
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	// KeyFile is the PEM private key of CertFile. If not set, "" (none).
+	KeyFile string `yaml:"key_file" json:"key_file"`
+}
+
 // NATSConfig configures the NATS connection and the JetStream stream that
 // carries dataset-change events.
 type NATSConfig struct {
@@ -154,6 +170,8 @@ type NATSConfig struct {
 	// become Password; a relative path is relative to the config file's
 	// directory. If not set, "".
 	PasswordFile string `yaml:"password_file" json:"password_file"`
+	// TLS configures TLS to NATS.
+	TLS NATSTLSConfig `yaml:"tls" json:"tls"`
 	// Stream is the JetStream stream name: not empty, no whitespace and none
 	// of . * > / \. If not set, "PUSHSYNC_EVENTS".
 	Stream string `yaml:"stream" json:"stream"`

@@ -169,6 +169,9 @@ func (c *NATSConfig) validate(s section) {
 		}
 	}
 	c.validateAuth(s)
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		s.errorf("tls.cert_file", "and %s must be set together", s.key("tls.key_file"))
+	}
 	s.jetStreamName("stream", c.Stream)
 	if !validSubjectPrefix(c.SubjectPrefix) {
 		s.errorf("subject_prefix", "must be dot-separated tokens, none empty, without wildcards (* >) or whitespace, e.g. pushsync.events, got %q", c.SubjectPrefix)

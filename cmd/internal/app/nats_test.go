@@ -3,9 +3,19 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +26,7 @@ import (
 
 	"github.com/pushsync/pushsync/cmd/internal/app"
 	"github.com/pushsync/pushsync/config"
+	"github.com/pushsync/pushsync/internal/emutls"
 	"github.com/pushsync/pushsync/internal/testenv"
 )
 
@@ -173,4 +184,117 @@ func TestCleanStopLogsNoNATSDisconnection(t *testing.T) {
 	if len(logs.lines(`"message":"stopped"`)) != 1 {
 		t.Errorf("no stopped line:\n%s", logs)
 	}
+}
+
+// TestNATSOverTLSWithAClientCertificate: a NATS server whose certificate a
+// private authority signed, and which verifies client certificates, takes
+// pushsyncd's connection made with nats.tls; without the client
+// certificate it refuses it, and a missing file is an error naming its key.
+func TestNATSOverTLSWithAClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	server1, err := emutls.New("nats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCA, certPEM, keyPEM := issueClientCertificate(t)
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	clientCAs := x509.NewCertPool()
+	clientCAs.AddCert(clientCA)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		TLS: true, TLSVerify: true, TLSTimeout: 5, TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{server1.Certificate}, ClientAuth: tls.RequireAndVerifyClientCert,
+			ClientCAs: clientCAs, MinVersion: tls.VersionTLS12}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(5 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+
+	cfg := config.Default().NATS
+	cfg.URL = ns.ClientURL()
+	cfg.TLS = config.NATSTLSConfig{CAFile: write("ca.pem", server1.CAPEM), CertFile: write("client.pem", certPEM), KeyFile: write("client.key", keyPEM)}
+	nc, err := app.ConnectNATS(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected over TLS: %v", nc.LastError())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if cs, err := nc.TLSConnectionState(); err != nil || len(cs.PeerCertificates) == 0 {
+		t.Fatalf("connection is not TLS: %v", err)
+	}
+
+	noCert := cfg
+	noCert.TLS.CertFile, noCert.TLS.KeyFile = "", ""
+	refused, err := app.ConnectNATS(noCert, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	for refused.LastError() == nil && !refused.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("no error and no connection without the client certificate")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if refused.IsConnected() {
+		t.Fatal("the server took a connection without a client certificate")
+	}
+
+	missing := cfg
+	missing.TLS.CAFile = filepath.Join(dir, "nope.pem")
+	if _, err := app.ConnectNATS(missing, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "nats.tls.ca_file") {
+		t.Fatalf("a missing CA file: %v, want an error naming nats.tls.ca_file", err)
+	}
+}
+
+// issueClientCertificate makes an authority and a client certificate it
+// signed, in PEM.
+func issueClientCertificate(t *testing.T) (ca *x509.Certificate, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "clients"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, err = x509.ParseCertificate(caDER); err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "pushsyncd"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 }

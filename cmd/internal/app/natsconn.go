@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -58,6 +59,13 @@ func connectNATS(cfg config.NATSConfig, log zerolog.Logger) (*natsConn, error) {
 		nats.ReconnectErrHandler(c.connectFailed),
 		nats.ErrorHandler(c.asyncError),
 		nats.ClosedHandler(c.closed),
+	}
+	if t := cfg.TLS; t != (config.NATSTLSConfig{}) {
+		tc, err := natsTLS(t)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.Secure(tc))
 	}
 	switch {
 	case cfg.CredsFile != "":
@@ -227,4 +235,21 @@ func redactURLs(u string) string {
 		out = append(out, s)
 	}
 	return strings.Join(out, ",")
+}
+
+// natsTLS is the TLS configuration of the NATS connection t describes.
+func natsTLS(t config.NATSTLSConfig) (*tls.Config, error) {
+	pool, err := loadPool(t.CAFile, "nats.tls.ca_file")
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.tls.cert_file, nats.tls.key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
