@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,10 @@ type Registry interface {
 // DeadLetters keeps events whose deliveries ran out; *event.DeadLetters is
 // one.
 type DeadLetters interface {
-	Put(ctx context.Context, subject string, data []byte, reason string, deliveries uint64) error
+	// Put keeps an event message, with the reason and its deliveries; id
+	// identifies the message, so that a Put repeated after a failure that
+	// had stored it keeps it once.
+	Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error
 }
 
 // DeviceEvents announces devices the dispatcher removed; *event.Publisher
@@ -365,9 +369,9 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	log := d.log.With().Str("pool", ev.IdentityPoolID).Str("identity", ev.IdentityID).
 		Str("dataset", ev.DatasetName).Int64("sync_count", ev.SyncCount).Logger()
 
-	delivered := uint64(1)
+	delivered, id := uint64(1), ""
 	if md, err := msg.Metadata(); err == nil {
-		delivered = md.NumDelivered
+		delivered, id = md.NumDelivered, md.Stream+"."+strconv.FormatUint(md.Sequence.Stream, 10)
 	}
 
 	var expires time.Time
@@ -407,7 +411,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		result = "dead_lettered"
 		if d.opts.DeadLetters == nil {
 			result = "abandoned"
-		} else if err := d.opts.DeadLetters.Put(ctx, msg.Subject(), msg.Data(), reason, delivered); err != nil {
+		} else if err := d.opts.DeadLetters.Put(ctx, id, msg.Subject(), msg.Data(), reason, delivered); err != nil {
 			// Not stored: the broker delivers it again (the consumer has
 			// no delivery limit), and then it is tried once more.
 			result = "retry"

@@ -74,9 +74,15 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterC
 }
 
 // Put stores an event message as a dead letter with the reason it failed.
-func (d *DeadLetters) Put(ctx context.Context, subject string, data []byte, reason string, deliveries uint64) error {
+// id, if set, identifies the message (its stream and sequence, say): a Put
+// repeated within the stream's duplicate window, after a failure that had
+// stored it, stores it once.
+func (d *DeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error {
 	suffix := strings.TrimPrefix(subject, d.cfg.EventSubjectPrefix)
 	msg := &nats.Msg{Subject: d.cfg.SubjectPrefix + suffix, Data: data, Header: nats.Header{}}
+	if id != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, "deadletter."+id)
+	}
 	msg.Header.Set(HeaderOriginalSubject, subject)
 	msg.Header.Set(HeaderReason, reason)
 	msg.Header.Set(HeaderDeliveries, strconv.FormatUint(deliveries, 10))

@@ -465,12 +465,12 @@ func (l *lazyDeadLetters) get(ctx context.Context) (*event.DeadLetters, error) {
 }
 
 // Put stores a dead letter.
-func (l *lazyDeadLetters) Put(ctx context.Context, subject string, data []byte, reason string, deliveries uint64) error {
+func (l *lazyDeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error {
 	dl, err := l.get(ctx)
 	if err != nil {
 		return err
 	}
-	return dl.Put(ctx, subject, data, reason, deliveries)
+	return dl.Put(ctx, id, subject, data, reason, deliveries)
 }
 
 // List lists dead letters.
