@@ -103,11 +103,11 @@ type Options struct {
 	// service refused is not sent through; its events wait in the broker.
 	// If not set, 30s.
 	ConfigBackoff time.Duration
-	// MaxDeadRun is how many devices in a row one platform app may report
-	// dead on one platform, with no push accepted between them, before the
+	// MaxDeadRun is how many devices one platform app may report dead on
+	// one platform, with no push accepted between them, before the
 	// dispatcher stops removing devices for it and suspends it as
 	// misconfigured (a wrong topic, environment or project makes every
-	// device look dead). If not set, 50.
+	// device look dead). If not set, 100.
 	MaxDeadRun int
 	// DeviceEvents, if set, announces devices removed for dead tokens.
 	DeviceEvents DeviceEvents
@@ -150,7 +150,7 @@ func (o *Options) setDefaults() error {
 	def(&o.ConfigBackoff, 30*time.Second)
 	def(&o.BudgetWindow, time.Hour)
 	defInt(&o.MaxDeliver, 20)
-	defInt(&o.MaxDeadRun, 50)
+	defInt(&o.MaxDeadRun, 100)
 	defInt(&o.MaxAckPending, 4096)
 	defInt(&o.Workers, 256)
 	defInt(&o.MaxConcurrentSends, 1024)
@@ -181,8 +181,8 @@ type Dispatcher struct {
 	mu         sync.Mutex
 	suspended  map[route]time.Time // until when a route is not used
 	nSuspended atomic.Int32        // len(suspended), read without the lock
-	deadRuns   map[route]int       // dead-token verdicts since the route's last accepted push
-	nDeadRuns  atomic.Int32        // len(deadRuns), read without the lock
+	deadRuns   sync.Map            // route → *deadRun
+	anyDead    atomic.Bool         // deadRuns has an entry
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -213,7 +213,6 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
 		suspended: make(map[route]time.Time),
-		deadRuns:  make(map[route]int),
 		slots:     make(chan struct{}, opts.Workers),
 		groups:    make(map[string]*group),
 	}, nil
@@ -382,18 +381,28 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		result, why string
 		retryAfter  time.Duration
 	)
-	if d.opts.MaxDeliver > 0 && delivered > uint64(d.opts.MaxDeliver) {
+	last := d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver)
+	reason := ""
+	switch {
+	case d.opts.MaxDeliver > 0 && delivered > uint64(d.opts.MaxDeliver):
 		// Its last delivery ended without a verdict: the worker stopped,
 		// perhaps because of this very event, or its dead letter could not
 		// be stored. It is not tried again, only kept.
 		result, why = "retry", "no verdict on its last delivery (the worker stopped, or the dead letter could not be stored)"
-	} else {
+	case delivered > 1 && !expires.IsZero() && !d.opts.Now().Before(expires):
+		// Back after an earlier try failed, or ended without a verdict,
+		// and too late to push now: kept, not dropped.
+		result, why, last = "retry", "expired", true
+		reason = "its push TTL ended while it was retried"
+	default:
 		result, retryAfter, why = d.fanOut(ctx, ev, msg, expires, log)
 	}
 	// The last try is the last delivery, or one after which the event
 	// would come back too late to push: kept as a dead letter rather than
 	// dropped as expired then.
-	last, reason := d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver), "retries exhausted: "+why
+	if reason == "" {
+		reason = "retries exhausted: " + why
+	}
 	var delay time.Duration
 	if result == "retry" && !last {
 		delay = d.retryDelay(delivered, retryAfter)
@@ -776,7 +785,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 			d.suspend(routeOf(t), perr)
 			return perr
 		case perr.Class == TokenDead:
-			if run := d.deadRun(routeOf(t)); run > d.opts.MaxDeadRun {
+			if run := d.deadRun(routeOf(t), t.dev.ID); run > d.opts.MaxDeadRun {
 				// An app that refuses every device is more likely wrong
 				// than every device dead: its topic, environment or
 				// project. The devices are kept until it accepts one.
@@ -866,31 +875,47 @@ func (d *Dispatcher) suspendedUntil(r route) (time.Time, bool) {
 	return until, ok
 }
 
-// deadRun counts a dead-token verdict of route r and returns how many it
-// has given since its last accepted push.
-func (d *Dispatcher) deadRun(r route) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n, ok := d.deadRuns[r]
-	if !ok {
-		d.nDeadRuns.Add(1)
-	}
-	d.deadRuns[r] = n + 1
-	return n + 1
+// deadRun is the devices a route reported dead since it last accepted a
+// push, up to one more than MaxDeadRun.
+type deadRun struct {
+	n       atomic.Int32 // len(devices), read without the lock
+	mu      sync.Mutex
+	devices map[string]struct{}
 }
 
-// resume notes that route r accepted a push: it is no longer suspended,
-// and its run of dead tokens ends.
+// deadRun notes that route r reported device dead and returns how many
+// devices it has reported dead since its last accepted push.
+func (d *Dispatcher) deadRun(r route, device string) int {
+	d.anyDead.Store(true)
+	v, _ := d.deadRuns.LoadOrStore(r, &deadRun{devices: make(map[string]struct{})})
+	run := v.(*deadRun)
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if len(run.devices) <= d.opts.MaxDeadRun {
+		run.devices[device] = struct{}{}
+	}
+	run.n.Store(int32(len(run.devices)))
+	return len(run.devices)
+}
+
+// resume notes that route r accepted a push: its run of dead devices ends,
+// and it is no longer suspended.
 func (d *Dispatcher) resume(r route) {
-	if d.nSuspended.Load() == 0 && d.nDeadRuns.Load() == 0 {
+	if d.anyDead.Load() { // not in the common case, no dead device ever
+		if v, ok := d.deadRuns.Load(r); ok {
+			if run := v.(*deadRun); run.n.Load() != 0 {
+				run.mu.Lock()
+				clear(run.devices)
+				run.n.Store(0)
+				run.mu.Unlock()
+			}
+		}
+	}
+	if d.nSuspended.Load() == 0 {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.deadRuns[r]; ok {
-		delete(d.deadRuns, r)
-		d.nDeadRuns.Add(-1)
-	}
 	if _, ok := d.suspended[r]; !ok {
 		return
 	}
@@ -983,7 +1008,11 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		again := g.mixed && (result == "retry" || result == "dead_lettered" || result == "abandoned")
 		for _, m := range g.superseded {
 			if again {
-				d.settle(m.NakWithDelay(d.opts.RetryDelay), d.log)
+				delivered := uint64(1)
+				if md, err := m.Metadata(); err == nil {
+					delivered = md.NumDelivered
+				}
+				d.settle(m.NakWithDelay(d.retryDelay(delivered, 0)), d.log)
 				d.m.events.WithLabelValues("retry").Inc()
 				continue
 			}

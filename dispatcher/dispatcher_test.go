@@ -831,9 +831,9 @@ func TestEventsThatWouldOutliveTheirTTLAreDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	broken := e.fcmDown()
-	const ttl = 1500 * time.Millisecond
+	const ttl = 3 * time.Second
 	e.start(t, func(o *dispatcher.Options) {
-		o.DeadLetters, o.PushTTL, o.RetryDelay, o.MaxRetryDelay = dl, ttl, 2*time.Second, 2*time.Second
+		o.DeadLetters, o.PushTTL, o.RetryDelay, o.MaxRetryDelay = dl, ttl, 5*time.Second, 5*time.Second
 	})
 	changed := time.Now()
 	e.publish(t, "settings", 5, e.origin.ID)
@@ -857,6 +857,32 @@ func TestEventsThatWouldOutliveTheirTTLAreDeadLettered(t *testing.T) {
 	}
 	if got := e.fcm.tokens(); !slices.Contains(got, "fcm-3") {
 		t.Fatalf("the replay pushed to %v, want fcm-3 among them", got)
+	}
+}
+
+// TestExpiredWhileRetriedIsDeadLettered: an event that failed and comes
+// back after its push TTL (its dead letter could not be stored in time, or
+// it waited in a backlog) is kept as a dead letter, not dropped as expired.
+func TestExpiredWhileRetriedIsDeadLettered(t *testing.T) {
+	e := setup(t)
+	e.fcmDown()
+	dl := &unstoredDeadLetters{}
+	e.start(t, func(o *dispatcher.Options) {
+		o.DeadLetters, o.PushTTL = dl, 2*time.Second
+		o.RetryDelay, o.MaxRetryDelay = 3*time.Second, 3*time.Second
+	})
+	e.publish(t, "settings", 5, e.origin.ID)
+	deadline := time.Now().Add(10 * time.Second)
+	for dl.puts.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no dead letter tried: the next try would come after the push TTL")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dl.fixed.Store(true) // the event comes back after its TTL
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "expired"); n != 0 {
+		t.Fatalf("a failing event was dropped as expired")
 	}
 }
 
