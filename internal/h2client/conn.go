@@ -692,16 +692,17 @@ func (c *conn) broadcastWindowLocked() {
 }
 
 // onGoAway stops the connection taking streams. The streams the server
-// did not process are sent again on another connection after a plain
-// GOAWAY (NO_ERROR, no debug data), as a server sends when it shuts down
-// or retires a connection; after one that says why, with an error code or
-// debug data, they fail with a GoAwayError. If such a GOAWAY refused
-// streams, or came before the server processed any, the host's next dial
-// fails with it too for a while: another connection would be told the
-// same.
+// did not process are sent again on another connection after a graceful
+// GOAWAY (NO_ERROR), as a server sends when it shuts down or retires a
+// connection, with a note or without (APNs: {"reason":"Shutdown"}). They
+// fail with a GoAwayError after one that refuses the connection: an error
+// code, or debug data before the server processed any stream (APNs:
+// {"reason":"BadCertificateEnvironment"}); and then the host's next dial
+// fails with it too for a while, since another connection would be told
+// the same.
 func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	var gerr *GoAwayError
-	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 {
+	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 && f.LastStreamID == 0 {
 		// The frame is reused: its debug data is copied.
 		gerr = &GoAwayError{Code: f.ErrCode, DebugData: bytes.Clone(f.DebugData())}
 	}
@@ -719,9 +720,10 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	}
 	drained := c.reserved == 0
 	c.mu.Unlock()
-	c.p.remove(c)
 	if refused {
-		c.p.holdOff(gerr)
+		c.p.removeHoldingOff(c, gerr)
+	} else {
+		c.p.remove(c)
 	}
 	for _, s := range unprocessed {
 		var err error = gerr

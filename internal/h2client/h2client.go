@@ -360,19 +360,25 @@ func (p *pool) dial() {
 	p.broadcastLocked()
 }
 
-// holdOff fails, for dialBackoff, the requests that find no connection to
-// the host, with the GOAWAY that said why one was closed.
-func (p *pool) holdOff(gerr *GoAwayError) {
+// removeHoldingOff drops a connection the server refused with gerr, and
+// fails with it, for dialBackoff, the requests that find no connection to
+// the host.
+func (p *pool) removeHoldingOff(c *conn, gerr *GoAwayError) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.dialErr, p.retryAt = gerr, time.Now().Add(dialBackoff)
+	p.removeLocked(c)
 	p.broadcastLocked()
-	p.mu.Unlock()
 }
 
 // remove drops a connection that takes no more streams.
 func (p *pool) remove(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.removeLocked(c)
+}
+
+func (p *pool) removeLocked(c *conn) {
 	for i, x := range p.conns {
 		if x == c {
 			p.conns = append(p.conns[:i], p.conns[i+1:]...)

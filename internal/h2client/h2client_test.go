@@ -1141,70 +1141,75 @@ func TestGoAwayUnderLoad(t *testing.T) {
 // client closes it once stream 1 is done. A third request then uses the
 // second connection.
 func TestGoAwayRetriesStreamsAboveLastStreamID(t *testing.T) {
-	firstClosed := make(chan struct{})
-	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
-		if !sc.ok(sc.handshake()) {
-			return
-		}
-		if sc.n > 1 {
-			sc.serve()
-			return
-		}
-		var reqs []*scriptReq
-		for len(reqs) < 2 {
-			r, err := sc.readRequest()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			reqs = append(reqs, r)
-		}
-		if reqs[0].id > reqs[1].id {
-			reqs[0], reqs[1] = reqs[1], reqs[0]
-		}
-		if err := sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(reqs[0].id, http2.ErrCodeNo, nil) }); err != nil {
-			t.Error(err)
-			return
-		}
-		if err := sc.respond(reqs[0].id, 200, "conn1:"+reqs[0].get(":path")); err != nil {
-			t.Error(err)
-			return
-		}
-		defer close(firstClosed)
-		for {
-			f, err := sc.next()
-			if err != nil {
-				return
-			}
-			if h, ok := f.(*http2.MetaHeadersFrame); ok {
-				t.Errorf("stream %d opened after GOAWAY", h.StreamID)
-			}
-		}
-	})
-	tr := srv.newTransport(t)
-	ctx, cancel := context.WithTimeout(context.Background(), guard)
-	defer cancel()
+	// A graceful GOAWAY may carry a note: APNs says {"reason":"Shutdown"}.
+	for _, debug := range []string{"", `{"reason":"Shutdown"}`} {
+		t.Run(fmt.Sprintf("debug %q", debug), func(t *testing.T) {
+			firstClosed := make(chan struct{})
+			srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+				if !sc.ok(sc.handshake()) {
+					return
+				}
+				if sc.n > 1 {
+					sc.serve()
+					return
+				}
+				var reqs []*scriptReq
+				for len(reqs) < 2 {
+					r, err := sc.readRequest()
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					reqs = append(reqs, r)
+				}
+				if reqs[0].id > reqs[1].id {
+					reqs[0], reqs[1] = reqs[1], reqs[0]
+				}
+				if err := sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(reqs[0].id, http2.ErrCodeNo, []byte(debug)) }); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := sc.respond(reqs[0].id, 200, "conn1:"+reqs[0].get(":path")); err != nil {
+					t.Error(err)
+					return
+				}
+				defer close(firstClosed)
+				for {
+					f, err := sc.next()
+					if err != nil {
+						return
+					}
+					if h, ok := f.(*http2.MetaHeadersFrame); ok {
+						t.Errorf("stream %d opened after GOAWAY", h.StreamID)
+					}
+				}
+			})
+			tr := srv.newTransport(t)
+			ctx, cancel := context.WithTimeout(context.Background(), guard)
+			defer cancel()
 
-	cha := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil))
-	chb := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil))
-	ra, rb := await(t, cha), await(t, chb)
-	for _, r := range []result{ra, rb} {
-		if r.err != nil {
-			t.Fatalf("request failed: %v", r.err)
-		}
-	}
-	got := []string{string(ra.body), string(rb.body)}
-	if !(got[0] == "conn1:/a" && got[1] == "conn2:/b") && !(got[0] == "conn2:/a" && got[1] == "conn1:/b") {
-		t.Errorf("answers %q: want one answered on connection 1 and the other retried on connection 2", got)
-	}
-	select {
-	case <-firstClosed:
-	case <-time.After(guard):
-		t.Error("the client did not close the connection it got GOAWAY on after its last stream ended")
-	}
-	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/c"), nil)), "conn2:/c")
-	if n := srv.accepts.Load(); n != 2 {
-		t.Errorf("server accepted %d connections, want 2", n)
+			cha := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil))
+			chb := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil))
+			ra, rb := await(t, cha), await(t, chb)
+			for _, r := range []result{ra, rb} {
+				if r.err != nil {
+					t.Fatalf("request failed: %v", r.err)
+				}
+			}
+			got := []string{string(ra.body), string(rb.body)}
+			if !(got[0] == "conn1:/a" && got[1] == "conn2:/b") && !(got[0] == "conn2:/a" && got[1] == "conn1:/b") {
+				t.Errorf("answers %q: want one answered on connection 1 and the other retried on connection 2", got)
+			}
+			select {
+			case <-firstClosed:
+			case <-time.After(guard):
+				t.Error("the client did not close the connection it got GOAWAY on after its last stream ended")
+			}
+			mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/c"), nil)), "conn2:/c")
+			if n := srv.accepts.Load(); n != 2 {
+				t.Errorf("server accepted %d connections, want 2", n)
+			}
+		})
 	}
 }
 
