@@ -196,8 +196,10 @@ type NATSConfig struct {
 	Replicas int `yaml:"replicas" json:"replicas"`
 	// Storage is the stream's storage: "file" or "memory". If not set, "file".
 	Storage string `yaml:"storage" json:"storage"`
-	// MaxAge is how long the stream keeps an event; at least DuplicateWindow
-	// and dispatcher.push_ttl. If not set, 24h.
+	// MaxAge is how long the stream keeps an event; if set, at least
+	// DuplicateWindow and dispatcher.push_ttl. If not set (0s), 24h, or
+	// dispatcher.push_ttl plus an hour if that is longer: see
+	// Config.StreamMaxAge.
 	MaxAge Duration `yaml:"max_age" json:"max_age"`
 	// DuplicateWindow is how long the stream remembers message ids to drop
 	// duplicate publishes; it must be greater than 0. If not set, 2m.
@@ -402,7 +404,7 @@ func Default() *Config {
 			DeadLetterSubjectPrefix: "pushsync.deadletters",
 			Replicas:                1,
 			Storage:                 "file",
-			MaxAge:                  Duration(24 * time.Hour),
+			MaxAge:                  0, // derived: StreamMaxAge
 			DuplicateWindow:         Duration(2 * time.Minute),
 			ConnectTimeout:          Duration(5 * time.Second),
 		},
@@ -442,4 +444,15 @@ func Default() *Config {
 			Devices:        4,
 		},
 	}
+}
+
+// StreamMaxAge is how long the event stream keeps an event: nats.max_age,
+// or if that is not set, 24 hours, or dispatcher.push_ttl plus an hour if
+// that is longer, so that the stream keeps every event that may still be
+// pushed.
+func (c *Config) StreamMaxAge() time.Duration {
+	if c.NATS.MaxAge > 0 {
+		return c.NATS.MaxAge.Std()
+	}
+	return max(24*time.Hour, c.Dispatcher.PushTTL.Std()+time.Hour)
 }

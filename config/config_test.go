@@ -443,3 +443,27 @@ func dump(t *testing.T, c *Config) string {
 	}
 	return string(out)
 }
+
+// TestStreamMaxAge: without nats.max_age the stream keeps a day of events,
+// or the push TTL and an hour more if that is longer, so that a long
+// dispatcher.push_ttl alone is a valid configuration; a max_age set is
+// kept as set.
+func TestStreamMaxAge(t *testing.T) {
+	for _, tc := range []struct {
+		ttl, maxAge time.Duration
+		want        time.Duration
+	}{
+		{time.Hour, 0, 24 * time.Hour},
+		{48 * time.Hour, 0, 49 * time.Hour},
+		{30 * time.Minute, 2 * time.Hour, 2 * time.Hour},
+	} {
+		c := Default()
+		c.Dispatcher.PushTTL, c.NATS.MaxAge = Duration(tc.ttl), Duration(tc.maxAge)
+		if err := c.Validate(); err != nil {
+			t.Errorf("push_ttl %s, max_age %s: %v", tc.ttl, tc.maxAge, err)
+		}
+		if got := c.StreamMaxAge(); got != tc.want {
+			t.Errorf("push_ttl %s, max_age %s: stream keeps events %s, want %s", tc.ttl, tc.maxAge, got, tc.want)
+		}
+	}
+}

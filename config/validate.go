@@ -197,9 +197,9 @@ func (c *NATSConfig) validate(s section) {
 	s.intRange("replicas", c.Replicas, 1, 5)
 	s.oneOf("storage", c.Storage, "file", "memory")
 	switch {
-	case c.MaxAge <= 0:
-		s.positive("max_age", c.MaxAge)
-	case c.MaxAge < c.DuplicateWindow:
+	case c.MaxAge < 0:
+		s.errorf("max_age", "must be 0s (derived) or more, got %s", c.MaxAge)
+	case c.MaxAge > 0 && c.MaxAge < c.DuplicateWindow:
 		s.errorf("max_age", "must be at least %s (%s), got %s", s.key("duplicate_window"), c.DuplicateWindow, c.MaxAge)
 	}
 	s.positive("duplicate_window", c.DuplicateWindow)

@@ -64,8 +64,9 @@ func (c *StreamConfig) subjects() []string {
 // checks that the stream captures the event subjects, deduplicates
 // publishes and keeps its events in the configured storage, and otherwise
 // returns an error saying what differs; and it gives the stream the
-// configured max age, duplicate window and replicas, which JetStream can
-// change on a live stream.
+// configured max age and duplicate window, and more replicas if more are
+// configured (it never takes replicas away: an operator may have raised
+// them), all of which JetStream can change on a live stream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (jetstream.Stream, error) {
 	if c.Name == "" || c.SubjectPrefix == "" {
 		return nil, errors.New("event: stream name and subject prefix are required")
@@ -97,12 +98,12 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 		return nil, fmt.Errorf("event: stream %s exists with %s storage, not %s as configured; JetStream cannot change a stream's storage (configure %s, or move the stream's events to a new stream)",
 			c.Name, got.Storage, want.Storage, got.Storage)
 	}
-	if got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates || got.Replicas != want.Replicas {
+	if replicas := max(got.Replicas, want.Replicas); got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates || got.Replicas != replicas {
 		upd := got
-		upd.MaxAge, upd.Duplicates, upd.Replicas = want.MaxAge, want.Duplicates, want.Replicas
+		upd.MaxAge, upd.Duplicates, upd.Replicas = want.MaxAge, want.Duplicates, replicas
 		if s, err = js.UpdateStream(ctx, upd); err != nil {
 			return nil, fmt.Errorf("event: stream %s: change max age %s → %s, duplicate window %s → %s, replicas %d → %d: %w",
-				c.Name, got.MaxAge, want.MaxAge, got.Duplicates, want.Duplicates, got.Replicas, want.Replicas, err)
+				c.Name, got.MaxAge, upd.MaxAge, got.Duplicates, upd.Duplicates, got.Replicas, upd.Replicas, err)
 		}
 	}
 	return s, nil

@@ -227,7 +227,8 @@ func NewRedis(cfg config.RedisConfig) (redis.UniversalClient, error) {
 }
 
 // StreamConfig is the event stream cfg describes.
-func StreamConfig(cfg config.NATSConfig) event.StreamConfig {
+func StreamConfig(c *config.Config) event.StreamConfig {
+	cfg := c.NATS
 	storage := jetstream.FileStorage
 	if cfg.Storage == "memory" {
 		storage = jetstream.MemoryStorage
@@ -238,7 +239,7 @@ func StreamConfig(cfg config.NATSConfig) event.StreamConfig {
 		DeviceSubjectPrefix: cfg.DeviceSubjectPrefix,
 		Replicas:            cfg.Replicas,
 		Storage:             storage,
-		MaxAge:              cfg.MaxAge.Std(),
+		MaxAge:              c.StreamMaxAge(),
 		Duplicates:          cfg.DuplicateWindow.Std(),
 	}
 }
@@ -290,7 +291,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if !ensureStream(ctx, js, StreamConfig(cfg.NATS), log) {
+			if !ensureStream(ctx, js, StreamConfig(cfg), log) {
 				return
 			}
 			_ = disp.Run(ctx) // returns nil once ctx ends, after draining
@@ -311,7 +312,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if !svc.worker && !ensureStream(ctx, js, StreamConfig(cfg.NATS), log) {
+			if !svc.worker && !ensureStream(ctx, js, StreamConfig(cfg), log) {
 				return
 			}
 			_ = rel.Run(ctx) // publishes changes a crash or an outage left behind

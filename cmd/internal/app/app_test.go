@@ -114,7 +114,7 @@ fcm:
 	s.cfg = cfg
 
 	ctx := context.Background()
-	if _, err := event.EnsureStream(ctx, js, app.StreamConfig(cfg.NATS)); err != nil {
+	if _, err := event.EnsureStream(ctx, js, app.StreamConfig(cfg)); err != nil {
 		t.Fatal(err)
 	}
 	s.pub, err = event.NewPublisher(js, event.PublisherOptions{Stream: cfg.NATS.Stream, SubjectPrefix: cfg.NATS.SubjectPrefix})
