@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,8 +8,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 )
 
 // maxSecretFileSize bounds how much of a secret file is read, so a path such
@@ -29,7 +26,7 @@ func Load(path string, env []string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, env, filepath.Dir(path))
+	return parse(data, yamlSource(path), env, filepath.Dir(path))
 }
 
 // Parse builds a configuration from YAML data and environment variables.
@@ -38,10 +35,16 @@ func Load(path string, env []string) (*Config, error) {
 // PUSHSYNC_* variables in env (a slice like os.Environ()), makes relative
 // *_file paths relative to baseDir, reads secrets from their files, and
 // validates. It reports every problem it finds, joined; on error the Config is
-// nil.
+// nil. Errors in data give its line ("line 2"); Load's give the file and line
+// ("pushsyncd.yaml:2").
 func Parse(data []byte, env []string, baseDir string) (*Config, error) {
+	return parse(data, "", env, baseDir)
+}
+
+// parse is Parse of data read from the file src, which its YAML errors name.
+func parse(data []byte, src yamlSource, env []string, baseDir string) (*Config, error) {
 	c := Default()
-	if err := decodeYAML(data, c); err != nil {
+	if err := decodeYAML(data, src, c); err != nil {
 		return nil, err
 	}
 	errs := applyEnv(c, env)
@@ -53,42 +56,6 @@ func Parse(data []byte, env []string, baseDir string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// decodeYAML decodes the single YAML document in data over c, rejecting
-// unknown keys and further documents.
-func decodeYAML(data []byte, c *Config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return yamlError(err)
-	}
-	var extra yaml.Node
-	switch err := dec.Decode(&extra); {
-	case errors.Is(err, io.EOF):
-		return nil
-	case err != nil:
-		return yamlError(err)
-	default:
-		return fmt.Errorf("config: line %d: a second YAML document; the file must hold exactly one", extra.Line)
-	}
-}
-
-// yamlError turns the YAML library's error into ours: a type error's lines
-// become one error each, like the validation errors.
-func yamlError(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return fmt.Errorf("config: %w", err)
-	}
-	errs := make([]error, len(te.Errors))
-	for i, msg := range te.Errors {
-		errs[i] = errors.New("config: " + msg)
-	}
-	return errors.Join(errs...)
 }
 
 // A field is one leaf setting of a Config: its dotted yaml key and its
