@@ -125,20 +125,25 @@ var invalidFixtures = map[string]struct {
 	want   string
 	substr bool
 }{
-	"invalid_unknown_key_top.yaml":    {want: "config: testdata/invalid_unknown_key_top.yaml:2: field rol not found in type config.Config"},
-	"invalid_unknown_key_nested.yaml": {want: "config: testdata/invalid_unknown_key_nested.yaml:2: field adress not found in type config.RedisConfig"},
-	"invalid_unknown_key_deep.yaml":   {want: "config: testdata/invalid_unknown_key_deep.yaml:4: field cafile not found in type config.RedisTLSConfig"},
-	"invalid_duplicate_key.yaml":      {want: `config: testdata/invalid_duplicate_key.yaml:3: mapping key "level" already defined at line 2`},
-	"invalid_syntax.yaml":             {want: "config: testdata/invalid_syntax.yaml:2: invalid YAML: did not find expected key", substr: true},
-	"invalid_two_documents.yaml":      {want: "config: testdata/invalid_two_documents.yaml:2: a second YAML document; the file must hold exactly one"},
-	"invalid_not_a_mapping.yaml":      {want: "cannot unmarshal !!seq into config.Config", substr: true},
-	"invalid_wrong_type_int.yaml":     {want: "config: testdata/invalid_wrong_type_int.yaml:2: cannot unmarshal !!str `one` into int"},
-	"invalid_wrong_type_bool.yaml":    {want: "config: testdata/invalid_wrong_type_bool.yaml:3: cannot unmarshal !!str `sometimes` into bool"},
-	"invalid_wrong_type_list.yaml":    {want: "config: testdata/invalid_wrong_type_list.yaml:2: cannot unmarshal !!str `127.0.0...` into []string"},
-	"invalid_wrong_type_section.yaml": {want: "config: testdata/invalid_wrong_type_section.yaml:1: cannot unmarshal !!int `5` into config.DispatcherConfig"},
-	"invalid_bare_duration.yaml":      {want: `config: testdata/invalid_bare_duration.yaml:2: invalid duration "30": use a unit, e.g. 30s`},
-	"invalid_bad_duration.yaml":       {want: `config: testdata/invalid_bad_duration.yaml:2: invalid duration "7days"`},
-	"invalid_duration_mapping.yaml":   {want: "config: testdata/invalid_duration_mapping.yaml:2: invalid duration: want a string such as 30s"},
+	"invalid_unknown_key_top.yaml":       {want: "config: testdata/invalid_unknown_key_top.yaml:2: rol: unknown key; did you mean role?"},
+	"invalid_unknown_key_nested.yaml":    {want: "config: testdata/invalid_unknown_key_nested.yaml:2: redis.adress: unknown key; did you mean redis.addrs?"},
+	"invalid_unknown_key_deep.yaml":      {want: "config: testdata/invalid_unknown_key_deep.yaml:4: redis.tls.cafile: unknown key; did you mean redis.tls.ca_file?"},
+	"invalid_unknown_key_no_match.yaml":  {want: "config: testdata/invalid_unknown_key_no_match.yaml:3: log.colour: unknown key; log has level, format"},
+	"invalid_unknown_key_misplaced.yaml": {want: "config: testdata/invalid_unknown_key_misplaced.yaml:3: ack_wait: unknown key; did you mean dispatcher.ack_wait?"},
+	"invalid_unknown_key_dotted.yaml":    {want: "config: testdata/invalid_unknown_key_dotted.yaml:2: dispatcher.ack_wait: unknown key; YAML does not read a dotted key as nested keys: write dispatcher: with ack_wait: indented under it"},
+	"invalid_unknown_key_merged.yaml":    {want: "config: testdata/invalid_unknown_key_merged.yaml:2: log.colour: unknown key; log has level, format"},
+	"invalid_unknown_section.yaml":       {want: "config: testdata/invalid_unknown_section.yaml:1: dispacher: unknown key; did you mean dispatcher?"},
+	"invalid_duplicate_key.yaml":         {want: "config: testdata/invalid_duplicate_key.yaml:3: log.level: given twice; the first is at line 2"},
+	"invalid_syntax.yaml":                {want: "config: testdata/invalid_syntax.yaml:2: invalid YAML: did not find expected key", substr: true},
+	"invalid_two_documents.yaml":         {want: "config: testdata/invalid_two_documents.yaml:2: a second YAML document; the file must hold exactly one"},
+	"invalid_not_a_mapping.yaml":         {want: "cannot unmarshal !!seq into config.Config", substr: true},
+	"invalid_wrong_type_int.yaml":        {want: "config: testdata/invalid_wrong_type_int.yaml:2: redis.db: cannot unmarshal !!str `one` into int"},
+	"invalid_wrong_type_bool.yaml":       {want: "config: testdata/invalid_wrong_type_bool.yaml:3: redis.tls.enabled: cannot unmarshal !!str `sometimes` into bool"},
+	"invalid_wrong_type_list.yaml":       {want: "config: testdata/invalid_wrong_type_list.yaml:2: redis.addrs: cannot unmarshal !!str `127.0.0...` into []string"},
+	"invalid_wrong_type_section.yaml":    {want: "config: testdata/invalid_wrong_type_section.yaml:1: dispatcher: cannot unmarshal !!int `5` into config.DispatcherConfig"},
+	"invalid_bare_duration.yaml":         {want: `config: testdata/invalid_bare_duration.yaml:2: dispatcher.ack_wait: invalid duration "30": use a unit, e.g. 30s`},
+	"invalid_bad_duration.yaml":          {want: `config: testdata/invalid_bad_duration.yaml:2: nats.max_age: invalid duration "7days"`},
+	"invalid_duration_mapping.yaml":      {want: "config: testdata/invalid_duration_mapping.yaml:2: http.shutdown_timeout: invalid duration: want a string such as 30s"},
 
 	"invalid_role.yaml":                             {want: `config: role: must be worker, api, all or dev, got "both"`},
 	"invalid_role_all.yaml":                         {want: `config: role: must be worker, api, all or dev, got "All"`},
@@ -295,7 +300,7 @@ config: dispatcher.retry_budget: must be from 0s to less than dispatcher.ack_wai
 	t.Run("every type error at once", func(t *testing.T) {
 		data := "redis:\n  db: x\n  pool_size: y\n"
 		_, err := Parse([]byte(data), nil, "")
-		want := "config: line 2: cannot unmarshal !!str `x` into int\nconfig: line 3: cannot unmarshal !!str `y` into int"
+		want := "config: line 2: redis.db: cannot unmarshal !!str `x` into int\nconfig: line 3: redis.pool_size: cannot unmarshal !!str `y` into int"
 		if err == nil || err.Error() != want {
 			t.Errorf("error\n%v\nwant\n%s", err, want)
 		}

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -24,26 +27,275 @@ func (s yamlSource) at(line int) string {
 }
 
 // decodeYAML decodes the single YAML document in data over c, rejecting
-// unknown keys and further documents. Its errors start with the place in
-// src.
+// unknown keys and further documents. It first checks the document's keys
+// against the settings of c, so that its errors name the dotted key
+// (dispatcher.ack_wait) besides the place in src.
 func decodeYAML(data []byte, src yamlSource, c *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return src.yamlError(err)
+		return src.yamlError(err, nil)
+	}
+	k := newKeyChecker(c)
+	k.document(&doc)
+	var errs []error
+	for _, p := range k.problems {
+		errs = append(errs, src.problem(p))
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
-		return nil
 	case err != nil:
-		return src.yamlError(err)
+		errs = append(errs, src.yamlError(err, nil))
 	default:
-		return fmt.Errorf("config: %s: a second YAML document; the file must hold exactly one", src.at(extra.Line))
+		errs = append(errs, fmt.Errorf("config: %s: a second YAML document; the file must hold exactly one", src.at(extra.Line)))
 	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// The check passed: decode as the library does, still strictly in case
+	// the check missed something.
+	dec = yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return src.yamlError(err, k.lines)
+	}
+	return nil
+}
+
+// A yamlProblem is something wrong in the YAML document: at a line, with a
+// dotted key ("" for the document as a whole).
+type yamlProblem struct {
+	line int
+	key  string
+	msg  string
+}
+
+// problem formats p as an error: "config: path:line: key: msg".
+func (s yamlSource) problem(p yamlProblem) error {
+	if p.key == "" {
+		return fmt.Errorf("config: %s: %s", s.at(p.line), p.msg)
+	}
+	return fmt.Errorf("config: %s: %s: %s", s.at(p.line), p.key, p.msg)
+}
+
+// A keyChecker walks a YAML document against the settings of a Config, as
+// fields lists them, and records the problems it finds.
+type keyChecker struct {
+	leaves   map[string]reflect.Type // dotted key of each setting → its type
+	sections map[string][]string     // dotted key of each section ("" for the top) → its keys in order
+	problems []yamlProblem
+	lines    map[int]string // line → the dotted key written on it, "" if several
+}
+
+func newKeyChecker(c *Config) *keyChecker {
+	k := &keyChecker{
+		leaves:   make(map[string]reflect.Type),
+		sections: make(map[string][]string),
+		lines:    make(map[int]string),
+	}
+	for _, f := range fields(reflect.ValueOf(c).Elem(), "") {
+		k.leaves[f.key] = f.value.Type()
+		section := ""
+		for rest := f.key; ; {
+			name, tail, more := strings.Cut(rest, ".")
+			if !slices.Contains(k.sections[section], name) {
+				k.sections[section] = append(k.sections[section], name)
+			}
+			if !more {
+				break
+			}
+			section, rest = joinKey(section, name), tail
+		}
+	}
+	return k
+}
+
+// joinKey returns the dotted key of name in section.
+func joinKey(section, name string) string {
+	if section == "" {
+		return name
+	}
+	return section + "." + name
+}
+
+func (k *keyChecker) add(line int, key, msg string) {
+	k.problems = append(k.problems, yamlProblem{line: line, key: key, msg: msg})
+}
+
+// saw notes that key is written on line, for naming the key of an error the
+// YAML library reports by line.
+func (k *keyChecker) saw(line int, key string) {
+	if old, ok := k.lines[line]; ok && old != key {
+		key = ""
+	}
+	k.lines[line] = key
+}
+
+// document checks the root of doc, a document node.
+func (k *keyChecker) document(doc *yaml.Node) {
+	if len(doc.Content) != 1 {
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.MappingNode {
+		k.section(root, "")
+	}
+}
+
+// section checks the mapping n, the value of section.
+func (k *keyChecker) section(n *yaml.Node, section string) {
+	k.mapping(n, section, make(map[string]int), make(map[*yaml.Node]bool), true)
+}
+
+// mapping checks the keys of n, a mapping written for section or merged into
+// it. seen holds the keys already given and their lines; a key given again
+// in the same mapping is an error, one given again by a merge is not (the
+// first wins, as in the YAML library). merged holds the mappings already
+// merged, so that each is checked once however often it is merged.
+func (k *keyChecker) mapping(n *yaml.Node, section string, seen map[string]int, merged map[*yaml.Node]bool, written bool) {
+	var merges []*yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := n.Content[i], n.Content[i+1]
+		if isMergeKey(kn) {
+			merges = append(merges, vn)
+			continue
+		}
+		name := kn.Value
+		key := joinKey(section, name)
+		if kn.Kind != yaml.ScalarNode {
+			k.add(kn.Line, section, "a key must be a name, such as "+k.sections[section][0])
+			continue
+		}
+		if first, ok := seen[name]; ok {
+			if written {
+				k.add(kn.Line, key, fmt.Sprintf("given twice; the first is at line %d", first))
+			}
+			continue
+		}
+		seen[name] = kn.Line
+		k.saw(kn.Line, key)
+		if vn.Kind == yaml.ScalarNode {
+			k.saw(vn.Line, key)
+		}
+		k.value(kn, vn, key)
+	}
+	for _, m := range merges {
+		k.merge(m, section, seen, merged)
+	}
+}
+
+// isMergeKey reports whether n is the merge key <<, as the YAML library
+// recognises it.
+func isMergeKey(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Value == "<<" && (n.Tag == "" || n.Tag == "!" || n.ShortTag() == "!!merge")
+}
+
+// merge checks the value m of a merge key in section: a mapping, or a list
+// of mappings, whose keys are merged into the section's.
+func (k *keyChecker) merge(m *yaml.Node, section string, seen map[string]int, merged map[*yaml.Node]bool) {
+	list := []*yaml.Node{m}
+	if m.Kind == yaml.SequenceNode {
+		list = m.Content
+	}
+	for _, n := range list {
+		n = resolve(n)
+		if n.Kind != yaml.MappingNode {
+			k.add(n.Line, joinKey(section, "<<"), "a merge must give a mapping or a list of mappings")
+			continue
+		}
+		if merged[n] {
+			continue
+		}
+		merged[n] = true
+		k.mapping(n, section, seen, merged, false)
+	}
+}
+
+// resolve returns the node an alias stands for, or n if n is no alias.
+func resolve(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return n.Alias
+	}
+	return n
+}
+
+// value checks vn, the value of key kn (dotted key).
+func (k *keyChecker) value(kn, vn *yaml.Node, key string) {
+	vn = resolve(vn)
+	if _, ok := k.leaves[key]; ok && !strings.Contains(kn.Value, ".") {
+		return
+	}
+	if _, ok := k.sections[key]; ok && !strings.Contains(kn.Value, ".") {
+		if vn.Kind == yaml.MappingNode {
+			k.section(vn, key)
+		}
+		return
+	}
+	k.add(kn.Line, key, k.unknown(key, kn.Value))
+}
+
+// unknown explains that key, written name in its mapping, is no setting: it
+// suggests the nearest key when one is near enough to be a typo, or else
+// lists the keys the section has.
+func (k *keyChecker) unknown(key, name string) string {
+	section := strings.TrimSuffix(key, "."+name)
+	if section == key {
+		section = ""
+	}
+	if strings.Contains(name, ".") && k.known(key) {
+		first, rest, _ := strings.Cut(name, ".")
+		return fmt.Sprintf("unknown key; YAML does not read a dotted key as nested keys: write %s: with %s: indented under it", first, rest)
+	}
+	if near := k.nearest(key, name); len(near) > 0 {
+		return "unknown key; did you mean " + strings.Join(near, " or ") + "?"
+	}
+	if section == "" {
+		return "unknown key; the settings are " + strings.Join(k.sections[""], ", ")
+	}
+	return "unknown key; " + section + " has " + strings.Join(k.sections[section], ", ")
+}
+
+// known reports whether key is a setting or a section.
+func (k *keyChecker) known(key string) bool {
+	_, leaf := k.leaves[key]
+	_, section := k.sections[key]
+	return leaf || section
+}
+
+// nearest returns the known key nearest to key, written name, if it is
+// within 3 edits and half the length of name; failing that, the keys named
+// name elsewhere, for a key written in the wrong section.
+func (k *keyChecker) nearest(key, name string) []string {
+	var all []string
+	for s := range k.sections {
+		if s != "" {
+			all = append(all, s)
+		}
+	}
+	for l := range k.leaves {
+		all = append(all, l)
+	}
+	best, bestDist := "", min(4, len(name)/2+1) // suggest only within 3 edits
+	for _, cand := range all {
+		if d := editDistance(key, cand); d < bestDist || d == bestDist && cand < best {
+			best, bestDist = cand, d
+		}
+	}
+	if best != "" {
+		return []string{best}
+	}
+	var same []string
+	for _, cand := range all {
+		if cand == name || strings.HasSuffix(cand, "."+name) {
+			same = append(same, cand)
+		}
+	}
+	slices.Sort(same)
+	return same
 }
 
 var (
@@ -54,9 +306,10 @@ var (
 )
 
 // yamlError turns the YAML library's error into ours, starting with the
-// place in src: a type error's lines become one error each, like the
-// validation errors.
-func (s yamlSource) yamlError(err error) error {
+// place in s and, where lines says which key is written on the line, the
+// key: a type error's lines become one error each, like the validation
+// errors.
+func (s yamlSource) yamlError(err error, lines map[int]string) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		if m := yamlSyntax.FindStringSubmatch(err.Error()); m != nil {
@@ -70,11 +323,13 @@ func (s yamlSource) yamlError(err error) error {
 	}
 	errs := make([]error, len(te.Errors))
 	for i, msg := range te.Errors {
-		if m := yamlLine.FindStringSubmatch(msg); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			msg = s.at(line) + ": " + m[2]
+		m := yamlLine.FindStringSubmatch(msg)
+		if m == nil {
+			errs[i] = errors.New("config: " + msg)
+			continue
 		}
-		errs[i] = errors.New("config: " + msg)
+		line, _ := strconv.Atoi(m[1])
+		errs[i] = s.problem(yamlProblem{line: line, key: lines[line], msg: m[2]})
 	}
 	return errors.Join(errs...)
 }
