@@ -125,25 +125,31 @@ var invalidFixtures = map[string]struct {
 	want   string
 	substr bool
 }{
-	"invalid_unknown_key_top.yaml":       {want: "config: testdata/invalid_unknown_key_top.yaml:2: rol: unknown key; did you mean role?"},
-	"invalid_unknown_key_nested.yaml":    {want: "config: testdata/invalid_unknown_key_nested.yaml:2: redis.adress: unknown key; did you mean redis.addrs?"},
-	"invalid_unknown_key_deep.yaml":      {want: "config: testdata/invalid_unknown_key_deep.yaml:4: redis.tls.cafile: unknown key; did you mean redis.tls.ca_file?"},
-	"invalid_unknown_key_no_match.yaml":  {want: "config: testdata/invalid_unknown_key_no_match.yaml:3: log.colour: unknown key; log has level, format"},
-	"invalid_unknown_key_misplaced.yaml": {want: "config: testdata/invalid_unknown_key_misplaced.yaml:3: ack_wait: unknown key; did you mean dispatcher.ack_wait?"},
-	"invalid_unknown_key_dotted.yaml":    {want: "config: testdata/invalid_unknown_key_dotted.yaml:2: dispatcher.ack_wait: unknown key; YAML does not read a dotted key as nested keys: write dispatcher: with ack_wait: indented under it"},
-	"invalid_unknown_key_merged.yaml":    {want: "config: testdata/invalid_unknown_key_merged.yaml:2: log.colour: unknown key; log has level, format"},
-	"invalid_unknown_section.yaml":       {want: "config: testdata/invalid_unknown_section.yaml:1: dispacher: unknown key; did you mean dispatcher?"},
-	"invalid_duplicate_key.yaml":         {want: "config: testdata/invalid_duplicate_key.yaml:3: log.level: given twice; the first is at line 2"},
-	"invalid_syntax.yaml":                {want: "config: testdata/invalid_syntax.yaml:2: invalid YAML: did not find expected key", substr: true},
-	"invalid_two_documents.yaml":         {want: "config: testdata/invalid_two_documents.yaml:2: a second YAML document; the file must hold exactly one"},
-	"invalid_not_a_mapping.yaml":         {want: "cannot unmarshal !!seq into config.Config", substr: true},
-	"invalid_wrong_type_int.yaml":        {want: "config: testdata/invalid_wrong_type_int.yaml:2: redis.db: cannot unmarshal !!str `one` into int"},
-	"invalid_wrong_type_bool.yaml":       {want: "config: testdata/invalid_wrong_type_bool.yaml:3: redis.tls.enabled: cannot unmarshal !!str `sometimes` into bool"},
-	"invalid_wrong_type_list.yaml":       {want: "config: testdata/invalid_wrong_type_list.yaml:2: redis.addrs: cannot unmarshal !!str `127.0.0...` into []string"},
-	"invalid_wrong_type_section.yaml":    {want: "config: testdata/invalid_wrong_type_section.yaml:1: dispatcher: cannot unmarshal !!int `5` into config.DispatcherConfig"},
-	"invalid_bare_duration.yaml":         {want: `config: testdata/invalid_bare_duration.yaml:2: dispatcher.ack_wait: invalid duration "30": use a unit, e.g. 30s`},
-	"invalid_bad_duration.yaml":          {want: `config: testdata/invalid_bad_duration.yaml:2: nats.max_age: invalid duration "7days"`},
-	"invalid_duration_mapping.yaml":      {want: "config: testdata/invalid_duration_mapping.yaml:2: http.shutdown_timeout: invalid duration: want a string such as 30s"},
+	"invalid_unknown_key_top.yaml":        {want: "config: testdata/invalid_unknown_key_top.yaml:2: rol: unknown key; did you mean role?"},
+	"invalid_unknown_key_nested.yaml":     {want: "config: testdata/invalid_unknown_key_nested.yaml:2: redis.adress: unknown key; did you mean redis.addrs?"},
+	"invalid_unknown_key_deep.yaml":       {want: "config: testdata/invalid_unknown_key_deep.yaml:4: redis.tls.cafile: unknown key; did you mean redis.tls.ca_file?"},
+	"invalid_unknown_key_no_match.yaml":   {want: "config: testdata/invalid_unknown_key_no_match.yaml:3: log.colour: unknown key; log has level, format"},
+	"invalid_unknown_key_misplaced.yaml":  {want: "config: testdata/invalid_unknown_key_misplaced.yaml:3: ack_wait: unknown key; did you mean dispatcher.ack_wait?"},
+	"invalid_unknown_key_dotted.yaml":     {want: "config: testdata/invalid_unknown_key_dotted.yaml:2: dispatcher.ack_wait: unknown key; YAML does not read a dotted key as nested keys: write dispatcher: with ack_wait: indented under it"},
+	"invalid_unknown_key_merged.yaml":     {want: "config: testdata/invalid_unknown_key_merged.yaml:2: log.colour: unknown key; log has level, format"},
+	"invalid_unknown_section.yaml":        {want: "config: testdata/invalid_unknown_section.yaml:1: dispacher: unknown key; did you mean dispatcher?"},
+	"invalid_duplicate_key.yaml":          {want: "config: testdata/invalid_duplicate_key.yaml:3: log.level: given twice; the first is at line 2"},
+	"invalid_syntax.yaml":                 {want: "config: testdata/invalid_syntax.yaml:2: invalid YAML: did not find expected key", substr: true},
+	"invalid_two_documents.yaml":          {want: "config: testdata/invalid_two_documents.yaml:2: a second YAML document; the file must hold exactly one"},
+	"invalid_not_a_mapping.yaml":          {want: "config: testdata/invalid_not_a_mapping.yaml:1: the settings must be a mapping of keys to values, such as role: worker, got a list"},
+	"invalid_wrong_type_int.yaml":         {want: "config: testdata/invalid_wrong_type_int.yaml:2: redis.db: must be an integer, got \"one\""},
+	"invalid_wrong_type_bool.yaml":        {want: "config: testdata/invalid_wrong_type_bool.yaml:3: redis.tls.enabled: must be true or false, got \"sometimes\""},
+	"invalid_wrong_type_list.yaml":        {want: `config: testdata/invalid_wrong_type_list.yaml:2: redis.addrs: must be a list of host:port, got a string ("127.0.0.1:6379"); write [127.0.0.1:6379]`},
+	"invalid_wrong_type_section.yaml":     {want: `config: testdata/invalid_wrong_type_section.yaml:1: dispatcher: must be a mapping of settings, got "5"`},
+	"invalid_wrong_type_int_unit.yaml":    {want: `config: testdata/invalid_wrong_type_int_unit.yaml:2: api.max_body_bytes: must be an integer, got "2MB"`},
+	"invalid_wrong_type_mapping.yaml":     {want: "config: testdata/invalid_wrong_type_mapping.yaml:2: http.listen: must be a string, got a mapping"},
+	"invalid_wrong_type_list_item.yaml":   {want: "config: testdata/invalid_wrong_type_list_item.yaml:4: redis.addrs[1]: must be a string, got a mapping"},
+	"invalid_wrong_type_list_commas.yaml": {want: `config: testdata/invalid_wrong_type_list_commas.yaml:2: api.regions: must be a list of region names, got a string ("us-east-1, eu-west-1"); write [us-east-1, eu-west-1]`},
+	"invalid_several.yaml": {want: "config: testdata/invalid_several.yaml:2: log.level: must be a string, got a list\n" +
+		"config: testdata/invalid_several.yaml:4: log.colour: unknown key; log has level, format"},
+	"invalid_bare_duration.yaml":    {want: `config: testdata/invalid_bare_duration.yaml:2: dispatcher.ack_wait: invalid duration "30": use a unit, e.g. 30s`},
+	"invalid_bad_duration.yaml":     {want: `config: testdata/invalid_bad_duration.yaml:2: nats.max_age: invalid duration "7days"`},
+	"invalid_duration_mapping.yaml": {want: "config: testdata/invalid_duration_mapping.yaml:2: http.shutdown_timeout: must be a duration such as 30s, got a mapping"},
 
 	"invalid_role.yaml":                             {want: `config: role: must be worker, api, all or dev, got "both"`},
 	"invalid_role_all.yaml":                         {want: `config: role: must be worker, api, all or dev, got "All"`},
@@ -300,9 +306,49 @@ config: dispatcher.retry_budget: must be from 0s to less than dispatcher.ack_wai
 	t.Run("every type error at once", func(t *testing.T) {
 		data := "redis:\n  db: x\n  pool_size: y\n"
 		_, err := Parse([]byte(data), nil, "")
-		want := "config: line 2: redis.db: cannot unmarshal !!str `x` into int\nconfig: line 3: redis.pool_size: cannot unmarshal !!str `y` into int"
+		want := "config: line 2: redis.db: must be an integer, got \"x\"\nconfig: line 3: redis.pool_size: must be an integer, got \"y\""
 		if err == nil || err.Error() != want {
 			t.Errorf("error\n%v\nwant\n%s", err, want)
+		}
+	})
+	t.Run("keys named in flow style", func(t *testing.T) {
+		data := "{redis: {db: x, addrs: a:6379}, dispatcher: {ack_wait: 30, workerz: 4}}\n"
+		_, err := Parse([]byte(data), nil, "")
+		want := `config: line 1: redis.db: must be an integer, got "x"
+config: line 1: redis.addrs: must be a list of host:port, got a string ("a:6379"); write [a:6379]
+config: line 1: dispatcher.ack_wait: invalid duration "30": use a unit, e.g. 30s
+config: line 1: dispatcher.workerz: unknown key; did you mean dispatcher.workers?`
+		if err == nil || err.Error() != want {
+			t.Errorf("error\n%v\nwant\n%s", err, want)
+		}
+	})
+	t.Run("a key of several sections written at the top", func(t *testing.T) {
+		_, err := Parse([]byte("password_file: pw.txt\n"), nil, "")
+		want := "config: line 1: password_file: unknown key; did you mean nats.password_file or redis.password_file?"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("anchors and merges", func(t *testing.T) {
+		data := "redis:\n  dial_timeout: &t 2s\n  read_timeout: *t\ndev:\n  <<: [{devices: 9}, {devices: 3, sample_interval: 5s}]\n  sample_interval: *t\n"
+		c, err := Parse([]byte(data), nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Redis.ReadTimeout != Duration(2*time.Second) || c.Dev.Devices != 9 || c.Dev.SampleInterval != Duration(2*time.Second) {
+			t.Errorf("got redis %+v, dev %+v", c.Redis, c.Dev)
+		}
+		_, err = Parse([]byte("log:\n  <<: {level: info}\n  <<: {format: json}\n"), nil, "")
+		want := "config: line 3: log.<<: given twice; the first is at line 2 (merge a list of mappings instead)"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("a key twice in a merged mapping", func(t *testing.T) {
+		_, err := Parse([]byte("log:\n  <<: {level: info, level: debug}\n"), nil, "")
+		want := `config: line 2: log.level: mapping key "level" already defined at line 2`
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
 		}
 	})
 	t.Run("absolute secret file path is kept", func(t *testing.T) {
@@ -469,6 +515,20 @@ func TestStreamMaxAge(t *testing.T) {
 		}
 		if got := c.StreamMaxAge(); got != tc.want {
 			t.Errorf("push_ttl %s, max_age %s: stream keeps events %s, want %s", tc.ttl, tc.maxAge, got, tc.want)
+		}
+	}
+}
+
+func TestFlowList(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:6379":         "[127.0.0.1:6379]",
+		"a:6379,b:6379, ":        "[a:6379, b:6379]",
+		"https://a.example, #x":  `["https://a.example", "#x"]`,
+		"":                       "[]",
+		"[::1]:6379, 10.0.0.1:1": `["[::1]:6379", "10.0.0.1:1"]`,
+	} {
+		if got := flowList(in); got != want {
+			t.Errorf("flowList(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

@@ -140,15 +140,17 @@ func (k *keyChecker) document(doc *yaml.Node) {
 	if len(doc.Content) != 1 {
 		return
 	}
-	root := doc.Content[0]
-	if root.Kind == yaml.MappingNode {
+	switch root := doc.Content[0]; {
+	case root.Kind == yaml.MappingNode:
 		k.section(root, "")
+	case !isNull(root):
+		k.add(root.Line, "", "the settings must be a mapping of keys to values, such as role: worker, got "+describe(root, false))
 	}
 }
 
 // section checks the mapping n, the value of section.
 func (k *keyChecker) section(n *yaml.Node, section string) {
-	k.mapping(n, section, make(map[string]int), make(map[*yaml.Node]bool), true)
+	k.mapping(n, section, make(map[string]int), map[*yaml.Node]bool{n: true}, true)
 }
 
 // mapping checks the keys of n, a mapping written for section or merged into
@@ -157,17 +159,21 @@ func (k *keyChecker) section(n *yaml.Node, section string) {
 // first wins, as in the YAML library). merged holds the mappings already
 // merged, so that each is checked once however often it is merged.
 func (k *keyChecker) mapping(n *yaml.Node, section string, seen map[string]int, merged map[*yaml.Node]bool, written bool) {
-	var merges []*yaml.Node
+	var merge *yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		kn, vn := n.Content[i], n.Content[i+1]
-		if isMergeKey(kn) {
-			merges = append(merges, vn)
-			continue
-		}
 		name := kn.Value
 		key := joinKey(section, name)
-		if kn.Kind != yaml.ScalarNode {
+		if kn.Kind != yaml.ScalarNode || name == "" {
 			k.add(kn.Line, section, "a key must be a name, such as "+k.sections[section][0])
+			continue
+		}
+		if isMergeKey(kn) {
+			if merge == nil {
+				merge = kn
+			} else if written {
+				k.add(kn.Line, key, fmt.Sprintf("given twice; the first is at line %d (merge a list of mappings instead)", merge.Line))
+			}
 			continue
 		}
 		if first, ok := seen[name]; ok {
@@ -183,8 +189,12 @@ func (k *keyChecker) mapping(n *yaml.Node, section string, seen map[string]int, 
 		}
 		k.value(kn, vn, key)
 	}
-	for _, m := range merges {
-		k.merge(m, section, seen, merged)
+	if merge != nil {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if isMergeKey(n.Content[i]) {
+				k.merge(n.Content[i+1], section, seen, merged)
+			}
+		}
 	}
 }
 
@@ -226,16 +236,123 @@ func resolve(n *yaml.Node) *yaml.Node {
 // value checks vn, the value of key kn (dotted key).
 func (k *keyChecker) value(kn, vn *yaml.Node, key string) {
 	vn = resolve(vn)
-	if _, ok := k.leaves[key]; ok && !strings.Contains(kn.Value, ".") {
+	if t, ok := k.leaves[key]; ok && !strings.Contains(kn.Value, ".") {
+		k.leaf(kn, vn, key, t)
 		return
 	}
 	if _, ok := k.sections[key]; ok && !strings.Contains(kn.Value, ".") {
-		if vn.Kind == yaml.MappingNode {
+		switch {
+		case vn.Kind == yaml.MappingNode:
 			k.section(vn, key)
+		case !isNull(vn): // an empty section keeps its defaults
+			k.add(kn.Line, key, "must be a mapping of settings, got "+describe(vn, false))
 		}
 		return
 	}
 	k.add(kn.Line, key, k.unknown(key, kn.Value))
+}
+
+// isNull reports whether n is null: empty, ~ or null. A setting given null
+// keeps its default, as the YAML library leaves it.
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// describe names what n is for an error: a mapping, a list, or the quoted
+// value of a scalar, except a secret's, which names only its YAML tag.
+func describe(n *yaml.Node, secret bool) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case secret:
+		return "a value tagged " + n.ShortTag()
+	}
+	return strconv.Quote(n.Value)
+}
+
+// leaf checks vn, the value of the setting key (written at kn) of type t,
+// decoding it as the YAML library would.
+func (k *keyChecker) leaf(kn, vn *yaml.Node, key string, t reflect.Type) {
+	if isNull(vn) {
+		return
+	}
+	switch {
+	case t == reflect.TypeFor[Duration]():
+		if vn.Kind != yaml.ScalarNode {
+			k.add(kn.Line, key, "must be a duration such as 30s, got "+describe(vn, false))
+		} else if _, err := parseDuration(vn.Value); err != nil {
+			k.add(kn.Line, key, err.Error())
+		}
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
+		k.list(kn, vn, key)
+	case vn.Kind != yaml.ScalarNode || vn.Decode(reflect.New(t).Interface()) != nil:
+		k.add(kn.Line, key, "must be "+kindName(t)+", got "+describe(vn, t == reflect.TypeFor[Secret]()))
+	}
+}
+
+// kindName says what a setting of type t must be.
+func kindName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "a string"
+	}
+	return "a " + t.String()
+}
+
+// listItems says what the items of a list setting are, where "strings"
+// would say too little.
+var listItems = map[string]string{
+	"redis.addrs":              "host:port",
+	"api.regions":              "region names",
+	"api.cors_allowed_origins": "origins",
+}
+
+// list checks vn, the value of the list setting key (written at kn): a list
+// of strings. A single string is an error that shows it written as a list.
+func (k *keyChecker) list(kn, vn *yaml.Node, key string) {
+	items := listItems[key]
+	if items == "" {
+		items = "strings"
+	}
+	switch vn.Kind {
+	case yaml.ScalarNode:
+		k.add(kn.Line, key, fmt.Sprintf("must be a list of %s, got a string (%q); write %s", items, vn.Value, flowList(vn.Value)))
+	case yaml.SequenceNode:
+		for i, item := range vn.Content {
+			if v := resolve(item); !isNull(v) && (v.Kind != yaml.ScalarNode || v.Decode(new(string)) != nil) {
+				k.add(item.Line, fmt.Sprintf("%s[%d]", key, i), "must be a string, got "+describe(v, false))
+			}
+		}
+	default:
+		k.add(kn.Line, key, fmt.Sprintf("must be a list of %s, got %s", items, describe(vn, false)))
+	}
+}
+
+// flowList writes the comma-separated items in s as a YAML flow list, such
+// as [a:6379, b:6379], quoting the items if they do not read back as written.
+func flowList(s string) string {
+	var items []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	list := "[" + strings.Join(items, ", ") + "]"
+	var back []string
+	if err := yaml.Unmarshal([]byte(list), &back); err == nil && slices.Equal(back, items) {
+		return list
+	}
+	quoted := make([]string, len(items))
+	for i, item := range items {
+		quoted[i] = strconv.Quote(item)
+	}
+	return "[" + strings.Join(quoted, ", ") + "]"
 }
 
 // unknown explains that key, written name in its mapping, is no setting: it
@@ -267,8 +384,9 @@ func (k *keyChecker) known(key string) bool {
 }
 
 // nearest returns the known key nearest to key, written name, if it is
-// within 3 edits and half the length of name; failing that, the keys named
-// name elsewhere, for a key written in the wrong section.
+// within 3 edits and half the length of name (the first in sorted order of
+// those as near); failing that, the keys named name elsewhere, for a key
+// written in the wrong section.
 func (k *keyChecker) nearest(key, name string) []string {
 	var all []string
 	for s := range k.sections {
@@ -279,9 +397,13 @@ func (k *keyChecker) nearest(key, name string) []string {
 	for l := range k.leaves {
 		all = append(all, l)
 	}
-	best, bestDist := "", min(4, len(name)/2+1) // suggest only within 3 edits
+	slices.Sort(all)
+	best, bestDist := "", min(3, len(name)/2)+1
 	for _, cand := range all {
-		if d := editDistance(key, cand); d < bestDist || d == bestDist && cand < best {
+		if max(len(key)-len(cand), len(cand)-len(key)) >= bestDist {
+			continue // it takes at least as many edits as the lengths differ
+		}
+		if d := editDistance(key, cand); d < bestDist {
 			best, bestDist = cand, d
 		}
 	}
@@ -294,7 +416,6 @@ func (k *keyChecker) nearest(key, name string) []string {
 			same = append(same, cand)
 		}
 	}
-	slices.Sort(same)
 	return same
 }
 
