@@ -186,16 +186,17 @@ func TestUsageAndConfigErrors(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("dispatcher:\n  ack_wiat: 30s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	typo := "pushsyncd: config: " + bad + ":2: dispatcher.ack_wiat: unknown key; did you mean dispatcher.ack_wait?\n"
 	tests := []struct {
 		args []string
 		env  []string
 		code int
 		want string
 	}{
-		{[]string{"-config", bad}, nil, 1, "ack_wiat"},
+		{[]string{"-config", bad}, nil, 1, typo},
 		{[]string{"-config", filepath.Join(dir, "missing.yaml")}, nil, 1, "missing.yaml"},
 		{nil, []string{"PUSHSYNC_DISPATCHER_ACKWAIT=1s"}, 1, "PUSHSYNC_DISPATCHER_ACKWAIT"},
-		{nil, []string{"PUSHSYNC_CONFIG=" + bad}, 1, "ack_wiat"},
+		{nil, []string{"PUSHSYNC_CONFIG=" + bad}, 1, typo},
 		{[]string{"worker", "extra"}, nil, 2, "usage: pushsyncd"},
 		{[]string{"-nope"}, nil, 2, "flag provided but not defined"},
 		{[]string{"both"}, nil, 1, "role"},
