@@ -368,9 +368,10 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	log := d.log.With().Str("pool", ev.IdentityPoolID).Str("identity", ev.IdentityID).
 		Str("dataset", ev.DatasetName).Int64("sync_count", ev.SyncCount).Logger()
 
-	delivered, id := uint64(1), ""
-	if md, err := msg.Metadata(); err == nil {
-		delivered, id = md.NumDelivered, md.Stream+"."+strconv.FormatUint(md.Sequence.Stream, 10)
+	delivered := uint64(1)
+	md, err := msg.Metadata()
+	if err == nil {
+		delivered = md.NumDelivered
 	}
 
 	var expires time.Time
@@ -420,7 +421,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		result = "dead_lettered"
 		if d.opts.DeadLetters == nil {
 			result = "abandoned"
-		} else if err := d.opts.DeadLetters.Put(ctx, id, msg.Subject(), msg.Data(), reason, delivered); err != nil {
+		} else if err := d.opts.DeadLetters.Put(ctx, messageID(md), msg.Subject(), msg.Data(), reason, delivered); err != nil {
 			// Not stored: the broker delivers it again (the consumer has
 			// no delivery limit), and then it is tried once more.
 			result = "retry"
@@ -446,6 +447,15 @@ func (d *Dispatcher) settle(err error, log zerolog.Logger) {
 	if err != nil {
 		log.Warn().Err(err).Msg("could not settle message with the broker; it will be redelivered")
 	}
+}
+
+// messageID identifies a message by its stream and sequence, "" if its
+// metadata is unknown.
+func messageID(md *jetstream.MsgMetadata) string {
+	if md == nil {
+		return ""
+	}
+	return md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
 // budgetDeferral is why an event waits for a device's push budget.
