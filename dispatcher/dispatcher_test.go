@@ -782,13 +782,20 @@ func (e *env) fcmDown() *atomic.Bool {
 	return broken
 }
 
-func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
-	e := setup(t)
-	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+// deadLetters is a dead-letter stream on the test's NATS.
+func (e *env) deadLetters(t *testing.T) *event.DeadLetters {
+	t.Helper()
+	dl, err := event.NewDeadLetters(context.Background(), e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dl
+}
+
+func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	dl := e.deadLetters(t)
 	broken := e.fcmDown()
 	e.start(t, func(o *dispatcher.Options) { o.MaxDeliver = 2; o.DeadLetters = dl })
 	e.publish(t, "settings", 5, e.origin.ID)
@@ -826,10 +833,7 @@ func TestExhaustedEventsAreDeadLetteredAndReplayable(t *testing.T) {
 func TestEventsThatWouldOutliveTheirTTLAreDeadLettered(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, e.js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dl := e.deadLetters(t)
 	broken := e.fcmDown()
 	const ttl = 3 * time.Second
 	e.start(t, func(o *dispatcher.Options) {
