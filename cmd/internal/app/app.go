@@ -254,7 +254,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	}
 	defer rdb.Close()
 	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix, Secrets: svc.box})
-	checks := []check{{"redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}}
+	checks := []check{{name: "redis", fn: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}}
 
 	var (
 		wg    sync.WaitGroup
@@ -270,7 +270,10 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	checks = append(checks, check{"nats", func(context.Context) error { return nc.Ready() }})
+	// An API alone keeps serving while NATS is away: changes are committed
+	// with their markers and published when it is back, so NATS is shown
+	// but does not take it out of service.
+	checks = append(checks, check{name: "nats", fn: func(context.Context) error { return nc.Ready() }, shownOnly: !svc.worker})
 	// The work below stops when the caller's ctx ends, or when the NATS
 	// connection is lost for good.
 	ctx, stopWork := context.WithCancel(ctx)
@@ -287,7 +290,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 			return err
 		}
 		defer closeNotifiers()
-		checks = append(checks, check{"dispatcher", func(context.Context) error { return disp.Ready() }})
+		checks = append(checks, check{name: "dispatcher", fn: func(context.Context) error { return disp.Ready() }})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -537,6 +540,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc event.StreamCo
 type check struct {
 	name string
 	fn   func(context.Context) error
+	// shownOnly: a failure is reported but leaves the process ready.
+	shownOnly bool
 }
 
 // opsHandler serves /healthz (the process is alive), /readyz (every
@@ -559,7 +564,9 @@ func opsHandler(metrics *prometheus.Registry, checks []check, stopping *atomic.B
 		status, body := http.StatusOK, ""
 		for _, c := range checks {
 			if err := c.fn(ctx); err != nil {
-				status = http.StatusServiceUnavailable
+				if !c.shownOnly {
+					status = http.StatusServiceUnavailable
+				}
 				body += fmt.Sprintf("%s: %v\n", c.name, err)
 			} else {
 				body += c.name + ": ok\n"

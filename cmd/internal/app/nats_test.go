@@ -298,3 +298,45 @@ func issueClientCertificate(t *testing.T) (ca *x509.Certificate, certPEM, keyPEM
 	}
 	return ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 }
+
+// An API alone stays ready while NATS is away, since every change it
+// commits is kept with its marker and published once NATS is back; its
+// /readyz still says what is missing. A worker is not ready without NATS.
+func TestAPIStaysReadyWithoutNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "nats://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	for _, tc := range []struct {
+		role string
+		want int
+	}{{config.RoleAPI, http.StatusOK}, {config.RoleWorker, http.StatusServiceUnavailable}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		cfg := workerConfig(t, url)
+		cfg.Role, cfg.API.Listen = tc.role, "127.0.0.1:0"
+		_, ready, done := runApp(ctx, cfg)
+		var addrs app.Addrs
+		select {
+		case addrs = <-ready:
+		case err := <-done:
+			t.Fatalf("%s: Run: %v", tc.role, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: pushsyncd did not start", tc.role)
+		}
+		res, err := http.Get("http://" + addrs.HTTP + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.want || !strings.Contains(string(body), "nats: not connected to "+url) {
+			t.Errorf("%s without NATS: /readyz %d %s, want %d naming NATS", tc.role, res.StatusCode, body, tc.want)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: Run after the stop: %v", tc.role, err)
+		}
+	}
+}
