@@ -161,12 +161,12 @@ secrets: {master_key: %q}
 type daemon struct {
 	cmd  *exec.Cmd
 	done chan *os.ProcessState
-	log  *syncBuffer
+	log  *testenv.LogBuffer
 }
 
 func startDaemon(t *testing.T, cfgPath, httpAddr string, env ...string) *daemon {
 	t.Helper()
-	d := &daemon{log: &syncBuffer{}, done: make(chan *os.ProcessState, 1)}
+	d := &daemon{log: &testenv.LogBuffer{}, done: make(chan *os.ProcessState, 1)}
 	d.cmd = exec.Command(os.Args[0], "-config", cfgPath)
 	d.cmd.Env = append(append(os.Environ(), "PUSHSYNC_TEST_RUN_MAIN=1"), env...)
 	d.cmd.Stderr = d.log

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -33,18 +32,6 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -101,7 +88,7 @@ func TestProcessDeliversThenStopsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var stderr syncBuffer
+	var stderr testenv.LogBuffer
 	cmd := exec.Command(os.Args[0], "-config", cfgPath)
 	cmd.Env = append(os.Environ(), "PUSHSYNC_TEST_RUN_MAIN=1")
 	cmd.Stderr = &stderr

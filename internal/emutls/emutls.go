@@ -26,6 +26,8 @@ type Identity struct {
 	CA *x509.Certificate
 	// CAPEM is CA in PEM form, for writing to a root CA file.
 	CAPEM []byte
+
+	caKey *ecdsa.PrivateKey
 }
 
 // RootCAs returns a pool that trusts only the identity's authority.
@@ -90,7 +92,36 @@ func New(commonName string, hosts ...string) (*Identity, error) {
 		Certificate: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key},
 		CA:          ca,
 		CAPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		caKey:       caKey,
 	}, nil
+}
+
+// ClientCertificate issues a client certificate signed by the identity's
+// authority, for servers that verify clients against RootCAs, and returns
+// it and its private key in PEM.
+func (id *Identity) ClientCertificate(commonName string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("emutls: generate client key: %w", err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: commonName},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, id.CA, &key.PublicKey, id.caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("emutls: create client certificate: %w", err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("emutls: encode client key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), nil
 }
 
 func serial() *big.Int {

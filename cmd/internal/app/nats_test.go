@@ -1,23 +1,14 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,35 +20,6 @@ import (
 	"github.com/pushsync/pushsync/internal/emutls"
 	"github.com/pushsync/pushsync/internal/testenv"
 )
-
-// logBuffer is a log that goroutines write and the test reads.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// lines returns the log lines that contain s.
-func (l *logBuffer) lines(s string) []string {
-	var out []string
-	for line := range strings.Lines(l.String()) {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // workerConfig is a worker's configuration with the NATS at natsURL.
 func workerConfig(t *testing.T, natsURL string) *config.Config {
@@ -74,8 +36,8 @@ func workerConfig(t *testing.T, natsURL string) *config.Config {
 
 // runApp runs pushsyncd with the log going to a buffer; the returned
 // channel gets what Run returns.
-func runApp(ctx context.Context, cfg *config.Config) (*logBuffer, <-chan app.Addrs, <-chan error) {
-	logs := &logBuffer{}
+func runApp(ctx context.Context, cfg *config.Config) (*testenv.LogBuffer, <-chan app.Addrs, <-chan error) {
+	logs := &testenv.LogBuffer{}
 	log := zerolog.New(logs)
 	ready := make(chan app.Addrs, 1)
 	done := make(chan error, 1)
@@ -110,7 +72,7 @@ func TestRefusedNATSCredentialsEndTheProcessWithTheCause(t *testing.T) {
 	if !strings.Contains(strings.ToLower(err.Error()), "authorization violation") || !strings.Contains(err.Error(), s.ClientURL()) {
 		t.Errorf("Run: %v; want the URL and the authorization violation", err)
 	}
-	if got := logs.lines("Authorization Violation"); len(got) == 0 || !strings.Contains(got[0], s.ClientURL()) {
+	if got := logs.Lines("Authorization Violation"); len(got) == 0 || !strings.Contains(got[0], s.ClientURL()) {
 		t.Errorf("the log does not say the server refused the credentials, naming it:\n%s", logs)
 	}
 	if strings.Contains(logs.String(), "wrong") {
@@ -139,7 +101,7 @@ func TestUnreachableNATSIsLoggedWithTheCause(t *testing.T) {
 		t.Fatal("pushsyncd did not start")
 	}
 	time.Sleep(3500 * time.Millisecond) // three more attempts
-	refused := logs.lines("connection refused")
+	refused := logs.Lines("connection refused")
 	if len(refused) != 1 || !strings.Contains(refused[0], url) || !strings.Contains(refused[0], `"level":"error"`) {
 		t.Errorf("want one error line naming %s and the refused connection, got %d:\n%s", url, len(refused), logs)
 	}
@@ -170,7 +132,7 @@ func TestCleanStopLogsNoNATSDisconnection(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(logs.lines("consuming events")) == 0 && time.Now().Before(deadline) {
+	for len(logs.Lines("consuming events")) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
@@ -178,10 +140,10 @@ func TestCleanStopLogsNoNATSDisconnection(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond) // the client's callbacks run on their own goroutine
-	if got := logs.lines("disconnected"); len(got) > 0 {
+	if got := logs.Lines("disconnected"); len(got) > 0 {
 		t.Errorf("a clean stop logged %q", got)
 	}
-	if len(logs.lines(`"message":"stopped"`)) != 1 {
+	if len(logs.Lines(`"message":"stopped"`)) != 1 {
 		t.Errorf("no stopped line:\n%s", logs)
 	}
 }
@@ -196,7 +158,10 @@ func TestNATSOverTLSWithAClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clientCA, certPEM, keyPEM := issueClientCertificate(t)
+	certPEM, keyPEM, err := server1.ClientCertificate("pushsyncd")
+	if err != nil {
+		t.Fatal(err)
+	}
 	write := func(name string, data []byte) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, data, 0o600); err != nil {
@@ -204,12 +169,10 @@ func TestNATSOverTLSWithAClientCertificate(t *testing.T) {
 		}
 		return p
 	}
-	clientCAs := x509.NewCertPool()
-	clientCAs.AddCert(clientCA)
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
 		TLS: true, TLSVerify: true, TLSTimeout: 5, TLSConfig: &tls.Config{
 			Certificates: []tls.Certificate{server1.Certificate}, ClientAuth: tls.RequireAndVerifyClientCert,
-			ClientCAs: clientCAs, MinVersion: tls.VersionTLS12}})
+			ClientCAs: server1.RootCAs(), MinVersion: tls.VersionTLS12}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,84 +222,5 @@ func TestNATSOverTLSWithAClientCertificate(t *testing.T) {
 	missing.TLS.CAFile = filepath.Join(dir, "nope.pem")
 	if _, err := app.ConnectNATS(missing, zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "nats.tls.ca_file") {
 		t.Fatalf("a missing CA file: %v, want an error naming nats.tls.ca_file", err)
-	}
-}
-
-// issueClientCertificate makes an authority and a client certificate it
-// signed, in PEM.
-func issueClientCertificate(t *testing.T) (ca *x509.Certificate, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "clients"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ca, err = x509.ParseCertificate(caDER); err != nil {
-		t.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "pushsyncd"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
-}
-
-// An API alone stays ready while NATS is away, since every change it
-// commits is kept with its marker and published once NATS is back; its
-// /readyz still says what is missing. A worker is not ready without NATS.
-func TestAPIStaysReadyWithoutNATS(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "nats://" + ln.Addr().String()
-	ln.Close() // nothing listens there now
-	for _, tc := range []struct {
-		role string
-		want int
-	}{{config.RoleAPI, http.StatusOK}, {config.RoleWorker, http.StatusServiceUnavailable}} {
-		ctx, cancel := context.WithCancel(context.Background())
-		cfg := workerConfig(t, url)
-		cfg.Role, cfg.API.Listen = tc.role, "127.0.0.1:0"
-		_, ready, done := runApp(ctx, cfg)
-		var addrs app.Addrs
-		select {
-		case addrs = <-ready:
-		case err := <-done:
-			t.Fatalf("%s: Run: %v", tc.role, err)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: pushsyncd did not start", tc.role)
-		}
-		res, err := http.Get("http://" + addrs.HTTP + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != tc.want || !strings.Contains(string(body), "nats: not connected to "+url) {
-			t.Errorf("%s without NATS: /readyz %d %s, want %d naming NATS", tc.role, res.StatusCode, body, tc.want)
-		}
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("%s: Run after the stop: %v", tc.role, err)
-		}
 	}
 }
