@@ -2589,11 +2589,13 @@ func TestReceiveWindowReplenished(t *testing.T) {
 		w.Write(body)
 	}, nil)
 	tr := newGoTransport(t, s)
-	ctx, cancel := context.WithTimeout(context.Background(), guard)
-	defer cancel()
 	total := 0
 	for i := range connRecvWindow/MaxResponseBody + 1 {
+		// The guard is per request: a window never replenished stalls the
+		// request after it, while a slow machine only slows them all.
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
 		r := roundTrip(tr, newRequest(t, ctx, http.MethodGet, s.URL+"/"+strconv.Itoa(i), nil))
+		cancel()
 		if r.err != nil {
 			t.Fatalf("after %d bytes: %v", total, r.err)
 		}
