@@ -1,6 +1,7 @@
 package sigv4
 
 import (
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
@@ -133,14 +134,33 @@ func canonicalQuery(q url.Values) string {
 	return b.String()
 }
 
+// requestHost returns the host the request was sent to: r.Host (Go moves
+// the Host header there), else the URL's host on a client request.
+func requestHost(r *http.Request) string {
+	if r.Host == "" && r.URL != nil {
+		return r.URL.Host
+	}
+	return r.Host
+}
+
+// hostWithoutPort returns host without its ":port", or "" if it has none.
+func hostWithoutPort(host string) string {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil || h == "" {
+		return ""
+	}
+	return h
+}
+
 // canonicalHeaders builds the "name:value\n" lines of the signed headers.
 // Values of a header are trimmed (strings.TrimSpace) and joined with ',';
 // then each line is trimmed of spaces and inner runs of spaces collapse to
-// one, as in the v1 signer's stripExcessSpaces. host comes from r.Host (Go
-// moves it out of r.Header), content-length from the header if present,
-// else from r.ContentLength (or the body length when that is unknown). A
-// signed header the request lacks is an IncompleteSignature error.
-func canonicalHeaders(r *http.Request, signed []string, bodyLen int) (string, error) {
+// one, as in the v1 signer's stripExcessSpaces. host is the value of the
+// host header (see requestHost), content-length comes from the header if
+// present, else from r.ContentLength (or the body length when that is
+// unknown). A signed header the request lacks is an IncompleteSignature
+// error.
+func canonicalHeaders(r *http.Request, signed []string, bodyLen int, host string) (string, error) {
 	lower := make(map[string][]string, len(r.Header))
 	for k, vs := range r.Header {
 		lk := strings.ToLower(k)
@@ -151,10 +171,7 @@ func canonicalHeaders(r *http.Request, signed []string, bodyLen int) (string, er
 		var value string
 		switch name {
 		case "host":
-			value = r.Host
-			if value == "" && r.URL != nil {
-				value = r.URL.Host
-			}
+			value = host
 			if value == "" {
 				return "", newError(ErrIncompleteSignature, "the signed header 'host' is missing")
 			}

@@ -8,7 +8,9 @@
 // the RFC 3986 unreserved set; signed header values are trimmed and their
 // runs of spaces collapsed; the payload hash is x-amz-content-sha256 when the
 // client sent it (JavaScript) and SHA-256 of the body otherwise (Go v1).
-// Presigned URLs and UNSIGNED-PAYLOAD are not accepted.
+// The host header is the request's Host; for a Host with a port, the host
+// alone is accepted too, as the iOS SDK signs it. Presigned URLs and
+// UNSIGNED-PAYLOAD are not accepted.
 package sigv4
 
 import (
@@ -150,9 +152,18 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (*Result, error) {
 	}
 
 	// Everything that does not need the secret is checked before the lookup.
-	canonHeaders, err := canonicalHeaders(r, a.SignedHeaders, len(body))
+	host := requestHost(r)
+	canonHeaders, err := canonicalHeaders(r, a.SignedHeaders, len(body), host)
 	if err != nil {
 		return nil, err
+	}
+	// The iOS SDK signs the host without its port, whatever port the
+	// request then goes to: a Host with a port is also checked without it.
+	var portlessHeaders string
+	if h := hostWithoutPort(host); h != "" {
+		if portlessHeaders, err = canonicalHeaders(r, a.SignedHeaders, len(body), h); err != nil {
+			return nil, err
+		}
 	}
 	contentSHA, hasContentSHA := r.Header[hdrContentSHA]
 
@@ -179,21 +190,17 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (*Result, error) {
 		}
 	}
 
-	canonical := strings.Join([]string{
-		r.Method,
-		canonicalURI(requestPath(r)),
-		canonicalQuery(query),
-		canonHeaders,
-		strings.Join(a.SignedHeaders, ";"),
-		payloadHash,
-	}, "\n")
-	canonSum := sha256.Sum256([]byte(canonical))
-	stringToSign := algorithm + "\n" + amzDate + "\n" + a.Scope() + "\n" + hex.EncodeToString(canonSum[:])
-
 	key := v.keys.get(cred.SecretAccessKey, a.Date, a.Region, a.Service)
-	want := hmacSHA256(key, []byte(stringToSign))
+	uri, canonQuery, signedList := canonicalURI(requestPath(r)), canonicalQuery(query), strings.Join(a.SignedHeaders, ";")
+	signature := func(headers string) []byte {
+		canonical := strings.Join([]string{r.Method, uri, canonQuery, headers, signedList, payloadHash}, "\n")
+		canonSum := sha256.Sum256([]byte(canonical))
+		stringToSign := algorithm + "\n" + amzDate + "\n" + a.Scope() + "\n" + hex.EncodeToString(canonSum[:])
+		return hmacSHA256(key, []byte(stringToSign))
+	}
 	got, err := hex.DecodeString(a.Signature)
-	if err != nil || !hmac.Equal(want, got) {
+	if err != nil || !hmac.Equal(signature(canonHeaders), got) &&
+		(portlessHeaders == "" || !hmac.Equal(signature(portlessHeaders), got)) {
 		return nil, newError(ErrSignatureMismatch, msgMismatch)
 	}
 
