@@ -18,6 +18,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -346,7 +347,10 @@ func (r *request) decode(v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return serialization("member %s must be a %s, got a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
+			if te.Field == "" {
+				return serialization("request body must be a JSON object, got a JSON %s", te.Value)
+			}
+			return serialization("member %s must be %s, got a JSON %s", te.Field, jsonKind(te.Type), te.Value)
 		}
 		return serialization("request body is not valid JSON: %v", err)
 	}
@@ -356,18 +360,25 @@ func (r *request) decode(v any) error {
 	return nil
 }
 
-func jsonKind(goKind string) string {
-	switch goKind {
-	case "string":
-		return "string"
-	case "slice", "array":
-		return "list"
-	case "map", "struct":
-		return "structure"
-	case "bool":
-		return "boolean"
+// jsonKind says what JSON a member of Go type t must be.
+func jsonKind(t reflect.Type) string {
+	if t == reflect.TypeFor[epoch]() {
+		return "a timestamp, a number of seconds since the epoch"
 	}
-	return "number"
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.Map, reflect.Struct:
+		return "a structure"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	}
+	return "a number"
 }
 
 // actFor checks that the principal may act for the identity.

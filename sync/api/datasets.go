@@ -2,9 +2,11 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -42,16 +44,39 @@ func (e epoch) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, float64(t.UnixMilli())/1000, 'f', -1, 64), nil
 }
 
+// UnmarshalJSON reads epoch seconds. Anything else is a
+// *json.UnmarshalTypeError, which the decoder completes with the member's
+// name.
 func (e *epoch) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e11 {
-		return serialization("a timestamp must be a number of seconds since the epoch, got %s", b)
+		return &json.UnmarshalTypeError{Value: describeJSON(b), Type: reflect.TypeFor[epoch]()}
 	}
 	*e = epoch(time.UnixMilli(int64(math.Round(f * 1000))))
 	return nil
+}
+
+// describeJSON names the kind of a JSON value, with the value itself when it
+// is short, as in "string \"2024-01-01\"" or "number -5".
+func describeJSON(b []byte) string {
+	v := string(b)
+	if r := []rune(v); len(r) > 40 {
+		v = string(r[:40]) + "…"
+	}
+	switch b[0] {
+	case '"':
+		return "string " + v
+	case '{':
+		return "object"
+	case '[':
+		return "array"
+	case 't', 'f':
+		return "boolean " + v
+	}
+	return "number " + v
 }
 
 type recordOut struct {
