@@ -169,20 +169,23 @@ func (s *Server) listRecords(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A call without a valid session token starts a sync session; the
-	// pages and the UpdateRecords of a session carry its token.
+	// A call without a valid session token is given one; the
+	// UpdateRecords of the session carry it. Only a first page starts a
+	// session: the JavaScript and Android SDKs ask for the later pages,
+	// with a nextToken, without sending the token back.
 	token := q.Get("syncSessionToken")
 	newSession := token == "" || s.sessions.check(token, pool, identity, dataset) != nil
-	page, err := s.store.ListRecords(r.Context(), pool, identity, dataset, store.ListOptions{LastSyncCount: last, MaxResults: int(max), All: !paged, NextToken: q.Get("nextToken"), NewSession: newSession})
+	next := q.Get("nextToken")
+	page, err := s.store.ListRecords(r.Context(), pool, identity, dataset, store.ListOptions{LastSyncCount: last, MaxResults: int(max), All: !paged, NextToken: next, NewSession: newSession && next == ""})
 	if err != nil {
 		return nil, storeError(err)
 	}
 	if newSession {
 		token = s.sessions.issue(pool, identity, dataset)
 	}
-	var next *string
+	var nextOut *string
 	if page.NextToken != "" {
-		next = &page.NextToken
+		nextOut = &page.NextToken
 	}
 	var by *string
 	if page.LastModifiedBy != "" {
@@ -198,7 +201,7 @@ func (s *Server) listRecords(r *request) (any, error) {
 		DatasetExists                         bool
 		DatasetDeletedAfterRequestedSyncCount bool
 		SyncSessionToken                      string
-	}{records(page.Records), next, len(page.Records), page.DatasetSyncCount, by, nil, page.DatasetExists, page.DatasetDeletedAfterRequestedSyncCount, token}, nil
+	}{records(page.Records), nextOut, len(page.Records), page.DatasetSyncCount, by, nil, page.DatasetExists, page.DatasetDeletedAfterRequestedSyncCount, token}, nil
 }
 
 func (s *Server) updateRecords(r *request) (any, error) {

@@ -259,8 +259,9 @@ type ListOptions struct {
 	All bool
 	// NextToken continues from the page that returned it.
 	NextToken string
-	// NewSession says the call starts a sync session (the API issues a
-	// SyncSessionToken for it): it is counted in the pool's SyncSessions.
+	// NewSession says the call starts a sync session, the first page of a
+	// listing without a valid SyncSessionToken: it is counted in the
+	// pool's SyncSessions.
 	NewSession bool
 }
 
