@@ -356,12 +356,13 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg) {
 		d.coalesce(runCtx, ev, msg)
 		return
 	}
-	d.process(context.WithoutCancel(runCtx), ev, msg)
+	d.process(context.WithoutCancel(runCtx), ev, msg, d.keepInProgress(msg))
 }
 
 // process fans one event out and acks, naks or dead-letters its message,
-// and returns the event's result.
-func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg) string {
+// and returns the event's result. keep holds msg in progress; it is
+// stopped before msg is settled.
+func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) string {
 	start := d.opts.Now()
 	d.m.inflightEvents.Inc()
 	defer d.m.inflightEvents.Dec()
@@ -396,7 +397,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		result, why, last = "retry", "expired", true
 		reason = "its push TTL ended while it was retried"
 	default:
-		result, retryAfter, why = d.fanOut(ctx, ev, msg, expires, log)
+		result, retryAfter, why = d.fanOut(ctx, ev, expires, log)
 	}
 	// The last try is the last delivery, or one after which the event
 	// would come back too late to push: kept as a dead letter rather than
@@ -416,6 +417,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	}
 	switch {
 	case result != "retry":
+		keep.stop()
 		d.settle(msg.Ack(), log)
 	case last:
 		result = "dead_lettered"
@@ -426,13 +428,16 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 			// no delivery limit), and then it is tried once more.
 			result = "retry"
 			log.Error().Err(err).Msg("could not store a dead letter; the event comes back from the broker")
+			keep.stop()
 			d.settle(msg.NakWithDelay(d.opts.MaxRetryDelay), log)
 			break
 		}
 		log.Error().Uint64("deliveries", delivered).Str("reason", reason).Str("result", result).Msg("giving up on event after its last delivery")
+		keep.stop()
 		d.settle(msg.TermWithReason(reason), log)
 	default:
 		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
+		keep.stop()
 		d.settle(msg.NakWithDelay(delay), log)
 	}
 	d.m.events.WithLabelValues(result).Inc()
@@ -494,7 +499,7 @@ type target struct {
 // returns the event's result: "delivered" when every push settled for good
 // (accepted, or dropped as permanent), "retry" when some must be tried
 // again, or why nothing was sent.
-func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, expires time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
+func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expires time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
 	if !expires.IsZero() && !d.opts.Now().Before(expires) {
 		log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
 		return "expired", 0, ""
@@ -575,27 +580,6 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, msg j
 		}
 		return "no_subscribers", 0, ""
 	}
-
-	// Tell the broker we are working if the fan-out outlasts half AckWait.
-	var (
-		progress *time.Timer
-		pmu      sync.Mutex
-		settled  bool
-	)
-	progress = time.AfterFunc(d.opts.AckWait/2, func() {
-		pmu.Lock()
-		defer pmu.Unlock()
-		if !settled { // a tick racing the end must not re-arm the timer
-			_ = msg.InProgress()
-			progress.Reset(d.opts.AckWait / 2)
-		}
-	})
-	defer func() {
-		pmu.Lock()
-		settled = true
-		pmu.Unlock()
-		progress.Stop()
-	}()
 
 	f := &fan{ctx: ctx, log: log}
 	jobs := make([]sendJob, len(targets))
@@ -959,6 +943,9 @@ type group struct {
 	ev         *event.DatasetChanged
 	msg        jetstream.Msg
 	superseded []jetstream.Msg
+	// keep holds every message of the group in progress, through the
+	// window, the wait for a worker and the fan-out.
+	keep *inProgress
 	// mixed is set when the events came from more than one device: then
 	// no device is left out as the origin, since each origin lacks the
 	// others' changes.
@@ -981,10 +968,11 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		} else {
 			g.superseded = append(g.superseded, msg)
 		}
+		g.keep.add(msg)
 		d.cmu.Unlock()
 		return
 	}
-	g := &group{ev: ev, msg: msg}
+	g := &group{ev: ev, msg: msg, keep: d.keepInProgress(msg)}
 	d.groups[key] = g
 	d.cmu.Unlock()
 
@@ -1002,16 +990,15 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		d.cmu.Unlock()
 		d.slots <- struct{}{}
 		defer func() { <-d.slots }()
-		for _, m := range g.superseded {
-			_ = m.InProgress()
-		}
 		ev := g.ev
 		if g.mixed {
 			e := *ev
 			e.OriginDeviceID = ""
 			ev = &e
 		}
-		result := d.process(context.WithoutCancel(runCtx), ev, g.msg)
+		// process stops g.keep to settle the newest message; the others,
+		// settled right after, were held in progress until then.
+		result := d.process(context.WithoutCancel(runCtx), ev, g.msg, g.keep)
 		// The newest event stands for the others only once its pushes are
 		// done: if it comes back, it comes back with its own origin, which
 		// has not seen the others' changes; they come back too.
@@ -1030,6 +1017,55 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 			d.m.events.WithLabelValues("coalesced").Inc()
 		}
 	}()
+}
+
+// inProgress tells the broker, every half AckWait until it is stopped,
+// that the messages it holds are being worked on, so that none is
+// redelivered while its event waits for a worker, for its registry lookups
+// or for its pushes.
+type inProgress struct {
+	every time.Duration
+	mu    sync.Mutex
+	msgs  []jetstream.Msg
+	timer *time.Timer
+	done  bool
+}
+
+func (d *Dispatcher) keepInProgress(msg jetstream.Msg) *inProgress {
+	p := &inProgress{every: d.opts.AckWait / 2, msgs: []jetstream.Msg{msg}}
+	p.mu.Lock()
+	p.timer = time.AfterFunc(p.every, p.tick)
+	p.mu.Unlock()
+	return p
+}
+
+func (p *inProgress) tick() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done { // a tick racing stop must not re-arm the timer
+		return
+	}
+	for _, m := range p.msgs {
+		_ = m.InProgress()
+	}
+	p.timer.Reset(p.every)
+}
+
+// add holds one more message in progress.
+func (p *inProgress) add(msg jetstream.Msg) {
+	p.mu.Lock()
+	p.msgs = append(p.msgs, msg)
+	p.mu.Unlock()
+}
+
+// stop ends the progress notes; once it returns none is sent, so that a
+// message can be settled (a note after a delayed nak would move the
+// redelivery).
+func (p *inProgress) stop() {
+	p.mu.Lock()
+	p.done = true
+	p.timer.Stop()
+	p.mu.Unlock()
 }
 
 // watchLag exports the consumer's backlog every few seconds, for
