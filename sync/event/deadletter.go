@@ -105,22 +105,22 @@ type DeadLetter struct {
 }
 
 // List returns up to limit dead letters with sequences above after, oldest
-// first.
+// first. Each letter is one read, however many were replayed or discarded
+// between them.
 func (d *DeadLetters) List(ctx context.Context, after uint64, limit int) ([]DeadLetter, error) {
-	info, err := d.stream.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("event: dead-letter stream: %w", err)
-	}
 	var out []DeadLetter
-	for seq := max(after+1, info.State.FirstSeq); seq <= info.State.LastSeq && len(out) < limit; seq++ {
-		dl, err := d.get(ctx, seq)
-		if errors.Is(err, ErrNoDeadLetter) {
-			continue // replayed or discarded
+	for seq := after + 1; seq != 0 && len(out) < limit; {
+		// The first letter at or after seq: replayed and discarded ones
+		// are skipped by the server.
+		raw, err := d.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(d.cfg.SubjectPrefix+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("event: read dead letters after %d: %w", seq-1, err)
 		}
-		out = append(out, *dl)
+		out = append(out, *deadLetter(raw))
+		seq = raw.Sequence + 1
 	}
 	return out, nil
 }
@@ -133,10 +133,14 @@ func (d *DeadLetters) get(ctx context.Context, seq uint64) (*DeadLetter, error) 
 	if err != nil {
 		return nil, fmt.Errorf("event: read dead letter %d: %w", seq, err)
 	}
+	return deadLetter(raw), nil
+}
+
+func deadLetter(raw *jetstream.RawStreamMsg) *DeadLetter {
 	deliveries, _ := strconv.ParseUint(raw.Header.Get(HeaderDeliveries), 10, 64)
 	failedAt, _ := time.Parse(time.RFC3339Nano, raw.Header.Get(HeaderFailedAt))
-	return &DeadLetter{Sequence: seq, OriginalSubject: raw.Header.Get(HeaderOriginalSubject), Reason: raw.Header.Get(HeaderReason),
-		Deliveries: deliveries, FailedAt: failedAt, Event: raw.Data}, nil
+	return &DeadLetter{Sequence: raw.Sequence, OriginalSubject: raw.Header.Get(HeaderOriginalSubject), Reason: raw.Header.Get(HeaderReason),
+		Deliveries: deliveries, FailedAt: failedAt, Event: raw.Data}
 }
 
 // Replay publishes a dead letter's event again on its original subject,
