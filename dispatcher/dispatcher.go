@@ -93,7 +93,10 @@ type Options struct {
 	AppCacheTTL time.Duration
 	// PushTTL is how long a change stays worth pushing: an event older
 	// than that when its pushes would go out is dropped, and pushes expire
-	// at the change time plus PushTTL. If not set, events never expire.
+	// at the change time plus PushTTL. If not set, events never expire;
+	// the stream's max age still bounds how long one can wait for a retry
+	// (one that would come later is dead-lettered) or a device's budget
+	// (a push deferred past it goes at once).
 	PushTTL time.Duration
 	// RetryBudget is how long a push failing for a passing reason is
 	// retried in process before its event goes back to the broker. If not
@@ -183,6 +186,8 @@ type Dispatcher struct {
 	nSuspended atomic.Int32        // len(suspended), read without the lock
 	deadRuns   sync.Map            // route → *deadRun
 	anyDead    atomic.Bool         // deadRuns has an entry
+
+	streamMaxAge atomic.Int64 // the event stream's max age, read when consuming starts
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -290,11 +295,17 @@ func (d *Dispatcher) stop() {
 
 func (d *Dispatcher) consume(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	cons, err := d.js.CreateOrUpdateConsumer(cctx, d.opts.Stream, d.ConsumerConfig())
-	cancel()
+	defer cancel()
+	stream, err := d.js.Stream(cctx, d.opts.Stream)
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", d.opts.Stream, err)
+	}
+	d.streamMaxAge.Store(int64(stream.CachedInfo().Config.MaxAge))
+	cons, err := stream.CreateOrUpdateConsumer(cctx, d.ConsumerConfig())
 	if err != nil {
 		return fmt.Errorf("create consumer %s on %s: %w", d.opts.Consumer, d.opts.Stream, err)
 	}
+	cancel()
 	// A short pull expiry and heartbeat notice a lost consumer leader or
 	// server in seconds rather than the default 30s.
 	it, err := cons.Messages(jetstream.PullMaxMessages(d.opts.Workers), jetstream.PullExpiry(10*time.Second),
@@ -379,6 +390,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	if d.opts.PushTTL > 0 {
 		expires = pushSince(ev, msg).Add(d.opts.PushTTL)
 	}
+	deleted := d.streamDeletes(md)
 	var (
 		result, why string
 		retryAfter  time.Duration
@@ -397,7 +409,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		result, why, last = "retry", "expired", true
 		reason = "its push TTL ended while it was retried"
 	default:
-		result, retryAfter, why = d.fanOut(ctx, ev, expires, log)
+		result, retryAfter, why = d.fanOut(ctx, ev, expires, earliest(expires, deleted), log)
 	}
 	// The last try is the last delivery, or one after which the event
 	// would come back too late to push: kept as a dead letter rather than
@@ -411,8 +423,11 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		if why == budgetDeferral {
 			delay = retryAfter // a wait for the budget, not a failure
 		}
-		if !expires.IsZero() && !d.opts.Now().Add(delay).Before(expires) {
+		switch next := d.opts.Now().Add(delay); {
+		case !expires.IsZero() && !next.Before(expires):
 			last, reason = true, "the push TTL ends before the next try: "+why
+		case !deleted.IsZero() && !next.Before(deleted):
+			last, reason = true, "the event stream deletes it before the next try: "+why
 		}
 	}
 	switch {
@@ -463,6 +478,25 @@ func messageID(md *jetstream.MsgMetadata) string {
 	return md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
+// streamDeletes returns when the event stream may delete a message, at
+// its max age whether or not it waits for a retry, less AckWait for a
+// redelivery to be handled in; zero if the stream keeps it.
+func (d *Dispatcher) streamDeletes(md *jetstream.MsgMetadata) time.Time {
+	maxAge := time.Duration(d.streamMaxAge.Load())
+	if maxAge <= 0 || md == nil {
+		return time.Time{}
+	}
+	return md.Timestamp.Add(maxAge - d.opts.AckWait)
+}
+
+// earliest returns the earlier of two times, zero standing for never.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
 // budgetDeferral is why an event waits for a device's push budget.
 const budgetDeferral = "push budget"
 
@@ -498,8 +532,9 @@ type target struct {
 // fanOut sends the event to every subscribed device but its origin and
 // returns the event's result: "delivered" when every push settled for good
 // (accepted, or dropped as permanent), "retry" when some must be tried
-// again, or why nothing was sent.
-func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expires time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
+// again, or why nothing was sent. A push is deferred for a device's budget
+// only if its event comes back before deferBy (zero: any time).
+func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expires, deferBy time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
 	if !expires.IsZero() && !d.opts.Now().Before(expires) {
 		log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
 		return "expired", 0, ""
@@ -529,7 +564,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 			w, now := reg.Budget[dev.ID], d.opts.Now()
 			if now.Sub(w.Start) < d.opts.BudgetWindow && w.Pushes >= d.opts.DeviceBudget {
 				wait := w.Start.Add(d.opts.BudgetWindow).Sub(now)
-				if expires.IsZero() || now.Add(wait).Before(expires) {
+				if deferBy.IsZero() || now.Add(wait).Before(deferBy) {
 					d.m.pushes.WithLabelValues(string(dev.Platform), "deferred", "budget").Inc()
 					if deferFor == 0 || wait < deferFor {
 						deferFor = wait
@@ -537,9 +572,10 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 					continue
 				}
 				// Deferred, the change would be older than the push TTL
-				// when it came back, and dropped: the device would never
-				// learn of it. It goes now, over the budget.
-				log.Info().Str("device", dev.ID).Msg("pushing over the device's budget: deferred, the change would outlive the push TTL")
+				// when it came back, and dropped, or deleted by the stream
+				// meanwhile: the device would never learn of it. It goes
+				// now, over the budget.
+				log.Info().Str("device", dev.ID).Msg("pushing over the device's budget: deferred, the change would outlive the push TTL or the event stream")
 			}
 		}
 		if pp == nil {
