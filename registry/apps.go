@@ -197,7 +197,7 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 	}
 	now := r.now().UTC()
 	key := r.configKey()
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
 		old, err := r.getApp(ctx, tx, app.Name)
 		switch {
 		case err == nil && mode == putCreate:
@@ -237,7 +237,7 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 			app.Revision = cmds[1].(*redis.IntCmd).Val()
 		}
 		return err
-	}, key)
+	})
 	if err != nil {
 		return App{}, fmt.Errorf("registry: put app %s: %w", app.Name, err)
 	}
@@ -335,7 +335,7 @@ func (r *Registry) Apps(ctx context.Context) ([]App, error) {
 // identity pool's push configuration names the app.
 func (r *Registry) DeleteApp(ctx context.Context, name string) error {
 	key := r.configKey()
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
 		all, err := tx.HGetAll(ctx, key).Result()
 		if err != nil {
 			return err
@@ -356,7 +356,7 @@ func (r *Registry) DeleteApp(ctx context.Context, name string) error {
 			return nil
 		})
 		return err
-	}, key)
+	})
 	if err != nil {
 		return fmt.Errorf("registry: delete app %s: %w", name, err)
 	}
@@ -392,7 +392,7 @@ func (r *Registry) SetPoolPush(ctx context.Context, pool string, pp PoolPush) er
 		return err
 	}
 	key := r.configKey()
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
 		for platform, name := range pp.Apps {
 			if _, err := ParsePlatform(string(platform)); err != nil {
 				return fmt.Errorf("%w: %w", ErrInvalidPoolPush, err)
@@ -418,7 +418,7 @@ func (r *Registry) SetPoolPush(ctx context.Context, pool string, pp PoolPush) er
 			return nil
 		})
 		return err
-	}, key)
+	})
 	if err != nil {
 		return fmt.Errorf("registry: set push configuration of %s: %w", pool, err)
 	}

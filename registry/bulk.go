@@ -73,7 +73,7 @@ func (r *Registry) BeginBulkPublish(ctx context.Context, pool string, lease, min
 		return BulkPublish{}, err
 	}
 	var out BulkPublish
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
 		cur, err := r.bulkState(ctx, tx, pool)
 		if err != nil {
 			return err
@@ -87,7 +87,7 @@ func (r *Registry) BeginBulkPublish(ctx context.Context, pool string, lease, min
 		}
 		out = BulkPublish{Status: BulkInProgress, StartTime: now, LeaseUntil: now.Add(lease), LastSuccess: cur.LastSuccess}
 		return r.putBulk(ctx, tx, pool, out)
-	}, r.configKey())
+	})
 	if err != nil {
 		return BulkPublish{}, err
 	}
@@ -113,7 +113,7 @@ func (r *Registry) FinishBulkPublish(ctx context.Context, pool string, start tim
 }
 
 func (r *Registry) updateBulk(ctx context.Context, pool string, start time.Time, change func(*BulkPublish)) error {
-	return r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	return r.updateConfig(ctx, func(tx *redis.Tx) error {
 		data, err := tx.HGet(ctx, r.configKey(), r.bulkField(pool)).Result()
 		if err != nil {
 			return fmt.Errorf("registry: bulk publish of %s: %w", pool, err)
@@ -127,7 +127,7 @@ func (r *Registry) updateBulk(ctx context.Context, pool string, start time.Time,
 		}
 		change(&b)
 		return r.putBulk(ctx, tx, pool, b)
-	}, r.configKey())
+	})
 }
 
 func (r *Registry) putBulk(ctx context.Context, tx *redis.Tx, pool string, b BulkPublish) error {

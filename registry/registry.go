@@ -35,6 +35,7 @@
 package registry
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -309,6 +310,23 @@ func (r *Registry) identityKey(pool, identity string) string {
 }
 
 func (r *Registry) configKey() string { return r.prefix + ":{config}" }
+
+// maxConfigAttempts bounds how often updateConfig runs a change again.
+const maxConfigAttempts = 100
+
+// updateConfig runs fn in a transaction that watches the configuration
+// hash, and runs it again when another write to the hash (any app, pool or
+// bulk publish state) came between fn's reads and its write: the hash is
+// shared, so such a conflict means only that fn must read again. Each
+// conflict is another writer's success, so the retries end.
+func (r *Registry) updateConfig(ctx context.Context, fn func(tx *redis.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := r.rdb.Watch(ctx, fn, r.configKey())
+		if !errors.Is(err, redis.TxFailedErr) || attempt == maxConfigAttempts || ctx.Err() != nil {
+			return err
+		}
+	}
+}
 
 // seal encrypts a record for storage when the registry has a box.
 func (r *Registry) seal(plain []byte, context string) string {
