@@ -72,8 +72,12 @@ type FCMCredentials struct {
 	ServiceAccount string `json:"serviceAccount"`
 }
 
-// Validate checks that the app is complete and that its keys parse.
-func (a *App) Validate() error {
+// Validate checks that the app is complete, that its keys parse and that
+// its APNs certificate, if it has one, has not expired.
+func (a *App) Validate() error { return a.validate(time.Now()) }
+
+// validate is Validate at the time now.
+func (a *App) validate(now time.Time) error {
 	if err := validateAppName(a.Name); err != nil {
 		return err
 	}
@@ -100,8 +104,17 @@ func (a *App) Validate() error {
 				return bad("apns.authKey: %v", err)
 			}
 		case c.Certificate != "":
-			if _, err := tls.X509KeyPair([]byte(c.Certificate), []byte(c.Certificate)); err != nil {
+			pair, err := tls.X509KeyPair([]byte(c.Certificate), []byte(c.Certificate))
+			if err != nil {
 				return bad("apns.certificate must hold a PEM certificate and its private key: %v", err)
+			}
+			leaf, err := x509.ParseCertificate(pair.Certificate[0])
+			if err != nil {
+				return bad("apns.certificate: %v", err)
+			}
+			if now.After(leaf.NotAfter) {
+				// APNs refuses every connection made with it.
+				return bad("apns.certificate (%s) expired at %s; renew it and register the new one", leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))
 			}
 		default:
 			return bad("apns needs authKey (with keyId and teamId) or certificate")
@@ -192,10 +205,10 @@ const (
 )
 
 func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, error) {
-	if err := app.Validate(); err != nil {
+	now := r.now().UTC()
+	if err := app.validate(now); err != nil {
 		return App{}, err
 	}
-	now := r.now().UTC()
 	key := r.configKey()
 	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
 		old, err := r.getApp(ctx, tx, app.Name)
