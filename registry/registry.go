@@ -42,6 +42,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
@@ -227,8 +228,12 @@ func NormalizeToken(p Platform, token string) (string, error) {
 			}
 			return r
 		}, token)
-		if len(t) < minAPNsTokenHex || len(t) > maxAPNsTokenHex || len(t)%2 != 0 || strings.IndexFunc(t, notHex) >= 0 {
-			return "", &cognito.FieldError{Field: "Token", Reason: fmt.Sprintf("an APNs device token is %d to %d hex digits, got %d characters", minAPNsTokenHex, maxAPNsTokenHex, len(token))}
+		if i := strings.IndexFunc(t, notHex); i >= 0 {
+			r, _ := utf8.DecodeRuneInString(t[i:])
+			return "", &cognito.FieldError{Field: "Token", Reason: fmt.Sprintf("an APNs device token is hex digits, but this one holds %q (for an FCM registration token, the platform is GCM)", r)}
+		}
+		if len(t) < minAPNsTokenHex || len(t) > maxAPNsTokenHex || len(t)%2 != 0 {
+			return "", &cognito.FieldError{Field: "Token", Reason: fmt.Sprintf("an APNs device token is %d to %d hex digits, an even number of them; got %d", minAPNsTokenHex, maxAPNsTokenHex, len(t))}
 		}
 		return t, nil
 	}
