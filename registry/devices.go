@@ -334,7 +334,8 @@ func (r *Registry) Subscribers(ctx context.Context, pool, identity, dataset stri
 }
 
 // subscribeScript adds "<ARGV[2]>=0" to the subscriptions of device
-// ARGV[1]; it returns 1, or 0 if the device was already subscribed.
+// ARGV[1] unless it has ARGV[3] subscriptions already; it returns 1, or 0
+// if the device was already subscribed.
 var subscribeScript = redis.NewScript(luaHelpers + `
 local f = 'd:' .. ARGV[1]
 local v = redis.call('HGET', KEYS[1], f)
@@ -342,20 +343,26 @@ if not v then return redis.error_reply('NODEVICE') end
 local a, b, c = fields(v)
 local subs = string.sub(v, b + 1, c - 1)
 if string.find(' ' .. subs, ' ' .. ARGV[2] .. '=', 1, true) then return 0 end
+local _, n = string.gsub(subs, '=', '=')
+if n >= tonumber(ARGV[3]) then return redis.error_reply('TOOMANYSUBS') end
 if subs ~= '' then subs = subs .. ' ' end
 redis.call('HSET', KEYS[1], f, string.sub(v, 1, b) .. subs .. ARGV[2] .. '=0' .. string.sub(v, c))
 return 1
 `)
 
 // Subscribe subscribes a registered device to a dataset of its identity.
-// Subscribing again is not an error.
+// Subscribing again is not an error. A device subscribed to
+// MaxSubscriptionsPerDevice datasets gets ErrTooManySubscriptions.
 func (r *Registry) Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error {
 	if err := validateSubscription(pool, identity, dataset, deviceID); err != nil {
 		return err
 	}
-	err := subscribeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, dataset).Err()
+	err := subscribeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, dataset, r.maxSubs).Err()
 	if err != nil && strings.Contains(err.Error(), "NODEVICE") {
 		return fmt.Errorf("registry: %w: %s", ErrDeviceNotFound, deviceID)
+	}
+	if err != nil && strings.Contains(err.Error(), "TOOMANYSUBS") {
+		return fmt.Errorf("registry: %w: device %s is subscribed to %d datasets already; unsubscribe it from one first", ErrTooManySubscriptions, deviceID, r.maxSubs)
 	}
 	if err != nil {
 		return fmt.Errorf("registry: subscribe: %w", err)

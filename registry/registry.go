@@ -262,6 +262,10 @@ var (
 	ErrInvalidPoolPush = errors.New("invalid push configuration")
 	ErrAppExists       = errors.New("platform app already exists")
 	ErrNoCredential    = errors.New("no such credential")
+
+	// ErrTooManySubscriptions is returned by Subscribe for a device
+	// subscribed to as many datasets as it may be.
+	ErrTooManySubscriptions = errors.New("device has too many subscriptions")
 )
 
 // Options configures a Registry.
@@ -271,6 +275,9 @@ type Options struct {
 	// MaxDevicesPerIdentity bounds the devices one identity may register.
 	// If not set, 100.
 	MaxDevicesPerIdentity int
+	// MaxSubscriptionsPerDevice bounds the datasets one device may be
+	// subscribed to at once. If not set, 100.
+	MaxSubscriptionsPerDevice int
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
 	// NewID returns a fresh DeviceId. If not set, a random UUID.
@@ -287,6 +294,7 @@ type Registry struct {
 	rdb        redis.UniversalClient
 	prefix     string
 	maxDevices int
+	maxSubs    int
 	now        func() time.Time
 	newID      func() string
 	box        *secretbox.Box
@@ -294,12 +302,15 @@ type Registry struct {
 
 // New returns a Registry on the given Redis client.
 func New(rdb redis.UniversalClient, opts Options) *Registry {
-	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, now: opts.Now, newID: opts.NewID, box: opts.Secrets}
+	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, maxSubs: opts.MaxSubscriptionsPerDevice, now: opts.Now, newID: opts.NewID, box: opts.Secrets}
 	if r.prefix == "" {
 		r.prefix = "pushsync"
 	}
 	if r.maxDevices <= 0 {
 		r.maxDevices = 100
+	}
+	if r.maxSubs <= 0 {
+		r.maxSubs = 100
 	}
 	if r.now == nil {
 		r.now = time.Now

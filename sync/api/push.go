@@ -90,7 +90,7 @@ func registryError(err error) error {
 		return resourceNotFound("%s", strings.TrimPrefix(err.Error(), "registry: "))
 	case errors.Is(err, registry.ErrNotSubscribed):
 		return resourceNotFound("%s", strings.TrimPrefix(err.Error(), "registry: "))
-	case errors.Is(err, registry.ErrTooManyDevices):
+	case errors.Is(err, registry.ErrTooManyDevices), errors.Is(err, registry.ErrTooManySubscriptions):
 		return limitExceeded("%s", strings.TrimPrefix(err.Error(), "registry: "))
 	case errors.Is(err, registry.ErrPushNotEnabled):
 		return invalidConfiguration("%s", strings.TrimPrefix(err.Error(), "registry: "))
