@@ -54,9 +54,11 @@ type App struct {
 type APNsCredentials struct {
 	// Topic is the app's bundle id, sent as apns-topic.
 	Topic string `json:"topic"`
-	// KeyID is the 10-character id of the .p8 signing key.
+	// KeyID is the id of the .p8 signing key: 10 upper-case letters and
+	// digits.
 	KeyID string `json:"keyId,omitempty"`
-	// TeamID is the 10-character Apple developer team id.
+	// TeamID is the Apple developer team id: 10 upper-case letters and
+	// digits.
 	TeamID string `json:"teamId,omitempty"`
 	// AuthKey is the .p8 key file: a PEM PKCS#8 P-256 private key.
 	AuthKey string `json:"authKey,omitempty"`
@@ -103,6 +105,14 @@ func (a *App) validate(now time.Time) error {
 			if err := checkAuthKey(c.AuthKey); err != nil {
 				return bad("apns.authKey: %v", err)
 			}
+			// APNs answers a provider token with another key or team id
+			// with InvalidProviderToken, on every push.
+			if !appleID(c.KeyID) {
+				return bad("apns.keyId %q is no key id: Apple's are 10 upper-case letters and digits, as in the key file's name AuthKey_<keyId>.p8", c.KeyID)
+			}
+			if !appleID(c.TeamID) {
+				return bad("apns.teamId %q is no team id: Apple's are 10 upper-case letters and digits, as the developer account shows it", c.TeamID)
+			}
 		case c.Certificate != "":
 			pair, err := tls.X509KeyPair([]byte(c.Certificate), []byte(c.Certificate))
 			if err != nil {
@@ -143,6 +153,12 @@ func validateAppName(name string) error {
 		return fmt.Errorf("%w: name %q must be 1 to 256 letters, digits, '_', '.' or '-'", ErrInvalidApp, name)
 	}
 	return nil
+}
+
+// appleID reports whether s has the form of an Apple key or team id: 10
+// upper-case letters and digits.
+func appleID(s string) bool {
+	return len(s) == 10 && strings.IndexFunc(s, func(r rune) bool { return !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') }) < 0
 }
 
 func checkAuthKey(p8 string) error {

@@ -122,7 +122,7 @@ func TestCreateAndReplaceApp(t *testing.T) {
 	if _, err := r.CreateApp(ctx, app); !errors.Is(err, registry.ErrAppExists) {
 		t.Fatalf("second create: %v", err)
 	}
-	ios := registry.App{Name: "android", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "k", TeamID: "t", AuthKey: p8(t)}}
+	ios := registry.App{Name: "android", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "ABC123DEFG", TeamID: "TEAM123456", AuthKey: p8(t)}}
 	if _, err := r.ReplaceApp(ctx, ios); !errors.Is(err, registry.ErrInvalidApp) || !strings.Contains(err.Error(), "kind cannot change") {
 		t.Fatalf("kind change: %v", err)
 	}
