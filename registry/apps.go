@@ -47,6 +47,10 @@ type App struct {
 	// Revision is raised by every PutApp; clients cached for an older
 	// revision are rebuilt.
 	Revision int64 `json:"-"`
+	// Unreadable is set only by Apps, for an app whose record no
+	// configured master key opens (it wraps ErrAppUnreadable); such an app
+	// has only its name and revision.
+	Unreadable error `json:"-"`
 }
 
 // APNsCredentials authenticate to APNs with either a token signing key
@@ -239,7 +243,7 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 			app.CreatedAt = old.CreatedAt
 		case errors.Is(err, ErrAppNotFound) && mode != putReplace:
 			app.CreatedAt = now
-		case mode != putCreate && errors.Is(err, errUnreadable):
+		case mode != putCreate && errors.Is(err, ErrAppUnreadable):
 			// A put or a replace (registering the credentials again
 			// after the master key that sealed them was lost) replaces a
 			// record this key cannot read: sealed under another master
@@ -322,13 +326,16 @@ func (r *Registry) getApp(ctx context.Context, c redis.Cmdable, name string) (Ap
 	return app, nil
 }
 
-// errUnreadable marks a stored record that cannot be decrypted or decoded.
-var errUnreadable = errors.New("unreadable record")
+// ErrAppUnreadable is returned for a platform app whose record no
+// configured master key opens: sealed under a key that was lost, or stored
+// before a master key was configured. Registering its credentials again
+// (ReplaceApp) replaces it.
+var ErrAppUnreadable = errors.New("no configured master key opens its record")
 
 func (r *Registry) decodeApp(name, stored string) (App, error) {
 	data, err := r.open(stored, "app:"+name)
 	if err != nil {
-		return App{}, fmt.Errorf("registry: app %s: %w (%w)", name, err, errUnreadable)
+		return App{}, fmt.Errorf("registry: app %s: %w (%w)", name, ErrAppUnreadable, err)
 	}
 	var app App
 	if err := json.Unmarshal(data, &app); err != nil {
@@ -337,7 +344,9 @@ func (r *Registry) decodeApp(name, stored string) (App, error) {
 	return app, nil
 }
 
-// Apps returns every platform app, sorted by name.
+// Apps returns every platform app, sorted by name. An app whose record no
+// configured master key opens is listed with its name, its revision and
+// Unreadable, so that one such record leaves the others listed.
 func (r *Registry) Apps(ctx context.Context) ([]App, error) {
 	all, err := r.rdb.HGetAll(ctx, r.configKey()).Result()
 	if err != nil {
@@ -350,7 +359,9 @@ func (r *Registry) Apps(ctx context.Context) ([]App, error) {
 			continue
 		}
 		app, err := r.decodeApp(name, v)
-		if err != nil {
+		if errors.Is(err, ErrAppUnreadable) {
+			app = App{Name: name, Unreadable: err}
+		} else if err != nil {
 			return nil, err
 		}
 		fmt.Sscan(all["rev:"+name], &app.Revision)

@@ -160,6 +160,7 @@ type appView struct {
 		ProjectID   string `json:"projectId"`
 		ClientEmail string `json:"clientEmail"`
 	} `json:"fcm"`
+	Unreadable string `json:"unreadable"`
 }
 
 // appPath is the admin API path of an app.
@@ -258,6 +259,8 @@ func appList(c *cli, _ *cmdFlags) error {
 // credentialSummary describes an app's credentials in a few words.
 func (a *appView) credentialSummary() string {
 	switch {
+	case a.Unreadable != "":
+		return "unreadable: no configured master key opens it; register its credentials again with app rotate"
 	case a.APNs != nil && a.APNs.Auth == "certificate":
 		s := "topic " + a.APNs.Topic + ", certificate"
 		if e := a.APNs.CertificateExpires; e != nil {

@@ -30,6 +30,9 @@ type appView struct {
 	ApplicationARNs map[string]string `json:"applicationArns"`
 	APNs            *apnsView         `json:"apns,omitempty"`
 	FCM             *fcmView          `json:"fcm,omitempty"`
+	// Unreadable says why the app's record cannot be read; its kind and
+	// credentials are then unknown.
+	Unreadable string `json:"unreadable,omitempty"`
 }
 
 type apnsView struct {
@@ -48,6 +51,9 @@ type fcmView struct {
 
 func (s *Server) view(a registry.App) appView {
 	v := appView{Name: a.Name, Kind: a.Kind, Revision: a.Revision, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt, ApplicationARNs: map[string]string{}}
+	if a.Unreadable != nil {
+		v.Unreadable = unreadableApp(a.Name, a.Unreadable)
+	}
 	for _, p := range registry.Platforms {
 		if p.Kind() == a.Kind {
 			v.ApplicationARNs[string(p)] = s.ARN(p, a.Name)
@@ -85,8 +91,20 @@ func appError(err error) error {
 		return resourceConflict("%s", trimRegistry(err))
 	case errors.Is(err, registry.ErrAppNotFound):
 		return resourceNotFound("%s", trimRegistry(err))
+	case errors.Is(err, registry.ErrAppUnreadable):
+		return invalidConfiguration("%s", unreadableApp("", err))
 	}
 	return err
+}
+
+// unreadableApp says that an app's record cannot be read, and how to
+// recover; name, if given, is the app's, which err does not name.
+func unreadableApp(name string, err error) string {
+	msg := trimRegistry(err)
+	if name != "" {
+		msg = strings.TrimPrefix(msg, "app "+name+": ")
+	}
+	return msg + "; register its credentials again (PUT /admin/v1/apps/{name}, pushsyncctl app rotate)"
 }
 
 func trimRegistry(err error) string {

@@ -297,7 +297,7 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 				return nil, invalidParameter("PushSync.ApplicationArns[%d]: no platform application named %s is registered with pushsync", i, m[2])
 			}
 			if err != nil {
-				return nil, err
+				return nil, appError(err)
 			}
 			if app.Kind != platform.Kind() {
 				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %s is an %s application and cannot serve %s", i, app.Name, app.Kind, platform)
