@@ -120,7 +120,7 @@ func (a *App) validate(now time.Time) error {
 		case c.Certificate != "":
 			pair, err := tls.X509KeyPair([]byte(c.Certificate), []byte(c.Certificate))
 			if err != nil {
-				return bad("apns.certificate must hold a PEM certificate and its private key: %v", err)
+				return bad("apns.certificate must hold a PEM certificate and its private key: %s", certificateProblem(c.Certificate, err))
 			}
 			leaf, err := x509.ParseCertificate(pair.Certificate[0])
 			if err != nil {
@@ -157,6 +157,40 @@ func validateAppName(name string) error {
 		return fmt.Errorf("%w: name %q must be 1 to 256 letters, digits, '_', '.' or '-'", ErrInvalidApp, name)
 	}
 	return nil
+}
+
+// certificateProblem says what is wrong with an APNs certificate that
+// tls.X509KeyPair refused with err, in the terms of how such certificates
+// are exported: as a .p12 file, whose key is encrypted unless asked not to.
+func certificateProblem(data string, err error) string {
+	const convert = "openssl pkcs12 -in cert.p12 -out cert.pem -nodes"
+	var certs, keys, encrypted int
+	rest := []byte(data)
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		switch {
+		case b.Type == "CERTIFICATE":
+			certs++
+		case b.Type == "ENCRYPTED PRIVATE KEY" || strings.HasSuffix(b.Type, "PRIVATE KEY") && strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED"):
+			encrypted++
+		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
+			keys++
+		}
+	}
+	switch {
+	case certs == 0 && keys == 0 && encrypted == 0:
+		return "it holds no PEM data; convert a .p12 file, as Keychain exports it, with: " + convert
+	case certs == 0:
+		return "it holds a private key but no CERTIFICATE block; put the certificate first, then its key"
+	case encrypted > 0 && keys == 0:
+		return "its private key is encrypted; give it without a passphrase, as " + convert + " writes it"
+	case keys == 0:
+		return "it holds the certificate but no private key; append the certificate's PEM private key"
+	}
+	return err.Error()
 }
 
 // appleID reports whether s has the form of an Apple key or team id: 10
