@@ -52,6 +52,7 @@ type Relay struct {
 	published *prometheus.CounterVec
 	failures  prometheus.Counter
 	pending   prometheus.Gauge
+	corrupt   prometheus.Gauge
 }
 
 // New returns a Relay.
@@ -75,9 +76,13 @@ func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prome
 			Name: "pushsync_relay_pending_changes",
 			Help: "Committed changes found unpublished by the last sweep.",
 		}),
+		corrupt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_relay_corrupt_markers",
+			Help: "Outbox markers the last sweep could not read and skipped; each is logged with its identity and dataset.",
+		}),
 	}
 	if metrics != nil {
-		for _, c := range []prometheus.Collector{r.published, r.failures, r.pending} {
+		for _, c := range []prometheus.Collector{r.published, r.failures, r.pending, r.corrupt} {
 			if err := metrics.Register(c); err != nil {
 				return nil, err
 			}
@@ -135,18 +140,32 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// maxCorruptLogged is how many unreadable markers a sweep logs one by one.
+const maxCorruptLogged = 10
+
 // Sweep publishes every change still marked, and returns how many it
-// published.
+// published. Markers that cannot be read are logged and skipped.
 func (r *Relay) Sweep(ctx context.Context) (int, error) {
 	var (
 		cursor    uint64
 		published int
 		found     int
+		corrupt   int
 		firstErr  error
 	)
 	for {
 		changes, next, err := r.store.ScanPending(ctx, cursor, 500)
-		if err != nil {
+		if bad := store.CorruptMarkers(err); len(bad) > 0 {
+			// Skipped, so that one unreadable marker does not hold back
+			// every change after it; the dataset's next change replaces it.
+			for _, c := range bad {
+				if corrupt < maxCorruptLogged {
+					r.log.Error().Str("pool", c.IdentityPoolID).Str("identity", c.IdentityID).Str("dataset", c.DatasetName).
+						Str("marker", c.Value).Msg("skipping an outbox marker that cannot be read; the dataset's next change replaces it")
+				}
+				corrupt++
+			}
+		} else if err != nil {
 			return published, err
 		}
 		found += len(changes)
@@ -165,5 +184,9 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		cursor = next
 	}
 	r.pending.Set(float64(found - published))
+	r.corrupt.Set(float64(corrupt))
+	if corrupt > maxCorruptLogged {
+		r.log.Error().Int("corrupt", corrupt).Int("logged", maxCorruptLogged).Msg("skipped outbox markers that cannot be read")
+	}
 	return published, firstErr
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -30,6 +31,20 @@ type Change struct {
 	ChangedAt time.Time
 }
 
+// CorruptMarkerError is an outbox marker that cannot be read. ScanPending
+// and PendingChanges skip such markers: the error they return then joins
+// one of these for each, and the changes they return are the others. A
+// newer change of the dataset replaces the marker.
+type CorruptMarkerError struct {
+	IdentityPoolID, IdentityID, DatasetName string
+	// Value is the marker as stored.
+	Value string
+}
+
+func (e *CorruptMarkerError) Error() string {
+	return fmt.Sprintf("store: outbox marker of %s/%s/%s is corrupt: %q", e.IdentityPoolID, e.IdentityID, e.DatasetName, e.Value)
+}
+
 func decodeChange(pool, identity, dataset, v string) (Change, error) {
 	c := Change{IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset}
 	scS, rest, ok1 := strings.Cut(v, "|")
@@ -37,27 +52,56 @@ func decodeChange(pool, identity, dataset, v string) (Change, error) {
 	sc, err1 := strconv.ParseInt(scS, 10, 64)
 	ms, err2 := strconv.ParseInt(msS, 10, 64)
 	if !ok1 || !ok2 || err1 != nil || err2 != nil {
-		return c, fmt.Errorf("store: outbox marker of %s/%s/%s is corrupt: %q", pool, identity, dataset, v)
+		return c, &CorruptMarkerError{IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset, Value: v}
 	}
 	c.SyncCount, c.ChangedAt, c.OriginDeviceID = sc, msTime(ms), origin
 	return c, nil
 }
 
+// decodeChanges returns the markers of m that can be read, and the
+// others' errors joined.
 func decodeChanges(pool, identity string, m map[string]string) ([]Change, error) {
 	out := make([]Change, 0, len(m))
+	var corrupt []error
 	for ds, v := range m {
 		c, err := decodeChange(pool, identity, ds, v)
 		if err != nil {
-			return nil, err
+			corrupt = append(corrupt, err)
+			continue
 		}
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].DatasetName < out[j].DatasetName })
-	return out, nil
+	return out, errors.Join(corrupt...)
+}
+
+// CorruptMarkers returns the markers that err, returned by ScanPending or
+// PendingChanges, reports as corrupt.
+func CorruptMarkers(err error) []*CorruptMarkerError {
+	var out []*CorruptMarkerError
+	var walk func(error)
+	walk = func(err error) {
+		var c *CorruptMarkerError
+		switch e := err.(type) {
+		case interface{ Unwrap() []error }:
+			for _, err := range e.Unwrap() {
+				walk(err)
+			}
+		default:
+			if errors.As(err, &c) {
+				out = append(out, c)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
 }
 
 // PendingChanges returns the outbox markers of one identity, ordered by
-// dataset name.
+// dataset name. Markers that cannot be read are left out and reported in
+// the error (see CorruptMarkerError).
 func (s *Store) PendingChanges(ctx context.Context, pool, identity string) ([]Change, error) {
 	if err := validateIdentity(pool, identity); err != nil {
 		return nil, err
@@ -105,6 +149,10 @@ func (s *Store) ClearChange(ctx context.Context, c Change) error {
 // publishing it; a sweeper should leave markers younger than a grace period
 // (see Change.ChangedAt) to their writer. Events carry a deduplication id, so
 // publishing twice is harmless.
+//
+// Markers that cannot be read do not stop the sweep: they are left out of
+// changes and reported in the error (see CorruptMarkerError), and changes
+// and next are valid with it. Any other error is returned alone.
 func (s *Store) ScanPending(ctx context.Context, cursor uint64, count int64) ([]Change, uint64, error) {
 	if count <= 0 {
 		count = 100
@@ -156,15 +204,18 @@ func (s *Store) ScanPending(ctx context.Context, cursor uint64, count int64) ([]
 	if err != nil {
 		return nil, 0, fmt.Errorf("store: read outbox: %w", err)
 	}
-	var changes []Change
+	var (
+		changes []Change
+		corrupt []error
+	)
 	for i, cmd := range cmds {
 		cs, err := decodeChanges(owners[i].pool, owners[i].identity, cmd.Val())
 		if err != nil {
-			return nil, 0, err
+			corrupt = append(corrupt, err)
 		}
 		changes = append(changes, cs...)
 	}
-	return changes, next, nil
+	return changes, next, errors.Join(corrupt...)
 }
 
 // parseOutboxKey returns the pool and identity of an outbox key.

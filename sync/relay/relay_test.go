@@ -1,0 +1,121 @@
+package relay_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/sync/cognito"
+	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/relay"
+	"github.com/pushsync/pushsync/sync/store"
+)
+
+const (
+	pool    = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	alice   = "us-east-1:11111111-2222-3333-4444-555555555555"
+	bob     = "us-east-1:66666666-7777-8888-9999-000000000000"
+	stream  = "RELAY_TEST"
+	subject = "relaytest.changed"
+)
+
+// TestSweepSkipsCorruptMarker: a marker that cannot be read is logged,
+// counted and skipped, and the sweep still publishes every other change,
+// rather than failing on it each time and publishing none.
+func TestSweepSkipsCorruptMarker(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	_, js := testenv.StartNATS(t).Connect(t)
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Two committed changes whose events were never published; one of the
+	// markers is then damaged.
+	for _, id := range []string{alice, bob} {
+		u := store.Update{IdentityPoolID: pool, IdentityID: id, DatasetName: "settings", DeviceID: "dev", ModifiedBy: "dev",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}
+		if _, _, err := st.UpdateRecords(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outbox := prefix + ":" + cognito.HashTag(pool, alice) + ":outbox"
+	if n, err := rdb.HSet(ctx, outbox, "settings", "garbage").Result(); err != nil || n != 0 {
+		t.Fatalf("damaging the marker: %d fields added, %v (the key layout changed?)", n, err)
+	}
+
+	logs := &testenv.LogBuffer{}
+	reg := prometheus.NewRegistry()
+	r, err := relay.New(st, pub, relay.Options{}, zerolog.New(logs), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published, err := r.Sweep(ctx)
+	if err != nil || published != 1 {
+		t.Fatalf("sweep published %d, error %v; want bob's change published and no error", published, err)
+	}
+
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, subject+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := event.Decode(subject, msg.Subject, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.IdentityID != bob || ev.SyncCount != 1 {
+		t.Errorf("published %s@%d, want %s@1", ev.IdentityID, ev.SyncCount, bob)
+	}
+	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
+		t.Errorf("stream holds %d events, want 1", info.State.Msgs)
+	}
+
+	got := gaugeValue(t, reg, "pushsync_relay_corrupt_markers")
+	if got != 1 {
+		t.Errorf("pushsync_relay_corrupt_markers = %v, want 1", got)
+	}
+	if l := logs.String(); !strings.Contains(l, alice) || !strings.Contains(l, "garbage") {
+		t.Errorf("the skipped marker is not logged with its identity and value:\n%s", l)
+	}
+
+	// The next change of the dataset replaces the damaged marker.
+	u := store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: "settings", DeviceID: "dev", ModifiedBy: "dev",
+		Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "w", SyncCount: 1}}}
+	if _, _, err := st.UpdateRecords(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if published, err := r.Sweep(ctx); err != nil || published != 1 {
+		t.Fatalf("second sweep published %d, error %v; want alice's new change", published, err)
+	}
+	if got := gaugeValue(t, reg, "pushsync_relay_corrupt_markers"); got != 0 {
+		t.Errorf("pushsync_relay_corrupt_markers = %v after the marker was replaced, want 0", got)
+	}
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s not registered", name)
+	return 0
+}
