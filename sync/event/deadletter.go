@@ -1,6 +1,7 @@
 package event
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,11 @@ type DeadLetterConfig struct {
 	EventSubjectPrefix string
 	// Replicas of the stream. If not set, 1.
 	Replicas int
+	// Duplicates is the stream's deduplication window: a Put repeated
+	// within it stores the letter once. Make it longer than the time
+	// before a message whose Put failed comes back (the dispatcher's
+	// longest retry delay and its ack wait). If not set, 2 minutes.
+	Duplicates time.Duration
 }
 
 // DeadLetters keeps the events whose pushes kept failing until their
@@ -65,7 +71,7 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterC
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(cfg.Replicas, 1),
 		MaxAge:      30 * 24 * time.Hour,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  cmp.Or(cfg.Duplicates, 2*time.Minute),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("event: dead-letter stream %s: %w", cfg.Stream, err)

@@ -244,6 +244,14 @@ func StreamConfig(c *config.Config) event.StreamConfig {
 	}
 }
 
+// DeadLetterWindow is the dead-letter stream's deduplication window for
+// cfg: longer than the time before an event whose dead letter may have been
+// stored without an answer comes back (a nak of the longest retry delay, or
+// a lost ack's wait), so that it is not stored twice.
+func DeadLetterWindow(c *config.Config) time.Duration {
+	return max(2*time.Minute, c.Dispatcher.MaxRetryDelay.Std()+c.Dispatcher.AckWait.Std()+time.Minute)
+}
+
 func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, svc services, ready func(Addrs)) error {
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -283,6 +291,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
 		Stream: cfg.NATS.DeadLetterStream, SubjectPrefix: cfg.NATS.DeadLetterSubjectPrefix,
 		EventSubjectPrefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
+		Duplicates: DeadLetterWindow(cfg),
 	}}
 	if svc.worker {
 		disp, closeNotifiers, err := newDispatcher(cfg, js, reg, deadLetters, svc.roots, log, metrics)
