@@ -188,6 +188,7 @@ type Dispatcher struct {
 	anyDead    atomic.Bool         // deadRuns has an entry
 
 	streamMaxAge atomic.Int64 // the event stream's max age, read when consuming starts
+	failureLog   *logLimiter[failureKind]
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -209,17 +210,18 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		return nil, err
 	}
 	return &Dispatcher{
-		js:        js,
-		reg:       reg,
-		notifiers: notifiers,
-		opts:      opts,
-		log:       log,
-		m:         m,
-		pools:     newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
-		apps:      newCache[registry.App](opts.AppCacheTTL, opts.Now),
-		suspended: make(map[route]time.Time),
-		slots:     make(chan struct{}, opts.Workers),
-		groups:    make(map[string]*group),
+		js:         js,
+		reg:        reg,
+		notifiers:  notifiers,
+		opts:       opts,
+		log:        log,
+		m:          m,
+		pools:      newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
+		apps:       newCache[registry.App](opts.AppCacheTTL, opts.Now),
+		failureLog: newLogLimiter[failureKind](failureLogEvery),
+		suspended:  make(map[route]time.Time),
+		slots:      make(chan struct{}, opts.Workers),
+		groups:     make(map[string]*group),
 	}, nil
 }
 
@@ -857,14 +859,29 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 	}
 	perr := Classify(err)
 	d.m.pushes.WithLabelValues(platform, perr.Class.String(), perr.Reason).Inc()
+	ok, suppressed := d.failureLog.allow(failureKind{p.App.Name, platform, perr.Class, perr.Reason}, start)
+	if !ok {
+		return perr
+	}
 	le := d.log.Warn()
 	if perr.Class == Config {
 		le = d.log.Error()
+	}
+	if suppressed > 0 {
+		le = le.Int("similar_not_logged", suppressed)
 	}
 	le.Err(perr.Err).Str("platform", platform).Str("app", p.App.Name).Str("device", p.Device.ID).
 		Str("class", perr.Class.String()).Str("reason", perr.Reason).Str("dataset", p.Event.DatasetName).
 		Msg("push not accepted")
 	return perr
+}
+
+// failureKind is what a "push not accepted" line is logged once for in
+// failureLogEvery; the line says how many like it were not logged.
+type failureKind struct {
+	app, platform string
+	class         Class
+	reason        string
 }
 
 // route is what a suspension covers: a platform app on one platform, so

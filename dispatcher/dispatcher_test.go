@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -113,6 +114,7 @@ type env struct {
 	apns     *recorder
 	fcm      *recorder
 	metrics  *prometheus.Registry
+	logs     *testenv.LogBuffer // the running dispatcher's log
 	origin   registry.Device
 	expected []string // tokens that should get a push for "settings"
 }
@@ -185,9 +187,10 @@ func (e *env) start(t *testing.T, mutate func(*dispatcher.Options)) (stop func()
 		mutate(&opts)
 	}
 	e.metrics = prometheus.NewRegistry()
+	e.logs = &testenv.LogBuffer{}
 	d, err := dispatcher.New(e.js, e.reg, map[registry.AppKind]dispatcher.Notifier{
 		registry.KindAPNs: e.apns, registry.KindFCM: e.fcm,
-	}, opts, zerolog.New(zerolog.NewTestWriter(t)), e.metrics)
+	}, opts, zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), e.logs)), e.metrics)
 	if err != nil {
 		t.Fatal(err)
 	}
