@@ -319,6 +319,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	lagCtx, stopLag := context.WithCancel(ctx)
 	defer stopLag()
 	go d.watchLag(lagCtx, cons)
+	go d.forgetIdleSuspensions(lagCtx)
 	d.log.Info().Str("stream", d.opts.Stream).Str("consumer", d.opts.Consumer).Int("workers", d.opts.Workers).Msg("consuming events")
 
 	stop := context.AfterFunc(ctx, it.Drain)
@@ -907,6 +908,51 @@ func (d *Dispatcher) suspend(r route, perr *Error) {
 	d.suspended[r] = time.Now().Add(d.opts.ConfigBackoff)
 	d.m.misconfigured.WithLabelValues(r.app).Set(1)
 	perr.RetryAfter = max(perr.RetryAfter, d.opts.ConfigBackoff)
+}
+
+// forgetIdleSuspensions ends, every half ConfigBackoff until ctx ends, the
+// suspensions of routes that nothing was sent through for a whole
+// ConfigBackoff after theirs ran out: a route still in use is suspended
+// again or accepted at its next push, but one no longer used (its app
+// deleted, or its pool moved to another) would show as suspended for good.
+func (d *Dispatcher) forgetIdleSuspensions(ctx context.Context) {
+	t := time.NewTicker(max(d.opts.ConfigBackoff/2, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			d.forgetSuspensionsIdleSince(now.Add(-d.opts.ConfigBackoff))
+		}
+	}
+}
+
+// forgetSuspensionsIdleSince ends the suspensions that ran out before
+// idle and were not renewed since.
+func (d *Dispatcher) forgetSuspensionsIdleSince(idle time.Time) {
+	if d.nSuspended.Load() == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	apps := map[string]bool{} // app → still suspended on some platform
+	for r, until := range d.suspended {
+		if until.Before(idle) {
+			delete(d.suspended, r)
+			d.nSuspended.Add(-1)
+			d.log.Info().Str("app", r.app).Str("platform", string(r.platform)).
+				Msg("platform app not used since its suspension ended; no longer shown as suspended")
+			apps[r.app] = apps[r.app] || false
+		} else {
+			apps[r.app] = true
+		}
+	}
+	for app, suspended := range apps {
+		if !suspended {
+			d.m.misconfigured.WithLabelValues(app).Set(0)
+		}
+	}
 }
 
 func (d *Dispatcher) suspendedUntil(r route) (time.Time, bool) {
