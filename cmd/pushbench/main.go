@@ -441,6 +441,7 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 			}
 			workers = append(workers, w)
 			b.pids = append(b.pids, w.pid())
+			b.workers = append(b.workers, w)
 		}
 		b.ops = workers[0].ops
 	}
@@ -517,6 +518,7 @@ type bench struct {
 	s        *stack
 	o        *options
 	pids     []int          // the workers pushbench started
+	workers  []*worker      // the same
 	remote   *remoteWorkers // or the workers it attached to
 	pr       *progress
 	ops      string       // the first worker's ops address
@@ -599,6 +601,9 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 				break
 			}
 		}
+		if gone := b.workersGone(); gone != nil {
+			return nil, gone
+		}
 		err = b.s.publish(b.next.Add(1) - 1)
 	}
 	published := b.next.Load() - first
@@ -615,6 +620,9 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		if err := b.s.emu.err(); err != nil {
 			return nil, err
 		}
+		if err := b.workersGone(); err != nil {
+			return nil, err
+		}
 		if last := time.Unix(0, t.lastPush.Load()); time.Since(last) > 10*time.Second && time.Since(start) > d+10*time.Second {
 			break
 		}
@@ -622,6 +630,9 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
+	}
+	if err := b.workersGone(); err != nil {
+		return nil, err
 	}
 	use1, err := b.usage()
 	if err != nil {
@@ -699,12 +710,26 @@ func (b *bench) takeRoom(ctx context.Context, window chan struct{}, start time.T
 			if err := b.s.emu.err(); err != nil {
 				return err
 			}
+			if err := b.workersGone(); err != nil {
+				return err
+			}
 			last := time.Unix(0, max(b.s.tracker.lastPush.Load(), start.UnixNano()))
 			if time.Since(last) > stallLimit {
 				return fmt.Errorf("no push for %s with %d events outstanding; see the workers' logs", stallLimit, len(window))
 			}
 		}
 	}
+}
+
+// workersGone returns an error if one of the workers pushbench started has
+// exited: its pushes stop, and its figures can no longer be read.
+func (b *bench) workersGone() error {
+	for _, w := range b.workers {
+		if err := w.gone(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // usage reads the workers' usage so far.

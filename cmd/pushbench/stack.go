@@ -542,6 +542,7 @@ func deletePrefix(ctx context.Context, rdb redis.UniversalClient, prefix string)
 
 // worker is one pushsyncd process.
 type worker struct {
+	n       int // its number, from 0
 	cmd     *exec.Cmd
 	ops     string // host:port of its health and metrics endpoints
 	logPath string
@@ -553,7 +554,7 @@ type worker struct {
 // until it is ready. Settings may also come from PUSHSYNC_* variables in
 // the environment, which pushsyncd reads, or from env.
 func (s *stack) startWorker(bin string, n int, env []string) (*worker, error) {
-	w := &worker{ops: freeAddr(), logPath: filepath.Join(s.dir, fmt.Sprintf("pushsyncd-%d.log", n)), exited: make(chan struct{})}
+	w := &worker{n: n, ops: freeAddr(), logPath: filepath.Join(s.dir, fmt.Sprintf("pushsyncd-%d.log", n)), exited: make(chan struct{})}
 	cfg := fmt.Sprintf(`role: worker
 log: {level: info, format: json}
 http: {listen: %q, shutdown_timeout: 10s}
@@ -591,17 +592,47 @@ secrets: {master_key: %q}
 		}
 		select {
 		case <-w.exited:
-			return nil, fmt.Errorf("pushsyncd exited (%v); see %s", w.cmd.ProcessState, w.logPath)
+			return nil, fmt.Errorf("pushsyncd exited (%v) before it was ready; its log ends:\n%s", w.cmd.ProcessState, logTail(w.logPath))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			w.stop()
-			return nil, fmt.Errorf("pushsyncd not ready after 30s; see %s", w.logPath)
+			return nil, fmt.Errorf("pushsyncd not ready after 30s; its log ends:\n%s", logTail(w.logPath))
 		}
 	}
 }
 
 func (w *worker) pid() int { return w.cmd.Process.Pid }
+
+// gone returns an error, with the end of its log, if the worker has exited.
+func (w *worker) gone() error {
+	select {
+	case <-w.exited:
+		return fmt.Errorf("pushsyncd worker %d exited (%v) during the run; its log ends:\n%s", w.n, w.cmd.ProcessState, logTail(w.logPath))
+	default:
+		return nil
+	}
+}
+
+// logTail returns the last lines of the log at path, which goes away with
+// the working directory unless -keep is given, for an error to carry.
+func logTail(path string) string {
+	const most = 4 << 10
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(%v)", err)
+	}
+	if len(b) > most {
+		b = b[len(b)-most:]
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return "(it is empty)"
+	}
+	return strings.TrimRight(string(b), "\n")
+}
 
 // stop asks the worker to shut down and waits for it.
 func (w *worker) stop() {

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pushsync/pushsync/internal/testenv"
+)
+
+// TestWorkerThatCannotStartSaysWhy starts pushsyncd with a setting it
+// refuses: pushbench's error must carry pushsyncd's own reason, since the
+// log it wrote goes away with pushbench's working directory.
+func TestWorkerThatCannotStartSaysWhy(t *testing.T) {
+	pushsyncd, _ := binaries(t)
+	testenv.Redis(t)
+	ns := testenv.StartNATS(t)
+	err := run(context.Background(), []string{"-pushsyncd", pushsyncd, "-redis", testenv.RedisAddr(), "-nats", ns.URL,
+		"-phases", "max", "-identities", "20", "-json", "", "-godebug", "", "-worker-env", "PUSHSYNC_NO_SUCH_SETTING=1"},
+		&strings.Builder{}, &testenv.LogBuffer{})
+	t.Logf("pushbench: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "PUSHSYNC_NO_SUCH_SETTING") {
+		t.Fatalf("pushbench with a worker that cannot start: %v; want pushsyncd's reason, naming PUSHSYNC_NO_SUCH_SETTING", err)
+	}
+}
+
+// TestWorkerThatDiesMidRunIsReported kills the worker while pushbench
+// publishes to it: pushbench must stop and say that the worker exited,
+// with the end of its log, rather than fail on something else or report
+// figures.
+func TestWorkerThatDiesMidRunIsReported(t *testing.T) {
+	pushsyncd, _ := binaries(t)
+	testenv.Redis(t)
+	ns := testenv.StartNATS(t)
+	stderr := &testenv.LogBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{"-pushsyncd", pushsyncd, "-redis", testenv.RedisAddr(), "-nats", ns.URL,
+			"-phases", "half", "-half-rate", "100", "-warmup", "20s", "-duration", "1s", "-identities", "20", "-json", "", "-godebug", ""},
+			&strings.Builder{}, stderr)
+	}()
+	// The first warm-up starts once the worker is ready.
+	for !strings.Contains(stderr.String(), "warm-up") {
+		select {
+		case err := <-done:
+			t.Fatalf("pushbench ended before its warm-up: %v\n%s", err, stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	pid := childProcess(t, pushsyncd)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	t.Logf("pushbench: %v", err)
+	for _, want := range []string{"pushsyncd worker 0 exited", "signal: killed", "its log ends"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("pushbench after its worker died: %v; want it to say %q", err, want)
+		}
+	}
+}
+
+// childProcess returns the pid of the one child of this process that runs
+// the binary bin.
+func childProcess(t *testing.T, bin string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || filepath.Clean(exe) != filepath.Clean(bin) {
+			continue
+		}
+		if v, err := procValues(pid, "status", "PPid"); err == nil && int(v[0]) == os.Getpid() {
+			found = append(found, pid)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d children running %s, want 1", len(found), bin)
+	}
+	return found[0]
+}
