@@ -45,32 +45,33 @@ type emulators struct {
 	close   func()
 }
 
-// pushSink receives each push an emulator accepted.
-type pushSink func(identity string, syncCount int64, at time.Time)
+// pushSink receives each push an emulator accepted: the change it
+// carries and the device it went to.
+type pushSink func(identity, token string, syncCount int64, at time.Time)
 
 // apns passes on an APNs push by its payload.
-func (sink pushSink) apns(payload []byte, at time.Time) {
+func (sink pushSink) apns(token string, payload []byte, at time.Time) {
 	id, count := apnsChange(payload)
-	sink(id, count, at)
+	sink(id, token, count, at)
 }
 
 // fcm passes on an FCM push by its data.
-func (sink pushSink) fcm(data map[string]string, at time.Time) {
+func (sink pushSink) fcm(token string, data map[string]string, at time.Time) {
 	count, _ := strconv.ParseInt(data["syncCount"], 10, 64)
-	sink(data["identityId"], count, at)
+	sink(data["identityId"], token, count, at)
 }
 
 // startEmulators starts the emulators in this process and writes their
 // authority and credentials into dir.
 func startEmulators(dir string, sink pushSink) (*emulators, error) {
 	apnsEmu, err := apnstest.Start(apnstest.WithRecord(false), apnstest.WithOnPush(func(p apnstest.Push) {
-		sink.apns(p.Payload, time.Now())
+		sink.apns(p.DeviceToken, p.Payload, time.Now())
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("APNs emulator: %w", err)
 	}
 	fcmEmu, err := fcmtest.Start(fcmtest.WithRecord(false), fcmtest.WithOnPush(func(p fcmtest.Push) {
-		sink.fcm(p.Data, time.Now())
+		sink.fcm(p.Token, p.Data, time.Now())
 	}))
 	if err != nil {
 		apnsEmu.Close()
@@ -152,9 +153,9 @@ func followPushemu(dir, pushemuDir string, sink pushSink) (*emulators, error) {
 		ended <- emufeed.Follow(ctx, m.Feed, func() { close(ready) }, func(l *emufeed.Line) error {
 			switch l.Service {
 			case "apns":
-				sink.apns(l.Payload, l.ReceivedAt)
+				sink.apns(l.Token, l.Payload, l.ReceivedAt)
 			case "fcm":
-				sink.fcm(l.Data, l.ReceivedAt)
+				sink.fcm(l.Token, l.Data, l.ReceivedAt)
 			}
 			return nil
 		})

@@ -183,6 +183,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-identities must be at least 1")
 	case o.devices < 2:
 		return nil, errors.New("-devices must be at least 2 (one APNs and one FCM device per identity)")
+	case o.devices > maxDevices:
+		return nil, fmt.Errorf("-devices must be at most %d", maxDevices)
 	case o.duration < time.Second:
 		return nil, errors.New("-duration must be at least 1s")
 	case o.workers < 1:
@@ -299,8 +301,12 @@ type PhaseFig struct {
 	// this machine.
 	PushemuCPUPer10kPush float64 `json:"pushemuCpuSecondsPer10kPushes,omitempty"`
 	RedisCPUPer10kPush   float64 `json:"redisCpuSecondsPer10kPushes,omitempty"`
-	Duplicates           int64   `json:"duplicates"`
-	Undelivered          int64   `json:"undeliveredEvents"`
+	// Duplicates are pushes to a device that had the event's push
+	// already; Misrouted, pushes to a device not of the event's identity;
+	// Undelivered, events some device of which had no push.
+	Duplicates  int64 `json:"duplicates"`
+	Misrouted   int64 `json:"misroutedPushes"`
+	Undelivered int64 `json:"undeliveredEvents"`
 	// How crowded the CPUs were: the machine's busy share, and for the
 	// threads of pushsyncd, the NATS server child and pushbench, how many
 	// were waiting for a CPU on average, how long one wait was, and how
@@ -551,7 +557,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	t.takeLatencies()
 	t.measuring.Store(measure)
 	defer t.measuring.Store(false)
-	pushes0, events0, dup0 := t.pushes.Load(), t.events.Load(), t.duplicates.Load()
+	pushes0, events0, dup0, mis0 := t.pushes.Load(), t.events.Load(), t.duplicates.Load(), t.misrouted.Load()
 	first := b.next.Load()
 	use0, err := b.usage()
 	if err != nil {
@@ -669,6 +675,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		BenchCPUPer10kPush: per10k(self0, self1),
 		PeakRSSMB:          mb(use1.peakRSS),
 		Duplicates:         t.duplicates.Load() - dup0,
+		Misrouted:          t.misrouted.Load() - mis0,
 		Undelivered:        published - (t.events.Load() - events0),
 		MachineBusyPct:     100 * (con1.busy - con0.busy).Seconds() / max((con1.total-con0.total).Seconds(), 1e-9),
 		ThreadsWaiting:     (con1.wait - con0.wait).Seconds() / wall,

@@ -28,12 +28,13 @@ func TestTrackerFollowsEventsToTheirLastPush(t *testing.T) {
 	if i != 0 || c != 2 {
 		t.Fatalf("event 3 is identity %d count %d, want 0 and 2", i, c)
 	}
-	tr.push(ids[0], 2, t0.Add(3*time.Millisecond))
-	tr.push(ids[0], 2, t0.Add(5*time.Millisecond)) // event 3 complete
-	tr.push(ids[1], 1, t0.Add(1*time.Millisecond))
-	tr.push(ids[1], 1, t0.Add(2*time.Millisecond)) // event 1 complete
-	tr.push(ids[1], 1, t0.Add(2*time.Millisecond)) // one too many
-	tr.push("us-east-1:"+uuidish(9, 9), 1, t0)     // nobody's
+	// Identity i's devices are 2i (APNs) and 2i+1 (FCM).
+	tr.push(ids[0], apnsToken(0), 2, t0.Add(3*time.Millisecond))
+	tr.push(ids[0], fcmToken(1), 2, t0.Add(5*time.Millisecond)) // event 3 complete
+	tr.push(ids[1], apnsToken(2), 1, t0.Add(1*time.Millisecond))
+	tr.push(ids[1], fcmToken(3), 1, t0.Add(2*time.Millisecond)) // event 1 complete
+	tr.push(ids[1], fcmToken(3), 1, t0.Add(2*time.Millisecond)) // one too many
+	tr.push("us-east-1:"+uuidish(9, 9), apnsToken(18), 1, t0)   // nobody's
 	if got := tr.events.Load(); got != 2 {
 		t.Errorf("events complete = %d, want 2", got)
 	}
@@ -64,12 +65,12 @@ func TestLateEventGivesBackItsOwnWindow(t *testing.T) {
 	second := tr.setWindow(2)
 	second <- struct{}{}
 	tr.published(1, time.Now())
-	tr.push(ids[0], 1, time.Now()) // event 0 completes during the second phase
+	tr.push(ids[0], apnsToken(0), 1, time.Now()) // event 0 completes during the second phase
 	if len(first) != 0 || len(second) != 1 {
 		t.Fatalf("after the late event: first window holds %d, second %d; want 0 and 1", len(first), len(second))
 	}
 	done := make(chan struct{})
-	go func() { tr.push(ids[1], 1, time.Now()); close(done) }()
+	go func() { tr.push(ids[1], apnsToken(1), 1, time.Now()); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

@@ -128,8 +128,8 @@ func writeTable(w io.Writer, r *Report) {
 		}
 	}
 	for _, p := range []*PhaseFig{r.Max, r.Half} {
-		if p != nil && (p.Duplicates > 0 || p.Undelivered > 0) {
-			fmt.Fprintf(w, "warning: %d duplicate pushes, %d events not fully delivered\n", p.Duplicates, p.Undelivered)
+		if p != nil && (p.Duplicates > 0 || p.Misrouted > 0 || p.Undelivered > 0) {
+			fmt.Fprintf(w, "warning: %d duplicate pushes, %d pushes to a device not of the event's identity, %d events not fully delivered\n", p.Duplicates, p.Misrouted, p.Undelivered)
 		}
 	}
 	if m := r.Memory; m != nil {

@@ -673,6 +673,22 @@ func apnsToken(n int) string {
 	return fmt.Sprintf("%08x%056x", n, uint64(n)*0x9e3779b97f4a7c15)
 }
 
+// deviceNumber returns the n of an apnsToken(n) or an fcmToken(n): device
+// n mod m of identity n/m, for m devices per identity.
+func deviceNumber(token string) (int, bool) {
+	var digits string
+	switch {
+	case len(token) == 64: // APNs
+		digits = token[:8]
+	case len(token) > 12 && token[11] == ':': // FCM
+		digits = token[:11]
+	default:
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 16, 63)
+	return int(n), err == nil
+}
+
 // fcmToken is an FCM registration token of the usual length (163
 // characters: an instance id, a colon, and an APA91b-prefixed body).
 func fcmToken(n int) string {

@@ -12,9 +12,10 @@ import (
 // fully delivered) at once; the publishers never let more be.
 const ringSize = 1 << 20
 
-// tracker follows every published event until each of its pushes has
-// reached an emulator. Event k goes to identity k mod n with sync count
-// k/n + 1, so a push names its event by its identity and sync count alone.
+// tracker follows every published event until each of its devices has
+// had its push at an emulator. Event k goes to identity k mod n with sync
+// count k/n + 1, so a push names its event by its identity and sync count
+// alone, and its device by its token (see deviceNumber).
 type tracker struct {
 	n      int
 	index  map[string]int // identity id → its number
@@ -29,8 +30,9 @@ type tracker struct {
 	window atomic.Pointer[chan struct{}]
 
 	pushes     atomic.Int64 // pushes received for tracked events (every push, in countOnly)
-	events     atomic.Int64 // events whose every push arrived
-	duplicates atomic.Int64 // pushes beyond an event's fan-out
+	events     atomic.Int64 // events whose every device had its push
+	duplicates atomic.Int64 // pushes to a device that had the event's push already
+	misrouted  atomic.Int64 // pushes to a device not of the event's identity
 	strays     atomic.Int64 // pushes naming no tracked event (not in pushes)
 	lastPush   atomic.Int64 // unix nanos, by this process's clock, of the latest push counted
 
@@ -41,13 +43,18 @@ type tracker struct {
 }
 
 type slot struct {
-	published atomic.Int64 // unix nanos
-	left      atomic.Int32 // pushes still to arrive
+	published atomic.Int64  // unix nanos
+	left      atomic.Int32  // pushes still to arrive
+	seen      atomic.Uint64 // the devices that had theirs, a bit each
 	// window is the window the event took its token from, which its last
 	// push gives back: a late event of an earlier phase must not take a
 	// token of the next phase's window.
 	window atomic.Pointer[chan struct{}]
 }
+
+// maxDevices is the most devices per identity the tracker can follow: one
+// bit each in a slot.
+const maxDevices = 64
 
 func newTracker(identities []string, fanout int) *tracker {
 	t := &tracker{n: len(identities), index: make(map[string]int, len(identities)), fanout: int32(fanout), ring: make([]slot, ringSize)}
@@ -77,13 +84,15 @@ func (t *tracker) event(k int64) (identity int, syncCount int64) {
 func (t *tracker) published(k int64, at time.Time) {
 	s := &t.ring[k%ringSize]
 	s.left.Store(t.fanout)
+	s.seen.Store(0)
 	s.window.Store(t.window.Load())
 	s.published.Store(at.UnixNano())
 }
 
-// push notes a push for identity id with syncCount, which arrived at an
-// emulator at arrived (by the emulator's clock, for its latency).
-func (t *tracker) push(id string, syncCount int64, arrived time.Time) {
+// push notes a push for identity id with syncCount to the device with
+// token, which arrived at an emulator at arrived (by the emulator's clock,
+// for its latency).
+func (t *tracker) push(id, token string, syncCount int64, arrived time.Time) {
 	if t.countOnly.Load() {
 		t.pushes.Add(1)
 		t.lastPush.Store(time.Now().UnixNano())
@@ -96,8 +105,17 @@ func (t *tracker) push(id string, syncCount int64, arrived time.Time) {
 	}
 	t.pushes.Add(1)
 	t.lastPush.Store(time.Now().UnixNano())
+	d, ok := deviceNumber(token)
+	if !ok || d/int(t.fanout) != i {
+		t.misrouted.Add(1)
+		return
+	}
 	k := (syncCount-1)*int64(t.n) + int64(i)
 	s := &t.ring[k%ringSize]
+	if bit := uint64(1) << (d % int(t.fanout)); s.seen.Or(bit)&bit != 0 {
+		t.duplicates.Add(1)
+		return
+	}
 	left := s.left.Add(-1)
 	switch {
 	case left < 0:
