@@ -111,7 +111,7 @@ func watchWorkers(ops []string) (*remoteWorkers, error) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_, _ = r.usage()
+				_, _, _ = r.sample()
 			}
 		}
 	}()
@@ -119,24 +119,33 @@ func watchWorkers(ops []string) (*remoteWorkers, error) {
 }
 
 // usage is the workers' CPU time, summed, and the largest resident set
-// seen of any of them since watchWorkers; syscalls is -1, unknown.
+// seen of any of them since the previous usage (or watchWorkers);
+// syscalls is -1, unknown.
 func (r *remoteWorkers) usage() (usage, error) {
-	u := usage{syscalls: -1}
+	cpu, rss, err := r.sample()
+	if err != nil {
+		return usage{}, err
+	}
+	return usage{cpu: cpu, syscalls: -1, peakRSS: r.peak.Swap(rss)}, nil
+}
+
+// sample reads the workers' CPU time, summed, and the largest of their
+// resident sets now, which it adds to the peak.
+func (r *remoteWorkers) sample() (cpu time.Duration, largest int64, err error) {
 	for _, addr := range r.ops {
 		m, err := r.scrape(addr, "process_cpu_seconds_total", "process_resident_memory_bytes")
 		if err != nil {
-			return usage{}, err
+			return 0, 0, err
 		}
-		u.cpu += time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
-		for rss := int64(m["process_resident_memory_bytes"]); ; {
-			p := r.peak.Load()
-			if rss <= p || r.peak.CompareAndSwap(p, rss) {
-				break
-			}
+		cpu += time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
+		largest = max(largest, int64(m["process_resident_memory_bytes"]))
+	}
+	for {
+		p := r.peak.Load()
+		if largest <= p || r.peak.CompareAndSwap(p, largest) {
+			return cpu, largest, nil
 		}
 	}
-	u.peakRSS = r.peak.Load()
-	return u, nil
 }
 
 // scrape reads unlabelled samples from a worker's /metrics.

@@ -289,7 +289,8 @@ type PhaseFig struct {
 	// SyscallsPerPush is 0 (and left out) when it cannot be read: for
 	// attached workers.
 	SyscallsPerPush float64 `json:"syscallsPerPush,omitempty"`
-	PeakRSSMB       float64 `json:"peakRssMB"`
+	// PeakRSSMB is the largest worker's peak resident set over the phase.
+	PeakRSSMB float64 `json:"peakRssMB"`
 	// The CPU of the rest of the pipeline on this machine, when it can be
 	// read: the NATS server (a child process of pushbench unless -nats is
 	// given) and Redis (from INFO, so only if nothing else uses it).

@@ -77,6 +77,15 @@ func memory(pid int) (rss, peak int64, err error) {
 	return v[0] << 10, v[1] << 10, nil
 }
 
+// resetPeak starts a process's peak resident set (VmHWM) again from its
+// resident set now, by writing 5 to /proc/<pid>/clear_refs.
+func resetPeak(pid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset the peak resident set of process %d: %w", pid, err)
+	}
+	return nil
+}
+
 // syscalls returns how many read and write system calls a process has
 // made so far (syscr and syscw of /proc/<pid>/io).
 func syscalls(pid int) (reads, writes int64, err error) {
@@ -91,7 +100,7 @@ func syscalls(pid int) (reads, writes int64, err error) {
 type usage struct {
 	cpu      time.Duration // user + system, summed
 	syscalls int64         // reads + writes, summed
-	peakRSS  int64         // the largest process's peak
+	peakRSS  int64         // the largest process's peak since the previous reading
 }
 
 // cpuTimeOrNone is cpuTime, or -1 when pid is 0 or cannot be read.
@@ -106,7 +115,8 @@ func cpuTimeOrNone(pid int) time.Duration {
 	return c
 }
 
-// usageOf reads the usage of processes.
+// usageOf reads the usage of processes, and starts their peak resident
+// sets again: the next reading's peak is that of the time in between.
 func usageOf(pids ...int) (usage, error) {
 	var u usage
 	for _, pid := range pids {
@@ -120,6 +130,9 @@ func usageOf(pids ...int) (usage, error) {
 		}
 		_, peak, err := memory(pid)
 		if err != nil {
+			return usage{}, err
+		}
+		if err := resetPeak(pid); err != nil {
 			return usage{}, err
 		}
 		u.cpu, u.syscalls, u.peakRSS = u.cpu+c, u.syscalls+r+w, max(u.peakRSS, peak)
