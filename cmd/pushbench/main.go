@@ -50,6 +50,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -249,12 +250,17 @@ type Machine struct {
 
 // Setup is the workload.
 type Setup struct {
-	Identities int    `json:"identities"`
-	Devices    int    `json:"devicesPerIdentity"`
-	Workers    int    `json:"workers"`
-	Duration   string `json:"duration"`
-	Window     int    `json:"window"`
-	Pushsyncd  string `json:"pushsyncd"`
+	// Command is pushbench's command line, and Env the variables of its
+	// environment that reach pushsyncd and the Go runtimes of the run
+	// (PUSHSYNC_*, GOGC, GOMEMLIMIT, GOMAXPROCS).
+	Command    string   `json:"command"`
+	Env        []string `json:"env,omitempty"`
+	Identities int      `json:"identities"`
+	Devices    int      `json:"devicesPerIdentity"`
+	Workers    int      `json:"workers"`
+	Duration   string   `json:"duration"`
+	Window     int      `json:"window"`
+	Pushsyncd  string   `json:"pushsyncd"`
 	// Emulators says where the emulators ran: "in-process" or the
 	// directory of the pushemu followed.
 	Emulators string `json:"emulators"`
@@ -342,7 +348,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rep := &Report{Machine: machine(), Started: time.Now(), Setup: Setup{
-		Identities: o.identities, Devices: o.devices, Workers: o.workers, Duration: o.duration.String(), Window: o.window,
+		Command: commandLine(args), Env: runEnv(os.Environ()), Identities: o.identities, Devices: o.devices, Workers: o.workers, Duration: o.duration.String(), Window: o.window,
 		GODEBUG: os.Getenv("GODEBUG"),
 	}}
 	self, err := os.Executable()
@@ -814,6 +820,53 @@ func findPushsyncd(flagValue, self string) (string, error) {
 		return p, nil
 	}
 	return "", errors.New("no pushsyncd binary next to pushbench or on PATH; build both with: go build -o bin/ ./cmd/...  (or pass -pushsyncd)")
+}
+
+// commandLine is pushbench's command line with args, quoted where a shell
+// would need it, with the values of secret settings given to -worker-env
+// hidden.
+func commandLine(args []string) string {
+	var b strings.Builder
+	b.WriteString("pushbench")
+	for i, a := range args {
+		if i > 0 && (args[i-1] == "-worker-env" || args[i-1] == "--worker-env") {
+			a = hideSecret(a)
+		} else if name, v, ok := strings.Cut(a, "="); ok && (name == "-worker-env" || name == "--worker-env") {
+			a = name + "=" + hideSecret(v)
+		}
+		b.WriteByte(' ')
+		if a == "" || strings.ContainsAny(a, " \t\n\"'\\$`;&|<>()*?[]#~") {
+			a = strconv.Quote(a)
+		}
+		b.WriteString(a)
+	}
+	return b.String()
+}
+
+// runEnv returns the variables of env that change how pushsyncd and the
+// Go runtimes of the run work (GODEBUG has a field of its own).
+func runEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "PUSHSYNC_") || name == "GOGC" || name == "GOMEMLIMIT" || name == "GOMAXPROCS" {
+			out = append(out, hideSecret(kv))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// hideSecret hides the value of NAME=VALUE if NAME is a secret setting's
+// (a password, a token, a key), which a report must not carry.
+func hideSecret(kv string) string {
+	name, _, ok := strings.Cut(kv, "=")
+	for _, s := range []string{"PASSWORD", "TOKEN", "MASTER_KEY", "SECRET_ACCESS_KEY"} {
+		if ok && strings.HasSuffix(name, s) {
+			return name + "=(hidden)"
+		}
+	}
+	return kv
 }
 
 func machine() Machine {

@@ -105,6 +105,10 @@ func writeTable(w io.Writer, r *Report) {
 	}
 	fmt.Fprintf(w, "\npushbench on %d CPUs (%s), %s, GODEBUG %s; %d identities × %d devices, %d worker(s), %s per phase; emulators %s\n",
 		r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, godebug, r.Setup.Identities, r.Setup.Devices, r.Setup.Workers, r.Setup.Duration, r.Setup.Emulators)
+	fmt.Fprintf(w, "%s\n", r.Setup.Command)
+	if len(r.Setup.Env) > 0 {
+		fmt.Fprintf(w, "with %s\n", strings.Join(r.Setup.Env, " "))
+	}
 	if strings.HasPrefix(r.Setup.Pushsyncd, "attached") {
 		fmt.Fprintf(w, "pushsyncd %s (CPU and peak RSS from the metrics of the %d worker(s) given with -ops, RSS sampled every 250 ms; their GODEBUG is their own)\n", r.Setup.Pushsyncd, r.Setup.Workers)
 	}
