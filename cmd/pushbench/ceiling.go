@@ -235,8 +235,9 @@ type ceilingRun struct {
 }
 
 // runCeiling runs the ceiling program as a child and measures it, and the
-// emulators' process emuPID (0: not readable).
-func runCeiling(self string, plan *ceilingPlan, dir, caFile string, emuPID int) (*ceilingRun, error) {
+// emulators' process emuPID (0: not readable). It calls atGo when the
+// program has warmed up, just before its measured run.
+func runCeiling(self string, plan *ceilingPlan, dir, caFile string, emuPID int, atGo func()) (*ceilingRun, error) {
 	planPath := dir + "/ceiling-plan.json"
 	b, err := json.Marshal(plan)
 	if err != nil {
@@ -264,6 +265,7 @@ func runCeiling(self string, plan *ceilingPlan, dir, caFile string, emuPID int) 
 	if !out.Scan() || out.Text() != "ready" {
 		return nil, fmt.Errorf("ceiling program did not get ready: %q", out.Text())
 	}
+	atGo()
 	before, err := usageOf(cmd.Process.Pid)
 	if err != nil {
 		return nil, err

@@ -276,7 +276,9 @@ type CeilingFig struct {
 	CPUPer10kPush   float64 `json:"cpuSecondsPer10kPushes"`
 	SyscallsPerPush float64 `json:"syscallsPerPush"`
 	PeakRSSMB       float64 `json:"peakRssMB"`
-	EmulatorPushes  int64   `json:"emulatorPushes"`
+	// EmulatorPushes is the pushes the emulators accepted during the
+	// measured run, as Pushes is the ones the clients saw accepted.
+	EmulatorPushes int64 `json:"emulatorPushes"`
 	// EmulatorCPUPer10kPush is the emulators' CPU meanwhile (pushbench's
 	// own, or pushemu's on this machine); 0 when it cannot be read.
 	EmulatorCPUPer10kPush float64 `json:"emulatorCpuSecondsPer10kPushes,omitempty"`
@@ -498,10 +500,18 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 		Pool: s.pool, Identities: s.identities, APNsTokens: s.apnsTokens, FCMTokens: s.fcmTokens,
 		Warmup: o.warmup, Duration: o.duration, CPUProfile: o.ceilingProfile,
 	}
-	before := s.tracker.pushes.Load()
+	var before atomic.Int64
+	before.Store(s.tracker.pushes.Load())
 	pr.start("ceiling: bare apns2 and firebase clients", "pushes")
-	stopTick := pr.tick(func() (int64, int64) { return s.tracker.pushes.Load() - before, 0 })
-	r, err := runCeiling(self, plan, s.dir, s.emu.caFile, s.emu.pid)
+	stopTick := pr.tick(func() (int64, int64) { return s.tracker.pushes.Load() - before.Load(), 0 })
+	// The emulators' count is of the measured run: the warm-up's pushes
+	// are in before it starts (through a feed, once it has settled).
+	r, err := runCeiling(self, plan, s.dir, s.emu.caFile, s.emu.pid, func() {
+		if s.emu.feed {
+			s.tracker.settle()
+		}
+		before.Store(s.tracker.pushes.Load())
+	})
 	if s.emu.feed {
 		s.tracker.settle()
 	}
@@ -518,7 +528,7 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 		Pushes: n, Seconds: r.Result.Elapsed.Seconds(), PushesPerSec: float64(n) / r.Result.Elapsed.Seconds(),
 		CPUPer10kPush: r.CPU.Seconds() / float64(n) * 1e4, PeakRSSMB: mb(r.PeakRSS),
 		SyscallsPerPush: float64(r.Syscalls) / float64(n),
-		EmulatorPushes:  s.tracker.pushes.Load() - before,
+		EmulatorPushes:  s.tracker.pushes.Load() - before.Load(),
 	}
 	if r.EmulatorCPU >= 0 {
 		fig.EmulatorCPUPer10kPush = r.EmulatorCPU.Seconds() / float64(n) * 1e4
