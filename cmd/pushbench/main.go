@@ -739,7 +739,7 @@ func (b *bench) takeRoom(ctx context.Context, window chan struct{}, start time.T
 			}
 			last := time.Unix(0, max(b.s.tracker.lastPush.Load(), start.UnixNano()))
 			if time.Since(last) > stallLimit {
-				return fmt.Errorf("no push for %s with %d events outstanding; see the workers' logs", stallLimit, len(window))
+				return fmt.Errorf("no push for %s with %d events outstanding; %s", stallLimit, len(window), b.workerLogs())
 			}
 		}
 	}
@@ -754,6 +754,22 @@ func (b *bench) workersGone() error {
 		}
 	}
 	return nil
+}
+
+// workerLogs returns the end of each started worker's log, which goes away
+// with the working directory, or where to look for attached ones'.
+func (b *bench) workerLogs() string {
+	if len(b.workers) == 0 {
+		return "see the workers' logs"
+	}
+	var s strings.Builder
+	for i, w := range b.workers {
+		if i > 0 {
+			s.WriteString("\n")
+		}
+		fmt.Fprintf(&s, "pushsyncd worker %d's log ends:\n%s", w.n, logTail(w.logPath))
+	}
+	return s.String()
 }
 
 // usage reads the workers' usage so far.

@@ -93,3 +93,28 @@ func childProcess(t *testing.T, bin string) int {
 	}
 	return found[0]
 }
+
+// TestStalledWorkerShowsItsLog has the max phase wait for room in a full
+// window while no push arrives: when it gives up, the error must carry the
+// end of the worker's log, which goes away with pushbench's working
+// directory.
+func TestStalledWorkerShowsItsLog(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "pushsyncd-0.log")
+	if err := os.WriteFile(logPath, []byte("{\"level\":\"warn\",\"message\":\"push not accepted\"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{"us-east-1:" + uuidish(1, 1)}
+	b := &bench{
+		s:       &stack{emu: &emulators{}, tracker: newTracker(ids, 2)},
+		workers: []*worker{{n: 0, logPath: logPath, exited: make(chan struct{})}},
+	}
+	window := b.s.tracker.setWindow(1)
+	window <- struct{}{} // full, and no push will give it back
+	err := b.takeRoom(context.Background(), window, time.Now())
+	t.Logf("takeRoom: %v", err)
+	for _, want := range []string{"no push for 30s", "pushsyncd worker 0's log ends", "push not accepted"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("a stalled max phase: want its error to say %q", want)
+		}
+	}
+}
