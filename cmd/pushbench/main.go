@@ -705,6 +705,11 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	if emu0 >= 0 && emu1 >= 0 {
 		fig.PushemuCPUPer10kPush = per10k(emu0, emu1)
 	}
+	if !measure && fig.Undelivered > 0 {
+		// No figure shows it, and the pushes still to come would be
+		// counted in the next phase's.
+		return nil, fmt.Errorf("%d of %d events not fully delivered, no push for 10s; %s", fig.Undelivered, published, b.workerLogs())
+	}
 	return fig, nil
 }
 
