@@ -409,7 +409,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep.Took = time.Since(rep.Started)
 	writeTable(stdout, rep)
 	if o.jsonPath != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return fmt.Errorf("figures for %s: %w", o.jsonPath, err)
+		}
 		if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
 			return err
 		}
@@ -502,7 +505,7 @@ func ceilingPhase(s *stack, o *options, self string, pr *progress) (*CeilingFig,
 	}
 	var before atomic.Int64
 	before.Store(s.tracker.pushes.Load())
-	pr.start("ceiling: bare apns2 and firebase clients", "pushes")
+	pr.startTimed("ceiling: bare apns2 and firebase clients", "pushes", o.warmup+o.duration)
 	stopTick := pr.tick(func() (int64, int64) { return s.tracker.pushes.Load() - before.Load(), 0 })
 	// The emulators' count is of the measured run: the warm-up's pushes
 	// are in before it starts (through a feed, once it has settled).
@@ -594,7 +597,7 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	if err != nil {
 		return nil, err
 	}
-	b.pr.start(name, "events")
+	b.pr.startTimed(name, "events", d)
 	stopTick := b.pr.tick(func() (int64, int64) { return t.events.Load() - events0, 0 })
 	defer func() { stopTick(); b.pr.stop() }()
 

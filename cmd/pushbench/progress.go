@@ -20,6 +20,7 @@ type progress struct {
 	began time.Time
 	done  int64
 	total int64
+	span  time.Duration // of a timed step: its bar fills with time
 	last  time.Time
 }
 
@@ -35,9 +36,15 @@ func newProgress(w io.Writer) *progress {
 
 // start begins a step counted in unit.
 func (p *progress) start(label, unit string) {
+	p.startTimed(label, unit, 0)
+}
+
+// startTimed begins a step counted in unit that runs for span: its bar
+// shows the time gone, its count what was done meanwhile.
+func (p *progress) startTimed(label, unit string, span time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.label, p.unit, p.began, p.done, p.total, p.last = label, unit, time.Now(), 0, 0, time.Time{}
+	p.label, p.unit, p.began, p.done, p.total, p.span, p.last = label, unit, time.Now(), 0, 0, span, time.Time{}
 	p.drawLocked(true)
 }
 
@@ -94,9 +101,15 @@ func (p *progress) drawLocked(force bool) {
 	rate := float64(p.done) / max(el.Seconds(), 1e-3)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-44s", p.label)
-	if p.total > 0 {
+	frac := -1.0
+	switch {
+	case p.total > 0:
+		frac = min(float64(p.done)/float64(p.total), 1)
+	case p.span > 0:
+		frac = min(el.Seconds()/p.span.Seconds(), 1)
+	}
+	if frac >= 0 {
 		const width = 24
-		frac := min(float64(p.done)/float64(p.total), 1)
 		fill := int(frac * width)
 		fmt.Fprintf(&b, " [%s%s] %3.0f%%", strings.Repeat("=", fill), strings.Repeat(" ", width-fill), frac*100)
 	}
