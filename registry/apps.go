@@ -467,17 +467,8 @@ func (r *Registry) SetPoolPush(ctx context.Context, pool string, pp PoolPush) er
 	}
 	key := r.configKey()
 	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
-		for platform, name := range pp.Apps {
-			if _, err := ParsePlatform(string(platform)); err != nil {
-				return fmt.Errorf("%w: %w", ErrInvalidPoolPush, err)
-			}
-			app, err := r.getApp(ctx, tx, name)
-			if err != nil {
-				return fmt.Errorf("%w: platform %s: %w", ErrInvalidPoolPush, platform, err)
-			}
-			if app.Kind != platform.Kind() {
-				return fmt.Errorf("%w: platform %s needs an %s app, but %s is an %s app", ErrInvalidPoolPush, platform, platform.Kind(), name, app.Kind)
-			}
+		if err := r.checkPoolApps(ctx, tx, pp); err != nil {
+			return err
 		}
 		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			if len(pp.Apps) == 0 {
@@ -499,6 +490,24 @@ func (r *Registry) SetPoolPush(ctx context.Context, pool string, pp PoolPush) er
 	return nil
 }
 
+// checkPoolApps checks that every app a push configuration names exists
+// and is of its platform's kind.
+func (r *Registry) checkPoolApps(ctx context.Context, c redis.Cmdable, pp PoolPush) error {
+	for platform, name := range pp.Apps {
+		if _, err := ParsePlatform(string(platform)); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidPoolPush, err)
+		}
+		app, err := r.getApp(ctx, c, name)
+		if err != nil {
+			return fmt.Errorf("%w: platform %s: %w", ErrInvalidPoolPush, platform, err)
+		}
+		if app.Kind != platform.Kind() {
+			return fmt.Errorf("%w: platform %s needs an %s app, but %s is an %s app", ErrInvalidPoolPush, platform, platform.Kind(), name, app.Kind)
+		}
+	}
+	return nil
+}
+
 // PoolPush returns an identity pool's push configuration, or
 // ErrPushNotEnabled if it has none.
 func (r *Registry) PoolPush(ctx context.Context, pool string) (PoolPush, error) {
@@ -509,6 +518,10 @@ func (r *Registry) PoolPush(ctx context.Context, pool string) (PoolPush, error) 
 	if err != nil {
 		return PoolPush{}, fmt.Errorf("registry: get push configuration of %s: %w", pool, err)
 	}
+	return decodePoolPush(pool, data)
+}
+
+func decodePoolPush(pool, data string) (PoolPush, error) {
 	var pp PoolPush
 	if err := json.Unmarshal([]byte(data), &pp); err != nil {
 		return PoolPush{}, fmt.Errorf("registry: push configuration of %s is corrupt: %w", pool, err)
@@ -548,9 +561,108 @@ func (r *Registry) PoolStreams(ctx context.Context, pool string) (*Streams, erro
 	if err != nil {
 		return nil, fmt.Errorf("registry: get streams of %s: %w", pool, err)
 	}
+	return decodeStreams(pool, data)
+}
+
+func decodeStreams(pool, data string) (*Streams, error) {
 	var s Streams
 	if err := json.Unmarshal([]byte(data), &s); err != nil {
 		return nil, fmt.Errorf("registry: streams of %s are corrupt: %w", pool, err)
 	}
 	return &s, nil
+}
+
+// PoolConfig is an identity pool's configuration as the Cognito Sync
+// operation SetIdentityPoolConfiguration sets it.
+type PoolConfig struct {
+	// Push is the push configuration; with no Apps, push sync is off.
+	Push PoolPush
+	// Streams is the Cognito Streams setting, nil if there is none.
+	Streams *Streams
+}
+
+// UpdatePoolConfig reads an identity pool's push configuration and Cognito
+// Streams setting, lets change modify them, and writes both back in one
+// transaction, so that a failure writes neither. When another write to the
+// configuration comes between the read and the write, change runs again on
+// what is then stored: concurrent updates of one pool each apply, none is
+// lost. An error from change is returned as it is, and nothing is written.
+// Every app a changed push configuration names must exist and be of its
+// platform's kind (ErrInvalidPoolPush otherwise). It returns the
+// configuration as stored.
+func (r *Registry) UpdatePoolConfig(ctx context.Context, pool string, change func(*PoolConfig) error) (PoolConfig, error) {
+	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
+		return PoolConfig{}, err
+	}
+	key := r.configKey()
+	var cfg PoolConfig
+	var changeErr error
+	err := r.updateConfig(ctx, func(tx *redis.Tx) error {
+		vals, err := tx.HMGet(ctx, key, "pool:"+pool, "streams:"+pool).Result()
+		if err != nil {
+			return err
+		}
+		stored := [2]string{}
+		cfg = PoolConfig{}
+		if data, ok := vals[0].(string); ok {
+			if cfg.Push, err = decodePoolPush(pool, data); err != nil {
+				return err
+			}
+			stored[0] = data
+		}
+		if data, ok := vals[1].(string); ok {
+			if cfg.Streams, err = decodeStreams(pool, data); err != nil {
+				return err
+			}
+			stored[1] = data
+		}
+		if changeErr = change(&cfg); changeErr != nil {
+			return changeErr
+		}
+		if len(cfg.Push.Apps) == 0 {
+			cfg.Push = PoolPush{}
+		}
+		// The new values of both fields, "" for none; only a changed one
+		// is checked and written.
+		var next [2]string
+		if len(cfg.Push.Apps) > 0 {
+			data, err := json.Marshal(&cfg.Push)
+			if err != nil {
+				return err
+			}
+			next[0] = string(data)
+		}
+		if cfg.Streams != nil {
+			data, err := json.Marshal(cfg.Streams)
+			if err != nil {
+				return err
+			}
+			next[1] = string(data)
+		}
+		if next[0] != stored[0] {
+			if err := r.checkPoolApps(ctx, tx, cfg.Push); err != nil {
+				return err
+			}
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for i, field := range []string{"pool:" + pool, "streams:" + pool} {
+				switch {
+				case next[i] == stored[i]:
+				case next[i] == "":
+					p.HDel(ctx, key, field)
+				default:
+					p.HSet(ctx, key, field, next[i])
+				}
+			}
+			return nil
+		})
+		return err
+	})
+	if changeErr != nil {
+		return PoolConfig{}, changeErr
+	}
+	if err != nil {
+		return PoolConfig{}, fmt.Errorf("registry: set configuration of %s: %w", pool, err)
+	}
+	return cfg, nil
 }

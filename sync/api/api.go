@@ -47,9 +47,8 @@ type Registry interface {
 	Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	Unsubscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
-	SetPoolPush(ctx context.Context, pool string, pp registry.PoolPush) error
 	PoolStreams(ctx context.Context, pool string) (*registry.Streams, error)
-	SetPoolStreams(ctx context.Context, pool string, s *registry.Streams) error
+	UpdatePoolConfig(ctx context.Context, pool string, change func(*registry.PoolConfig) error) (registry.PoolConfig, error)
 	CreateApp(ctx context.Context, app registry.App) (registry.App, error)
 	ReplaceApp(ctx context.Context, app registry.App) (registry.App, error)
 	App(ctx context.Context, name string) (registry.App, error)

@@ -204,10 +204,24 @@ func (s *Server) getPoolConfiguration(r *request) (any, error) {
 }
 
 func (s *Server) poolConfiguration(r *request, pool string) (*poolConfiguration, error) {
-	out := &poolConfiguration{IdentityPoolId: pool}
+	var cfg registry.PoolConfig
 	pp, err := s.reg.PoolPush(r.Context(), pool)
 	switch {
 	case err == nil:
+		cfg.Push = pp
+	case !errors.Is(err, registry.ErrPushNotEnabled):
+		return nil, err
+	}
+	if cfg.Streams, err = s.reg.PoolStreams(r.Context(), pool); err != nil {
+		return nil, err
+	}
+	return s.configurationOf(pool, cfg), nil
+}
+
+// configurationOf returns the wire shape of a pool's configuration.
+func (s *Server) configurationOf(pool string, cfg registry.PoolConfig) *poolConfiguration {
+	out := &poolConfiguration{IdentityPoolId: pool}
+	if pp := cfg.Push; len(pp.Apps) > 0 {
 		out.PushSync = &pushSync{ApplicationArns: pp.ApplicationARNs}
 		if len(pp.ApplicationARNs) == 0 {
 			// Stored without the ARNs it was given as (through the
@@ -222,17 +236,11 @@ func (s *Server) poolConfiguration(r *request, pool string) (*poolConfiguration,
 		if pp.RoleARN != "" {
 			out.PushSync.RoleArn = &pp.RoleARN
 		}
-	case !errors.Is(err, registry.ErrPushNotEnabled):
-		return nil, err
 	}
-	st, err := s.reg.PoolStreams(r.Context(), pool)
-	if err != nil {
-		return nil, err
-	}
-	if st != nil {
+	if st := cfg.Streams; st != nil {
 		out.CognitoStreams = &cognitoStreams{StreamName: nonEmpty(st.StreamName), RoleArn: nonEmpty(st.RoleARN), StreamingStatus: nonEmpty(st.StreamingStatus)}
 	}
-	return out, nil
+	return out
 }
 
 func nonEmpty(s string) *string {
@@ -262,25 +270,16 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 	if err := r.decode(&in); err != nil {
 		return nil, err
 	}
-	// A member left out keeps its stored value; an empty ApplicationArns
-	// list turns push sync off.
-	var pp *registry.PoolPush
-	if in.PushSync != nil {
-		cur, err := s.reg.PoolPush(r.Context(), pool)
-		if err != nil && !errors.Is(err, registry.ErrPushNotEnabled) {
-			return nil, err
+	// Check everything the request gives before reading what is stored.
+	var apps map[registry.Platform]string
+	if ps := in.PushSync; ps != nil {
+		if ps.RoleArn != nil && (len(*ps.RoleArn) < 20 || len(*ps.RoleArn) > 2048 || !roleARN.MatchString(*ps.RoleArn)) {
+			return nil, invalidParameter("PushSync.RoleArn: %q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", *ps.RoleArn)
 		}
-		pp = &cur
-		if in.PushSync.ApplicationArns != nil {
-			pp.Apps, pp.ApplicationARNs = map[registry.Platform]string{}, in.PushSync.ApplicationArns
+		if ps.ApplicationArns != nil {
+			apps = map[registry.Platform]string{}
 		}
-		if in.PushSync.RoleArn != nil {
-			if len(*in.PushSync.RoleArn) < 20 || len(*in.PushSync.RoleArn) > 2048 || !roleARN.MatchString(*in.PushSync.RoleArn) {
-				return nil, invalidParameter("PushSync.RoleArn: %q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", *in.PushSync.RoleArn)
-			}
-			pp.RoleARN = *in.PushSync.RoleArn
-		}
-		for i, arn := range in.PushSync.ApplicationArns {
+		for i, arn := range ps.ApplicationArns {
 			m := applicationARN.FindStringSubmatch(arn)
 			if m == nil {
 				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %q is not a platform application ARN (arn:aws:sns:<region>:<account>:app/<APNS|APNS_SANDBOX|GCM>/<name>)", i, arn)
@@ -289,7 +288,7 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 			if err != nil {
 				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %v", i, err)
 			}
-			if _, dup := pp.Apps[platform]; dup {
+			if _, dup := apps[platform]; dup {
 				return nil, invalidParameter("PushSync.ApplicationArns[%d]: a second application for %s; give one per platform", i, platform)
 			}
 			app, err := s.reg.App(r.Context(), m[2])
@@ -302,54 +301,59 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 			if app.Kind != platform.Kind() {
 				return nil, invalidParameter("PushSync.ApplicationArns[%d]: %s is an %s application and cannot serve %s", i, app.Name, app.Kind, platform)
 			}
-			pp.Apps[platform] = app.Name
+			apps[platform] = app.Name
 		}
 	}
-	var streams *registry.Streams
 	if c := in.CognitoStreams; c != nil {
-		if streams, err = s.reg.PoolStreams(r.Context(), pool); err != nil {
-			return nil, err
+		if c.StreamName != nil && (len(*c.StreamName) < 1 || len(*c.StreamName) > 128) {
+			return nil, invalidParameter("CognitoStreams.StreamName: must be 1 to 128 characters")
 		}
-		if streams == nil {
-			streams = &registry.Streams{}
+		if c.RoleArn != nil && !roleARN.MatchString(*c.RoleArn) {
+			return nil, invalidParameter("CognitoStreams.RoleArn: %q is not an IAM role ARN", *c.RoleArn)
 		}
-		if c.StreamName != nil {
-			if len(*c.StreamName) < 1 || len(*c.StreamName) > 128 {
-				return nil, invalidParameter("CognitoStreams.StreamName: must be 1 to 128 characters")
-			}
-			streams.StreamName = *c.StreamName
-		}
-		if c.RoleArn != nil {
-			if !roleARN.MatchString(*c.RoleArn) {
-				return nil, invalidParameter("CognitoStreams.RoleArn: %q is not an IAM role ARN", *c.RoleArn)
-			}
-			streams.RoleARN = *c.RoleArn
-		}
-		if c.StreamingStatus != nil {
-			if *c.StreamingStatus != "ENABLED" && *c.StreamingStatus != "DISABLED" {
-				return nil, invalidParameter("CognitoStreams.StreamingStatus: must be ENABLED or DISABLED, got %q", *c.StreamingStatus)
-			}
-			streams.StreamingStatus = *c.StreamingStatus
+		if c.StreamingStatus != nil && *c.StreamingStatus != "ENABLED" && *c.StreamingStatus != "DISABLED" {
+			return nil, invalidParameter("CognitoStreams.StreamingStatus: must be ENABLED or DISABLED, got %q", *c.StreamingStatus)
 		}
 	}
-	// Everything is valid: write.
-	if pp != nil {
-		if len(pp.Apps) == 0 {
-			pp = &registry.PoolPush{}
-		}
-		if err := s.reg.SetPoolPush(r.Context(), pool, *pp); err != nil {
-			if errors.Is(err, registry.ErrInvalidPoolPush) || errors.Is(err, registry.ErrAppNotFound) {
-				return nil, invalidParameter("PushSync: %v", err)
+	// Apply the request to what is stored, in one transaction that runs
+	// again if another change came between: a member left out keeps its
+	// stored value, also when another call changes it meanwhile; an empty
+	// ApplicationArns list turns push sync off.
+	cfg, err := s.reg.UpdatePoolConfig(r.Context(), pool, func(cfg *registry.PoolConfig) error {
+		if ps := in.PushSync; ps != nil {
+			if apps != nil {
+				cfg.Push.Apps, cfg.Push.ApplicationARNs = apps, ps.ApplicationArns
 			}
-			return nil, err
+			if ps.RoleArn != nil {
+				cfg.Push.RoleARN = *ps.RoleArn
+			}
 		}
-	}
-	if streams != nil {
-		if err := s.reg.SetPoolStreams(r.Context(), pool, streams); err != nil {
-			return nil, err
+		if c := in.CognitoStreams; c != nil {
+			st := registry.Streams{}
+			if cfg.Streams != nil {
+				st = *cfg.Streams
+			}
+			if c.StreamName != nil {
+				st.StreamName = *c.StreamName
+			}
+			if c.RoleArn != nil {
+				st.RoleARN = *c.RoleArn
+			}
+			if c.StreamingStatus != nil {
+				st.StreamingStatus = *c.StreamingStatus
+			}
+			cfg.Streams = &st
 		}
+		return nil
+	})
+	if errors.Is(err, registry.ErrInvalidPoolPush) {
+		// An app was deleted or replaced since it was checked above.
+		return nil, invalidParameter("PushSync: %s", trimRegistry(errors.Unwrap(err)))
 	}
-	return s.poolConfiguration(r, pool)
+	if err != nil {
+		return nil, err
+	}
+	return s.configurationOf(pool, cfg), nil
 }
 
 // ARN returns the platform application ARN of an app for a platform, as
