@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -186,5 +187,36 @@ func TestSetPoolConfigurationWritesAllOrNothing(t *testing.T) {
 	}
 	if got, want := aws.StringValueSlice(after.PushSync.ApplicationArns), aws.StringValueSlice(before.PushSync.ApplicationArns); !slices.Equal(got, want) || after.CognitoStreams != nil {
 		t.Errorf("after a failed call the configuration is %+v, want it unchanged: %+v", after, before)
+	}
+}
+
+// A PushSync with only a RoleArn, for a pool that has no platform
+// applications, turns nothing on: it is refused with what is missing
+// rather than answered with PushSync null as if it had been stored.
+func TestSetPoolConfigurationRoleWithoutApplications(t *testing.T) {
+	f := newFixture(t)
+	dev := f.developer()
+	role := "arn:aws:iam::123456789012:role/CognitoPushRole"
+	_, err := dev.SetIdentityPoolConfiguration(&cognitosync.SetIdentityPoolConfigurationInput{
+		IdentityPoolId: aws.String(pool),
+		PushSync:       &cognitosync.PushSync{RoleArn: aws.String(role)},
+		CognitoStreams: &cognitosync.CognitoStreams{StreamName: aws.String("events")},
+	})
+	expectErr(t, "a role without applications", err, "InvalidParameterException", 400)
+	if err == nil || !strings.Contains(err.Error(), "PushSync.ApplicationArns") {
+		t.Errorf("error %v does not say that PushSync.ApplicationArns are needed", err)
+	}
+	got, err := dev.GetIdentityPoolConfiguration(&cognitosync.GetIdentityPoolConfigurationInput{IdentityPoolId: aws.String(pool)})
+	if err != nil || got.PushSync != nil || got.CognitoStreams != nil {
+		t.Fatalf("after a refused call: %+v %v, want nothing stored", got, err)
+	}
+
+	f.configure()
+	set, err := dev.SetIdentityPoolConfiguration(&cognitosync.SetIdentityPoolConfigurationInput{
+		IdentityPoolId: aws.String(pool),
+		PushSync:       &cognitosync.PushSync{RoleArn: aws.String(role + "2")},
+	})
+	if err != nil || set.PushSync == nil || aws.StringValue(set.PushSync.RoleArn) != role+"2" || len(set.PushSync.ApplicationArns) != 3 {
+		t.Fatalf("a role for a pool with applications: %+v %v", set, err)
 	}
 }

@@ -325,6 +325,9 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 				cfg.Push.Apps, cfg.Push.ApplicationARNs = apps, ps.ApplicationArns
 			}
 			if ps.RoleArn != nil {
+				if ps.ApplicationArns == nil && len(cfg.Push.Apps) == 0 {
+					return invalidParameter("PushSync.RoleArn: identity pool %s has no platform applications, and a role alone does not turn push sync on; give PushSync.ApplicationArns with it", pool)
+				}
 				cfg.Push.RoleARN = *ps.RoleArn
 			}
 		}
