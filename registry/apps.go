@@ -2,8 +2,11 @@ package registry
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -216,6 +219,9 @@ func checkAuthKey(p8 string) error {
 }
 
 func checkServiceAccount(js string) error {
+	if strings.TrimSpace(js) == "" {
+		return errors.New("is required: the service account's JSON key file, as the Firebase console downloads it")
+	}
 	var sa struct {
 		Type        string `json:"type"`
 		ClientEmail string `json:"client_email"`
@@ -223,12 +229,70 @@ func checkServiceAccount(js string) error {
 		TokenURI    string `json:"token_uri"`
 	}
 	if err := json.Unmarshal([]byte(js), &sa); err != nil {
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &te) && te.Field == "":
+			return fmt.Errorf("must be a service account key file, a JSON object, got a JSON %s", te.Value)
+		case errors.As(err, &te):
+			return fmt.Errorf("member %s must be a string, got a JSON %s", te.Field, te.Value)
+		}
 		return fmt.Errorf("not JSON: %v", err)
 	}
 	if sa.Type != "service_account" || sa.ClientEmail == "" || sa.PrivateKey == "" || sa.TokenURI == "" {
 		return errors.New(`must be a service account key file (type "service_account" with client_email, private_key and token_uri)`)
 	}
+	if err := checkServiceAccountKey(sa.PrivateKey); err != nil {
+		return fmt.Errorf("private_key %v; give the key file as Google issued it", err)
+	}
 	return nil
+}
+
+// checkServiceAccountKey checks that key is what Google signs its OAuth
+// token requests with: a PEM RSA private key, PKCS#8 as Google issues it
+// or PKCS#1.
+func checkServiceAccountKey(key string) error {
+	block, _ := pem.Decode([]byte(key))
+	switch {
+	case block == nil && strings.Contains(key, `\n`):
+		return errors.New(`is not PEM: its line breaks are the two characters \n, escaped once too often`)
+	case block == nil:
+		return errors.New("is not PEM (-----BEGIN PRIVATE KEY----- and base64 lines), or its base64 is damaged")
+	case block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+		return errors.New("is encrypted")
+	}
+	var parsed any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("is no PKCS#8 private key, it is damaged: %v", err)
+		}
+	case "RSA PRIVATE KEY":
+		parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("is no PKCS#1 RSA private key, it is damaged: %v", err)
+		}
+	default:
+		return fmt.Errorf("holds a PEM %q block, not a PRIVATE KEY", block.Type)
+	}
+	if _, ok := parsed.(*rsa.PrivateKey); !ok {
+		return fmt.Errorf("is an %s key, but service account keys are RSA", keyAlgorithm(parsed))
+	}
+	return nil
+}
+
+// keyAlgorithm names the algorithm of a parsed private key.
+func keyAlgorithm(key any) string {
+	switch key.(type) {
+	case *ecdsa.PrivateKey:
+		return "ECDSA"
+	case ed25519.PrivateKey:
+		return "Ed25519"
+	case *ecdh.PrivateKey:
+		return "X25519"
+	}
+	return fmt.Sprintf("%T", key)
 }
 
 // PutApp creates or replaces a platform app and raises its revision.

@@ -264,7 +264,7 @@ func certPEM(t *testing.T) string {
 		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }
 
-const serviceAccount = `{"type":"service_account","project_id":"demo","client_email":"push@demo.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n","token_uri":"https://oauth2.googleapis.com/token"}`
+var serviceAccount = serviceAccountFile("demo")
 
 func TestAppValidation(t *testing.T) {
 	key := p8(t)

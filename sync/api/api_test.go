@@ -135,7 +135,7 @@ func p8(t testing.TB) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }
 
-const serviceAccount = `{"type":"service_account","project_id":"demo","client_email":"push@demo.iam.gserviceaccount.com","private_key":"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n","token_uri":"https://oauth2.googleapis.com/token"}`
+var serviceAccount = serviceAccountFile("demo")
 
 // configure registers two apps and turns push sync on for the pool.
 func (f *fixture) configure() {
