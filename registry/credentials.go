@@ -27,8 +27,18 @@ func (r *Registry) credentialKey(accessKeyID string) string {
 	return r.prefix + ":cred:{" + accessKeyID + "}"
 }
 
+// credentialGrace is how long a credential's record stays in Redis after
+// the credential expires, so that a request signed with it is told that
+// it expired (which makes AWS SDKs fetch new credentials and retry) rather
+// than that it is unknown (which they do not retry).
+const credentialGrace = time.Hour
+
+// ErrCredentialExpired is returned, wrapping ErrNoCredential, for a
+// credential that has expired.
+var ErrCredentialExpired = fmt.Errorf("%w: it has expired", ErrNoCredential)
+
 // IssueCredential mints a credential for an identity, valid for ttl. The
-// record expires from Redis with it.
+// record leaves Redis an hour after the credential expires.
 func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (IdentityCredential, error) {
 	if err := validateIdentity(pool, identity); err != nil {
 		return IdentityCredential{}, err
@@ -48,7 +58,7 @@ func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, t
 	if err != nil {
 		return IdentityCredential{}, err
 	}
-	ok, err := r.rdb.SetNX(ctx, r.credentialKey(c.AccessKeyID), r.seal(data, "cred:"+c.AccessKeyID), ttl).Result()
+	ok, err := r.rdb.SetNX(ctx, r.credentialKey(c.AccessKeyID), r.seal(data, "cred:"+c.AccessKeyID), ttl+credentialGrace).Result()
 	if err != nil {
 		return IdentityCredential{}, fmt.Errorf("registry: store credential: %w", err)
 	}
@@ -59,7 +69,10 @@ func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, t
 }
 
 // Credential returns the identity credential of an access key id, or
-// ErrNoCredential if there is none or it has expired.
+// ErrNoCredential if there is none. For a credential that has expired, up
+// to an hour before, it returns the credential with ErrCredentialExpired,
+// so that the caller can check the request's signature before it answers
+// that the credential expired; one that expired longer ago is none.
 func (r *Registry) Credential(ctx context.Context, accessKeyID string) (IdentityCredential, error) {
 	stored, err := r.rdb.Get(ctx, r.credentialKey(accessKeyID)).Result()
 	if err == redis.Nil {
@@ -76,8 +89,11 @@ func (r *Registry) Credential(ctx context.Context, accessKeyID string) (Identity
 	if err := json.Unmarshal(data, &c); err != nil {
 		return IdentityCredential{}, fmt.Errorf("registry: credential %s is corrupt: %w", accessKeyID, err)
 	}
-	if !r.now().Before(c.Expiration) {
-		return IdentityCredential{}, fmt.Errorf("registry: %w: %s has expired", ErrNoCredential, accessKeyID)
+	switch now := r.now(); {
+	case !now.Before(c.Expiration.Add(credentialGrace)):
+		return IdentityCredential{}, fmt.Errorf("registry: %w: %s expired at %s", ErrNoCredential, accessKeyID, c.Expiration.Format(time.RFC3339))
+	case !now.Before(c.Expiration):
+		return c, fmt.Errorf("registry: %s: %w at %s", accessKeyID, ErrCredentialExpired, c.Expiration.Format(time.RFC3339))
 	}
 	return c, nil
 }

@@ -210,16 +210,19 @@ func (s *Server) lookup(ctx context.Context, accessKeyID string) (sigv4.Credenti
 		return sigv4.Credential{AccessKeyID: accessKeyID, SecretAccessKey: s.opts.DeveloperSecretAccessKey}, nil
 	}
 	c, err := s.reg.Credential(ctx, accessKeyID)
-	if errors.Is(err, registry.ErrNoCredential) {
+	expired := errors.Is(err, registry.ErrCredentialExpired)
+	switch {
+	case expired:
+		// Refused by the verifier, once the signature proves the
+		// caller holds the secret.
+	case errors.Is(err, registry.ErrNoCredential):
 		return sigv4.Credential{}, sigv4.ErrUnknownAccessKey
-	}
-	if err != nil {
+	case err != nil:
 		return sigv4.Credential{}, err
-	}
-	if holder != nil {
+	case holder != nil:
 		*holder = principal{accessKeyID: accessKeyID, pool: c.IdentityPoolID, identity: c.IdentityID}
 	}
-	return sigv4.Credential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}, nil
+	return sigv4.Credential{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken, Expired: expired}, nil
 }
 
 // request is what a handler gets: the verified principal and the body.

@@ -737,7 +737,7 @@ func TestAuthorizationConfinesIdentityCredentials(t *testing.T) {
 	brief.list(ds, 0) // valid now
 	time.Sleep(time.Until(short.Expiration) + 100*time.Millisecond)
 	_, err = brief.c.ListRecords(brief.listInput(ds, 0))
-	wantError(t, "expired credentials", err, "UnrecognizedClientException", http.StatusForbidden, "")
+	wantError(t, "expired credentials", err, "ExpiredTokenException", http.StatusForbidden, "")
 	// A wrong session token with a valid key is refused too.
 	valid, err := s.reg.IssueCredential(ctx, poolID, y.id, time.Minute)
 	if err != nil {

@@ -65,6 +65,14 @@ var (
 		Message: msgInvalidToken,
 		Status:  http.StatusForbidden,
 	}
+	// ErrExpiredToken means the request is signed correctly with a
+	// temporary credential that has expired. AWS SDKs answer it by
+	// fetching new credentials and retrying.
+	ErrExpiredToken = &Error{
+		Code:    "ExpiredTokenException",
+		Message: msgExpiredToken,
+		Status:  http.StatusForbidden,
+	}
 	// ErrInvalidSecurityToken means the X-Amz-Security-Token header does not
 	// match the session token of the credential (or is missing or extra).
 	ErrInvalidSecurityToken = &Error{
@@ -83,6 +91,7 @@ var (
 
 const (
 	msgInvalidToken = "The security token included in the request is invalid."
+	msgExpiredToken = "The security token included in the request is expired"
 	msgMismatch     = "The request signature we calculated does not match the signature you provided. " +
 		"Check your AWS Secret Access Key and signing method."
 	msgContentSHA = "The provided 'x-amz-content-sha256' header does not match what was computed."

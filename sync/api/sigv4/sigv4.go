@@ -36,12 +36,17 @@ type Credential struct {
 	// SessionToken is non-empty for temporary credentials: the request must
 	// then carry it in X-Amz-Security-Token.
 	SessionToken string
+	// Expired marks a temporary credential that has expired: a request
+	// signed with it is refused with ErrExpiredToken once its signature
+	// checks, so that only the holder of the secret learns it.
+	Expired bool
 }
 
 // Lookup finds the credential of an access key id. It returns
 // ErrUnknownAccessKey (or an error wrapping it) when there is none, and other
 // errors for lookup failures; Verify passes those through wrapped rather than
-// turning them into authentication failures.
+// turning them into authentication failures. An expired credential is
+// returned with Expired set.
 type Lookup func(ctx context.Context, accessKeyID string) (Credential, error)
 
 // DefaultMaxSkew is the clock difference allowed when Verifier.MaxSkew is 0.
@@ -201,6 +206,9 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (*Result, error) {
 	}
 	if !match {
 		return nil, newError(ErrSignatureMismatch, msgMismatch)
+	}
+	if cred.Expired {
+		return nil, newError(ErrExpiredToken, msgExpiredToken)
 	}
 
 	return &Result{
