@@ -62,12 +62,21 @@ func deadLetterList(c *cli, v *cmdFlags) error {
 	return tw.Flush()
 }
 
+// parseSeq reads the SEQ argument: a dead letter's sequence number.
+func parseSeq(v *cmdFlags) (uint64, error) {
+	seq, err := strconv.ParseUint(v.arg, 10, 64)
+	if err != nil || seq == 0 {
+		return 0, &usageError{cmd: v.cmd, msg: fmt.Sprintf("SEQ must be a dead letter's sequence number, a positive integer, got %q", v.arg)}
+	}
+	return seq, nil
+}
+
 // deadLetterReplay replays one dead letter, or every one with -all.
 func deadLetterReplay(c *cli, v *cmdFlags) error {
 	var seqs []uint64
 	switch {
 	case v.all && v.arg != "":
-		return fmt.Errorf("give a sequence or -all, not both")
+		return &usageError{cmd: v.cmd, msg: "deadletter replay takes SEQ or -all, not both"}
 	case v.all:
 		var after int64
 		for {
@@ -84,11 +93,11 @@ func deadLetterReplay(c *cli, v *cmdFlags) error {
 			}
 		}
 	case v.arg == "":
-		return fmt.Errorf("deadletter replay needs SEQ or -all")
+		return &usageError{cmd: v.cmd, msg: "deadletter replay needs SEQ or -all"}
 	default:
-		seq, err := strconv.ParseUint(v.arg, 10, 64)
+		seq, err := parseSeq(v)
 		if err != nil {
-			return fmt.Errorf("SEQ must be a dead letter's sequence number, got %q", v.arg)
+			return err
 		}
 		seqs = append(seqs, seq)
 	}
@@ -103,9 +112,9 @@ func deadLetterReplay(c *cli, v *cmdFlags) error {
 
 // deadLetterDiscard drops one dead letter.
 func deadLetterDiscard(c *cli, v *cmdFlags) error {
-	seq, err := strconv.ParseUint(v.arg, 10, 64)
+	seq, err := parseSeq(v)
 	if err != nil {
-		return fmt.Errorf("SEQ must be a dead letter's sequence number, got %q", v.arg)
+		return err
 	}
 	if _, err := c.admin(http.MethodDelete, fmt.Sprintf("/admin/v1/deadletters/%d", seq), nil); err != nil {
 		return err

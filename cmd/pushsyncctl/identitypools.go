@@ -40,7 +40,7 @@ func poolBody(v *cmdFlags) (*identityPool, error) {
 	p := &identityPool{Region: v.poolRegion, Name: v.name, AllowUnauthenticated: v.allowUnauthenticated, OpenIDProviders: []openIDProvider{}}
 	if v.oidcIssuer == "" {
 		if v.oidcClientIDs != "" || v.oidcJWKSURL != "" {
-			return nil, fmt.Errorf("-oidc-client-ids and -oidc-jwks-url need -oidc-issuer")
+			return nil, &usageError{cmd: v.cmd, msg: "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"}
 		}
 		return p, nil
 	}
@@ -51,7 +51,7 @@ func poolBody(v *cmdFlags) (*identityPool, error) {
 		}
 	}
 	if len(ids) == 0 {
-		return nil, fmt.Errorf("-oidc-issuer needs -oidc-client-ids")
+		return nil, &usageError{cmd: v.cmd, msg: "-oidc-issuer needs -oidc-client-ids"}
 	}
 	p.OpenIDProviders = append(p.OpenIDProviders, openIDProvider{Issuer: v.oidcIssuer, ClientIDs: ids, JWKSURL: v.oidcJWKSURL})
 	return p, nil
@@ -87,7 +87,7 @@ func identityPoolUpdate(c *cli, v *cmdFlags) error {
 		return err
 	}
 	if v.poolRegion != "" {
-		return fmt.Errorf("-region applies only to identitypool create")
+		return &usageError{cmd: v.cmd, msg: "-region applies only to identitypool create"}
 	}
 	raw, err := c.admin(http.MethodPut, poolPath(v.arg), body)
 	if err != nil {

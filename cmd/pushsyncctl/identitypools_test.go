@@ -51,7 +51,7 @@ func TestIdentityPools(t *testing.T) {
 	}
 
 	d.ctlFail(d.env, 1, []string{"InvalidParameterException"}, "identitypool", "create", "-name", "bad", "-oidc-issuer", "ftp://x", "-oidc-client-ids", "a")
-	d.ctlFail(d.env, 1, []string{"-oidc-issuer needs -oidc-client-ids"}, "identitypool", "create", "-name", "bad", "-oidc-issuer", "https://x")
+	d.ctlFail(d.env, 2, []string{"-oidc-issuer needs -oidc-client-ids", "usage: pushsyncctl [global flags] identitypool create"}, "identitypool", "create", "-name", "bad", "-oidc-issuer", "https://x")
 	d.ctl("identitypool", "delete", id)
 	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException"}, "identitypool", "show", id)
 }

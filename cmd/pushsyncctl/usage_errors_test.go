@@ -1,0 +1,36 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// Command line mistakes of the dead-letter and identity pool commands are
+// usage errors, as every other command's are: the message, the command's
+// usage, exit status 2, and no request sent.
+func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
+	// An API that cannot be reached: a command that sent a request would
+	// exit 1 saying so.
+	env := map[string]string{"PUSHSYNCCTL_ENDPOINT": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "AKIAPUSHSYNCTEST0001", "AWS_SECRET_ACCESS_KEY": "secret"}
+	const pool = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"deadletter", "replay", "3", "-all"}, "deadletter replay takes SEQ or -all, not both"},
+		{[]string{"deadletter", "replay"}, "deadletter replay needs SEQ or -all"},
+		{[]string{"deadletter", "replay", "three"}, `SEQ must be a dead letter's sequence number, a positive integer, got "three"`},
+		{[]string{"deadletter", "discard", "1st"}, `SEQ must be a dead letter's sequence number, a positive integer, got "1st"`},
+		{[]string{"deadletter", "discard", "0"}, `SEQ must be a dead letter's sequence number, a positive integer, got "0"`},
+		{[]string{"identitypool", "create", "-name", "n", "-oidc-client-ids", "app"}, "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"},
+		{[]string{"identitypool", "create", "-name", "n", "-oidc-issuer", "https://login.example.com"}, "-oidc-issuer needs -oidc-client-ids"},
+		{[]string{"identitypool", "update", pool, "-name", "n", "-oidc-jwks-url", "https://login.example.com/keys"}, "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"},
+		{[]string{"identitypool", "update", pool, "-name", "n", "-region", "eu-west-1"}, "-region applies only to identitypool create"},
+	} {
+		r := ctlEnv(env, tt.args...)
+		usage := "usage: pushsyncctl [global flags] " + strings.Join(tt.args[:2], " ")
+		if r.code != 2 || !strings.Contains(r.stderr, "pushsyncctl: "+tt.want) || !strings.Contains(r.stderr, usage) || r.stdout != "" {
+			t.Errorf("pushsyncctl %s: %s\nwant exit 2, %q and the command's usage", strings.Join(tt.args, " "), r, tt.want)
+		}
+	}
+}
