@@ -211,6 +211,15 @@ func (c *cli) printJSON(raw []byte) error {
 	return err
 }
 
+// printValue writes v as indented JSON.
+func (c *cli) printValue(v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.printJSON(raw)
+}
+
 // printSDKJSON writes an AWS SDK output shape as the API's JSON, indented.
 func (c *cli) printSDKJSON(v any) error {
 	raw, err := jsonutil.BuildJSON(v)

@@ -73,7 +73,7 @@ func parseSeq(v *cmdFlags) (uint64, error) {
 
 // deadLetterReplay replays one dead letter, or every one with -all.
 func deadLetterReplay(c *cli, v *cmdFlags) error {
-	var seqs []uint64
+	seqs := []uint64{}
 	switch {
 	case v.all && v.arg != "":
 		return &usageError{cmd: v.cmd, msg: "deadletter replay takes SEQ or -all, not both"}
@@ -106,6 +106,9 @@ func deadLetterReplay(c *cli, v *cmdFlags) error {
 			return err
 		}
 	}
+	if c.output == "json" {
+		return c.printValue(map[string][]uint64{"replayed": seqs})
+	}
 	_, err := fmt.Fprintf(c.stdout, "replayed %d dead letter(s)\n", len(seqs))
 	return err
 }
@@ -118,6 +121,9 @@ func deadLetterDiscard(c *cli, v *cmdFlags) error {
 	}
 	if _, err := c.admin(http.MethodDelete, fmt.Sprintf("/admin/v1/deadletters/%d", seq), nil); err != nil {
 		return err
+	}
+	if c.output == "json" {
+		return c.printValue(map[string][]uint64{"discarded": {seq}})
 	}
 	_, err = fmt.Fprintf(c.stdout, "discarded dead letter %d\n", seq)
 	return err

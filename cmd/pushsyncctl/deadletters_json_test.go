@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/testenv"
+)
+
+// deadletter replay and discard answer -o json with JSON, as every other
+// command does, naming the dead letters they replayed or discarded.
+func TestDeadLetterReplayAndDiscardPrintJSON(t *testing.T) {
+	d := startDaemon(t)
+	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000011", "us-east-1:0dead000-0000-4000-8000-000000000012"
+	const token = "fcm-dead-letter-json-registration-token"
+	d.serviceAccount("sa.json")
+	d.ctl("app", "create", "-name", "dlj-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
+	d.ctl("pool", "set-push", pool, "-gcm", "dlj-android")
+	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", token))
+	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+
+	decode := func(out string) map[string][]uint64 {
+		t.Helper()
+		var v map[string][]uint64
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatalf("output is not the JSON wanted: %v\n%s", err, out)
+		}
+		return v
+	}
+	deadLetter := func(syncCount string, n float64) uint64 {
+		t.Helper()
+		d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", syncCount)
+		testenv.WaitMetric(t, d.http, n, "pushsync_events_consumed_total", "result", "dead_lettered")
+		var list struct {
+			DeadLetters []struct {
+				Sequence uint64 `json:"sequence"`
+			} `json:"deadLetters"`
+		}
+		if err := json.Unmarshal([]byte(d.ctl("-o", "json", "deadletter", "list")), &list); err != nil || len(list.DeadLetters) != 1 {
+			t.Fatalf("dead letters: %+v %v", list, err)
+		}
+		return list.DeadLetters[0].Sequence
+	}
+
+	if got := decode(d.ctl("-o", "json", "deadletter", "replay", "-all")); got["replayed"] == nil || len(got["replayed"]) != 0 {
+		t.Errorf("replay -all of none: %v, want an empty replayed list", got)
+	}
+	d.fcm.FailToken(token, fcmtest.Internal())
+	first := deadLetter("1", 1)
+	if got := decode(d.ctl("-o", "json", "deadletter", "discard", fmt.Sprint(first))); !slices.Equal(got["discarded"], []uint64{first}) {
+		t.Errorf("discard %d: %v", first, got)
+	}
+	second := deadLetter("2", 2)
+	d.fcm.ClearFailures()
+	if got := decode(d.ctl("-o", "json", "deadletter", "replay", "-all")); !slices.Equal(got["replayed"], []uint64{second}) {
+		t.Errorf("replay -all: %v, want [%d]", got, second)
+	}
+}
