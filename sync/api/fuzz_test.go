@@ -3,6 +3,7 @@
 package api_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -55,6 +56,9 @@ func FuzzRequest(f *testing.F) {
 			return
 		}
 		res, err := http.DefaultClient.Do(req)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("%s %s %q: the server dropped the connection (a panic?): %v", method, path, body, err)
+		}
 		if err != nil {
 			return // the client refused to send it
 		}
