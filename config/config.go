@@ -27,7 +27,9 @@ const (
 // Config is the whole configuration of pushsyncd. Its zero value is not
 // useful; start from Default, Load or Parse.
 type Config struct {
-	// Role is what this process runs: "worker" or "dev". If not set, "worker".
+	// Role is what this process runs: "worker" (consume events, send
+	// pushes), "api" (the HTTP APIs), "all" (both) or "dev" (a whole local
+	// stack with emulators). If not set, "worker".
 	Role string `yaml:"role" json:"role"`
 	// Log configures the process log.
 	Log LogConfig `yaml:"log" json:"log"`
@@ -223,8 +225,9 @@ type DispatcherConfig struct {
 	// up: -1 for unlimited, or at least 1. If not set, 20.
 	MaxDeliver int `yaml:"max_deliver" json:"max_deliver"`
 	// MaxAckPending is how many events may be delivered but unacknowledged
-	// across all workers, at least 1; keep it above the number of worker
-	// processes times Workers. If not set, 4096.
+	// across all workers, at least 1. A process holds up to twice Workers
+	// (as many handled, as many pulled ahead), so keep it at least the
+	// number of worker processes times 2 × Workers. If not set, 4096.
 	MaxAckPending int `yaml:"max_ack_pending" json:"max_ack_pending"`
 	// Workers is how many events one process handles at once, 1 to 10000.
 	// Each is held for its pushes' round trips, so throughput is about

@@ -51,8 +51,10 @@ func TestKubernetesAutoscalerFitsAckPending(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if need := maxReplicas * cfg.Dispatcher.Workers; cfg.Dispatcher.MaxAckPending < need {
-		t.Errorf("the ConfigMap's dispatcher.max_ack_pending is %d, below the HPA's maxReplicas (%d) x dispatcher.workers (%d) = %d",
+	// Each worker holds up to twice dispatcher.workers: as many handled
+	// and as many pulled ahead.
+	if need := maxReplicas * 2 * cfg.Dispatcher.Workers; cfg.Dispatcher.MaxAckPending < need {
+		t.Errorf("the ConfigMap's dispatcher.max_ack_pending is %d, below the HPA's maxReplicas (%d) x 2 x dispatcher.workers (%d) = %d",
 			cfg.Dispatcher.MaxAckPending, maxReplicas, cfg.Dispatcher.Workers, need)
 	}
 }
