@@ -32,7 +32,9 @@ func unitEnv(t *testing.T, path, credDir string) []string {
 // "address already in use" and systemd restarts it forever.
 func TestSystemdUnitsShareAMachine(t *testing.T) {
 	credDir := t.TempDir()
+	// The files the units' LoadCredential= lines hand over.
 	must(t, os.WriteFile(filepath.Join(credDir, "master_key"), []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(credDir, "developer_secret"), []byte("0123456789abcdef0123456789\n"), 0o600))
 	used := map[string]string{} // port -> what listens on it
 	listen := func(what, addr string) {
 		_, port, err := net.SplitHostPort(addr)
@@ -47,7 +49,9 @@ func TestSystemdUnitsShareAMachine(t *testing.T) {
 	for _, role := range []string{"api", "worker"} {
 		unit := "pushsyncd-" + role + ".service"
 		env := append(unitEnv(t, filepath.Join(deployDir, "systemd", unit), credDir), "PUSHSYNC_ROLE="+role)
-		cfg, err := config.Parse(nil, env, "")
+		// The one pushsyncd.yaml of docs/deploy.md names the developer key
+		// id; its secret comes from the api unit.
+		cfg, err := config.Parse([]byte("api: {developer_access_key_id: AKIAPUSHSYNCDEPLOY01}\n"), env, "")
 		if err != nil {
 			t.Fatalf("%s: %v", unit, err)
 		}
