@@ -16,6 +16,9 @@
 // limit is enforced with REFUSED_STREAM), flow control in both directions,
 // PING, RST_STREAM, GOAWAY on protocol errors, stream identifiers checked,
 // header blocks of any length, and request bodies up to MaxRequestBody.
+// The bodies of requests still arriving count against the connection's
+// receive window until they are answered, so one connection never makes
+// the server hold more of them than that window (16 MiB).
 package h2server
 
 import (
@@ -303,8 +306,14 @@ type stream struct {
 	answered    bool // the answer's HEADERS are written
 	recvWindow  int32
 	recvUnacked int32
-	sendWindow  int32
-	pending     []byte // answer body the windows did not yet let out
+	// held is what body bytes of the request, still being read, took of
+	// the connection's receive window: it is given back once the request
+	// is answered or its body dropped, so that the bodies a connection
+	// holds are bounded by connWindow rather than by the stream limit
+	// times MaxRequestBody.
+	held       int32
+	sendWindow int32
+	pending    []byte // answer body the windows did not yet let out
 }
 
 func newConn(s *Server, tc *tls.Conn) *conn {
@@ -443,6 +452,11 @@ func (c *conn) goAway(code http2.ErrCode) {
 // resetStream ends a stream with RST_STREAM. A malformed request on a new
 // stream still counts as opened.
 func (c *conn) resetStream(id uint32, code http2.ErrCode) error {
+	if st := c.streams[id]; st != nil {
+		if err := c.release(st); err != nil {
+			return err
+		}
+	}
 	delete(c.streams, id)
 	if id > c.maxID && id%2 == 1 {
 		c.maxID = id
@@ -480,6 +494,11 @@ func (c *conn) onFrame(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		if f.StreamID > c.maxID {
 			return protocolError() // idle stream
+		}
+		if st := c.streams[f.StreamID]; st != nil {
+			if err := c.release(st); err != nil {
+				return err
+			}
 		}
 		delete(c.streams, f.StreamID)
 	case *http2.PingFrame:
@@ -653,11 +672,12 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	c.recvWindow -= n
-	if err := c.replenish(0, &c.recvWindow, &c.recvUnacked, n, connWindow/4); err != nil {
-		return err
-	}
 	st := c.streams[id]
 	if st == nil || !st.reading {
+		// Nothing of it is kept.
+		if err := c.giveBack(n); err != nil {
+			return err
+		}
 		switch {
 		case id == 0 || id > c.maxID:
 			return protocolError()
@@ -666,6 +686,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		}
 		return c.resetStream(id, http2.ErrCodeStreamClosed)
 	}
+	st.held += n
 	if n > st.recvWindow {
 		return c.resetStream(id, http2.ErrCodeFlowControl)
 	}
@@ -674,8 +695,14 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	switch {
 	case st.answered:
 		// Answered early; the rest of the request is not wanted.
+		if err := c.release(st); err != nil {
+			return err
+		}
 	case len(st.body)+len(data) > MaxRequestBody:
 		st.body = nil
+		if err := c.release(st); err != nil {
+			return err
+		}
 		// If this frame ends the request, the stream closes with the
 		// answer: no RST_STREAM may follow it.
 		st.reading = !f.StreamEnded()
@@ -690,10 +717,11 @@ func (c *conn) onData(f *http2.DataFrame) error {
 }
 
 // replenish notes n bytes of a receive window consumed and gives them back
-// with WINDOW_UPDATE once at least threshold are owed.
+// with WINDOW_UPDATE once at least threshold are owed, or the window left
+// is below threshold (held bodies may have taken the rest).
 func (c *conn) replenish(id uint32, window, unacked *int32, n, threshold int32) error {
 	*unacked += n
-	if *unacked < threshold {
+	if *unacked == 0 || *unacked < threshold && *window >= threshold {
 		return nil
 	}
 	if err := c.fr.WriteWindowUpdate(id, uint32(*unacked)); err != nil {
@@ -704,10 +732,25 @@ func (c *conn) replenish(id uint32, window, unacked *int32, n, threshold int32) 
 	return nil
 }
 
+// giveBack returns n bytes of the connection's receive window.
+func (c *conn) giveBack(n int32) error {
+	return c.replenish(0, &c.recvWindow, &c.recvUnacked, n, connWindow/4)
+}
+
+// release gives back the connection window st's body held.
+func (c *conn) release(st *stream) error {
+	n := st.held
+	st.held = 0
+	return c.giveBack(n)
+}
+
 // endOfRequest answers a request read whole, unless it was answered
 // early, in which case the stream ends once the answer is out.
 func (c *conn) endOfRequest(st *stream) error {
 	st.reading = false
+	if err := c.release(st); err != nil {
+		return err
+	}
 	if !st.answered {
 		return c.answer(st)
 	}
