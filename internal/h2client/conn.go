@@ -332,6 +332,10 @@ func (c *conn) release() {
 func (c *conn) releaseLocked() (wasFull, drained bool) {
 	wasFull = c.reserved >= int(c.maxStreams)
 	c.reserved--
+	if c.reserved == 0 && !c.goingAway && c.t.retired.Load() {
+		// Made for a retired Transport: it takes no more streams.
+		c.goingAway = true
+	}
 	return wasFull, c.goingAway && c.reserved == 0 && c.err == nil
 }
 
@@ -746,7 +750,8 @@ func (c *conn) goAwayError() *GoAwayError {
 }
 
 // health PINGs a connection silent for ReadIdleTimeout and closes it when
-// the answer does not come within PingTimeout.
+// the answer does not come within PingTimeout. It also closes a connection
+// of a retired Transport that no request took.
 func (c *conn) health() {
 	idle, timeout := c.t.readIdle(), c.t.pingTimeout()
 	tick := time.NewTicker(min(idle, timeout) / 2)
@@ -758,6 +763,9 @@ func (c *conn) health() {
 		case <-c.done:
 			return
 		case now := <-tick.C:
+			if c.t.retired.Load() {
+				c.closeIfIdle()
+			}
 			if n := c.reads.Load(); n != last {
 				last, quietSince, pingAt = n, now, time.Time{}
 				continue

@@ -73,8 +73,9 @@ type Transport struct {
 	// table with values never seen again.
 	NeverIndex func(name string) bool
 
-	mu    sync.Mutex
-	pools map[string]*pool
+	mu      sync.Mutex
+	pools   map[string]*pool
+	retired atomic.Bool // Retire was called
 }
 
 // errUnprocessed marks a request the server has not processed, which may
@@ -158,9 +159,12 @@ func (t *Transport) CloseIdleConnections() {
 
 // Retire closes every connection as soon as no request is in flight on
 // it: an idle one at once, a busy one when its last request ends. Requests
-// made afterwards open new connections. It is for a transport about to be
-// dropped, whose busy connections CloseIdleConnections would leave open.
+// made afterwards open new connections, which close in the same way, as
+// do connections being dialled when Retire is called. It is for a
+// transport about to be dropped, whose busy connections
+// CloseIdleConnections would leave open.
 func (t *Transport) Retire() {
+	t.retired.Store(true)
 	t.eachConn((*conn).retire)
 }
 
