@@ -75,11 +75,15 @@ func (e *fetchError) Error() string { return e.err.Error() }
 
 func newKeyCache(client *http.Client, now func() time.Time, log zerolog.Logger) *keyCache {
 	c := *client
-	// Follow redirects only to URLs a key set may be fetched from.
+	// Follow redirects only to URLs a key set may be fetched from, and
+	// never from https to plain http.
 	next := client.CheckRedirect
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if err := checkKeysURL(req.URL); err != nil {
 			return err
+		}
+		if len(via) > 0 && via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("signing keys from https://%s are fetched only over https, not from a redirect to %s://%s", via[0].URL.Host, req.URL.Scheme, req.URL.Host)
 		}
 		if next != nil {
 			return next(req, via)
