@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -36,6 +37,11 @@ const credentialGrace = time.Hour
 // ErrCredentialExpired is returned, wrapping ErrNoCredential, for a
 // credential that has expired.
 var ErrCredentialExpired = fmt.Errorf("%w: it has expired", ErrNoCredential)
+
+// ErrCredentialUnreadable is returned for a credential whose record no
+// configured master key opens, or that is damaged: it can never be
+// checked again, and its holder needs a new one.
+var ErrCredentialUnreadable = errors.New("no configured master key opens its record")
 
 // IssueCredential mints a credential for an identity, valid for ttl. The
 // record leaves Redis an hour after the credential expires.
@@ -72,7 +78,8 @@ func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, t
 // ErrNoCredential if there is none. For a credential that has expired, up
 // to an hour before, it returns the credential with ErrCredentialExpired,
 // so that the caller can check the request's signature before it answers
-// that the credential expired; one that expired longer ago is none.
+// that the credential expired; one that expired longer ago is none. A
+// record that cannot be opened or read is ErrCredentialUnreadable.
 func (r *Registry) Credential(ctx context.Context, accessKeyID string) (IdentityCredential, error) {
 	stored, err := r.rdb.Get(ctx, r.credentialKey(accessKeyID)).Result()
 	if err == redis.Nil {
@@ -83,11 +90,11 @@ func (r *Registry) Credential(ctx context.Context, accessKeyID string) (Identity
 	}
 	data, err := r.open(stored, "cred:"+accessKeyID)
 	if err != nil {
-		return IdentityCredential{}, fmt.Errorf("registry: credential %s: %w", accessKeyID, err)
+		return IdentityCredential{}, fmt.Errorf("registry: credential %s: %w (%w)", accessKeyID, ErrCredentialUnreadable, err)
 	}
 	var c IdentityCredential
 	if err := json.Unmarshal(data, &c); err != nil {
-		return IdentityCredential{}, fmt.Errorf("registry: credential %s is corrupt: %w", accessKeyID, err)
+		return IdentityCredential{}, fmt.Errorf("registry: credential %s: %w: it is corrupt: %w", accessKeyID, ErrCredentialUnreadable, err)
 	}
 	switch now := r.now(); {
 	case !now.Before(c.Expiration.Add(credentialGrace)):

@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -217,6 +218,12 @@ func (s *Server) lookup(ctx context.Context, accessKeyID string) (sigv4.Credenti
 		// caller holds the secret.
 	case errors.Is(err, registry.ErrNoCredential):
 		return sigv4.Credential{}, sigv4.ErrUnknownAccessKey
+	case errors.Is(err, registry.ErrCredentialUnreadable):
+		// Its secret is lost with the master key that sealed it: the
+		// client is told it expired, so that its SDK fetches new
+		// credentials, which open.
+		s.log.Warn().Err(err).Msg("identity credentials no configured master key opens were refused as expired")
+		return sigv4.Credential{}, fmt.Errorf("%w: %w", sigv4.ErrExpiredToken, err)
 	case err != nil:
 		return sigv4.Credential{}, err
 	case holder != nil:

@@ -46,7 +46,10 @@ type Credential struct {
 // ErrUnknownAccessKey (or an error wrapping it) when there is none, and other
 // errors for lookup failures; Verify passes those through wrapped rather than
 // turning them into authentication failures. An expired credential is
-// returned with Expired set.
+// returned with Expired set. A credential that exists but can never be
+// checked again (its secret is lost) is ErrExpiredToken (or an error
+// wrapping it): Verify refuses the request with ErrExpiredToken without
+// checking its signature, so that the client fetches new credentials.
 type Lookup func(ctx context.Context, accessKeyID string) (Credential, error)
 
 // DefaultMaxSkew is the clock difference allowed when Verifier.MaxSkew is 0.
@@ -168,6 +171,9 @@ func (v *Verifier) Verify(r *http.Request, body []byte) (*Result, error) {
 	if err != nil {
 		if errors.Is(err, ErrUnknownAccessKey) {
 			return nil, newError(ErrUnknownAccessKey, msgInvalidToken)
+		}
+		if errors.Is(err, ErrExpiredToken) {
+			return nil, newError(ErrExpiredToken, msgExpiredToken)
 		}
 		return nil, fmt.Errorf("sigv4: looking up access key: %w", err)
 	}
