@@ -360,14 +360,14 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if err != nil {
 			return err
 		}
-		apiSrv, addrs.API, err = listen(a.Listen, "api.listen", srv.Handler(), log)
+		apiSrv, addrs.API, err = listen(a.Listen, "api.listen", srv.Handler(), requestReadTimeout, log)
 		if err != nil {
 			return err
 		}
 	}
 
 	var stopping atomic.Bool
-	ops, opsAddr, err := listen(cfg.HTTP.Listen, "http.listen", opsHandler(metrics, checks, &stopping), log)
+	ops, opsAddr, err := listen(cfg.HTTP.Listen, "http.listen", opsHandler(metrics, checks, &stopping), requestReadTimeout, log)
 	if err != nil {
 		return err
 	}
@@ -593,13 +593,20 @@ func opsHandler(metrics *prometheus.Registry, checks []check, stopping *atomic.B
 	return mux
 }
 
-// listen serves h on addr; key names the setting in errors.
-func listen(addr, key string, h http.Handler, log zerolog.Logger) (*http.Server, string, error) {
+// requestReadTimeout is how long a client may take to send one request,
+// headers and body: a body of the largest size the API takes (2 MiB) must
+// come at 35 KB/s at least. A client that sends slower, or not at all, is
+// cut off rather than holding its connection for good.
+const requestReadTimeout = time.Minute
+
+// listen serves h on addr; key names the setting in errors. A request must
+// be read within readTimeout, its headers within 10 s of it.
+func listen(addr, key string, h http.Handler, readTimeout time.Duration, log zerolog.Logger) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", key, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, readTimeout), ReadTimeout: readTimeout, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Str("listener", key).Msg("HTTP server stopped")
