@@ -332,6 +332,23 @@ type APIConfig struct {
 	// IdentityCredentialTTL is the lifetime of identity credentials issued
 	// through the admin API, 1m to 12h. If not set, 1h.
 	IdentityCredentialTTL Duration `yaml:"identity_credential_ttl" json:"identity_credential_ttl"`
+	// IdentityRateLimit is how many Cognito Identity calls that store
+	// something (GetId creating an unauthenticated identity,
+	// GetCredentialsForIdentity issuing a credential) one client address
+	// may make per second on average, 0 to 100000; more are answered
+	// TooManyRequestsException, which AWS SDKs retry. 0 turns the limit
+	// off. IPv6 clients are counted per /64. If not set, 10.
+	IdentityRateLimit int `yaml:"identity_rate_limit" json:"identity_rate_limit"`
+	// IdentityRateBurst is how many of those calls one client address may
+	// make at once, 1 to 100000. If not set, 50.
+	IdentityRateBurst int `yaml:"identity_rate_burst" json:"identity_rate_burst"`
+	// TrustedProxies are the load balancers and reverse proxies in front
+	// of the API, as CIDRs such as 10.0.0.0/8 or single addresses. A
+	// request whose TCP peer is one of them is taken to come from the
+	// right-most X-Forwarded-For address that is not; a request from any
+	// other peer, from that peer, whatever its X-Forwarded-For says. If
+	// not set, [] (every request comes from its TCP peer).
+	TrustedProxies []string `yaml:"trusted_proxies" json:"trusted_proxies"`
 	// OIDCRootCAFile is a PEM file of the authorities trusted for the HTTPS
 	// endpoints OpenID Connect providers serve their signing keys from. If
 	// not set, the system's roots.
@@ -438,6 +455,9 @@ func Default() *Config {
 			MaxBodyBytes:          2 << 20,
 			CORSAllowedOrigins:    []string{"*"},
 			IdentityCredentialTTL: Duration(time.Hour),
+			IdentityRateLimit:     10,
+			IdentityRateBurst:     50,
+			TrustedProxies:        []string{},
 			ARNRegion:             "us-east-1",
 			ARNAccount:            "000000000000",
 		},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -77,6 +78,13 @@ func (c *APIConfig) validate(s section) {
 	if c.IdentityCredentialTTL < Duration(time.Minute) || c.IdentityCredentialTTL > Duration(12*time.Hour) {
 		s.errorf("identity_credential_ttl", "must be from 1m to 12h, got %s", c.IdentityCredentialTTL)
 	}
+	s.intRange("identity_rate_limit", c.IdentityRateLimit, 0, 100000)
+	s.intRange("identity_rate_burst", c.IdentityRateBurst, 1, 100000)
+	for i, p := range c.TrustedProxies {
+		if _, err := ParseTrustedProxy(p); err != nil {
+			s.errorf(fmt.Sprintf("trusted_proxies[%d]", i), "must be a CIDR such as 10.0.0.0/8 or an IP address, got %q", p)
+		}
+	}
 	if r := c.ARNRegion; r == "" || strings.IndexFunc(r, func(ch rune) bool { return !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-') }) >= 0 {
 		s.errorf("arn_region", "must be a region name such as us-east-1, got %q", r)
 	}
@@ -101,6 +109,22 @@ func (c *SecretsConfig) validate(s section) {
 	case bytes.Equal(prev, decodeKey(c.MasterKey)):
 		s.errorf("secondary_master_key", "is the same key as %s", s.key("master_key"))
 	}
+}
+
+// ParseTrustedProxy parses an api.trusted_proxies item: a CIDR, or an IP
+// address standing for itself alone.
+func ParseTrustedProxy(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+	}
+	return p.Masked(), nil
 }
 
 // decodeKey returns a master key's 32 bytes, or nil if k is not one.

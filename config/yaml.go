@@ -311,6 +311,7 @@ var listItems = map[string]string{
 	"redis.addrs":              "host:port",
 	"api.regions":              "region names",
 	"api.cors_allowed_origins": "origins",
+	"api.trusted_proxies":      "CIDRs",
 }
 
 // list checks vn, the value of the list setting key (written at kn): a list

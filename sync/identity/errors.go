@@ -50,6 +50,12 @@ func unknownOperation(status int, format string, args ...any) *Error {
 	return newError(status, "UnknownOperationException", format, args...)
 }
 
+// tooManyRequests is the refusal of a call over the rate limit. Its code
+// is one AWS SDKs retry with backoff.
+func tooManyRequests(format string, args ...any) *Error {
+	return newError(http.StatusBadRequest, "TooManyRequestsException", format, args...)
+}
+
 func tooLarge(limit int64) *Error {
 	return newError(http.StatusRequestEntityTooLarge, "RequestEntityTooLargeException", "request body is larger than %d bytes", limit)
 }

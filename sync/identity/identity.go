@@ -24,14 +24,17 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/awsproto"
+	"github.com/pushsync/pushsync/internal/ratelimit"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
@@ -68,7 +71,29 @@ type Options struct {
 	Now func() time.Time
 	// MaxBodyBytes bounds a request body. If not set, 64 KiB.
 	MaxBodyBytes int64
+	// RateLimit is how many calls that store something, GetId creating an
+	// unauthenticated identity and GetCredentialsForIdentity issuing a
+	// credential, one client address may make per second on average;
+	// more are refused with TooManyRequestsException, which AWS SDKs
+	// retry. IPv6 clients are counted per /64. If not set, no limit.
+	RateLimit float64
+	// RateBurst is how many such calls one client address may make at
+	// once. If not set, 50.
+	RateBurst int
+	// TrustedProxies are the address ranges of the proxies in front of the
+	// server. A request from one of them is counted against the right-most
+	// X-Forwarded-For address not in these ranges, rather than against the
+	// proxy. If not set, none: a request is counted against its TCP peer.
+	TrustedProxies []netip.Prefix
+	// Metrics registers the handler's metrics, and must not hold them
+	// already. If not set, they are not registered.
+	Metrics prometheus.Registerer
 }
+
+// maxRateLimitedClients bounds the client addresses the rate limit keeps
+// track of at once (about 100 bytes each); beyond it the least recently
+// seen are forgotten.
+const maxRateLimitedClients = 100_000
 
 // Handler serves the Cognito Identity operations. Create it with New.
 type Handler struct {
@@ -76,6 +101,9 @@ type Handler struct {
 	opts Options
 	log  zerolog.Logger
 	keys *keyCache
+
+	limit     *ratelimit.Limiter // nil: no limit
+	throttled *prometheus.CounterVec
 }
 
 // New returns a Handler on the registry.
@@ -92,7 +120,22 @@ func New(reg Registry, opts Options, log zerolog.Logger) *Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10
 	}
-	return &Handler{reg: reg, opts: opts, log: log, keys: newKeyCache(opts.HTTPClient, opts.Now, log)}
+	if opts.RateBurst <= 0 {
+		opts.RateBurst = 50
+	}
+	h := &Handler{reg: reg, opts: opts, log: log, keys: newKeyCache(opts.HTTPClient, opts.Now, log),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_identity_throttled_total",
+			Help: "Cognito Identity calls refused with TooManyRequestsException because their client address was over the rate limit, by operation.",
+		}, []string{"operation"}),
+	}
+	if opts.RateLimit > 0 {
+		h.limit = ratelimit.New(opts.RateLimit, opts.RateBurst, maxRateLimitedClients, opts.Now)
+	}
+	if opts.Metrics != nil {
+		opts.Metrics.MustRegister(h.throttled)
+	}
+	return h
 }
 
 // ServeHTTP answers one Cognito Identity request. It sets x-amzn-RequestId
@@ -121,7 +164,7 @@ func (h *Handler) serve(r *http.Request, op string) (any, error) {
 	if !strings.HasPrefix(target, TargetPrefix) {
 		return nil, unknownOperation(http.StatusBadRequest, "X-Amz-Target %.64q is not an AWSCognitoIdentityService operation", target)
 	}
-	var fn func(context.Context, []byte) (any, error)
+	var fn func(ctx context.Context, client string, body []byte) (any, error)
 	switch op {
 	case "GetId":
 		fn = h.getID
@@ -140,7 +183,26 @@ func (h *Handler) serve(r *http.Request, op string) (any, error) {
 	if int64(len(body)) > h.opts.MaxBodyBytes {
 		return nil, tooLarge(h.opts.MaxBodyBytes)
 	}
-	return fn(r.Context(), body)
+	return fn(r.Context(), h.client(r), body)
+}
+
+// client returns the rate limit key of the client that sent r, or "" when
+// there is no limit.
+func (h *Handler) client(r *http.Request) string {
+	if h.limit == nil {
+		return ""
+	}
+	return ratelimit.Key(ratelimit.ClientAddr(r, h.opts.TrustedProxies))
+}
+
+// throttle takes one call of op from client's share, or says that it is
+// spent.
+func (h *Handler) throttle(client, op string) error {
+	if h.limit == nil || h.limit.Allow(client) {
+		return nil
+	}
+	h.throttled.WithLabelValues(op).Inc()
+	return tooManyRequests("Rate exceeded: too many %s calls from this client address; retry later.", op)
 }
 
 // decode reads a JSON body into v. An empty body reads as {}; unknown
@@ -176,7 +238,7 @@ type getIDOutput struct {
 
 // getID answers GetId: a new identity without Logins, the login's identity
 // with one.
-func (h *Handler) getID(ctx context.Context, body []byte) (any, error) {
+func (h *Handler) getID(ctx context.Context, client string, body []byte) (any, error) {
 	var in getIDInput
 	if err := decode(body, &in); err != nil {
 		return nil, err
@@ -188,6 +250,9 @@ func (h *Handler) getID(ctx context.Context, body []byte) (any, error) {
 	if len(in.Logins) == 0 {
 		if !pool.AllowUnauthenticated {
 			return nil, notAuthorized("Unauthenticated access is not supported for this identity pool.")
+		}
+		if err := h.throttle(client, "GetId"); err != nil {
+			return nil, err
 		}
 		id, err := h.reg.NewIdentity(ctx, pool.ID)
 		if err != nil {
@@ -234,7 +299,7 @@ const loginsDontMatch = "Logins don't match. Please include at least one valid l
 // getCredentialsForIdentity answers GetCredentialsForIdentity. An
 // authenticated identity must present a login of its own; an
 // unauthenticated one needs its pool to still allow unauthenticated access.
-func (h *Handler) getCredentialsForIdentity(ctx context.Context, body []byte) (any, error) {
+func (h *Handler) getCredentialsForIdentity(ctx context.Context, client string, body []byte) (any, error) {
 	var in getCredentialsInput
 	if err := decode(body, &in); err != nil {
 		return nil, err
@@ -269,6 +334,9 @@ func (h *Handler) getCredentialsForIdentity(ctx context.Context, body []byte) (a
 		return nil, notAuthorized("Logins don't match. Identity '%s' is unauthenticated and pushsync links no logins to it; call GetId with the login to get the login's identity.", rec.ID)
 	case !pool.AllowUnauthenticated:
 		return nil, notAuthorized("Unauthenticated access is not supported for this identity pool.")
+	}
+	if err := h.throttle(client, "GetCredentialsForIdentity"); err != nil {
+		return nil, err
 	}
 	c, err := h.reg.IssueCredential(ctx, rec.PoolID, rec.ID, h.opts.CredentialTTL)
 	if err != nil {

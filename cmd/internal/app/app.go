@@ -329,7 +329,19 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 			}
 			_ = rel.Run(ctx) // publishes changes a crash or an outage left behind
 		}()
-		idOpts := identity.Options{CredentialTTL: cfg.API.IdentityCredentialTTL.Std()}
+		idOpts := identity.Options{
+			CredentialTTL: cfg.API.IdentityCredentialTTL.Std(),
+			RateLimit:     float64(cfg.API.IdentityRateLimit),
+			RateBurst:     cfg.API.IdentityRateBurst,
+			Metrics:       metrics,
+		}
+		for _, p := range cfg.API.TrustedProxies {
+			tp, err := config.ParseTrustedProxy(p)
+			if err != nil { // Validate has checked them
+				return fmt.Errorf("api.trusted_proxies: %w", err)
+			}
+			idOpts.TrustedProxies = append(idOpts.TrustedProxies, tp)
+		}
 		if svc.roots.oidc != nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()
 			tr.TLSClientConfig = &tls.Config{RootCAs: svc.roots.oidc, MinVersion: tls.VersionTLS12}
