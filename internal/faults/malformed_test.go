@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	v4 "github.com/aws/aws-sdk-go/aws/signer/v4"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/sync/event"
@@ -111,7 +112,9 @@ func TestMalformedEvents(t *testing.T) {
 		subject, data := k.make()
 		want[k.reason]++
 		// No Nats-Msg-Id: every message is stored, even identical ones.
-		f, err := r.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data})
+		// The publisher waits as long as the broker takes to acknowledge
+		// what is outstanding: a loaded machine is not a broken broker.
+		f, err := r.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: data}, jetstream.WithStallWait(30*time.Second))
 		if err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}
