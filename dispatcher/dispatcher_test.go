@@ -5,9 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -142,12 +140,8 @@ func setup(t *testing.T) *env {
 	mustPut(t, reg, registry.App{Name: "ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{
 		Topic: "com.example", KeyID: "KEY1234567", TeamID: "TEAM123456",
 		AuthKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}})
-	saKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	saDER, _ := x509.MarshalPKCS8PrivateKey(saKey)
-	sa, _ := json.Marshal(map[string]string{"type": "service_account", "client_email": "a@demo.iam.gserviceaccount.com",
-		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: saDER})), "token_uri": "https://example/token"})
 	mustPut(t, reg, registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{
-		ProjectID: "demo", ServiceAccount: string(sa)}})
+		ProjectID: "demo", ServiceAccount: testenv.ServiceAccount("demo")}})
 	if err := reg.SetPoolPush(ctx, pool, registry.PoolPush{Apps: map[registry.Platform]string{
 		registry.APNS: "ios", registry.APNSSandbox: "ios", registry.GCM: "android"}}); err != nil {
 		t.Fatal(err)

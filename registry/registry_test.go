@@ -264,7 +264,7 @@ func certPEM(t *testing.T) string {
 		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }
 
-var serviceAccount = serviceAccountFile("demo")
+var serviceAccount = testenv.ServiceAccount("demo")
 
 func TestAppValidation(t *testing.T) {
 	key := p8(t)

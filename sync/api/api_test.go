@@ -141,7 +141,7 @@ func p8(t testing.TB) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 }
 
-var serviceAccount = serviceAccountFile("demo")
+var serviceAccount = testenv.ServiceAccount("demo")
 
 // configure registers two apps and turns push sync on for the pool.
 func (f *fixture) configure() {

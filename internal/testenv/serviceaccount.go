@@ -1,4 +1,4 @@
-package api_test
+package testenv
 
 import (
 	"crypto/rand"
@@ -8,10 +8,11 @@ import (
 	"encoding/pem"
 )
 
-// serviceAccountFile returns a service account key file of the project
-// with a freshly generated RSA key, as Google issues them (the private key
-// PEM PKCS#8).
-func serviceAccountFile(project string) string {
+// ServiceAccount returns the JSON of a service account key file of the
+// project with a freshly generated RSA key, as Google issues them (the
+// private key PEM PKCS#8). Nothing can sign in with it; it only looks real
+// to whatever checks the file.
+func ServiceAccount(project string) string {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		panic(err)
