@@ -311,30 +311,10 @@ func knownMetrics(t *testing.T) (readme, sourceOnly map[string]bool) {
 		readme[m[1]] = true
 	}
 	sourceOnly = map[string]bool{}
-	re := regexp.MustCompile(`Name:\s*"(pushsync_[a-z0-9_]+)"`)
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	for m := range sourceMetrics(t) {
+		if !readme[m] {
+			sourceOnly[m] = true
 		}
-		if d.IsDir() && (d.Name() == ".git" || d.Name() == "deploy") {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
-			return nil
-		}
-		src, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		for _, m := range re.FindAllStringSubmatch(string(src), -1) {
-			if !readme[m[1]] {
-				sourceOnly[m[1]] = true
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	return readme, sourceOnly
 }
