@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/loglimit"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
 )
@@ -188,7 +189,7 @@ type Dispatcher struct {
 	anyDead    atomic.Bool         // deadRuns has an entry
 
 	streamMaxAge atomic.Int64 // the event stream's max age, read when consuming starts
-	failureLog   *logLimiter[failureKind]
+	failureLog   *loglimit.Limiter[failureKind]
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -218,7 +219,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		m:          m,
 		pools:      newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:       newCache[registry.App](opts.AppCacheTTL, opts.Now),
-		failureLog: newLogLimiter[failureKind](failureLogEvery),
+		failureLog: loglimit.New[failureKind](failureLogEvery),
 		suspended:  make(map[route]time.Time),
 		slots:      make(chan struct{}, opts.Workers),
 		groups:     make(map[string]*group),
@@ -860,7 +861,7 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 	}
 	perr := Classify(err)
 	d.m.pushes.WithLabelValues(platform, perr.Class.String(), perr.Reason).Inc()
-	ok, suppressed := d.failureLog.allow(failureKind{p.App.Name, platform, perr.Class, perr.Reason}, start)
+	ok, suppressed := d.failureLog.Allow(failureKind{p.App.Name, platform, perr.Class, perr.Reason}, start)
 	if !ok {
 		return perr
 	}

@@ -1,4 +1,4 @@
-package dispatcher
+package loglimit
 
 import (
 	"testing"
@@ -8,11 +8,11 @@ import (
 // TestLogLimiter: one line per key per interval; the first line after the
 // interval says how many were held back; keys are independent.
 func TestLogLimiter(t *testing.T) {
-	l := newLogLimiter[string](10 * time.Second)
+	l := New[string](10 * time.Second)
 	t0 := time.Unix(1_700_000_000, 0)
 	check := func(key string, at time.Duration, wantOK bool, wantSuppressed int) {
 		t.Helper()
-		ok, n := l.allow(key, t0.Add(at))
+		ok, n := l.Allow(key, t0.Add(at))
 		if ok != wantOK || n != wantSuppressed {
 			t.Errorf("%s at %s: allowed %v with %d held back, want %v with %d", key, at, ok, n, wantOK, wantSuppressed)
 		}
@@ -27,10 +27,10 @@ func TestLogLimiter(t *testing.T) {
 	check("b", 30*time.Second, true, 0)
 
 	// The limiter forgets its keys rather than grow without end.
-	for i := range maxLogKeys + 10 {
-		l.allow(string(rune('c'+i)), t0)
+	for i := range MaxKeys + 10 {
+		l.Allow(string(rune('c'+i)), t0)
 	}
-	if n := len(l.keys); n > maxLogKeys {
-		t.Errorf("%d keys remembered, want at most %d", n, maxLogKeys)
+	if n := len(l.keys); n > MaxKeys {
+		t.Errorf("%d keys remembered, want at most %d", n, MaxKeys)
 	}
 }
