@@ -8,8 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/internal/loglimit"
 )
 
 // Content types of the two AWS JSON protocols pushsync speaks.
@@ -61,10 +64,23 @@ func WriteJSON(w http.ResponseWriter, contentType string, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// RefusalLogEvery is how often refusals of one error type are logged at
+// info level; the others go at debug level.
+const RefusalLogEvery = 10 * time.Second
+
+// Refusals limits the info lines of refused requests to one per error type
+// every RefusalLogEvery, so that a flood of bad requests does not flood the
+// log; that line counts the others (similar_not_logged).
+type Refusals = loglimit.Limiter[string]
+
+// NewRefusals returns a Refusals for one server.
+func NewRefusals() *Refusals { return loglimit.New[string](RefusalLogEvery) }
+
 // Fail logs err and writes it: an *Error as it is (refusals at info level,
-// server faults at error level), anything else as InternalErrorException,
-// whose details go only to the log. It returns the status written.
-func Fail(w http.ResponseWriter, contentType string, log zerolog.Logger, err error) int {
+// as refusals allows, else at debug level; server faults at error level),
+// anything else as InternalErrorException, whose details go only to the
+// log. It returns the status written.
+func Fail(w http.ResponseWriter, contentType string, log zerolog.Logger, refusals *Refusals, err error) int {
 	var e *Error
 	switch {
 	case !errors.As(err, &e):
@@ -73,7 +89,14 @@ func Fail(w http.ResponseWriter, contentType string, log zerolog.Logger, err err
 	case e.Status >= 500:
 		log.Error().Str("error", e.Message).Msg("request failed")
 	default:
-		log.Info().Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
+		ev := log.Debug()
+		if ok, n := refusals.Allow(e.Type, time.Now()); ok {
+			ev = log.Info()
+			if n > 0 {
+				ev = ev.Int("similar_not_logged", n)
+			}
+		}
+		ev.Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
 	}
 	WriteError(w, contentType, e)
 	return e.Status

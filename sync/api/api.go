@@ -142,6 +142,7 @@ type Server struct {
 	metrics  *metrics
 	store    Store
 	sessions *sessionTokens
+	refusals *awsproto.Refusals
 }
 
 // New returns a Server.
@@ -178,7 +179,8 @@ func New(reg Registry, opts Options, log zerolog.Logger, metricsReg prometheus.R
 		return nil, err
 	}
 	s := &Server{reg: reg, opts: opts, log: log, mux: http.NewServeMux(), metrics: m, store: opts.Store,
-		sessions: &sessionTokens{key: opts.SessionTokenKey, previous: opts.PreviousSessionTokenKeys, ttl: opts.SessionTokenTTL, now: opts.Now}}
+		sessions: &sessionTokens{key: opts.SessionTokenKey, previous: opts.PreviousSessionTokenKeys, ttl: opts.SessionTokenTTL, now: opts.Now},
+		refusals: awsproto.NewRefusals()}
 	verifier := func(service string) *sigv4.Verifier {
 		return &sigv4.Verifier{Service: service, Regions: opts.Regions, MaxSkew: opts.MaxClockSkew, Now: opts.Now, Lookup: s.lookup}
 	}
@@ -303,7 +305,7 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, requestID string) int {
 	log := s.log.With().Str("request_id", requestID).Str("operation", rt.operation).Logger()
-	fail := func(err error) int { return awsproto.Fail(w, awsproto.RESTJSON, log, err) }
+	fail := func(err error) int { return awsproto.Fail(w, awsproto.RESTJSON, log, s.refusals, err) }
 
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
 	if err != nil {

@@ -104,6 +104,7 @@ type Handler struct {
 
 	limit     *ratelimit.Limiter // nil: no limit
 	throttled *prometheus.CounterVec
+	refusals  *awsproto.Refusals
 }
 
 // New returns a Handler on the registry.
@@ -123,7 +124,7 @@ func New(reg Registry, opts Options, log zerolog.Logger) *Handler {
 	if opts.RateBurst <= 0 {
 		opts.RateBurst = 50
 	}
-	h := &Handler{reg: reg, opts: opts, log: log, keys: newKeyCache(opts.HTTPClient, opts.Now, log),
+	h := &Handler{reg: reg, opts: opts, log: log, keys: newKeyCache(opts.HTTPClient, opts.Now, log), refusals: awsproto.NewRefusals(),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_identity_throttled_total",
 			Help: "Cognito Identity calls refused with TooManyRequestsException because their client address was over the rate limit, by operation.",
@@ -150,7 +151,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.log.With().Str("request_id", requestID).Str("operation", op).Logger()
 	out, err := h.serve(r, op)
 	if err != nil {
-		awsproto.Fail(w, contentType, log, err)
+		awsproto.Fail(w, contentType, log, h.refusals, err)
 		return
 	}
 	writeJSON(w, out)
