@@ -4,8 +4,6 @@ package api_test
 
 import (
 	"context"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,34 +11,11 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
-	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
-	"github.com/pushsync/pushsync/sync/api"
 )
-
-// replacingProvider hands the AWS SDK a credential first, and credentials
-// minted by the registry after that.
-type replacingProvider struct {
-	first  credentials.Value
-	reg    *registry.Registry
-	issued atomic.Int32
-}
-
-func (p *replacingProvider) Retrieve() (credentials.Value, error) {
-	if p.issued.Add(1) == 1 {
-		return p.first, nil
-	}
-	c, err := p.reg.IssueCredential(context.Background(), pool, alice, time.Hour)
-	if err != nil {
-		return credentials.Value{}, err
-	}
-	return credentials.Value{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}, nil
-}
-
-func (p *replacingProvider) IsExpired() bool { return false }
 
 // Identity credentials sealed under a master key the server no longer has
 // (lost, or dropped before a reseal) can never be checked again. A
@@ -55,15 +30,7 @@ func TestUnreadableCredentialsAreReplacedBySDK(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f := &fixture{t: t, rdb: rdb, prefix: prefix, now: time.Now()}
-	f.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	srv, err := api.New(f.reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret}, zerolog.New(zerolog.NewTestWriter(t)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.ts = httptest.NewServer(srv.Handler())
-	t.Cleanup(f.ts.Close)
-	f.configure()
+	f := fixtureOn(t, rdb, prefix, registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()}))
 	register := func(c *cognitosync.CognitoSync) error {
 		_, err := c.RegisterDevice(&cognitosync.RegisterDeviceInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), Platform: aws.String("GCM"), Token: aws.String("fcm-alice")})
 		return err
@@ -72,7 +39,7 @@ func TestUnreadableCredentialsAreReplacedBySDK(t *testing.T) {
 	err = register(f.client(old.AccessKeyID, old.SecretAccessKey, old.SessionToken))
 	expectErr(t, "credentials no master key opens", err, "ExpiredTokenException", 403)
 
-	provider := &replacingProvider{first: credentials.Value{AccessKeyID: old.AccessKeyID, SecretAccessKey: old.SecretAccessKey, SessionToken: old.SessionToken}, reg: f.reg}
+	provider := &issuingProvider{first: &credentials.Value{AccessKeyID: old.AccessKeyID, SecretAccessKey: old.SecretAccessKey, SessionToken: old.SessionToken}, reg: f.reg}
 	device := cognitosync.New(session.Must(session.NewSession(&aws.Config{
 		Endpoint: aws.String(f.ts.URL), Region: aws.String("us-east-1"),
 		Credentials: credentials.NewCredentials(provider), MaxRetries: aws.Int(1),
