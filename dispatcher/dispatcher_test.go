@@ -228,6 +228,22 @@ func (e *env) publish(t *testing.T, dataset string, syncCount int64, origin stri
 	}
 }
 
+// deviceID returns the id of the identity's device with token.
+func (e *env) deviceID(t *testing.T, token string) string {
+	t.Helper()
+	reg, err := e.reg.Registration(context.Background(), pool, identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range reg.Devices {
+		if d.Token == token {
+			return d.ID
+		}
+	}
+	t.Fatalf("no device with token %s", token)
+	return ""
+}
+
 func (e *env) allTokens() []string {
 	got := append(e.apns.tokens(), e.fcm.tokens()...)
 	sort.Strings(got)
@@ -949,16 +965,7 @@ func TestLastDeliveryWithoutVerdictComesBack(t *testing.T) {
 // both devices, since each lacks the other's change.
 func TestCoalescingKeepsEveryOriginsPush(t *testing.T) {
 	e := setup(t)
-	reg, err := e.reg.Registration(context.Background(), pool, identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var second string
-	for _, d := range reg.Devices {
-		if d.Token == tok(1) {
-			second = d.ID
-		}
-	}
+	second := e.deviceID(t, tok(1))
 	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
 	e.publish(t, "settings", 5, e.origin.ID)
 	e.publish(t, "settings", 6, second)
@@ -978,16 +985,7 @@ func TestCoalescingKeepsEveryOriginsPush(t *testing.T) {
 // older change comes back too, so that the device still learns of it.
 func TestCoalescedRetryKeepsEveryOriginsPush(t *testing.T) {
 	e := setup(t)
-	reg, err := e.reg.Registration(context.Background(), pool, identity)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var second string
-	for _, d := range reg.Devices {
-		if d.Token == "fcm-3" {
-			second = d.ID
-		}
-	}
+	second := e.deviceID(t, "fcm-3")
 	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
 		if p.Device.Token == "fcm-3" && attempt == 1 {
 			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE"}
