@@ -74,6 +74,17 @@ func runBench(t *testing.T, args ...string) *Report {
 	return &r
 }
 
+// runWorkerArgs returns the arguments that run pushbench against a
+// pushsyncd worker it starts, on the test Redis and a NATS server of the
+// test's own, writing no JSON, followed by args.
+func runWorkerArgs(t *testing.T, args ...string) []string {
+	t.Helper()
+	pushsyncd, _ := binaries(t)
+	testenv.Redis(t)
+	ns := testenv.StartNATS(t)
+	return append([]string{"-pushsyncd", pushsyncd, "-redis", testenv.RedisAddr(), "-nats", ns.URL, "-json", "", "-godebug", ""}, args...)
+}
+
 // checkPhase asserts that every event of a phase reached every device once,
 // and that what pushbench measured of the workers is there.
 func checkPhase(t *testing.T, name string, f *PhaseFig, devices int) {

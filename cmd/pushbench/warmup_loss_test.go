@@ -13,14 +13,11 @@ import (
 // whether or not pushes arrive: pushbench must stop at the warm-up that
 // delivered nothing, not go on to report figures.
 func TestWarmUpThatLosesEventsStopsTheRun(t *testing.T) {
-	pushsyncd, _ := binaries(t)
-	testenv.Redis(t)
-	ns := testenv.StartNATS(t)
 	nowhere := "https://" + freeAddr()
 	var out strings.Builder
-	err := run(context.Background(), []string{"-pushsyncd", pushsyncd, "-redis", testenv.RedisAddr(), "-nats", ns.URL,
-		"-phases", "half", "-half-rate", "50", "-warmup", "300ms", "-duration", "1s", "-identities", "20", "-json", "", "-godebug", "",
-		"-worker-env", "PUSHSYNC_APNS_PRODUCTION_HOST=" + nowhere, "-worker-env", "PUSHSYNC_FCM_ENDPOINT=" + nowhere + "/v1"},
+	err := run(context.Background(), runWorkerArgs(t,
+		"-phases", "half", "-half-rate", "50", "-warmup", "300ms", "-duration", "1s", "-identities", "20",
+		"-worker-env", "PUSHSYNC_APNS_PRODUCTION_HOST="+nowhere, "-worker-env", "PUSHSYNC_FCM_ENDPOINT="+nowhere+"/v1"),
 		&out, &testenv.LogBuffer{})
 	t.Logf("pushbench: %v\n%s", err, out.String())
 	for _, want := range []string{"warm-up", "events not fully delivered", "pushsyncd worker 0's log ends"} {

@@ -18,11 +18,7 @@ import (
 // refuses: pushbench's error must carry pushsyncd's own reason, since the
 // log it wrote goes away with pushbench's working directory.
 func TestWorkerThatCannotStartSaysWhy(t *testing.T) {
-	pushsyncd, _ := binaries(t)
-	testenv.Redis(t)
-	ns := testenv.StartNATS(t)
-	err := run(context.Background(), []string{"-pushsyncd", pushsyncd, "-redis", testenv.RedisAddr(), "-nats", ns.URL,
-		"-phases", "max", "-identities", "20", "-json", "", "-godebug", "", "-worker-env", "PUSHSYNC_NO_SUCH_SETTING=1"},
+	err := run(context.Background(), runWorkerArgs(t, "-phases", "max", "-identities", "20", "-worker-env", "PUSHSYNC_NO_SUCH_SETTING=1"),
 		&strings.Builder{}, &testenv.LogBuffer{})
 	t.Logf("pushbench: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "PUSHSYNC_NO_SUCH_SETTING") {
@@ -36,14 +32,11 @@ func TestWorkerThatCannotStartSaysWhy(t *testing.T) {
 // figures.
 func TestWorkerThatDiesMidRunIsReported(t *testing.T) {
 	pushsyncd, _ := binaries(t)
-	testenv.Redis(t)
-	ns := testenv.StartNATS(t)
+	args := runWorkerArgs(t, "-phases", "half", "-half-rate", "100", "-warmup", "20s", "-duration", "1s", "-identities", "20")
 	stderr := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(context.Background(), []string{"-pushsyncd", pushsyncd, "-redis", testenv.RedisAddr(), "-nats", ns.URL,
-			"-phases", "half", "-half-rate", "100", "-warmup", "20s", "-duration", "1s", "-identities", "20", "-json", "", "-godebug", ""},
-			&strings.Builder{}, stderr)
+		done <- run(context.Background(), args, &strings.Builder{}, stderr)
 	}()
 	// The first warm-up starts once the worker is ready.
 	for !strings.Contains(stderr.String(), "warm-up") {
