@@ -70,6 +70,9 @@ type conn struct {
 	err           error
 	done          chan struct{} // closed with err set
 
+	made     time.Time   // when the connection was ready for requests
+	answered atomic.Bool // a whole response came on the connection
+
 	// The read loop's own.
 	recvUnacked uint32            // DATA bytes received and not yet returned
 	canon       map[string]string // lower-case header names → canonical
@@ -181,6 +184,7 @@ func dial(p *pool) (*conn, error) {
 		return nil, fmt.Errorf("h2client: %s: %w", p.addr, err)
 	}
 	_ = tc.SetReadDeadline(time.Time{})
+	c.made = time.Now()
 	go c.readLoop()
 	go c.health()
 	return c, nil
@@ -418,6 +422,10 @@ func (c *conn) finish(s *stream, err error) bool {
 // closes the stream on the server's side too, or it would count against
 // the server's stream limit for good.
 func (c *conn) endOfResponse(s *stream) {
+	if !c.answered.Load() {
+		c.answered.Store(true) // the read loop's alone to set
+		c.p.answered()
+	}
 	c.mu.Lock()
 	sent := s.endSent
 	c.mu.Unlock()
@@ -464,15 +472,25 @@ func (c *conn) fail(err error) {
 	}
 	c.err = err
 	close(c.done)
+	open := make([]*stream, 0, len(c.streams))
 	for id, s := range c.streams {
 		delete(c.streams, id)
 		c.reserved--
-		s.err = fmt.Errorf("h2client: connection to %s lost: %w", c.p.addr, err)
-		close(s.done)
+		open = append(open, s)
 	}
 	c.mu.Unlock()
 	c.w.Close()
-	c.p.remove(c)
+	// The pool learns of the loss before the requests on the connection
+	// do, so that none of them dials again during a backoff it starts.
+	if errors.Is(err, errRetired) {
+		c.p.remove(c)
+	} else {
+		c.p.drop(c, err)
+	}
+	for _, s := range open {
+		s.err = fmt.Errorf("h2client: connection to %s lost: %w", c.p.addr, err)
+		close(s.done)
+	}
 }
 
 func (c *conn) lookup(id uint32) *stream {
@@ -724,9 +742,13 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	}
 	drained := c.reserved == 0
 	c.mu.Unlock()
-	if refused {
+	switch {
+	case refused:
 		c.p.removeHoldingOff(c, gerr)
-	} else {
+	case f.LastStreamID == 0:
+		// Sent away having taken nothing: as good as lost.
+		c.p.drop(c, fmt.Errorf("GOAWAY %v", f.ErrCode))
+	default:
 		c.p.remove(c)
 	}
 	for _, s := range unprocessed {
@@ -739,14 +761,6 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	if drained {
 		c.fail(errRetired)
 	}
-}
-
-// goAwayError returns the GOAWAY received that said why and refused
-// streams, if any.
-func (c *conn) goAwayError() *GoAwayError {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.goAwayErr
 }
 
 // health PINGs a connection silent for ReadIdleTimeout and closes it when

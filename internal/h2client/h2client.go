@@ -86,8 +86,9 @@ var errUnprocessed = errors.New("h2client: request not processed by the server")
 // closed the connection with a GOAWAY that says why: an error code other
 // than NO_ERROR, or debug data (APNs sends a JSON {"reason": …} there).
 // Such a request is not sent again on another connection, and for a
-// moment after it no new connection is made to the host: requests that
-// find no other connection fail with the same error.
+// while after it no new connection is made to the host (see
+// dialBackoff): requests that find no other connection fail with the same
+// error.
 type GoAwayError struct {
 	Code      http2.ErrCode
 	DebugData []byte
@@ -100,8 +101,25 @@ func (e *GoAwayError) Error() string {
 	return fmt.Sprintf("h2client: request not processed: the server closed the connection with GOAWAY %v: %q", e.Code, e.DebugData)
 }
 
-// dialBackoff is how long a host whose dial failed is not dialled again.
-const dialBackoff = time.Second
+// A host is not dialled again for a while after a connection to it fails
+// to be made, is refused with a GOAWAY that says why, or is lost before it
+// answered a request within earlyLoss of being made: dialBackoff after the
+// first such failure, doubling with each one in a row up to
+// maxDialBackoff. Push services take rapid reconnects for abuse (Apple:
+// "repeatedly opening and closing connections" may be treated as a
+// denial-of-service attack). An answer on any connection to the host ends
+// the run. Requests that find no connection meanwhile fail at once with
+// the last failure's error.
+const (
+	dialBackoff    = time.Second
+	maxDialBackoff = 30 * time.Second
+	earlyLoss      = 10 * time.Second
+)
+
+// backoff is how long a host is left alone after fails failures in a row.
+func backoff(fails int) time.Duration {
+	return min(dialBackoff<<min(max(fails-1, 0), 5), maxDialBackoff)
+}
 
 // maxAttempts bounds how often a request the server did not process is
 // sent again.
@@ -257,8 +275,9 @@ type pool struct {
 	conns   []*conn
 	dialing bool
 	dials   uint64        // dials finished
-	dialErr error         // of the last dial finished, if it failed
-	retryAt time.Time     // no dial before, after a failed one
+	dialErr error         // of the last failure (see dialBackoff)
+	fails   int           // failures in a row (see dialBackoff)
+	retryAt time.Time     // no dial before, after a failure
 	changed chan struct{} // closed and replaced when a stream may be had
 
 	// minRTT follows the fastest round trips of recent requests, in
@@ -347,32 +366,59 @@ func (p *pool) dial() {
 	defer p.mu.Unlock()
 	p.dialing = false
 	p.dials++
-	p.dialErr = err
-	p.retryAt = time.Time{}
 	switch {
 	case err != nil:
-		p.retryAt = time.Now().Add(dialBackoff)
+		p.failedLocked(err)
 	case c.usable():
+		p.dialErr = nil
 		p.conns = append(p.conns, c)
-	default:
-		// Its read loop failed it already, or the server sent GOAWAY:
-		// remove came first.
-		if gerr := c.goAwayError(); gerr != nil {
-			p.dialErr, p.retryAt = gerr, time.Now().Add(dialBackoff)
-		}
+	case !time.Now().Before(p.retryAt):
+		// Lost or sent away already, and drop did not count it a failure:
+		// the waiting requests dial again rather than fail with an old
+		// error.
+		p.dialErr = nil
 	}
 	p.broadcastLocked()
 }
 
+// failedLocked notes a failure to connect to the host (see dialBackoff).
+func (p *pool) failedLocked(err error) {
+	p.fails++
+	p.dialErr, p.retryAt = err, time.Now().Add(backoff(p.fails))
+}
+
+// answered notes that a connection answered its first request: the host
+// takes connections, and a failure after this one is the first of a run.
+func (p *pool) answered() {
+	p.mu.Lock()
+	p.fails = 0
+	p.mu.Unlock()
+}
+
 // removeHoldingOff drops a connection the server refused with gerr, and
-// fails with it, for dialBackoff, the requests that find no connection to
+// fails with it, for the backoff, the requests that find no connection to
 // the host.
 func (p *pool) removeHoldingOff(c *conn, gerr *GoAwayError) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.dialErr, p.retryAt = gerr, time.Now().Add(dialBackoff)
+	p.failedLocked(gerr)
 	p.removeLocked(c)
 	p.broadcastLocked()
+}
+
+// drop removes a connection that was lost or sent away with cause. One
+// lost before it answered a request, within earlyLoss of being made, is a
+// failure to connect (see dialBackoff): the server takes connections only
+// to drop them.
+func (p *pool) drop(c *conn, cause error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if age := time.Since(c.made); !c.answered.Load() && age < earlyLoss {
+		p.failedLocked(fmt.Errorf("h2client: connection to %s lost %v after it was made, before it answered a request: %w",
+			p.addr, age.Round(time.Millisecond), cause))
+		p.broadcastLocked()
+	}
+	p.removeLocked(c)
 }
 
 // remove drops a connection that takes no more streams.

@@ -146,21 +146,36 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// pools returns the pools of tr.
+func pools(tr *Transport) []*pool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	ps := make([]*pool, 0, len(tr.pools))
+	for _, p := range tr.pools {
+		ps = append(ps, p)
+	}
+	return ps
+}
+
 // poolConns returns the connections the pools of tr hold.
 func poolConns(tr *Transport) []*conn {
-	tr.mu.Lock()
-	pools := make([]*pool, 0, len(tr.pools))
-	for _, p := range tr.pools {
-		pools = append(pools, p)
-	}
-	tr.mu.Unlock()
 	var cs []*conn
-	for _, p := range pools {
+	for _, p := range pools(tr) {
 		p.mu.Lock()
 		cs = append(cs, p.conns...)
 		p.mu.Unlock()
 	}
 	return cs
+}
+
+// endBackoff lets tr dial at once every host it is leaving alone after
+// failures (see dialBackoff), as if the backoff had passed.
+func endBackoff(tr *Transport) {
+	for _, p := range pools(tr) {
+		p.mu.Lock()
+		p.retryAt = time.Time{}
+		p.mu.Unlock()
+	}
 }
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -2368,6 +2383,10 @@ func TestPushPromiseFailsConnection(t *testing.T) {
 		t.Errorf("error %q does not tell of the server push", r.err)
 	}
 	recv(t, firstClosed, "connection not closed")
+	// A connection lost before it answered anything leaves the host alone
+	// for a while (TestConnectionLostBeforeAnswerBacksOff); after it, a
+	// request dials anew.
+	endBackoff(tr)
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/next"), nil)), "conn2:/next")
 }
 
@@ -2576,6 +2595,88 @@ func TestDialFailures(t *testing.T) {
 			t.Errorf("error %v, want one telling of a frame before SETTINGS", r.err)
 		}
 	})
+}
+
+// TestConnectionLostBeforeAnswerBacksOff has a server take each
+// connection and drop it at its first request, unanswered, as a server
+// refusing a client may: the host is left alone for a while, requests
+// meanwhile fail at once without dialling, and each loss in a row
+// doubles the wait; an answer ends the run.
+func TestConnectionLostBeforeAnswerBacksOff(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		drop func(sc *scriptConn)
+		want string // in the error of a request during the backoff
+	}{
+		{"closed", func(sc *scriptConn) {}, "EOF"},
+		{"GOAWAY", func(sc *scriptConn) {
+			sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
+		}, "GOAWAY NO_ERROR"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var answer atomic.Bool
+			srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+				if err := sc.handshake(); err != nil {
+					return
+				}
+				if answer.Load() {
+					sc.serve()
+					return
+				}
+				if _, err := sc.readHeaders(); err == nil {
+					tc.drop(sc)
+				}
+			})
+			tr := srv.newTransport(t)
+			ctx, cancel := context.WithTimeout(context.Background(), guard)
+			defer cancel()
+			// The pool exists once the first request has been made.
+			state := func() (fails int, waiting bool) {
+				p := pools(tr)[0]
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				return p.fails, time.Now().Before(p.retryAt)
+			}
+
+			for run := 1; run <= 3; run++ {
+				r := roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/lost"), nil))
+				if r.err == nil || ctx.Err() != nil {
+					t.Fatalf("loss %d: error %v, want the connection's loss", run, r.err)
+				}
+				if fails, waiting := state(); fails != run || !waiting {
+					t.Fatalf("loss %d: the pool counts %d failures in a row (backing off: %v), want %d and a backoff", run, fails, waiting, run)
+				}
+				for range 5 {
+					r := roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/during"), nil))
+					if r.err == nil || !strings.Contains(r.err.Error(), "before it answered a request") || !strings.Contains(r.err.Error(), tc.want) {
+						t.Fatalf("loss %d: request during the backoff: error %v, want the loss's", run, r.err)
+					}
+				}
+				if n := int(srv.accepts.Load()); n != run {
+					t.Fatalf("loss %d: the server accepted %d connections, want %d: the host was dialled during the backoff", run, n, run)
+				}
+				endBackoff(tr)
+			}
+
+			answer.Store(true)
+			mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/ok"), nil)), "conn4:/ok")
+			if fails, _ := state(); fails != 0 {
+				t.Errorf("after an answer the pool counts %d failures in a row, want 0", fails)
+			}
+		})
+	}
+}
+
+func TestBackoffDoubles(t *testing.T) {
+	for fails, want := range map[int]time.Duration{
+		1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 5: 16 * time.Second,
+		6: maxDialBackoff, 7: maxDialBackoff, 1000: maxDialBackoff,
+	} {
+		if got := backoff(fails); got != want {
+			t.Errorf("backoff after %d failures: %v, want %v", fails, got, want)
+		}
+	}
 }
 
 // TestReceiveWindowReplenished has the Go server, which respects flow
