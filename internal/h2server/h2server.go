@@ -19,6 +19,7 @@
 // The bodies of requests still arriving count against the connection's
 // receive window until they are answered, so one connection never makes
 // the server hold more of them than that window (16 MiB).
+// A connection that sends nothing for IdleTimeout is closed.
 package h2server
 
 import (
@@ -33,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +75,12 @@ type Server struct {
 	MaxConcurrentStreams uint32
 	// NoHTTP1 refuses clients that do not agree to HTTP/2.
 	NoHTTP1 bool
+	// IdleTimeout is how long an HTTP/2 connection may send nothing, not
+	// even a PING or the rest of a frame, before the server closes it
+	// with GOAWAY: a peer holding connections it does not use takes a
+	// goroutine and buffers for each. If not set, 2 minutes, as for
+	// HTTP/1.1 connections.
+	IdleTimeout time.Duration
 	// OnConn, when set, is called for every TCP connection accepted.
 	OnConn func()
 	// ConnContext, when set, returns the context of the requests of a
@@ -89,6 +97,13 @@ type Server struct {
 	wg     sync.WaitGroup
 	http1  *http.Server
 	h1ln   *chanListener
+}
+
+func (s *Server) idleTimeout() time.Duration {
+	if s.IdleTimeout > 0 {
+		return s.IdleTimeout
+	}
+	return 2 * time.Minute
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -117,7 +132,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			Handler:           s.Handler,
 			ConnContext:       s.ConnContext,
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
+			IdleTimeout:       s.idleTimeout(),
 			ErrorLog:          log.New(io.Discard, "", 0),
 		}
 		s.wg.Add(1)
@@ -378,8 +393,17 @@ func (c *conn) serve() {
 		c.goAway(http2.ErrCodeProtocol)
 		return
 	}
-	_ = c.tc.SetReadDeadline(time.Time{})
+	// The read deadline is moved on as frames arrive, at most every
+	// rearm, so that checking the clock is all a frame costs.
+	idle := c.s.idleTimeout()
+	rearm := min(time.Second, idle/4)
+	armed := time.Now()
+	_ = c.tc.SetReadDeadline(armed.Add(idle))
 	for {
+		if now := time.Now(); now.Sub(armed) >= rearm {
+			armed = now
+			_ = c.tc.SetReadDeadline(now.Add(idle))
+		}
 		if err := c.onFrame(f); err != nil {
 			c.goAwayFor(err)
 			return
@@ -400,6 +424,9 @@ func (c *conn) serve() {
 			}
 			var se http2.StreamError
 			if !errors.As(err, &se) {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					c.goAway(http2.ErrCodeNo) // silent for IdleTimeout
+				}
 				c.goAwayFor(err)
 				return
 			}

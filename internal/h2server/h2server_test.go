@@ -1281,6 +1281,42 @@ func TestPing(t *testing.T) {
 	c.expectQuiet("after a PING ACK")
 }
 
+// A connection that sends nothing for IdleTimeout, not even the rest of a
+// request, is closed with GOAWAY; one that keeps sending PINGs is not.
+func TestIdleTimeout(t *testing.T) {
+	const idle = time.Second
+	ts := startServer(t, testHandler(&calls{}), func(s *h2server.Server) { s.IdleTimeout = idle })
+
+	t.Run("silent", func(t *testing.T) {
+		t.Parallel()
+		c := ts.dialRaw(t)
+		c.expectGoAway(http2.ErrCodeNo)
+	})
+	t.Run("half a request", func(t *testing.T) {
+		t.Parallel()
+		c := ts.dialRaw(t)
+		c.writeHeaders(1, false, reqFields("POST", "/echo")...)
+		c.writeData(1, false, []byte("and then nothing"))
+		c.expectGoAway(http2.ErrCodeNo)
+	})
+	t.Run("pinging", func(t *testing.T) {
+		t.Parallel()
+		c := ts.dialRaw(t)
+		for i := range 3 * idle / (100 * time.Millisecond) {
+			data := [8]byte{byte(i)}
+			c.check(c.fr.WritePing(false, data))
+			if f := c.readSkipping(); f.Type != http2.FramePing || !f.Ack || !bytes.Equal(f.Data, data[:]) {
+				t.Fatalf("PING %d: got %v, want its ACK", i, f)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		c.get(1, "/hello")
+		if r := c.readResponse(1); r.status() != "200" {
+			t.Errorf("request after %v of PINGs: status %s", 3*idle, r.status())
+		}
+	})
+}
+
 func TestSettingsAcked(t *testing.T) {
 	ts := startServer(t, testHandler(&calls{}))
 	c := ts.dialRaw(t)
