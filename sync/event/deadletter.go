@@ -59,12 +59,14 @@ type DeadLetters struct {
 }
 
 // NewDeadLetters creates the dead-letter stream if it does not exist and
-// returns a handle on it.
+// returns a handle on it. An existing one is checked and changed as
+// EnsureStream does the event stream: its replicas are raised to the
+// configured count, never lowered.
 func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterConfig) (*DeadLetters, error) {
 	if cfg.Stream == "" || cfg.SubjectPrefix == "" || cfg.EventSubjectPrefix == "" {
 		return nil, errors.New("event: a dead-letter stream, its subject prefix and the event subject prefix are required")
 	}
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s, err := ensure(ctx, js, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "pushsync events whose pushes failed until their deliveries ran out",
 		Subjects:    []string{cfg.SubjectPrefix + ".>"},
@@ -72,9 +74,9 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterC
 		Replicas:    max(cfg.Replicas, 1),
 		MaxAge:      30 * 24 * time.Hour,
 		Duplicates:  cmp.Or(cfg.Duplicates, 2*time.Minute),
-	})
+	}, nil)
 	if err != nil {
-		return nil, fmt.Errorf("event: dead-letter stream %s: %w", cfg.Stream, err)
+		return nil, fmt.Errorf("dead letters: %w", err)
 	}
 	return &DeadLetters{js: js, cfg: cfg, stream: s}, nil
 }

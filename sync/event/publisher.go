@@ -71,39 +71,56 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	if c.Name == "" || c.SubjectPrefix == "" {
 		return nil, errors.New("event: stream name and subject prefix are required")
 	}
-	want := c.jetstreamConfig()
-	s, err := js.Stream(ctx, c.Name)
+	return ensure(ctx, js, c.jetstreamConfig(), func(got, want jetstream.StreamConfig) error {
+		if got.Retention == jetstream.WorkQueuePolicy {
+			return errors.New("exists with work-queue retention; pushsync needs limits retention so that several consumers can read it")
+		}
+		if got.Storage != want.Storage {
+			return fmt.Errorf("exists with %s storage, not %s as configured; JetStream cannot change a stream's storage (configure %s, or move the stream's events to a new stream)",
+				got.Storage, want.Storage, got.Storage)
+		}
+		return nil
+	})
+}
+
+// ensure creates the stream want describes if it does not exist. If it
+// exists, it checks that the stream captures want's subjects and
+// deduplicates publishes, and what else check asks, and returns an error
+// saying what differs; then it gives the stream want's max age and
+// duplicate window, and want's replicas if that is more than it has: it
+// never takes replicas away, which an operator may have raised, nor lets
+// processes configured differently take turns at setting them.
+func ensure(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, check func(got, want jetstream.StreamConfig) error) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, want)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			s, err = js.Stream(ctx, c.Name) // created by another process meanwhile
+			s, err = js.Stream(ctx, want.Name) // created by another process meanwhile
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("event: stream %s: %w", c.Name, err)
+		return nil, fmt.Errorf("event: stream %s: %w", want.Name, err)
 	}
 	got := s.CachedInfo().Config
 	for _, subject := range want.Subjects {
 		if !slices.Contains(got.Subjects, subject) {
-			return nil, fmt.Errorf("event: stream %s exists but its subjects %q do not include %q", c.Name, got.Subjects, subject)
+			return nil, fmt.Errorf("event: stream %s exists but its subjects %q do not include %q", want.Name, got.Subjects, subject)
 		}
 	}
 	if got.Duplicates <= 0 {
-		return nil, fmt.Errorf("event: stream %s exists but has no duplicate window, so retried publishes would be stored twice", c.Name)
+		return nil, fmt.Errorf("event: stream %s exists but has no duplicate window, so retried publishes would be stored twice", want.Name)
 	}
-	if got.Retention == jetstream.WorkQueuePolicy {
-		return nil, fmt.Errorf("event: stream %s exists with work-queue retention; pushsync needs limits retention so that several consumers can read it", c.Name)
-	}
-	if got.Storage != want.Storage {
-		return nil, fmt.Errorf("event: stream %s exists with %s storage, not %s as configured; JetStream cannot change a stream's storage (configure %s, or move the stream's events to a new stream)",
-			c.Name, got.Storage, want.Storage, got.Storage)
+	if check != nil {
+		if err := check(got, want); err != nil {
+			return nil, fmt.Errorf("event: stream %s %w", want.Name, err)
+		}
 	}
 	if replicas := max(got.Replicas, want.Replicas); got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates || got.Replicas != replicas {
 		upd := got
 		upd.MaxAge, upd.Duplicates, upd.Replicas = want.MaxAge, want.Duplicates, replicas
 		if s, err = js.UpdateStream(ctx, upd); err != nil {
 			return nil, fmt.Errorf("event: stream %s: change max age %s → %s, duplicate window %s → %s, replicas %d → %d: %w",
-				c.Name, got.MaxAge, upd.MaxAge, got.Duplicates, upd.Duplicates, got.Replicas, upd.Replicas, err)
+				want.Name, got.MaxAge, upd.MaxAge, got.Duplicates, upd.Duplicates, got.Replicas, upd.Replicas, err)
 		}
 	}
 	return s, nil
