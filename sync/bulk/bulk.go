@@ -7,7 +7,15 @@
 // pushsync.streams.<StreamName>.<pool>.<identity>.<dataset> (the three ids
 // base64url-encoded as in event subjects), deduplicated by
 // bulk.<pool>.<identity>.<dataset>.<syncCount>; its JSON is the Snapshot
-// type.
+// type. A message is the dataset as one atomic read found it: each record
+// once, tombstones included, none newer than the message's SyncCount.
+//
+// The identities of the pool are walked with SSCAN, which may return one
+// twice (Redis allows it when the set is resized during the walk). Its
+// datasets are then read and published again: a message with the same
+// SyncCount carries the same deduplication id and is stored once; one with
+// a greater SyncCount is the newer state of the dataset, which a consumer
+// keeping the snapshot of highest SyncCount takes in place of the first.
 package bulk
 
 import (
@@ -174,21 +182,19 @@ func (r *Runner) publishIdentity(ctx context.Context, prefix, pool, identity str
 			return n, err
 		}
 		for _, d := range datasets {
-			snap := Snapshot{IdentityPoolID: pool, IdentityID: identity, DatasetName: d.Name, SyncCount: d.SyncCount,
-				LastModifiedDate: d.LastModifiedDate, LastModifiedBy: d.LastModifiedBy, Records: []store.Record{}}
-			pageToken := ""
-			for {
-				page, err := r.store.ListRecords(ctx, pool, identity, d.Name, store.ListOptions{MaxResults: 1024, NextToken: pageToken})
-				if err != nil {
-					return n, err
-				}
-				snap.Records = append(snap.Records, page.Records...)
-				snap.SyncCount = max(snap.SyncCount, page.DatasetSyncCount)
-				if page.NextToken == "" {
-					break
-				}
-				pageToken = page.NextToken
+			// One atomic read of the whole dataset: read in pages, a
+			// record written between two pages would come again in a
+			// later one, and the message would hold it twice, with its
+			// old and its new value, beside records of different moments.
+			page, err := r.store.ListRecords(ctx, pool, identity, d.Name, store.ListOptions{All: true})
+			if err != nil {
+				return n, err
 			}
+			if !page.DatasetExists {
+				continue // deleted since it was listed
+			}
+			snap := Snapshot{IdentityPoolID: pool, IdentityID: identity, DatasetName: d.Name, SyncCount: page.DatasetSyncCount,
+				LastModifiedDate: page.LastModifiedDate, LastModifiedBy: page.LastModifiedBy, Records: page.Records}
 			data, err := json.Marshal(&snap)
 			if err != nil {
 				return n, err

@@ -282,6 +282,9 @@ type Page struct {
 	// LastModifiedBy is who last changed the dataset, "" if it does not
 	// exist.
 	LastModifiedBy string
+	// LastModifiedDate is when the dataset last changed, the zero time if
+	// it does not exist.
+	LastModifiedDate time.Time
 }
 
 // listScript returns one page of records.
@@ -405,6 +408,7 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	page.DatasetExists = true
 	page.DatasetSyncCount = meta.syncCount
 	page.LastModifiedBy = meta.modifiedBy
+	page.LastModifiedDate = msTime(meta.modified)
 	rest := res[2:]
 	page.Records = make([]Record, 0, len(rest)/3)
 	values := make([]string, 0, len(rest)/3) // one allocation for every Value

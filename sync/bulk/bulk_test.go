@@ -1,0 +1,155 @@
+//lint:file-ignore SA1019 aws-sdk-go v1 is the SDK pushsync must stay compatible with (the Cognito Sync clients apps ship).
+
+package bulk_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/credentials"
+	"github.com/aws/aws-sdk-go/aws/session"
+	"github.com/aws/aws-sdk-go/service/cognitosync"
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/internal/secretbox"
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/api"
+	"github.com/pushsync/pushsync/sync/bulk"
+	"github.com/pushsync/pushsync/sync/store"
+)
+
+const (
+	devKey    = "AKIAPUSHSYNCBULK0001"
+	devSecret = "developer-secret-for-bulk-tests"
+	pool      = "us-east-1:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+	alice     = "us-east-1:a11ce000-2222-3333-4444-555555555555"
+)
+
+// writingStore is the real store, through which another device writes to
+// the dataset right after the bulk publish has read its first records.
+type writingStore struct {
+	*store.Store
+	listed atomic.Int32
+	write  func()
+}
+
+func (s *writingStore) ListRecords(ctx context.Context, pool, identity, dataset string, o store.ListOptions) (*store.Page, error) {
+	p, err := s.Store.ListRecords(ctx, pool, identity, dataset, o)
+	if err == nil && s.listed.Add(1) == 1 {
+		s.write()
+	}
+	return p, err
+}
+
+// A record written while a bulk publish reads its dataset appears once in
+// the dataset's message, and the message is the dataset as it was at one
+// moment: every record's SyncCount at most the message's.
+func TestBulkPublishHasEachRecordOnceWhenItChangesDuringTheRun(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	_, js := testenv.StartNATS(t).Connect(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: "BULK_ONCE", StreamingStatus: "ENABLED"}); err != nil {
+		t.Fatal(err)
+	}
+
+	// More records and tombstones than one page of ListRecords holds
+	// (1,024): 1,024 written, 10 of them removed, 10 more written.
+	update := func(patches []store.Patch) {
+		t.Helper()
+		if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: "game", Patches: patches}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ps []store.Patch
+	for i := range 1024 {
+		ps = append(ps, store.Patch{Op: store.OpReplace, Key: fmt.Sprintf("k%04d", i), Value: "v1"})
+	}
+	update(ps)
+	ps = nil
+	for i := 1000; i < 1010; i++ {
+		ps = append(ps, store.Patch{Op: store.OpRemove, Key: fmt.Sprintf("k%04d", i), SyncCount: 1})
+	}
+	update(ps)
+	ps = nil
+	for i := range 10 {
+		ps = append(ps, store.Patch{Op: store.OpReplace, Key: fmt.Sprintf("n%04d", i), Value: "v3"})
+	}
+	update(ps)
+
+	ws := &writingStore{Store: st, write: func() {
+		update([]store.Patch{{Op: store.OpReplace, Key: "k0000", Value: "v4", SyncCount: 1}})
+	}}
+	runner := bulk.New(reg, ws, js, bulk.Options{}, zerolog.New(zerolog.NewTestWriter(t)))
+	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
+		Store: st, SessionTokenKey: []byte("0123456789abcdef0123456789abcdef"), Bulk: runner}, zerolog.New(zerolog.NewTestWriter(t)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	dev := cognitosync.New(session.Must(session.NewSession(&aws.Config{Endpoint: aws.String(ts.URL), Region: aws.String("us-east-1"),
+		Credentials: credentials.NewStaticCredentials(devKey, devSecret, ""), MaxRetries: aws.Int(0)})))
+
+	if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: aws.String(pool)}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		d, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: aws.String(pool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := aws.StringValue(d.BulkPublishStatus); st != registry.BulkInProgress {
+			if st != registry.BulkSucceeded {
+				t.Fatalf("bulk publish ended %s: %s", st, aws.StringValue(d.FailureMessage))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bulk publish still in progress after 30 s")
+		}
+	}
+
+	stream, err := js.Stream(ctx, "BULK_ONCE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("the stream holds %d messages, want 1 for the one dataset", info.State.Msgs)
+	}
+	m, err := stream.GetMsg(ctx, info.State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap bulk.Snapshot
+	if err := json.Unmarshal(m.Data, &snap); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range snap.Records {
+		seen[r.Key]++
+		if r.SyncCount > snap.SyncCount {
+			t.Errorf("record %s has SyncCount %d, after the dataset's %d in the same message", r.Key, r.SyncCount, snap.SyncCount)
+		}
+	}
+	for k, n := range seen {
+		if n > 1 {
+			t.Errorf("record %s is published %d times", k, n)
+		}
+	}
+	if len(seen) != 1034 || len(snap.Records) != 1034 {
+		t.Errorf("the message holds %d records of %d keys, want 1034 (1,024 + 10 written, tombstones included)", len(snap.Records), len(seen))
+	}
+}
