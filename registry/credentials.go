@@ -22,6 +22,12 @@ type IdentityCredential struct {
 	IdentityPoolID  string    `json:"identityPoolId"`
 	IdentityID      string    `json:"identityId"`
 	Expiration      time.Time `json:"expiration"`
+	// PoolCreatedAt is the creation time of the identity pool when the
+	// credential was issued, if the registry held the pool then; zero for
+	// a credential of a pool the registry does not hold. A credential with
+	// it is void once that pool is deleted (and if a pool of the same id is
+	// created again): see CredentialInPool.
+	PoolCreatedAt time.Time `json:"poolCreatedAt,omitzero"`
 }
 
 func (r *Registry) credentialKey(accessKeyID string) string {
@@ -38,19 +44,33 @@ const credentialGrace = time.Hour
 // credential that has expired.
 var ErrCredentialExpired = fmt.Errorf("%w: it has expired", ErrNoCredential)
 
+// ErrCredentialPoolDeleted is returned, with the credential, by
+// CredentialInPool for a credential whose identity pool has been deleted
+// since it was issued.
+var ErrCredentialPoolDeleted = errors.New("its identity pool has been deleted")
+
 // ErrCredentialUnreadable is returned for a credential whose record no
 // configured master key opens, or that is damaged: it can never be
 // checked again, and its holder needs a new one.
 var ErrCredentialUnreadable = errors.New("no configured master key opens its record")
 
 // IssueCredential mints a credential for an identity, valid for ttl. The
-// record leaves Redis an hour after the credential expires.
+// record leaves Redis an hour after the credential expires. If the registry
+// holds the identity pool, the credential is bound to it: deleting the pool
+// voids the credential.
 func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (IdentityCredential, error) {
 	if err := validateIdentity(pool, identity); err != nil {
 		return IdentityCredential{}, err
 	}
 	if ttl < time.Second {
 		return IdentityCredential{}, fmt.Errorf("registry: credential lifetime %s is too short", ttl)
+	}
+	var poolCreated time.Time
+	switch p, err := r.IdentityPool(ctx, pool); {
+	case err == nil:
+		poolCreated = p.CreatedAt
+	case !errors.Is(err, ErrPoolNotFound):
+		return IdentityCredential{}, err
 	}
 	c := IdentityCredential{
 		AccessKeyID:     "ASIA" + base32.StdEncoding.EncodeToString(random(10)), // 16 characters, like AWS's
@@ -59,6 +79,7 @@ func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, t
 		IdentityPoolID:  pool,
 		IdentityID:      identity,
 		Expiration:      r.now().Add(ttl).UTC().Truncate(time.Second),
+		PoolCreatedAt:   poolCreated,
 	}
 	data, err := json.Marshal(&c)
 	if err != nil {
@@ -82,6 +103,52 @@ func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, t
 // record that cannot be opened or read is ErrCredentialUnreadable.
 func (r *Registry) Credential(ctx context.Context, accessKeyID string) (IdentityCredential, error) {
 	stored, err := r.rdb.Get(ctx, r.credentialKey(accessKeyID)).Result()
+	return r.decodeCredential(accessKeyID, stored, err)
+}
+
+// CredentialInPool is Credential for a request about identity pool pool:
+// in the same round trip to Redis it reads that pool, and if the
+// credential is bound to it (see IdentityCredential.PoolCreatedAt) but the
+// pool has been deleted since, it returns the credential with
+// ErrCredentialPoolDeleted, so that the caller can check the request's
+// signature before it refuses the credential. A credential of another pool
+// is returned unchecked: it may not act in pool anyway.
+func (r *Registry) CredentialInPool(ctx context.Context, accessKeyID, pool string) (IdentityCredential, error) {
+	if pool == "" {
+		return r.Credential(ctx, accessKeyID)
+	}
+	var cred *redis.StringCmd
+	var poolRec *redis.StringCmd
+	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cred = p.Get(ctx, r.credentialKey(accessKeyID))
+		poolRec = p.HGet(ctx, r.configKey(), poolField(pool))
+		return nil
+	})
+	c, err := r.decodeCredential(accessKeyID, cred.Val(), cred.Err())
+	if (err != nil && !errors.Is(err, ErrCredentialExpired)) || c.PoolCreatedAt.IsZero() || c.IdentityPoolID != pool {
+		return c, err
+	}
+	data, perr := poolRec.Result()
+	switch {
+	case perr == redis.Nil:
+	case perr != nil:
+		return IdentityCredential{}, fmt.Errorf("registry: get identity pool %s: %w", pool, perr)
+	default:
+		p, derr := decodePool(pool, data)
+		if derr != nil {
+			return IdentityCredential{}, derr
+		}
+		if p.CreatedAt.Equal(c.PoolCreatedAt) {
+			return c, err
+		}
+	}
+	if err != nil { // expired as well: the SDK's refresh then meets the deletion
+		return c, err
+	}
+	return c, fmt.Errorf("registry: credential %s: %w (%s)", accessKeyID, ErrCredentialPoolDeleted, pool)
+}
+
+func (r *Registry) decodeCredential(accessKeyID, stored string, err error) (IdentityCredential, error) {
 	if err == redis.Nil {
 		return IdentityCredential{}, fmt.Errorf("registry: %w: %s", ErrNoCredential, accessKeyID)
 	}

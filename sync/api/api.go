@@ -61,7 +61,7 @@ type Registry interface {
 	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)
 	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
 	DeleteIdentityPool(ctx context.Context, id string) error
-	Credential(ctx context.Context, accessKeyID string) (registry.IdentityCredential, error)
+	CredentialInPool(ctx context.Context, accessKeyID, pool string) (registry.IdentityCredential, error)
 	SecretsStatus(ctx context.Context) (registry.SecretsReport, error)
 	ResealSecrets(ctx context.Context, progress func(registry.SecretsReport)) (registry.SecretsReport, error)
 }
@@ -198,6 +198,12 @@ type principal struct {
 	developer   bool
 	pool        string // identity credentials only
 	identity    string
+	// poolDeleted marks identity credentials whose identity pool was
+	// deleted after they were issued.
+	poolDeleted bool
+	// requestPool is the identity pool the request's path names, if any;
+	// lookup reads it to check identity credentials against it.
+	requestPool string
 }
 
 type principalKey struct{}
@@ -212,9 +218,19 @@ func (s *Server) lookup(ctx context.Context, accessKeyID string) (sigv4.Credenti
 		}
 		return sigv4.Credential{AccessKeyID: accessKeyID, SecretAccessKey: s.opts.DeveloperSecretAccessKey}, nil
 	}
-	c, err := s.reg.Credential(ctx, accessKeyID)
+	requestPool := ""
+	if holder != nil {
+		requestPool = holder.requestPool
+	}
+	c, err := s.reg.CredentialInPool(ctx, accessKeyID, requestPool)
 	expired := errors.Is(err, registry.ErrCredentialExpired)
 	switch {
+	case errors.Is(err, registry.ErrCredentialPoolDeleted):
+		// Refused once the signature proves the caller holds the
+		// secret, as for expired credentials.
+		if holder != nil {
+			*holder = principal{accessKeyID: accessKeyID, pool: c.IdentityPoolID, identity: c.IdentityID, poolDeleted: true}
+		}
 	case expired:
 		// Refused by the verifier, once the signature proves the
 		// caller holds the secret.
@@ -316,7 +332,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, request
 		return fail(serialization("cannot read the request body: %v", err))
 	}
 
-	who := &principal{}
+	who := &principal{requestPool: r.PathValue("IdentityPoolId")}
 	r = r.WithContext(context.WithValue(r.Context(), principalKey{}, who))
 	verifier := s.sync
 	if rt.service == AdminService {
@@ -328,6 +344,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, request
 			return fail(&Error{Status: se.Status, Type: se.Code, Message: se.Message})
 		}
 		return fail(err)
+	}
+	if who.poolDeleted {
+		return fail(notAuthorized("identity pool %s has been deleted; credentials issued for it are no longer valid", who.pool))
 	}
 	if rt.service == AdminService && !who.developer {
 		return fail(notAuthorized("the admin API needs developer credentials"))
