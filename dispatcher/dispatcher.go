@@ -309,13 +309,6 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 		return fmt.Errorf("create consumer %s on %s: %w", d.opts.Consumer, d.opts.Stream, err)
 	}
 	cancel()
-	// A short pull expiry and heartbeat notice a lost consumer leader or
-	// server in seconds rather than the default 30s.
-	it, err := cons.Messages(jetstream.PullMaxMessages(d.opts.Workers), jetstream.PullExpiry(10*time.Second),
-		jetstream.PullHeartbeat(2*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(false))
-	if err != nil {
-		return fmt.Errorf("pull from consumer %s: %w", d.opts.Consumer, err)
-	}
 	d.ready.Store(true)
 	lagCtx, stopLag := context.WithCancel(ctx)
 	defer stopLag()
@@ -323,15 +316,79 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	go d.forgetIdleSuspensions(lagCtx)
 	d.log.Info().Str("stream", d.opts.Stream).Str("consumer", d.opts.Consumer).Int("workers", d.opts.Workers).Msg("consuming events")
 
-	stop := context.AfterFunc(ctx, it.Drain)
-	defer stop()
-	handlers := newLIFOPool(d.opts.Workers, func(msg jetstream.Msg) { d.handle(ctx, msg) })
+	// A process holds at most twice Workers messages: as many handled, as
+	// many waiting for a worker. Every one is kept in progress from the
+	// moment it arrives, so that none is redelivered while it waits; and
+	// none waits in the client's buffer, where it could not be: each pull
+	// asks for no more than there is room for, and is read at once.
+	limit := 2 * d.opts.Workers
+	var held atomic.Int64
+	freed := make(chan struct{}, 1)
+	release := func() {
+		held.Add(-1)
+		select {
+		case freed <- struct{}{}:
+		default:
+		}
+	}
+	queue := make(chan pulled, limit)
+	handlers := newLIFOPool(d.opts.Workers, func(p pulled) {
+		d.handle(ctx, p.msg, p.keep)
+		release()
+	})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for p := range queue {
+			handlers.submit(p)
+		}
+	}()
 	defer d.wg.Wait()
 	defer handlers.close()
+	defer func() { <-fed }()
+	defer close(queue)
 	for {
+		// Pull again once there is room for a good batch: half of Workers
+		// waiting still keeps every worker busy meanwhile.
+		for limit-int(held.Load()) < max(1, d.opts.Workers/2) {
+			select {
+			case <-freed:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		if err := d.pullBatch(ctx, cons, limit-int(held.Load()), func(msg jetstream.Msg) {
+			held.Add(1)
+			queue <- pulled{msg: msg, keep: d.keepInProgress(msg)}
+		}); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// pulled is a message waiting for a worker, and what holds it in progress.
+type pulled struct {
+	msg  jetstream.Msg
+	keep *inProgress
+}
+
+// pullBatch pulls up to n messages and passes each to take as soon as it
+// arrives. When ctx ends, it stops pulling and hands the messages that
+// arrive meanwhile back to the broker.
+func (d *Dispatcher) pullBatch(ctx context.Context, cons jetstream.Consumer, n int, take func(jetstream.Msg)) error {
+	// A short pull expiry and heartbeat notice a lost consumer leader or
+	// server in seconds rather than the default 30s.
+	it, err := cons.Messages(jetstream.PullMaxMessages(n), jetstream.StopAfter(n), jetstream.PullExpiry(10*time.Second),
+		jetstream.PullHeartbeat(2*time.Second), jetstream.WithMessagesErrOnMissingHeartbeat(false))
+	if err != nil {
+		return fmt.Errorf("pull from consumer %s: %w", d.opts.Consumer, err)
+	}
+	stop := context.AfterFunc(ctx, it.Drain)
+	defer stop()
+	for got := 0; ; got++ {
 		msg, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && (got == n || ctx.Err() != nil) {
 				return nil
 			}
 			it.Stop()
@@ -343,7 +400,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 			_ = msg.Nak()
 			continue
 		}
-		handlers.submit(msg)
+		take(msg)
 	}
 }
 
@@ -351,7 +408,14 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 // coalescing window, together with the other events of its dataset that
 // arrive within the window. runCtx ends when the dispatcher stops; work
 // already begun finishes regardless, each send having its own timeout.
-func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg) {
+func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inProgress) {
+	if runCtx.Err() != nil {
+		// Shutting down before a worker took it: handed back, as the
+		// messages still arriving are.
+		keep.stop()
+		_ = msg.Nak()
+		return
+	}
 	ev, err := event.Decode(d.opts.SubjectPrefix, msg.Subject(), msg.Data())
 	if err != nil {
 		var de *event.DecodeError
@@ -362,16 +426,17 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg) {
 		d.m.malformed.WithLabelValues(reason).Inc()
 		d.m.events.WithLabelValues("malformed").Inc()
 		d.log.Warn().Err(err).Str("subject", msg.Subject()).Str("reason", reason).Msg("terminating malformed event")
+		keep.stop()
 		if err := msg.TermWithReason("malformed event: " + reason); err != nil {
 			d.log.Warn().Err(err).Msg("term malformed event")
 		}
 		return
 	}
 	if d.opts.CoalesceWindow > 0 {
-		d.coalesce(runCtx, ev, msg)
+		d.coalesce(runCtx, ev, msg, keep)
 		return
 	}
-	d.process(context.WithoutCancel(runCtx), ev, msg, d.keepInProgress(msg))
+	d.process(context.WithoutCancel(runCtx), ev, msg, keep)
 }
 
 // process fans one event out and acks, naks or dead-letters its message,
@@ -1044,7 +1109,8 @@ type group struct {
 	msg        jetstream.Msg
 	superseded []jetstream.Msg
 	// keep holds every message of the group in progress, through the
-	// window, the wait for a worker and the fan-out.
+	// window, the wait for a worker and the fan-out: the first one's, with
+	// the others' adopted.
 	keep *inProgress
 	// mixed is set when the events came from more than one device: then
 	// no device is left out as the origin, since each origin lacks the
@@ -1057,7 +1123,7 @@ type group struct {
 // stops), the event with the highest sync count is processed and the rest
 // are acked: the pushes carry the newer state. Until then every message
 // stays unacked, so a crash loses none.
-func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg) {
+func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) {
 	key := ev.IdentityPoolID + "\x00" + ev.IdentityID + "\x00" + ev.DatasetName
 	d.cmu.Lock()
 	if g, ok := d.groups[key]; ok {
@@ -1068,11 +1134,11 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		} else {
 			g.superseded = append(g.superseded, msg)
 		}
-		g.keep.add(msg)
+		g.keep.adopt(keep)
 		d.cmu.Unlock()
 		return
 	}
-	g := &group{ev: ev, msg: msg, keep: d.keepInProgress(msg)}
+	g := &group{ev: ev, msg: msg, keep: keep}
 	d.groups[key] = g
 	d.cmu.Unlock()
 
@@ -1119,20 +1185,21 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 	}()
 }
 
-// inProgress tells the broker, every half AckWait until it is stopped,
-// that the messages it holds are being worked on, so that none is
+// inProgress tells the broker, every half AckWait from its arrival until
+// it is stopped, that a message is being worked on, so that none is
 // redelivered while its event waits for a worker, for its registry lookups
-// or for its pushes.
+// or for its pushes. It stops with it those it adopted.
 type inProgress struct {
-	every time.Duration
-	mu    sync.Mutex
-	msgs  []jetstream.Msg
-	timer *time.Timer
-	done  bool
+	every   time.Duration
+	mu      sync.Mutex
+	msg     jetstream.Msg
+	timer   *time.Timer
+	done    bool
+	adopted []*inProgress
 }
 
 func (d *Dispatcher) keepInProgress(msg jetstream.Msg) *inProgress {
-	p := &inProgress{every: d.opts.AckWait / 2, msgs: []jetstream.Msg{msg}}
+	p := &inProgress{every: d.opts.AckWait / 2, msg: msg}
 	p.mu.Lock()
 	p.timer = time.AfterFunc(p.every, p.tick)
 	p.mu.Unlock()
@@ -1145,16 +1212,15 @@ func (p *inProgress) tick() {
 	if p.done { // a tick racing stop must not re-arm the timer
 		return
 	}
-	for _, m := range p.msgs {
-		_ = m.InProgress()
-	}
+	_ = p.msg.InProgress()
 	p.timer.Reset(p.every)
 }
 
-// add holds one more message in progress.
-func (p *inProgress) add(msg jetstream.Msg) {
+// adopt makes stop stop q too; q goes on holding its own message in
+// progress until then.
+func (p *inProgress) adopt(q *inProgress) {
 	p.mu.Lock()
-	p.msgs = append(p.msgs, msg)
+	p.adopted = append(p.adopted, q)
 	p.mu.Unlock()
 }
 
@@ -1165,7 +1231,11 @@ func (p *inProgress) stop() {
 	p.mu.Lock()
 	p.done = true
 	p.timer.Stop()
+	adopted := p.adopted
 	p.mu.Unlock()
+	for _, q := range adopted {
+		q.stop()
+	}
 }
 
 // watchLag exports the consumer's backlog every few seconds, for
