@@ -37,6 +37,10 @@ type Registry interface {
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	App(ctx context.Context, name string) (registry.App, error)
 	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error)
+	// NoteUnattempted and Unattempted count the deliveries of a message
+	// that ended without a try, which are not counted against MaxDeliver.
+	NoteUnattempted(ctx context.Context, msgID string, ttl time.Duration) error
+	Unattempted(ctx context.Context, msgID string) (uint64, error)
 }
 
 // DeadLetters keeps events whose deliveries ran out; *event.DeadLetters is
@@ -67,7 +71,8 @@ type Options struct {
 	AckWait time.Duration
 	// MaxDeliver is how often an event that keeps failing is tried: on
 	// that delivery it goes to DeadLetters (or is terminated) instead of
-	// back to the broker; -1 is unlimited. If not set, 20. The dispatcher
+	// back to the broker; -1 is unlimited. Deliveries handed back untried
+	// when the dispatcher stops are not counted. If not set, 20. The dispatcher
 	// counts, not the broker: the consumer delivers without limit, so an
 	// event whose last delivery ends without a verdict (a crash, a dead
 	// letter that could not be stored) comes back, and goes to
@@ -189,7 +194,10 @@ type Dispatcher struct {
 	anyDead    atomic.Bool         // deadRuns has an entry
 
 	streamMaxAge atomic.Int64 // the event stream's max age, read when consuming starts
-	failureLog   *loglimit.Limiter[failureKind]
+	// untriedUnnoted is set once noting a delivery handed back untried
+	// failed; the rest of the stop does not try.
+	untriedUnnoted atomic.Bool
+	failureLog     *loglimit.Limiter[failureKind]
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -395,13 +403,62 @@ func (d *Dispatcher) pullBatch(ctx context.Context, cons jetstream.Consumer, n i
 			return err
 		}
 		if ctx.Err() != nil {
-			// Shutting down: hand buffered messages straight back so that
-			// another worker takes them now rather than after AckWait.
-			_ = msg.Nak()
+			d.handBack(msg, nil)
 			continue
 		}
 		take(msg)
 	}
+}
+
+// handBack hands a message that is not going to be tried back to the
+// broker, when the dispatcher stops, so that another worker takes it now
+// rather than after AckWait. The broker counts it as a delivery; it is
+// noted as one without a try, so that restarts do not use up the event's
+// tries (MaxDeliver).
+func (d *Dispatcher) handBack(msg jetstream.Msg, keep *inProgress) {
+	if keep != nil {
+		keep.stop()
+	}
+	// Once a note failed, the others are not tried: a stop must not wait
+	// for an unreachable Redis once per message.
+	if md, err := msg.Metadata(); err == nil && !d.untriedUnnoted.Load() {
+		ctx, cancel := context.WithTimeout(context.Background(), d.opts.SendTimeout)
+		err := d.reg.NoteUnattempted(ctx, deliveryKey(md), d.unattemptedTTL())
+		cancel()
+		if err != nil && !d.untriedUnnoted.Swap(true) {
+			d.log.Warn().Err(err).Msg("could not note the deliveries handed back untried; they count as tries")
+		}
+	}
+	if err := msg.Nak(); err != nil {
+		d.log.Warn().Err(err).Msg("could not hand a message back to the broker; it is redelivered after AckWait")
+	}
+}
+
+// unattemptedTTL is how long a count of untried deliveries is kept: as
+// long as the event stream keeps a message, or a week if it keeps them
+// for good.
+func (d *Dispatcher) unattemptedTTL() time.Duration {
+	if maxAge := time.Duration(d.streamMaxAge.Load()); maxAge > 0 {
+		return maxAge
+	}
+	return 7 * 24 * time.Hour
+}
+
+// tries returns how many of a message's deliveries were tries: those not
+// handed back untried. Read only for a redelivery; if it cannot be read,
+// every delivery counts.
+func (d *Dispatcher) tries(ctx context.Context, md *jetstream.MsgMetadata, delivered uint64, log zerolog.Logger) uint64 {
+	if delivered <= 1 || md == nil {
+		return delivered
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
+	untried, err := d.reg.Unattempted(ctx, deliveryKey(md))
+	cancel()
+	if err != nil {
+		log.Warn().Err(err).Msg("could not read the deliveries handed back untried; counting every delivery as a try")
+		return delivered
+	}
+	return delivered - min(untried, delivered-1)
 }
 
 // handle decodes one message and processes it, at once or, with a
@@ -410,10 +467,7 @@ func (d *Dispatcher) pullBatch(ctx context.Context, cons jetstream.Consumer, n i
 // already begun finishes regardless, each send having its own timeout.
 func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inProgress) {
 	if runCtx.Err() != nil {
-		// Shutting down before a worker took it: handed back, as the
-		// messages still arriving are.
-		keep.stop()
-		_ = msg.Nak()
+		d.handBack(msg, keep)
 		return
 	}
 	ev, err := event.Decode(d.opts.SubjectPrefix, msg.Subject(), msg.Data())
@@ -453,7 +507,12 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	md, err := msg.Metadata()
 	if err == nil {
 		delivered = md.NumDelivered
+	} else {
+		md = nil
 	}
+	// delivered counts tries from here on: the deliveries handed back
+	// untried when a worker stopped are not counted.
+	delivered = d.tries(ctx, md, delivered, log)
 
 	var expires time.Time
 	if d.opts.PushTTL > 0 {
@@ -545,6 +604,13 @@ func messageID(md *jetstream.MsgMetadata) string {
 		return ""
 	}
 	return md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10)
+}
+
+// deliveryKey identifies a message by its stream, sequence and time, so
+// that a stream created again, whose sequences start over, does not
+// inherit the counts of the one before.
+func deliveryKey(md *jetstream.MsgMetadata) string {
+	return messageID(md) + "." + strconv.FormatInt(md.Timestamp.UnixNano(), 36)
 }
 
 // streamDeletes returns when the event stream may delete a message, at
