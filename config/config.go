@@ -223,7 +223,8 @@ type DispatcherConfig struct {
 	AckWait Duration `yaml:"ack_wait" json:"ack_wait"`
 	// MaxDeliver is how many times an event is delivered before it is given
 	// up: -1 for unlimited, or at least 1. A delivery handed back untried
-	// when a worker stops does not count. If not set, 20.
+	// when a worker stops, or deferred for the device push budget with no
+	// push failed, does not count. If not set, 20.
 	MaxDeliver int `yaml:"max_deliver" json:"max_deliver"`
 	// MaxAckPending is how many events may be delivered but unacknowledged
 	// across all workers, at least 1. A process holds up to twice Workers

@@ -72,7 +72,8 @@ type Options struct {
 	// MaxDeliver is how often an event that keeps failing is tried: on
 	// that delivery it goes to DeadLetters (or is terminated) instead of
 	// back to the broker; -1 is unlimited. Deliveries handed back untried
-	// when the dispatcher stops are not counted. If not set, 20. The dispatcher
+	// when the dispatcher stops, or deferred for the device budget with no
+	// push failed, are not counted. If not set, 20. The dispatcher
 	// counts, not the broker: the consumer delivers without limit, so an
 	// event whose last delivery ends without a verdict (a crash, a dead
 	// letter that could not be stored) comes back, and goes to
@@ -422,16 +423,20 @@ func (d *Dispatcher) handBack(msg jetstream.Msg, keep *inProgress) {
 	// Once a note failed, the others are not tried: a stop must not wait
 	// for an unreachable Redis once per message.
 	if md, err := msg.Metadata(); err == nil && !d.untriedUnnoted.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), d.opts.SendTimeout)
-		err := d.reg.NoteUnattempted(ctx, deliveryKey(md), d.unattemptedTTL())
-		cancel()
-		if err != nil && !d.untriedUnnoted.Swap(true) {
+		if err := d.noteUntried(md); err != nil && !d.untriedUnnoted.Swap(true) {
 			d.log.Warn().Err(err).Msg("could not note the deliveries handed back untried; they count as tries")
 		}
 	}
 	if err := msg.Nak(); err != nil {
 		d.log.Warn().Err(err).Msg("could not hand a message back to the broker; it is redelivered after AckWait")
 	}
+}
+
+// noteUntried notes that a delivery of a message was not a try.
+func (d *Dispatcher) noteUntried(md *jetstream.MsgMetadata) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.opts.SendTimeout)
+	defer cancel()
+	return d.reg.NoteUnattempted(ctx, deliveryKey(md), d.unattemptedTTL())
 }
 
 // unattemptedTTL is how long a count of untried deliveries is kept: as
@@ -539,6 +544,13 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	default:
 		result, retryAfter, why = d.fanOut(ctx, ev, expires, earliest(expires, deleted), log)
 	}
+	// Nothing failed, some pushes wait for their devices' budget: not a
+	// try, so not the last one either. (Deferred, a push that would come
+	// after the push TTL or the stream's deletion went at once.)
+	deferral := result == "retry" && why == budgetDeferral
+	if deferral {
+		last = false
+	}
 	// The last try is the last delivery, or one after which the event
 	// would come back too late to push: kept as a dead letter rather than
 	// dropped as expired then.
@@ -548,7 +560,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	var delay time.Duration
 	if result == "retry" && !last {
 		delay = d.retryDelay(delivered, retryAfter)
-		if why == budgetDeferral {
+		if deferral {
 			delay = retryAfter // a wait for the budget, not a failure
 		}
 		switch next := d.opts.Now().Add(delay); {
@@ -580,6 +592,11 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		d.settle(msg.TermWithReason(reason), log)
 	default:
 		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
+		if deferral && md != nil {
+			if err := d.noteUntried(md); err != nil {
+				log.Warn().Err(err).Msg("could not note a deferral for the push budget; it counts as a try")
+			}
+		}
 		keep.stop()
 		d.settle(msg.NakWithDelay(delay), log)
 	}
