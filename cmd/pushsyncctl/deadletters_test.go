@@ -43,5 +43,6 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("list after the replay: %s", out)
 	}
 	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException"}, "deadletter", "discard", "1")
+	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException", "no dead letter 999"}, "deadletter", "discard", "999")
 	d.ctlFail(d.env, 2, []string{"deadletter replay"}, "deadletter", "replay", "1", "2")
 }

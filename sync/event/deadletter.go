@@ -175,6 +175,11 @@ func (d *DeadLetters) Discard(ctx context.Context, seq uint64) error {
 		if errors.Is(err, jetstream.ErrMsgNotFound) || strings.Contains(err.Error(), "no message found") {
 			return fmt.Errorf("%w: %d", ErrNoDeadLetter, seq)
 		}
+		// The server refuses a sequence past the stream's last as a
+		// failed deletion ("stream store EOF"), not as a missing message.
+		if _, gerr := d.stream.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("%w: %d", ErrNoDeadLetter, seq)
+		}
 		return fmt.Errorf("event: discard dead letter %d: %w", seq, err)
 	}
 	return nil
