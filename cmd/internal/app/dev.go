@@ -44,6 +44,11 @@ const (
 	demoTopic    = "com.example.pushsync.demo"
 	demoTeam     = "DEMOTEAM01"
 	demoKeyID    = "DEMOKEY001"
+	// The dev stack's platform apps are named apart from the README's
+	// (demo-ios, demo-android), which a newcomer creates on the same Redis
+	// under a master key of their own.
+	devAppAPNs = "dev-ios"
+	devAppFCM  = "dev-android"
 )
 
 // runDev runs a whole pushsync on one machine: NATS embedded in the
@@ -209,11 +214,11 @@ func seedDemo(ctx context.Context, reg *registry.Registry, prod, sandbox *apnste
 		return origin, nil, err
 	}
 	apps := []registry.App{
-		{Name: "demo-ios", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{
+		{Name: devAppAPNs, Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{
 			Topic: demoTopic, KeyID: demoKeyID, TeamID: demoTeam,
 			AuthKey: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		}},
-		{Name: "demo-android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "pushsync-demo", ServiceAccount: string(sa)}},
+		{Name: devAppFCM, Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "pushsync-demo", ServiceAccount: string(sa)}},
 	}
 	for _, a := range apps {
 		if _, err := reg.PutApp(ctx, a); err != nil {
@@ -221,7 +226,7 @@ func seedDemo(ctx context.Context, reg *registry.Registry, prod, sandbox *apnste
 		}
 	}
 	if err := reg.SetPoolPush(ctx, DemoPool, registry.PoolPush{Apps: map[registry.Platform]string{
-		registry.APNS: "demo-ios", registry.APNSSandbox: "demo-ios", registry.GCM: "demo-android",
+		registry.APNS: devAppAPNs, registry.APNSSandbox: devAppAPNs, registry.GCM: devAppFCM,
 	}}); err != nil {
 		return origin, nil, err
 	}
