@@ -59,7 +59,21 @@ func deadLetterList(c *cli, v *cmdFlags) error {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", l.Sequence, l.FailedAt, l.Deliveries, l.Reason, summary)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if int64(len(letters)) < v.limit {
+		return nil
+	}
+	// A full page: say whether the list goes on, so that the first page
+	// is not taken for every dead letter there is.
+	last := int64(letters[len(letters)-1].Sequence)
+	next, _, err := c.listDeadLetters(last, 1)
+	if err != nil || len(next) == 0 {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "more dead letters follow; list them with: pushsyncctl deadletter list -after %d\n", last)
+	return err
 }
 
 // parseSeq reads the SEQ argument: a dead letter's sequence number.

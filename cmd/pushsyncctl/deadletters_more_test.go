@@ -1,0 +1,51 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/testenv"
+)
+
+// TestDeadLetterListSaysWhenMoreFollow: a list cut short by -limit says so
+// and how to list the rest, so that an operator does not take the first
+// page of dead letters for all of them; a list that shows the last one
+// says nothing more.
+func TestDeadLetterListSaysWhenMoreFollow(t *testing.T) {
+	d := startDaemon(t)
+	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000021", "us-east-1:0dead000-0000-4000-8000-000000000022"
+	const token = "fcm-dead-letter-page-registration-token"
+	d.serviceAccount("sa.json")
+	d.ctl("app", "create", "-name", "dlp-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
+	d.ctl("pool", "set-push", pool, "-gcm", "dlp-android")
+	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", token))
+	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+	d.fcm.FailToken(token, fcmtest.Internal())
+	for i := 1; i <= 2; i++ {
+		d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", fmt.Sprint(i))
+		testenv.WaitMetric(t, d.http, float64(i), "pushsync_events_consumed_total", "result", "dead_lettered")
+	}
+	var list struct {
+		DeadLetters []struct {
+			Sequence uint64 `json:"sequence"`
+		} `json:"deadLetters"`
+	}
+	if err := json.Unmarshal([]byte(d.ctl("-o", "json", "deadletter", "list")), &list); err != nil || len(list.DeadLetters) != 2 {
+		t.Fatalf("dead letters: %+v %v", list, err)
+	}
+	first, second := list.DeadLetters[0].Sequence, list.DeadLetters[1].Sequence
+
+	more := fmt.Sprintf("deadletter list -after %d", first)
+	if out := d.ctl("deadletter", "list", "-limit", "1"); !strings.Contains(out, "settings@1") || strings.Contains(out, "settings@2") || !strings.Contains(out, more) {
+		t.Errorf("list -limit 1 of 2 dead letters does not point to the rest (%q):\n%s", more, out)
+	}
+	for _, args := range [][]string{{"-limit", "2"}, {"-after", fmt.Sprint(first), "-limit", "1"}} {
+		out := d.ctl(append([]string{"deadletter", "list"}, args...)...)
+		if strings.Contains(out, "-after") || !strings.Contains(out, fmt.Sprintf("%d ", second)) || !strings.Contains(out, "settings@2") {
+			t.Errorf("list %v, which shows the last dead letter, says more follow or lacks it:\n%s", args, out)
+		}
+	}
+}
