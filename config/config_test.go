@@ -165,6 +165,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_log_format.yaml":                       {want: `config: log.format: must be json or console, got "text"`},
 	"invalid_http_listen.yaml":                      {want: `config: http.listen: must be host:port, e.g. :8080, got "8080"`},
 	"invalid_shutdown_timeout_negative.yaml":        {want: "config: http.shutdown_timeout: must not be negative, got -1s"},
+	"invalid_listen_same_port.yaml":                 {want: `config: api.listen: must not be the port of http.listen (":8081"): role all serves the API and /healthz, /readyz and /metrics on two listeners, got ":8081"`},
 	"invalid_redis_addrs_empty.yaml":                {want: "config: redis.addrs: must list at least one host:port address"},
 	"invalid_redis_addr_no_port.yaml":               {want: `config: redis.addrs[1]: must be host:port, e.g. 127.0.0.1:6379, got "redis-b"`},
 	"invalid_redis_db_range.yaml":                   {want: "config: redis.db: must be between 0 and 15, got 16"},
@@ -530,6 +531,32 @@ func TestFlowList(t *testing.T) {
 	} {
 		if got := flowList(in); got != want {
 			t.Errorf("flowList(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestListenersOfOneProcessDiffer: a role that serves the API refuses an
+// api.listen that takes http.listen's port, on the same host or on every
+// interface; other hosts, port 0 and the worker, which does not serve the
+// API, are accepted.
+func TestListenersOfOneProcessDiffer(t *testing.T) {
+	for _, tc := range []struct {
+		role, http, api string
+		refused         bool
+	}{
+		{RoleAll, ":8081", ":8081", true},
+		{RoleAPI, "127.0.0.1:9000", ":9000", true},
+		{RoleDev, "[::]:9000", "127.0.0.1:9000", true},
+		{RoleAPI, "127.0.0.1:9000", "127.0.0.1:9000", true},
+		{RoleAPI, "127.0.0.1:9000", "127.0.0.2:9000", false},
+		{RoleAll, "127.0.0.1:0", "127.0.0.1:0", false},
+		{RoleAll, ":8080", ":8081", false},
+		{RoleWorker, ":8081", ":8081", false},
+	} {
+		env := []string{"PUSHSYNC_ROLE=" + tc.role, "PUSHSYNC_HTTP_LISTEN=" + tc.http, "PUSHSYNC_API_LISTEN=" + tc.api}
+		_, err := Parse(nil, env, "")
+		if refused := err != nil && strings.Contains(err.Error(), "api.listen: must not be the port of http.listen"); refused != tc.refused || (err != nil && !refused) {
+			t.Errorf("role %s, http.listen %s, api.listen %s: %v, want refused %v", tc.role, tc.http, tc.api, err, tc.refused)
 		}
 	}
 }

@@ -37,6 +37,9 @@ func (c *Config) Validate() error {
 	c.API.validate(root.sub("api"))
 	c.Secrets.validate(root.sub("secrets"))
 	c.Dev.validate(root.sub("dev"))
+	if (c.Role == RoleAPI || c.Role == RoleAll || c.Role == RoleDev) && sameListener(c.HTTP.Listen, c.API.Listen) {
+		root.sub("api").errorf("listen", "must not be the port of http.listen (%q): role %s serves the API and /healthz, /readyz and /metrics on two listeners, got %q", c.HTTP.Listen, c.Role, c.API.Listen)
+	}
 	if ttl := c.Dispatcher.PushTTL; ttl > 0 && ttl <= maxPushTTL && c.NATS.MaxAge > 0 && c.NATS.MaxAge < ttl {
 		root.sub("nats").errorf("max_age", "must be at least dispatcher.push_ttl (%s): the stream would delete events still to be pushed, got %s", ttl, c.NATS.MaxAge)
 	}
@@ -125,6 +128,19 @@ func ParseTrustedProxy(s string) (netip.Prefix, error) {
 		p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
 	}
 	return p.Masked(), nil
+}
+
+// sameListener reports whether the listen addresses a and b would take the
+// same port: one port (not 0, which picks a free one) on the same host or
+// on every interface.
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wildcard(ha) || wildcard(hb)
 }
 
 // decodeKey returns a master key's 32 bytes, or nil if k is not one.
