@@ -31,7 +31,7 @@ type cmdFlags struct {
 	syncCount                       int64
 
 	poolRegion, oidcIssuer, oidcClientIDs, oidcJWKSURL string
-	allowUnauthenticated                               bool
+	allowUnauthenticated, noOIDC                       bool
 
 	after, limit int64
 	all          bool

@@ -21,6 +21,13 @@ func defineIdentityPool(fs *flag.FlagSet, v *cmdFlags) {
 	fs.StringVar(&v.oidcJWKSURL, "oidc-jwks-url", "", "where the provider's signing keys are (default: ISSUER/.well-known/jwks.json)")
 }
 
+// defineIdentityPoolUpdate adds the flags of identitypool update: those of
+// create, and -no-oidc.
+func defineIdentityPoolUpdate(fs *flag.FlagSet, v *cmdFlags) {
+	defineIdentityPool(fs, v)
+	fs.BoolVar(&v.noOIDC, "no-oidc", false, "remove the pool's OpenID Connect providers")
+}
+
 type openIDProvider struct {
 	Issuer    string   `json:"issuer"`
 	ClientIDs []string `json:"clientIds"`
@@ -80,16 +87,45 @@ func identityPoolCreate(c *cli, v *cmdFlags) error {
 	return err
 }
 
-// identityPoolUpdate replaces a pool's settings.
+// identityPoolUpdate changes the settings whose flags are given and keeps
+// the others: the admin API replaces a pool's settings as a whole, so the
+// pool is read first. A rename must not turn off the sign-in its users rely
+// on.
 func identityPoolUpdate(c *cli, v *cmdFlags) error {
-	body, err := poolBody(v)
+	given, err := poolBody(v)
 	if err != nil {
 		return err
 	}
-	if v.poolRegion != "" {
+	switch {
+	case v.poolRegion != "":
 		return &usageError{cmd: v.cmd, msg: "-region applies only to identitypool create"}
+	case v.noOIDC && v.given["oidc-issuer"]:
+		return &usageError{cmd: v.cmd, msg: "-no-oidc and -oidc-issuer: give one, to remove the providers or to replace them"}
+	case !v.given["name"] && !v.given["allow-unauthenticated"] && !v.given["oidc-issuer"] && !v.noOIDC:
+		return &usageError{cmd: v.cmd, msg: "identitypool update needs at least one of -name, -allow-unauthenticated, -oidc-issuer and -no-oidc"}
 	}
-	raw, err := c.admin(http.MethodPut, poolPath(v.arg), body)
+	raw, err := c.admin(http.MethodGet, poolPath(v.arg), nil)
+	if err != nil {
+		return err
+	}
+	var cur identityPool
+	if err := json.Unmarshal(raw, &cur); err != nil {
+		return fmt.Errorf("the API answered a pool that does not decode: %w", err)
+	}
+	body := &identityPool{Name: cur.Name, AllowUnauthenticated: cur.AllowUnauthenticated, OpenIDProviders: cur.OpenIDProviders}
+	if v.given["name"] {
+		body.Name = given.Name
+	}
+	if v.given["allow-unauthenticated"] {
+		body.AllowUnauthenticated = given.AllowUnauthenticated
+	}
+	if v.given["oidc-issuer"] || v.noOIDC {
+		body.OpenIDProviders = given.OpenIDProviders
+	}
+	if body.OpenIDProviders == nil {
+		body.OpenIDProviders = []openIDProvider{}
+	}
+	raw, err = c.admin(http.MethodPut, poolPath(v.arg), body)
 	if err != nil {
 		return err
 	}

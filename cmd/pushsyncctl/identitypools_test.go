@@ -41,7 +41,7 @@ func TestIdentityPools(t *testing.T) {
 	}
 
 	// Turn unauthenticated access off: new identities are refused.
-	d.ctl("identitypool", "update", id, "-name", "Game players", "-oidc-issuer", "https://login.example.com", "-oidc-client-ids", "game-app,game-web")
+	d.ctl("identitypool", "update", id, "-allow-unauthenticated=false", "-oidc-issuer", "https://login.example.com", "-oidc-client-ids", "game-app,game-web")
 	show = d.ctl("identitypool", "show", id)
 	if keyValue(t, show, "unauthenticated identities") != "false" || !strings.Contains(show, "https://login.example.com (clients game-app,game-web)") {
 		t.Fatalf("show after update:\n%s", show)

@@ -70,8 +70,8 @@ var commands = []*command{
 		summary: "create an identity pool; prints its id", required: []string{"name"}, run: identityPoolCreate, define: defineIdentityPool},
 	{name: "identitypool list", summary: "list the identity pools", run: identityPoolList},
 	{name: "identitypool show", synopsis: "ID", arg: "ID", summary: "show an identity pool", run: identityPoolShow},
-	{name: "identitypool update", synopsis: "ID -name N [-allow-unauthenticated] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL]]", arg: "ID",
-		summary: "replace an identity pool's settings", required: []string{"name"}, run: identityPoolUpdate, define: defineIdentityPool},
+	{name: "identitypool update", synopsis: "ID [-name N] [-allow-unauthenticated=true|false] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL] | -no-oidc]", arg: "ID",
+		summary: "change an identity pool's settings; those not given stay as they are", run: identityPoolUpdate, define: defineIdentityPoolUpdate},
 	{name: "identitypool delete", synopsis: "ID", arg: "ID", summary: "delete an identity pool", run: identityPoolDelete},
 	{name: "deadletter list", synopsis: "[-after SEQ] [-limit N]", summary: "list events whose pushes failed until their deliveries ran out",
 		run: deadLetterList, define: func(fs *flag.FlagSet, v *cmdFlags) {
@@ -365,6 +365,12 @@ func printCommandUsage(w io.Writer, cmd *command) {
 		fmt.Fprint(w, `
 The apps given replace the pool's whole mapping (platforms not given are
 dropped); each app's ARN for its platform is read from the admin API.
+`)
+	}
+	if cmd.name == "identitypool update" {
+		fmt.Fprint(w, `
+Settings whose flags are not given keep their values; -oidc-issuer replaces
+the pool's OpenID Connect providers with the one given.
 `)
 	}
 	if cmd.name == "credentials issue" {
