@@ -46,7 +46,23 @@ func secretsReseal(c *cli, _ *cmdFlags) error {
 	if err != nil {
 		return err
 	}
-	return c.printSecrets(raw, true)
+	if err := c.printSecrets(raw, true); err != nil {
+		return err
+	}
+	// A reseal that could not move everything off the secondary key has
+	// not done step 3 of a rotation: a script must not go on to remove
+	// that key.
+	var rep secretsReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return fmt.Errorf("the API answered a secrets report that does not decode: %w", err)
+	}
+	switch left := rep.Apps.Secondary + rep.Credentials.Secondary; {
+	case !rep.SecondaryKey:
+		return &exitError{code: 1, msg: "nothing was resealed: the API process that answered has no secrets.secondary_master_key; run secrets reseal against processes at step 2 of the rotation (docs/deploy.md, \"Rotating the master key\")"}
+	case left > 0:
+		return &exitError{code: 1, msg: fmt.Sprintf("%d records are still under the secondary master key; run secrets reseal again once every process has the new master_key", left)}
+	}
+	return nil
 }
 
 // printSecrets prints a report as a table and says what is left to do.

@@ -169,3 +169,22 @@ func (d *daemon) waitPushes(apns, fcm int) {
 		d.t.Fatalf("FCM pushes: %d, want %d: %v", len(d.fcm.Pushes()), fcm, err)
 	}
 }
+
+// TestResealWithoutSecondaryKeyFails: secrets reseal answered by a process
+// with no secondary master key reseals nothing, so it fails (exit 1, after
+// the report) rather than letting a rotation script go on to remove the
+// old key as if step 3 had been done.
+func TestResealWithoutSecondaryKeyFails(t *testing.T) {
+	d := startDaemon(t)
+	d.serviceAccount("sa.json")
+	d.ctl("app", "create", "-name", "game-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
+	for _, args := range [][]string{{"secrets", "reseal"}, {"-o", "json", "secrets", "reseal"}} {
+		r := d.ctlFail(d.env, 1, []string{"nothing was resealed", "secrets.secondary_master_key"}, args...)
+		if !strings.Contains(r.stdout, "apps") {
+			t.Errorf("pushsyncctl %s printed no report:\n%s", strings.Join(args, " "), r)
+		}
+	}
+	if out := d.ctl("secrets", "status"); secretsRow(t, out, "apps") != "1 1 0 0" {
+		t.Fatalf("secrets status:\n%s", out)
+	}
+}
