@@ -21,12 +21,14 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/cmd/internal/app"
 	"github.com/pushsync/pushsync/config"
+	"github.com/pushsync/pushsync/internal/loglimit"
 )
 
 func main() {
@@ -84,7 +86,7 @@ func run(args, env []string, stderr io.Writer) int {
 		return 1
 	}
 	// go-redis reports pool trouble through a process-wide logger.
-	redis.SetLogger(redisLogger{log.With().Str("component", "redis").Logger()})
+	redis.SetLogger(newRedisLogger(log.With().Str("component", "redis").Logger()))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -106,10 +108,32 @@ func run(args, env []string, stderr io.Writer) int {
 	return 0
 }
 
-type redisLogger struct{ log zerolog.Logger }
+// redisLogEvery is how often one kind of go-redis report is logged as a
+// warning; the others in between go at debug level.
+const redisLogEvery = 10 * time.Second
+
+// redisLogger writes go-redis's reports of pool trouble to the log. While
+// Redis is unreachable it reports every failed dial of every command, so
+// one warning per kind of report (its format) goes out every redisLogEvery,
+// with similar_not_logged counting the others since the last one.
+type redisLogger struct {
+	log   zerolog.Logger
+	limit *loglimit.Limiter[string]
+}
+
+func newRedisLogger(log zerolog.Logger) redisLogger {
+	return redisLogger{log: log, limit: loglimit.New[string](redisLogEvery)}
+}
 
 func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
-	l.log.Warn().Msgf(format, v...)
+	ev := l.log.Debug()
+	if ok, n := l.limit.Allow(format, time.Now()); ok {
+		ev = l.log.Warn()
+		if n > 0 {
+			ev = ev.Int("similar_not_logged", n)
+		}
+	}
+	ev.Msgf(format, v...)
 }
 
 func lookup(env []string, key string) string {
