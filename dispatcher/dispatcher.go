@@ -199,6 +199,7 @@ type Dispatcher struct {
 	// failed; the rest of the stop does not try.
 	untriedUnnoted atomic.Bool
 	failureLog     *loglimit.Limiter[failureKind]
+	troubleLog     *loglimit.Limiter[string]
 
 	slots  chan struct{}  // one per coalesced group being handled (Workers)
 	wg     sync.WaitGroup // coalescing groups in flight
@@ -229,6 +230,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		pools:      newCache[registry.PoolPush](opts.AppCacheTTL, opts.Now),
 		apps:       newCache[registry.App](opts.AppCacheTTL, opts.Now),
 		failureLog: loglimit.New[failureKind](failureLogEvery),
+		troubleLog: loglimit.New[string](failureLogEvery),
 		suspended:  make(map[route]time.Time),
 		slots:      make(chan struct{}, opts.Workers),
 		groups:     make(map[string]*group),
@@ -610,7 +612,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 
 func (d *Dispatcher) settle(err error, log zerolog.Logger) {
 	if err != nil {
-		log.Warn().Err(err).Msg("could not settle message with the broker; it will be redelivered")
+		d.warnLimited(log, "settle").Err(err).Msg("could not settle message with the broker; it will be redelivered")
 	}
 }
 
@@ -693,7 +695,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 	}
 	reg, err := d.registration(ev.IdentityPoolID, ev.IdentityID)
 	if err != nil {
-		log.Warn().Err(err).Msg("registry lookup failed")
+		d.warnLimited(log, "registry lookup").Err(err).Msg("registry lookup failed")
 		return "retry", 0, "registry: " + err.Error()
 	}
 	subs := reg.Subscribers(ev.DatasetName)
@@ -737,7 +739,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 				return "push_disabled", 0, ""
 			}
 			if err != nil {
-				log.Warn().Err(err).Msg("reading the pool's push configuration failed")
+				d.warnLimited(log, "pool push configuration").Err(err).Msg("reading the pool's push configuration failed")
 				return "retry", 0, "registry: " + err.Error()
 			}
 			pp = &p
@@ -750,11 +752,11 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 		app, err := d.app(ctx, name)
 		if errors.Is(err, registry.ErrAppNotFound) {
 			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "app_not_found").Inc()
-			log.Warn().Str("app", name).Msg("the pool names a platform app that does not exist")
+			d.warnLimited(log, "no app "+name).Str("app", name).Msg("the pool names a platform app that does not exist")
 			continue
 		}
 		if err != nil {
-			log.Warn().Err(err).Msg("reading a platform app failed")
+			d.warnLimited(log, "platform app").Err(err).Msg("reading a platform app failed")
 			return "retry", 0, "registry: " + err.Error()
 		}
 		targets = append(targets, target{dev: dev, app: app})
@@ -1024,6 +1026,23 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 		Str("class", perr.Class.String()).Str("reason", perr.Reason).Str("dataset", p.Event.DatasetName).
 		Msg("push not accepted")
 	return perr
+}
+
+// warnLimited returns a warning of kind, which stands for one kind of
+// trouble with the registry or the broker, once every failureLogEvery,
+// with how many like it were not logged; the others are debug lines. An
+// outage fails every event for a while, and one line per event would bury
+// everything else.
+func (d *Dispatcher) warnLimited(log zerolog.Logger, kind string) *zerolog.Event {
+	ok, suppressed := d.troubleLog.Allow(kind, d.opts.Now())
+	if !ok {
+		return log.Debug()
+	}
+	e := log.Warn()
+	if suppressed > 0 {
+		e = e.Int("similar_not_logged", suppressed)
+	}
+	return e
 }
 
 // failureKind is what a "push not accepted" line is logged once for in

@@ -1,10 +1,14 @@
 package dispatcher_test
 
 import (
+	"net"
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pushsync/pushsync/dispatcher"
+	"github.com/pushsync/pushsync/registry"
 )
 
 // TestPushFailuresAreNotLoggedOneByOne: while a push service keeps failing,
@@ -42,4 +46,38 @@ func TestPushFailuresAreNotLoggedOneByOne(t *testing.T) {
 		t.Errorf("%d lines logged for %v FCM and %v APNs failures, want one per kind (FCM, APNS, APNS_SANDBOX):\n%s",
 			len(lines), fcm, apns, strings.Join(lines, ""))
 	}
+}
+
+// TestRegistryTroubleIsNotLoggedOneByOne: while the registry cannot be
+// read, every event fails its lookup on each of its deliveries; the
+// failure is logged as a warning once, not once per event, and the rest go
+// at debug level.
+func TestRegistryTroubleIsNotLoggedOneByOne(t *testing.T) {
+	t.Run("registry unreachable", func(t *testing.T) {
+		e := setup(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := ln.Addr().String()
+		ln.Close()
+		rdb := redis.NewClient(&redis.Options{Addr: closed, MaxRetries: -1})
+		t.Cleanup(func() { rdb.Close() })
+		e.reg = registry.New(rdb, registry.Options{KeyPrefix: "unreachable"})
+		e.start(t, nil)
+		for i := range 5 {
+			e.publish(t, "settings", int64(i+1), e.origin.ID)
+		}
+		e.waitCounter(t, 10, "pushsync_events_consumed_total", "result", "retry")
+		var warnings []string
+		for _, l := range e.logs.Lines("registry lookup failed") {
+			if strings.Contains(l, `"level":"warn"`) {
+				warnings = append(warnings, l)
+			}
+		}
+		if len(warnings) != 1 {
+			t.Errorf("%d warnings logged for %v failed lookups, want 1:\n%s", len(warnings),
+				e.counter(t, "pushsync_events_consumed_total", "result", "retry"), strings.Join(warnings, ""))
+		}
+	})
 }
