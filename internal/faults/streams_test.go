@@ -10,12 +10,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pushsync/pushsync/sync/bulk"
 	"github.com/pushsync/pushsync/sync/event"
 )
 
 // TestStreamReplicasNeverLowered runs on a three-node cluster what
 // pushsync processes configured with different nats.replicas do at start:
-// each ensures the event stream and the dead-letter stream. A process
+// each ensures the event stream and the dead-letter stream, and a bulk
+// publish ensures its stream. A process
 // asking for more replicas raises them; one asking for fewer, as a
 // pushsyncctl with a default configuration would, leaves them as they are,
 // so that a stream an operator or another process made redundant stays so.
@@ -45,6 +47,10 @@ func TestStreamReplicasNeverLowered(t *testing.T) {
 			_, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{
 				Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: "pushsync.events", Replicas: replicas,
 			})
+			return err
+		}},
+		{"BULK", func(ctx context.Context, replicas int) error {
+			_, err := bulk.EnsureStream(ctx, js, "BULK", replicas)
 			return err
 		}},
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
 	"github.com/pushsync/pushsync/sync/store"
 )
 
@@ -87,6 +88,29 @@ func New(reg Registry, s Store, js jetstream.JetStream, opts Options, log zerolo
 	return &Runner{reg: reg, store: s, js: js, opts: opts, log: log}
 }
 
+// SubjectPrefix returns the first part of the subjects of the bulk
+// messages for the stream named stream: pushsync.streams.<stream>.
+func SubjectPrefix(stream string) string { return "pushsync.streams." + stream }
+
+// EnsureStream creates the JetStream stream a bulk publish to stream
+// writes to if it does not exist: file storage, subjects
+// SubjectPrefix(stream)+".>", a 10-minute duplicate window and the given
+// replicas (1 if not set). An existing stream must capture those subjects
+// and deduplicate publishes, or the error says what differs; it gets the
+// 10-minute duplicate window and more replicas if more are asked for, and
+// keeps everything else an operator set, its replicas included (they are
+// never lowered).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, stream string, replicas int) (jetstream.Stream, error) {
+	return event.Ensure(ctx, js, jetstream.StreamConfig{
+		Name:        stream,
+		Description: "pushsync bulk publishes of identity pools' datasets",
+		Subjects:    []string{SubjectPrefix(stream) + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		Duplicates:  10 * time.Minute,
+	}, nil)
+}
+
 // Snapshot is one dataset as a bulk publish writes it.
 type Snapshot struct {
 	IdentityPoolID   string         `json:"identityPoolId"`
@@ -138,12 +162,9 @@ func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) 
 }
 
 func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time.Time) (int, error) {
-	prefix := "pushsync.streams." + stream
-	if _, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: stream, Subjects: []string{prefix + ".>"}, Storage: jetstream.FileStorage,
-		Replicas: max(r.opts.Replicas, 1), Duplicates: 10 * time.Minute,
-	}); err != nil {
-		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	prefix := SubjectPrefix(stream)
+	if _, err := EnsureStream(ctx, r.js, stream, r.opts.Replicas); err != nil {
+		return 0, err
 	}
 	renewed := time.Now()
 	published := 0

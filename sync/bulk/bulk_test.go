@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
@@ -22,6 +25,7 @@ import (
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api"
 	"github.com/pushsync/pushsync/sync/bulk"
+	"github.com/pushsync/pushsync/sync/event"
 	"github.com/pushsync/pushsync/sync/store"
 )
 
@@ -88,34 +92,9 @@ func TestBulkPublishHasEachRecordOnceWhenItChangesDuringTheRun(t *testing.T) {
 	ws := &writingStore{Store: st, write: func() {
 		update([]store.Patch{{Op: store.OpReplace, Key: "k0000", Value: "v4", SyncCount: 1}})
 	}}
-	runner := bulk.New(reg, ws, js, bulk.Options{}, zerolog.New(zerolog.NewTestWriter(t)))
-	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
-		Store: st, SessionTokenKey: []byte("0123456789abcdef0123456789abcdef"), Bulk: runner}, zerolog.New(zerolog.NewTestWriter(t)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	dev := cognitosync.New(session.Must(session.NewSession(&aws.Config{Endpoint: aws.String(ts.URL), Region: aws.String("us-east-1"),
-		Credentials: credentials.NewStaticCredentials(devKey, devSecret, ""), MaxRetries: aws.Int(0)})))
-
-	if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: aws.String(pool)}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		d, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: aws.String(pool)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st := aws.StringValue(d.BulkPublishStatus); st != registry.BulkInProgress {
-			if st != registry.BulkSucceeded {
-				t.Fatalf("bulk publish ended %s: %s", st, aws.StringValue(d.FailureMessage))
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("bulk publish still in progress after 30 s")
-		}
+	dev := serve(t, reg, st, bulk.New(reg, ws, js, bulk.Options{}, zerolog.New(zerolog.NewTestWriter(t))))
+	if status, failure := bulkPublish(t, dev); status != registry.BulkSucceeded {
+		t.Fatalf("bulk publish ended %s: %s", status, failure)
 	}
 
 	stream, err := js.Stream(ctx, "BULK_ONCE")
@@ -151,5 +130,99 @@ func TestBulkPublishHasEachRecordOnceWhenItChangesDuringTheRun(t *testing.T) {
 	}
 	if len(seen) != 1034 || len(snap.Records) != 1034 {
 		t.Errorf("the message holds %d records of %d keys, want 1034 (1,024 + 10 written, tombstones included)", len(snap.Records), len(seen))
+	}
+}
+
+// serve starts the API with the runner and returns a developer's client of
+// it.
+func serve(t *testing.T, reg *registry.Registry, st *store.Store, runner *bulk.Runner) *cognitosync.CognitoSync {
+	t.Helper()
+	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
+		Store: st, SessionTokenKey: []byte("0123456789abcdef0123456789abcdef"), Bulk: runner}, zerolog.New(zerolog.NewTestWriter(t)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return cognitosync.New(session.Must(session.NewSession(&aws.Config{Endpoint: aws.String(ts.URL), Region: aws.String("us-east-1"),
+		Credentials: credentials.NewStaticCredentials(devKey, devSecret, ""), MaxRetries: aws.Int(0)})))
+}
+
+// bulkPublish starts a bulk publish of the pool through the wire API,
+// waits for it to end and returns its status and failure message.
+func bulkPublish(t *testing.T, dev *cognitosync.CognitoSync) (status, failure string) {
+	t.Helper()
+	if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: aws.String(pool)}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		d, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: aws.String(pool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := aws.StringValue(d.BulkPublishStatus); st != registry.BulkInProgress {
+			return st, aws.StringValue(d.FailureMessage)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bulk publish still in progress after 30 s")
+		}
+	}
+}
+
+// A bulk publish leaves alone what an operator set on an existing bulk
+// stream (here its max age), and fails, saying why, rather than taking
+// over a stream that does not carry bulk subjects (here the event stream,
+// which a pool's StreamName may name by mistake).
+func TestBulkPublishKeepsExistingStreamSettings(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	_, js := testenv.StartNATS(t).Connect(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: "game",
+		Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BULK_KEPT", Subjects: []string{bulk.SubjectPrefix("BULK_KEPT") + ".>"},
+		MaxAge: 7 * 24 * time.Hour, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	events, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: "EVENTS", SubjectPrefix: "pushsync.events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventSubjects := events.CachedInfo().Config.Subjects
+
+	// One run per pool and 24 hours: a minimal interval lets the test run
+	// twice.
+	dev := serve(t, reg, st, bulk.New(reg, st, js, bulk.Options{MinInterval: time.Nanosecond}, zerolog.New(zerolog.NewTestWriter(t))))
+
+	if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: "BULK_KEPT", StreamingStatus: "ENABLED"}); err != nil {
+		t.Fatal(err)
+	}
+	if status, failure := bulkPublish(t, dev); status != registry.BulkSucceeded {
+		t.Fatalf("bulk publish to an existing bulk stream ended %s: %s", status, failure)
+	}
+	s, err := js.Stream(ctx, "BULK_KEPT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo(); got.Config.MaxAge != 7*24*time.Hour || got.State.Msgs != 1 {
+		t.Errorf("the bulk stream has max age %s and %d messages after the run, want the operator's 168h and 1", got.Config.MaxAge, got.State.Msgs)
+	}
+
+	if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: "EVENTS", StreamingStatus: "ENABLED"}); err != nil {
+		t.Fatal(err)
+	}
+	status, failure := bulkPublish(t, dev)
+	if status != registry.BulkFailed || !strings.Contains(failure, `do not include "pushsync.streams.EVENTS.>"`) {
+		t.Errorf("bulk publish to the event stream ended %s (%q), want FAILED saying the stream lacks the bulk subjects", status, failure)
+	}
+	s, err = js.Stream(ctx, "EVENTS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.Subjects; !slices.Equal(got, eventSubjects) {
+		t.Errorf("the event stream's subjects became %q, want %q as they were", got, eventSubjects)
 	}
 }

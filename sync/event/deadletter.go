@@ -66,7 +66,7 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterC
 	if cfg.Stream == "" || cfg.SubjectPrefix == "" || cfg.EventSubjectPrefix == "" {
 		return nil, errors.New("event: a dead-letter stream, its subject prefix and the event subject prefix are required")
 	}
-	s, err := ensure(ctx, js, jetstream.StreamConfig{
+	s, err := Ensure(ctx, js, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "pushsync events whose pushes failed until their deliveries ran out",
 		Subjects:    []string{cfg.SubjectPrefix + ".>"},

@@ -71,7 +71,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	if c.Name == "" || c.SubjectPrefix == "" {
 		return nil, errors.New("event: stream name and subject prefix are required")
 	}
-	return ensure(ctx, js, c.jetstreamConfig(), func(got, want jetstream.StreamConfig) error {
+	return Ensure(ctx, js, c.jetstreamConfig(), func(got, want jetstream.StreamConfig) error {
 		if got.Retention == jetstream.WorkQueuePolicy {
 			return errors.New("exists with work-queue retention; pushsync needs limits retention so that several consumers can read it")
 		}
@@ -83,14 +83,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 	})
 }
 
-// ensure creates the stream want describes if it does not exist. If it
+// Ensure creates the stream want describes if it does not exist. If it
 // exists, it checks that the stream captures want's subjects and
-// deduplicates publishes, and what else check asks, and returns an error
-// saying what differs; then it gives the stream want's max age and
-// duplicate window, and want's replicas if that is more than it has: it
-// never takes replicas away, which an operator may have raised, nor lets
-// processes configured differently take turns at setting them.
-func ensure(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, check func(got, want jetstream.StreamConfig) error) (jetstream.Stream, error) {
+// deduplicates publishes, and what else check (if not nil) asks, and
+// returns an error saying what differs; then it gives the stream want's max
+// age and duplicate window where want sets them (a zero leaves the
+// stream's own), and want's replicas if that is more than it has: it never
+// takes replicas away, which an operator may have raised, nor lets
+// processes configured differently take turns at setting them. Every
+// other setting of an existing stream is left as it is.
+func Ensure(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, check func(got, want jetstream.StreamConfig) error) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, want.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = js.CreateStream(ctx, want)
@@ -115,9 +117,15 @@ func ensure(ctx context.Context, js jetstream.JetStream, want jetstream.StreamCo
 			return nil, fmt.Errorf("event: stream %s %w", want.Name, err)
 		}
 	}
-	if replicas := max(got.Replicas, want.Replicas); got.MaxAge != want.MaxAge || got.Duplicates != want.Duplicates || got.Replicas != replicas {
-		upd := got
-		upd.MaxAge, upd.Duplicates, upd.Replicas = want.MaxAge, want.Duplicates, replicas
+	upd := got
+	if want.MaxAge != 0 {
+		upd.MaxAge = want.MaxAge
+	}
+	if want.Duplicates != 0 {
+		upd.Duplicates = want.Duplicates
+	}
+	upd.Replicas = max(got.Replicas, want.Replicas)
+	if upd.MaxAge != got.MaxAge || upd.Duplicates != got.Duplicates || upd.Replicas != got.Replicas {
 		if s, err = js.UpdateStream(ctx, upd); err != nil {
 			return nil, fmt.Errorf("event: stream %s: change max age %s → %s, duplicate window %s → %s, replicas %d → %d: %w",
 				want.Name, got.MaxAge, upd.MaxAge, got.Duplicates, upd.Duplicates, got.Replicas, upd.Replicas, err)
