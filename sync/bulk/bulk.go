@@ -10,6 +10,14 @@
 // type. A message is the dataset as one atomic read found it: each record
 // once, tombstones included, none newer than the message's SyncCount.
 //
+// A dataset larger than the largest message the NATS server (max_payload)
+// and the stream (max message size) take is published as consecutive
+// messages on its subject, its parts, deduplicated by
+// bulk.<pool>.<identity>.<dataset>.<syncCount>.<part>.<parts>: each
+// carries the dataset's metadata, its Part (from 1) and Parts, and the
+// next run of records; a value too large for a message of its own is cut
+// over several parts (see Snapshot.Continued). Join puts them together.
+//
 // The identities of the pool are walked with SSCAN, which may return one
 // twice (Redis allows it when the set is resized during the walk). Its
 // datasets are then read and published again: a message with the same
@@ -21,7 +29,6 @@ package bulk
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -113,13 +120,25 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, stream string, re
 
 // Snapshot is one dataset as a bulk publish writes it.
 type Snapshot struct {
-	IdentityPoolID   string         `json:"identityPoolId"`
-	IdentityID       string         `json:"identityId"`
-	DatasetName      string         `json:"datasetName"`
-	SyncCount        int64          `json:"syncCount"`
-	LastModifiedDate time.Time      `json:"lastModifiedDate"`
-	LastModifiedBy   string         `json:"lastModifiedBy,omitempty"`
-	Records          []store.Record `json:"records"`
+	IdentityPoolID   string    `json:"identityPoolId"`
+	IdentityID       string    `json:"identityId"`
+	DatasetName      string    `json:"datasetName"`
+	SyncCount        int64     `json:"syncCount"`
+	LastModifiedDate time.Time `json:"lastModifiedDate"`
+	LastModifiedBy   string    `json:"lastModifiedBy,omitempty"`
+	// Part and Parts number the messages of a dataset too large for one
+	// message (the NATS server's max_payload, 1 MB by default, or the
+	// stream's max message size): each carries the metadata above and a
+	// run of the records, in order, and Part goes from 1 to Parts. Both
+	// are 0, and absent from the JSON, for a dataset in one message.
+	Part  int `json:"part,omitempty"`
+	Parts int `json:"parts,omitempty"`
+	// Continued is true when the value of the part's last record is cut
+	// and goes on in the first record of the next part (same key), for a
+	// record too large for a message of its own. Join puts the parts of a
+	// dataset together again.
+	Continued bool           `json:"continued,omitempty"`
+	Records   []store.Record `json:"records"`
 }
 
 // Start begins a bulk publish of the pool in the background and returns
@@ -163,8 +182,14 @@ func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) 
 
 func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time.Time) (int, error) {
 	prefix := SubjectPrefix(stream)
-	if _, err := EnsureStream(ctx, r.js, stream, r.opts.Replicas); err != nil {
+	s, err := EnsureStream(ctx, r.js, stream, r.opts.Replicas)
+	if err != nil {
 		return 0, err
+	}
+	// The largest message the server and the stream take, headers included.
+	limit := r.js.Conn().MaxPayload()
+	if m := int64(s.CachedInfo().Config.MaxMsgSize); m > 0 && m < limit {
+		limit = m
 	}
 	renewed := time.Now()
 	published := 0
@@ -175,7 +200,7 @@ func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time
 			return published, err
 		}
 		for _, identity := range ids {
-			n, err := r.publishIdentity(ctx, prefix, pool, identity)
+			n, err := r.publishIdentity(ctx, prefix, pool, identity, limit)
 			published += n
 			if err != nil {
 				return published, err
@@ -194,7 +219,7 @@ func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time
 	}
 }
 
-func (r *Runner) publishIdentity(ctx context.Context, prefix, pool, identity string) (int, error) {
+func (r *Runner) publishIdentity(ctx context.Context, prefix, pool, identity string, limit int64) (int, error) {
 	n := 0
 	token := ""
 	for {
@@ -216,16 +241,24 @@ func (r *Runner) publishIdentity(ctx context.Context, prefix, pool, identity str
 			}
 			snap := Snapshot{IdentityPoolID: pool, IdentityID: identity, DatasetName: d.Name, SyncCount: page.DatasetSyncCount,
 				LastModifiedDate: page.LastModifiedDate, LastModifiedBy: page.LastModifiedBy, Records: page.Records}
-			data, err := json.Marshal(&snap)
-			if err != nil {
-				return n, err
-			}
 			enc := base64.RawURLEncoding
 			subject := prefix + "." + enc.EncodeToString([]byte(pool)) + "." + enc.EncodeToString([]byte(identity)) + "." + enc.EncodeToString([]byte(d.Name))
-			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-			msg.Header.Set(jetstream.MsgIDHeader, "bulk"+subject[len(prefix):]+"."+strconv.FormatInt(snap.SyncCount, 10))
-			if _, err := r.js.PublishMsg(ctx, msg); err != nil {
+			id := "bulk" + subject[len(prefix):] + "." + strconv.FormatInt(snap.SyncCount, 10)
+			// Room for the headers, with the longest id a part can have.
+			msgs, err := encode(&snap, int(limit)-headerSize(id+".2147483647.2147483647"))
+			if err != nil {
 				return n, fmt.Errorf("publish %s/%s: %w", identity, d.Name, err)
+			}
+			for i, data := range msgs {
+				msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+				if len(msgs) == 1 {
+					msg.Header.Set(jetstream.MsgIDHeader, id)
+				} else {
+					msg.Header.Set(jetstream.MsgIDHeader, id+"."+strconv.Itoa(i+1)+"."+strconv.Itoa(len(msgs)))
+				}
+				if _, err := r.js.PublishMsg(ctx, msg); err != nil {
+					return n, fmt.Errorf("publish %s/%s: %w", identity, d.Name, err)
+				}
 			}
 			n++
 		}
@@ -234,4 +267,10 @@ func (r *Runner) publishIdentity(ctx context.Context, prefix, pool, identity str
 		}
 		token = next
 	}
+}
+
+// headerSize is the size of the headers of a message whose only header is
+// the deduplication id id, as the NATS protocol sends them.
+func headerSize(id string) int {
+	return len("NATS/1.0\r\n") + len(jetstream.MsgIDHeader) + len(": ") + len(id) + len("\r\n\r\n")
 }

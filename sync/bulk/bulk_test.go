@@ -226,3 +226,105 @@ func TestBulkPublishKeepsExistingStreamSettings(t *testing.T) {
 		t.Errorf("the event stream's subjects became %q, want %q as they were", got, eventSubjects)
 	}
 }
+
+// A dataset whose JSON is larger than the largest message the NATS server
+// (max_payload, 1 MB by default) or the stream (max message size) takes is
+// published in parts that Join puts together again into the dataset as
+// stored: many records near the 1 MB limit with tombstones, and one record
+// whose value alone is near 1 MB. A small dataset stays one message without
+// part numbers.
+func TestBulkPublishSplitsDatasetsLargerThanAMessage(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	nc, js := testenv.StartNATS(t).Connect(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	update := func(dataset string, patches []store.Patch) {
+		t.Helper()
+		if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: dataset, Patches: patches}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update("small", []store.Patch{{Op: store.OpReplace, Key: "a", Value: "1"}, {Op: store.OpReplace, Key: "b", Value: "2"}})
+	update("small", []store.Patch{{Op: store.OpRemove, Key: "b", SyncCount: 1}})
+	// Characters JSON escapes (<, ") make the encoding larger than the
+	// 1 MB the dataset limit counts.
+	var ps []store.Patch
+	for i := range 800 {
+		ps = append(ps, store.Patch{Op: store.OpReplace, Key: fmt.Sprintf("k%04d", i), Value: strings.Repeat(`ab<"é`, 200)})
+	}
+	update("many", ps)
+	ps = nil
+	for i := range 20 {
+		ps = append(ps, store.Patch{Op: store.OpRemove, Key: fmt.Sprintf("k%04d", i*40), SyncCount: 1})
+	}
+	update("many", ps)
+	update("big", []store.Patch{{Op: store.OpReplace, Key: "blob", Value: strings.Repeat("0123456789abcdef<é", 55157)},
+		{Op: store.OpReplace, Key: "z", Value: "after"}})
+
+	dev := serve(t, reg, st, bulk.New(reg, st, js, bulk.Options{MinInterval: time.Nanosecond}, zerolog.New(zerolog.NewTestWriter(t))))
+	// The server's max_payload, then a stream's smaller max message size.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BULK_SMALL_MSGS", Subjects: []string{bulk.SubjectPrefix("BULK_SMALL_MSGS") + ".>"},
+		MaxMsgSize: 20000, Duplicates: 10 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		stream string
+		limit  int
+	}{{"BULK_LARGE", int(nc.MaxPayload())}, {"BULK_SMALL_MSGS", 20000}} {
+		if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: c.stream, StreamingStatus: "ENABLED"}); err != nil {
+			t.Fatal(err)
+		}
+		if status, failure := bulkPublish(t, dev); status != registry.BulkSucceeded {
+			t.Fatalf("%s: bulk publish ended %s: %s", c.stream, status, failure)
+		}
+		s, err := js.Stream(ctx, c.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := map[string][]bulk.Snapshot{}
+		ids := map[string]bool{}
+		for seq := uint64(1); seq <= s.CachedInfo().State.LastSeq; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if size := len(m.Data) + len(m.Header.Get(jetstream.MsgIDHeader)); size > c.limit {
+				t.Errorf("%s: message %d holds %d bytes, over %d", c.stream, seq, size, c.limit)
+			}
+			id := m.Header.Get(jetstream.MsgIDHeader)
+			if ids[id] {
+				t.Errorf("%s: two messages have the deduplication id %s", c.stream, id)
+			}
+			ids[id] = true
+			var snap bulk.Snapshot
+			if err := json.Unmarshal(m.Data, &snap); err != nil {
+				t.Fatal(err)
+			}
+			if snap.DatasetName == "small" && strings.Contains(string(m.Data), `"part`) {
+				t.Errorf("%s: the small dataset's message has part numbers: %s", c.stream, m.Data)
+			}
+			parts[snap.DatasetName] = append(parts[snap.DatasetName], snap)
+		}
+		for _, ds := range []string{"small", "many", "big"} {
+			got, err := bulk.Join(parts[ds])
+			if err != nil {
+				t.Errorf("%s: dataset %s: %v", c.stream, ds, err)
+				continue
+			}
+			page, err := st.ListRecords(ctx, pool, alice, ds, store.ListOptions{All: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := json.Marshal(page.Records)
+			if b, _ := json.Marshal(got.Records); string(b) != string(want) || got.SyncCount != page.DatasetSyncCount {
+				t.Errorf("%s: dataset %s comes out of %d messages as %d records at SyncCount %d, want the %d stored at %d",
+					c.stream, ds, len(parts[ds]), len(got.Records), got.SyncCount, len(page.Records), page.DatasetSyncCount)
+			}
+			if ds != "small" && len(parts[ds]) < 2 {
+				t.Errorf("%s: dataset %s is in %d message, want it split", c.stream, ds, len(parts[ds]))
+			}
+		}
+		t.Logf("%s: %d messages for 3 datasets", c.stream, len(ids))
+	}
+}
