@@ -12,9 +12,11 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -144,7 +146,11 @@ func (r *Relay) Run(ctx context.Context) error {
 const maxCorruptLogged = 10
 
 // Sweep publishes every change still marked, and returns how many it
-// published. Markers that cannot be read are logged and skipped.
+// published. Markers that cannot be read are logged and skipped. A publish
+// that fails because NATS cannot be reached (no answer in time, no
+// JetStream responder, no connection) ends the publishing: the sweep still
+// counts the remaining markers and leaves them, all of them, for the next
+// sweep, rather than waiting out the publish timeout for each.
 func (r *Relay) Sweep(ctx context.Context) (int, error) {
 	var (
 		cursor    uint64
@@ -152,6 +158,7 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		found     int
 		corrupt   int
 		firstErr  error
+		down      bool
 	)
 	for {
 		changes, next, err := r.store.ScanPending(ctx, cursor, 500)
@@ -170,10 +177,16 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		}
 		found += len(changes)
 		for _, c := range changes {
+			if down {
+				continue // counted, for the pending gauge, not tried
+			}
 			if err := r.deliver(ctx, c, "sweep"); err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
+				// NATS unreachable: every other publish would wait out
+				// its timeout too. The markers stay for the next sweep.
+				down = unreachable(err) || ctx.Err() != nil
 				continue
 			}
 			published++
@@ -189,4 +202,18 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		r.log.Error().Int("corrupt", corrupt).Int("logged", maxCorruptLogged).Msg("skipped outbox markers that cannot be read")
 	}
 	return published, firstErr
+}
+
+// unreachable tells whether a failed publish says NATS or its JetStream
+// cannot be reached, so that the publishes after it would fail too, as
+// opposed to a failure of that one change.
+func unreachable(err error) bool {
+	for _, e := range []error{context.DeadlineExceeded, nats.ErrTimeout, jetstream.ErrNoStreamResponse, nats.ErrNoResponders,
+		nats.ErrConnectionClosed, nats.ErrConnectionDraining, nats.ErrConnectionReconnecting, nats.ErrDisconnected, nats.ErrNoServers,
+		jetstream.ErrJetStreamNotEnabled} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

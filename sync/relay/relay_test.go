@@ -3,8 +3,11 @@ package relay_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -118,4 +121,94 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("metric %s not registered", name)
 	return 0
+}
+
+// countingPublisher counts the publishes tried through the real publisher.
+type countingPublisher struct {
+	*event.Publisher
+	tries atomic.Int32
+}
+
+func (p *countingPublisher) Publish(ctx context.Context, e *event.DatasetChanged) (*jetstream.PubAck, error) {
+	p.tries.Add(1)
+	return p.Publisher.Publish(ctx, e)
+}
+
+// TestSweepStopsPublishingWhileNATSIsDown: with NATS down, a sweep tries
+// one publish, not one per pending change each waiting out its timeout,
+// still counts every pending change, and leaves them all marked; once
+// NATS is back, the next sweep publishes each of them.
+func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	srv := testenv.StartNATS(t)
+	_, js := srv.Connect(t)
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &countingPublisher{Publisher: p}
+	reg := prometheus.NewRegistry()
+	r, err := relay.New(st, pub, relay.Options{PublishTimeout: 300 * time.Millisecond}, zerolog.New(zerolog.NewTestWriter(t)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Shutdown()
+	datasets := []string{"a", "b", "c", "d"}
+	for _, ds := range datasets {
+		for _, id := range []string{alice, bob} {
+			u := store.Update{IdentityPoolID: pool, IdentityID: id, DatasetName: ds, DeviceID: "dev", ModifiedBy: "dev",
+				Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}
+			if _, _, err := st.UpdateRecords(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pending := 2 * len(datasets)
+	published, err := r.Sweep(ctx)
+	if err == nil || published != 0 {
+		t.Fatalf("sweep with NATS down published %d, error %v; want none published and an error", published, err)
+	}
+	t.Logf("sweep with NATS down: %v", err)
+	if n := pub.tries.Load(); n != 1 {
+		t.Errorf("sweep with NATS down tried %d publishes, want 1 (it stops at the first that finds NATS unreachable)", n)
+	}
+	if got := gaugeValue(t, reg, "pushsync_relay_pending_changes"); got != float64(pending) {
+		t.Errorf("pushsync_relay_pending_changes = %v with NATS down, want %d", got, pending)
+	}
+	for _, id := range []string{alice, bob} {
+		if cs, err := st.PendingChanges(ctx, pool, id); err != nil || len(cs) != len(datasets) {
+			t.Fatalf("%s has %d changes marked (%v), want %d", id, len(cs), err, len(datasets))
+		}
+	}
+
+	srv.Restart()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		published, err = r.Sweep(ctx)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || published != pending {
+		t.Fatalf("sweep with NATS back published %d, error %v; want %d", published, err, pending)
+	}
+	if got := gaugeValue(t, reg, "pushsync_relay_pending_changes"); got != 0 {
+		t.Errorf("pushsync_relay_pending_changes = %v after the sweep, want 0", got)
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(pending) {
+		t.Errorf("stream holds %d events, want %d", info.State.Msgs, pending)
+	}
 }
