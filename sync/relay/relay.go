@@ -5,7 +5,10 @@
 // DatasetChanged event and then clears the marker: at once, on the request
 // path (Deliver), and again in a background sweep (Run) for every marker
 // left behind, whether the process died between commit and publish or NATS
-// was unreachable. A change published twice is stored once by JetStream,
+// was unreachable. While NATS is unreachable, neither waits for it: a
+// sweep stops publishing at the first publish that finds it so, and for a
+// sweep interval after one, the request path leaves its changes to the
+// sweep. A change published twice is stored once by JetStream,
 // since its deduplication id is fixed by (pool, identity, dataset,
 // syncCount).
 package relay
@@ -14,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -55,6 +59,10 @@ type Relay struct {
 	failures  prometheus.Counter
 	pending   prometheus.Gauge
 	corrupt   prometheus.Gauge
+
+	// unreachableAt is when a publish last found NATS unreachable (Unix
+	// nanoseconds), 0 since one succeeded.
+	unreachableAt atomic.Int64
 }
 
 // New returns a Relay.
@@ -93,9 +101,17 @@ func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prome
 	return r, nil
 }
 
+// ErrUnreachable is returned by Deliver while NATS is unreachable.
+var ErrUnreachable = errors.New("relay: NATS was unreachable at a publish moments ago; the sweep publishes the change once it answers again")
+
 // Deliver publishes a committed change and clears its marker. On error the
-// marker stays, and a later sweep publishes the change.
+// marker stays, and a later sweep publishes the change. For an Interval
+// after a publish found NATS unreachable, unless one succeeds meanwhile,
+// Deliver does not wait for it: it returns ErrUnreachable at once.
 func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
+	if at := r.unreachableAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval {
+		return fmt.Errorf("publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, ErrUnreachable)
+	}
 	return r.deliver(ctx, c, "direct")
 }
 
@@ -113,8 +129,12 @@ func (r *Relay) deliver(ctx context.Context, c store.Change, path string) error 
 	cancel()
 	if err != nil {
 		r.failures.Inc()
+		if unreachable(err) && ctx.Err() == nil {
+			r.unreachableAt.Store(time.Now().UnixNano())
+		}
 		return fmt.Errorf("relay: publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, err)
 	}
+	r.unreachableAt.Store(0)
 	r.published.WithLabelValues(path).Inc()
 	if err := r.store.ClearChange(ctx, c); err != nil {
 		// Published; the marker will be published again by a sweep and

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -210,5 +211,79 @@ func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
 	}
 	if info.State.Msgs != uint64(pending) {
 		t.Errorf("stream holds %d events, want %d", info.State.Msgs, pending)
+	}
+}
+
+// TestDeliverDoesNotWaitWhileNATSIsDown: once a publish on the request path
+// has found NATS unreachable, the next changes (within the sweep interval)
+// are not published there, each waiting out the publish timeout, but left
+// marked for the sweep, which publishes them when NATS is back; then the
+// request path publishes again.
+func TestDeliverDoesNotWaitWhileNATSIsDown(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	srv := testenv.StartNATS(t)
+	_, js := srv.Connect(t)
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &countingPublisher{Publisher: p}
+	// Sweeps are the test's own; the interval is how long the request
+	// path leaves publishing to them after finding NATS down.
+	r, err := relay.New(st, pub, relay.Options{Interval: time.Hour, PublishTimeout: 300 * time.Millisecond}, zerolog.New(zerolog.NewTestWriter(t)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(dataset string) store.Change {
+		t.Helper()
+		u := store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: dataset, DeviceID: "dev", ModifiedBy: "dev",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}
+		_, c, err := st.UpdateRecords(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	srv.Shutdown()
+	for i, ds := range []string{"a", "b", "c", "d"} {
+		err := r.Deliver(ctx, write(ds))
+		if err == nil {
+			t.Fatalf("change %d delivered with NATS down", i+1)
+		}
+		if i > 0 && !errors.Is(err, relay.ErrUnreachable) {
+			t.Errorf("change %d: %v, want ErrUnreachable after the first publish found NATS down", i+1, err)
+		}
+	}
+	if n := pub.tries.Load(); n != 1 {
+		t.Errorf("4 changes with NATS down tried %d publishes, want 1", n)
+	}
+	if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 4 {
+		t.Fatalf("%d changes marked (%v), want 4", len(cs), err)
+	}
+
+	srv.Restart()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		published, err := r.Sweep(ctx)
+		if err == nil {
+			if published != 4 {
+				t.Fatalf("sweep with NATS back published %d, want 4", published)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sweep with NATS back: %v", err)
+		}
+	}
+	if err := r.Deliver(ctx, write("e")); err != nil {
+		t.Fatalf("a change after NATS came back: %v", err)
+	}
+	if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 0 {
+		t.Errorf("%d changes still marked (%v), want none", len(cs), err)
 	}
 }
