@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/bulk"
@@ -35,6 +36,8 @@ func (s *Server) bulkPublish(r *request) (any, error) {
 		return nil, newError(http.StatusBadRequest, "DuplicateRequestException", "a bulk publish of %s is in progress", pool)
 	case errors.Is(err, registry.ErrAlreadyStreamed):
 		return nil, newError(http.StatusBadRequest, "AlreadyStreamedException", "%v", err)
+	case errors.Is(err, bulk.ErrInvalidStreamName):
+		return nil, invalidParameter("%s", strings.TrimPrefix(err.Error(), bulk.ErrInvalidStreamName.Error()+": "))
 	case errors.Is(err, bulk.ErrStreamsNotEnabled):
 		return nil, invalidParameter("CognitoStreams: set StreamName and StreamingStatus ENABLED with SetIdentityPoolConfiguration before a bulk publish")
 	}

@@ -32,7 +32,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,6 +48,23 @@ import (
 // ErrStreamsNotEnabled is returned by Start for a pool without an enabled
 // CognitoStreams setting.
 var ErrStreamsNotEnabled = errors.New("bulk: CognitoStreams is not enabled for the identity pool")
+
+// ErrInvalidStreamName is returned by Start for a pool whose
+// CognitoStreams StreamName cannot name a JetStream stream.
+var ErrInvalidStreamName = errors.New("bulk: invalid stream name")
+
+// checkStreamName returns an error wrapping ErrInvalidStreamName, saying
+// why, for a name that JetStream refuses as a stream name or that would not
+// be one token of the bulk subjects.
+func checkStreamName(name string) error {
+	if i := strings.IndexFunc(name, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune(".*>/\\", r)
+	}); i >= 0 {
+		return fmt.Errorf("%w: CognitoStreams.StreamName %q cannot name a JetStream stream: it contains %q (JetStream stream names have no '.', '*', '>', '/', '\\', spaces or control characters)",
+			ErrInvalidStreamName, name, []rune(name[i:])[0])
+	}
+	return nil
+}
 
 // Registry is what a Runner needs of the registry.
 type Registry interface {
@@ -142,7 +161,7 @@ type Snapshot struct {
 }
 
 // Start begins a bulk publish of the pool in the background and returns
-// once it has begun. It returns ErrStreamsNotEnabled,
+// once it has begun. It returns ErrStreamsNotEnabled, ErrInvalidStreamName,
 // registry.ErrBulkInProgress or registry.ErrAlreadyStreamed when it may not.
 func (r *Runner) Start(ctx context.Context, pool string) error {
 	streams, err := r.reg.PoolStreams(ctx, pool)
@@ -151,6 +170,9 @@ func (r *Runner) Start(ctx context.Context, pool string) error {
 	}
 	if streams == nil || streams.StreamingStatus != "ENABLED" || streams.StreamName == "" {
 		return ErrStreamsNotEnabled
+	}
+	if err := checkStreamName(streams.StreamName); err != nil {
+		return err
 	}
 	state, err := r.reg.BeginBulkPublish(ctx, pool, r.opts.Lease, r.opts.MinInterval)
 	if err != nil {

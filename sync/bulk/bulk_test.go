@@ -5,15 +5,18 @@ package bulk_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/awserr"
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
@@ -326,5 +329,35 @@ func TestBulkPublishSplitsDatasetsLargerThanAMessage(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d messages for 3 datasets", c.stream, len(ids))
+	}
+}
+
+// A pool's StreamName that cannot name a JetStream stream (Cognito allows
+// '.', JetStream does not) is refused by BulkPublish with
+// InvalidParameterException saying why, not accepted and then failed, and
+// no run is recorded.
+func TestBulkPublishRefusesAStreamNameJetStreamCannotUse(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	_, js := testenv.StartNATS(t).Connect(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	dev := serve(t, reg, st, bulk.New(reg, st, js, bulk.Options{}, zerolog.New(zerolog.NewTestWriter(t))))
+	for _, name := range []string{"game.events", "game events", "game>", "game*", "game/events"} {
+		if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: name, StreamingStatus: "ENABLED"}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: aws.String(pool)})
+		var aerr awserr.Error
+		if !errors.As(err, &aerr) || aerr.Code() != "InvalidParameterException" || !strings.Contains(aerr.Message(), "StreamName "+strconv.Quote(name)) {
+			t.Errorf("BulkPublish to stream %q: %v, want InvalidParameterException naming the stream", name, err)
+		}
+		d, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: aws.String(pool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := aws.StringValue(d.BulkPublishStatus); s != registry.BulkNotStarted {
+			t.Fatalf("after BulkPublish to stream %q the status is %s (%s), want NOT_STARTED", name, s, aws.StringValue(d.FailureMessage))
+		}
 	}
 }
