@@ -370,7 +370,12 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 		}
 		if err := d.pullBatch(ctx, cons, limit-int(held.Load()), func(msg jetstream.Msg) {
 			held.Add(1)
-			queue <- pulled{msg: msg, keep: d.keepInProgress(msg)}
+			p := pulled{msg: msg, keep: d.keepInProgress(msg)}
+			// Straight to an idle worker when none waits before it: the
+			// queue and its goroutine are for when all are busy.
+			if len(queue) > 0 || !handlers.trySubmit(p) {
+				queue <- p
+			}
 		}); err != nil || ctx.Err() != nil {
 			return err
 		}

@@ -25,6 +25,23 @@ func newLIFOPool[T any](max int, run func(T)) *lifoPool[T] {
 // submit hands v to a goroutine, waiting while max are busy.
 func (p *lifoPool[T]) submit(v T) {
 	p.slots <- struct{}{}
+	p.hand(v)
+}
+
+// trySubmit hands v to a goroutine if fewer than max are busy, and
+// reports whether it did.
+func (p *lifoPool[T]) trySubmit(v T) bool {
+	select {
+	case p.slots <- struct{}{}:
+		p.hand(v)
+		return true
+	default:
+		return false
+	}
+}
+
+// hand gives v to an idle goroutine, or a new one, under a slot taken.
+func (p *lifoPool[T]) hand(v T) {
 	p.mu.Lock()
 	var ch chan T
 	if k := len(p.idle); k > 0 {
