@@ -26,6 +26,19 @@ func TestCoalescedEventWaitingForAWorkerIsNotRedelivered(t *testing.T) {
 		o.Workers = 1
 	})
 	e.publish(t, "settings", 1, e.origin.ID)
+	e.waitPushInFlight(t)
+	// The only worker is busy: this event waits, its window long closed.
+	e.publish(t, "other", 1, "")
+	time.Sleep(3 * ackWait)
+	close(e.apns.block)
+
+	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "delivered")
+	e.expectDeliveredOnce(t, 2)
+}
+
+// waitPushInFlight waits until a push has started.
+func (e *env) waitPushInFlight(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for testutil.ToFloat64(gauge(t, e.metrics, "pushsync_pushes_in_flight")) < 1 {
 		if time.Now().After(deadline) {
@@ -33,22 +46,23 @@ func TestCoalescedEventWaitingForAWorkerIsNotRedelivered(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	// The only worker is busy: this event waits, its window long closed.
-	e.publish(t, "other", 1, "")
-	time.Sleep(3 * ackWait)
-	close(e.apns.block)
+}
 
-	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "delivered")
+// expectDeliveredOnce waits until the consumer has nothing pending or
+// unacked, and checks that its events were delivered once each and that
+// none was handled twice.
+func (e *env) expectDeliveredOnce(t *testing.T, events int) {
+	t.Helper()
 	cons := mustConsumer(t, e)
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
 	for {
 		info, err := cons.Info(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if info.NumAckPending == 0 && info.NumPending == 0 {
-			if info.Delivered.Consumer != 2 {
-				t.Fatalf("2 events were delivered %d times: redelivered while they waited for a worker", info.Delivered.Consumer)
+			if info.Delivered.Consumer != uint64(events) {
+				t.Fatalf("%d events were delivered %d times: redelivered while they waited for a worker", events, info.Delivered.Consumer)
 			}
 			break
 		}

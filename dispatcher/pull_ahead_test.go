@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/pushsync/pushsync/dispatcher"
 )
 
@@ -27,13 +25,7 @@ func TestEventsPulledAheadAreNotRedelivered(t *testing.T) {
 		o.SendTimeout = 4 * ackWait
 	})
 	e.publish(t, "settings", 1, e.origin.ID)
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(gauge(t, e.metrics, "pushsync_pushes_in_flight")) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the first event's pushes never started")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitPushInFlight(t)
 	// The only worker is busy: a backlog builds up behind it.
 	const backlog = 4
 	for i := range backlog {
@@ -43,27 +35,7 @@ func TestEventsPulledAheadAreNotRedelivered(t *testing.T) {
 	close(e.apns.block)
 
 	const events = 1 + backlog
-	cons := mustConsumer(t, e)
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		info, err := cons.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumAckPending == 0 && info.NumPending == 0 {
-			if info.Delivered.Consumer != events {
-				t.Fatalf("%d events were delivered %d times: redelivered while they waited for a worker", events, info.Delivered.Consumer)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not settled: ackPending=%d pending=%d", info.NumAckPending, info.NumPending)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := e.counter(t, "pushsync_pushes_total", "result", "skipped", "reason", "already_sent"); n != 0 {
-		t.Fatalf("%v pushes skipped as already sent: an event was handled twice", n)
-	}
+	e.expectDeliveredOnce(t, events)
 }
 
 // TestEventHandedBackAtShutdownKeepsItsTries: an event pulled but not yet
@@ -80,17 +52,12 @@ func TestEventHandedBackAtShutdownKeepsItsTries(t *testing.T) {
 	}
 	stop := e.start(t, opts)
 	e.publish(t, "settings", 1, e.origin.ID)
-	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(gauge(t, e.metrics, "pushsync_pushes_in_flight")) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the first event's pushes never started")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitPushInFlight(t)
 	// The only worker is busy: the second event waits for it when the
 	// worker stops, and is handed back untried.
 	e.publish(t, "other", 1, "")
 	cons := mustConsumer(t, e)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		info, err := cons.Info(context.Background())
 		if err != nil {
