@@ -135,24 +135,31 @@ func (p *countingPublisher) Publish(ctx context.Context, e *event.DatasetChanged
 	return p.Publisher.Publish(ctx, e)
 }
 
-// TestSweepStopsPublishingWhileNATSIsDown: with NATS down, a sweep tries
-// one publish, not one per pending change each waiting out its timeout,
-// still counts every pending change, and leaves them all marked; once
-// NATS is back, the next sweep publishes each of them.
-func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
-	ctx := context.Background()
+// countingSetup returns a store on Redis, a NATS server with the event
+// stream and a connection to it, and a publisher to the stream that counts
+// its tries.
+func countingSetup(t *testing.T) (*store.Store, *testenv.NATS, jetstream.JetStream, *countingPublisher) {
+	t.Helper()
 	rdb, prefix := testenv.Redis(t)
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
 	srv := testenv.StartNATS(t)
 	_, js := srv.Connect(t)
-	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
+	if _, err := event.EnsureStream(context.Background(), js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
 		t.Fatal(err)
 	}
 	p, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub := &countingPublisher{Publisher: p}
+	return store.New(rdb, store.Options{KeyPrefix: prefix}), srv, js, &countingPublisher{Publisher: p}
+}
+
+// TestSweepStopsPublishingWhileNATSIsDown: with NATS down, a sweep tries
+// one publish, not one per pending change each waiting out its timeout,
+// still counts every pending change, and leaves them all marked; once
+// NATS is back, the next sweep publishes each of them.
+func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
+	ctx := context.Background()
+	st, srv, js, pub := countingSetup(t)
 	reg := prometheus.NewRegistry()
 	r, err := relay.New(st, pub, relay.Options{PublishTimeout: 300 * time.Millisecond}, zerolog.New(zerolog.NewTestWriter(t)), reg)
 	if err != nil {
@@ -221,18 +228,7 @@ func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
 // request path publishes again.
 func TestDeliverDoesNotWaitWhileNATSIsDown(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
-	srv := testenv.StartNATS(t)
-	_, js := srv.Connect(t)
-	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := &countingPublisher{Publisher: p}
+	st, srv, _, pub := countingSetup(t)
 	// Sweeps are the test's own; the interval is how long the request
 	// path leaves publishing to them after finding NATS down.
 	r, err := relay.New(st, pub, relay.Options{Interval: time.Hour, PublishTimeout: 300 * time.Millisecond}, zerolog.New(zerolog.NewTestWriter(t)), prometheus.NewRegistry())
