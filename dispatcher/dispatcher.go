@@ -241,7 +241,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 // and messages can be pulled.
 func (d *Dispatcher) Ready() error {
 	if !d.ready.Load() {
-		return errors.New("dispatcher: not consuming")
+		return errors.New("not consuming")
 	}
 	return nil
 }
