@@ -19,7 +19,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 )
 
 // main runs the command with the process's arguments, environment and
@@ -66,11 +65,11 @@ var commands = []*command{
 			fs.StringVar(&v.roleARN, "role-arn", "", "IAM role ARN kept in the configuration (optional)")
 		}},
 	{name: "pool disable-push", synopsis: "POOL", arg: "POOL", summary: "turn push sync off for a pool", run: poolDisablePush},
-	{name: "identitypool create", synopsis: "-name N [-region R] [-allow-unauthenticated] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL]]",
+	{name: "identitypool create", synopsis: "-name N [-region R] [-allow-unauthenticated] [OIDC]",
 		summary: "create an identity pool; prints its id", required: []string{"name"}, run: identityPoolCreate, define: defineIdentityPool},
 	{name: "identitypool list", summary: "list the identity pools", run: identityPoolList},
 	{name: "identitypool show", synopsis: "ID", arg: "ID", summary: "show an identity pool", run: identityPoolShow},
-	{name: "identitypool update", synopsis: "ID [-name N] [-allow-unauthenticated=true|false] [-oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL] | -no-oidc]", arg: "ID",
+	{name: "identitypool update", synopsis: "ID [-name N] [-allow-unauthenticated=true|false] [OIDC | -no-oidc]", arg: "ID",
 		summary: "change an identity pool's settings; those not given stay as they are", run: identityPoolUpdate, define: defineIdentityPoolUpdate},
 	{name: "identitypool delete", synopsis: "ID", arg: "ID", summary: "delete an identity pool", run: identityPoolDelete},
 	{name: "deadletter list", synopsis: "[-after SEQ] [-limit N]", summary: "list events whose pushes failed until their deliveries ran out",
@@ -329,12 +328,12 @@ Global flags (before the command):
 
 Commands:
 `)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Each command's summary goes under its synopsis: in a table, the
+	// longest synopsis would push every summary past the terminal's edge.
 	for _, cmd := range commands {
-		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(cmd.name+" "+cmd.synopsis), cmd.summary)
+		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(cmd.name+" "+cmd.synopsis), cmd.summary)
 	}
-	tw.Flush()
-	fmt.Fprint(w, credentialsHelp+`
+	fmt.Fprint(w, credentialsHelp+oidcHelp+`
 PLATFORM is APNS, APNS_SANDBOX or GCM. POOL and P are identity pool ids, I identity ids,
 D dataset names, ID and DEVICE DeviceIds as device register prints them.
 
@@ -345,9 +344,18 @@ Run "pushsyncctl help COMMAND" or "pushsyncctl COMMAND -h" for a command's flags
 // credentialsHelp explains CREDENTIALS in the synopses.
 const credentialsHelp = `
 CREDENTIALS is one of:
-  -apns-topic BUNDLE -apns-key-file KEY.p8 -apns-key-id KEYID -apns-team-id TEAMID   APNs token (.p8 key)
-  -apns-topic BUNDLE -apns-cert-file CERT.pem                                        APNs certificate (PEM certificate and key)
-  -fcm-project PROJECT -fcm-service-account-file ACCOUNT.json                        FCM service account
+  -apns-topic BUNDLE -apns-key-file KEY.p8 -apns-key-id KEYID -apns-team-id TEAMID
+      APNs token (.p8 key)
+  -apns-topic BUNDLE -apns-cert-file CERT.pem
+      APNs certificate (PEM certificate and key)
+  -fcm-project PROJECT -fcm-service-account-file ACCOUNT.json
+      FCM service account
+`
+
+// oidcHelp explains OIDC in the synopses.
+const oidcHelp = `
+OIDC is -oidc-issuer URL -oidc-client-ids IDS [-oidc-jwks-url URL]: the OpenID Connect provider
+whose ID tokens the pool accepts for authenticated identities.
 `
 
 // printCommandUsage writes one command's usage and flags.
@@ -360,6 +368,9 @@ func printCommandUsage(w io.Writer, cmd *command) {
 	}
 	if strings.Contains(cmd.synopsis, "CREDENTIALS") {
 		fmt.Fprint(w, credentialsHelp)
+	}
+	if strings.Contains(cmd.synopsis, "OIDC") {
+		fmt.Fprint(w, oidcHelp)
 	}
 	if cmd.name == "pool set-push" {
 		fmt.Fprint(w, `
