@@ -186,6 +186,7 @@ func TestUsageAndConfigErrors(t *testing.T) {
 		{nil, []string{"PUSHSYNC_CONFIG=" + bad}, 1, typo},
 		{[]string{"worker", "extra"}, nil, 2, "usage: pushsyncd"},
 		{[]string{"-nope"}, nil, 2, "flag provided but not defined"},
+		{[]string{"-h"}, nil, 0, "usage: pushsyncd"},
 		{[]string{"both"}, nil, 1, "role"},
 		{[]string{"api"}, nil, 1, "secrets.master_key is required for role api"},
 	}
