@@ -186,10 +186,14 @@ type (
 		Subscribe                         []int
 		UpdateNotes, UpdateNotesFromPhone jsUpdate
 		DescribeDeleted                   jsError
-		ClockSkew                         struct{ Status, Attempts int }
-		ClientContext                     jsUpdate
-		BadDatasetName                    jsError
-		OtherIdentity                     struct {
+		Unsubscribe                       struct {
+			Status int
+			Again  jsError
+		}
+		ClockSkew      struct{ Status, Attempts int }
+		ClientContext  jsUpdate
+		BadDatasetName jsError
+		OtherIdentity  struct {
 			IdentityID string `json:"IdentityId"`
 			Error      jsError
 		}
@@ -386,6 +390,10 @@ func TestJavaScriptSDK(t *testing.T) {
 	if g, w := jsRecs(out.UpdateNotesFromPhone.Records), live("todo", "milk, eggs", 2); g != w {
 		t.Errorf("the phone's notes: got %s, want %s", g, w)
 	}
+	if u := out.Unsubscribe; u.Status != 200 {
+		t.Errorf("UnsubscribeFromDataset: %+v", u)
+	}
+	checkJSError(t, "UnsubscribeFromDataset again", out.Unsubscribe.Again, "ResourceNotFoundException", 404, "")
 	// Seven changes: the two to notes pushed, and five to datasets without
 	// subscribers (three to game.state, its deletion included, paged and
 	// prefs).

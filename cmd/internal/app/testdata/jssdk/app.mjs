@@ -34,6 +34,7 @@ import {
   RegisterDeviceCommand,
   ResourceConflictException,
   SubscribeToDatasetCommand,
+  UnsubscribeFromDatasetCommand,
   UpdateRecordsCommand,
 } from "@aws-sdk/client-cognito-sync";
 import { fromCognitoIdentity, fromCognitoIdentityPool } from "@aws-sdk/credential-providers";
@@ -276,6 +277,15 @@ async function main() {
       RecordPatches: [{ Op: "replace", Key: "todo", Value: "milk, eggs", SyncCount: 1 }],
     }));
     return { Records: res.Records.map(record) };
+  });
+
+  // The phone subscribes to its drafts and unsubscribes, twice: the
+  // second time there is nothing to unsubscribe.
+  await step("unsubscribe", async () => {
+    const sub = { ...ids, DatasetName: "drafts", DeviceId: phoneDevice };
+    await phone.send(new SubscribeToDatasetCommand(sub));
+    const res = await phone.send(new UnsubscribeFromDatasetCommand(sub));
+    return { status: res.$metadata.httpStatusCode, again: await caught(() => phone.send(new UnsubscribeFromDatasetCommand(sub))) };
   });
 
   // Deleting: the deleted dataset comes back, and it is gone after.
