@@ -3,8 +3,9 @@
 // clients' configuration, credentials from Cognito Identity.
 //
 // Two installs of one unauthenticated identity: the phone (APNs) gets its
-// identity and credentials with GetId and GetCredentialsForIdentity, the
-// tablet (FCM) with the credential provider browser apps use. A third
+// identity and credentials with GetId and GetCredentialsForIdentity; the
+// tablet (FCM) gets credentials from the credential provider browser apps
+// use and sends with fetch, as the SDK does in browsers. A third
 // identity, from fromCognitoIdentityPool, tries to read the first one's data.
 //
 // Input, from the environment:
@@ -38,6 +39,7 @@ import {
   UpdateRecordsCommand,
 } from "@aws-sdk/client-cognito-sync";
 import { fromCognitoIdentity, fromCognitoIdentityPool } from "@aws-sdk/credential-providers";
+import { FetchHttpHandler } from "@smithy/fetch-http-handler";
 
 const env = (name) => {
   const v = process.env[name];
@@ -162,10 +164,12 @@ async function main() {
   });
 
   const phone = new CognitoSyncClient({ ...clientConfig, credentials: phoneCreds });
-  // The tablet: another install of the same identity, which it knows.
+  // The tablet: another install of the same identity, which it knows,
+  // sending with fetch, as the SDK does in browsers.
+  const fetchConfig = { ...clientConfig, requestHandler: new FetchHttpHandler() };
   const tablet = new CognitoSyncClient({
-    ...clientConfig,
-    credentials: fromCognitoIdentity({ identityId, clientConfig }),
+    ...fetchConfig,
+    credentials: fromCognitoIdentity({ identityId, clientConfig: fetchConfig }),
   });
   const ids = { IdentityPoolId: poolId, IdentityId: identityId };
   const ds = "game.state";
