@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
@@ -17,11 +16,7 @@ func TestDeadLetterReplayAndDiscardPrintJSON(t *testing.T) {
 	d := startDaemon(t)
 	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000011", "us-east-1:0dead000-0000-4000-8000-000000000012"
 	const token = "fcm-dead-letter-json-registration-token"
-	d.serviceAccount("sa.json")
-	d.ctl("app", "create", "-name", "dlj-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
-	d.ctl("pool", "set-push", pool, "-gcm", "dlj-android")
-	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", token))
-	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+	d.subscribedFCMDevice("dlj-android", pool, identity, token)
 
 	decode := func(out string) map[string][]uint64 {
 		t.Helper()
@@ -35,15 +30,11 @@ func TestDeadLetterReplayAndDiscardPrintJSON(t *testing.T) {
 		t.Helper()
 		d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", syncCount)
 		testenv.WaitMetric(t, d.http, n, "pushsync_events_consumed_total", "result", "dead_lettered")
-		var list struct {
-			DeadLetters []struct {
-				Sequence uint64 `json:"sequence"`
-			} `json:"deadLetters"`
+		seqs := d.deadLetterSeqs()
+		if len(seqs) != 1 {
+			t.Fatalf("dead letters: %v, want one", seqs)
 		}
-		if err := json.Unmarshal([]byte(d.ctl("-o", "json", "deadletter", "list")), &list); err != nil || len(list.DeadLetters) != 1 {
-			t.Fatalf("dead letters: %+v %v", list, err)
-		}
-		return list.DeadLetters[0].Sequence
+		return seqs[0]
 	}
 
 	if got := decode(d.ctl("-o", "json", "deadletter", "replay", "-all")); got["replayed"] == nil || len(got["replayed"]) != 0 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,25 +17,17 @@ func TestDeadLetterListSaysWhenMoreFollow(t *testing.T) {
 	d := startDaemon(t)
 	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000021", "us-east-1:0dead000-0000-4000-8000-000000000022"
 	const token = "fcm-dead-letter-page-registration-token"
-	d.serviceAccount("sa.json")
-	d.ctl("app", "create", "-name", "dlp-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
-	d.ctl("pool", "set-push", pool, "-gcm", "dlp-android")
-	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", token))
-	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+	d.subscribedFCMDevice("dlp-android", pool, identity, token)
 	d.fcm.FailToken(token, fcmtest.Internal())
 	for i := 1; i <= 2; i++ {
 		d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", fmt.Sprint(i))
 		testenv.WaitMetric(t, d.http, float64(i), "pushsync_events_consumed_total", "result", "dead_lettered")
 	}
-	var list struct {
-		DeadLetters []struct {
-			Sequence uint64 `json:"sequence"`
-		} `json:"deadLetters"`
+	seqs := d.deadLetterSeqs()
+	if len(seqs) != 2 {
+		t.Fatalf("dead letters: %v, want two", seqs)
 	}
-	if err := json.Unmarshal([]byte(d.ctl("-o", "json", "deadletter", "list")), &list); err != nil || len(list.DeadLetters) != 2 {
-		t.Fatalf("dead letters: %+v %v", list, err)
-	}
-	first, second := list.DeadLetters[0].Sequence, list.DeadLetters[1].Sequence
+	first, second := seqs[0], seqs[1]
 
 	more := fmt.Sprintf("deadletter list -after %d", first)
 	if out := d.ctl("deadletter", "list", "-limit", "1"); !strings.Contains(out, "settings@1") || strings.Contains(out, "settings@2") || !strings.Contains(out, more) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -13,11 +14,7 @@ import (
 func TestDeadLetters(t *testing.T) {
 	d := startDaemon(t)
 	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000001", "us-east-1:0dead000-0000-4000-8000-000000000002"
-	d.serviceAccount("sa.json")
-	d.ctl("app", "create", "-name", "dl-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
-	d.ctl("pool", "set-push", pool, "-gcm", "dl-android")
-	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", "fcm-dead-letter-registration-token"))
-	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+	d.subscribedFCMDevice("dl-android", pool, identity, "fcm-dead-letter-registration-token")
 	if out := d.ctl("deadletter", "list"); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("list before: %s", out)
 	}
@@ -45,4 +42,35 @@ func TestDeadLetters(t *testing.T) {
 	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException"}, "deadletter", "discard", "1")
 	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException", "no dead letter 999"}, "deadletter", "discard", "999")
 	d.ctlFail(d.env, 2, []string{"deadletter replay"}, "deadletter", "replay", "1", "2")
+}
+
+// subscribedFCMDevice creates the FCM app app, makes it pool's app for GCM,
+// and registers a device of identity with token, subscribed to the
+// dataset settings.
+func (d *daemon) subscribedFCMDevice(app, pool, identity, token string) {
+	d.t.Helper()
+	d.serviceAccount("sa.json")
+	d.ctl("app", "create", "-name", app, "-fcm-project", project, "-fcm-service-account-file", "sa.json")
+	d.ctl("pool", "set-push", pool, "-gcm", app)
+	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", token))
+	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+}
+
+// deadLetterSeqs returns the sequences deadletter list -o json gives.
+func (d *daemon) deadLetterSeqs() []uint64 {
+	d.t.Helper()
+	var list struct {
+		DeadLetters []struct {
+			Sequence uint64 `json:"sequence"`
+		} `json:"deadLetters"`
+	}
+	out := d.ctl("-o", "json", "deadletter", "list")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		d.t.Fatalf("deadletter list -o json: %v\n%s", err, out)
+	}
+	seqs := make([]uint64, len(list.DeadLetters))
+	for i, l := range list.DeadLetters {
+		seqs[i] = l.Sequence
+	}
+	return seqs
 }
