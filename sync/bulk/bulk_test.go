@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -60,10 +61,7 @@ func (s *writingStore) ListRecords(ctx context.Context, pool, identity, dataset 
 // moment: every record's SyncCount at most the message's.
 func TestBulkPublishHasEachRecordOnceWhenItChangesDuringTheRun(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
-	_, js := testenv.StartNATS(t).Connect(t)
-	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	reg, st, _, js := stack(t)
 	if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: "BULK_ONCE", StreamingStatus: "ENABLED"}); err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +149,16 @@ func serve(t *testing.T, reg *registry.Registry, st *store.Store, runner *bulk.R
 		Credentials: credentials.NewStaticCredentials(devKey, devSecret, ""), MaxRetries: aws.Int(0)})))
 }
 
+// stack returns a registry and a store under a fresh key prefix of the
+// test Redis, and a connection to an in-process NATS server.
+func stack(t *testing.T) (*registry.Registry, *store.Store, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	nc, js := testenv.StartNATS(t).Connect(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	return reg, store.New(rdb, store.Options{KeyPrefix: prefix}), nc, js
+}
+
 // bulkPublish starts a bulk publish of the pool through the wire API,
 // waits for it to end and returns its status and failure message.
 func bulkPublish(t *testing.T, dev *cognitosync.CognitoSync) (status, failure string) {
@@ -178,10 +186,7 @@ func bulkPublish(t *testing.T, dev *cognitosync.CognitoSync) (status, failure st
 // which a pool's StreamName may name by mistake).
 func TestBulkPublishKeepsExistingStreamSettings(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
-	_, js := testenv.StartNATS(t).Connect(t)
-	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	reg, st, _, js := stack(t)
 	if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: "game",
 		Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}); err != nil {
 		t.Fatal(err)
@@ -238,10 +243,7 @@ func TestBulkPublishKeepsExistingStreamSettings(t *testing.T) {
 // part numbers.
 func TestBulkPublishSplitsDatasetsLargerThanAMessage(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
-	nc, js := testenv.StartNATS(t).Connect(t)
-	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	reg, st, nc, js := stack(t)
 	update := func(dataset string, patches []store.Patch) {
 		t.Helper()
 		if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: dataset, Patches: patches}); err != nil {
@@ -338,10 +340,7 @@ func TestBulkPublishSplitsDatasetsLargerThanAMessage(t *testing.T) {
 // no run is recorded.
 func TestBulkPublishRefusesAStreamNameJetStreamCannotUse(t *testing.T) {
 	ctx := context.Background()
-	rdb, prefix := testenv.Redis(t)
-	_, js := testenv.StartNATS(t).Connect(t)
-	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	reg, st, _, js := stack(t)
 	dev := serve(t, reg, st, bulk.New(reg, st, js, bulk.Options{}, zerolog.New(zerolog.NewTestWriter(t))))
 	for _, name := range []string{"game.events", "game events", "game>", "game*", "game/events"} {
 		if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: name, StreamingStatus: "ENABLED"}); err != nil {
