@@ -1039,15 +1039,7 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 // outage fails every event for a while, and one line per event would bury
 // everything else.
 func (d *Dispatcher) warnLimited(log zerolog.Logger, kind string) *zerolog.Event {
-	ok, suppressed := d.troubleLog.Allow(kind, d.opts.Now())
-	if !ok {
-		return log.Debug()
-	}
-	e := log.Warn()
-	if suppressed > 0 {
-		e = e.Int("similar_not_logged", suppressed)
-	}
-	return e
+	return d.troubleLog.Event(log, zerolog.WarnLevel, kind, d.opts.Now())
 }
 
 // failureKind is what a "push not accepted" line is logged once for in

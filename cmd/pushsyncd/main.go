@@ -130,14 +130,7 @@ func newRedisLogger(log zerolog.Logger) redisLogger {
 }
 
 func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
-	ev := l.log.Debug()
-	if ok, n := l.limit.Allow(format, time.Now()); ok {
-		ev = l.log.Warn()
-		if n > 0 {
-			ev = ev.Int("similar_not_logged", n)
-		}
-	}
-	ev.Msgf(format, v...)
+	l.limit.Event(l.log, zerolog.WarnLevel, format, time.Now()).Msgf(format, v...)
 }
 
 func lookup(env []string, key string) string {

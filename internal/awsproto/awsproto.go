@@ -89,14 +89,7 @@ func Fail(w http.ResponseWriter, contentType string, log zerolog.Logger, refusal
 	case e.Status >= 500:
 		log.Error().Str("error", e.Message).Msg("request failed")
 	default:
-		ev := log.Debug()
-		if ok, n := refusals.Allow(e.Type, time.Now()); ok {
-			ev = log.Info()
-			if n > 0 {
-				ev = ev.Int("similar_not_logged", n)
-			}
-		}
-		ev.Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
+		refusals.Event(log, zerolog.InfoLevel, e.Type, time.Now()).Str("error_type", e.Type).Str("error", e.Message).Msg("request refused")
 	}
 	WriteError(w, contentType, e)
 	return e.Status

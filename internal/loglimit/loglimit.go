@@ -5,6 +5,8 @@ package loglimit
 import (
 	"sync"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // MaxKeys bounds the keys a Limiter remembers.
@@ -48,4 +50,20 @@ func (l *Limiter[K]) Allow(k K, now time.Time) (ok bool, suppressed int) {
 	}
 	suppressed, s.suppressed, s.next = s.suppressed, 0, now.Add(l.every)
 	return true, suppressed
+}
+
+// Event returns the event of a line of kind k at now: at level when the
+// limiter lets it through, with similar_not_logged counting the lines held
+// back since the last one, and at debug level otherwise, so that nothing
+// is lost to an operator who asks for debug lines.
+func (l *Limiter[K]) Event(log zerolog.Logger, level zerolog.Level, k K, now time.Time) *zerolog.Event {
+	ok, suppressed := l.Allow(k, now)
+	if !ok {
+		return log.Debug()
+	}
+	e := log.WithLevel(level)
+	if suppressed > 0 {
+		e = e.Int("similar_not_logged", suppressed)
+	}
+	return e
 }
