@@ -8,7 +8,8 @@
 // was unreachable. While NATS is unreachable, neither waits for it: a
 // sweep stops publishing at the first publish that finds it so, and for a
 // sweep interval after one, the request path leaves its changes to the
-// sweep. A change published twice is stored once by JetStream,
+// sweep. A sweep leaves a change committed moments ago to the request that
+// is publishing it. A change published twice is stored once by JetStream,
 // since its deduplication id is fixed by (pool, identity, dataset,
 // syncCount).
 package relay
@@ -46,6 +47,12 @@ type Options struct {
 	Interval time.Duration
 	// PublishTimeout bounds one publish. If not set, 2s.
 	PublishTimeout time.Duration
+	// Grace is how long a sweep leaves a committed change to the request
+	// path, which may still be publishing it: a sweep publishes only
+	// changes committed at least Grace ago. If not set, PublishTimeout
+	// and a second more, for clearing the marker and for clocks that
+	// differ between hosts.
+	Grace time.Duration
 }
 
 // Relay publishes committed changes. It is safe for concurrent use.
@@ -73,6 +80,9 @@ func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prome
 	if opts.PublishTimeout <= 0 {
 		opts.PublishTimeout = 2 * time.Second
 	}
+	if opts.Grace <= 0 {
+		opts.Grace = opts.PublishTimeout + time.Second
+	}
 	r := &Relay{store: s, pub: pub, opts: opts, log: log,
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_relay_events_published_total",
@@ -84,7 +94,7 @@ func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prome
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pushsync_relay_pending_changes",
-			Help: "Committed changes found unpublished by the last sweep.",
+			Help: "Committed changes found unpublished by the last sweep, other than those committed within the grace period the request path has to publish them.",
 		}),
 		corrupt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pushsync_relay_corrupt_markers",
@@ -166,7 +176,10 @@ func (r *Relay) Run(ctx context.Context) error {
 const maxCorruptLogged = 10
 
 // Sweep publishes every change still marked, and returns how many it
-// published. Markers that cannot be read are logged and skipped. A publish
+// published. Changes committed less than Grace ago are left to the request
+// path, which may be publishing them still; were they published here too,
+// JetStream would drop the copy, but they would be counted and logged as
+// left behind. Markers that cannot be read are logged and skipped. A publish
 // that fails because NATS cannot be reached (no answer in time, no
 // JetStream responder, no connection) ends the publishing: the sweep still
 // counts the remaining markers and leaves them, all of them, for the next
@@ -195,8 +208,12 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		} else if err != nil {
 			return published, err
 		}
-		found += len(changes)
+		fresh := time.Now().Add(-r.opts.Grace)
 		for _, c := range changes {
+			if c.ChangedAt.After(fresh) {
+				continue // its request may be publishing it still
+			}
+			found++
 			if down {
 				continue // counted, for the pending gauge, not tried
 			}

@@ -33,7 +33,7 @@ const (
 func TestSweepSkipsCorruptMarker(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
-	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	st := store.New(rdb, store.Options{KeyPrefix: prefix, Now: aMinuteAgo})
 	_, js := testenv.StartNATS(t).Connect(t)
 	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
 		t.Fatal(err)
@@ -135,10 +135,14 @@ func (p *countingPublisher) Publish(ctx context.Context, e *event.DatasetChanged
 	return p.Publisher.Publish(ctx, e)
 }
 
-// countingSetup returns a store on Redis, a NATS server with the event
-// stream and a connection to it, and a publisher to the stream that counts
-// its tries.
-func countingSetup(t *testing.T) (*store.Store, *testenv.NATS, jetstream.JetStream, *countingPublisher) {
+// aMinuteAgo dates a store's commits a minute back: changes a sweep finds
+// left behind, rather than still being published by their request.
+func aMinuteAgo() time.Time { return time.Now().Add(-time.Minute) }
+
+// countingSetup returns a store on Redis that dates its commits by now, a
+// NATS server with the event stream and a connection to it, and a
+// publisher to the stream that counts its tries.
+func countingSetup(t *testing.T, now func() time.Time) (*store.Store, *testenv.NATS, jetstream.JetStream, *countingPublisher) {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
 	srv := testenv.StartNATS(t)
@@ -150,7 +154,7 @@ func countingSetup(t *testing.T) (*store.Store, *testenv.NATS, jetstream.JetStre
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store.New(rdb, store.Options{KeyPrefix: prefix}), srv, js, &countingPublisher{Publisher: p}
+	return store.New(rdb, store.Options{KeyPrefix: prefix, Now: now}), srv, js, &countingPublisher{Publisher: p}
 }
 
 // TestSweepStopsPublishingWhileNATSIsDown: with NATS down, a sweep tries
@@ -159,7 +163,7 @@ func countingSetup(t *testing.T) (*store.Store, *testenv.NATS, jetstream.JetStre
 // NATS is back, the next sweep publishes each of them.
 func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
 	ctx := context.Background()
-	st, srv, js, pub := countingSetup(t)
+	st, srv, js, pub := countingSetup(t, aMinuteAgo)
 	reg := prometheus.NewRegistry()
 	r, err := relay.New(st, pub, relay.Options{PublishTimeout: 300 * time.Millisecond}, zerolog.New(zerolog.NewTestWriter(t)), reg)
 	if err != nil {
@@ -228,7 +232,7 @@ func TestSweepStopsPublishingWhileNATSIsDown(t *testing.T) {
 // request path publishes again.
 func TestDeliverDoesNotWaitWhileNATSIsDown(t *testing.T) {
 	ctx := context.Background()
-	st, srv, _, pub := countingSetup(t)
+	st, srv, _, pub := countingSetup(t, aMinuteAgo)
 	// Sweeps are the test's own; the interval is how long the request
 	// path leaves publishing to them after finding NATS down.
 	r, err := relay.New(st, pub, relay.Options{Interval: time.Hour, PublishTimeout: 300 * time.Millisecond}, zerolog.New(zerolog.NewTestWriter(t)), prometheus.NewRegistry())
@@ -281,5 +285,53 @@ func TestDeliverDoesNotWaitWhileNATSIsDown(t *testing.T) {
 	}
 	if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 0 {
 		t.Errorf("%d changes still marked (%v), want none", len(cs), err)
+	}
+}
+
+// TestSweepLeavesFreshChangesToTheRequestPath: a sweep does not publish a
+// change committed within the grace period, which its request may be
+// publishing still, nor count it as pending or left behind; it publishes
+// one committed longer ago.
+func TestSweepLeavesFreshChangesToTheRequestPath(t *testing.T) {
+	ctx := context.Background()
+	var committed atomic.Int64
+	st, _, js, pub := countingSetup(t, func() time.Time { return time.Unix(0, committed.Load()) })
+	reg := prometheus.NewRegistry()
+	r, err := relay.New(st, pub, relay.Options{Grace: time.Minute}, zerolog.New(zerolog.NewTestWriter(t)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, at := range map[string]time.Time{alice: time.Now(), bob: time.Now().Add(-2 * time.Minute)} {
+		committed.Store(at.UnixNano())
+		u := store.Update{IdentityPoolID: pool, IdentityID: id, DatasetName: "settings", DeviceID: "dev", ModifiedBy: "dev",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}
+		if _, _, err := st.UpdateRecords(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	published, err := r.Sweep(ctx)
+	if err != nil || published != 1 {
+		t.Fatalf("sweep published %d, error %v; want bob's change, committed before the grace period, alone", published, err)
+	}
+	if n := pub.tries.Load(); n != 1 {
+		t.Errorf("sweep tried %d publishes, want 1", n)
+	}
+	if got := gaugeValue(t, reg, "pushsync_relay_pending_changes"); got != 0 {
+		t.Errorf("pushsync_relay_pending_changes = %v, want 0: alice's change is her request's to publish", got)
+	}
+	if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 1 {
+		t.Errorf("alice has %d changes marked (%v), want her fresh one", len(cs), err)
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, subject+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := event.Decode(subject, msg.Subject, msg.Data); err != nil || ev.IdentityID != bob {
+		t.Errorf("published %+v (%v), want bob's change", ev, err)
 	}
 }
