@@ -346,6 +346,9 @@ type Verdict struct {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // asked for the usage, and given it
+	}
 	if err != nil {
 		return err
 	}

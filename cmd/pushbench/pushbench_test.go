@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"runtime"
@@ -228,5 +229,17 @@ func TestFlags(t *testing.T) {
 	o, err := parseFlags(nil, io.Discard)
 	if err != nil || !o.has("ceiling") || !o.has("memory") || o.memoryDevices != 1_000_000 || o.godebug != sysmonAwake {
 		t.Fatalf("defaults: %+v, %v", o, err)
+	}
+}
+
+// TestHelp: -h prints the usage and is no error, so pushbench exits 0, as
+// pushsyncd and pushsyncctl do.
+func TestHelp(t *testing.T) {
+	var stderr strings.Builder
+	if err := run(context.Background(), []string{"-h"}, io.Discard, &stderr); err != nil {
+		t.Errorf("run -h: %v, want no error", err)
+	}
+	if !strings.Contains(stderr.String(), "-phases") {
+		t.Errorf("run -h printed %q, want the usage", stderr.String())
 	}
 }
