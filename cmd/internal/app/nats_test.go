@@ -81,7 +81,9 @@ func TestRefusedNATSCredentialsEndTheProcessWithTheCause(t *testing.T) {
 }
 
 // A NATS that does not answer at start is logged at once with its URL and
-// the cause, once rather than at every retry, and /readyz says it too.
+// the cause, once rather than at every retry, and /readyz says it too. The
+// client's first report, "no servers available for connection", names no
+// cause and is not logged.
 func TestUnreachableNATSIsLoggedWithTheCause(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -104,6 +106,9 @@ func TestUnreachableNATSIsLoggedWithTheCause(t *testing.T) {
 	refused := logs.Lines("connection refused")
 	if len(refused) != 1 || !strings.Contains(refused[0], url) || !strings.Contains(refused[0], `"level":"error"`) {
 		t.Errorf("want one error line naming %s and the refused connection, got %d:\n%s", url, len(refused), logs)
+	}
+	if failed := logs.Lines("cannot connect to NATS"); len(failed) != 1 {
+		t.Errorf("want one line saying NATS cannot be reached, the one with the cause, got %d:\n%s", len(failed), logs)
 	}
 	res, err := http.Get("http://" + addrs.HTTP + "/readyz")
 	if err != nil {

@@ -141,8 +141,19 @@ func (c *natsConn) disconnected(_ *nats.Conn, err error) {
 }
 
 // connectFailed logs a failed attempt to connect: the first of each kind at
-// once, then at most once a minute while it repeats.
+// once, then at most once a minute while it repeats. A first connection
+// that every server refused is reported as nats.ErrNoServers, which names
+// no cause; it is kept for readiness until the next attempt, a second
+// later, reports the cause, and not logged.
 func (c *natsConn) connectFailed(_ *nats.Conn, err error) {
+	if errors.Is(err, nats.ErrNoServers) {
+		c.mu.Lock()
+		if c.lastErr == nil {
+			c.lastErr = err
+		}
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Lock()
 	c.lastErr = err
 	ok, repeated := c.errs.take(err, time.Now())
