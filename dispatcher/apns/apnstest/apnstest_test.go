@@ -28,6 +28,8 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
 	"golang.org/x/net/http2"
+
+	"github.com/pushsync/pushsync/internal/emutls"
 )
 
 const (
@@ -791,6 +793,28 @@ func TestMaxConcurrentStreamsAndHosts(t *testing.T) {
 	}
 	if !bytes.Contains(s.CACertPEM(), []byte("BEGIN CERTIFICATE")) {
 		t.Error("CACertPEM is not PEM")
+	}
+}
+
+// TestWithIdentity starts a server with the identity a first one had: a
+// client that trusts the first, as a CA file written then does, pushes to
+// the second.
+func TestWithIdentity(t *testing.T) {
+	id, err := emutls.New("apns-emulator", "apns.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := NewServer(WithIdentity(id))
+	first.Close()
+	s := NewServer(WithIdentity(id), WithHosts("ignored.test"))
+	t.Cleanup(s.Close)
+	key := newAuthKey(t)
+	s.AddTokenKey(teamID, keyID, &key.PublicKey)
+	c := tokenClient(t, first, key, teamID, keyID) // trusts first's authority
+	c.Host = s.URL
+	wantAnswer(t, push(t, c, background(deviceToken)), 200, "")
+	if !bytes.Equal(s.CACertPEM(), id.CAPEM) {
+		t.Error("CACertPEM is not the identity's authority")
 	}
 }
 

@@ -5,11 +5,12 @@
 // and records every accepted push for inspection.
 //
 // The server's certificate is issued by a fresh authority (see
-// internal/emutls); clients trust it through RootCAs, exactly as they trust
-// the real APNs hosts through the system roots. Both provider authentication
-// schemes are emulated: token (ES256 JWT) authentication with keys registered
-// through AddTokenKey, and certificate authentication with client
-// certificates registered through AddCertificate.
+// internal/emutls), or is one a program kept (WithIdentity); clients trust
+// it through RootCAs, exactly as they trust the real APNs hosts through the
+// system roots. Both provider authentication schemes are emulated: token
+// (ES256 JWT) authentication with keys registered through AddTokenKey, and
+// certificate authentication with client certificates registered through
+// AddCertificate.
 //
 // A small JSON control API under /_emulator/ on the same listener lets
 // another process inspect and steer the emulator; see Handler.
@@ -98,6 +99,7 @@ type options struct {
 	env        string
 	maxStreams uint32
 	hosts      []string
+	identity   *emutls.Identity
 	addr       string
 	onPush     func(Push)
 	record     bool
@@ -124,6 +126,15 @@ func WithMaxConcurrentStreams(n uint32) Option {
 // top of localhost, 127.0.0.1 and ::1, for use from containers.
 func WithHosts(hosts ...string) Option {
 	return func(o *options) { o.hosts = append(o.hosts, hosts...) }
+}
+
+// WithIdentity makes the server present id's certificate, from id's
+// authority, instead of one from a fresh authority; WithHosts is then
+// ignored, the certificate naming its hosts. A program that keeps an
+// identity between runs (see internal/emutls) passes it here so that its
+// clients keep trusting the emulator.
+func WithIdentity(id *emutls.Identity) Option {
+	return func(o *options) { o.identity = id }
 }
 
 // WithAddr sets the listen address; the default is 127.0.0.1:0, an
@@ -264,7 +275,7 @@ type waiter struct {
 
 // NewServer starts an emulator listening on 127.0.0.1:0 (or the WithAddr
 // address) that speaks HTTP/2 over TLS with a certificate from a fresh
-// authority. It panics if it cannot start, as httptest.NewServer does. Stop
+// authority (or WithIdentity's). It panics if it cannot start, as httptest.NewServer does. Stop
 // it with Close.
 func NewServer(opts ...Option) *Server {
 	s, err := Start(opts...)
@@ -294,9 +305,12 @@ func Start(opts ...Option) (*Server, error) {
 	if o.maxStreams == 0 {
 		o.maxStreams = DefaultMaxConcurrentStreams
 	}
-	id, err := emutls.New("apns-emulator", o.hosts...)
-	if err != nil {
-		return nil, fmt.Errorf("apnstest: %v", err)
+	id := o.identity
+	if id == nil {
+		var err error
+		if id, err = emutls.New("apns-emulator", o.hosts...); err != nil {
+			return nil, fmt.Errorf("apnstest: %v", err)
+		}
 	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {

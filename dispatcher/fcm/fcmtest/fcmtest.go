@@ -31,6 +31,7 @@ type Option func(*options)
 
 type options struct {
 	hosts                []string
+	identity             *emutls.Identity
 	addr                 string
 	onPush               func(Push)
 	record               bool
@@ -43,6 +44,15 @@ type options struct {
 // addition to localhost, 127.0.0.1 and ::1.
 func WithHosts(hosts ...string) Option {
 	return func(o *options) { o.hosts = append(o.hosts, hosts...) }
+}
+
+// WithIdentity makes the server present id's certificate, from id's
+// authority, instead of one from a fresh authority; WithHosts is then
+// ignored, the certificate naming its hosts. A program that keeps an
+// identity between runs (see internal/emutls) passes it here so that its
+// clients keep trusting the emulator.
+func WithIdentity(id *emutls.Identity) Option {
+	return func(o *options) { o.identity = id }
 }
 
 // WithAddr makes the server listen on addr instead of 127.0.0.1:0.
@@ -137,9 +147,12 @@ func Start(opts ...Option) (*Server, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	id, err := emutls.New("fcm.googleapis.com", o.hosts...)
-	if err != nil {
-		return nil, err
+	id := o.identity
+	if id == nil {
+		var err error
+		if id, err = emutls.New("fcm.googleapis.com", o.hosts...); err != nil {
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
