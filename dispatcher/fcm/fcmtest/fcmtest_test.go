@@ -3,6 +3,8 @@ package fcmtest_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
@@ -29,6 +31,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
+	"github.com/pushsync/pushsync/internal/emutls"
 )
 
 const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
@@ -127,6 +130,77 @@ func TestServiceAccountKeyFile(t *testing.T) {
 	}
 	if s.Endpoint() != s.URL+"/v1" || !strings.HasPrefix(s.URL, "https://127.0.0.1:") {
 		t.Fatalf("URL %q endpoint %q", s.URL, s.Endpoint())
+	}
+}
+
+// TestServiceAccountKeyOfAnEarlierServer registers, with a second server
+// of the first's identity, the key file the first issued: the client of
+// the file, which trusts the first's authority, sends through the second.
+func TestServiceAccountKeyOfAnEarlierServer(t *testing.T) {
+	id, err := emutls.New("fcm.googleapis.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := fcmtest.NewServer(fcmtest.WithIdentity(id))
+	sa, err := first.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	s := fcmtest.NewServer(fcmtest.WithIdentity(id))
+	defer s.Close()
+	sa = bytes.Replace(sa, []byte(first.TokenURL()), []byte(s.TokenURL()), 1)
+	c := newClient(t, s, sa, "demo-project")
+	if _, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg("fcm-registration-token")); err == nil || !strings.Contains(err.Error(), "account not found") {
+		t.Fatalf("before AddServiceAccountKey: %v, want account not found", err)
+	}
+	if err := s.AddServiceAccountKey("demo-project", sa); err != nil {
+		t.Fatal(err)
+	}
+	c = newClient(t, s, sa, "demo-project")
+	if _, err := c.mc.Send(ctxT(t, 10*time.Second), dataMsg("fcm-registration-token")); err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Pushes(); len(p) != 1 || p[0].ProjectID != "demo-project" {
+		t.Fatalf("pushes %+v", p)
+	}
+}
+
+func TestServiceAccountKeyErrors(t *testing.T) {
+	s := fcmtest.NewServer()
+	defer s.Close()
+	sa, err := s.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(field string, v any) []byte {
+		var m map[string]any
+		if err := json.Unmarshal(sa, &m); err != nil {
+			t.Fatal(err)
+		}
+		m[field] = v
+		b, _ := json.Marshal(m)
+		return b
+	}
+	ecKey := func() string {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKCS8PrivateKey(k)
+		return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	}()
+	for file, want := range map[string]string{
+		"[1]":                                   "not a service account key file, a JSON object",
+		string(with("type", "authorized_user")): `type is "authorized_user", not "service_account"`,
+		string(with("project_id", "other")):     `project_id is "other", not "demo-project"`,
+		string(with("client_email", "")):        "client_email and private_key_id are required",
+		string(with("private_key", "key")):      "private_key is not a PEM PKCS#8 private key",
+		string(with("private_key", ecKey)):      "private_key is a *ecdsa.PrivateKey, not the RSA key of a service account",
+	} {
+		if err := s.AddServiceAccountKey("demo-project", []byte(file)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.60s: %v, want %q", file, err, want)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -111,10 +112,50 @@ func (s *Server) AddServiceAccount(projectID string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.authMu.Lock()
-	s.accounts[email] = sa
-	s.authMu.Unlock()
+	s.addAccount(sa)
 	return append(out, '\n'), nil
+}
+
+// AddServiceAccountKey registers the service account of keyFile, a JSON
+// key file that AddServiceAccount issued for projectID, by this server or
+// by another before it (a program that keeps the file between runs passes
+// it here), so that this server grants access tokens to it again. It says
+// what is wrong with a file that is not such a key file or is another
+// project's. The file's token_uri is not checked: the caller points it at
+// TokenURL or a name of this server.
+func (s *Server) AddServiceAccountKey(projectID string, keyFile []byte) error {
+	var f serviceAccountKey
+	if err := json.Unmarshal(keyFile, &f); err != nil {
+		return fmt.Errorf("not a service account key file, a JSON object: %v", err)
+	}
+	switch {
+	case f.Type != "service_account":
+		return fmt.Errorf(`type is %q, not "service_account"`, f.Type)
+	case f.ProjectID != projectID:
+		return fmt.Errorf("project_id is %q, not %q", f.ProjectID, projectID)
+	case f.ClientEmail == "" || f.PrivateKeyID == "":
+		return errors.New("client_email and private_key_id are required")
+	}
+	block, _ := pem.Decode([]byte(f.PrivateKey))
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return errors.New("private_key is not a PEM PKCS#8 private key (-----BEGIN PRIVATE KEY----- and base64 lines)")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("private_key is damaged: %v", err)
+	}
+	rsaKey, ok := key.(*rsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("private_key is a %T, not the RSA key of a service account", key)
+	}
+	s.addAccount(&serviceAccount{projectID: projectID, email: f.ClientEmail, keyID: f.PrivateKeyID, publicKey: &rsaKey.PublicKey})
+	return nil
+}
+
+func (s *Server) addAccount(sa *serviceAccount) {
+	s.authMu.Lock()
+	s.accounts[sa.email] = sa
+	s.authMu.Unlock()
 }
 
 // ExpireTokens makes every access token issued so far invalid, as if it had
