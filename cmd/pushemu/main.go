@@ -1,17 +1,27 @@
 // Command pushemu runs the APNs and FCM emulators as one process, for demos,
 // load tests and manual testing of pushsyncd without Apple or Google.
 //
-//	pushemu [-dir pushemu-creds] [-apns-addr 127.0.0.1:2197] [-apns-sandbox-addr 127.0.0.1:2198] [-fcm-addr 127.0.0.1:4443] [-feed-addr 127.0.0.1:2199]
+//	pushemu [-dir pushemu-creds] [-apns-addr 127.0.0.1:2197] [-apns-sandbox-addr 127.0.0.1:2198] [-fcm-addr 127.0.0.1:4443] [-feed-addr 127.0.0.1:2199] [-new-credentials]
 //
 // It serves APNs production and sandbox (HTTP/2 over TLS) and the FCM HTTP
-// v1 API with its OAuth2 token endpoint, each with a certificate from a
-// fresh authority. Into -dir it writes what a client needs: the authorities
+// v1 API with its OAuth2 token endpoint, each with a certificate from its
+// authority. In -dir it keeps what a client needs: the authorities
 // (apns-ca.pem, fcm-ca.pem), an APNs signing key the emulators accept for
-// any topic (apns-authkey.p8, with its ids in apns.json), an FCM
-// service-account key file (fcm-service-account.json), pushsyncd.yaml,
-// a configuration that points pushsyncd at the emulators, and
-// emulators.json, every address and identifier above for programs
-// (pushbench -emulators reads it; see emufeed.Manifest). Each emulator also
+// any topic (apns-authkey.p8, with its ids in apns.json) and an FCM
+// service-account key file (fcm-service-account.json); beside them the
+// authorities' keys (apns-ca-key.pem, fcm-ca-key.pem) and the server
+// certificates (apns-server.pem, fcm-server.pem, with their keys). Started
+// again on the same -dir it reuses them, so that a pushsyncd and the
+// platform apps set up with them keep working, and makes only what is not
+// there; it refuses to start, saying which file and what is wrong, when
+// what is there cannot be used, rather than replace what pushsyncd and its
+// apps may hold (-new-credentials replaces everything). A server
+// certificate that does not fit (another -hosts, an expired one) is issued
+// again by its authority, which clients go on trusting. At every start it
+// writes pushsyncd.yaml, a configuration that points pushsyncd at the
+// emulators, and emulators.json, every address and identifier above for
+// programs (pushbench -emulators reads it; see emufeed.Manifest). Each
+// emulator also
 // serves a JSON control API under /_emulator/ (pushes, stats, failures).
 // The push feed, plain HTTP on -feed-addr, streams every accepted push as
 // it arrives to each client of GET /pushes, one JSON object a line with its
@@ -21,12 +31,7 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -35,7 +40,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -81,7 +85,7 @@ type Addrs struct{ APNs, APNsSandbox, FCM, Feed string }
 func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)) error {
 	fs := flag.NewFlagSet("pushemu", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "pushemu-creds", "directory to write CA certificates, keys and pushsyncd.yaml into")
+	dir := fs.String("dir", "pushemu-creds", "directory of the CA certificates, keys and service account, reused from an earlier start when there, and of pushsyncd.yaml, written at every start")
 	apnsAddr := fs.String("apns-addr", "127.0.0.1:2197", "listen address of the APNs production emulator")
 	sandboxAddr := fs.String("apns-sandbox-addr", "127.0.0.1:2198", "listen address of the APNs sandbox emulator")
 	fcmAddr := fs.String("fcm-addr", "127.0.0.1:4443", "listen address of the FCM emulator")
@@ -90,6 +94,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	record := fs.Bool("record", true, "keep received pushes in memory for GET /_emulator/pushes")
 	tokenCheck := fs.Bool("fcm-token-check", true, "refuse FCM registration tokens that do not look like those FCM issues, as FCM does")
 	feedAddr := fs.String("feed-addr", "127.0.0.1:2199", "listen address of the push feed (plain HTTP, GET /pushes); empty: no feed")
+	fresh := fs.Bool("new-credentials", false, "make new CAs, APNs signing key and FCM service account, replacing those in -dir (then restart pushsyncd, and give its apps the new keys with pushsyncctl app rotate)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,6 +106,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	if *hosts != "" {
 		extra = strings.Split(*hosts, ",")
 	}
+	creds, err := loadCredentials(*dir, extra, *fresh, &log)
+	if err != nil {
+		return err
+	}
 
 	pushes := &emufeed.Feed{}
 	apnsHook := func(env string) apnstest.Option {
@@ -111,18 +120,18 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 			}
 		})
 	}
-	prod, err := apnstest.Start(apnstest.WithAddr(*apnsAddr), apnstest.WithHosts(extra...), apnstest.WithRecord(*record), apnsHook(apnstest.EnvironmentProduction))
+	prod, err := apnstest.Start(apnstest.WithAddr(*apnsAddr), apnstest.WithIdentity(creds.apns), apnstest.WithRecord(*record), apnsHook(apnstest.EnvironmentProduction))
 	if err != nil {
 		return fmt.Errorf("APNs emulator: %w", err)
 	}
 	defer prod.Close()
-	sandbox, err := apnstest.Start(apnstest.WithAddr(*sandboxAddr), apnstest.WithHosts(extra...), apnstest.WithRecord(*record),
+	sandbox, err := apnstest.Start(apnstest.WithAddr(*sandboxAddr), apnstest.WithIdentity(creds.apns), apnstest.WithRecord(*record),
 		apnstest.WithEnvironment(apnstest.EnvironmentDevelopment), apnsHook(apnstest.EnvironmentDevelopment))
 	if err != nil {
 		return fmt.Errorf("APNs sandbox emulator: %w", err)
 	}
 	defer sandbox.Close()
-	fcmEmu, err := fcmtest.Start(fcmtest.WithAddr(*fcmAddr), fcmtest.WithHosts(extra...), fcmtest.WithRecord(*record),
+	fcmEmu, err := fcmtest.Start(fcmtest.WithAddr(*fcmAddr), fcmtest.WithIdentity(creds.fcm), fcmtest.WithRecord(*record),
 		fcmtest.WithTokenCheck(*tokenCheck), fcmtest.WithOnPush(func(p fcmtest.Push) {
 			pushes.FCM(p)
 			if !*quiet {
@@ -134,22 +143,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	}
 	defer fcmEmu.Close()
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	prod.AddTokenKey(TeamID, KeyID, &key.PublicKey) // no topics: any topic
-	sandbox.AddTokenKey(TeamID, KeyID, &key.PublicKey)
-	sa, err := fcmEmu.AddServiceAccount(ProjectID)
-	if err != nil {
-		return err
-	}
+	prod.AddTokenKey(TeamID, KeyID, &creds.authKey.PublicKey) // no topics: any topic
+	sandbox.AddTokenKey(TeamID, KeyID, &creds.authKey.PublicKey)
+	tokenURI := fcmEmu.TokenURL()
 	if len(extra) > 0 {
 		// Clients in other containers reach the token endpoint by the
 		// first extra host name, not by the listen address.
-		if sa, err = withTokenHost(sa, extra[0], fcmEmu.URL); err != nil {
-			return err
-		}
+		tokenURI = "https://" + net.JoinHostPort(extra[0], fcmEmu.URL[strings.LastIndex(fcmEmu.URL, ":")+1:]) + "/token"
+	}
+	if err := creds.addServiceAccount(fcmEmu, tokenURI); err != nil {
+		return err
 	}
 	addrs := Addrs{APNs: prod.URL, APNsSandbox: sandbox.URL, FCM: fcmEmu.URL}
 	if *feedAddr != "" {
@@ -162,7 +165,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 		defer srv.Close()
 		addrs.Feed = "http://" + emutls.URLHost(ln.Addr()) + "/pushes"
 	}
-	if err := writeCredentials(*dir, key, sa, prod, sandbox, fcmEmu); err != nil {
+	creds.report(*fresh)
+	if err := writeCredentials(creds, prod, sandbox, fcmEmu); err != nil {
 		return err
 	}
 	m := emufeed.Manifest{
@@ -178,7 +182,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 		return err
 	}
 	log.Info().Str("apns", addrs.APNs).Str("apns_sandbox", addrs.APNsSandbox).Str("fcm", addrs.FCM).Str("feed", addrs.Feed).Str("dir", *dir).
-		Msg("emulators running; credentials and pushsyncd.yaml written")
+		Msg("emulators running; credentials, pushsyncd.yaml and emulators.json in dir")
 	if ready != nil {
 		ready(addrs)
 	}
@@ -186,14 +190,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	return nil
 }
 
-func writeCredentials(dir string, key *ecdsa.PrivateKey, serviceAccount []byte, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
+// writeCredentials writes into -dir the credentials made at this start,
+// and the files that say where the emulators are.
+func writeCredentials(creds *credentials, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server) error {
 	apnsInfo, _ := json.MarshalIndent(map[string]string{
 		"keyId": KeyID, "teamId": TeamID, "productionHost": prod.URL, "sandboxHost": sandbox.URL,
 	}, "", "  ")
@@ -206,20 +205,10 @@ fcm:
   endpoint: %s
   root_ca_file: fcm-ca.pem
 `, prod.URL, sandbox.URL, fcmEmu.Endpoint())
-	files := map[string][]byte{
-		"apns-ca.pem":              append(append([]byte{}, prod.CACertPEM()...), sandbox.CACertPEM()...),
-		"fcm-ca.pem":               fcmEmu.CACertPEM(),
-		"apns-authkey.p8":          pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
-		"apns.json":                append(apnsInfo, '\n'),
-		"fcm-service-account.json": serviceAccount,
-		"pushsyncd.yaml":           []byte(config),
-	}
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
+	return creds.write(map[string][]byte{
+		"apns.json":      append(apnsInfo, '\n'),
+		"pushsyncd.yaml": []byte(config),
+	})
 }
 
 // reachableAs names host in every URL of m, keeping the ports.
@@ -230,16 +219,4 @@ func reachableAs(m *emufeed.Manifest, host string) {
 			*u = p.String()
 		}
 	}
-}
-
-// withTokenHost rewrites a service account's token_uri to name host
-// (keeping the emulator's port).
-func withTokenHost(sa []byte, host, emulatorURL string) ([]byte, error) {
-	var m map[string]any
-	if err := json.Unmarshal(sa, &m); err != nil {
-		return nil, err
-	}
-	port := emulatorURL[strings.LastIndex(emulatorURL, ":")+1:]
-	m["token_uri"] = "https://" + host + ":" + port + "/token"
-	return json.MarshalIndent(m, "", "  ")
 }

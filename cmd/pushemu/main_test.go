@@ -53,16 +53,8 @@ func TestWrittenCredentialsWork(t *testing.T) {
 	if cfg.APNs.ProductionHost != addrs.APNs || cfg.APNs.SandboxHost != addrs.APNsSandbox || cfg.FCM.Endpoint != addrs.FCM+"/v1" {
 		t.Fatalf("config points at %s %s %s, emulators at %+v", cfg.APNs.ProductionHost, cfg.APNs.SandboxHost, cfg.FCM.Endpoint, addrs)
 	}
-	pool := func(path string) *x509.CertPool { return loadPool(t, path) }
-	read := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
 	var ids struct{ KeyID, TeamID string }
-	if err := json.Unmarshal([]byte(read("apns.json")), &ids); err != nil {
+	if err := json.Unmarshal(readFile(t, dir, "apns.json"), &ids); err != nil {
 		t.Fatal(err)
 	}
 	m, err := emufeed.ReadManifest(dir)
@@ -86,35 +78,12 @@ func TestWrittenCredentialsWork(t *testing.T) {
 	}
 	sent := time.Now()
 
-	ev := &event.DatasetChanged{Version: 1, IdentityPoolID: "us-east-1:0f1e", IdentityID: "us-east-1:abc", DatasetName: "settings", SyncCount: 1, ChangedAt: time.Now()}
-	apnsN := apns.New(apns.Options{ProductionHost: cfg.APNs.ProductionHost, SandboxHost: cfg.APNs.SandboxHost, RootCAs: pool(cfg.APNs.RootCAFile)}, zerolog.Nop())
-	defer apnsN.Close()
-	iosApp := &registry.App{Name: "ios", Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
-		Topic: "com.any.app", KeyID: ids.KeyID, TeamID: ids.TeamID, AuthKey: read("apns-authkey.p8")}}
-	if err := iosApp.Validate(); err != nil {
-		t.Fatal(err)
+	ev := newEvent()
+	iosApp, androidApp := appsOf(t, dir)
+	if iosApp.APNs.KeyID != ids.KeyID || iosApp.APNs.TeamID != ids.TeamID {
+		t.Fatalf("apns.json names %+v, pushemu %s %s", ids, KeyID, TeamID)
 	}
-	for _, p := range []registry.Platform{registry.APNS, registry.APNSSandbox} {
-		err := apnsN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: iosApp,
-			Device: registry.Device{ID: "d", Platform: p, Token: "00000000000000000000000000000000000000000000000000000000000000aa"}})
-		if err != nil {
-			t.Fatalf("APNs %s: %v", p, err)
-		}
-	}
-	fcmN, err := fcm.New(fcm.Options{Endpoint: cfg.FCM.Endpoint, RootCAs: pool(cfg.FCM.RootCAFile)}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fcmN.Close()
-	androidApp := &registry.App{Name: "android", Kind: registry.KindFCM, Revision: 1, FCM: &registry.FCMCredentials{
-		ProjectID: ProjectID, ServiceAccount: read("fcm-service-account.json")}}
-	if err := androidApp.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := fcmN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: androidApp,
-		Device: registry.Device{ID: "d", Platform: registry.GCM, Token: "fcm-token-registration-token"}}); err != nil {
-		t.Fatalf("FCM: %v", err)
-	}
+	pushToAll(t, cfg, loadPool(t, cfg.APNs.RootCAFile), loadPool(t, cfg.FCM.RootCAFile), iosApp, androidApp, ev)
 
 	// The feed has the three pushes, as they arrived.
 	got := map[string]emufeed.Line{}
@@ -152,6 +121,61 @@ func TestWrittenCredentialsWork(t *testing.T) {
 	if err := <-followed; err != nil {
 		t.Errorf("Follow after its context ended: %v", err)
 	}
+}
+
+func newEvent() *event.DatasetChanged {
+	return &event.DatasetChanged{Version: 1, IdentityPoolID: "us-east-1:0f1e", IdentityID: "us-east-1:abc", DatasetName: "settings", SyncCount: 1, ChangedAt: time.Now()}
+}
+
+// appsOf returns the platform apps an operator registers with the
+// credentials in dir, as the README does.
+func appsOf(t *testing.T, dir string) (ios, android *registry.App) {
+	t.Helper()
+	ios = &registry.App{Name: "ios", Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
+		Topic: "com.any.app", KeyID: KeyID, TeamID: TeamID, AuthKey: string(readFile(t, dir, "apns-authkey.p8"))}}
+	android = &registry.App{Name: "android", Kind: registry.KindFCM, Revision: 1, FCM: &registry.FCMCredentials{
+		ProjectID: ProjectID, ServiceAccount: string(readFile(t, dir, "fcm-service-account.json"))}}
+	for _, a := range []*registry.App{ios, android} {
+		if err := a.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ios, android
+}
+
+// pushToAll sends ev to the APNs production and sandbox emulators for ios
+// and to the FCM emulator for android, with the notifiers pushsyncd uses,
+// configured by cfg and trusting the roots given, failing the test unless
+// every emulator accepts its push.
+func pushToAll(t *testing.T, cfg *config.Config, apnsRoots, fcmRoots *x509.CertPool, ios, android *registry.App, ev *event.DatasetChanged) {
+	t.Helper()
+	apnsN := apns.New(apns.Options{ProductionHost: cfg.APNs.ProductionHost, SandboxHost: cfg.APNs.SandboxHost, RootCAs: apnsRoots}, zerolog.Nop())
+	defer apnsN.Close()
+	for _, p := range []registry.Platform{registry.APNS, registry.APNSSandbox} {
+		err := apnsN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: ios,
+			Device: registry.Device{ID: "d", Platform: p, Token: "00000000000000000000000000000000000000000000000000000000000000aa"}})
+		if err != nil {
+			t.Fatalf("APNs %s: %v", p, err)
+		}
+	}
+	fcmN, err := fcm.New(fcm.Options{Endpoint: cfg.FCM.Endpoint, RootCAs: fcmRoots}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fcmN.Close()
+	if err := fcmN.Notify(context.Background(), &dispatcher.Push{Event: ev, App: android,
+		Device: registry.Device{ID: "d", Platform: registry.GCM, Token: "fcm-token-registration-token"}}); err != nil {
+		t.Fatalf("FCM: %v", err)
+	}
+}
+
+func readFile(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestBusyPortIsAnError(t *testing.T) {

@@ -53,19 +53,26 @@ func (m *Manifest) Write(dir string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ManifestFile+".*")
+	return WriteFile(dir, ManifestFile, append(b, '\n'))
+}
+
+// WriteFile writes data into dir as name, readable by the owner only,
+// whole or not at all: a reader never sees half of it, and a write cut
+// short leaves the file as it was.
+func WriteFile(dir, name string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, name+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, ManifestFile))
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
 
 // ReadManifest reads the manifest pushemu wrote into dir.
