@@ -5,7 +5,8 @@
 //
 // It serves APNs production and sandbox (HTTP/2 over TLS) and the FCM HTTP
 // v1 API with its OAuth2 token endpoint, each with a certificate from its
-// authority. In -dir it keeps what a client needs: the authorities
+// authority that names localhost, the loopback addresses, the listen
+// addresses and the -hosts names. In -dir it keeps what a client needs: the authorities
 // (apns-ca.pem, fcm-ca.pem), an APNs signing key the emulators accept for
 // any topic (apns-authkey.p8, with its ids in apns.json) and an FCM
 // service-account key file (fcm-service-account.json); beside them the
@@ -41,6 +42,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -89,7 +91,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	apnsAddr := fs.String("apns-addr", "127.0.0.1:2197", "listen address of the APNs production emulator")
 	sandboxAddr := fs.String("apns-sandbox-addr", "127.0.0.1:2198", "listen address of the APNs sandbox emulator")
 	fcmAddr := fs.String("fcm-addr", "127.0.0.1:4443", "listen address of the FCM emulator")
-	hosts := fs.String("hosts", "", "extra comma-separated host names for the certificates (for containers)")
+	hosts := fs.String("hosts", "", "extra comma-separated host names for the certificates, which name localhost, the loopback addresses and the listen addresses (for containers)")
 	quiet := fs.Bool("quiet", false, "do not log every push (for load tests)")
 	record := fs.Bool("record", true, "keep received pushes in memory for GET /_emulator/pushes")
 	tokenCheck := fs.Bool("fcm-token-check", true, "refuse FCM registration tokens that do not look like those FCM issues, as FCM does")
@@ -106,7 +108,10 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(Addrs)
 	if *hosts != "" {
 		extra = strings.Split(*hosts, ",")
 	}
-	creds, err := loadCredentials(*dir, extra, *fresh, &log)
+	// The certificates name the extra hosts, and the addresses the
+	// emulators listen on, which their URLs carry.
+	certHosts := append(append([]string{}, extra...), listenIPs(*apnsAddr, *sandboxAddr, *fcmAddr)...)
+	creds, err := loadCredentials(*dir, certHosts, *fresh, &log)
 	if err != nil {
 		return err
 	}
@@ -209,6 +214,24 @@ fcm:
 		"apns.json":      append(apnsInfo, '\n'),
 		"pushsyncd.yaml": []byte(config),
 	})
+}
+
+// listenIPs returns the IP addresses of listen addresses that the
+// emulators' URLs name (see emutls.URLHost) and that certificates do not
+// carry already: not those of every interface nor 127.0.0.1 and ::1. An
+// address that does not resolve is left to fail when listened on.
+func listenIPs(addrs ...string) []string {
+	var ips []string
+	for _, a := range addrs {
+		ta, err := net.ResolveTCPAddr("tcp", a)
+		if err != nil || ta.IP == nil || ta.IP.IsUnspecified() || ta.IP.Equal(net.IPv4(127, 0, 0, 1)) || ta.IP.Equal(net.IPv6loopback) {
+			continue
+		}
+		if ip := ta.IP.String(); !slices.Contains(ips, ip) {
+			ips = append(ips, ip)
+		}
+	}
+	return ips
 }
 
 // reachableAs names host in every URL of m, keeping the ports.

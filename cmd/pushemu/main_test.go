@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/pushsync/pushsync/dispatcher"
 	"github.com/pushsync/pushsync/dispatcher/apns"
 	"github.com/pushsync/pushsync/dispatcher/fcm"
+	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
 )
@@ -176,6 +178,24 @@ func readFile(t *testing.T, dir, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestCertificatesNameTheListenAddress starts pushemu on 127.0.0.2,
+// which pushsyncd.yaml and the service account then name, and pushes
+// with what it wrote: the certificates carry that address.
+func TestCertificatesNameTheListenAddress(t *testing.T) {
+	if ln, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		testenv.Missing(t, "a second loopback address, 127.0.0.2, to listen on (Linux routes all of 127.0.0.0/8 to lo): "+err.Error())
+	} else {
+		ln.Close()
+	}
+	dir := t.TempDir()
+	a, _, _ := startPushemu(t, "-dir", dir, "-apns-addr", "127.0.0.2:0", "-apns-sandbox-addr", "127.0.0.2:0", "-fcm-addr", "127.0.0.2:0")
+	if !strings.HasPrefix(a.APNs, "https://127.0.0.2:") || !strings.HasPrefix(a.FCM, "https://127.0.0.2:") {
+		t.Fatalf("emulators at %+v", a)
+	}
+	ios, android := appsOf(t, dir)
+	pushToAll(t, loadConfig(t, dir), loadPool(t, filepath.Join(dir, "apns-ca.pem")), loadPool(t, filepath.Join(dir, "fcm-ca.pem")), ios, android, newEvent())
 }
 
 func TestBusyPortIsAnError(t *testing.T) {
