@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +24,34 @@ import (
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
 )
+
+// TestMain lets the tests run this binary as pushemu itself.
+func TestMain(m *testing.M) {
+	if os.Getenv("PUSHEMU_TEST_RUN_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestHelp runs pushemu -h: it prints the usage, with every flag, and
+// exits 0, as asking for help is not an error.
+func TestHelp(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-h")
+	cmd.Env = append(os.Environ(), "PUSHEMU_TEST_RUN_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pushemu -h: %v\n%s", err, out)
+	}
+	for _, want := range []string{"-dir", "-hosts", "-new-credentials", "replacing those in -dir"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the usage has no %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "help requested") {
+		t.Errorf("the usage ends with an error:\n%s", out)
+	}
+}
 
 // TestWrittenCredentialsWork starts pushemu and sends one push to each
 // emulator with the notifiers pushsyncd uses, configured only from the
