@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -35,6 +36,8 @@ type cli struct {
 	sessionToken         string
 	output               string // "text" or "json"
 	stdout, stderr       io.Writer
+	// tty says stderr is a terminal, where long runs show their progress.
+	tty bool
 
 	httpClient *http.Client
 	sync       *cognitosync.CognitoSync
@@ -198,6 +201,25 @@ func (c *cli) syncError(err error) error {
 		return &apiError{Type: ae.Code(), Message: msg}
 	}
 	return err
+}
+
+// progress redraws a one-line note of a long run's progress in place on
+// stderr when it is a terminal; "" erases it. Elsewhere it writes nothing,
+// so as not to clutter a log or a script's stderr.
+func (c *cli) progress(format string, args ...any) {
+	if c.tty {
+		fmt.Fprintf(c.stderr, "\r"+format+"\x1b[K", args...)
+	}
+}
+
+// isTerminal says whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // printJSON writes raw JSON indented.

@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -87,43 +90,129 @@ func parseSeq(v *cmdFlags) (uint64, error) {
 
 // deadLetterReplay replays one dead letter, or every one with -all.
 func deadLetterReplay(c *cli, v *cmdFlags) error {
-	seqs := []uint64{}
 	switch {
 	case v.all && v.arg != "":
 		return &usageError{cmd: v.cmd, msg: "deadletter replay takes SEQ or -all, not both"}
 	case v.all:
-		var after int64
-		for {
-			letters, _, err := c.listDeadLetters(after, 1000)
-			if err != nil {
-				return err
-			}
-			for _, l := range letters {
-				seqs = append(seqs, l.Sequence)
-				after = int64(l.Sequence)
-			}
-			if len(letters) < 1000 {
-				break
-			}
-		}
+		return c.replayAll()
 	case v.arg == "":
 		return &usageError{cmd: v.cmd, msg: "deadletter replay needs SEQ or -all"}
-	default:
-		seq, err := parseSeq(v)
+	}
+	seq, err := parseSeq(v)
+	if err != nil {
+		return err
+	}
+	if err := c.replayDeadLetter(seq); err != nil {
+		return err
+	}
+	if c.output == "json" {
+		return c.printValue(&replayReport{Replayed: []uint64{seq}, Skipped: []replayFailure{}, Failed: []replayFailure{}, NotTried: []uint64{}})
+	}
+	_, err = fmt.Fprintf(c.stdout, "replayed dead letter %d\n", seq)
+	return err
+}
+
+// replayDeadLetter asks the API to publish a dead letter's event again.
+func (c *cli) replayDeadLetter(seq uint64) error {
+	_, err := c.admin(http.MethodPost, fmt.Sprintf("/admin/v1/deadletters/%d/replay", seq), nil)
+	return err
+}
+
+// replayFailure is a dead letter a bulk replay skipped or failed to
+// replay, and the API's answer.
+type replayFailure struct {
+	Sequence uint64 `json:"sequence"`
+	Error    string `json:"error"`
+}
+
+// replayReport is what deadletter replay did: the dead letters replayed,
+// those skipped because they were gone (discarded or replayed since they
+// were listed), those that failed and, when a failure stopped the run,
+// those not tried.
+type replayReport struct {
+	Replayed []uint64        `json:"replayed"`
+	Skipped  []replayFailure `json:"skipped"`
+	Failed   []replayFailure `json:"failed"`
+	NotTried []uint64        `json:"notTried"`
+	Stopped  bool            `json:"stopped"`
+}
+
+// replayAll replays every dead letter listed when it starts. A dead letter
+// gone meanwhile is skipped and one the API refuses fails alone; any other
+// failure (the API unreachable, the credentials refused, a server error)
+// would fail every dead letter after it too, so it stops the run. It
+// always reports what it did, and fails if any dead letter failed.
+func (c *cli) replayAll() error {
+	var seqs []uint64
+	for after := int64(0); ; {
+		letters, _, err := c.listDeadLetters(after, 1000)
 		if err != nil {
 			return err
 		}
-		seqs = append(seqs, seq)
-	}
-	for _, seq := range seqs {
-		if _, err := c.admin(http.MethodPost, fmt.Sprintf("/admin/v1/deadletters/%d/replay", seq), nil); err != nil {
-			return err
+		for _, l := range letters {
+			seqs = append(seqs, l.Sequence)
+			after = int64(l.Sequence)
+		}
+		if len(letters) < 1000 {
+			break
 		}
 	}
-	if c.output == "json" {
-		return c.printValue(map[string][]uint64{"replayed": seqs})
+	rep := &replayReport{Replayed: []uint64{}, Skipped: []replayFailure{}, Failed: []replayFailure{}, NotTried: []uint64{}}
+	for i, seq := range seqs {
+		c.progress("replaying dead letters: %d of %d", i, len(seqs))
+		err := c.replayDeadLetter(seq)
+		var ae *apiError
+		switch {
+		case err == nil:
+			rep.Replayed = append(rep.Replayed, seq)
+			continue
+		case errors.As(err, &ae) && ae.Type == "ResourceNotFoundException":
+			rep.Skipped = append(rep.Skipped, replayFailure{seq, err.Error()})
+			continue
+		}
+		rep.Failed = append(rep.Failed, replayFailure{seq, err.Error()})
+		// The admin API answers InvalidParameterException about the
+		// sequence it was given; every other answer says nothing of
+		// this dead letter and would come again for the next.
+		if !errors.As(err, &ae) || ae.Type != "InvalidParameterException" {
+			rep.Stopped, rep.NotTried = true, seqs[i+1:]
+			break
+		}
 	}
-	_, err := fmt.Fprintf(c.stdout, "replayed %d dead letter(s)\n", len(seqs))
+	c.progress("")
+	if err := c.printReplayReport(rep); err != nil {
+		return err
+	}
+	switch {
+	case rep.Stopped:
+		last := rep.Failed[len(rep.Failed)-1]
+		return &exitError{code: 1, msg: fmt.Sprintf("replay stopped at dead letter %d, leaving %d not tried, since what failed it would fail them too: %s; once the cause is fixed, run deadletter replay -all again",
+			last.Sequence, len(rep.NotTried), last.Error)}
+	case len(rep.Failed) > 0:
+		return &exitError{code: 1, msg: fmt.Sprintf("%d dead letter(s) failed to replay", len(rep.Failed))}
+	}
+	return nil
+}
+
+// printReplayReport prints what a bulk replay did: the counts, then each
+// dead letter skipped or failed with the API's answer.
+func (c *cli) printReplayReport(rep *replayReport) error {
+	if c.output == "json" {
+		return c.printValue(rep)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "replayed %d dead letter(s), skipped %d, failed %d", len(rep.Replayed), len(rep.Skipped), len(rep.Failed))
+	if rep.Stopped {
+		fmt.Fprintf(&b, ", not tried %d", len(rep.NotTried))
+	}
+	b.WriteString("\n")
+	for _, s := range rep.Skipped {
+		fmt.Fprintf(&b, "skipped %d: gone since it was listed (discarded or replayed meanwhile): %s\n", s.Sequence, s.Error)
+	}
+	for _, f := range rep.Failed {
+		fmt.Fprintf(&b, "failed %d: %s\n", f.Sequence, f.Error)
+	}
+	_, err := io.WriteString(c.stdout, b.String())
 	return err
 }
 

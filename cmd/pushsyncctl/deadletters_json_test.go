@@ -37,8 +37,8 @@ func TestDeadLetterReplayAndDiscardPrintJSON(t *testing.T) {
 		return seqs[0]
 	}
 
-	if got := decode(d.ctl("-o", "json", "deadletter", "replay", "-all")); got["replayed"] == nil || len(got["replayed"]) != 0 {
-		t.Errorf("replay -all of none: %v, want an empty replayed list", got)
+	if got := decodeReplayReport(t, d.ctl("-o", "json", "deadletter", "replay", "-all")); got.Replayed == nil || len(got.Replayed) != 0 {
+		t.Errorf("replay -all of none: %+v, want an empty replayed list", got)
 	}
 	d.fcm.FailToken(token, fcmtest.Internal())
 	first := deadLetter("1", 1)
@@ -47,7 +47,14 @@ func TestDeadLetterReplayAndDiscardPrintJSON(t *testing.T) {
 	}
 	second := deadLetter("2", 2)
 	d.fcm.ClearFailures()
-	if got := decode(d.ctl("-o", "json", "deadletter", "replay", "-all")); !slices.Equal(got["replayed"], []uint64{second}) {
-		t.Errorf("replay -all: %v, want [%d]", got, second)
+	if got := decodeReplayReport(t, d.ctl("-o", "json", "deadletter", "replay", "-all")); !slices.Equal(got.Replayed, []uint64{second}) {
+		t.Errorf("replay -all: %+v, want [%d] replayed", got, second)
+	}
+	d.waitDelivered(1)
+	d.fcm.FailToken(token, fcmtest.Internal())
+	third := deadLetter("3", 3)
+	d.fcm.ClearFailures()
+	if got := decodeReplayReport(t, d.ctl("-o", "json", "deadletter", "replay", fmt.Sprint(third))); !slices.Equal(got.Replayed, []uint64{third}) {
+		t.Errorf("replay %d: %+v, want it replayed", third, got)
 	}
 }

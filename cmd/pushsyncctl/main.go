@@ -79,7 +79,7 @@ var commands = []*command{
 		}},
 	{name: "deadletter replay", synopsis: "SEQ | -all", arg: "SEQ", optionalArg: true, summary: "publish dead letters' events again, once the cause is fixed",
 		run: deadLetterReplay, define: func(fs *flag.FlagSet, v *cmdFlags) {
-			fs.BoolVar(&v.all, "all", false, "replay every dead letter")
+			fs.BoolVar(&v.all, "all", false, "replay every dead letter, reporting those replayed, skipped and failed")
 		}},
 	{name: "deadletter discard", synopsis: "SEQ", arg: "SEQ", summary: "drop a dead letter", run: deadLetterDiscard},
 	{name: "secrets status", summary: "count the stored secrets under the current and the secondary master key", run: secretsStatus},
@@ -147,7 +147,7 @@ var errHelp = errors.New("help requested")
 // run is the whole command: it parses args, runs the command and returns
 // the exit status. getenv supplies the environment.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr}
+	c := &cli{stdout: stdout, stderr: stderr, tty: isTerminal(stderr)}
 	fs := flag.NewFlagSet("pushsyncctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {}
@@ -382,6 +382,17 @@ dropped); each app's ARN for its platform is read from the admin API.
 		fmt.Fprint(w, `
 Settings whose flags are not given keep their values; -oidc-issuer replaces
 the pool's OpenID Connect providers with the one given.
+`)
+	}
+	if cmd.name == "deadletter replay" {
+		fmt.Fprint(w, `
+With -all, every dead letter listed at the start is replayed in turn. One
+discarded or replayed meanwhile is skipped. A failure that would fail the
+others too (the API unreachable, the credentials refused, a server error)
+stops the run, leaving them for a later one. The run ends by printing how
+many were replayed, skipped, failed and not tried, and each skipped or
+failed one with the API's answer; it exits 1 if any failed. On a terminal,
+stderr shows its progress.
 `)
 	}
 	if cmd.name == "credentials issue" {
