@@ -50,8 +50,13 @@ type apiError struct {
 	Message string
 }
 
-// Error returns the type and the message.
-func (e *apiError) Error() string { return e.Type + ": " + e.Message }
+// Error returns the type and the message, if the answer had one.
+func (e *apiError) Error() string {
+	if e.Message == "" {
+		return e.Type
+	}
+	return e.Type + ": " + e.Message
+}
 
 // baseURL is the endpoint with a scheme and without a trailing slash.
 func (c *cli) baseURL() string {

@@ -307,7 +307,7 @@ func (c *cli) fail(err error) int {
 		fmt.Fprintf(c.stderr, "pushsyncctl: %s\n", ee.msg)
 		return ee.code
 	case errors.As(err, &ae):
-		fmt.Fprintf(c.stderr, "pushsyncctl: %s: %s\n", ae.Type, ae.Message)
+		fmt.Fprintf(c.stderr, "pushsyncctl: %s\n", ae)
 		return 1
 	}
 	fmt.Fprintf(c.stderr, "pushsyncctl: %v\n", err)
