@@ -183,27 +183,22 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return c.fail(&usageError{msg: "no command given"})
 	}
 	if rest[0] == "help" {
-		if len(rest) > 1 {
-			if cmd, _ := lookup(rest[1:]); cmd != nil {
-				printCommandUsage(stdout, cmd)
-				return 0
-			}
+		if len(rest) == 1 || rest[1] == "help" {
+			printUsage(stdout)
+			return 0
 		}
-		printUsage(stdout)
+		// A command help does not know is a mistake, not a request for
+		// every command's usage.
+		cmd, _ := lookup(rest[1:])
+		if cmd == nil {
+			return c.fail(unknownCommand(rest[1:]))
+		}
+		printCommandUsage(stdout, cmd)
 		return 0
 	}
 	cmd, cmdArgs := lookup(rest)
 	if cmd == nil {
-		var subs []string
-		for _, cmd := range commands {
-			if group, sub, ok := strings.Cut(cmd.name, " "); ok && group == rest[0] {
-				subs = append(subs, sub)
-			}
-		}
-		if len(subs) > 0 {
-			return c.fail(&usageError{msg: fmt.Sprintf("unknown command %q; %s takes %s", strings.Join(rest[:min(2, len(rest))], " "), rest[0], strings.Join(subs, ", "))})
-		}
-		return c.fail(&usageError{msg: fmt.Sprintf("unknown command %q", rest[0])})
+		return c.fail(unknownCommand(rest))
 	}
 	v, err := parseCommand(cmd, cmdArgs, stderr)
 	if errors.Is(err, errHelp) {
@@ -269,6 +264,21 @@ func parseCommand(cmd *command, args []string, stderr io.Writer) (*cmdFlags, err
 		return nil, &usageError{cmd: cmd, msg: fmt.Sprintf("%s needs %s", cmd.name, strings.Join(missing, ", "))}
 	}
 	return v, nil
+}
+
+// unknownCommand is the usage error for args that start with no command;
+// for a group of commands, it names the group's.
+func unknownCommand(args []string) error {
+	var subs []string
+	for _, cmd := range commands {
+		if group, sub, ok := strings.Cut(cmd.name, " "); ok && group == args[0] {
+			subs = append(subs, sub)
+		}
+	}
+	if len(subs) > 0 {
+		return &usageError{msg: fmt.Sprintf("unknown command %q; %s takes %s", strings.Join(args[:min(2, len(args))], " "), args[0], strings.Join(subs, ", "))}
+	}
+	return &usageError{msg: fmt.Sprintf("unknown command %q", args[0])}
 }
 
 // lookup finds the command args start with and returns it with the rest of

@@ -34,3 +34,27 @@ func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// help with a command it does not know is a usage error, as running that
+// command is, rather than every command's usage and exit status 0, which
+// reads as if the command existed; help with a command prints its usage.
+func TestHelpOfAnUnknownCommand(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"help", "frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"help", "deadletter", "retry"}, `unknown command "deadletter retry"; deadletter takes list, replay, discard`},
+		{[]string{"help", "app"}, `unknown command "app"; app takes create, list, show, rotate, delete`},
+	} {
+		r := ctlEnv(nil, tt.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "pushsyncctl: "+tt.want+"\n") || r.stdout != "" {
+			t.Errorf("pushsyncctl %s: %s\nwant exit 2 and %q", strings.Join(tt.args, " "), r, tt.want)
+		}
+	}
+	for _, args := range [][]string{{"help", "deadletter", "replay"}, {"help", "help"}} {
+		if r := ctlEnv(nil, args...); r.code != 0 || !strings.HasPrefix(r.stdout, "usage: pushsyncctl") || r.stderr != "" {
+			t.Errorf("pushsyncctl %s: %s", strings.Join(args, " "), r)
+		}
+	}
+}
