@@ -200,7 +200,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if cmd == nil {
 		return c.fail(unknownCommand(rest))
 	}
-	v, err := parseCommand(cmd, cmdArgs, stderr)
+	v, err := parseCommand(cmd, cmdArgs, fs, stderr)
 	if errors.Is(err, errHelp) {
 		printCommandUsage(stdout, cmd)
 		return 0
@@ -224,8 +224,9 @@ func (cmd *command) newFlagSet(v *cmdFlags, output io.Writer) *flag.FlagSet {
 }
 
 // parseCommand parses a command's arguments: its flags and its positional
-// argument, in any order.
-func parseCommand(cmd *command, args []string, stderr io.Writer) (*cmdFlags, error) {
+// argument, in any order. global holds the global flags, which go before
+// the command.
+func parseCommand(cmd *command, args []string, global *flag.FlagSet, stderr io.Writer) (*cmdFlags, error) {
 	v := &cmdFlags{cmd: cmd}
 	fs := cmd.newFlagSet(v, stderr)
 	var pos []string
@@ -233,6 +234,10 @@ func parseCommand(cmd *command, args []string, stderr io.Writer) (*cmdFlags, err
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, errHelp
+			}
+			name, undefined := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+			if undefined && global.Lookup(name) != nil {
+				return nil, &usageError{cmd: cmd, msg: fmt.Sprintf("-%s is a global flag: give it before the command, as in pushsyncctl -%s ... %s", name, name, cmd.name)}
 			}
 			return nil, &usageError{cmd: cmd, msg: "bad flags for " + cmd.name}
 		}

@@ -7,7 +7,8 @@ import (
 
 // Command line mistakes of the dead-letter and identity pool commands are
 // usage errors, as every other command's are: the message, the command's
-// usage, exit status 2, and no request sent.
+// usage, exit status 2, and no request sent. A global flag given after the
+// command is named as one.
 func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 	// An API that cannot be reached: a command that sent a request would
 	// exit 1 saying so.
@@ -26,6 +27,8 @@ func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 		{[]string{"identitypool", "create", "-name", "n", "-oidc-issuer", "https://login.example.com"}, "-oidc-issuer needs -oidc-client-ids"},
 		{[]string{"identitypool", "update", pool, "-name", "n", "-oidc-jwks-url", "https://login.example.com/keys"}, "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"},
 		{[]string{"identitypool", "update", pool, "-name", "n", "-region", "eu-west-1"}, "-region applies only to identitypool create"},
+		{[]string{"app", "list", "-o", "json"}, "-o is a global flag: give it before the command"},
+		{[]string{"deadletter", "list", "-endpoint=http://127.0.0.1:8081"}, "-endpoint is a global flag: give it before the command"},
 	} {
 		r := ctlEnv(env, tt.args...)
 		usage := "usage: pushsyncctl [global flags] " + strings.Join(tt.args[:2], " ")
