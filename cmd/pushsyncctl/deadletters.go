@@ -44,7 +44,12 @@ func deadLetterList(c *cli, v *cmdFlags) error {
 		return c.printJSON(raw)
 	}
 	if len(letters) == 0 {
-		_, err := fmt.Fprintln(c.stdout, "no dead letters")
+		msg := "no dead letters"
+		if v.after > 0 {
+			// Not "none": there may be some up to -after.
+			msg += fmt.Sprintf(" after %d", v.after)
+		}
+		_, err := fmt.Fprintln(c.stdout, msg)
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)

@@ -12,7 +12,7 @@ import (
 // TestDeadLetterListSaysWhenMoreFollow: a list cut short by -limit says so
 // and how to list the rest, so that an operator does not take the first
 // page of dead letters for all of them; a list that shows the last one
-// says nothing more.
+// says nothing more, and the empty page after it says none follow it.
 func TestDeadLetterListSaysWhenMoreFollow(t *testing.T) {
 	d := startDaemon(t)
 	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000021", "us-east-1:0dead000-0000-4000-8000-000000000022"
@@ -38,5 +38,10 @@ func TestDeadLetterListSaysWhenMoreFollow(t *testing.T) {
 		if strings.Contains(out, "-after") || !strings.Contains(out, fmt.Sprintf("%d ", second)) || !strings.Contains(out, "settings@2") {
 			t.Errorf("list %v, which shows the last dead letter, says more follow or lacks it:\n%s", args, out)
 		}
+	}
+	// The page after the last says there are none after it, not none at
+	// all.
+	if out := d.ctl("deadletter", "list", "-after", fmt.Sprint(second)); out != fmt.Sprintf("no dead letters after %d\n", second) {
+		t.Errorf("list -after the last dead letter: %q", out)
 	}
 }
