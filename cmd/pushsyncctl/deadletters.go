@@ -188,13 +188,17 @@ func (c *cli) replayAll() error {
 	if err := c.printReplayReport(rep); err != nil {
 		return err
 	}
-	switch {
-	case rep.Stopped:
+	if len(rep.NotTried) > 0 {
 		last := rep.Failed[len(rep.Failed)-1]
-		return &exitError{code: 1, msg: fmt.Sprintf("replay stopped at dead letter %d, leaving %d not tried, since what failed it would fail them too: %s; once the cause is fixed, run deadletter replay -all again",
+		return &exitError{code: 1, msg: fmt.Sprintf("replay stopped at dead letter %d with %d not tried: %s would fail them too; once the cause is fixed, run deadletter replay -all again",
 			last.Sequence, len(rep.NotTried), last.Error)}
-	case len(rep.Failed) > 0:
-		return &exitError{code: 1, msg: fmt.Sprintf("%d dead letter(s) failed to replay", len(rep.Failed))}
+	}
+	if len(rep.Failed) > 0 {
+		failed := make([]string, len(rep.Failed))
+		for i, f := range rep.Failed {
+			failed[i] = fmt.Sprint(f.Sequence)
+		}
+		return &exitError{code: 1, msg: fmt.Sprintf("%d dead letter(s) failed to replay: %s", len(rep.Failed), strings.Join(failed, ", "))}
 	}
 	return nil
 }
@@ -207,7 +211,7 @@ func (c *cli) printReplayReport(rep *replayReport) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "replayed %d dead letter(s), skipped %d, failed %d", len(rep.Replayed), len(rep.Skipped), len(rep.Failed))
-	if rep.Stopped {
+	if len(rep.NotTried) > 0 {
 		fmt.Fprintf(&b, ", not tried %d", len(rep.NotTried))
 	}
 	b.WriteString("\n")

@@ -133,7 +133,8 @@ func TestDeadLetterReplayAllSkipsALetterGoneMeanwhile(t *testing.T) {
 // cannot serve a replay (here pushsyncd is down behind a proxy, which
 // answers 502), deadletter replay -all sends no further replay, says what
 // it replayed before, which letter failed and why, and how many it did not
-// try, and exits 1; the letters not tried are still dead letters.
+// try, and exits 1; the letters not tried are still dead letters. A
+// failure at the last letter leaves none not tried, and says which failed.
 func TestDeadLetterReplayAllStopsAtAFailureTheOthersWouldShare(t *testing.T) {
 	d := startDaemon(t)
 	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000041", "us-east-1:0dead000-0000-4000-8000-000000000042"
@@ -172,8 +173,8 @@ func TestDeadLetterReplayAllStopsAtAFailureTheOthersWouldShare(t *testing.T) {
 			t.Errorf("replay -all stopped at dead letter %d: stdout lacks %q:\n%s", down, w, r)
 		}
 	}
-	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("replay stopped at dead letter %d, leaving 2 not tried", down)) ||
-		!strings.Contains(r.stderr, "HTTP 502 Bad Gateway; ") {
+	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("replay stopped at dead letter %d with 2 not tried: ", down)) ||
+		!strings.Contains(r.stderr, "HTTP 502 Bad Gateway would fail them too") {
 		t.Errorf("replay -all stopped at dead letter %d: %s\nwant exit 1 and why it stopped", down, r)
 	}
 	if got := attempts(); !slices.Equal(got, seqs[:2]) {
@@ -195,5 +196,14 @@ func TestDeadLetterReplayAllStopsAtAFailureTheOthersWouldShare(t *testing.T) {
 	}
 	if got := attempts(); !slices.Equal(got, append(seqs[:2:2], seqs[1:3]...)) {
 		t.Errorf("replays sent: %v", got)
+	}
+
+	// A failure at the last letter leaves none not tried.
+	d.restart(fmt.Sprintf("{master_key: %q}", masterKey))
+	down = seqs[3]
+	r = ctlEnv(env, "deadletter", "replay", "-all")
+	if r.code != 1 || !strings.HasPrefix(r.stdout, "replayed 1 dead letter(s), skipped 0, failed 1\n") ||
+		!strings.Contains(r.stderr, fmt.Sprintf("1 dead letter(s) failed to replay: %d\n", down)) || strings.Contains(r.stderr, "not tried") {
+		t.Errorf("replay -all that failed at its last dead letter %d: %s", down, r)
 	}
 }
