@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -215,16 +214,6 @@ func (c *cli) progress(format string, args ...any) {
 	if c.tty {
 		fmt.Fprintf(c.stderr, "\r"+format+"\x1b[K", args...)
 	}
-}
-
-// isTerminal says whether w is a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // printJSON writes raw JSON indented.

@@ -19,6 +19,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/pushsync/pushsync/internal/term"
 )
 
 // main runs the command with the process's arguments, environment and
@@ -147,7 +149,7 @@ var errHelp = errors.New("help requested")
 // run is the whole command: it parses args, runs the command and returns
 // the exit status. getenv supplies the environment.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr, tty: isTerminal(stderr)}
+	c := &cli{stdout: stdout, stderr: stderr, tty: term.Is(stderr)}
 	fs := flag.NewFlagSet("pushsyncctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {}

@@ -31,6 +31,7 @@ import (
 	"github.com/pushsync/pushsync/dispatcher/apns"
 	"github.com/pushsync/pushsync/dispatcher/fcm"
 	"github.com/pushsync/pushsync/internal/secretbox"
+	"github.com/pushsync/pushsync/internal/term"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api"
 	"github.com/pushsync/pushsync/sync/bulk"
@@ -71,7 +72,7 @@ func NewLogger(cfg config.LogConfig, w io.Writer) (zerolog.Logger, error) {
 		return zerolog.Logger{}, fmt.Errorf("log level: %w", err)
 	}
 	if cfg.Format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !isTerminal(w)}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !term.Is(w)}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }
@@ -625,13 +626,4 @@ func listen(addr, key string, h http.Handler, readTimeout time.Duration, log zer
 		}
 	}()
 	return srv, ln.Addr().String(), nil
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
