@@ -319,8 +319,8 @@ type APIConfig struct {
 	MaxBodyBytes int `yaml:"max_body_bytes" json:"max_body_bytes"`
 	// DeveloperAccessKeyID is the access key id of the developer
 	// credentials, which may call the operator operations and act for any
-	// identity. If not set, "" (no developer credentials: operator calls
-	// are refused).
+	// identity of an identity pool that exists. If not set, "" (no
+	// developer credentials: operator calls are refused).
 	DeveloperAccessKeyID string `yaml:"developer_access_key_id" json:"developer_access_key_id"`
 	// DeveloperSecretAccessKey is the secret of DeveloperAccessKeyID. If not
 	// set, "".

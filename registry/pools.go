@@ -416,6 +416,12 @@ func (r *Registry) createIdentity(ctx context.Context, pool, login string) (stri
 	return "", errors.New("registry: identity id collision, try again")
 }
 
+// CheckPool returns nil if the identity pool exists, and ErrPoolNotFound
+// if it does not (never created, or deleted).
+func (r *Registry) CheckPool(ctx context.Context, pool string) error {
+	return r.requirePool(ctx, pool)
+}
+
 func (r *Registry) requirePool(ctx context.Context, pool string) error {
 	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
 		return err

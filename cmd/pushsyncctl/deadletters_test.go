@@ -44,11 +44,12 @@ func TestDeadLetters(t *testing.T) {
 	d.ctlFail(d.env, 2, []string{"deadletter replay"}, "deadletter", "replay", "1", "2")
 }
 
-// subscribedFCMDevice creates the FCM app app, makes it pool's app for GCM,
-// and registers a device of identity with token, subscribed to the
-// dataset settings.
+// subscribedFCMDevice creates the identity pool pool and the FCM app app,
+// makes app pool's app for GCM, and registers a device of identity with
+// token, subscribed to the dataset settings.
 func (d *daemon) subscribedFCMDevice(app, pool, identity, token string) {
 	d.t.Helper()
+	d.createPool(pool)
 	d.serviceAccount("sa.json")
 	d.ctl("app", "create", "-name", app, "-fcm-project", project, "-fcm-service-account-file", "sa.json")
 	d.ctl("pool", "set-push", pool, "-gcm", app)

@@ -113,7 +113,7 @@ var commands = []*command{
 
 // identityFlags defines -pool and -identity.
 func identityFlags(fs *flag.FlagSet, v *cmdFlags) {
-	fs.StringVar(&v.pool, "pool", "", "identity pool id, such as us-east-1:0f1e2d3c-...")
+	fs.StringVar(&v.pool, "pool", "", "id of an identity pool that exists, as identitypool create prints it")
 	fs.StringVar(&v.identity, "identity", "", "identity id, such as us-east-1:a11ce000-...")
 }
 

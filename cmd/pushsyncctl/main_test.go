@@ -33,6 +33,7 @@ import (
 	"github.com/pushsync/pushsync/dispatcher/apns/apnstest"
 	"github.com/pushsync/pushsync/dispatcher/fcm/fcmtest"
 	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
 )
 
 const (
@@ -61,18 +62,20 @@ type daemon struct {
 	cfgDir        string
 	natsURL       string
 	prefix        string
+	reg           *registry.Registry // on the daemon's Redis keys, for what pushsyncctl cannot do
 	env           map[string]string
 	stop          func() // stops the running pushsyncd
 }
 
-// startDaemon starts pushsyncd and the emulators, makes the daemon's
-// working directory the test's and returns the daemon; it stops when the
-// test ends.
+// startDaemon starts pushsyncd and the emulators, creates the identity pool
+// pool, makes the daemon's working directory the test's and returns the
+// daemon; it stops when the test ends.
 func startDaemon(t *testing.T) *daemon {
 	t.Helper()
 	ns := testenv.StartNATS(t)
-	_, prefix := testenv.Redis(t)
+	rdb, prefix := testenv.Redis(t)
 	d := &daemon{t: t, dir: t.TempDir(), cfgDir: t.TempDir(), natsURL: ns.URL, prefix: prefix,
+		reg:     registry.New(rdb, registry.Options{KeyPrefix: prefix}),
 		prod:    apnstest.NewServer(),
 		sandbox: apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment)),
 		fcm:     fcmtest.NewServer(),
@@ -89,7 +92,17 @@ func startDaemon(t *testing.T) *daemon {
 		"AWS_SECRET_ACCESS_KEY": devSecret,
 	}
 	t.Chdir(d.dir) // key files are named relative to it
+	d.createPool(pool)
 	return d
+}
+
+// createPool creates an identity pool of the given id, as an operator does
+// before the developer credentials act in it.
+func (d *daemon) createPool(id string) {
+	d.t.Helper()
+	if _, err := d.reg.CreateIdentityPool(context.Background(), "", registry.IdentityPool{ID: id, Name: "game"}); err != nil {
+		d.t.Fatal(err)
+	}
 }
 
 // restart stops pushsyncd if it runs and starts it again, on the same

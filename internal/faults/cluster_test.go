@@ -119,9 +119,6 @@ func TestClusterEndToEnd(t *testing.T) {
 	api := r.startDaemon("api", daemonConfig{role: "api"})
 	setup := time.Since(start)
 	ctx := context.Background()
-	if _, err := r.reg.CreateIdentityPool(ctx, "us-east-1", registry.IdentityPool{ID: r.pool, Name: "faults", AllowUnauthenticated: true}); err != nil {
-		t.Fatal(err)
-	}
 
 	// One event for each seeded identity, published as a sync server would,
 	// so that the workers read registrations on every master.

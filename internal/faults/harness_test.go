@@ -524,6 +524,9 @@ func (r *rig) seedApps() {
 		}
 	}
 	r.pool = "us-east-1:" + uuidish(0xfa17, 1)
+	if _, err := r.reg.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: r.pool, Name: "faults", AllowUnauthenticated: true}); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.reg.SetPoolPush(ctx, r.pool, registry.PoolPush{Apps: map[registry.Platform]string{
 		registry.APNS: "faults-ios", registry.APNSSandbox: "faults-ios", registry.GCM: "faults-android",
 	}}); err != nil {

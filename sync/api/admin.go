@@ -202,6 +202,9 @@ func (s *Server) issueCredentials(r *request) (any, error) {
 		}
 		ttl = time.Duration(in.DurationSeconds) * time.Second
 	}
+	if err := s.reg.CheckPool(r.Context(), in.IdentityPoolId); err != nil {
+		return nil, poolError(err)
+	}
 	c, err := s.reg.IssueCredential(r.Context(), in.IdentityPoolId, in.IdentityId, ttl)
 	if err != nil {
 		return nil, registryError(err)
@@ -238,6 +241,9 @@ func (s *Server) publishEvent(r *request) (any, error) {
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, invalidParameter("%s", strings.TrimPrefix(err.Error(), event.ErrInvalid.Error()+": "))
+	}
+	if err := s.reg.CheckPool(r.Context(), ev.IdentityPoolID); err != nil {
+		return nil, poolError(err)
 	}
 	ack, err := s.opts.Publisher.Publish(r.Context(), ev)
 	if err != nil {

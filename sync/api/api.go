@@ -61,6 +61,7 @@ type Registry interface {
 	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)
 	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
 	DeleteIdentityPool(ctx context.Context, id string) error
+	CheckPool(ctx context.Context, pool string) error
 	CredentialInPool(ctx context.Context, accessKeyID, pool string) (registry.IdentityCredential, error)
 	SecretsStatus(ctx context.Context) (registry.SecretsReport, error)
 	ResealSecrets(ctx context.Context, progress func(registry.SecretsReport)) (registry.SecretsReport, error)
@@ -350,6 +351,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, rt route, request
 	}
 	if rt.service == AdminService && !who.developer {
 		return fail(notAuthorized("the admin API needs developer credentials"))
+	}
+	if pool := r.PathValue("IdentityPoolId"); who.developer && pool != "" {
+		// Developer credentials act in any identity pool, but only in
+		// one that exists: a mistyped pool id is refused before anything
+		// is written under it. Identity credentials are checked against
+		// their pool in lookup.
+		if err := s.reg.CheckPool(r.Context(), pool); err != nil {
+			return fail(poolError(err))
+		}
 	}
 
 	out, err := rt.fn(&request{Request: r, who: *who, body: body})

@@ -74,7 +74,17 @@ func newFixture(t testing.TB) *fixture {
 	}
 	f.ts = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.ts.Close)
+	createPool(t, f.reg)
 	return f
+}
+
+// createPool creates the identity pool pool, as an operator does before
+// developer credentials act in it.
+func createPool(t testing.TB, reg *registry.Registry) {
+	t.Helper()
+	if _, err := reg.CreateIdentityPool(context.Background(), "", registry.IdentityPool{ID: pool, Name: "game"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // client is the real AWS SDK Cognito Sync client pointed at the server.

@@ -389,10 +389,9 @@ func (s *Server) describePoolUsage(r *request) (any, error) {
 	}
 	u, err := s.store.PoolUsage(r.Context(), pool)
 	if errors.Is(err, store.ErrPoolNotFound) {
-		// A pool that exists and stores nothing yet.
-		if _, perr := s.reg.IdentityPool(r.Context(), pool); perr == nil {
-			u, err = store.PoolUsage{IdentityPoolID: pool}, nil
-		}
+		// The pool exists (developer requests are refused for a pool
+		// that does not) and stores nothing yet.
+		u, err = store.PoolUsage{IdentityPoolID: pool}, nil
 	}
 	if err != nil {
 		return nil, storeError(err)

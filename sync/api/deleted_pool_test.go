@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/credentials"
@@ -91,9 +92,15 @@ func TestCredentialsOfADeletedPoolAreRefused(t *testing.T) {
 	}
 	expectErr(t, "ListRecords after the pool is created again", list(), "NotAuthorizedException", http.StatusForbidden)
 
-	// Credentials of a pool only the data store knows are not bound to
-	// any pool record.
-	if _, err := f.identity(alice).DescribeIdentityUsage(&cognitosync.DescribeIdentityUsageInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice)}); err != nil {
+	// Credentials of a pool only the data store knows (issued through the
+	// registry: the admin API issues none for a pool that does not exist)
+	// are not bound to any pool record.
+	unbound, err := reg.IssueCredential(ctx, pool, alice, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client(unbound.AccessKeyID, unbound.SecretAccessKey, unbound.SessionToken).DescribeIdentityUsage(
+		&cognitosync.DescribeIdentityUsageInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice)}); err != nil {
 		t.Errorf("credentials of a pool the registry does not hold: %v", err)
 	}
 }

@@ -55,6 +55,7 @@ func fixtureOn(t *testing.T, rdb *redis.Client, prefix string, reg *registry.Reg
 	}
 	f.ts = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.ts.Close)
+	createPool(t, f.reg)
 	f.configure()
 	return f
 }

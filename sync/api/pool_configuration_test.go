@@ -44,7 +44,9 @@ func newTwoServers(t *testing.T, hook redis.Hook) (other, hooked *fixture) {
 		t.Cleanup(f.ts.Close)
 		return f
 	}
-	return serve(rdb), serve(hrdb)
+	other = serve(rdb)
+	createPool(t, other.reg)
+	return other, serve(hrdb)
 }
 
 // commandHook runs its functions on the commands a client sends.

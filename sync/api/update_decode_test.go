@@ -37,6 +37,7 @@ func newDatasetFixture(t *testing.T) *fixture {
 	}
 	f.ts = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.ts.Close)
+	createPool(t, f.reg)
 	return f
 }
 

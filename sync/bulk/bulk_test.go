@@ -134,10 +134,13 @@ func TestBulkPublishHasEachRecordOnceWhenItChangesDuringTheRun(t *testing.T) {
 	}
 }
 
-// serve starts the API with the runner and returns a developer's client of
-// it.
+// serve creates the identity pool pool, starts the API with the runner and
+// returns a developer's client of it.
 func serve(t *testing.T, reg *registry.Registry, st *store.Store, runner *bulk.Runner) *cognitosync.CognitoSync {
 	t.Helper()
+	if _, err := reg.CreateIdentityPool(context.Background(), "", registry.IdentityPool{ID: pool, Name: "bulk"}); err != nil {
+		t.Fatal(err)
+	}
 	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
 		Store: st, SessionTokenKey: []byte("0123456789abcdef0123456789abcdef"), Bulk: runner}, zerolog.New(zerolog.NewTestWriter(t)), nil)
 	if err != nil {
