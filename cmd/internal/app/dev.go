@@ -195,8 +195,8 @@ func publishSample(ctx context.Context, rdb redis.UniversalClient, pub *event.Pu
 	return nil
 }
 
-// seedDemo registers the demo apps, pool and devices, all subscribed to the
-// demo dataset. It is idempotent: the same tokens get the same device ids.
+// seedDemo registers the demo apps, identity pool, push configuration and
+// devices, all subscribed to the demo dataset. It is idempotent: the same tokens get the same device ids.
 // The first device is the one that makes the sample changes.
 func seedDemo(ctx context.Context, reg *registry.Registry, prod, sandbox *apnstest.Server, fcmEmu *fcmtest.Server, devices int) (origin registry.Device, others []registry.Device, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -224,6 +224,11 @@ func seedDemo(ctx context.Context, reg *registry.Registry, prod, sandbox *apnste
 		if _, err := reg.PutApp(ctx, a); err != nil {
 			return origin, nil, err
 		}
+	}
+	// The demo pool is an identity pool, as an operator creates one, so
+	// that the developer credentials the log prints work in it.
+	if _, err := reg.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: DemoPool, Name: "pushsync dev demo", AllowUnauthenticated: true}); err != nil && !errors.Is(err, registry.ErrPoolExists) {
+		return origin, nil, err
 	}
 	if err := reg.SetPoolPush(ctx, DemoPool, registry.PoolPush{Apps: map[registry.Platform]string{
 		registry.APNS: devAppAPNs, registry.APNSSandbox: devAppAPNs, registry.GCM: devAppFCM,

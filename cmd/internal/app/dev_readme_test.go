@@ -41,18 +41,7 @@ func TestREADMEAppsAndDevDemoShareARedis(t *testing.T) {
 	}
 	dev := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: devBox})
 	user := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	seed := func() {
-		t.Helper()
-		prod, sandbox, fcmEmu := apnstest.NewServer(), apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment)), fcmtest.NewServer()
-		defer prod.Close()
-		defer sandbox.Close()
-		defer fcmEmu.Close()
-		if _, _, err := seedDemo(ctx, dev, prod, sandbox, fcmEmu, 4); err != nil {
-			t.Fatalf("seed the dev demo: %v", err)
-		}
-	}
-
-	seed() // pushsyncd dev first, as the README has it
+	seedDevDemo(t, dev) // pushsyncd dev first, as the README has it
 	// The kind does not matter here, only the name.
 	sa := testenv.ServiceAccount("pushemu")
 	created := map[string]registry.App{}
@@ -65,11 +54,39 @@ func TestREADMEAppsAndDevDemoShareARedis(t *testing.T) {
 		created[name] = got
 	}
 
-	seed() // pushsyncd dev again, after the README's steps
+	seedDevDemo(t, dev) // pushsyncd dev again, after the README's steps
 	for _, name := range names {
 		app, err := user.App(ctx, name)
 		if err != nil || app.Revision != created[name].Revision {
 			t.Errorf("app %s after pushsyncd dev ran again: revision %d (%v), want %d: the dev stack replaced it", name, app.Revision, err, created[name].Revision)
+		}
+	}
+}
+
+// seedDevDemo seeds the dev stack's demo data into reg, against emulators
+// that stop when it returns, as pushsyncd dev does when it starts.
+func seedDevDemo(t *testing.T, reg *registry.Registry) {
+	t.Helper()
+	prod, sandbox, fcmEmu := apnstest.NewServer(), apnstest.NewServer(apnstest.WithEnvironment(apnstest.EnvironmentDevelopment)), fcmtest.NewServer()
+	defer prod.Close()
+	defer sandbox.Close()
+	defer fcmEmu.Close()
+	if _, _, err := seedDemo(context.Background(), reg, prod, sandbox, fcmEmu, 4); err != nil {
+		t.Fatalf("seed the dev demo: %v", err)
+	}
+}
+
+// TestDevDemoPoolExists: the dev stack's demo pool is an identity pool, so
+// that the developer credentials its log prints work in it, also after
+// pushsyncd dev starts again on the same Redis.
+func TestDevDemoPoolExists(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	for run := range 2 {
+		seedDevDemo(t, reg)
+		p, err := reg.IdentityPool(context.Background(), DemoPool)
+		if err != nil || !p.AllowUnauthenticated {
+			t.Fatalf("start %d: demo identity pool %+v, %v; want it, allowing unauthenticated identities", run+1, p, err)
 		}
 	}
 }
