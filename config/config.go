@@ -334,6 +334,15 @@ type APIConfig struct {
 	// IdentityCredentialTTL is the lifetime of identity credentials issued
 	// through the admin API, 1m to 12h. If not set, 1h.
 	IdentityCredentialTTL Duration `yaml:"identity_credential_ttl" json:"identity_credential_ttl"`
+	// IdentityPoolCacheTTL is how long an API process takes an identity
+	// pool's existence from what it read before, rather than reading the
+	// pool for each request (on Redis Cluster, from the one node holding
+	// the configuration), 0 to 1m; 0 reads it for every request. A pool
+	// deleted through another API process is then seen by this one within
+	// that time: until then it still serves the pool's identity
+	// credentials and developer calls in it. Through this process, at
+	// once; a pool just created, at once everywhere. If not set, 5s.
+	IdentityPoolCacheTTL Duration `yaml:"identity_pool_cache_ttl" json:"identity_pool_cache_ttl"`
 	// IdentityRateLimit is how many Cognito Identity calls that store
 	// something (GetId creating an unauthenticated identity,
 	// GetCredentialsForIdentity issuing a credential) one client address
@@ -457,6 +466,7 @@ func Default() *Config {
 			MaxBodyBytes:          2 << 20,
 			CORSAllowedOrigins:    []string{"*"},
 			IdentityCredentialTTL: Duration(time.Hour),
+			IdentityPoolCacheTTL:  Duration(5 * time.Second),
 			IdentityRateLimit:     10,
 			IdentityRateBurst:     50,
 			TrustedProxies:        []string{},

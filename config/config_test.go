@@ -51,6 +51,7 @@ var validFixtures = map[string]func(c *Config){
 		c.Dispatcher.MaxDeliver = -1
 		c.Dispatcher.PushTTL = 0
 		c.Dispatcher.AppCacheTTL = 0
+		c.API.IdentityPoolCacheTTL = 0
 	},
 	"valid_full.yaml": func(c *Config) {
 		*c = Config{
@@ -111,7 +112,7 @@ var validFixtures = map[string]func(c *Config){
 				Listen: "127.0.0.1:9443", Regions: []string{"us-east-1", "eu-west-1"}, MaxClockSkew: Duration(2 * time.Minute),
 				MaxBodyBytes: 1 << 20, DeveloperAccessKeyID: "AKIAPUSHSYNCDEV0001", DeveloperSecretAccessKey: "developer-inline-secret",
 				CORSAllowedOrigins: []string{"https://app.example.com"}, IdentityCredentialTTL: Duration(30 * time.Minute),
-				IdentityRateLimit: 20, IdentityRateBurst: 100, TrustedProxies: []string{"10.0.0.0/8", "192.0.2.7"},
+				IdentityPoolCacheTTL: Duration(2 * time.Second), IdentityRateLimit: 20, IdentityRateBurst: 100, TrustedProxies: []string{"10.0.0.0/8", "192.0.2.7"},
 				ARNRegion: "eu-west-1", ARNAccount: "123456789012",
 			},
 			Secrets: SecretsConfig{MasterKey: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", SecondaryMasterKey: "HxwdHBsaGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA="},
@@ -157,6 +158,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_api_credentials_half.yaml":             {want: `config: api.developer_access_key_id: and api.developer_secret_access_key must be set together`},
 	"invalid_api_cors_origin.yaml":                  {want: `config: api.cors_allowed_origins[0]: must be "*" or an origin such as https://app.example.com, got "app.example.com"`},
 	"invalid_api_credential_ttl.yaml":               {want: `config: api.identity_credential_ttl: must be from 1m to 12h, got 24h0m0s`},
+	"invalid_api_pool_cache_ttl.yaml":               {want: `config: api.identity_pool_cache_ttl: must be from 0s to 1m, got 5m0s`},
 	"invalid_secrets_master_key.yaml":               {want: `config: secrets.master_key: must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},
 	"invalid_secrets_secondary_without_master.yaml": {want: `config: secrets.secondary_master_key: is set but secrets.master_key is not; a rotation sets both (docs/deploy.md, "Rotating the master key")`},
 	"invalid_secrets_secondary_same.yaml":           {want: `config: secrets.secondary_master_key: is the same key as secrets.master_key`},

@@ -81,6 +81,9 @@ func (c *APIConfig) validate(s section) {
 	if c.IdentityCredentialTTL < Duration(time.Minute) || c.IdentityCredentialTTL > Duration(12*time.Hour) {
 		s.errorf("identity_credential_ttl", "must be from 1m to 12h, got %s", c.IdentityCredentialTTL)
 	}
+	if c.IdentityPoolCacheTTL < 0 || c.IdentityPoolCacheTTL > Duration(time.Minute) {
+		s.errorf("identity_pool_cache_ttl", "must be from 0s to 1m, got %s", c.IdentityPoolCacheTTL)
+	}
 	s.intRange("identity_rate_limit", c.IdentityRateLimit, 0, 100000)
 	s.intRange("identity_rate_burst", c.IdentityRateBurst, 1, 100000)
 	for i, p := range c.TrustedProxies {

@@ -112,11 +112,27 @@ func (r *Registry) Credential(ctx context.Context, accessKeyID string) (Identity
 // pool has been deleted since, it returns the credential with
 // ErrCredentialPoolDeleted, so that the caller can check the request's
 // signature before it refuses the credential. A credential of another pool
-// is returned unchecked: it may not act in pool anyway.
+// is returned unchecked: it may not act in pool anyway. Within the
+// registry's PoolCacheTTL of reading a pool it reads only the credential,
+// and takes the pool's creation time from that read (see Options).
 func (r *Registry) CredentialInPool(ctx context.Context, accessKeyID, pool string) (IdentityCredential, error) {
 	if pool == "" {
 		return r.Credential(ctx, accessKeyID)
 	}
+	if created, ok := r.pools.get(pool, r.now()); ok {
+		c, err := r.Credential(ctx, accessKeyID)
+		if !boundTo(c, err, pool) || created.Equal(c.PoolCreatedAt) {
+			return c, err
+		}
+		// Bound to another pool of that id than the one this process
+		// read: read it again, for it may have been created again since.
+		current, exists, perr := r.readPoolCreated(ctx, pool)
+		if perr != nil {
+			return IdentityCredential{}, perr
+		}
+		return inPool(accessKeyID, pool, c, err, current, exists)
+	}
+	gen := r.pools.generation()
 	var cred *redis.StringCmd
 	var poolRec *redis.StringCmd
 	_, _ = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -125,22 +141,28 @@ func (r *Registry) CredentialInPool(ctx context.Context, accessKeyID, pool strin
 		return nil
 	})
 	c, err := r.decodeCredential(accessKeyID, cred.Val(), cred.Err())
-	if (err != nil && !errors.Is(err, ErrCredentialExpired)) || c.PoolCreatedAt.IsZero() || c.IdentityPoolID != pool {
+	created, exists, perr := r.notePool(pool, poolRec.Val(), poolRec.Err(), gen)
+	if !boundTo(c, err, pool) {
 		return c, err
 	}
-	data, perr := poolRec.Result()
-	switch {
-	case perr == redis.Nil:
-	case perr != nil:
-		return IdentityCredential{}, fmt.Errorf("registry: get identity pool %s: %w", pool, perr)
-	default:
-		p, derr := decodePool(pool, data)
-		if derr != nil {
-			return IdentityCredential{}, derr
-		}
-		if p.CreatedAt.Equal(c.PoolCreatedAt) {
-			return c, err
-		}
+	if perr != nil {
+		return IdentityCredential{}, perr
+	}
+	return inPool(accessKeyID, pool, c, err, created, exists)
+}
+
+// boundTo reports whether the credential Credential returned as (c, err)
+// is one that is bound to identity pool pool, to be checked against it.
+func boundTo(c IdentityCredential, err error, pool string) bool {
+	return (err == nil || errors.Is(err, ErrCredentialExpired)) && !c.PoolCreatedAt.IsZero() && c.IdentityPoolID == pool
+}
+
+// inPool checks a credential bound to identity pool pool, as Credential
+// returned it (c, err), against the pool as read: whether it exists, and
+// when it was created.
+func inPool(accessKeyID, pool string, c IdentityCredential, err error, created time.Time, exists bool) (IdentityCredential, error) {
+	if exists && created.Equal(c.PoolCreatedAt) {
+		return c, err
 	}
 	if err != nil { // expired as well: the SDK's refresh then meets the deletion
 		return c, err

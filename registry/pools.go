@@ -256,6 +256,9 @@ func (r *Registry) CreateIdentityPool(ctx context.Context, region string, pool I
 			return IdentityPool{}, fmt.Errorf("registry: create identity pool: %w", err)
 		}
 		if ok {
+			// What this process may still hold of a pool of that id
+			// deleted through another one is void.
+			r.pools.forget(pool.ID)
 			return pool, nil
 		}
 		if !generate || attempt >= 2 {
@@ -352,6 +355,7 @@ func (r *Registry) DeleteIdentityPool(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("registry: delete identity pool %s: %w", id, err)
 	}
+	r.pools.forget(id)
 	if n == 0 {
 		return fmt.Errorf("registry: %w: %s", ErrPoolNotFound, id)
 	}
@@ -417,11 +421,54 @@ func (r *Registry) createIdentity(ctx context.Context, pool, login string) (stri
 }
 
 // CheckPool returns nil if the identity pool exists, and ErrPoolNotFound
-// if it does not (never created, or deleted).
+// if it does not (never created, or deleted). It may answer from what it
+// read within the registry's PoolCacheTTL (see Options); a pool it has not
+// seen, or no longer holds, it reads.
 func (r *Registry) CheckPool(ctx context.Context, pool string) error {
-	return r.requirePool(ctx, pool)
+	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
+		return err
+	}
+	if _, ok := r.pools.get(pool, r.now()); ok {
+		return nil
+	}
+	_, exists, err := r.readPoolCreated(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		return fmt.Errorf("registry: %w: %s", ErrPoolNotFound, pool)
+	}
+	return nil
 }
 
+// readPoolCreated reads the creation time of an identity pool, and whether
+// it exists, and keeps it for CheckPool and CredentialInPool.
+func (r *Registry) readPoolCreated(ctx context.Context, pool string) (time.Time, bool, error) {
+	gen := r.pools.generation()
+	data, err := r.rdb.HGet(ctx, r.configKey(), poolField(pool)).Result()
+	return r.notePool(pool, data, err, gen)
+}
+
+// notePool decodes the result of reading an identity pool's record (data,
+// err) by a read that began at cache generation gen, and keeps the
+// creation time of a pool that exists.
+func (r *Registry) notePool(pool, data string, err error, gen uint64) (created time.Time, exists bool, _ error) {
+	switch {
+	case err == redis.Nil:
+		return time.Time{}, false, nil
+	case err != nil:
+		return time.Time{}, false, fmt.Errorf("registry: get identity pool %s: %w", pool, err)
+	}
+	p, err := decodePool(pool, data)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	r.pools.put(pool, p.CreatedAt, gen, r.now())
+	return p.CreatedAt, true, nil
+}
+
+// requirePool is CheckPool reading Redis every time: an identity is created
+// only in a pool that exists now.
 func (r *Registry) requirePool(ctx context.Context, pool string) error {
 	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
 		return err

@@ -286,6 +286,14 @@ type Options struct {
 	// rest. If not set, they are stored in plain text, which only tests and
 	// throw-away stacks should do.
 	Secrets *secretbox.Box
+	// PoolCacheTTL is how long CredentialInPool and CheckPool may take an
+	// identity pool's existence and creation time from an earlier read
+	// instead of reading the configuration hash, which on Redis Cluster
+	// lives on one node: a pool deleted (or deleted and created again)
+	// through another Registry, such as another process's, is seen within
+	// that time; through this one, at once. A pool just created is seen at
+	// once everywhere. If not set, every check reads Redis.
+	PoolCacheTTL time.Duration
 }
 
 // Registry is the device and configuration store. It is safe for
@@ -298,11 +306,13 @@ type Registry struct {
 	now        func() time.Time
 	newID      func() string
 	box        *secretbox.Box
+	pools      poolCache
 }
 
 // New returns a Registry on the given Redis client.
 func New(rdb redis.UniversalClient, opts Options) *Registry {
-	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, maxSubs: opts.MaxSubscriptionsPerDevice, now: opts.Now, newID: opts.NewID, box: opts.Secrets}
+	r := &Registry{rdb: rdb, prefix: opts.KeyPrefix, maxDevices: opts.MaxDevicesPerIdentity, maxSubs: opts.MaxSubscriptionsPerDevice, now: opts.Now, newID: opts.NewID, box: opts.Secrets,
+		pools: poolCache{ttl: opts.PoolCacheTTL}}
 	if r.prefix == "" {
 		r.prefix = "pushsync"
 	}

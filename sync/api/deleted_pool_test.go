@@ -28,10 +28,12 @@ import (
 // Credentials GetCredentialsForIdentity issued stop working when their
 // identity pool is deleted, also once a pool of the same id is created
 // again; credentials of a pool the registry does not hold keep working.
+// The pool is deleted through the process that serves the requests, which
+// sees it at once, however long it may keep what it read of pools.
 func TestCredentialsOfADeletedPoolAreRefused(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := testenv.Redis(t)
-	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom(), PoolCacheTTL: time.Hour})
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
 		Store: store.New(rdb, store.Options{KeyPrefix: prefix}), SessionTokenKey: []byte("0123456789abcdef0123456789abcdef"),

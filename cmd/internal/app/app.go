@@ -262,7 +262,8 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		return err
 	}
 	defer rdb.Close()
-	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix, Secrets: svc.box})
+	// Only the API checks identity pools, on every request.
+	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix, Secrets: svc.box, PoolCacheTTL: cfg.API.IdentityPoolCacheTTL.Std()})
 	checks := []check{{name: "redis", fn: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }}}
 
 	var (

@@ -1087,3 +1087,34 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 		Events: map[string]*string{"SyncTrigger": aws.String("arn:aws:lambda:us-east-1:123456789012:function:f")}})
 	wantError(t, "SetCognitoEvents", err, "InvalidParameterException", http.StatusBadRequest, "sync triggers")
 }
+
+// pushsyncd takes an identity pool as it read it for
+// api.identity_pool_cache_ttl: a pool deleted through another process (here
+// the test's registry) is still served within that time, and with 0s it is
+// refused at once.
+func TestIdentityPoolCacheTTL(t *testing.T) {
+	for _, c := range []struct {
+		ttl    time.Duration
+		served bool
+	}{{time.Minute, true}, {0, false}} {
+		t.Run(c.ttl.String(), func(t *testing.T) {
+			s := startSyncStack(t, func(cfg *config.Config) { cfg.API.IdentityPoolCacheTTL = config.Duration(c.ttl) })
+			id := aws.String(s.createPool(""))
+			dev := s.developer()
+			if _, err := dev.GetIdentityPoolConfiguration(&cognitosync.GetIdentityPoolConfigurationInput{IdentityPoolId: id}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.reg.DeleteIdentityPool(context.Background(), *id); err != nil {
+				t.Fatal(err)
+			}
+			_, err := dev.GetIdentityPoolConfiguration(&cognitosync.GetIdentityPoolConfigurationInput{IdentityPoolId: id})
+			if c.served {
+				if err != nil {
+					t.Errorf("within %s of the deletion elsewhere: %v", c.ttl, err)
+				}
+				return
+			}
+			wantError(t, "right after the deletion elsewhere", err, "ResourceNotFoundException", http.StatusNotFound, *id)
+		})
+	}
+}
