@@ -30,8 +30,8 @@ type cmdFlags struct {
 	duration                        time.Duration
 	syncCount                       int64
 
-	poolRegion, oidcIssuer, oidcClientIDs, oidcJWKSURL string
-	allowUnauthenticated, noOIDC                       bool
+	poolID, poolRegion, oidcIssuer, oidcClientIDs, oidcJWKSURL string
+	allowUnauthenticated, noOIDC                               bool
 
 	after, limit int64
 	all          bool

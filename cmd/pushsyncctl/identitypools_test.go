@@ -55,3 +55,33 @@ func TestIdentityPools(t *testing.T) {
 	d.ctl("identitypool", "delete", id)
 	d.ctlFail(d.env, 1, []string{"ResourceNotFoundException"}, "identitypool", "show", id)
 }
+
+// TestIdentityPoolWithItsCognitoID creates a pool with the id of the
+// Cognito pool an app was built with, so that the app works against
+// pushsync with only its endpoint changed; a pool of that id already there
+// and a malformed id are refused, changing nothing.
+func TestIdentityPoolWithItsCognitoID(t *testing.T) {
+	d := startDaemon(t)
+	const cognitoID = "ap-southeast-2:4b1d7e9c-2f3a-4c5b-9d6e-7f8091a2b3c4"
+	if id := strings.TrimSpace(d.ctl("identitypool", "create", "-name", "Shipped app", "-id", cognitoID, "-allow-unauthenticated")); id != cognitoID {
+		t.Fatalf("created pool %q, want %q", id, cognitoID)
+	}
+	ci := cognitoidentity.New(session.Must(session.NewSession(&aws.Config{
+		Endpoint: aws.String("http://" + d.api), Region: aws.String("ap-southeast-2"), Credentials: credentials.AnonymousCredentials, MaxRetries: aws.Int(0)})))
+	got, err := ci.GetId(&cognitoidentity.GetIdInput{IdentityPoolId: aws.String(cognitoID)})
+	if err != nil {
+		t.Fatalf("GetId in the pool of the app's own id: %v", err)
+	}
+	if !strings.HasPrefix(aws.StringValue(got.IdentityId), "ap-southeast-2:") {
+		t.Errorf("identity %q is not in the pool's region", aws.StringValue(got.IdentityId))
+	}
+
+	d.ctlFail(d.env, 1, []string{"ResourceConflictException", cognitoID}, "identitypool", "create", "-name", "Second", "-id", cognitoID)
+	if name := keyValue(t, d.ctl("identitypool", "show", cognitoID), "name"); name != "Shipped app" {
+		t.Errorf("a refused create of the same id renamed the pool to %q", name)
+	}
+	d.ctlFail(d.env, 1, []string{"InvalidParameterException"}, "identitypool", "create", "-name", "Bad", "-id", "not-a-pool-id")
+	if list := d.ctl("identitypool", "list"); strings.Contains(list, "Bad") || strings.Contains(list, "Second") {
+		t.Errorf("a refused create left a pool:\n%s", list)
+	}
+}

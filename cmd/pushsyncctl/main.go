@@ -67,7 +67,7 @@ var commands = []*command{
 			fs.StringVar(&v.roleARN, "role-arn", "", "IAM role ARN kept in the configuration (optional)")
 		}},
 	{name: "pool disable-push", synopsis: "POOL", arg: "POOL", summary: "turn push sync off for a pool", run: poolDisablePush},
-	{name: "identitypool create", synopsis: "-name N [-region R] [-allow-unauthenticated] [OIDC]",
+	{name: "identitypool create", synopsis: "-name N [-id ID | -region R] [-allow-unauthenticated] [OIDC]",
 		summary: "create an identity pool; prints its id", required: []string{"name"}, run: identityPoolCreate, define: defineIdentityPool},
 	{name: "identitypool list", summary: "list the identity pools", run: identityPoolList},
 	{name: "identitypool show", synopsis: "ID", arg: "ID", summary: "show an identity pool", run: identityPoolShow},

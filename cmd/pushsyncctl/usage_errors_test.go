@@ -26,7 +26,9 @@ func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 		{[]string{"identitypool", "create", "-name", "n", "-oidc-client-ids", "app"}, "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"},
 		{[]string{"identitypool", "create", "-name", "n", "-oidc-issuer", "https://login.example.com"}, "-oidc-issuer needs -oidc-client-ids"},
 		{[]string{"identitypool", "update", pool, "-name", "n", "-oidc-jwks-url", "https://login.example.com/keys"}, "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"},
-		{[]string{"identitypool", "update", pool, "-name", "n", "-region", "eu-west-1"}, "-region applies only to identitypool create"},
+		{[]string{"identitypool", "update", pool, "-name", "n", "-region", "eu-west-1"}, "-region and -id apply only to identitypool create"},
+		{[]string{"identitypool", "update", pool, "-name", "n", "-id", pool}, "-region and -id apply only to identitypool create"},
+		{[]string{"identitypool", "create", "-name", "n", "-id", "eu-west-1:0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "-region", "eu-west-1"}, "-id and -region: give one"},
 		{[]string{"app", "list", "-o", "json"}, "-o is a global flag: give it before the command"},
 		{[]string{"deadletter", "list", "-endpoint=http://127.0.0.1:8081"}, "-endpoint is a global flag: give it before the command"},
 	} {

@@ -10,6 +10,9 @@ import (
 // identityPoolInput is the body of CreateIdentityPool and
 // UpdateIdentityPool.
 type identityPoolInput struct {
+	// ID is the pool's id (create only), such as that of the Cognito pool
+	// an app was built with. If not set, one is generated.
+	ID string `json:"id"`
 	// Region prefixes the generated pool id (create only). If not set,
 	// the ARN region.
 	Region               string                    `json:"region"`
@@ -40,10 +43,13 @@ func (s *Server) createIdentityPool(r *request) (any, error) {
 		return nil, err
 	}
 	region := in.Region
-	if region == "" {
+	switch {
+	case in.ID != "" && region != "":
+		return nil, invalidParameter("give the pool's id or the region of a generated id, not both")
+	case region == "":
 		region = s.opts.ARNRegion
 	}
-	p, err := s.reg.CreateIdentityPool(r.Context(), region, registry.IdentityPool{
+	p, err := s.reg.CreateIdentityPool(r.Context(), region, registry.IdentityPool{ID: in.ID,
 		Name: in.Name, AllowUnauthenticated: in.AllowUnauthenticated, OpenIDProviders: in.OpenIDProviders})
 	if err != nil {
 		return nil, poolError(err)
@@ -74,6 +80,9 @@ func (s *Server) updateIdentityPool(r *request) (any, error) {
 	var in identityPoolInput
 	if err := r.decode(&in); err != nil {
 		return nil, err
+	}
+	if in.ID != "" && in.ID != r.PathValue("id") {
+		return nil, invalidParameter("a pool's id cannot be changed: the body names %s, the path %s", in.ID, r.PathValue("id"))
 	}
 	p, err := s.reg.UpdateIdentityPool(r.Context(), registry.IdentityPool{ID: r.PathValue("id"),
 		Name: in.Name, AllowUnauthenticated: in.AllowUnauthenticated, OpenIDProviders: in.OpenIDProviders})
