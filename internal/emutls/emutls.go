@@ -237,14 +237,9 @@ func (id *Identity) ClientCertificate(commonName string) (certPEM, keyPEM []byte
 // ParseCertificate parses data that holds one PEM CERTIFICATE block and
 // nothing else, saying what is wrong with data that does not.
 func ParseCertificate(data []byte) (*x509.Certificate, error) {
-	b, rest := pem.Decode(data)
-	switch {
-	case b == nil:
-		return nil, errors.New("holds no PEM certificate (-----BEGIN CERTIFICATE----- and base64 lines), or its base64 is damaged")
-	case b.Type != "CERTIFICATE":
-		return nil, fmt.Errorf("holds a PEM %q block, not a CERTIFICATE", b.Type)
-	case len(bytes.TrimSpace(rest)) > 0:
-		return nil, errors.New("holds more than one PEM block; it should hold one certificate")
+	b, err := onePEM(data, "CERTIFICATE", "certificate", "CERTIFICATE")
+	if err != nil {
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(b.Bytes)
 	if err != nil {
@@ -257,14 +252,9 @@ func ParseCertificate(data []byte) (*x509.Certificate, error) {
 // KeyPEM writes it and as APNs signing keys (.p8 files) are, saying what
 // is wrong with data that does not.
 func ParseKey(data []byte) (*ecdsa.PrivateKey, error) {
-	b, rest := pem.Decode(data)
-	switch {
-	case b == nil:
-		return nil, errors.New("holds no PEM private key (-----BEGIN PRIVATE KEY----- and base64 lines), or its base64 is damaged")
-	case b.Type != "PRIVATE KEY":
-		return nil, fmt.Errorf("holds a PEM %q block, not a PKCS#8 PRIVATE KEY", b.Type)
-	case len(bytes.TrimSpace(rest)) > 0:
-		return nil, errors.New("holds more than one PEM block; it should hold one private key")
+	b, err := onePEM(data, "PRIVATE KEY", "private key", "PKCS#8 PRIVATE KEY")
+	if err != nil {
+		return nil, err
 	}
 	key, err := x509.ParsePKCS8PrivateKey(b.Bytes)
 	if err != nil {
@@ -278,6 +268,22 @@ func ParseKey(data []byte) (*ecdsa.PrivateKey, error) {
 		return nil, fmt.Errorf("holds an ECDSA %s private key, not a P-256 one", ec.Curve.Params().Name)
 	}
 	return ec, nil
+}
+
+// onePEM returns the one PEM block of type typ that data holds, saying
+// what is wrong with data that holds another or more: what names the
+// content in words, want the block type expected as a reader knows it.
+func onePEM(data []byte, typ, what, want string) (*pem.Block, error) {
+	b, rest := pem.Decode(data)
+	switch {
+	case b == nil:
+		return nil, fmt.Errorf("holds no PEM %s (-----BEGIN %s----- and base64 lines), or its base64 is damaged", what, typ)
+	case b.Type != typ:
+		return nil, fmt.Errorf("holds a PEM %q block, not a %s", b.Type, want)
+	case len(bytes.TrimSpace(rest)) > 0:
+		return nil, fmt.Errorf("holds more than one PEM block; it should hold one %s", what)
+	}
+	return b, nil
 }
 
 // current says why cert is not valid at now, if it is not.

@@ -68,23 +68,8 @@ func TestSweepSkipsCorruptMarker(t *testing.T) {
 		t.Fatalf("sweep published %d, error %v; want bob's change published and no error", published, err)
 	}
 
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := s.GetLastMsgForSubject(ctx, subject+".>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := event.Decode(subject, msg.Subject, msg.Data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ev.IdentityID != bob || ev.SyncCount != 1 {
-		t.Errorf("published %s@%d, want %s@1", ev.IdentityID, ev.SyncCount, bob)
-	}
-	if info, _ := s.Info(ctx); info.State.Msgs != 1 {
-		t.Errorf("stream holds %d events, want 1", info.State.Msgs)
+	if ev, n := lastEvent(t, js); ev.IdentityID != bob || ev.SyncCount != 1 || n != 1 {
+		t.Errorf("stream holds %d events, the last %s@%d; want 1, %s@1", n, ev.IdentityID, ev.SyncCount, bob)
 	}
 
 	got := gaugeValue(t, reg, "pushsync_relay_corrupt_markers")
@@ -107,6 +92,29 @@ func TestSweepSkipsCorruptMarker(t *testing.T) {
 	if got := gaugeValue(t, reg, "pushsync_relay_corrupt_markers"); got != 0 {
 		t.Errorf("pushsync_relay_corrupt_markers = %v after the marker was replaced, want 0", got)
 	}
+}
+
+// lastEvent returns the last event on the stream and how many it holds.
+func lastEvent(t *testing.T, js jetstream.JetStream) (*event.DatasetChanged, uint64) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(ctx, subject+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := event.Decode(subject, msg.Subject, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, info.State.Msgs
 }
 
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
@@ -323,15 +331,7 @@ func TestSweepLeavesFreshChangesToTheRequestPath(t *testing.T) {
 	if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 1 {
 		t.Errorf("alice has %d changes marked (%v), want her fresh one", len(cs), err)
 	}
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := s.GetLastMsgForSubject(ctx, subject+".>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ev, err := event.Decode(subject, msg.Subject, msg.Data); err != nil || ev.IdentityID != bob {
-		t.Errorf("published %+v (%v), want bob's change", ev, err)
+	if ev, n := lastEvent(t, js); ev.IdentityID != bob || n != 1 {
+		t.Errorf("stream holds %d events, the last %s's; want 1, bob's", n, ev.IdentityID)
 	}
 }
