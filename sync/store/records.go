@@ -53,8 +53,12 @@ type Update struct {
 // records, max bytes, patch count, then per patch: op ('r' or 'd'), key,
 // sync count, device last modified ms, value.
 //
-// It returns {new sync count, change of the live data bytes} or raises
-// PSCONFLICT <patch index> <current count> / PSLIMIT <what>.
+// A remove of a key the dataset does not hold, neither as a record nor as
+// a tombstone, writes nothing for the key: no device can hold a copy of it
+// from the dataset, so none needs a tombstone to drop one.
+//
+// It returns {new sync count, change of the live data bytes, origin kept
+// 1/0} or raises PSCONFLICT <patch index> <current count> / PSLIMIT <what>.
 var updateScript = redis.NewScript(luaHelpers + `
 local name, now, by = ARGV[1], ARGV[2], ARGV[3]
 local n = tonumber(ARGV[8])
@@ -68,11 +72,13 @@ if meta then
   end
 end
 local oldStorage, oldNum = storage, num
+local held = {}
 for i = 0, n - 1 do
   local b = 9 + i * 5
   local key = ARGV[b + 1]
   local st = redis.call('HGET', KEYS[2], key)
   local cur = 0
+  held[i] = st
   if st then
     local p = string.find(st, '|', 1, true)
     cur = tonumber(string.sub(st, 1, p - 1))
@@ -110,7 +116,7 @@ for i = 0, n - 1 do
     states[#states + 1] = scs .. '|L|' .. now .. '|' .. ARGV[b + 3] .. '|' .. by
     values[#values + 1] = key
     values[#values + 1] = ARGV[b + 4]
-  else
+  elseif held[i] then
     states[#states + 1] = key
     states[#states + 1] = scs .. '|D|' .. now .. '|' .. ARGV[b + 3] .. '|' .. by
     removed[#removed + 1] = key
@@ -149,6 +155,13 @@ return {sc, storage - oldStorage, kept}
 // the new dataset sync count, and the update's device as its origin unless
 // the marker of an earlier change, not yet published, was replaced (then
 // no origin, so that its event reaches every device).
+//
+// A remove of a key the dataset does not hold (no record, no tombstone)
+// stores nothing: no other device can have the key from the dataset, so
+// none needs its tombstone. It is answered like any remove, with the new
+// sync count, and still counts as a change: an update of only such removes
+// raises the sync count by one and leaves its marker, as the device takes
+// the count of its answer for its own.
 //
 // An update with no patches changes nothing, not even the sync count: it
 // returns no records and, in the change, the current sync count of the

@@ -359,14 +359,83 @@ func TestTombstones(t *testing.T) {
 		t.Errorf("re-created %v", kv(recs))
 	}
 	// Removing a tombstone again is allowed with its count; removing a key
-	// never written creates a tombstone.
+	// never written leaves no tombstone (TestRemoveUnheldKeys).
 	mustUpdate(t, s, upd("ds", "d", del("a", 3), del("never", 0)))
 	pg = mustList(t, s, "ds", store.ListOptions{LastSyncCount: 3})
-	if got := kv(pg.Records); !slices.Equal(got, []string{"a=<nil>@4", "never=<nil>@4"}) {
+	if got := kv(pg.Records); !slices.Equal(got, []string{"a=<nil>@4"}) {
 		t.Errorf("listed %v", got)
 	}
 	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.NumRecords != 1 || d.DataStorage != 3 {
 		t.Errorf("after removals: %+v", d)
+	}
+}
+
+// TestRemoveUnheldKeys: removing keys the dataset never held stores nothing
+// for them, however many, and is answered as any remove: the records come
+// back removed with the update's new sync count, which the dataset takes.
+func TestRemoveUnheldKeys(t *testing.T) {
+	s, rdb, clk := newStore(t, store.Options{})
+	tag := prefixOf(s) + ":" + cognito.HashTag(pool, identity)
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "22", 0))) // 1
+	states := rdb.HGetAll(ctx, tag+":rs:ds").Val()
+	values := rdb.HGetAll(ctx, tag+":rv:ds").Val()
+
+	clk.Add(time.Second)
+	dlm := time.UnixMilli(1_600_000_000_000).UTC()
+	var ps []store.Patch
+	for i := range 300 {
+		ps = append(ps, store.Patch{Op: store.OpRemove, Key: fmt.Sprintf("never-%d", i), Value: "", SyncCount: 0, DeviceLastModifiedDate: dlm})
+	}
+	recs, c, err := s.UpdateRecords(ctx, upd("ds", "d", ps...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SyncCount != 2 || c.OriginDeviceID != "d" {
+		t.Errorf("change %+v, want sync count 2 from d", c)
+	}
+	for i, r := range recs {
+		want := store.Record{Key: ps[i].Key, SyncCount: 2, LastModifiedDate: clk.Now(), LastModifiedBy: "d", DeviceLastModifiedDate: dlm}
+		if !reflect.DeepEqual(r, want) {
+			t.Fatalf("answered %+v, want %+v", r, want)
+		}
+	}
+	if got := rdb.HGetAll(ctx, tag+":rs:ds").Val(); !reflect.DeepEqual(got, states) {
+		t.Errorf("record states grew from %d to %d fields", len(states), len(got))
+	}
+	if got := rdb.HGetAll(ctx, tag+":rv:ds").Val(); !reflect.DeepEqual(got, values) {
+		t.Errorf("record values changed: %v", got)
+	}
+	d, err := s.DescribeDataset(ctx, pool, identity, "ds")
+	if err != nil || d.SyncCount != 2 || d.NumRecords != 2 || d.DataStorage != 5 || d.LastModifiedBy != "d" || !d.LastModifiedDate.Equal(clk.Now()) {
+		t.Errorf("dataset %+v, %v", d, err)
+	}
+	if pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: 1}); len(pg.Records) != 0 || pg.DatasetSyncCount != 2 {
+		t.Errorf("listed %d records from 1, at %d", len(pg.Records), pg.DatasetSyncCount)
+	}
+	// With a remove of a key it holds, only that key gets a tombstone.
+	mustUpdate(t, s, upd("ds", "d", del("a", 1), del("never-0", 0), del("other", 0))) // 3
+	if got := kv(mustList(t, s, "ds", store.ListOptions{LastSyncCount: 2}).Records); !slices.Equal(got, []string{"a=<nil>@3"}) {
+		t.Errorf("listed from 2: %v", got)
+	}
+	if n := rdb.HLen(ctx, tag+":rs:ds").Val(); n != 2 {
+		t.Errorf("%d record states, want 2", n)
+	}
+	// A device that wrote one of those keys and has not synced yet pushes
+	// it as a new key.
+	if recs, _ := mustUpdate(t, s, upd("ds", "d", put("never-1", "mine", 0))); kv(recs)[0] != "never-1=mine@4" {
+		t.Errorf("wrote %v", kv(recs))
+	}
+	// Only such removes in a dataset not yet written create it, empty, as
+	// any first write does.
+	_, c, err = s.UpdateRecords(ctx, upd("fresh", "d", del("x", 0)))
+	if err != nil || c.SyncCount != 1 {
+		t.Fatalf("remove in a new dataset: %d, %v", c.SyncCount, err)
+	}
+	if d, err := s.DescribeDataset(ctx, pool, identity, "fresh"); err != nil || d.SyncCount != 1 || d.NumRecords != 0 {
+		t.Errorf("new dataset %+v, %v", d, err)
+	}
+	if n := rdb.Exists(ctx, tag+":rs:fresh").Val(); n != 0 {
+		t.Errorf("the new dataset has record states")
 	}
 }
 

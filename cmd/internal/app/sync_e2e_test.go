@@ -609,19 +609,22 @@ func TestListRecordsWithoutMaxResultsIsOnePage(t *testing.T) {
 	poolID := s.createPool("")
 	d := s.signIn(poolID)
 	const ds = "items"
+	written := make([]*cognitosync.RecordPatch, store.MaxListResults)
 	removed := make([]*cognitosync.RecordPatch, store.MaxListResults)
 	for i := range removed {
-		removed[i] = remove(fmt.Sprintf("item-%04d", i), 0)
+		written[i] = replace(fmt.Sprintf("item-%04d", i), "x", 0)
+		removed[i] = remove(fmt.Sprintf("item-%04d", i), 1)
 	}
+	d.write(ds, written...)
 	d.write(ds, removed...)
 	d.write(ds, replace("highScore", "9000", 0))
 
 	out := d.list(ds, 0)
-	if n := len(out.Records); n != store.MaxListResults+1 || aws.Int64Value(out.Count) != int64(n) || out.NextToken != nil || aws.Int64Value(out.DatasetSyncCount) != 2 {
-		t.Fatalf("without maxResults: %d records, Count %d, NextToken %v, DatasetSyncCount %d; want all %d in one page, sync count 2",
+	if n := len(out.Records); n != store.MaxListResults+1 || aws.Int64Value(out.Count) != int64(n) || out.NextToken != nil || aws.Int64Value(out.DatasetSyncCount) != 3 {
+		t.Fatalf("without maxResults: %d records, Count %d, NextToken %v, DatasetSyncCount %d; want all %d in one page, sync count 3",
 			n, aws.Int64Value(out.Count), aws.StringValue(out.NextToken), aws.Int64Value(out.DatasetSyncCount), store.MaxListResults+1)
 	}
-	if last := out.Records[len(out.Records)-1]; recs([]*cognitosync.Record{last}) != live("highScore", "9000", 2) {
+	if last := out.Records[len(out.Records)-1]; recs([]*cognitosync.Record{last}) != live("highScore", "9000", 3) {
 		t.Errorf("last record %s, want the newest change", recs([]*cognitosync.Record{last}))
 	}
 	in := d.listInput(ds, 0)
