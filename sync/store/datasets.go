@@ -90,17 +90,21 @@ func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMet
 
 // deleteScript deletes a dataset.
 //
-// KEYS: datasets hash, record states, record values, outbox.
+// KEYS: datasets hash, record states, record values, outbox, tombstones by
+// sync count, purge marks.
 // ARGV: dataset, now ms, modified by.
 //
-// It returns the entry the dataset had before, or raises PSNOTFOUND.
+// It returns the entry the dataset had before, or raises PSNOTFOUND. The
+// dataset's purge mark goes with its tombstones: a device that read a
+// record before the deletion learns of the deletion instead.
 var deleteScript = redis.NewScript(luaHelpers + `
 local meta = redis.call('HGET', KEYS[1], ARGV[1])
 if not meta then return redis.error_reply('PSNOTFOUND') end
 local m = parseMeta(meta)
 if m[2] ~= '1' then return redis.error_reply('PSNOTFOUND') end
 local sc = fmt(tonumber(m[1]) + 1)
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
+redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], table.concat({sc, '0', m[3], ARGV[2], '0', '0', sc, ARGV[3]}, '|'))
 redis.call('HSET', KEYS[4], ARGV[1], sc .. '|' .. ARGV[2] .. '|')
 return meta
@@ -127,7 +131,8 @@ func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modi
 	}
 	now := s.nowMs()
 	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset),
-		s.valuesKey(pool, identity, dataset), s.outboxKey(pool, identity)}
+		s.valuesKey(pool, identity, dataset), s.outboxKey(pool, identity),
+		s.tombstonesKey(pool, identity, dataset), s.purgedKey(pool, identity)}
 	v, err := deleteScript.Run(ctx, s.rdb, keys, dataset, now, modifiedBy).Text()
 	if err != nil {
 		if _, ok := scriptError(err, "PSNOTFOUND"); ok {

@@ -25,7 +25,8 @@ type Patch struct {
 	// Value is the new value of a replace; a remove ignores it.
 	Value string
 	// SyncCount must be the record's current SyncCount: 0 for a key never
-	// written, the tombstone's count for a removed key.
+	// written, the tombstone's count for a removed key. For a key whose
+	// tombstone was purged, the count a device last read is taken too.
 	SyncCount int64
 	// DeviceLastModifiedDate is when the device changed the record; the
 	// zero time means now.
@@ -48,20 +49,32 @@ type Update struct {
 
 // updateScript applies an update atomically.
 //
-// KEYS: datasets hash, record states, record values, outbox.
+// KEYS: datasets hash, record states, record values, outbox, tombstones by
+// sync count, purge marks.
 // ARGV: dataset, now ms, modified by, origin device, max datasets, max
-// records, max bytes, patch count, then per patch: op ('r' or 'd'), key,
-// sync count, device last modified ms, value.
+// records, max bytes, patch count, max tombstones, then per patch: op ('r'
+// or 'd'), key, sync count, device last modified ms, value.
 //
 // A remove of a key the dataset does not hold, neither as a record nor as
 // a tombstone, writes nothing for the key: no device can hold a copy of it
-// from the dataset, so none needs a tombstone to drop one.
+// from the dataset, so none needs a tombstone to drop one. A key without
+// either also takes a patch with a count below the dataset's purge mark, as
+// its tombstone may have been purged since the device read the record.
+//
+// Every tombstone is also in the sorted set of tombstones, scored by its
+// sync count. When an update leaves more tombstones than the maximum, the
+// lowest scored are purged, and the purge mark raised to the highest count
+// purged. A tombstone missing from the set (written before it was kept)
+// makes the script index every tombstone of the dataset first; a member
+// that is no longer a tombstone of that count is dropped or rescored, never
+// purged.
 //
 // It returns {new sync count, change of the live data bytes, origin kept
-// 1/0} or raises PSCONFLICT <patch index> <current count> / PSLIMIT <what>.
+// 1/0, tombstones purged} or raises PSCONFLICT <patch index> <current
+// count> / PSLIMIT <what>.
 var updateScript = redis.NewScript(luaHelpers + `
 local name, now, by = ARGV[1], ARGV[2], ARGV[3]
-local n = tonumber(ARGV[8])
+local n, maxTombstones = tonumber(ARGV[8]), tonumber(ARGV[9])
 local meta = redis.call('HGET', KEYS[1], name)
 local sc, live, created, storage, num, deletedAt = 0, false, now, 0, 0, '0'
 if meta then
@@ -72,22 +85,26 @@ if meta then
   end
 end
 local oldStorage, oldNum = storage, num
-local held = {}
+local held, mark = {}, nil
 for i = 0, n - 1 do
-  local b = 9 + i * 5
+  local b = 10 + i * 5
   local key = ARGV[b + 1]
+  local given = tonumber(ARGV[b + 2])
   local st = redis.call('HGET', KEYS[2], key)
   local cur = 0
-  held[i] = st
   if st then
     local p = string.find(st, '|', 1, true)
     cur = tonumber(string.sub(st, 1, p - 1))
-    if string.sub(st, p + 1, p + 1) == 'L' then
+    held[i] = string.sub(st, p + 1, p + 1)
+    if held[i] == 'L' then
       storage = storage - #key - redis.call('HSTRLEN', KEYS[3], key)
       num = num - 1
     end
+  elseif given ~= 0 then
+    if not mark then mark = tonumber(redis.call('HGET', KEYS[6], name) or '0') end
+    if given < mark then cur = given end
   end
-  if cur ~= tonumber(ARGV[b + 2]) then
+  if cur ~= given then
     return redis.error_reply('PSCONFLICT ' .. i .. ' ' .. fmt(cur))
   end
   if ARGV[b] == 'r' then
@@ -107,24 +124,80 @@ if num > tonumber(ARGV[6]) and num > oldNum then return redis.error_reply('PSLIM
 if storage > tonumber(ARGV[7]) and storage > oldStorage then return redis.error_reply('PSLIMIT bytes') end
 sc = sc + 1
 local scs = fmt(sc)
-local states, values, removed = {}, {}, {}
+local states, values, removed, tombs, revived = {}, {}, {}, {}, {}
 for i = 0, n - 1 do
-  local b = 9 + i * 5
+  local b = 10 + i * 5
   local key = ARGV[b + 1]
   if ARGV[b] == 'r' then
     states[#states + 1] = key
     states[#states + 1] = scs .. '|L|' .. now .. '|' .. ARGV[b + 3] .. '|' .. by
     values[#values + 1] = key
     values[#values + 1] = ARGV[b + 4]
+    if held[i] == 'D' then revived[#revived + 1] = key end
   elseif held[i] then
     states[#states + 1] = key
     states[#states + 1] = scs .. '|D|' .. now .. '|' .. ARGV[b + 3] .. '|' .. by
     removed[#removed + 1] = key
+    tombs[#tombs + 1] = scs
+    tombs[#tombs + 1] = key
   end
 end
 if #states > 0 then redis.call('HSET', KEYS[2], unpack(states)) end
 if #values > 0 then redis.call('HSET', KEYS[3], unpack(values)) end
 if #removed > 0 then redis.call('HDEL', KEYS[3], unpack(removed)) end
+if #revived > 0 then redis.call('ZREM', KEYS[5], unpack(revived)) end
+if #tombs > 0 then redis.call('ZADD', KEYS[5], unpack(tombs)) end
+-- Only a new tombstone can take the dataset over the maximum.
+local purged = 0
+local total = 0
+if #tombs > 0 then total = redis.call('HLEN', KEYS[2]) - num end
+if total > maxTombstones then
+  local function index()
+    redis.call('DEL', KEYS[5])
+    local all, batch = redis.call('HGETALL', KEYS[2]), {}
+    for i = 1, #all, 2 do
+      local st = all[i + 1]
+      local p = string.find(st, '|', 1, true)
+      if string.sub(st, p + 1, p + 1) == 'D' then
+        batch[#batch + 1] = string.sub(st, 1, p - 1)
+        batch[#batch + 1] = all[i]
+      end
+      if #batch >= 1000 then
+        redis.call('ZADD', KEYS[5], unpack(batch))
+        batch = {}
+      end
+    end
+    if #batch > 0 then redis.call('ZADD', KEYS[5], unpack(batch)) end
+  end
+  local indexed = false
+  if redis.call('ZCARD', KEYS[5]) < total then index(); indexed = true end
+  local high = 0
+  while total > maxTombstones do
+    local popped = redis.call('ZPOPMIN', KEYS[5], total - maxTombstones)
+    if #popped == 0 then
+      if indexed then break end
+      index(); indexed = true
+    end
+    for i = 1, #popped, 2 do
+      local key, score = popped[i], tonumber(popped[i + 1])
+      local st = redis.call('HGET', KEYS[2], key)
+      local p = st and string.find(st, '|', 1, true)
+      if st and string.sub(st, p + 1, p + 1) == 'D' then
+        local c = tonumber(string.sub(st, 1, p - 1))
+        if c == score then
+          redis.call('HDEL', KEYS[2], key)
+          purged, total = purged + 1, total - 1
+          if c > high then high = c end
+        else
+          redis.call('ZADD', KEYS[5], c, key)
+        end
+      end
+    end
+  end
+  if high > 0 and high > tonumber(redis.call('HGET', KEYS[6], name) or '0') then
+    redis.call('HSET', KEYS[6], name, fmt(high))
+  end
+end
 redis.call('HSET', KEYS[1], name, table.concat({scs, '1', created, now, fmt(storage), fmt(num), deletedAt, by}, '|'))
 -- A marker still there is a change not yet published. Its event and this
 -- one become one event, which must then skip no device: neither device has
@@ -139,7 +212,7 @@ end
 redis.call('HSET', KEYS[4], name, scs .. '|' .. now .. '|' .. origin)
 local kept = 0
 if origin ~= '' then kept = 1 end
-return {sc, storage - oldStorage, kept}
+return {sc, storage - oldStorage, kept, purged}
 `)
 
 // UpdateRecords applies the patches of one update atomically, as one Lua
@@ -162,6 +235,13 @@ return {sc, storage - oldStorage, kept}
 // sync count, and still counts as a change: an update of only such removes
 // raises the sync count by one and leaves its marker, as the device takes
 // the count of its answer for its own.
+//
+// A dataset keeps at most Options.MaxTombstones tombstones: an update that
+// leaves more purges the oldest, those of the lowest SyncCount, in the same
+// script. A device that read a record before its tombstone was purged is
+// never told of the removal and keeps the record; so that it can still push
+// a change of it, a key with neither record nor tombstone takes, besides 0,
+// any SyncCount below the highest one purged from the dataset.
 //
 // An update with no patches changes nothing, not even the sync count: it
 // returns no records and, in the change, the current sync count of the
@@ -197,8 +277,8 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 	}
 	now := s.nowMs()
 	nowS := fmtInt(now)
-	args := make([]any, 0, 8+5*len(u.Patches))
-	args = append(args, u.DatasetName, nowS, by, u.DeviceID, s.maxDatasets, s.maxRecords, s.maxBytes, len(u.Patches))
+	args := make([]any, 0, 9+5*len(u.Patches))
+	args = append(args, u.DatasetName, nowS, by, u.DeviceID, s.maxDatasets, s.maxRecords, s.maxBytes, len(u.Patches), s.maxTombstones)
 	dlms := make([]int64, len(u.Patches))
 	for i, p := range u.Patches {
 		op := "r"
@@ -213,7 +293,8 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 		args = append(args, op, p.Key, p.SyncCount, dlms[i], value)
 	}
 	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, u.DatasetName),
-		s.valuesKey(pool, identity, u.DatasetName), s.outboxKey(pool, identity)}
+		s.valuesKey(pool, identity, u.DatasetName), s.outboxKey(pool, identity),
+		s.tombstonesKey(pool, identity, u.DatasetName), s.purgedKey(pool, identity)}
 	res, err := updateScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		if rest, ok := scriptError(err, "PSCONFLICT "); ok {
@@ -235,8 +316,11 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 		}
 		return nil, Change{}, fmt.Errorf("store: update records: %w", err)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return nil, Change{}, fmt.Errorf("store: update records: unexpected reply %v", res)
+	}
+	if res[3] > 0 {
+		s.purged.WithLabelValues(purgedTombstones).Add(float64(res[3]))
 	}
 	syncCount := res[0]
 	c.SyncCount, c.ChangedAt = syncCount, msTime(now)

@@ -12,6 +12,10 @@
 //	    <key>     -> "<syncCount>|<L live / D deleted>|<last modified ms>|<device last modified ms>|<last modified by>"
 //	P:T:rv:<dataset>    hash, values of the live records
 //	    <key>     -> the value, as given
+//	P:T:rt:<dataset>    sorted set, the tombstones
+//	    <key>     scored by its sync count
+//	P:T:purged          hash, what purges leave to remember
+//	    <dataset> -> the highest sync count of a tombstone purged from it
 //	P:T:outbox          hash, changes not yet published
 //	    <dataset> -> "<syncCount>|<changed at ms>|<origin device id>"
 //	P:{<pool>}:identities  set, every identity of the pool that ever wrote
@@ -28,6 +32,10 @@
 // sync count raised by one; that count is also its "deleted at" mark. Its
 // records are gone. Writing to it again re-creates it, continuing from that
 // count.
+//
+// Tombstones are bounded per dataset (Options.MaxTombstones): the write that
+// takes a dataset over the bound purges its oldest tombstones, the lowest in
+// P:T:rt, and keeps the highest count purged in P:T:purged.
 package store
 
 import (
@@ -38,6 +46,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushsync/pushsync/sync/cognito"
@@ -49,6 +58,13 @@ const (
 	DefaultMaxRecords      = 1024
 	DefaultMaxDatasetBytes = 1 << 20
 )
+
+// DefaultMaxTombstones bounds the tombstones of one dataset unless
+// Options.MaxTombstones says otherwise: four times the records a dataset may
+// hold, so that an app removes every record of a full dataset four times
+// over, or cycles through 4096 keys, before a tombstone is purged. Only a
+// device that has not synced the dataset since then misses a removal.
+const DefaultMaxTombstones = 4 * DefaultMaxRecords
 
 // Bounds on a single request.
 const (
@@ -144,24 +160,43 @@ type Options struct {
 	// MaxDatasetBytes bounds the UTF-8 bytes of keys and values of the live
 	// records of one dataset. If not set, 1 MiB.
 	MaxDatasetBytes int64
+	// MaxTombstones bounds the tombstones of one dataset: beyond it the
+	// oldest are purged. If not set, DefaultMaxTombstones (4096).
+	MaxTombstones int
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
+	// Metrics registers the store's metrics, and must not hold them
+	// already. If not set, they are not registered.
+	Metrics prometheus.Registerer
 }
+
+// The kinds of data a purge removes, the values of the label "what" of
+// pushsync_store_purged_total.
+const (
+	purgedTombstones = "tombstones"
+)
 
 // Store keeps datasets and records in Redis. It is safe for concurrent use.
 type Store struct {
-	rdb         redis.UniversalClient
-	prefix      string
-	maxDatasets int
-	maxRecords  int
-	maxBytes    int64
-	now         func() time.Time
+	rdb           redis.UniversalClient
+	prefix        string
+	maxDatasets   int
+	maxRecords    int
+	maxBytes      int64
+	maxTombstones int
+	now           func() time.Time
+	purged        *prometheus.CounterVec
 }
 
 // New returns a Store on the given Redis client.
 func New(rdb redis.UniversalClient, opts Options) *Store {
 	s := &Store{rdb: rdb, prefix: opts.KeyPrefix, maxDatasets: opts.MaxDatasets,
-		maxRecords: opts.MaxRecords, maxBytes: opts.MaxDatasetBytes, now: opts.Now}
+		maxRecords: opts.MaxRecords, maxBytes: opts.MaxDatasetBytes, maxTombstones: opts.MaxTombstones, now: opts.Now,
+		purged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_store_purged_total",
+			Help: "What the store purged to stay within its bounds, by what: tombstones (the oldest of a dataset beyond its bound).",
+		}, []string{"what"}),
+	}
 	if s.prefix == "" {
 		s.prefix = "pushsync"
 	}
@@ -174,8 +209,14 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	if s.maxBytes <= 0 {
 		s.maxBytes = DefaultMaxDatasetBytes
 	}
+	if s.maxTombstones <= 0 {
+		s.maxTombstones = DefaultMaxTombstones
+	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if opts.Metrics != nil {
+		opts.Metrics.MustRegister(s.purged)
 	}
 	return s
 }
@@ -228,6 +269,14 @@ func (s *Store) valuesKey(pool, identity, dataset string) string {
 
 func (s *Store) outboxKey(pool, identity string) string {
 	return s.tag(pool, identity) + ":outbox"
+}
+
+func (s *Store) tombstonesKey(pool, identity, dataset string) string {
+	return s.tag(pool, identity) + ":rt:" + dataset
+}
+
+func (s *Store) purgedKey(pool, identity string) string {
+	return s.tag(pool, identity) + ":purged"
 }
 
 // Pool ids always hold a ':' and never '/', so "{<pool>}" and "{pools}"

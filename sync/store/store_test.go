@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushsync/pushsync/internal/testenv"
@@ -436,6 +437,120 @@ func TestRemoveUnheldKeys(t *testing.T) {
 	}
 	if n := rdb.Exists(ctx, tag+":rs:fresh").Val(); n != 0 {
 		t.Errorf("the new dataset has record states")
+	}
+}
+
+// purgedTotal is the value of pushsync_store_purged_total{what}, 0 before
+// the first purge of that kind.
+func purgedTotal(t *testing.T, reg *prometheus.Registry, what string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pushsync_store_purged_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "what" && l.GetValue() == what {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestTombstoneCap: past MaxTombstones a dataset's oldest tombstones, those
+// of the lowest sync count, are purged by the write that adds the newer
+// ones, and are listed no more; a device still holding a purged record can
+// push its change of it.
+func TestTombstoneCap(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, rdb, _ := newStore(t, store.Options{MaxTombstones: 5, Metrics: reg})
+	tag := prefixOf(s) + ":" + cognito.HashTag(pool, identity)
+	states, index := tag+":rs:ds", tag+":rt:ds"
+	var ps []store.Patch
+	for i := range 10 {
+		ps = append(ps, put(fmt.Sprint("k", i), "v", 0))
+	}
+	mustUpdate(t, s, upd("ds", "d", ps...))                                                  // 1
+	mustUpdate(t, s, upd("ds", "d", del("k3", 1), del("k2", 1), del("k1", 1), del("k0", 1))) // 2
+	mustUpdate(t, s, upd("ds", "d", del("k4", 1)))                                           // 3
+	if got := purgedTotal(t, reg, "tombstones"); got != 0 {
+		t.Errorf("purged %v tombstones at the cap", got)
+	}
+	mustUpdate(t, s, upd("ds", "d", del("k5", 1), del("k6", 1))) // 4: 7 tombstones, k0 and k1 go
+	want := []string{"k7=v@1", "k8=v@1", "k9=v@1", "k2=<nil>@2", "k3=<nil>@2", "k4=<nil>@3", "k5=<nil>@4", "k6=<nil>@4"}
+	if got := kv(mustList(t, s, "ds", store.ListOptions{}).Records); !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	if n, z := rdb.HLen(ctx, states).Val(), rdb.ZCard(ctx, index).Val(); n != 8 || z != 5 {
+		t.Errorf("%d record states and %d indexed tombstones, want 8 and 5", n, z)
+	}
+	if got := purgedTotal(t, reg, "tombstones"); got != 2 {
+		t.Errorf("pushsync_store_purged_total{what=tombstones} = %v, want 2", got)
+	}
+	if d, _ := s.DescribeDataset(ctx, pool, identity, "ds"); d.NumRecords != 3 || d.DataStorage != 9 || d.SyncCount != 4 {
+		t.Errorf("dataset %+v", d)
+	}
+
+	// A device that read k0 at 1 and missed its removal writes it: its count
+	// is below the highest purged (2), so it is taken. A count that no
+	// purged tombstone explains still conflicts.
+	if recs, _ := mustUpdate(t, s, upd("ds", "d", put("k0", "mine", 1))); kv(recs)[0] != "k0=mine@5" {
+		t.Errorf("wrote %v", kv(recs))
+	}
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k1", "x", 2))); err == nil || err.Error() != "Current SyncCount for: k1 is: 0 not: 2" {
+		t.Errorf("a count at the purge mark: %v", err)
+	}
+	// Its removal of k1 stores nothing, as k1 holds nothing.
+	mustUpdate(t, s, upd("ds", "d", del("k1", 1))) // 6
+	if n := rdb.HLen(ctx, states).Val(); n != 9 {
+		t.Errorf("%d record states, want 9", n)
+	}
+	// A tombstone written again leaves the index.
+	mustUpdate(t, s, upd("ds", "d", put("k2", "back", 2))) // 7
+	if z := rdb.ZScore(ctx, index, "k2"); z.Err() != redis.Nil {
+		t.Errorf("re-written k2 still indexed: %v", z.Val())
+	}
+
+	// A member of the index that is not a tombstone of its count, as a
+	// write by a version that kept no index leaves, is never purged.
+	rdb.ZAdd(ctx, index, redis.Z{Score: 0, Member: "k0"}, redis.Z{Score: 0, Member: "k4"})
+	mustUpdate(t, s, upd("ds", "d", del("k7", 1), del("k8", 1))) // 8: 6 tombstones, k3 goes
+	want = []string{"k9=v@1", "k4=<nil>@3", "k5=<nil>@4", "k6=<nil>@4", "k0=mine@5", "k2=back@7", "k7=<nil>@8", "k8=<nil>@8"}
+	if got := kv(mustList(t, s, "ds", store.ListOptions{}).Records); !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	// Tombstones the index misses (written before it was kept) are all
+	// indexed when the cap is reached.
+	rdb.Del(ctx, index)
+	mustUpdate(t, s, upd("ds", "d", del("k9", 1))) // 9: 6 tombstones, k4 goes
+	want = []string{"k5=<nil>@4", "k6=<nil>@4", "k0=mine@5", "k2=back@7", "k7=<nil>@8", "k8=<nil>@8", "k9=<nil>@9"}
+	if got := kv(mustList(t, s, "ds", store.ListOptions{}).Records); !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	if got := rdb.ZRangeWithScores(ctx, index, 0, -1).Val(); fmt.Sprint(got) != "[{4 k5} {4 k6} {8 k7} {8 k8} {9 k9}]" {
+		t.Errorf("index %v", got)
+	}
+	if got := purgedTotal(t, reg, "tombstones"); got != 4 {
+		t.Errorf("pushsync_store_purged_total{what=tombstones} = %v, want 4", got)
+	}
+
+	// Deleting the dataset drops its tombstones and its purge mark: a
+	// device that read k0 at 1 learns of the deletion, and its count
+	// conflicts again.
+	if _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, index).Val(); n != 0 {
+		t.Errorf("index left after the deletion")
+	}
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k1", "x", 1))); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("after the deletion, a purged key's count: %v", err)
 	}
 }
 
