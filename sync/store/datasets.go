@@ -92,11 +92,17 @@ func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMet
 //
 // KEYS: datasets hash, record states, record values, outbox, tombstones by
 // sync count, purge marks.
-// ARGV: dataset, now ms, modified by.
+// ARGV: dataset, now ms, modified by, max deleted datasets.
 //
-// It returns the entry the dataset had before, or raises PSNOTFOUND. The
-// dataset's purge mark goes with its tombstones: a device that read a
-// record before the deletion learns of the deletion instead.
+// The dataset's purge mark goes with its tombstones: a device that read a
+// record before the deletion learns of the deletion instead. When the
+// identity then has more deleted datasets than the maximum, the entries of
+// the oldest deletions (last modified first, then sync count, then name)
+// are purged, and the identity's purge mark of deleted datasets raised to
+// the highest of their counts.
+//
+// It returns {the entry the dataset had before, entries purged}, or raises
+// PSNOTFOUND.
 var deleteScript = redis.NewScript(luaHelpers + `
 local meta = redis.call('HGET', KEYS[1], ARGV[1])
 if not meta then return redis.error_reply('PSNOTFOUND') end
@@ -107,7 +113,29 @@ redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
 redis.call('HDEL', KEYS[6], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], table.concat({sc, '0', m[3], ARGV[2], '0', '0', sc, ARGV[3]}, '|'))
 redis.call('HSET', KEYS[4], ARGV[1], sc .. '|' .. ARGV[2] .. '|')
-return meta
+local maxDeleted, purged = tonumber(ARGV[4]), 0
+if redis.call('HLEN', KEYS[1]) > maxDeleted then
+  local all, deleted = redis.call('HGETALL', KEYS[1]), {}
+  for i = 1, #all, 2 do
+    local e = parseMeta(all[i + 1])
+    if e[2] ~= '1' then deleted[#deleted + 1] = {tonumber(e[4]), tonumber(e[1]), all[i]} end
+  end
+  if #deleted > maxDeleted then
+    table.sort(deleted, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      if a[2] ~= b[2] then return a[2] < b[2] end
+      return keyLess(a[3], b[3])
+    end)
+    local floor = tonumber(redis.call('HGET', KEYS[6], '#datasets') or '0')
+    purged = #deleted - maxDeleted
+    for i = 1, purged do
+      redis.call('HDEL', KEYS[1], deleted[i][3])
+      if deleted[i][2] > floor then floor = deleted[i][2] end
+    end
+    redis.call('HSET', KEYS[6], '#datasets', fmt(floor))
+  end
+end
+return {meta, purged}
 `)
 
 // DeleteDataset deletes a dataset and all its records. It returns the
@@ -122,6 +150,14 @@ return meta
 // limit and leaves an outbox marker (with no origin device) like any change.
 // modifiedBy is recorded as who last modified the dataset; if empty, the
 // identity id is used.
+//
+// An identity keeps the entries of at most Options.MaxDeletedDatasets
+// deleted datasets: the deletion that leaves more purges those of the
+// oldest deletions in the same script, and raises the identity's purge mark
+// to the highest of their counts. A dataset without an entry then counts
+// from that mark when it is written, and ListRecords reports it deleted to
+// a LastSyncCount below the mark, so that the guarantees above hold for
+// the purged datasets too.
 func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*Dataset, error) {
 	if err := validateDataset(pool, identity, dataset); err != nil {
 		return nil, err
@@ -133,12 +169,19 @@ func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modi
 	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset),
 		s.valuesKey(pool, identity, dataset), s.outboxKey(pool, identity),
 		s.tombstonesKey(pool, identity, dataset), s.purgedKey(pool, identity)}
-	v, err := deleteScript.Run(ctx, s.rdb, keys, dataset, now, modifiedBy).Text()
+	res, err := deleteScript.Run(ctx, s.rdb, keys, dataset, now, modifiedBy, s.maxDeleted).Slice()
 	if err != nil {
 		if _, ok := scriptError(err, "PSNOTFOUND"); ok {
 			return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
 		}
 		return nil, fmt.Errorf("store: delete dataset: %w", err)
+	}
+	if len(res) != 2 {
+		return nil, fmt.Errorf("store: delete dataset: unexpected reply %v", res)
+	}
+	v, _ := res[0].(string)
+	if purged, _ := res[1].(int64); purged > 0 {
+		s.purged.WithLabelValues(purgedDeletedDatasets).Add(float64(purged))
 	}
 	m, err := decodeMeta(dataset, v)
 	if err != nil {

@@ -61,6 +61,10 @@ type Update struct {
 // either also takes a patch with a count below the dataset's purge mark, as
 // its tombstone may have been purged since the device read the record.
 //
+// A dataset without an entry starts from the identity's purge mark of
+// deleted datasets, and takes it as its "deleted at" mark: it may be one
+// whose entry was purged, which a device may have read up to that count.
+//
 // Every tombstone is also in the sorted set of tombstones, scored by its
 // sync count. When an update leaves more tombstones than the maximum, the
 // lowest scored are purged, and the purge mark raised to the highest count
@@ -83,6 +87,9 @@ if meta then
   if m[2] == '1' then
     live, created, storage, num = true, m[3], tonumber(m[5]), tonumber(m[6])
   end
+else
+  local floor = redis.call('HGET', KEYS[6], '#datasets')
+  if floor then sc, deletedAt = tonumber(floor), floor end
 end
 local oldStorage, oldNum = storage, num
 local held, mark = {}, nil
@@ -221,7 +228,9 @@ return {sc, storage - oldStorage, kept, purged}
 // An update that would break a limit fails with a *LimitError and applies
 // nothing; a limit is only enforced when the update makes its measure grow,
 // so that removals always succeed. Otherwise the dataset, created on its
-// first write (or re-created after a deletion, continuing its count), gets
+// first write (or re-created after a deletion, continuing its count; one
+// without an entry continues from the identity's purge mark of deleted
+// datasets, see DeleteDataset), gets
 // its sync count raised by exactly one, every patched record gets that count,
 // and an outbox marker for the change is written in the same script. The
 // patched records are returned in patch order, with the change to publish:
@@ -374,7 +383,9 @@ type Page struct {
 	// DatasetExists is false for a dataset never written or deleted.
 	DatasetExists bool
 	// DatasetDeletedAfterRequestedSyncCount is true when LastSyncCount > 0
-	// and the dataset was deleted at a greater sync count.
+	// and the dataset was deleted at a greater sync count; for a dataset
+	// without an entry (see DeleteDataset), when the identity's purge mark
+	// of deleted datasets is greater.
 	DatasetDeletedAfterRequestedSyncCount bool
 	// LastModifiedBy is who last changed the dataset, "" if it does not
 	// exist.
@@ -386,30 +397,21 @@ type Page struct {
 
 // listScript returns one page of records.
 //
-// KEYS: datasets hash, record states, record values.
+// KEYS: datasets hash, record states, record values, purge marks.
 // ARGV: dataset, last sync count, token sync count (-1 for none), token key,
 // page size.
 //
 // It returns {meta or false, more 0/1, then per record key, state, value or
-// false}. The records are sorted only when they do not all fit in the page
-// (the caller sorts them anyway); keys are then compared byte by byte, as Go
-// does, never with the locale dependent Lua '<'.
+// false}; for a dataset without an entry, {false, 0, the identity's purge
+// mark of deleted datasets or false}. The records are sorted only when they
+// do not all fit in the page (the caller sorts them anyway); keys are then
+// compared byte by byte, as Go does, never with the locale dependent Lua '<'.
 var listScript = redis.NewScript(luaHelpers + `
 local meta = redis.call('HGET', KEYS[1], ARGV[1])
-if not meta then return {false, 0} end
+if not meta then return {false, 0, redis.call('HGET', KEYS[4], '#datasets')} end
 local m = parseMeta(meta)
 if m[2] ~= '1' then return {meta, 0} end
 local last, asc, akey, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local function keyLess(a, b)
-  if a == b then return false end
-  local n = #a
-  if #b < n then n = #b end
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 local all = redis.call('HGETALL', KEYS[2])
 local sel = {}
 for i = 1, #all, 2 do
@@ -478,7 +480,8 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 			return nil, &cognito.FieldError{Field: "NextToken", Reason: "is not a token ListRecords returned"}
 		}
 	}
-	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset), s.valuesKey(pool, identity, dataset)}
+	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset), s.valuesKey(pool, identity, dataset),
+		s.purgedKey(pool, identity)}
 	res, err := listScript.Run(ctx, s.rdb, keys, dataset, o.LastSyncCount, afterSc, afterKey, limit).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("store: list records: %w", err)
@@ -492,6 +495,14 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	}
 	metaS, _ := res[0].(string)
 	if metaS == "" {
+		// No entry: never written, or deleted and purged at a count no
+		// greater than the identity's purge mark.
+		if len(res) == 3 {
+			mark, _ := res[2].(string)
+			if n, err := strconv.ParseInt(mark, 10, 64); err == nil {
+				page.DatasetDeletedAfterRequestedSyncCount = o.LastSyncCount > 0 && n > o.LastSyncCount
+			}
+		}
 		return page, nil
 	}
 	meta, err := decodeMeta(dataset, metaS)

@@ -16,6 +16,8 @@
 //	    <key>     scored by its sync count
 //	P:T:purged          hash, what purges leave to remember
 //	    <dataset> -> the highest sync count of a tombstone purged from it
+//	    #datasets -> the highest sync count of a deleted dataset whose entry
+//	                 was purged ('#' is in no dataset name)
 //	P:T:outbox          hash, changes not yet published
 //	    <dataset> -> "<syncCount>|<changed at ms>|<origin device id>"
 //	P:{<pool>}:identities  set, every identity of the pool that ever wrote
@@ -35,7 +37,13 @@
 //
 // Tombstones are bounded per dataset (Options.MaxTombstones): the write that
 // takes a dataset over the bound purges its oldest tombstones, the lowest in
-// P:T:rt, and keeps the highest count purged in P:T:purged.
+// P:T:rt, and keeps the highest count purged in P:T:purged. Entries of
+// deleted datasets are bounded per identity (Options.MaxDeletedDatasets):
+// the deletion that takes an identity over the bound purges the entries of
+// its oldest deletions and keeps the highest of their counts in
+// P:T:purged, #datasets. A dataset without an entry counts from there, so
+// that a dataset whose entry was purged never restarts a count a device
+// has seen, and ListRecords reports it deleted after any lower count.
 package store
 
 import (
@@ -65,6 +73,14 @@ const (
 // over, or cycles through 4096 keys, before a tombstone is purged. Only a
 // device that has not synced the dataset since then misses a removal.
 const DefaultMaxTombstones = 4 * DefaultMaxRecords
+
+// DefaultMaxDeletedDatasets bounds the entries deleted datasets leave for
+// one identity unless Options.MaxDeletedDatasets says otherwise: 50 times
+// the live datasets an identity may have, so that an app deletes a dataset
+// of a new name every day for nearly three years before an entry is purged.
+// Those entries are read with the live ones by ListDatasets, IdentityUsage
+// and every dataset creation.
+const DefaultMaxDeletedDatasets = 50 * DefaultMaxDatasets
 
 // Bounds on a single request.
 const (
@@ -163,6 +179,10 @@ type Options struct {
 	// MaxTombstones bounds the tombstones of one dataset: beyond it the
 	// oldest are purged. If not set, DefaultMaxTombstones (4096).
 	MaxTombstones int
+	// MaxDeletedDatasets bounds the entries deleted datasets leave for one
+	// identity: beyond it those of the oldest deletions are purged. If not
+	// set, DefaultMaxDeletedDatasets (1000).
+	MaxDeletedDatasets int
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
 	// Metrics registers the store's metrics, and must not hold them
@@ -173,7 +193,8 @@ type Options struct {
 // The kinds of data a purge removes, the values of the label "what" of
 // pushsync_store_purged_total.
 const (
-	purgedTombstones = "tombstones"
+	purgedTombstones      = "tombstones"
+	purgedDeletedDatasets = "deleted_datasets"
 )
 
 // Store keeps datasets and records in Redis. It is safe for concurrent use.
@@ -184,6 +205,7 @@ type Store struct {
 	maxRecords    int
 	maxBytes      int64
 	maxTombstones int
+	maxDeleted    int
 	now           func() time.Time
 	purged        *prometheus.CounterVec
 }
@@ -191,10 +213,10 @@ type Store struct {
 // New returns a Store on the given Redis client.
 func New(rdb redis.UniversalClient, opts Options) *Store {
 	s := &Store{rdb: rdb, prefix: opts.KeyPrefix, maxDatasets: opts.MaxDatasets,
-		maxRecords: opts.MaxRecords, maxBytes: opts.MaxDatasetBytes, maxTombstones: opts.MaxTombstones, now: opts.Now,
+		maxRecords: opts.MaxRecords, maxBytes: opts.MaxDatasetBytes, maxTombstones: opts.MaxTombstones, maxDeleted: opts.MaxDeletedDatasets, now: opts.Now,
 		purged: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_store_purged_total",
-			Help: "What the store purged to stay within its bounds, by what: tombstones (the oldest of a dataset beyond its bound).",
+			Help: "What the store purged to stay within its bounds, by what: tombstones (the oldest of a dataset beyond its bound), deleted_datasets (the entries of an identity's oldest deleted datasets beyond its bound).",
 		}, []string{"what"}),
 	}
 	if s.prefix == "" {
@@ -211,6 +233,9 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	}
 	if s.maxTombstones <= 0 {
 		s.maxTombstones = DefaultMaxTombstones
+	}
+	if s.maxDeleted <= 0 {
+		s.maxDeleted = DefaultMaxDeletedDatasets
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -414,7 +439,8 @@ func (m *datasetMeta) dataset(pool, identity, name string) *Dataset {
 
 // luaHelpers are shared by the scripts: parseMeta splits a datasets hash
 // entry into its eight fields (the last, last modified by, may hold '|');
-// fmt formats an integer without an exponent.
+// fmt formats an integer without an exponent; keyLess compares two strings
+// byte by byte, as Go does, never with the locale dependent Lua '<'.
 const luaHelpers = `
 local function parseMeta(m)
   local t, pos = {}, 1
@@ -427,4 +453,14 @@ local function parseMeta(m)
   return t
 end
 local function fmt(n) return string.format('%d', n) end
+local function keyLess(a, b)
+  if a == b then return false end
+  local n = #a
+  if #b < n then n = #b end
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
 `

@@ -554,6 +554,81 @@ func TestTombstoneCap(t *testing.T) {
 	}
 }
 
+// TestDeletedDatasetCap: past MaxDeletedDatasets the entries of an
+// identity's oldest deletions are purged, and the highest of their counts
+// becomes the count a dataset without an entry continues from and the
+// deletion ListRecords reports, so no count a device saw comes back.
+func TestDeletedDatasetCap(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s, rdb, clk := newStore(t, store.Options{MaxDeletedDatasets: 3, Metrics: reg})
+	tag := prefixOf(s) + ":" + cognito.HashTag(pool, identity)
+	for i := range 5 {
+		mustUpdate(t, s, upd(fmt.Sprint("d", i), "d", put("k", "v", 0)))
+	}
+	for sc := range int64(4) {
+		mustUpdate(t, s, upd("d0", "d", put("k", "v", sc+1))) // d0 at 5
+	}
+	for _, name := range []string{"d0", "d1", "d2", "d3"} {
+		clk.Add(time.Second)
+		if _, err := s.DeleteDataset(ctx, pool, identity, name, "d"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// d0, deleted first (at 6), is purged; d1 to d3 (at 2) and d4 stay.
+	names := rdb.HKeys(ctx, tag+":datasets").Val()
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"d1", "d2", "d3", "d4"}) {
+		t.Errorf("dataset entries %v", names)
+	}
+	if got := purgedTotal(t, reg, "deleted_datasets"); got != 1 {
+		t.Errorf("pushsync_store_purged_total{what=deleted_datasets} = %v, want 1", got)
+	}
+	for _, tt := range []struct {
+		name          string
+		last          int64
+		deletedAfter  bool
+		datasetExists bool
+	}{
+		{"d0", 0, false, false}, {"d0", 3, true, false}, {"d0", 5, true, false},
+		{"d1", 1, true, false}, {"d1", 2, false, false},
+		{"never", 0, false, false},
+	} {
+		pg := mustList(t, s, tt.name, store.ListOptions{LastSyncCount: tt.last})
+		if pg.DatasetDeletedAfterRequestedSyncCount != tt.deletedAfter || pg.DatasetExists || pg.DatasetSyncCount != 0 || len(pg.Records) != 0 {
+			t.Errorf("%s from %d: %+v", tt.name, tt.last, pg)
+		}
+	}
+	// Written again, d0 continues from the purged count, 6, past every count
+	// a device saw; so does a dataset never written.
+	if recs, _ := mustUpdate(t, s, upd("d0", "d", put("k", "again", 0))); kv(recs)[0] != "k=again@7" {
+		t.Errorf("re-created d0: %v", kv(recs))
+	}
+	for _, tt := range []struct {
+		last         int64
+		deletedAfter bool
+		want         []string
+	}{{0, false, []string{"k=again@7"}}, {5, true, []string{"k=again@7"}}, {6, false, []string{"k=again@7"}}, {7, false, []string{}}} {
+		pg := mustList(t, s, "d0", store.ListOptions{LastSyncCount: tt.last})
+		if !pg.DatasetExists || pg.DatasetSyncCount != 7 || pg.DatasetDeletedAfterRequestedSyncCount != tt.deletedAfter || !slices.Equal(kv(pg.Records), tt.want) {
+			t.Errorf("re-created d0 from %d: %+v %v", tt.last, pg, kv(pg.Records))
+		}
+	}
+	if _, sc := mustUpdate(t, s, upd("new", "d", put("k", "v", 0))); sc != 7 {
+		t.Errorf("a new dataset starts at %d, want 7", sc)
+	}
+	// The next purge takes d1, deleted at 2, and leaves the mark at 6.
+	clk.Add(time.Second)
+	if _, err := s.DeleteDataset(ctx, pool, identity, "d4", "d"); err != nil {
+		t.Fatal(err)
+	}
+	if rdb.HExists(ctx, tag+":datasets", "d1").Val() || rdb.HGet(ctx, tag+":purged", "#datasets").Val() != "6" {
+		t.Errorf("after a second purge: entries %v, mark %q", rdb.HKeys(ctx, tag+":datasets").Val(), rdb.HGet(ctx, tag+":purged", "#datasets").Val())
+	}
+	if u, err := s.IdentityUsage(ctx, pool, identity); err != nil || u.DatasetCount != 2 || !u.LastModifiedDate.Equal(clk.Now()) {
+		t.Errorf("identity usage %+v, %v", u, err)
+	}
+}
+
 func TestLimits(t *testing.T) {
 	s, rdb, _ := newStore(t, store.Options{})
 	for i := range 20 {
