@@ -317,6 +317,18 @@ type APIConfig struct {
 	// MaxBodyBytes bounds a request body, in bytes, 1024 to 16777216.
 	// If not set, 2097152 (2 MiB: a 1 MB record value with room to spare).
 	MaxBodyBytes int `yaml:"max_body_bytes" json:"max_body_bytes"`
+	// MaxTombstones is how many tombstones (removed records, kept so that
+	// other devices learn of the removal) one dataset keeps, 1024 to
+	// 1048576; the write that leaves more purges the oldest, and a device
+	// that last synced before a purged one keeps that record. If not set,
+	// 4096 (four times the 1,024 records a dataset may hold).
+	MaxTombstones int `yaml:"max_tombstones" json:"max_tombstones"`
+	// MaxDeletedDatasets is how many deleted datasets one identity keeps
+	// the sync count of, 20 to 10000; the deletion that leaves more purges
+	// the oldest, and the identity keeps their highest count, from which
+	// datasets without a kept count continue. If not set, 1000 (50 times
+	// the 20 datasets an identity may have).
+	MaxDeletedDatasets int `yaml:"max_deleted_datasets" json:"max_deleted_datasets"`
 	// DeveloperAccessKeyID is the access key id of the developer
 	// credentials, which may call the operator operations and act for any
 	// identity of an identity pool that exists. If not set, "" (no
@@ -464,6 +476,8 @@ func Default() *Config {
 			Regions:               []string{},
 			MaxClockSkew:          Duration(5 * time.Minute),
 			MaxBodyBytes:          2 << 20,
+			MaxTombstones:         4096,
+			MaxDeletedDatasets:    1000,
 			CORSAllowedOrigins:    []string{"*"},
 			IdentityCredentialTTL: Duration(time.Hour),
 			IdentityPoolCacheTTL:  Duration(5 * time.Second),

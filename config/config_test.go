@@ -110,7 +110,7 @@ var validFixtures = map[string]func(c *Config){
 			FCM: FCMConfig{Endpoint: "http://127.0.0.1:8445/v1", RootCAFile: "/etc/pushsync/fcm-ca.pem"},
 			API: APIConfig{
 				Listen: "127.0.0.1:9443", Regions: []string{"us-east-1", "eu-west-1"}, MaxClockSkew: Duration(2 * time.Minute),
-				MaxBodyBytes: 1 << 20, DeveloperAccessKeyID: "AKIAPUSHSYNCDEV0001", DeveloperSecretAccessKey: "developer-inline-secret",
+				MaxBodyBytes: 1 << 20, MaxTombstones: 8192, MaxDeletedDatasets: 200, DeveloperAccessKeyID: "AKIAPUSHSYNCDEV0001", DeveloperSecretAccessKey: "developer-inline-secret",
 				CORSAllowedOrigins: []string{"https://app.example.com"}, IdentityCredentialTTL: Duration(30 * time.Minute),
 				IdentityPoolCacheTTL: Duration(2 * time.Second), IdentityRateLimit: 20, IdentityRateBurst: 100, TrustedProxies: []string{"10.0.0.0/8", "192.0.2.7"},
 				ARNRegion: "eu-west-1", ARNAccount: "123456789012",

@@ -57,6 +57,8 @@ func (c *APIConfig) validate(s section) {
 		s.errorf("max_clock_skew", "must be at least 1s, got %s", c.MaxClockSkew)
 	}
 	s.intRange("max_body_bytes", c.MaxBodyBytes, 1024, 16<<20)
+	s.intRange("max_tombstones", c.MaxTombstones, 1024, 1<<20)
+	s.intRange("max_deleted_datasets", c.MaxDeletedDatasets, 20, 10000)
 	if (c.DeveloperAccessKeyID == "") != (c.DeveloperSecretAccessKey == "") {
 		s.errorf("developer_access_key_id", "and %s must be set together", s.key("developer_secret_access_key"))
 	}

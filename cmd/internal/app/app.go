@@ -318,7 +318,8 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if err != nil {
 			return err
 		}
-		st := store.New(rdb, store.Options{KeyPrefix: cfg.Redis.KeyPrefix, Metrics: metrics})
+		st := store.New(rdb, store.Options{KeyPrefix: cfg.Redis.KeyPrefix, MaxTombstones: cfg.API.MaxTombstones,
+			MaxDeletedDatasets: cfg.API.MaxDeletedDatasets, Metrics: metrics})
 		rel, err := relay.New(st, pub, relay.Options{}, log.With().Str("component", "relay").Logger(), metrics)
 		if err != nil {
 			return err

@@ -557,6 +557,50 @@ func TestDeleteDatasetThenWriteAgain(t *testing.T) {
 	}
 }
 
+// TestStoreBoundsFromConfig: api.max_tombstones bounds a dataset's
+// tombstones and api.max_deleted_datasets an identity's deleted datasets;
+// /metrics counts what they purge.
+func TestStoreBoundsFromConfig(t *testing.T) {
+	s := startSyncStack(t, func(c *config.Config) {
+		c.API.MaxTombstones = 1024
+		c.API.MaxDeletedDatasets = 20
+	})
+	poolID := s.createPool("")
+	d := s.signIn(poolID)
+	const ds = "items"
+	written := make([]*cognitosync.RecordPatch, 1024)
+	removed := make([]*cognitosync.RecordPatch, 1024)
+	for i := range removed {
+		written[i] = replace(fmt.Sprintf("item-%04d", i), "x", 0)
+		removed[i] = remove(fmt.Sprintf("item-%04d", i), 1)
+	}
+	d.write(ds, written...)
+	d.write(ds, removed...) // 2: 1024 tombstones
+	d.write(ds, replace("last", "x", 0))
+	checkRecords(t, "one removal more", d.write(ds, remove("last", 3)), gone("last", 4))
+	out := d.list(ds, 0)
+	if n := len(out.Records); n != 1024 || recs(out.Records[:1]) != gone("item-0001", 2) || recs(out.Records[n-1:]) != gone("last", 4) {
+		t.Errorf("ListRecords: %d records from %s to %s; want 1024, item-0000 purged", n, recs(out.Records[:1]), recs(out.Records[n-1:]))
+	}
+	if got := s.metric("pushsync_store_purged_total", "what", "tombstones"); got != 1 {
+		t.Errorf("pushsync_store_purged_total{what=tombstones} = %v, want 1", got)
+	}
+
+	// 21 datasets deleted at sync count 2: one is purged, and a dataset
+	// written afresh continues from its count.
+	for i := range 21 {
+		name := fmt.Sprint("gone-", i)
+		d.write(name, replace("k", "v", 0))
+		if err := deleteDataset(d, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkRecords(t, "a new dataset's first write", d.write("fresh", replace("k", "v", 0)), live("k", "v", 3))
+	if got := s.metric("pushsync_store_purged_total", "what", "deleted_datasets"); got != 1 {
+		t.Errorf("pushsync_store_purged_total{what=deleted_datasets} = %v, want 1", got)
+	}
+}
+
 func TestListRecordsPaging(t *testing.T) {
 	s := startSyncStack(t)
 	poolID := s.createPool("")
