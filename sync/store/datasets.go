@@ -90,8 +90,7 @@ func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMet
 
 // deleteScript deletes a dataset.
 //
-// KEYS: datasets hash, record states, record values, outbox, tombstones by
-// sync count, purge marks.
+// KEYS: datasetKeys.
 // ARGV: dataset, now ms, modified by, max deleted datasets.
 //
 // The dataset's purge mark goes with its tombstones: a device that read a
@@ -166,10 +165,7 @@ func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modi
 		modifiedBy = identity
 	}
 	now := s.nowMs()
-	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset),
-		s.valuesKey(pool, identity, dataset), s.outboxKey(pool, identity),
-		s.tombstonesKey(pool, identity, dataset), s.purgedKey(pool, identity)}
-	res, err := deleteScript.Run(ctx, s.rdb, keys, dataset, now, modifiedBy, s.maxDeleted).Slice()
+	res, err := deleteScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, dataset), dataset, now, modifiedBy, s.maxDeleted).Slice()
 	if err != nil {
 		if _, ok := scriptError(err, "PSNOTFOUND"); ok {
 			return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)

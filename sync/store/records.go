@@ -49,8 +49,7 @@ type Update struct {
 
 // updateScript applies an update atomically.
 //
-// KEYS: datasets hash, record states, record values, outbox, tombstones by
-// sync count, purge marks.
+// KEYS: datasetKeys.
 // ARGV: dataset, now ms, modified by, origin device, max datasets, max
 // records, max bytes, patch count, max tombstones, then per patch: op ('r'
 // or 'd'), key, sync count, device last modified ms, value.
@@ -301,10 +300,7 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 		}
 		args = append(args, op, p.Key, p.SyncCount, dlms[i], value)
 	}
-	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, u.DatasetName),
-		s.valuesKey(pool, identity, u.DatasetName), s.outboxKey(pool, identity),
-		s.tombstonesKey(pool, identity, u.DatasetName), s.purgedKey(pool, identity)}
-	res, err := updateScript.Run(ctx, s.rdb, keys, args...).Int64Slice()
+	res, err := updateScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, u.DatasetName), args...).Int64Slice()
 	if err != nil {
 		if rest, ok := scriptError(err, "PSCONFLICT "); ok {
 			var i int
@@ -397,7 +393,7 @@ type Page struct {
 
 // listScript returns one page of records.
 //
-// KEYS: datasets hash, record states, record values, purge marks.
+// KEYS: datasetKeys (the outbox and the tombstones unused).
 // ARGV: dataset, last sync count, token sync count (-1 for none), token key,
 // page size.
 //
@@ -408,7 +404,7 @@ type Page struct {
 // compared byte by byte, as Go does, never with the locale dependent Lua '<'.
 var listScript = redis.NewScript(luaHelpers + `
 local meta = redis.call('HGET', KEYS[1], ARGV[1])
-if not meta then return {false, 0, redis.call('HGET', KEYS[4], '#datasets')} end
+if not meta then return {false, 0, redis.call('HGET', KEYS[6], '#datasets')} end
 local m = parseMeta(meta)
 if m[2] ~= '1' then return {meta, 0} end
 local last, asc, akey, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
@@ -480,9 +476,7 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 			return nil, &cognito.FieldError{Field: "NextToken", Reason: "is not a token ListRecords returned"}
 		}
 	}
-	keys := []string{s.datasetsKey(pool, identity), s.statesKey(pool, identity, dataset), s.valuesKey(pool, identity, dataset),
-		s.purgedKey(pool, identity)}
-	res, err := listScript.Run(ctx, s.rdb, keys, dataset, o.LastSyncCount, afterSc, afterKey, limit).Slice()
+	res, err := listScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, dataset), dataset, o.LastSyncCount, afterSc, afterKey, limit).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("store: list records: %w", err)
 	}

@@ -284,24 +284,17 @@ func (s *Store) datasetsKey(pool, identity string) string {
 	return s.tag(pool, identity) + ":datasets"
 }
 
-func (s *Store) statesKey(pool, identity, dataset string) string {
-	return s.tag(pool, identity) + ":rs:" + dataset
-}
-
-func (s *Store) valuesKey(pool, identity, dataset string) string {
-	return s.tag(pool, identity) + ":rv:" + dataset
-}
-
 func (s *Store) outboxKey(pool, identity string) string {
 	return s.tag(pool, identity) + ":outbox"
 }
 
-func (s *Store) tombstonesKey(pool, identity, dataset string) string {
-	return s.tag(pool, identity) + ":rt:" + dataset
-}
-
-func (s *Store) purgedKey(pool, identity string) string {
-	return s.tag(pool, identity) + ":purged"
+// datasetKeys are the KEYS of the scripts that write or list a dataset, in
+// this order: datasets hash, record states, record values, outbox,
+// tombstones by sync count, purge marks. The identity's tag is built once.
+func (s *Store) datasetKeys(pool, identity, dataset string) []string {
+	t := s.tag(pool, identity)
+	return []string{t + ":datasets", t + ":rs:" + dataset, t + ":rv:" + dataset, t + ":outbox",
+		t + ":rt:" + dataset, t + ":purged"}
 }
 
 // Pool ids always hold a ':' and never '/', so "{<pool>}" and "{pools}"
