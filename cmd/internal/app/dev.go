@@ -143,7 +143,7 @@ func runDev(ctx context.Context, cfg *config.Config, log zerolog.Logger, ready f
 	case addrs := <-workerReady:
 		log.Info().Str("AWS_ACCESS_KEY_ID", wcfg.API.DeveloperAccessKeyID).
 			Str("AWS_SECRET_ACCESS_KEY", string(wcfg.API.DeveloperSecretAccessKey)).
-			Str("endpoint", "http://"+addrs.API).
+			Str("endpoint", "http://"+reachable(addrs.API)).
 			Msg("API ready; these developer credentials work with pushsyncctl and AWS SDK clients")
 		if ready != nil {
 			ready(addrs)
@@ -349,4 +349,18 @@ func short(token string) string {
 		return "…" + token[len(token)-12:]
 	}
 	return token
+}
+
+// reachable turns a listening address into one a client on this machine
+// can use: a server listening on every interface ("[::]:8081",
+// "0.0.0.0:8081") is reached at localhost.
+func reachable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }

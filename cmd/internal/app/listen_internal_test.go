@@ -51,3 +51,20 @@ func TestSlowRequestBodyIsCutOff(t *testing.T) {
 		t.Errorf("a whole request got %s %q", res.Status, body)
 	}
 }
+
+// TestReachable: the endpoint the dev stack prints for a server listening
+// on every interface is one a client on the machine can dial.
+func TestReachable(t *testing.T) {
+	for in, want := range map[string]string{
+		"[::]:8081":        "localhost:8081",
+		"0.0.0.0:8081":     "localhost:8081",
+		":8081":            "localhost:8081",
+		"127.0.0.1:8081":   "127.0.0.1:8081",
+		"[::1]:8081":       "[::1]:8081",
+		"api.example:8081": "api.example:8081",
+	} {
+		if got := reachable(in); got != want {
+			t.Errorf("reachable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
