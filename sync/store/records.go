@@ -26,7 +26,8 @@ type Patch struct {
 	Value string
 	// SyncCount must be the record's current SyncCount: 0 for a key never
 	// written, the tombstone's count for a removed key. For a key whose
-	// tombstone was purged, the count a device last read is taken too.
+	// tombstone was purged, the count a device last read of the record or
+	// of its tombstone is taken too.
 	SyncCount int64
 	// DeviceLastModifiedDate is when the device changed the record; the
 	// zero time means now.
@@ -57,8 +58,9 @@ type Update struct {
 // A remove of a key the dataset does not hold, neither as a record nor as
 // a tombstone, writes nothing for the key: no device can hold a copy of it
 // from the dataset, so none needs a tombstone to drop one. A key without
-// either also takes a patch with a count below the dataset's purge mark, as
-// its tombstone may have been purged since the device read the record.
+// either also takes a patch with a count up to the dataset's purge mark, as
+// its tombstone may have been purged since the device read the record or
+// the tombstone.
 //
 // A dataset without an entry starts from the identity's purge mark of
 // deleted datasets, and takes it as its "deleted at" mark: it may be one
@@ -108,7 +110,7 @@ for i = 0, n - 1 do
     end
   elseif given ~= 0 then
     if not mark then mark = tonumber(redis.call('HGET', KEYS[6], name) or '0') end
-    if given < mark then cur = given end
+    if given <= mark then cur = given end
   end
   if cur ~= given then
     return redis.error_reply('PSCONFLICT ' .. i .. ' ' .. fmt(cur))
@@ -249,7 +251,9 @@ return {sc, storage - oldStorage, kept, purged}
 // script. A device that read a record before its tombstone was purged is
 // never told of the removal and keeps the record; so that it can still push
 // a change of it, a key with neither record nor tombstone takes, besides 0,
-// any SyncCount below the highest one purged from the dataset.
+// any SyncCount up to the highest one purged from the dataset. That one
+// included: a device that read a tombstone keeps its count for the key and
+// presents it when the key is set again.
 //
 // An update with no patches changes nothing, not even the sync count: it
 // returns no records and, in the change, the current sync count of the

@@ -499,12 +499,12 @@ func TestTombstoneCap(t *testing.T) {
 
 	// A device that read k0 at 1 and missed its removal writes it: its count
 	// is below the highest purged (2), so it is taken. A count that no
-	// purged tombstone explains still conflicts.
+	// purged tombstone explains, above the highest purged, still conflicts.
 	if recs, _ := mustUpdate(t, s, upd("ds", "d", put("k0", "mine", 1))); kv(recs)[0] != "k0=mine@5" {
 		t.Errorf("wrote %v", kv(recs))
 	}
-	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k1", "x", 2))); err == nil || err.Error() != "Current SyncCount for: k1 is: 0 not: 2" {
-		t.Errorf("a count at the purge mark: %v", err)
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k1", "x", 3))); err == nil || err.Error() != "Current SyncCount for: k1 is: 0 not: 3" {
+		t.Errorf("a count above the purge mark: %v", err)
 	}
 	// Its removal of k1 stores nothing, as k1 holds nothing.
 	mustUpdate(t, s, upd("ds", "d", del("k1", 1))) // 6
@@ -551,6 +551,38 @@ func TestTombstoneCap(t *testing.T) {
 	}
 	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k1", "x", 1))); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("after the deletion, a purged key's count: %v", err)
+	}
+}
+
+// TestTombstoneCapTombstoneReader: a device that synced a removal keeps the
+// key with the tombstone's count and presents that count when the key is
+// set again. When that tombstone was among the newest purged, its count is
+// the purge mark itself, and the write is taken as one below it is; refused,
+// it would conflict on every try, as the device's next sync lists nothing of
+// the key.
+func TestTombstoneCapTombstoneReader(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{MaxTombstones: 2})
+	mustUpdate(t, s, upd("ds", "a", put("k0", "v", 0), put("k1", "v", 0), put("k2", "v", 0), put("k3", "v", 0), put("k4", "v", 0))) // 1
+	mustUpdate(t, s, upd("ds", "a", del("k0", 1), del("k1", 1)))                                                                    // 2
+	// Device b syncs from 1 and learns of both removals at 2.
+	pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: 1})
+	if got := kv(pg.Records); !slices.Equal(got, []string{"k0=<nil>@2", "k1=<nil>@2"}) || pg.DatasetSyncCount != 2 {
+		t.Fatalf("b listed %v at %d", got, pg.DatasetSyncCount)
+	}
+	mustUpdate(t, s, upd("ds", "a", del("k2", 1), del("k3", 1))) // 3: 4 tombstones, k0 and k1 (at 2) go
+	if got := kv(mustList(t, s, "ds", store.ListOptions{LastSyncCount: 2}).Records); !slices.Equal(got, []string{"k2=<nil>@3", "k3=<nil>@3"}) {
+		t.Fatalf("listed from 2: %v", got)
+	}
+	// b sets k0 again and removes k1 again, with the counts it holds.
+	recs, c, err := s.UpdateRecords(ctx, upd("ds", "b", put("k0", "back", 2), del("k1", 2)))
+	if err != nil {
+		t.Fatalf("b's change of keys whose tombstones it read: %v", err)
+	}
+	if got := kv(recs); c.SyncCount != 4 || !slices.Equal(got, []string{"k0=back@4", "k1=<nil>@4"}) {
+		t.Errorf("answered %v at %d", got, c.SyncCount)
+	}
+	if got := kv(mustList(t, s, "ds", store.ListOptions{}).Records); !slices.Equal(got, []string{"k4=v@1", "k2=<nil>@3", "k3=<nil>@3", "k0=back@4"}) {
+		t.Errorf("listed %v", got)
 	}
 }
 
