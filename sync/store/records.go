@@ -60,7 +60,8 @@ type Update struct {
 // from the dataset, so none needs a tombstone to drop one. A key without
 // either also takes a patch with a count up to the dataset's purge mark, as
 // its tombstone may have been purged since the device read the record or
-// the tombstone.
+// the tombstone. A remove that writes nothing raises that mark to the
+// update's count, which the device takes for the key's.
 //
 // A dataset without an entry starts from the identity's purge mark of
 // deleted datasets, and takes it as its "deleted at" mark: it may be one
@@ -132,7 +133,7 @@ if num > tonumber(ARGV[6]) and num > oldNum then return redis.error_reply('PSLIM
 if storage > tonumber(ARGV[7]) and storage > oldStorage then return redis.error_reply('PSLIMIT bytes') end
 sc = sc + 1
 local scs = fmt(sc)
-local states, values, removed, tombs, revived = {}, {}, {}, {}, {}
+local states, values, removed, tombs, revived, unheld = {}, {}, {}, {}, {}, false
 for i = 0, n - 1 do
   local b = 10 + i * 5
   local key = ARGV[b + 1]
@@ -148,6 +149,8 @@ for i = 0, n - 1 do
     removed[#removed + 1] = key
     tombs[#tombs + 1] = scs
     tombs[#tombs + 1] = key
+  else
+    unheld = true
   end
 end
 if #states > 0 then redis.call('HSET', KEYS[2], unpack(states)) end
@@ -155,6 +158,9 @@ if #values > 0 then redis.call('HSET', KEYS[3], unpack(values)) end
 if #removed > 0 then redis.call('HDEL', KEYS[3], unpack(removed)) end
 if #revived > 0 then redis.call('ZREM', KEYS[5], unpack(revived)) end
 if #tombs > 0 then redis.call('ZADD', KEYS[5], unpack(tombs)) end
+-- The device takes the count a remove that stored nothing was answered for
+-- the key's, as if it were a tombstone purged at once.
+if unheld then redis.call('HSET', KEYS[6], name, scs) end
 -- Only a new tombstone can take the dataset over the maximum.
 local purged = 0
 local total = 0
@@ -244,7 +250,10 @@ return {sc, storage - oldStorage, kept, purged}
 // none needs its tombstone. It is answered like any remove, with the new
 // sync count, and still counts as a change: an update of only such removes
 // raises the sync count by one and leaves its marker, as the device takes
-// the count of its answer for its own.
+// the count of its answer for its own. The device also keeps the key,
+// removed at that count, and presents the count when it sets the key again:
+// the update raises the dataset's purge mark (below) to it, as if the key's
+// tombstone had been purged at once, so that the key takes it.
 //
 // A dataset keeps at most Options.MaxTombstones tombstones: an update that
 // leaves more purges the oldest, those of the lowest SyncCount, in the same

@@ -15,7 +15,8 @@
 //	P:T:rt:<dataset>    sorted set, the tombstones
 //	    <key>     scored by its sync count
 //	P:T:purged          hash, what purges leave to remember
-//	    <dataset> -> the highest sync count of a tombstone purged from it
+//	    <dataset> -> the highest sync count of a tombstone purged from it,
+//	                 or of a remove that stored nothing
 //	    #datasets -> the highest sync count of a deleted dataset whose entry
 //	                 was purged ('#' is in no dataset name)
 //	P:T:outbox          hash, changes not yet published

@@ -440,6 +440,46 @@ func TestRemoveUnheldKeys(t *testing.T) {
 	}
 }
 
+// TestRemoveUnheldKeyWrittenAgain: a device that removed a key the dataset
+// never held (written and removed before it synced) keeps the key, removed
+// at the count it was answered, and presents that count when it sets the
+// key again. The write is taken, as it was when the remove left a
+// tombstone; refused, it would conflict on every try, as the device's next
+// sync lists nothing of the key. The count still conflicts once another
+// device has written the key.
+func TestRemoveUnheldKeyWrittenAgain(t *testing.T) {
+	s, rdb, _ := newStore(t, store.Options{})
+	tag := prefixOf(s) + ":" + cognito.HashTag(pool, identity)
+	mustUpdate(t, s, upd("ds", "a", put("k", "v", 0))) // 1
+	recs, _ := mustUpdate(t, s, upd("ds", "a", del("draft", 0), del("note", 0), put("k", "w", 1)))
+	if got := kv(recs); !slices.Equal(got, []string{"draft=<nil>@2", "note=<nil>@2", "k=w@2"}) {
+		t.Fatalf("answered %v", got)
+	}
+	if n := rdb.HLen(ctx, tag+":rs:ds").Val(); n != 1 {
+		t.Errorf("%d record states, want 1", n)
+	}
+	recs, c, err := s.UpdateRecords(ctx, upd("ds", "a", put("draft", "final", 2)))
+	if err != nil {
+		t.Fatalf("setting again a key removed at 2, with 2: %v", err)
+	}
+	if got := kv(recs); c.SyncCount != 3 || !slices.Equal(got, []string{"draft=final@3"}) {
+		t.Errorf("answered %v at %d", got, c.SyncCount)
+	}
+	// Device b writes note first: a's count of it then conflicts, and a's
+	// next sync lists b's record.
+	mustUpdate(t, s, upd("ds", "b", put("note", "b's", 0))) // 4
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "a", put("note", "a's", 2))); err == nil || err.Error() != "Current SyncCount for: note is: 4 not: 2" {
+		t.Errorf("a's stale count of note: %v", err)
+	}
+	if got := kv(mustList(t, s, "ds", store.ListOptions{LastSyncCount: 2}).Records); !slices.Equal(got, []string{"draft=final@3", "note=b's@4"}) {
+		t.Errorf("listed from 2: %v", got)
+	}
+	// A count no change of the dataset answered still conflicts.
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "a", put("other", "x", 9))); err == nil || err.Error() != "Current SyncCount for: other is: 0 not: 9" {
+		t.Errorf("a count above every one answered: %v", err)
+	}
+}
+
 // purgedTotal is the value of pushsync_store_purged_total{what}, 0 before
 // the first purge of that kind.
 func purgedTotal(t *testing.T, reg *prometheus.Registry, what string) float64 {
