@@ -71,9 +71,10 @@ type Update struct {
 // sync count. When an update leaves more tombstones than the maximum, the
 // lowest scored are purged, and the purge mark raised to the highest count
 // purged. A tombstone missing from the set (written before it was kept)
-// makes the script index every tombstone of the dataset first; a member
-// that is no longer a tombstone of that count is dropped or rescored, never
-// purged.
+// makes the script index every tombstone of the dataset first; so does a
+// member that is no longer a tombstone of that count, found among those
+// to purge, as the set that holds one may miss older tombstones: no member
+// is purged unless it is a tombstone of its count.
 //
 // It returns {new sync count, change of the live data bytes, origin kept
 // 1/0, tombstones purged} or raises PSCONFLICT <patch index> <current
@@ -192,17 +193,28 @@ if total > maxTombstones then
       if indexed then break end
       index(); indexed = true
     end
+    -- A member that is not a tombstone of its count was left by a process
+    -- that kept no index, which may also have left tombstones out of it,
+    -- older than those popped: the index is built anew before any purge.
+    local counts, stale = {}, false
     for i = 1, #popped, 2 do
-      local key, score = popped[i], tonumber(popped[i + 1])
-      local st = redis.call('HGET', KEYS[2], key)
+      local st = redis.call('HGET', KEYS[2], popped[i])
       local p = st and string.find(st, '|', 1, true)
       if st and string.sub(st, p + 1, p + 1) == 'D' then
-        local c = tonumber(string.sub(st, 1, p - 1))
-        if c == score then
+        counts[i] = tonumber(string.sub(st, 1, p - 1))
+      end
+      if counts[i] ~= tonumber(popped[i + 1]) then stale = true end
+    end
+    if stale and not indexed then
+      index(); indexed = true
+    else
+      for i = 1, #popped, 2 do
+        local key, c = popped[i], counts[i]
+        if c == tonumber(popped[i + 1]) then
           redis.call('HDEL', KEYS[2], key)
           purged, total = purged + 1, total - 1
           if c > high then high = c end
-        else
+        elseif c then
           redis.call('ZADD', KEYS[5], c, key)
         end
       end

@@ -594,6 +594,34 @@ func TestTombstoneCap(t *testing.T) {
 	}
 }
 
+// TestTombstoneCapStaleIndex: when members that are not tombstones of their
+// count (left by a process that kept no index, reviving tombstones) make
+// the index look complete while tombstones that process wrote are missing
+// from it, the purge still takes the oldest tombstones, not the newest.
+func TestTombstoneCapStaleIndex(t *testing.T) {
+	s, rdb, _ := newStore(t, store.Options{MaxTombstones: 3})
+	index := prefixOf(s) + ":" + cognito.HashTag(pool, identity) + ":rt:ds"
+	mustUpdate(t, s, upd("ds", "d", put("a", "v", 0), put("b", "v", 0), put("c", "v", 0), put("d", "v", 0), put("e", "v", 0), put("f", "v", 0))) // 1
+	mustUpdate(t, s, upd("ds", "d", del("a", 1)))                                                                                                // 2
+	mustUpdate(t, s, upd("ds", "d", del("b", 1)))                                                                                                // 3
+	// As such a process leaves it: a and b removed but not indexed, c and
+	// d indexed but live.
+	rdb.ZRem(ctx, index, "a", "b")
+	rdb.ZAdd(ctx, index, redis.Z{Score: 1, Member: "c"}, redis.Z{Score: 1, Member: "d"})
+	mustUpdate(t, s, upd("ds", "d", del("e", 1), del("f", 1))) // 4: 4 tombstones, a (at 2) goes
+	want := []string{"c=v@1", "d=v@1", "b=<nil>@3", "e=<nil>@4", "f=<nil>@4"}
+	if got := kv(mustList(t, s, "ds", store.ListOptions{}).Records); !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	if got := rdb.ZRangeWithScores(ctx, index, 0, -1).Val(); fmt.Sprint(got) != "[{3 b} {4 e} {4 f}]" {
+		t.Errorf("index %v", got)
+	}
+	// Only a count up to the oldest removal's is taken for a purged key.
+	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("e", "x", 3))); err == nil || err.Error() != "Current SyncCount for: e is: 4 not: 3" {
+		t.Errorf("a count of e below its tombstone's: %v", err)
+	}
+}
+
 // TestTombstoneCapTombstoneReader: a device that synced a removal keeps the
 // key with the tombstone's count and presents that count when the key is
 // set again. When that tombstone was among the newest purged, its count is
