@@ -59,6 +59,19 @@ var ErrCredentialUnreadable = errors.New("no configured master key opens its rec
 // holds the identity pool, the credential is bound to it: deleting the pool
 // voids the credential.
 func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (IdentityCredential, error) {
+	return r.issueCredential(ctx, pool, identity, ttl, false)
+}
+
+// IssuePoolCredential is IssueCredential for an identity pool the registry
+// holds: it returns ErrPoolNotFound, and stores nothing, if the pool does
+// not exist when the credential is minted, so that the credential is
+// always bound to the pool (a pool deleted just before, however recently
+// a caller saw it, gets no credential that outlives it).
+func (r *Registry) IssuePoolCredential(ctx context.Context, pool, identity string, ttl time.Duration) (IdentityCredential, error) {
+	return r.issueCredential(ctx, pool, identity, ttl, true)
+}
+
+func (r *Registry) issueCredential(ctx context.Context, pool, identity string, ttl time.Duration, bound bool) (IdentityCredential, error) {
 	if err := validateIdentity(pool, identity); err != nil {
 		return IdentityCredential{}, err
 	}
@@ -69,7 +82,7 @@ func (r *Registry) IssueCredential(ctx context.Context, pool, identity string, t
 	switch p, err := r.IdentityPool(ctx, pool); {
 	case err == nil:
 		poolCreated = p.CreatedAt
-	case !errors.Is(err, ErrPoolNotFound):
+	case bound || !errors.Is(err, ErrPoolNotFound):
 		return IdentityCredential{}, err
 	}
 	c := IdentityCredential{

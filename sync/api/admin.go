@@ -202,12 +202,12 @@ func (s *Server) issueCredentials(r *request) (any, error) {
 		}
 		ttl = time.Duration(in.DurationSeconds) * time.Second
 	}
-	if err := s.reg.CheckPool(r.Context(), in.IdentityPoolId); err != nil {
-		return nil, poolError(err)
-	}
-	c, err := s.reg.IssueCredential(r.Context(), in.IdentityPoolId, in.IdentityId, ttl)
+	// Read the pool, not what this process may still hold of it: a
+	// credential outlives any cache, and must be bound to a pool that
+	// exists, so that deleting it voids the credential.
+	c, err := s.reg.IssuePoolCredential(r.Context(), in.IdentityPoolId, in.IdentityId, ttl)
 	if err != nil {
-		return nil, registryError(err)
+		return nil, poolError(err)
 	}
 	var out credentialsOutput
 	out.IdentityPoolId, out.IdentityId = c.IdentityPoolID, c.IdentityID

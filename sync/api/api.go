@@ -55,7 +55,7 @@ type Registry interface {
 	App(ctx context.Context, name string) (registry.App, error)
 	Apps(ctx context.Context) ([]registry.App, error)
 	DeleteApp(ctx context.Context, name string) error
-	IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
+	IssuePoolCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
 	CreateIdentityPool(ctx context.Context, region string, pool registry.IdentityPool) (registry.IdentityPool, error)
 	IdentityPool(ctx context.Context, id string) (registry.IdentityPool, error)
 	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)

@@ -4,7 +4,10 @@ package api_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/api"
 )
 
 // registerDevice registers a device of alice in pool through c.
@@ -116,4 +120,35 @@ func TestPoolDeletedByAnotherProcessIsSeenWithinTheCacheTTL(t *testing.T) {
 		}
 	}
 	expectErr(t, "developer credentials once the cache's time has passed", getConfiguration(), "ResourceNotFoundException", http.StatusNotFound)
+}
+
+// Identity credentials are issued only for a pool that exists when they
+// are minted, read from Redis, not from what the answering process still
+// holds of it: a credential issued for a pool deleted through another
+// process would be bound to no pool, and act in that pool id for its whole
+// lifetime, long after the cache's time.
+func TestCredentialsAreNotIssuedForAPoolDeletedElsewhere(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	f := fixtureOn(t, rdb, prefix, registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom(), PoolCacheTTL: time.Hour}))
+	other := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	// The answering process has read the pool.
+	if _, err := f.developer().GetIdentityPoolConfiguration(&cognitosync.GetIdentityPoolConfigurationInput{IdentityPoolId: aws.String(pool)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.DeleteIdentityPool(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+
+	before := f.snapshot()
+	res := f.signed("POST", "/admin/v1/credentials", fmt.Sprintf(`{"IdentityPoolId":%q,"IdentityId":%q}`, pool, alice), api.AdminService, devKey, devSecret)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound || res.Header.Get("X-Amzn-ErrorType") != "ResourceNotFoundException" || !strings.Contains(string(body), pool) {
+		t.Errorf("credentials for a pool deleted elsewhere: %d %s %s, want 404 ResourceNotFoundException naming the pool",
+			res.StatusCode, res.Header.Get("X-Amzn-ErrorType"), body)
+	}
+	if after := f.snapshot(); !reflect.DeepEqual(before, after) {
+		t.Errorf("the refused issue changed Redis: %d keys before, %d after", len(before), len(after))
+	}
 }
