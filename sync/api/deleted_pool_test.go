@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws/session"
 	"github.com/aws/aws-sdk-go/service/cognitoidentity"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
@@ -104,5 +106,56 @@ func TestCredentialsOfADeletedPoolAreRefused(t *testing.T) {
 	if _, err := f.client(unbound.AccessKeyID, unbound.SecretAccessKey, unbound.SessionToken).DescribeIdentityUsage(
 		&cognitosync.DescribeIdentityUsageInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice)}); err != nil {
 		t.Errorf("credentials of a pool the registry does not hold: %v", err)
+	}
+}
+
+// GetCredentialsForIdentity issues no credentials when the identity's pool
+// is deleted between its check of the pool and the minting: they would be
+// bound to no pool, and act in that pool id, also once created again, for
+// their whole lifetime.
+func TestCredentialsAreNotIssuedForAPoolDeletedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	p, err := reg.CreateIdentityPool(ctx, "eu-west-1", registry.IdentityPool{Name: "game", AllowUnauthenticated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server's client deletes the pool, as another process would, as
+	// soon as the pool has been read once while armed.
+	served := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { served.Close() })
+	var armed atomic.Bool
+	served.AddHook(commandHook{after: func(cmd redis.Cmder) {
+		if touches(cmd, "ipool:"+p.ID, "hget") && armed.CompareAndSwap(true, false) {
+			if err := reg.DeleteIdentityPool(ctx, p.ID); err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	srv, err := api.New(registry.New(served, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()}),
+		api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
+			Identity: identity.New(registry.New(served, registry.Options{KeyPrefix: prefix}), identity.Options{}, log)}, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	cognito := cognitoidentity.New(session.Must(session.NewSession(&aws.Config{Endpoint: aws.String(ts.URL),
+		Region: aws.String("eu-west-1"), Credentials: credentials.AnonymousCredentials, MaxRetries: aws.Int(0)})))
+	id, err := cognito.GetId(&cognitoidentity.GetIdInput{IdentityPoolId: aws.String(p.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	armed.Store(true)
+	out, err := cognito.GetCredentialsForIdentity(&cognitoidentity.GetCredentialsForIdentityInput{IdentityId: id.IdentityId})
+	expectErr(t, "GetCredentialsForIdentity as its pool is deleted", err, "ResourceNotFoundException", http.StatusNotFound)
+	if err == nil {
+		t.Errorf("credentials %s were issued for a deleted pool", aws.StringValue(out.Credentials.AccessKeyId))
+	}
+	if keys, err := rdb.Keys(ctx, prefix+":cred:*").Result(); err != nil || len(keys) != 0 {
+		t.Errorf("credential records after the refusal: %v %v, want none", keys, err)
 	}
 }

@@ -56,7 +56,7 @@ type Registry interface {
 	NewIdentity(ctx context.Context, pool string) (string, error)
 	IdentityForLogin(ctx context.Context, pool, issuer, subject string) (string, bool, error)
 	Identity(ctx context.Context, identityID string) (registry.IdentityRecord, error)
-	IssueCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
+	IssuePoolCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
 }
 
 // Options configures a Handler.
@@ -339,7 +339,10 @@ func (h *Handler) getCredentialsForIdentity(ctx context.Context, client string, 
 	if err := h.throttle(client, "GetCredentialsForIdentity"); err != nil {
 		return nil, err
 	}
-	c, err := h.reg.IssueCredential(ctx, rec.PoolID, rec.ID, h.opts.CredentialTTL)
+	// Minted only while the pool exists, so that the credential is bound
+	// to it: one the pool was deleted under since it was read above would
+	// otherwise be bound to no pool and outlive it.
+	c, err := h.reg.IssuePoolCredential(ctx, rec.PoolID, rec.ID, h.opts.CredentialTTL)
 	if err != nil {
 		return nil, registryError(err, rec.PoolID)
 	}
