@@ -21,7 +21,10 @@ package registry
 // "issuer|sub" splits at its first '|'.
 //
 // Deleting an identity pool leaves its identities and login keys in place:
-// they are unreachable while no pool of that id exists.
+// they are unreachable while no pool of that id exists, and a pool created
+// again with that id (CreateIdentityPool with pool.ID set) finds them again.
+// Credentials carry their pool's creation time, so those issued before the
+// deletion do not work in the new pool.
 
 import (
 	"context"
