@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/pushsync/pushsync/sync/event"
 )
@@ -78,6 +79,9 @@ func (s *Server) deadLetterAction(act func(DeadLetterStore, *request, uint64) er
 		if err := act(dl, r, seq); err != nil {
 			if errors.Is(err, event.ErrNoDeadLetter) {
 				return nil, resourceNotFound("no dead letter %d", seq)
+			}
+			if errors.Is(err, event.ErrNoStreamForSubject) {
+				return nil, invalidParameter("%s; it stays a dead letter until a stream takes that subject again", strings.TrimPrefix(err.Error(), "event: "))
 			}
 			return nil, err
 		}

@@ -30,6 +30,12 @@ const HeaderReplayedAt = "Pushsync-Replayed-At"
 // stream.
 var ErrNoDeadLetter = errors.New("event: no such dead letter")
 
+// ErrNoStreamForSubject is returned by Replay for a dead letter whose
+// original subject no stream takes any more (the event stream's subjects
+// changed since it was dead-lettered): replaying it cannot succeed until
+// one does, while the other letters may.
+var ErrNoStreamForSubject = errors.New("event: no stream takes the dead letter's subject")
+
 // DeadLetterConfig names the dead-letter stream.
 type DeadLetterConfig struct {
 	// Stream is the dead-letter stream's name. Required.
@@ -164,6 +170,13 @@ func (d *DeadLetters) Replay(ctx context.Context, seq uint64) error {
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay.%s.%d", d.cfg.Stream, seq))
 	msg.Header.Set(HeaderReplayedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
+		// No stream answering looks the same whether none takes the
+		// subject or JetStream is out of reach; the stream lookup tells.
+		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+			if _, lerr := d.js.StreamNameBySubject(ctx, dl.OriginalSubject); errors.Is(lerr, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("%w: dead letter %d, subject %s", ErrNoStreamForSubject, seq, dl.OriginalSubject)
+			}
+		}
 		return fmt.Errorf("event: replay dead letter %d: %w", seq, err)
 	}
 	return d.Discard(ctx, seq)

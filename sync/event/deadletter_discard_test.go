@@ -42,3 +42,34 @@ func TestDeadLetterDiscardOfAnUnknownSequenceIsNotFound(t *testing.T) {
 		t.Fatalf("listed %+v (%v), want the letter 2 alone", letters, err)
 	}
 }
+
+// TestDeadLetterReplayWithoutAStreamForItsSubject: a letter whose original
+// subject no stream takes any more fails to replay with
+// ErrNoStreamForSubject, which the admin API answers as that letter's
+// fault, rather than as JetStream out of reach, and stays a dead letter.
+func TestDeadLetterReplayWithoutAStreamForItsSubject(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	_, js := ns.Connect(t)
+	ctx := context.Background()
+	dl, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No event stream takes the subject: as after the stream's subjects
+	// changed.
+	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.1", prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Replay(ctx, 1); !errors.Is(err, event.ErrNoStreamForSubject) {
+		t.Fatalf("replay: %v, want %v", err, event.ErrNoStreamForSubject)
+	}
+	if letters, err := dl.List(ctx, 0, 10); err != nil || len(letters) != 1 {
+		t.Fatalf("listed %+v (%v), want the letter kept", letters, err)
+	}
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: "EVENTS", SubjectPrefix: prefix}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Replay(ctx, 1); err != nil {
+		t.Fatalf("replay once a stream takes the subject: %v", err)
+	}
+}
