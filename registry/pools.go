@@ -24,7 +24,8 @@ package registry
 // they are unreachable while no pool of that id exists, and a pool created
 // again with that id (CreateIdentityPool with pool.ID set) finds them again.
 // Credentials carry their pool's creation time, so those issued before the
-// deletion do not work in the new pool.
+// deletion do not work in the new pool. PurgeIdentityPool erases them, and
+// everything else kept of the deleted pool, for good.
 
 import (
 	"context"

@@ -207,3 +207,40 @@ func (c *cli) printIdentityPool(raw []byte) error {
 	}
 	return c.printKV(kv)
 }
+
+// identityPoolPurge erases what a deleted pool left in Redis, calling the
+// admin API's bounded purge step until it is done.
+func identityPoolPurge(c *cli, v *cmdFlags) error {
+	var total int64
+	for cursor := ""; ; {
+		raw, err := c.admin(http.MethodPost, poolPath(v.arg)+"/purge", map[string]string{"cursor": cursor})
+		if err != nil {
+			c.progress("")
+			if total > 0 {
+				return fmt.Errorf("%w (%d keys removed before; run identitypool purge again to finish)", err, total)
+			}
+			return err
+		}
+		var out struct {
+			Removed int64  `json:"removed"`
+			Done    bool   `json:"done"`
+			Cursor  string `json:"cursor"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			c.progress("")
+			return fmt.Errorf("the API answered invalid JSON: %w", err)
+		}
+		total += out.Removed
+		if out.Done {
+			break
+		}
+		cursor = out.Cursor
+		c.progress("purging identity pool %s: %d keys removed", v.arg, total)
+	}
+	c.progress("")
+	if c.output == "json" {
+		return c.printValue(map[string]any{"id": v.arg, "removed": total})
+	}
+	_, err := fmt.Fprintf(c.stdout, "purged identity pool %s: %d keys removed\n", v.arg, total)
+	return err
+}

@@ -74,6 +74,7 @@ var commands = []*command{
 	{name: "identitypool update", synopsis: "ID [-name N] [-allow-unauthenticated=true|false] [OIDC | -no-oidc]", arg: "ID",
 		summary: "change an identity pool's settings; those not given stay as they are", run: identityPoolUpdate, define: defineIdentityPoolUpdate},
 	{name: "identitypool delete", synopsis: "ID", arg: "ID", summary: "delete an identity pool", run: identityPoolDelete},
+	{name: "identitypool purge", synopsis: "ID", arg: "ID", summary: "erase every identity, login, dataset and device a deleted identity pool left", run: identityPoolPurge},
 	{name: "deadletter list", synopsis: "[-after SEQ] [-limit N]", summary: "list events whose pushes failed until their deliveries ran out",
 		run: deadLetterList, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			fs.Int64Var(&v.after, "after", 0, "list dead letters after this sequence")
@@ -399,6 +400,23 @@ dropped); each app's ARN for its platform is read from the admin API.
 		fmt.Fprint(w, `
 Settings whose flags are not given keep their values; -oidc-issuer replaces
 the pool's OpenID Connect providers with the one given.
+`)
+	}
+	if cmd.name == "identitypool delete" {
+		fmt.Fprint(w, `
+The pool's identities, logins, datasets and devices stay, out of reach, and
+a pool created again with the same id finds them; identitypool purge
+erases them.
+`)
+	}
+	if cmd.name == "identitypool purge" {
+		fmt.Fprint(w, `
+Only a deleted pool can be purged: while a pool of that id exists the API
+refuses with ResourceConflictException and nothing is removed. The purge
+runs in bounded steps of a few hundred keys, which this command repeats
+until nothing of the pool is left; one that stops early is finished by
+running it again. On a terminal, stderr shows its progress. It prints how
+many keys it removed.
 `)
 	}
 	if cmd.name == "deadletter replay" {

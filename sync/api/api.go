@@ -29,6 +29,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/awsproto"
+	"github.com/pushsync/pushsync/internal/keypurge"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api/sigv4"
 	"github.com/pushsync/pushsync/sync/event"
@@ -61,6 +62,7 @@ type Registry interface {
 	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)
 	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
 	DeleteIdentityPool(ctx context.Context, id string) error
+	PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (int64, string, error)
 	CheckPool(ctx context.Context, pool string) error
 	CredentialInPool(ctx context.Context, accessKeyID, pool string) (registry.IdentityCredential, error)
 	SecretsStatus(ctx context.Context) (registry.SecretsReport, error)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushsync/pushsync/internal/keypurge"
 	"github.com/pushsync/pushsync/sync/cognito"
 	"github.com/pushsync/pushsync/sync/store"
 )
@@ -25,6 +26,7 @@ type Store interface {
 	IdentityUsage(ctx context.Context, pool, identity string) (store.IdentityUsage, error)
 	PoolUsage(ctx context.Context, pool string) (store.PoolUsage, error)
 	ListPoolUsage(ctx context.Context, max int, nextToken string, known []string) ([]store.PoolUsage, string, error)
+	PurgePhases(pool string) []keypurge.Phase
 }
 
 // Relay publishes a committed change; *relay.Relay is one.

@@ -3,8 +3,11 @@ package api
 import (
 	"errors"
 	"strings"
+	"time"
 
+	"github.com/pushsync/pushsync/internal/keypurge"
 	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/cognito"
 )
 
 // identityPoolInput is the body of CreateIdentityPool and
@@ -97,4 +100,53 @@ func (s *Server) deleteIdentityPool(r *request) (any, error) {
 		return nil, poolError(err)
 	}
 	return struct{}{}, nil
+}
+
+// purgeStepTime bounds one PurgeIdentityPool call: a pool of millions of
+// keys is purged by calls that each answer well within any client's or
+// proxy's timeout, and that the caller repeats with the cursor returned.
+const purgeStepTime = 2 * time.Second
+
+// purgeInput is the body of PurgeIdentityPool.
+type purgeInput struct {
+	// Cursor continues a purge from where the last call stopped; "" or
+	// absent starts it.
+	Cursor string `json:"cursor"`
+}
+
+// purgeOutput answers PurgeIdentityPool.
+type purgeOutput struct {
+	// Removed counts the keys (and configuration entries) this call removed.
+	Removed int64 `json:"removed"`
+	// Done is true once nothing of the pool remains.
+	Done bool `json:"done"`
+	// Cursor is what to send to continue, while Done is false.
+	Cursor string `json:"cursor,omitempty"`
+}
+
+// purgeIdentityPool removes, for one bounded step, the data a deleted
+// identity pool left in Redis. It is refused while a pool of that id
+// exists: purging is only for a pool that is gone.
+func (s *Server) purgeIdentityPool(r *request) (any, error) {
+	var in purgeInput
+	if err := r.decode(&in); err != nil {
+		return nil, err
+	}
+	id := r.PathValue("id")
+	var more []keypurge.Phase
+	if s.store != nil {
+		more = s.store.PurgePhases(id)
+	}
+	removed, next, err := s.reg.PurgeIdentityPool(r.Context(), id, more, in.Cursor, time.Now().Add(purgeStepTime))
+	log := s.log.With().Str("operation", "PurgeIdentityPool").Str("pool", id).Logger()
+	if removed > 0 || err == nil {
+		log.Info().Int64("removed", removed).Bool("done", err == nil && next == "").Msg("purging a deleted identity pool's data")
+	}
+	if err != nil {
+		if errors.Is(err, registry.ErrInvalidPool) && in.Cursor != "" && cognito.ValidateIdentityPoolID(id) == nil {
+			return nil, invalidParameter("cursor %q is not one a purge of this pool returned", in.Cursor)
+		}
+		return nil, poolError(err)
+	}
+	return purgeOutput{Removed: removed, Done: next == "", Cursor: next}, nil
 }

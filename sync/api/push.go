@@ -50,6 +50,7 @@ func (s *Server) routes() {
 	s.handle("GET /admin/v1/identitypools/{id}", "GetIdentityPool", AdminService, s.getIdentityPool)
 	s.handle("PUT /admin/v1/identitypools/{id}", "UpdateIdentityPool", AdminService, s.updateIdentityPool)
 	s.handle("DELETE /admin/v1/identitypools/{id}", "DeleteIdentityPool", AdminService, s.deleteIdentityPool)
+	s.handle("POST /admin/v1/identitypools/{id}/purge", "PurgeIdentityPool", AdminService, s.purgeIdentityPool)
 
 	unknown := func(r *request) (any, error) { return nil, unknownOperation(r.Method, r.URL.EscapedPath()) }
 	s.handle("/admin/", "Unknown", AdminService, unknown)

@@ -1,0 +1,192 @@
+// Package keypurge removes keys found by SCAN in bounded steps that can be
+// resumed: each step scans and removes until its deadline and returns a
+// cursor to continue from, so that a purge of millions of keys never runs
+// one long command and a purge that was interrupted is finished by running
+// it again. It works on one Redis and on Redis Cluster, where it scans
+// every master in turn.
+package keypurge
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Phase is one pass of a purge.
+type Phase struct {
+	// Match is the SCAN MATCH pattern of the keys the pass looks at.
+	Match string
+	// Select returns the keys, among those SCAN found, to remove. If nil,
+	// every key found is removed.
+	Select func(ctx context.Context, keys []string) ([]string, error)
+	// Run, if set, makes the phase one call instead of a pass of SCAN:
+	// it removes what it removes and returns how many items it removed.
+	// It must be safe to run again.
+	Run func(ctx context.Context) (int64, error)
+}
+
+// Options bound the work of one step.
+type Options struct {
+	// Deadline is when a step returns with a cursor to continue from; it
+	// always completes the batch it has begun.
+	Deadline time.Time
+	// Count is the SCAN COUNT hint, and so about the most keys removed
+	// by one pipeline. If not set, 500.
+	Count int64
+	// Guard is called before every removal; an error stops the step
+	// before it removes anything more, and is returned.
+	Guard func(ctx context.Context) error
+}
+
+// Step runs the phases from cursor ("" to start) until they are done or
+// the deadline passes. It returns how many keys it removed and the cursor
+// to continue from, "" when every phase is done. A cursor is only valid
+// for the same phases; one that does not parse is an error.
+func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor string, opts Options) (removed int64, next string, err error) {
+	if opts.Count <= 0 {
+		opts.Count = 500
+	}
+	phase, node, cur, err := parseCursor(cursor)
+	if err != nil {
+		return 0, "", err
+	}
+	nodes, err := masters(ctx, rdb)
+	if err != nil {
+		return 0, "", err
+	}
+	if phase > len(phases) {
+		return 0, "", fmt.Errorf("cursor %q: %w", cursor, ErrBadCursor)
+	}
+	if node >= len(nodes) {
+		// The cluster has fewer masters than when the cursor was made:
+		// start the phase again, which finds only what is left.
+		node, cur = 0, 0
+	}
+	for phase < len(phases) {
+		p := phases[phase]
+		if p.Run != nil {
+			if opts.Guard != nil {
+				if err := opts.Guard(ctx); err != nil {
+					return removed, formatCursor(phase, 0, 0), err
+				}
+			}
+			k, err := p.Run(ctx)
+			removed += k
+			if err != nil {
+				return removed, formatCursor(phase, 0, 0), err
+			}
+			phase, node, cur = phase+1, 0, 0
+			continue
+		}
+		keys, n, err := nodes[node].Scan(ctx, cur, p.Match, opts.Count).Result()
+		if err != nil {
+			return removed, formatCursor(phase, node, cur), fmt.Errorf("scan %s: %w", p.Match, err)
+		}
+		if len(keys) > 0 && p.Select != nil {
+			if keys, err = p.Select(ctx, keys); err != nil {
+				return removed, formatCursor(phase, node, cur), err
+			}
+		}
+		if len(keys) > 0 {
+			if opts.Guard != nil {
+				if err := opts.Guard(ctx); err != nil {
+					return removed, formatCursor(phase, node, cur), err
+				}
+			}
+			k, err := unlink(ctx, rdb, keys)
+			removed += k
+			if err != nil {
+				return removed, formatCursor(phase, node, cur), err
+			}
+		}
+		if cur = n; cur == 0 {
+			if node++; node == len(nodes) {
+				phase, node = phase+1, 0
+			}
+		}
+		if phase < len(phases) && !opts.Deadline.IsZero() && !time.Now().Before(opts.Deadline) {
+			return removed, formatCursor(phase, node, cur), nil
+		}
+	}
+	return removed, "", nil
+}
+
+// unlink removes keys with one UNLINK each, in one pipeline, which a
+// cluster client splits by node: keys of different slots cannot share a
+// command there.
+func unlink(ctx context.Context, rdb redis.UniversalClient, keys []string) (int64, error) {
+	cmds := make([]*redis.IntCmd, len(keys))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Unlink(ctx, k)
+		}
+		return nil
+	})
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	if err != nil {
+		return n, fmt.Errorf("unlink: %w", err)
+	}
+	return n, nil
+}
+
+// masters returns the clients to scan: on Redis Cluster each master, in
+// the order of their addresses, so that a cursor names the same node in
+// the next step; elsewhere the client itself.
+func masters(ctx context.Context, rdb redis.UniversalClient) ([]redis.Cmdable, error) {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return []redis.Cmdable{rdb}, nil
+	}
+	var (
+		clients []*redis.Client
+		mu      sync.Mutex
+	)
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		mu.Lock()
+		clients = append(clients, c)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list cluster masters: %w", err)
+	}
+	sort.Slice(clients, func(i, j int) bool { return clients[i].Options().Addr < clients[j].Options().Addr })
+	out := make([]redis.Cmdable, len(clients))
+	for i, c := range clients {
+		out[i] = c
+	}
+	return out, nil
+}
+
+// A cursor is "<phase>.<node>.<SCAN cursor>".
+func formatCursor(phase, node int, cur uint64) string {
+	return strconv.Itoa(phase) + "." + strconv.Itoa(node) + "." + strconv.FormatUint(cur, 10)
+}
+
+// ErrBadCursor is wrapped by the error for a cursor that does not parse.
+var ErrBadCursor = fmt.Errorf("not a cursor a purge step returned")
+
+func parseCursor(s string) (phase, node int, cur uint64, err error) {
+	if s == "" {
+		return 0, 0, 0, nil
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) == 3 {
+		p, err1 := strconv.Atoi(parts[0])
+		n, err2 := strconv.Atoi(parts[1])
+		c, err3 := strconv.ParseUint(parts[2], 10, 64)
+		if err1 == nil && err2 == nil && err3 == nil && p >= 0 && n >= 0 {
+			return p, n, c, nil
+		}
+	}
+	return 0, 0, 0, fmt.Errorf("cursor %q: %w", s, ErrBadCursor)
+}

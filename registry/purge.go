@@ -1,0 +1,121 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/internal/keypurge"
+	"github.com/pushsync/pushsync/sync/cognito"
+)
+
+// PurgeIdentityPool is one bounded step of erasing what a deleted identity
+// pool leaves in Redis: the phases given (those of the other packages that
+// keep data per identity, such as the store's), then the pool's login keys,
+// its identities' device registrations and subscriptions, its identity
+// records, and the push, streams and bulk publish settings of the pool in
+// the configuration. It runs until deadline, in batches of a few hundred
+// keys, and returns how many keys (and configuration fields) it removed
+// and the cursor to continue from, "" once everything is removed. Start
+// with cursor "". Running it again after an interruption, from its last
+// cursor or from "", finishes the purge.
+//
+// While a pool of that id exists it removes nothing and returns an error
+// wrapping ErrPoolExists; the check is made before every batch, read from
+// Redis. A cursor it did not return is an error wrapping ErrInvalidPool.
+//
+// Identity credentials issued in the pool are not removed: deleting the
+// pool voided them, and their records leave Redis by themselves an hour
+// after they expire.
+func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (removed int64, next string, err error) {
+	if err := cognito.ValidateIdentityPoolID(id); err != nil {
+		return 0, "", fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
+	}
+	p := cognito.EscapeGlob(r.prefix)
+	pool := cognito.EscapeGlob(id)
+	phases := append(append([]keypurge.Phase(nil), more...),
+		keypurge.Phase{Match: p + ":login:{" + pool + "|*"},
+		keypurge.Phase{Match: p + ":{" + pool + "/*}:push"},
+		keypurge.Phase{Match: p + ":{ident:*}", Select: func(ctx context.Context, keys []string) ([]string, error) {
+			return r.identitiesOfPool(ctx, id, keys)
+		}},
+		keypurge.Phase{Run: func(ctx context.Context) (int64, error) { return r.purgePoolConfig(ctx, id) }},
+	)
+	removed, next, err = keypurge.Step(ctx, r.rdb, phases, cursor, keypurge.Options{
+		Deadline: deadline,
+		Guard:    func(ctx context.Context) error { return r.checkPoolGone(ctx, r.rdb, id) },
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, keypurge.ErrBadCursor):
+		return removed, "", fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
+	default:
+		return removed, next, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
+	}
+	return removed, next, nil
+}
+
+// checkPoolGone returns an error wrapping ErrPoolExists if a pool of that
+// id exists.
+func (r *Registry) checkPoolGone(ctx context.Context, c redis.Cmdable, id string) error {
+	ok, err := c.HExists(ctx, r.configKey(), poolField(id)).Result()
+	if err != nil {
+		return err
+	}
+	if ok {
+		return fmt.Errorf("%w: %s; only the data of a deleted pool can be purged", ErrPoolExists, id)
+	}
+	return nil
+}
+
+// identitiesOfPool returns the identity record keys, among keys, of
+// identities of the pool.
+func (r *Registry) identitiesOfPool(ctx context.Context, pool string, keys []string) ([]string, error) {
+	cmds := make([]*redis.StringCmd, len(keys))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HGet(ctx, k, "pool")
+		}
+		return nil
+	})
+	if err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("read identities: %w", err)
+	}
+	var out []string
+	for i, c := range cmds {
+		if c.Err() == nil && c.Val() == pool && strings.HasPrefix(keys[i], r.prefix+":{ident:") {
+			out = append(out, keys[i])
+		}
+	}
+	return out, nil
+}
+
+// purgePoolConfig removes the pool's push, streams and bulk publish
+// fields from the configuration, unless a pool of that id exists.
+func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error) {
+	key := r.configKey()
+	var n int64
+	fn := func(tx *redis.Tx) error {
+		if err := r.checkPoolGone(ctx, tx, id); err != nil {
+			return err
+		}
+		var del *redis.IntCmd
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			del = p.HDel(ctx, key, "pool:"+id, "streams:"+id, r.bulkField(id))
+			return nil
+		})
+		n = del.Val()
+		return err
+	}
+	var err error
+	for range 3 { // the configuration changed meanwhile: read it again
+		if err = r.rdb.Watch(ctx, fn, key); !errors.Is(err, redis.TxFailedErr) {
+			break
+		}
+	}
+	return n, err
+}
