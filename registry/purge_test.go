@@ -1,0 +1,95 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pushsync/pushsync/internal/testenv"
+	"github.com/pushsync/pushsync/registry"
+)
+
+// TestPurgeIdentityPoolInSteps: the purge of a deleted pool with more keys
+// than one batch runs in several steps, each resuming from the cursor the
+// one before returned, and removes the pool's login keys and identities,
+// so that the same login in a pool created again with that id gets a new
+// identity; another pool's logins and identities stay.
+func TestPurgeIdentityPoolInSteps(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	ctx := context.Background()
+	gone := poolsCreate(t, r, true)
+	kept := poolsCreate(t, r, true)
+	logins := map[string]string{}
+	for i := range 3 {
+		sub := fmt.Sprintf("user-%d", i)
+		id, _, err := r.IdentityForLogin(ctx, gone.ID, poolsIssuer, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logins[sub] = id
+	}
+	for range 1200 { // more than a batch of the scan
+		if _, err := r.NewIdentity(ctx, gone.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keptID, _, err := r.IdentityForLogin(ctx, kept.ID, poolsIssuer, "user-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, _, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now().Add(time.Minute)); !errors.Is(err, registry.ErrPoolExists) {
+		t.Fatalf("purge of a pool that exists: %v, want %v", err, registry.ErrPoolExists)
+	}
+	if err := r.DeleteIdentityPool(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "9.0.0", time.Now()); !errors.Is(err, registry.ErrInvalidPool) {
+		t.Errorf("purge from a cursor it never returned: %v, want %v", err, registry.ErrInvalidPool)
+	}
+
+	var removed int64
+	steps := 0
+	for cursor := ""; ; {
+		// A deadline already past: each step ends after one batch.
+		n, next, err := r.PurgeIdentityPool(ctx, gone.ID, nil, cursor, time.Now())
+		if err != nil {
+			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
+		}
+		removed += n
+		steps++
+		if next == "" {
+			break
+		}
+		if steps > 100000 {
+			t.Fatal("the purge does not end")
+		}
+		cursor = next
+	}
+	if steps < 2 {
+		t.Errorf("the purge took %d step; a past deadline should end a step after each batch", steps)
+	}
+	if want := int64(1200 + 3 + 3); removed < want {
+		t.Errorf("removed %d keys, want at least %d (identities and login keys)", removed, want)
+	}
+	if n, next, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now().Add(time.Minute)); n != 0 || next != "" || err != nil {
+		t.Errorf("purge run again: removed %d, cursor %q, %v; want nothing left", n, next, err)
+	}
+
+	if _, err := r.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: gone.ID, Name: "again", AllowUnauthenticated: true,
+		OpenIDProviders: gone.OpenIDProviders}); err != nil {
+		t.Fatal(err)
+	}
+	for sub, old := range logins {
+		id, created, err := r.IdentityForLogin(ctx, gone.ID, poolsIssuer, sub)
+		if err != nil || !created || id == old {
+			t.Errorf("login %s in the pool created again: identity %s (created %v, %v), want a new one, not %s", sub, id, created, err, old)
+		}
+	}
+	if id, created, err := r.IdentityForLogin(ctx, kept.ID, poolsIssuer, "user-0"); err != nil || created || id != keptID {
+		t.Errorf("the other pool's login: identity %s (created %v, %v), want %s kept", id, created, err, keptID)
+	}
+}
