@@ -21,16 +21,28 @@ func TestIdentityRateLimitSettings(t *testing.T) {
 		{env: []string{"PUSHSYNC_API_TRUSTED_PROXIES=10.0.0.0/8,lb.internal"}, want: `config: api.trusted_proxies[1]: must be a CIDR such as 10.0.0.0/8 or an IP address, got "lb.internal"`},
 		{yaml: "api:\n  trusted_proxies: 10.0.0.0/8\n", want: `api.trusted_proxies: must be a list of CIDRs, got a string ("10.0.0.0/8"); write [10.0.0.0/8]`},
 	} {
-		_, err := Parse([]byte(tc.yaml), tc.env, ".")
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%q %q: %v", tc.yaml, tc.env, err)
-		case tc.want != "" && err == nil:
-			t.Errorf("%q %q: no error, want %s", tc.yaml, tc.env, tc.want)
-		case tc.want != "" && !containsLine(err.Error(), tc.want):
-			t.Errorf("%q %q: got\n%v\nwant a line ending %s", tc.yaml, tc.env, err, tc.want)
-		}
+		parseWant(t, tc.yaml, tc.env, tc.want)
 	}
+}
+
+// parseWant parses a configuration from yaml and env, and checks that it
+// loads when want is empty, or else fails with a line ending in want. It
+// returns the configuration, nil when it failed.
+func parseWant(t *testing.T, yaml string, env []string, want string) *Config {
+	t.Helper()
+	c, err := Parse([]byte(yaml), env, ".")
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("%q %q: %v", yaml, env, err)
+	case want != "" && err == nil:
+		t.Errorf("%q %q: no error, want %s", yaml, env, want)
+	case want != "" && !containsLine(err.Error(), want):
+		t.Errorf("%q %q: got\n%v\nwant a line ending %s", yaml, env, err, want)
+	}
+	if err != nil {
+		return nil
+	}
+	return c
 }
 
 func containsLine(s, suffix string) bool {

@@ -15,15 +15,8 @@ func TestStoreBoundSettings(t *testing.T) {
 		{env: []string{"PUSHSYNC_API_MAX_DELETED_DATASETS=19"}, want: "config: api.max_deleted_datasets: must be between 20 and 10000, got 19"},
 		{yaml: "api:\n  max_deleted_datasets: 10001\n", want: "config: api.max_deleted_datasets: must be between 20 and 10000, got 10001"},
 	} {
-		c, err := Parse([]byte(tc.yaml), tc.env, ".")
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%q %q: %v", tc.yaml, tc.env, err)
-		case tc.want != "" && err == nil:
-			t.Errorf("%q %q: no error, want %s", tc.yaml, tc.env, tc.want)
-		case tc.want != "" && !containsLine(err.Error(), tc.want):
-			t.Errorf("%q %q: got\n%v\nwant a line ending %s", tc.yaml, tc.env, err, tc.want)
-		case tc.want == "" && tc.env != nil && (c.API.MaxTombstones != 1<<20 || c.API.MaxDeletedDatasets != 10000):
+		c := parseWant(t, tc.yaml, tc.env, tc.want)
+		if c != nil && tc.env != nil && (c.API.MaxTombstones != 1<<20 || c.API.MaxDeletedDatasets != 10000) {
 			t.Errorf("%q: max_tombstones %d, max_deleted_datasets %d", tc.env, c.API.MaxTombstones, c.API.MaxDeletedDatasets)
 		}
 	}
