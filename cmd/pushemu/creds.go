@@ -85,6 +85,13 @@ func (e *badFiles) Error() string {
 // issued again, with a warning.
 func loadCredentials(dir string, hosts []string, fresh bool, log *zerolog.Logger) (*credentials, error) {
 	c := &credentials{dir: dir, files: make(map[string][]byte), log: log}
+	if !fresh && legacyDir(dir) {
+		// Such a pushemu made everything anew at every start; so does this
+		// start, once, and the next ones keep what it makes.
+		log.Warn().Msgf("%s holds the credentials of an earlier pushemu, which kept no CA keys and made new credentials at every start; "+
+			"made new ones, which later starts keep: restart pushsyncd and give the apps the new keys with pushsyncctl app rotate, as after every start before", dir)
+		fresh = true
+	}
 	var err error
 	if c.apns, err = c.identity(apnsCA, apnsServer, "apns-emulator", hosts, fresh); err != nil {
 		return nil, err
@@ -105,6 +112,25 @@ func loadCredentials(dir string, hosts []string, fresh bool, log *zerolog.Logger
 		c.serviceAccount = sa[0]
 	}
 	return c, nil
+}
+
+// legacyDir says whether dir is one an earlier pushemu wrote: it holds a
+// CA certificate but none of the keys and server certificates pushemu
+// keeps now.
+func legacyDir(dir string) bool {
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(dir, name))
+		return err == nil
+	}
+	if !exists(apnsCA.files[0]) && !exists(fcmCA.files[0]) {
+		return false
+	}
+	for _, name := range []string{apnsCA.files[1], fcmCA.files[1], apnsServer.files[0], apnsServer.files[1], fcmServer.files[0], fcmServer.files[1]} {
+		if exists(name) {
+			return false
+		}
+	}
+	return true
 }
 
 // read reads the files of set, or none when fresh, returning nil when

@@ -273,3 +273,37 @@ func expiredCA(t *testing.T, keyPEM []byte) []byte {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// TestLegacyDirectoryMadeAnew starts pushemu on a -dir an earlier pushemu
+// wrote, with CA certificates but no CA keys or server certificates: as
+// that pushemu did at every start, it makes new credentials, with a
+// warning saying what to do, rather than refusing to start; the next start
+// keeps them.
+func TestLegacyDirectoryMadeAnew(t *testing.T) {
+	dir := t.TempDir()
+	_, _, stop := startPushemu(t, "-dir", dir)
+	stop()
+	for _, name := range []string{"apns-ca-key.pem", "fcm-ca-key.pem", "apns-server.pem", "apns-server-key.pem", "fcm-server.pem", "fcm-server-key.pem"} {
+		remove(t, dir, name)
+	}
+	old := snapshot(t, dir, "apns-ca.pem", "fcm-ca.pem", "apns-authkey.p8", "fcm-service-account.json")
+
+	second, logs, stop := startPushemu(t, "-dir", dir)
+	stop()
+	if l := logs.String(); !strings.Contains(l, "WRN "+dir+" holds the credentials of an earlier pushemu") || !strings.Contains(l, "pushsyncctl app rotate") {
+		t.Errorf("log:\n%s", l)
+	}
+	made := snapshot(t, dir, keptFiles...)
+	if ch := changed(old, made); len(ch) != len(keptFiles) {
+		t.Errorf("made anew: %v, want every kept file", ch)
+	}
+
+	// FCM on the same port, which the service account names.
+	_, logs, _ = startPushemu(t, "-dir", dir, "-fcm-addr", strings.TrimPrefix(second.FCM, "https://"))
+	if again := snapshot(t, dir, keptFiles...); !equalFiles(made, again) {
+		t.Errorf("the start after changed %v", changed(made, again))
+	}
+	if l := logs.String(); strings.Contains(l, "WRN") {
+		t.Errorf("the start after warned:\n%s", l)
+	}
+}
