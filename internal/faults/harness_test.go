@@ -1086,11 +1086,16 @@ type natsCluster struct {
 	opts []server.Options
 	srv  []*server.Server
 	URL  string // every client URL, comma-separated
+	// dir holds the servers' stores. It is made before the servers are
+	// started, so that it is removed after they are stopped: removed
+	// under running servers, it could be written again meanwhile and
+	// fail to go.
+	dir string
 }
 
 func startCluster(t *testing.T, n int) *natsCluster {
 	t.Helper()
-	c := &natsCluster{t: t, srv: make([]*server.Server, n)}
+	c := &natsCluster{t: t, srv: make([]*server.Server, n), dir: t.TempDir()}
 	t.Cleanup(func() {
 		for i := range c.srv {
 			c.stop(i)
@@ -1129,6 +1134,10 @@ func (c *natsCluster) configure(n int) {
 	var urls []string
 	c.opts = nil
 	for i := range n {
+		store, err := os.MkdirTemp(c.dir, "n")
+		if err != nil {
+			t.Fatal(err)
+		}
 		var routes []string
 		for j := range n {
 			if j != i {
@@ -1140,7 +1149,7 @@ func (c *natsCluster) configure(n int) {
 			Host:       "127.0.0.1",
 			Port:       clientPorts[i],
 			JetStream:  true,
-			StoreDir:   t.TempDir(),
+			StoreDir:   store,
 			NoLog:      true,
 			NoSigs:     true,
 			Cluster:    server.ClusterOpts{Name: "faults", Host: "127.0.0.1", Port: routePorts[i]},
