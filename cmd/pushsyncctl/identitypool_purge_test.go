@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/credentials"
@@ -82,6 +83,19 @@ func TestIdentityPoolPurge(t *testing.T) {
 		}
 		if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: aws.String(p)}); err != nil {
 			t.Fatalf("BulkPublish in %s: %v", p, err)
+		}
+		// The run records its outcome when it ends: wait for it, so
+		// that the snapshots below see the pool's settings as they stay.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			det, err := dev.GetBulkPublishDetails(&cognitosync.GetBulkPublishDetailsInput{IdentityPoolId: aws.String(p)})
+			if err != nil {
+				t.Fatalf("GetBulkPublishDetails in %s: %v", p, err)
+			}
+			if st := aws.StringValue(det.BulkPublishStatus); st == "SUCCEEDED" {
+				break
+			} else if st == "FAILED" || time.Now().After(deadline) {
+				t.Fatalf("bulk publish in %s: %s %s", p, st, aws.StringValue(det.FailureMessage))
+			}
 		}
 		return identity
 	}
