@@ -5,6 +5,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/sync/event"
 )
@@ -15,13 +18,8 @@ import (
 // which the admin API answers ResourceNotFoundException, rather than
 // failing as an internal error.
 func TestDeadLetterDiscardOfAnUnknownSequenceIsNotFound(t *testing.T) {
-	ns := testenv.StartNATS(t)
-	_, js := ns.Connect(t)
 	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, dl := deadLetters(t)
 	for _, id := range []string{"PUSHSYNC_EVENTS.1", "PUSHSYNC_EVENTS.2"} {
 		if err := dl.Put(ctx, id, prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {
 			t.Fatal(err)
@@ -48,13 +46,8 @@ func TestDeadLetterDiscardOfAnUnknownSequenceIsNotFound(t *testing.T) {
 // ErrNoStreamForSubject, which the admin API answers as that letter's
 // fault, rather than as JetStream out of reach, and stays a dead letter.
 func TestDeadLetterReplayWithoutAStreamForItsSubject(t *testing.T) {
-	ns := testenv.StartNATS(t)
-	_, js := ns.Connect(t)
 	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js, dl := deadLetters(t)
 	// No event stream takes the subject: as after the stream's subjects
 	// changed.
 	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.1", prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {
@@ -72,4 +65,16 @@ func TestDeadLetterReplayWithoutAStreamForItsSubject(t *testing.T) {
 	if err := dl.Replay(ctx, 1); err != nil {
 		t.Fatalf("replay once a stream takes the subject: %v", err)
 	}
+}
+
+// deadLetters starts a NATS server and returns a connection to it and its
+// dead-letter stream DEAD, for events under prefix.
+func deadLetters(t *testing.T) (*nats.Conn, jetstream.JetStream, *event.DeadLetters) {
+	t.Helper()
+	nc, js := testenv.StartNATS(t).Connect(t)
+	dl, err := event.NewDeadLetters(context.Background(), js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, dl
 }

@@ -7,9 +7,6 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/pushsync/pushsync/internal/testenv"
-	"github.com/pushsync/pushsync/sync/event"
 )
 
 // TestDeadLetterListSkipsDiscardedInOneRequest: with the letters between
@@ -17,13 +14,8 @@ import (
 // letters left, not every sequence number in between: an operator who kept
 // a few of many thousand letters must still be able to list them.
 func TestDeadLetterListSkipsDiscardedInOneRequest(t *testing.T) {
-	ns := testenv.StartNATS(t)
-	nc, js := ns.Connect(t)
 	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, _, dl := deadLetters(t)
 	const n = 300
 	for i := 1; i <= n; i++ {
 		if err := dl.Put(ctx, fmt.Sprintf("PUSHSYNC_EVENTS.%d", i), prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {

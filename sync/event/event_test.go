@@ -280,13 +280,8 @@ func TestEnsureStreamAppliesLimits(t *testing.T) {
 // first answer lost after the letter was stored) keeps one dead letter;
 // another message's letter is kept beside it.
 func TestDeadLetterPutRepeatedIsKeptOnce(t *testing.T) {
-	ns := testenv.StartNATS(t)
-	_, js := ns.Connect(t)
 	ctx := context.Background()
-	dl, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, dl := deadLetters(t)
 	subject, data := prefix+".a.b.c", []byte(`{"version":1}`)
 	for _, id := range []string{"PUSHSYNC_EVENTS.7", "PUSHSYNC_EVENTS.7", "PUSHSYNC_EVENTS.8"} {
 		if err := dl.Put(ctx, id, subject, data, "retries exhausted", 20); err != nil {
