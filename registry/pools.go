@@ -53,6 +53,9 @@ var (
 	ErrPoolNotFound = errors.New("identity pool not found")
 	// ErrPoolExists is returned when creating a pool with an id in use.
 	ErrPoolExists = errors.New("identity pool already exists")
+	// ErrPurgeUnfinished is returned when creating a pool with the id of a
+	// deleted pool whose purge started and has not finished.
+	ErrPurgeUnfinished = errors.New("the purge of a deleted identity pool of that id is unfinished")
 	// ErrInvalidPool is wrapped by every validation error of a pool.
 	ErrInvalidPool = errors.New("invalid identity pool")
 	// ErrIdentityNotFound is returned for an identity id that names no
@@ -228,6 +231,10 @@ func isLoopbackHost(host string) bool {
 
 func poolField(id string) string { return "ipool:" + id }
 
+// purgingField marks, in the configuration, a purge of a deleted pool's
+// data that has begun and not finished.
+func purgingField(id string) string { return "purging:" + id }
+
 // validRegion accepts region names such as us-east-1.
 func validRegion(region string) bool {
 	return region != "" && len(region) <= 25 && strings.IndexFunc(region, func(r rune) bool {
@@ -235,9 +242,18 @@ func validRegion(region string) bool {
 	}) < 0
 }
 
+// createPoolScript sets field ARGV[1] to ARGV[2] unless it exists (0) or a
+// purge of that pool's data is unfinished (-1, field ARGV[3]).
+var createPoolScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return -1 end
+return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+`)
+
 // CreateIdentityPool stores a new identity pool. Unless pool.ID is set, the
 // id is "<region>:<random uuid>"; a set id must be valid and unused
-// (ErrPoolExists otherwise). It returns the pool as stored.
+// (ErrPoolExists otherwise), and not that of a deleted pool whose purge is
+// unfinished (ErrPurgeUnfinished): a pool created then would find part of
+// the old pool's data. It returns the pool as stored.
 func (r *Registry) CreateIdentityPool(ctx context.Context, region string, pool IdentityPool) (IdentityPool, error) {
 	if err := pool.Validate(); err != nil {
 		return IdentityPool{}, err
@@ -255,11 +271,14 @@ func (r *Registry) CreateIdentityPool(ctx context.Context, region string, pool I
 		if err != nil {
 			return IdentityPool{}, err
 		}
-		ok, err := r.rdb.HSetNX(ctx, r.configKey(), poolField(pool.ID), data).Result()
+		n, err := createPoolScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(pool.ID), data, purgingField(pool.ID)).Int()
 		if err != nil {
 			return IdentityPool{}, fmt.Errorf("registry: create identity pool: %w", err)
 		}
-		if ok {
+		if n < 0 {
+			return IdentityPool{}, fmt.Errorf("registry: %w: %s; finish it (pushsyncctl identitypool purge %[2]s) before creating the pool again", ErrPurgeUnfinished, pool.ID)
+		}
+		if n == 1 {
 			// What this process may still hold of a pool of that id
 			// deleted through another one is void.
 			r.pools.forget(pool.ID)

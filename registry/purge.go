@@ -26,7 +26,10 @@ import (
 //
 // While a pool of that id exists it removes nothing and returns an error
 // wrapping ErrPoolExists; the check is made before every batch, read from
-// Redis. A cursor it did not return is an error wrapping ErrInvalidPool.
+// Redis. From its first removal until the purge is finished, creating a
+// pool of that id is refused (ErrPurgeUnfinished), so that no new pool
+// finds half of the old one's data. A cursor it did not return is an
+// error wrapping ErrInvalidPool.
 //
 // Identity credentials issued in the pool are not removed: deleting the
 // pool voided them, and their records leave Redis by themselves an hour
@@ -47,7 +50,7 @@ func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keyp
 	)
 	removed, next, err = keypurge.Step(ctx, r.rdb, phases, cursor, keypurge.Options{
 		Deadline: deadline,
-		Guard:    func(ctx context.Context) error { return r.checkPoolGone(ctx, r.rdb, id) },
+		Guard:    func(ctx context.Context) error { return r.beginPurge(ctx, id) },
 	})
 	switch {
 	case err == nil:
@@ -67,9 +70,37 @@ func (r *Registry) checkPoolGone(ctx context.Context, c redis.Cmdable, id string
 		return err
 	}
 	if ok {
-		return fmt.Errorf("%w: %s; only the data of a deleted pool can be purged", ErrPoolExists, id)
+		return errPoolNotDeleted(id)
 	}
 	return nil
+}
+
+// beginPurgeScript returns 1 if field ARGV[1] (the pool) exists, else sets
+// field ARGV[2] (the purge's mark) to ARGV[3] unless it is set, and
+// returns 0.
+var beginPurgeScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 1 end
+redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3])
+return 0
+`)
+
+// beginPurge returns an error wrapping ErrPoolExists if a pool of that id
+// exists, and otherwise marks its purge as begun, until purgePoolConfig,
+// its last phase, removes the mark.
+func (r *Registry) beginPurge(ctx context.Context, id string) error {
+	n, err := beginPurgeScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(id), purgingField(id),
+		r.now().UTC().Format(time.RFC3339)).Int()
+	if err != nil {
+		return err
+	}
+	if n == 1 {
+		return errPoolNotDeleted(id)
+	}
+	return nil
+}
+
+func errPoolNotDeleted(id string) error {
+	return fmt.Errorf("%w: %s; only the data of a deleted pool can be purged", ErrPoolExists, id)
 }
 
 // identitiesOfPool returns the identity record keys, among keys, of
@@ -95,7 +126,8 @@ func (r *Registry) identitiesOfPool(ctx context.Context, pool string, keys []str
 }
 
 // purgePoolConfig removes the pool's push, streams and bulk publish
-// fields from the configuration, unless a pool of that id exists.
+// fields, and the mark of its purge, from the configuration, unless a pool
+// of that id exists.
 func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error) {
 	key := r.configKey()
 	var n int64
@@ -106,6 +138,7 @@ func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error
 		var del *redis.IntCmd
 		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			del = p.HDel(ctx, key, "pool:"+id, "streams:"+id, r.bulkField(id))
+			p.HDel(ctx, key, purgingField(id))
 			return nil
 		})
 		n = del.Val()

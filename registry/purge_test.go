@@ -15,7 +15,8 @@ import (
 // than one batch runs in several steps, each resuming from the cursor the
 // one before returned, and removes the pool's login keys and identities,
 // so that the same login in a pool created again with that id gets a new
-// identity; another pool's logins and identities stay.
+// identity; another pool's logins and identities stay. Until the purge is
+// finished, no pool of that id can be created.
 func TestPurgeIdentityPoolInSteps(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	r := registry.New(rdb, registry.Options{KeyPrefix: prefix})
@@ -53,6 +54,7 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 
 	var removed int64
 	steps := 0
+	refused := false
 	for cursor := ""; ; {
 		// A deadline already past: each step ends after one batch.
 		n, next, err := r.PurgeIdentityPool(ctx, gone.ID, nil, cursor, time.Now())
@@ -64,10 +66,24 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 		if next == "" {
 			break
 		}
+		if removed > 0 && !refused {
+			refused = true
+			// Half purged: a pool created now would find the rest.
+			_, err := r.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: gone.ID, Name: "too soon", AllowUnauthenticated: true})
+			if !errors.Is(err, registry.ErrPurgeUnfinished) {
+				t.Fatalf("pool created while its purge is unfinished: %v, want %v", err, registry.ErrPurgeUnfinished)
+			}
+			if _, err := r.IdentityPool(ctx, gone.ID); !errors.Is(err, registry.ErrPoolNotFound) {
+				t.Fatalf("the refused pool: %v, want %v", err, registry.ErrPoolNotFound)
+			}
+		}
 		if steps > 100000 {
 			t.Fatal("the purge does not end")
 		}
 		cursor = next
+	}
+	if !refused {
+		t.Error("the purge removed everything in its last step; no pool could be created while it was half done")
 	}
 	if steps < 2 {
 		t.Errorf("the purge took %d step; a past deadline should end a step after each batch", steps)

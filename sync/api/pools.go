@@ -32,7 +32,7 @@ func poolError(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrInvalidPool):
 		return invalidParameter("%s", msg)
-	case errors.Is(err, registry.ErrPoolExists):
+	case errors.Is(err, registry.ErrPoolExists), errors.Is(err, registry.ErrPurgeUnfinished):
 		return resourceConflict("%s", msg)
 	case errors.Is(err, registry.ErrPoolNotFound):
 		return resourceNotFound("%s", msg)
