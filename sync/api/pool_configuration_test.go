@@ -222,3 +222,41 @@ func TestSetPoolConfigurationRoleWithoutApplications(t *testing.T) {
 		t.Fatalf("a role for a pool with applications: %+v %v", set, err)
 	}
 }
+
+// A role ARN is 20 to 2048 characters, in CognitoStreams as in PushSync: a
+// longer one is refused with what is wrong, and nothing of the call is
+// stored; one of 2048 characters is taken.
+func TestSetPoolConfigurationRoleARNLength(t *testing.T) {
+	f := newFixture(t)
+	dev := f.developer()
+	role := func(n int) string {
+		arn := "arn:aws:iam::123456789012:role/"
+		return arn + strings.Repeat("r", n-len(arn))
+	}
+	for _, tt := range []struct{ name, field string }{{"CognitoStreams", "CognitoStreams.RoleArn"}, {"PushSync", "PushSync.RoleArn"}} {
+		in := &cognitosync.SetIdentityPoolConfigurationInput{IdentityPoolId: aws.String(pool),
+			CognitoStreams: &cognitosync.CognitoStreams{StreamName: aws.String("events")}}
+		if tt.name == "CognitoStreams" {
+			in.CognitoStreams.RoleArn = aws.String(role(2049))
+		} else {
+			in.PushSync = &cognitosync.PushSync{ApplicationArns: []*string{}, RoleArn: aws.String(role(2049))}
+		}
+		_, err := dev.SetIdentityPoolConfiguration(in)
+		expectErr(t, tt.name+" role ARN of 2049 characters", err, "InvalidParameterException", 400)
+		if err == nil || !strings.Contains(err.Error(), tt.field+": an IAM role ARN is 20 to 2048 characters, got 2049") {
+			t.Errorf("%s role ARN of 2049 characters: %v, want the error to name %s and its length", tt.name, err, tt.field)
+		}
+		got, err := dev.GetIdentityPoolConfiguration(&cognitosync.GetIdentityPoolConfigurationInput{IdentityPoolId: aws.String(pool)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.PushSync != nil || got.CognitoStreams != nil {
+			t.Fatalf("after a refused %s call: PushSync stored %v, CognitoStreams stored %v; want nothing stored", tt.name, got.PushSync != nil, got.CognitoStreams != nil)
+		}
+	}
+	set, err := dev.SetIdentityPoolConfiguration(&cognitosync.SetIdentityPoolConfigurationInput{IdentityPoolId: aws.String(pool),
+		CognitoStreams: &cognitosync.CognitoStreams{StreamName: aws.String("events"), RoleArn: aws.String(role(2048))}})
+	if err != nil || set.CognitoStreams == nil || aws.StringValue(set.CognitoStreams.RoleArn) != role(2048) {
+		t.Fatalf("a role ARN of 2048 characters: %+v %v", set, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/cognito"
@@ -274,8 +275,10 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 	// Check everything the request gives before reading what is stored.
 	var apps map[registry.Platform]string
 	if ps := in.PushSync; ps != nil {
-		if ps.RoleArn != nil && (len(*ps.RoleArn) < 20 || len(*ps.RoleArn) > 2048 || !roleARN.MatchString(*ps.RoleArn)) {
-			return nil, invalidParameter("PushSync.RoleArn: %q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", *ps.RoleArn)
+		if ps.RoleArn != nil {
+			if err := checkRoleARN("PushSync.RoleArn", *ps.RoleArn); err != nil {
+				return nil, err
+			}
 		}
 		if ps.ApplicationArns != nil {
 			apps = map[registry.Platform]string{}
@@ -309,8 +312,10 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 		if c.StreamName != nil && (len(*c.StreamName) < 1 || len(*c.StreamName) > 128) {
 			return nil, invalidParameter("CognitoStreams.StreamName: must be 1 to 128 characters")
 		}
-		if c.RoleArn != nil && !roleARN.MatchString(*c.RoleArn) {
-			return nil, invalidParameter("CognitoStreams.RoleArn: %q is not an IAM role ARN", *c.RoleArn)
+		if c.RoleArn != nil {
+			if err := checkRoleARN("CognitoStreams.RoleArn", *c.RoleArn); err != nil {
+				return nil, err
+			}
 		}
 		if c.StreamingStatus != nil && *c.StreamingStatus != "ENABLED" && *c.StreamingStatus != "DISABLED" {
 			return nil, invalidParameter("CognitoStreams.StreamingStatus: must be ENABLED or DISABLED, got %q", *c.StreamingStatus)
@@ -358,6 +363,18 @@ func (s *Server) setPoolConfiguration(r *request) (any, error) {
 		return nil, err
 	}
 	return s.configurationOf(pool, cfg), nil
+}
+
+// checkRoleARN checks a role ARN member against the model's AssumeRoleArn:
+// an IAM role ARN of 20 to 2048 characters.
+func checkRoleARN(field, arn string) error {
+	if !roleARN.MatchString(arn) {
+		return invalidParameter("%s: %q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", field, arn)
+	}
+	if n := utf8.RuneCountInString(arn); n < 20 || n > 2048 {
+		return invalidParameter("%s: an IAM role ARN is 20 to 2048 characters, got %d", field, n)
+	}
+	return nil
 }
 
 // ARN returns the platform application ARN of an app for a platform, as
