@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net/http"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -451,7 +452,8 @@ func (s *Server) listPoolUsage(r *request) (any, error) {
 }
 
 // cognitoEvents answers GetCognitoEvents and SetCognitoEvents: pushsync
-// runs no sync triggers.
+// runs no sync triggers, so there are none to read, and only an empty
+// value, which removes a trigger, can be set.
 func (s *Server) cognitoEvents(r *request) (any, error) {
 	if _, _, _, _, err := labels(r); err != nil {
 		return nil, err
@@ -459,5 +461,23 @@ func (s *Server) cognitoEvents(r *request) (any, error) {
 	if err := r.developerOnly("Cognito events"); err != nil {
 		return nil, err
 	}
-	return nil, invalidParameter("Events: sync triggers (SyncTrigger Lambda functions) are not supported by pushsync; consume the PUSHSYNC_EVENTS stream instead")
+	if r.Method == http.MethodGet {
+		return struct{ Events map[string]string }{map[string]string{}}, nil
+	}
+	var in struct{ Events map[string]*string }
+	if err := r.decode(&in); err != nil {
+		return nil, err
+	}
+	if in.Events == nil {
+		return nil, invalidParameter("Events is required")
+	}
+	for name, v := range in.Events {
+		if name != "SyncTrigger" {
+			return nil, invalidParameter("Events: %q is not an event type; the only one is SyncTrigger", name)
+		}
+		if v != nil && *v != "" {
+			return nil, invalidParameter("Events: sync triggers (SyncTrigger Lambda functions) are not supported by pushsync; consume the PUSHSYNC_EVENTS stream instead")
+		}
+	}
+	return struct{}{}, nil
 }

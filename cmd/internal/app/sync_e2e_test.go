@@ -1128,11 +1128,23 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 		t.Errorf("second BulkPublish: %T, want *cognitosync.AlreadyStreamedException", err)
 	}
 
-	_, err = dev.GetCognitoEvents(&cognitosync.GetCognitoEventsInput{IdentityPoolId: id})
-	wantError(t, "GetCognitoEvents", err, "InvalidParameterException", http.StatusBadRequest, "sync triggers")
+	// No sync triggers: none to read, and only removing one can be set.
+	events, err := dev.GetCognitoEvents(&cognitosync.GetCognitoEventsInput{IdentityPoolId: id})
+	if err != nil || events.Events == nil || len(events.Events) != 0 {
+		t.Errorf("GetCognitoEvents: %v, %v; want an empty Events map", events, err)
+	}
+	if _, err := dev.SetCognitoEvents(&cognitosync.SetCognitoEventsInput{IdentityPoolId: id,
+		Events: map[string]*string{"SyncTrigger": aws.String("")}}); err != nil {
+		t.Errorf("SetCognitoEvents removing the sync trigger: %v", err)
+	}
 	_, err = dev.SetCognitoEvents(&cognitosync.SetCognitoEventsInput{IdentityPoolId: id,
 		Events: map[string]*string{"SyncTrigger": aws.String("arn:aws:lambda:us-east-1:123456789012:function:f")}})
 	wantError(t, "SetCognitoEvents", err, "InvalidParameterException", http.StatusBadRequest, "sync triggers")
+	_, err = dev.SetCognitoEvents(&cognitosync.SetCognitoEventsInput{IdentityPoolId: id,
+		Events: map[string]*string{"OnSync": aws.String("")}})
+	wantError(t, "SetCognitoEvents of an unknown event", err, "InvalidParameterException", http.StatusBadRequest, "OnSync")
+	_, err = dev.GetCognitoEvents(&cognitosync.GetCognitoEventsInput{IdentityPoolId: aws.String("us-east-1:00000000-0000-0000-0000-000000000000")})
+	wantError(t, "GetCognitoEvents of a pool that does not exist", err, "ResourceNotFoundException", http.StatusNotFound, "")
 }
 
 // pushsyncd takes an identity pool as it read it for
