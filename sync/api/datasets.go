@@ -26,7 +26,7 @@ type Store interface {
 	DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*store.Dataset, error)
 	IdentityUsage(ctx context.Context, pool, identity string) (store.IdentityUsage, error)
 	PoolUsage(ctx context.Context, pool string) (store.PoolUsage, error)
-	ListPoolUsage(ctx context.Context, max int, nextToken string, known []string) ([]store.PoolUsage, string, error)
+	ListPoolUsage(ctx context.Context, max int, nextToken string, pools []string) ([]store.PoolUsage, string, error)
 	PurgePhases(pool string) []keypurge.Phase
 }
 
@@ -421,17 +421,18 @@ func (s *Server) listPoolUsage(r *request) (any, error) {
 	if !given || max > maxPoolUsages {
 		max = maxPoolUsages
 	}
-	// Created pools are listed before they store anything, as
-	// DescribeIdentityPoolUsage describes them.
+	// The pools that exist, as DescribeIdentityPoolUsage describes them:
+	// a created pool before it stores anything, and not what a deleted
+	// one stored.
 	created, err := s.reg.IdentityPools(r.Context())
 	if err != nil {
 		return nil, err
 	}
-	known := make([]string, len(created))
+	ids := make([]string, len(created))
 	for i, p := range created {
-		known[i] = p.ID
+		ids[i] = p.ID
 	}
-	us, next, err := s.store.ListPoolUsage(r.Context(), int(max), q.Get("nextToken"), known)
+	us, next, err := s.store.ListPoolUsage(r.Context(), int(max), q.Get("nextToken"), ids)
 	if err != nil {
 		return nil, storeError(err)
 	}

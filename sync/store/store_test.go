@@ -1221,22 +1221,23 @@ func TestUsage(t *testing.T) {
 		t.Errorf("PoolUsage after four listings, three starting a session: %+v", pu)
 	}
 
-	all, next, err := s.ListPoolUsage(ctx, 1, "", nil)
+	all, next, err := s.ListPoolUsage(ctx, 1, "", []string{pool, pool2})
 	if err != nil || len(all) != 1 || next == "" || all[0].IdentityPoolID != pool2 || all[0].DataStorage != 2 || all[0].SyncSessions != 0 {
 		t.Fatalf("ListPoolUsage page 1: %+v %q %v", all, next, err)
 	}
-	all, next, err = s.ListPoolUsage(ctx, 1, next, nil)
+	all, next, err = s.ListPoolUsage(ctx, 1, next, []string{pool, pool2})
 	if err != nil || len(all) != 1 || next != "" || all[0].IdentityPoolID != pool || all[0].DataStorage != 8 || all[0].SyncSessions != 3 {
 		t.Fatalf("ListPoolUsage page 2: %+v %q %v", all, next, err)
 	}
 
-	// Pools known elsewhere come in order, with zero usage until they
-	// store something, and once however often they are named.
+	// The pools named come in order, with zero usage until they store
+	// something, and once however often they are named; a pool that
+	// stored data and is not named (deleted) is not listed.
 	const empty1, empty2 = "ap-south-1:00000000-0000-0000-0000-000000000000", "sa-east-1:00000000-0000-0000-0000-000000000000"
-	known := []string{empty2, pool, empty1}
+	named := []string{empty2, pool, empty1, pool}
 	var listed []string
 	for next = ""; ; {
-		all, next, err = s.ListPoolUsage(ctx, 2, next, known)
+		all, next, err = s.ListPoolUsage(ctx, 2, next, named)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1250,8 +1251,8 @@ func TestUsage(t *testing.T) {
 			break
 		}
 	}
-	if want := []string{empty1, pool2, empty2, pool}; !slices.Equal(listed, want) {
-		t.Errorf("ListPoolUsage with known pools listed %q, want %q", listed, want)
+	if want := []string{empty1, empty2, pool}; !slices.Equal(listed, want) {
+		t.Errorf("ListPoolUsage of %q listed %q, want %q", named, listed, want)
 	}
 
 	var ids []string

@@ -163,11 +163,12 @@ func decodePoolUsage(pool string, v []any) (PoolUsage, bool) {
 	return u, found
 }
 
-// ListPoolUsage returns the usage of every identity pool that stored data,
-// and of every pool in known (pools that exist elsewhere, with zero usage
-// until they store something), ordered by pool id, at most max of them (64
-// if max is 0 or less), and a token for the next page, empty on the last one.
-func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string, known []string) ([]PoolUsage, string, error) {
+// ListPoolUsage returns the usage of the identity pools named (those that
+// exist, each with zero usage until it stores something; a pool named more
+// than once comes once), ordered by pool id, at most max of them (64 if max
+// is 0 or less), and a token for the next page, empty on the last one. What
+// a deleted pool stored is not listed: it is named by no one.
+func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string, named []string) ([]PoolUsage, string, error) {
 	if max <= 0 {
 		max = DefaultListDatasets
 	}
@@ -175,19 +176,10 @@ func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string, kn
 	if !ok {
 		return nil, "", &cognito.FieldError{Field: "NextToken", Reason: "is not a token ListIdentityPoolUsage returned"}
 	}
-	min := "-"
-	if after != "" {
-		min = "(" + after
-	}
-	pools, err := s.rdb.ZRangeByLex(ctx, s.poolsKey(), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(max) + 1}).Result()
-	if err != nil {
-		return nil, "", fmt.Errorf("store: list pools: %w", err)
-	}
-	// The first max+1 of the union are among these: the sorted set's page
-	// holds its first max+1 after the token.
-	for _, k := range known {
-		if k > after {
-			pools = append(pools, k)
+	var pools []string
+	for _, p := range named {
+		if p > after {
+			pools = append(pools, p)
 		}
 	}
 	slices.Sort(pools)
@@ -198,7 +190,7 @@ func (s *Store) ListPoolUsage(ctx context.Context, max int, nextToken string, kn
 		next = encodeNameToken(pools[max-1])
 	}
 	cmds := make([]*redis.SliceCmd, len(pools))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, pool := range pools {
 			cmds[i] = p.HMGet(ctx, s.poolUsageKey(pool), usageBytes, usageModified, usageSessions)
 		}

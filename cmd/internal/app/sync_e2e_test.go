@@ -1055,6 +1055,16 @@ func TestBulkPublishStreamsEveryDataset(t *testing.T) {
 	if err != nil || aws.Int64Value(lpu.Count) != 1 || aws.Int64Value(lpu.MaxResults) != 60 {
 		t.Errorf("ListIdentityPoolUsage with maxResults 1000: %v %v", lpu, err)
 	}
+	// What a deleted pool stored is not listed, as it is not described.
+	deleted := s.createPool("")
+	s.signIn(deleted).write("settings", replace("lang", "it", 0))
+	if err := s.reg.DeleteIdentityPool(context.Background(), deleted); err != nil {
+		t.Fatal(err)
+	}
+	lpu, err = dev.ListIdentityPoolUsage(&cognitosync.ListIdentityPoolUsageInput{})
+	if err != nil || aws.Int64Value(lpu.Count) != 1 || aws.StringValue(lpu.IdentityPoolUsages[0].IdentityPoolId) != poolID {
+		t.Errorf("ListIdentityPoolUsage after a pool that stored data was deleted: %v %v, want only %s", lpu, err, poolID)
+	}
 
 	if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: id}); err != nil {
 		t.Fatal(err)
