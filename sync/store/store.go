@@ -23,7 +23,9 @@
 //	    <dataset> -> "<syncCount>|<changed at ms>|<origin device id>"
 //	P:{<pool>}:identities  set, every identity of the pool that ever wrote
 //	P:{<pool>}:usage       hash, bytes -> data storage, lm -> last modified ms
-//	P:{pools}              sorted set (all scores 0), every pool that ever wrote
+//	P:{pools}              sorted set (all scores 0) of the pools that wrote,
+//	                       kept by earlier versions; no longer written, and
+//	                       a pool's purge removes it
 //
 // Every key of one identity shares the identity's hash tag, so each
 // UpdateRecords, ListRecords and DeleteDataset is one Lua script that runs
@@ -306,6 +308,7 @@ func (s *Store) poolIdentitiesKey(pool string) string {
 
 func (s *Store) poolUsageKey(pool string) string { return s.prefix + ":{" + pool + "}:usage" }
 
+// poolsKey is the list of pools earlier versions kept; see the layout.
 func (s *Store) poolsKey() string { return s.prefix + ":{pools}" }
 
 func (s *Store) nowMs() int64 { return s.now().UnixMilli() }

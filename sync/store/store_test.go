@@ -1163,7 +1163,7 @@ func TestOutbox(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	s, _, clk := newStore(t, store.Options{})
+	s, rdb, clk := newStore(t, store.Options{})
 	// Listing an empty dataset starts a session but makes no pool.
 	if _, err := s.ListRecords(ctx, pool, identity, "a", store.ListOptions{NewSession: true}); err != nil {
 		t.Fatal(err)
@@ -1186,6 +1186,20 @@ func TestUsage(t *testing.T) {
 	u3.IdentityPoolID = pool2
 	clk.Add(time.Second)
 	mustUpdate(t, s, u3) // 2
+
+	// Every key written is in the hash slot of its pool or of one of its
+	// identities: a key common to every pool would take every write of a
+	// Redis Cluster deployment to one node.
+	keys, err := rdb.Keys(ctx, prefixOf(s)+":*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys written: %q, %v", keys, err)
+	}
+	for _, k := range keys {
+		open, end := strings.IndexByte(k, '{'), strings.IndexByte(k, '}')
+		if open < 0 || end < open || !strings.HasPrefix(k[open+1:end], pool) && !strings.HasPrefix(k[open+1:end], pool2) {
+			t.Errorf("key %s is in no pool's hash slot", k)
+		}
+	}
 
 	u, err = s.IdentityUsage(ctx, pool, identity)
 	if err != nil || u.DatasetCount != 2 || u.DataStorage != 15 || !u.LastModifiedDate.Equal(t0.Add(time.Second)) ||

@@ -42,17 +42,13 @@ type PoolUsage struct {
 	SyncSessions int64
 }
 
-// index records the identity in its pool's index and the pool in the list of
-// pools. It runs before the commit script of a write, so that an identity
-// with data is never missing from the index; an entry for a write that then
-// failed is harmless.
+// index records the identity in its pool's index. It runs before the commit
+// script of a write, so that an identity with data is never missing from the
+// index; an entry for a write that then failed is harmless. No key common to
+// every pool is written: on Redis Cluster it would take every write of the
+// deployment to one node.
 func (s *Store) index(ctx context.Context, pool, identity string) error {
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.SAdd(ctx, s.poolIdentitiesKey(pool), identity)
-		p.ZAddNX(ctx, s.poolsKey(), redis.Z{Score: 0, Member: pool})
-		return nil
-	})
-	if err != nil {
+	if err := s.rdb.SAdd(ctx, s.poolIdentitiesKey(pool), identity).Err(); err != nil {
 		return fmt.Errorf("store: index identity: %w", err)
 	}
 	return nil
@@ -125,17 +121,17 @@ func (s *Store) PoolUsage(ctx context.Context, pool string) (PoolUsage, error) {
 		return PoolUsage{}, err
 	}
 	var usage *redis.SliceCmd
-	var member *redis.FloatCmd
+	var indexed *redis.IntCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		usage = p.HMGet(ctx, s.poolUsageKey(pool), usageBytes, usageModified, usageSessions)
-		member = p.ZScore(ctx, s.poolsKey(), pool)
+		indexed = p.Exists(ctx, s.poolIdentitiesKey(pool))
 		return nil
 	})
-	if err != nil && err != redis.Nil {
+	if err != nil {
 		return PoolUsage{}, fmt.Errorf("store: pool usage: %w", err)
 	}
 	u, found := decodePoolUsage(pool, usage.Val())
-	if !found && member.Err() == redis.Nil {
+	if !found && indexed.Val() == 0 {
 		return PoolUsage{}, fmt.Errorf("store: %w: %s", ErrPoolNotFound, pool)
 	}
 	return u, nil
