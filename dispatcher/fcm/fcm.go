@@ -178,9 +178,11 @@ func stateOf(req *http.Request) *sendState {
 // oauth2.Transport does, but with a shallow copy of the request: the
 // caller's request stays as it was, and the header values, which nobody
 // modifies, are shared rather than copied for every push. When FCM refuses
-// a token (401), the next request gets a new one; when FCM refuses that one
-// too before it has accepted any from the new source, or the token
-// endpoint refuses the service account, the send is a configuration error.
+// a token (401 without an FcmError detail), the next request gets a new
+// one; when FCM refuses that one too before it has accepted any from the
+// new source, or the token endpoint refuses the service account, the send
+// is a configuration error. A 401 THIRD_PARTY_AUTH_ERROR refuses the
+// project's APNs or web push credentials, not the token, which is kept.
 type bearerTransport struct {
 	newSource func() oauth2.TokenSource // a source with no token yet
 	src       atomic.Pointer[tokenSource]
@@ -238,9 +240,12 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if res.StatusCode != http.StatusUnauthorized {
+	if res.StatusCode != http.StatusUnauthorized || refusedByThirdParty(res) {
 		// FCM checks the token before anything else it answers below
 		// 500; a 5xx may come from its front end without a look at it.
+		// A 401 with an FcmError detail (THIRD_PARTY_AUTH_ERROR) is
+		// about the APNs or web push credentials in the Firebase
+		// project, and so is an answer to a token FCM took.
 		if res.StatusCode < 500 && !src.accepted.Load() {
 			src.accepted.Store(true)
 		}
@@ -258,6 +263,42 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	b.src.CompareAndSwap(src, &tokenSource{TokenSource: b.newSource(), afterRefusal: true})
 	return res, nil
+}
+
+// fcmErrorType is the type of the detail in which FCM names its own error
+// code.
+const fcmErrorType = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+
+// refusedByThirdParty reports whether a 401 answer carries an FcmError
+// detail, as THIRD_PARTY_AUTH_ERROR (APNS_AUTH_ERROR) does when APNs or a
+// web push service refused the credentials configured in the Firebase
+// project: FCM took the access token, so it is kept. A 401 refusing the
+// access token itself carries no such detail. The body is read and put
+// back for the firebase client.
+func refusedByThirdParty(res *http.Response) bool {
+	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	res.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	var status struct {
+		Error struct {
+			Details []struct {
+				Type      string `json:"@type"`
+				ErrorCode string `json:"errorCode"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &status) != nil {
+		return false
+	}
+	for _, d := range status.Error.Details {
+		if d.Type == fcmErrorType && d.ErrorCode != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // retryLater ends the send of req when FCM answered it 503 UNAVAILABLE with

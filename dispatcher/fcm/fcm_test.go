@@ -293,6 +293,30 @@ func TestRefusedFreshTokenIsConfigError(t *testing.T) {
 	}
 }
 
+// TestThirdPartyAuthErrorKeepsTheAccessToken: FCM answers 401 with
+// THIRD_PARTY_AUTH_ERROR when APNs refused the APNs key of the Firebase
+// project, for an iOS device reached through FCM. FCM took the access
+// token: each such push is reported as what it is, a configuration error
+// naming the third party, and the token is kept, rather than replaced
+// after each one and the service account itself blamed from the second.
+func TestThirdPartyAuthErrorKeepsTheAccessToken(t *testing.T) {
+	s, n, app := newFixture(t)
+	s.FailToken("ios-through-fcm", fcmtest.ThirdPartyAuthError())
+	for i := range 3 {
+		err := n.Notify(context.Background(), push(app, "ios-through-fcm", int64(i+1)))
+		var pe *dispatcher.Error
+		if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "THIRD_PARTY_AUTH_ERROR" {
+			t.Fatalf("push %d refused for the project's APNs key: %v, want a configuration error for THIRD_PARTY_AUTH_ERROR", i+1, err)
+		}
+	}
+	if err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 4)); err != nil {
+		t.Fatalf("push to an Android device after them: %v", err)
+	}
+	if st := s.Stats(); st.TokensIssued != 1 || st.TokenRequests != 1 {
+		t.Errorf("%d token requests and %d tokens issued for four pushes FCM authenticated, want 1 and 1", st.TokenRequests, st.TokensIssued)
+	}
+}
+
 func TestOneConnectionAndOneTokenForAFanOut(t *testing.T) {
 	s, n, app := newFixture(t)
 	var wg sync.WaitGroup
