@@ -117,7 +117,10 @@ type Options struct {
 	// one platform, with no push accepted between them, before the
 	// dispatcher stops removing devices for it and suspends it as
 	// misconfigured (a wrong topic, environment or project makes every
-	// device look dead). If not set, 100.
+	// device look dead). A device reported not of the app's topic,
+	// environment or project (Error.ForApp) is removed only once the
+	// app's revision has accepted a push on that platform. If not set,
+	// 100.
 	MaxDeadRun int
 	// DeviceEvents, if set, announces devices removed for dead tokens.
 	DeviceEvents DeviceEvents
@@ -193,6 +196,7 @@ type Dispatcher struct {
 	nSuspended atomic.Int32        // len(suspended), read without the lock
 	deadRuns   sync.Map            // route → *deadRun
 	anyDead    atomic.Bool         // deadRuns has an entry
+	accepted   sync.Map            // appRevision → struct{}: it accepted a push
 
 	streamMaxAge atomic.Int64 // the event stream's max age, read when consuming starts
 	// untriedUnnoted is set once noting a delivery handed back untried
@@ -969,6 +973,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 		switch {
 		case perr == nil:
 			d.resume(routeOf(t))
+			d.confirm(t)
 			return nil
 		case perr.Class == Config:
 			d.suspend(routeOf(t), perr)
@@ -982,6 +987,13 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 					"%s refused the last %d devices (%s) and accepted none: check the app's topic, environment or project; devices are no longer removed until it accepts a push",
 					t.app.Name, run, perr.Reason)}
 				d.suspend(routeOf(t), perr)
+			} else if perr.ForApp && !d.confirmed(t) {
+				// The token may be alive and the app's topic,
+				// environment or project wrong: not a verdict on the
+				// device until the app has accepted a push.
+				perr = &Error{Class: Retry, Reason: perr.Reason, Err: fmt.Errorf(
+					"%s has accepted no push on %s since its revision %d was read, so its topic, environment or project may be wrong; the device is kept and tried again: %w",
+					t.app.Name, t.dev.Platform, t.app.Revision, perr)}
 			}
 			return perr
 		case perr.Class != Retry:
@@ -1131,6 +1143,29 @@ func (d *Dispatcher) suspendedUntil(r route) (time.Time, bool) {
 		return time.Time{}, false // time to try it again
 	}
 	return until, ok
+}
+
+// appRevision is a route under one revision of its app: a new revision
+// may have another topic or project.
+type appRevision struct {
+	route
+	revision int64
+}
+
+// confirm notes that the revision of t's app accepted a push on t's
+// platform: its topic, environment and project are right.
+func (d *Dispatcher) confirm(t target) {
+	k := appRevision{routeOf(t), t.app.Revision}
+	if _, ok := d.accepted.Load(k); !ok {
+		d.accepted.Store(k, struct{}{})
+	}
+}
+
+// confirmed reports whether the revision of t's app has accepted a push on
+// t's platform.
+func (d *Dispatcher) confirmed(t target) bool {
+	_, ok := d.accepted.Load(appRevision{routeOf(t), t.app.Revision})
+	return ok
 }
 
 // deadRun is the devices a route reported dead since it last accepted a

@@ -646,10 +646,11 @@ func TestDeadTokensRemoveTheDevice(t *testing.T) {
 }
 
 // TestAppRefusingEveryDeviceKeepsThem: a platform app that reports one
-// device after another dead, accepting none, is taken for misconfigured
-// (a wrong project, topic or environment makes every token look dead):
-// after MaxDeadRun removals the devices are kept and the app suspended,
-// and once it accepts a push again, a dead token removes its device.
+// device after another not of its project, accepting none, may be
+// misconfigured (a wrong project, topic or environment makes every token
+// look dead): no device is removed, after MaxDeadRun such devices the app
+// is suspended, and once it accepts a push again, a dead token removes
+// its device.
 func TestAppRefusingEveryDeviceKeepsThem(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
@@ -666,7 +667,7 @@ func TestAppRefusingEveryDeviceKeepsThem(t *testing.T) {
 	wrongProject.Store(true)
 	e.fcm.answer = func(p *dispatcher.Push, _ int) error {
 		if wrongProject.Load() || p.Device.Token == "fcm-extra-0" {
-			return &dispatcher.Error{Class: dispatcher.TokenDead, Reason: "SENDER_ID_MISMATCH"}
+			return &dispatcher.Error{Class: dispatcher.TokenDead, Reason: "SENDER_ID_MISMATCH", ForApp: true}
 		}
 		return nil
 	}
@@ -686,17 +687,17 @@ func TestAppRefusingEveryDeviceKeepsThem(t *testing.T) {
 		}
 		return n
 	}
-	// fcm-3, the five extra, the origin and the unsubscribed one: two of
-	// the six pushed to are removed, no more.
-	if n := fcmDevices(); n != 8-2 {
-		t.Fatalf("%d FCM devices left, want 6: an app refusing every device had more than MaxDeadRun removed", n)
+	// fcm-3, the five extra, the origin and the unsubscribed one: none of
+	// the six pushed to is removed.
+	if n := fcmDevices(); n != 8 {
+		t.Fatalf("%d FCM devices left, want 8: an app that never accepted a push had devices removed", n)
 	}
 	if v := gaugeValue(t, e, "pushsync_app_suspended"); v != 1 {
 		t.Fatalf("pushsync_app_suspended = %v, want 1", v)
 	}
 
 	// Fixed, the app accepts the others, and the one dead token among
-	// them (unless it was among the two removed) removes its device.
+	// them removes its device.
 	wrongProject.Store(false)
 	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
 	reg, err := e.reg.Registration(ctx, pool, identity)
@@ -707,6 +708,64 @@ func TestAppRefusingEveryDeviceKeepsThem(t *testing.T) {
 		if d.Token == "fcm-extra-0" {
 			t.Fatalf("after the app accepted pushes again, a dead token kept its device")
 		}
+	}
+}
+
+// TestTokenOfAnotherEnvironmentKeepsTheDeviceUntilTheAppIsConfirmed: APNs
+// answers BadDeviceToken for a token of the other environment, and
+// DeviceTokenNotForTopic for one of another app, so with a wrong
+// environment or topic every device looks dead. As long as the app has
+// accepted no push on a platform, such an answer removes no device, even
+// for an app with fewer devices than MaxDeadRun; once it has accepted one
+// there, the answer is taken as final.
+func TestTokenOfAnotherEnvironmentKeepsTheDeviceUntilTheAppIsConfirmed(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	d, _, err := e.reg.RegisterDevice(ctx, pool, identity, registry.APNS, tok(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.reg.Subscribe(ctx, pool, identity, "settings", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	var wrongEnvironment atomic.Bool
+	wrongEnvironment.Store(true)
+	e.apns.answer = func(p *dispatcher.Push, _ int) error {
+		if wrongEnvironment.Load() || p.Device.Token == tok(1) {
+			return &dispatcher.Error{Class: dispatcher.TokenDead, Reason: "BadDeviceToken", ForApp: true}
+		}
+		return nil
+	}
+	e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "retry")
+	apnsTokens := func() []string {
+		reg, err := e.reg.Registration(ctx, pool, identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range reg.Devices {
+			if d.Platform != registry.GCM {
+				out = append(out, d.Token)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	if got, want := strings.Join(apnsTokens(), ","), strings.Join([]string{tok(1), tok(2), tok(9)}, ","); got != want {
+		t.Fatalf("APNs devices left %s, want all three: an app that never accepted a push had devices removed", got)
+	}
+	if n := e.counter(t, "pushsync_devices_removed_total"); n != 0 {
+		t.Fatalf("pushsync_devices_removed_total = %v, want 0", n)
+	}
+
+	// Fixed, the app accepts tok(9) in production: tok(1), still refused
+	// there, is removed. The sandbox has accepted tok(2) by then.
+	wrongEnvironment.Store(false)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if got, want := strings.Join(apnsTokens(), ","), strings.Join([]string{tok(2), tok(9)}, ","); got != want {
+		t.Fatalf("APNs devices left %s, want %s", got, want)
 	}
 }
 

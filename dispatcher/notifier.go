@@ -84,6 +84,13 @@ type Error struct {
 	// DeadSince is, for TokenDead, when the service learned the token was
 	// dead (APNs reports it with 410); zero if it did not say.
 	DeadSince time.Time
+	// ForApp is set, for TokenDead, when the service refused the token as
+	// not one of the app's topic, environment or project (APNs
+	// BadDeviceToken and DeviceTokenNotForTopic, FCM SENDER_ID_MISMATCH):
+	// the token is dead only if the app's own settings are right, which an
+	// accepted push shows. Until the app has accepted one, the device is
+	// kept and the push tried again.
+	ForApp bool
 	// Err is the underlying error, if any.
 	Err error
 }

@@ -443,6 +443,10 @@ func Classify(res *apns2.Response) *dispatcher.Error {
 	err := fmt.Errorf("apns: %d %s", res.StatusCode, res.Reason)
 	if class, ok := reasonClass[res.Reason]; ok {
 		e := &dispatcher.Error{Class: class, Reason: res.Reason, Err: err}
+		// A token of the other environment is a BadDeviceToken, and one of
+		// another app a DeviceTokenNotForTopic: dead only if the app's
+		// topic and environment are right.
+		e.ForApp = res.Reason == apns2.ReasonBadDeviceToken || res.Reason == apns2.ReasonDeviceTokenNotForTopic
 		if res.StatusCode == http.StatusGone && !res.Timestamp.IsZero() {
 			// When APNs learned the token was gone, to the millisecond
 			// APNs sends.

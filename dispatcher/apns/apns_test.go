@@ -202,6 +202,18 @@ func TestClassifyEveryStatus(t *testing.T) {
 	if got := apns.Classify(&apns2.Response{StatusCode: 403, Reason: "ExpiredProviderToken"}); got.Class != dispatcher.Retry {
 		t.Errorf("ExpiredProviderToken: %s", got.Class)
 	}
+	// A token of the other environment or of another topic is dead only
+	// if the app's environment and topic are right; an unregistered one
+	// is dead whatever they are.
+	for reason, forApp := range map[string]bool{"BadDeviceToken": true, "DeviceTokenNotForTopic": true, "Unregistered": false, "ExpiredToken": false} {
+		status := 400
+		if !forApp {
+			status = 410
+		}
+		if got := apns.Classify(&apns2.Response{StatusCode: status, Reason: reason}); got.Class != dispatcher.TokenDead || got.ForApp != forApp {
+			t.Errorf("%d %s: got %s with ForApp %v, want token_dead with ForApp %v", status, reason, got.Class, got.ForApp, forApp)
+		}
+	}
 }
 
 func TestOneWarmClientServesAFanOut(t *testing.T) {

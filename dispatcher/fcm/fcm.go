@@ -430,7 +430,11 @@ func Classify(err error) *dispatcher.Error {
 	case messaging.IsUnregistered(err):
 		return e(dispatcher.TokenDead, "UNREGISTERED")
 	case messaging.IsSenderIDMismatch(err):
-		return e(dispatcher.TokenDead, "SENDER_ID_MISMATCH")
+		// Dead only if the app's project is the one the app on the
+		// device registered with.
+		de := e(dispatcher.TokenDead, "SENDER_ID_MISMATCH")
+		de.ForApp = true
+		return de
 	case messaging.IsInvalidArgument(err) && strings.Contains(err.Error(), "registration token"):
 		return e(dispatcher.TokenDead, "INVALID_REGISTRATION")
 	case messaging.IsInvalidArgument(err), errorutils.IsInvalidArgument(err):

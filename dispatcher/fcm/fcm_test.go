@@ -124,6 +124,11 @@ func TestErrorsAreClassified(t *testing.T) {
 		if !errors.As(err, &pe) || pe.Class != tt.class || pe.Reason != tt.reason || pe.RetryAfter != tt.retryAfter {
 			t.Errorf("%s: got %v (retry after %v), want %s %s %v", tt.token, err, retryAfterOf(err), tt.class, tt.reason, tt.retryAfter)
 		}
+		// A token of another project is dead only if the app's project
+		// is right.
+		if pe != nil && pe.ForApp != (tt.reason == "SENDER_ID_MISMATCH") {
+			t.Errorf("%s: ForApp %v", tt.token, pe.ForApp)
+		}
 	}
 }
 

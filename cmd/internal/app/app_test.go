@@ -338,10 +338,14 @@ func TestEventBecomesExactPushesOnEverySubscribedDevice(t *testing.T) {
 
 func TestDeadTokensAndMalformedEventsAreHandledAndCounted(t *testing.T) {
 	s := newStack(t)
+	s.start()
+	// The apps accept a push first: a BadDeviceToken removes a device
+	// only once its app has shown its environment right.
+	s.publish(alice, "settings", 5, s.devices["writer"].ID)
+	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
 	s.prod.FailToken(tok(1), apnstest.Unregistered(time.Now().Add(-time.Minute)))
 	s.sandbox.FailToken(tok(2), apnstest.BadDeviceToken())
 	s.fcm.FailToken("fcm-pixel-registration-token", fcmtest.Unregistered())
-	s.start()
 
 	// A malformed message on the stream is terminated and counted.
 	if _, err := s.js.Publish(context.Background(), s.cfg.NATS.SubjectPrefix+".x.y.z", []byte("{not json")); err != nil {
@@ -350,7 +354,7 @@ func TestDeadTokensAndMalformedEventsAreHandledAndCounted(t *testing.T) {
 	s.waitMetric(1, "pushsync_events_malformed_total", "reason", "invalid_json")
 
 	s.publish(alice, "settings", 6, s.devices["writer"].ID)
-	s.waitMetric(1, "pushsync_events_consumed_total", "result", "delivered")
+	s.waitMetric(2, "pushsync_events_consumed_total", "result", "delivered")
 	for _, c := range []struct{ platform, reason string }{
 		{"APNS", "Unregistered"}, {"APNS_SANDBOX", "BadDeviceToken"}, {"GCM", "UNREGISTERED"},
 	} {
@@ -365,9 +369,9 @@ func TestDeadTokensAndMalformedEventsAreHandledAndCounted(t *testing.T) {
 	s.waitReady()
 	s.prod.ClearFailures()
 	s.publish(alice, "settings", 7, "")
-	s.waitMetric(2, "pushsync_events_consumed_total", "result", "delivered")
-	if len(s.prod.Pushes()) != 1 {
-		t.Fatalf("APNs production pushes after recovery: %d", len(s.prod.Pushes()))
+	s.waitMetric(3, "pushsync_events_consumed_total", "result", "delivered")
+	if len(s.prod.Pushes()) != 2 {
+		t.Fatalf("APNs production pushes after recovery: %d, want 2, the one before the failures included", len(s.prod.Pushes()))
 	}
 }
 
