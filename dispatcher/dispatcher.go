@@ -327,7 +327,13 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	d.ready.Store(true)
 	lagCtx, stopLag := context.WithCancel(ctx)
 	defer stopLag()
-	go d.watchLag(lagCtx, cons)
+	// Pulls stop when ctx ends, or when the consumer is found gone (a NATS
+	// that lost its store, a stream or consumer deleted by hand): the
+	// messages held are settled, and consume returns for Run to create
+	// the consumer again.
+	pullCtx, stopPulling := context.WithCancelCause(ctx)
+	defer stopPulling(nil)
+	go d.watchLag(lagCtx, cons, stopPulling)
 	go d.forgetIdleSuspensions(lagCtx)
 	d.log.Info().Str("stream", d.opts.Stream).Str("consumer", d.opts.Consumer).Int("workers", d.opts.Workers).Msg("consuming events")
 
@@ -368,11 +374,11 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 		for limit-int(held.Load()) < max(1, d.opts.Workers/2) {
 			select {
 			case <-freed:
-			case <-ctx.Done():
-				return nil
+			case <-pullCtx.Done():
+				return lostConsumer(ctx, pullCtx)
 			}
 		}
-		if err := d.pullBatch(ctx, cons, limit-int(held.Load()), func(msg jetstream.Msg) {
+		if err := d.pullBatch(pullCtx, cons, limit-int(held.Load()), func(msg jetstream.Msg) {
 			held.Add(1)
 			p := pulled{msg: msg, keep: d.keepInProgress(msg)}
 			// Straight to an idle worker when none waits before it: the
@@ -380,10 +386,22 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 			if len(queue) > 0 || !handlers.trySubmit(p) {
 				queue <- p
 			}
-		}); err != nil || ctx.Err() != nil {
+		}); err != nil || pullCtx.Err() != nil {
+			if err == nil {
+				err = lostConsumer(ctx, pullCtx)
+			}
 			return err
 		}
 	}
+}
+
+// lostConsumer returns why the pulls under pullCtx stopped: nil when ctx,
+// the dispatcher's own context, ended, else the consumer is gone.
+func lostConsumer(ctx, pullCtx context.Context) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return context.Cause(pullCtx)
 }
 
 // pulled is a message waiting for a worker, and what holds it in progress.
@@ -1373,17 +1391,23 @@ func (p *inProgress) stop() {
 }
 
 // watchLag exports the consumer's backlog every few seconds, for
-// autoscaling workers on it.
-func (d *Dispatcher) watchLag(ctx context.Context, cons jetstream.Consumer) {
+// autoscaling workers on it. When the server answers that the consumer or
+// its stream does not exist any more, it calls gone with that error and
+// returns.
+func (d *Dispatcher) watchLag(ctx context.Context, cons jetstream.Consumer, gone func(error)) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		info, err := cons.Info(ictx)
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			d.m.pending.Set(float64(info.NumPending))
 			d.m.ackPending.Set(float64(info.NumAckPending))
+		case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+			gone(fmt.Errorf("consumer %s on stream %s is gone: %w", d.opts.Consumer, d.opts.Stream, err))
+			return
 		}
 		select {
 		case <-ctx.Done():

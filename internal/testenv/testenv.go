@@ -82,6 +82,16 @@ func (n *NATS) Restart() {
 	n.start()
 }
 
+// RestartEmpty stops the server and starts it again on the same port with
+// an empty store, as a server that lost its store (memory storage, a new
+// disk or container) comes back: without its streams and consumers.
+func (n *NATS) RestartEmpty() {
+	n.t.Helper()
+	n.Shutdown()
+	n.opts.StoreDir = n.t.TempDir()
+	n.start()
+}
+
 // Connect returns a client connection and its JetStream context, closed when
 // the test ends.
 func (n *NATS) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {

@@ -288,6 +288,13 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	// connection is lost for good.
 	ctx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
+	// A NATS that lost its store takes the event stream with it: it is
+	// made again, for the relay to publish to and the worker to consume.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		keepStream(ctx, js, StreamConfig(cfg), log)
+	}()
 	// Both roles use the dead-letter stream: the worker fills it, the admin
 	// API empties it. It is made when NATS first answers.
 	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
@@ -557,6 +564,37 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc event.StreamCo
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 10*time.Second)
+	}
+}
+
+// streamCheckEvery is how often a process checks that the event stream
+// still exists.
+const streamCheckEvery = 5 * time.Second
+
+// keepStream creates the event stream again, as ensureStream does at
+// start, whenever NATS answers that it does not exist: a NATS that came
+// back without its store (memory storage, a new disk or container) or a
+// stream deleted by hand. Until then every publish is refused (changes keep
+// their markers, which the relay publishes once the stream is back) and no
+// worker consumes. It returns when ctx ends.
+func keepStream(ctx context.Context, js jetstream.JetStream, sc event.StreamConfig, log zerolog.Logger) {
+	t := time.NewTicker(streamCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := js.Stream(cctx, sc.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			log.Warn().Str("stream", sc.Name).Msg("the event stream is gone from NATS; creating it again")
+			if _, err := event.EnsureStream(cctx, js, sc); err != nil && ctx.Err() == nil {
+				log.Error().Err(err).Str("stream", sc.Name).Msg("could not create the event stream again; retrying")
+			}
+		}
+		cancel()
 	}
 }
 
