@@ -160,6 +160,8 @@ var invalidFixtures = map[string]struct {
 	"invalid_api_credential_ttl.yaml":               {want: `config: api.identity_credential_ttl: must be from 1m to 12h, got 24h0m0s`},
 	"invalid_api_pool_cache_ttl.yaml":               {want: `config: api.identity_pool_cache_ttl: must be from 0s to 1m, got 5m0s`},
 	"invalid_secrets_master_key.yaml":               {want: `config: secrets.master_key: must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},
+	"invalid_secrets_master_key_file.yaml":          {want: `config: secrets.master_key_file: testdata/secret_master_key_hex.txt: the secret it holds must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},
+	"invalid_api_developer_secret_file_short.yaml":  {want: `config: api.developer_secret_access_key_file: testdata/secret_developer_short.txt: the secret it holds must be at least 16 characters`},
 	"invalid_secrets_secondary_without_master.yaml": {want: `config: secrets.secondary_master_key: is set but secrets.master_key is not; a rotation sets both (docs/deploy.md, "Rotating the master key")`},
 	"invalid_secrets_secondary_same.yaml":           {want: `config: secrets.secondary_master_key: is the same key as secrets.master_key`},
 	"invalid_secrets_secondary_short.yaml":          {want: `config: secrets.secondary_master_key: must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},

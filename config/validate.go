@@ -66,7 +66,7 @@ func (c *APIConfig) validate(s section) {
 		s.errorf("developer_access_key_id", "must be 16 to 128 upper-case letters and digits, like an AWS access key id")
 	}
 	if sec := c.DeveloperSecretAccessKey; sec != "" && len(sec) < 16 {
-		s.errorf("developer_secret_access_key", "must be at least 16 characters")
+		s.secretErrorf("developer_secret_access_key", c.DeveloperSecretAccessKeyFile, "must be at least 16 characters")
 	}
 	if len(c.CORSAllowedOrigins) == 0 {
 		s.errorf("cors_allowed_origins", `must list at least one origin, or "*"`)
@@ -104,18 +104,18 @@ func (c *APIConfig) validate(s section) {
 func (c *SecretsConfig) validate(s section) {
 	const howTo = "must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)"
 	if c.MasterKey != "" && decodeKey(c.MasterKey) == nil {
-		s.errorf("master_key", howTo)
+		s.secretErrorf("master_key", c.MasterKeyFile, howTo)
 	}
 	if c.SecondaryMasterKey == "" {
 		return
 	}
 	switch prev := decodeKey(c.SecondaryMasterKey); {
 	case prev == nil:
-		s.errorf("secondary_master_key", howTo)
+		s.secretErrorf("secondary_master_key", c.SecondaryMasterKeyFile, howTo)
 	case c.MasterKey == "":
 		s.errorf("secondary_master_key", "is set but %s is not; a rotation sets both (docs/deploy.md, \"Rotating the master key\")", s.key("master_key"))
 	case bytes.Equal(prev, decodeKey(c.MasterKey)):
-		s.errorf("secondary_master_key", "is the same key as %s", s.key("master_key"))
+		s.secretErrorf("secondary_master_key", c.SecondaryMasterKeyFile, "is the same key as %s", s.key("master_key"))
 	}
 }
 
@@ -358,6 +358,18 @@ func (s section) key(name string) string { return s.prefix + name }
 // errorf records a problem with the setting name.
 func (s section) errorf(name, format string, args ...any) {
 	*s.errs = append(*s.errs, fmt.Errorf("config: %s: %s", s.key(name), fmt.Sprintf(format, args...)))
+}
+
+// secretErrorf records a problem with the secret setting name. A secret
+// read from the file its name_file setting names is reported under that
+// setting, with the file's path, since the file is where it is to be
+// fixed.
+func (s section) secretErrorf(name, file, format string, args ...any) {
+	if file != "" {
+		s.errorf(name+"_file", "%s: the secret it holds %s", file, fmt.Sprintf(format, args...))
+		return
+	}
+	s.errorf(name, format, args...)
 }
 
 func (s section) oneOf(name, got string, allowed ...string) {
