@@ -288,13 +288,6 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	// connection is lost for good.
 	ctx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
-	// A NATS that lost its store takes the event stream with it: it is
-	// made again, for the relay to publish to and the worker to consume.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		keepStream(ctx, js, StreamConfig(cfg), log)
-	}()
 	// Both roles use the dead-letter stream: the worker fills it, the admin
 	// API empties it. It is made when NATS first answers.
 	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
@@ -302,6 +295,14 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		EventSubjectPrefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
 		Duplicates: DeadLetterWindow(cfg),
 	}}
+	// A NATS that lost its store takes the streams with it: they are made
+	// again, for the relay to publish to, the worker to consume and dead
+	// letters to be kept.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		keepStreams(ctx, js, StreamConfig(cfg), deadLetters, log)
+	}()
 	if svc.worker {
 		disp, closeNotifiers, err := newDispatcher(cfg, js, reg, deadLetters, svc.roots, log, metrics)
 		if err != nil {
@@ -499,6 +500,25 @@ func (l *lazyDeadLetters) get(ctx context.Context) (*event.DeadLetters, error) {
 	return l.dl, nil
 }
 
+// forgetGone drops the dead-letter stream made before if NATS answers that
+// it does not exist any more, so that its next use creates it again. It
+// reports whether it dropped it.
+func (l *lazyDeadLetters) forgetGone(ctx context.Context) bool {
+	l.mu.Lock()
+	made := l.dl != nil
+	l.mu.Unlock()
+	if !made {
+		return false
+	}
+	if _, err := l.js.Stream(ctx, l.cfg.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dl = nil
+	return true
+}
+
 // Put stores a dead letter.
 func (l *lazyDeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error {
 	dl, err := l.get(ctx)
@@ -571,13 +591,14 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc event.StreamCo
 // still exists.
 const streamCheckEvery = 5 * time.Second
 
-// keepStream creates the event stream again, as ensureStream does at
+// keepStreams creates the event stream again, as ensureStream does at
 // start, whenever NATS answers that it does not exist: a NATS that came
 // back without its store (memory storage, a new disk or container) or a
 // stream deleted by hand. Until then every publish is refused (changes keep
 // their markers, which the relay publishes once the stream is back) and no
-// worker consumes. It returns when ctx ends.
-func keepStream(ctx context.Context, js jetstream.JetStream, sc event.StreamConfig, log zerolog.Logger) {
+// worker consumes. The dead-letter stream, once made, is made again on its
+// next use. It returns when ctx ends.
+func keepStreams(ctx context.Context, js jetstream.JetStream, sc event.StreamConfig, deadLetters *lazyDeadLetters, log zerolog.Logger) {
 	t := time.NewTicker(streamCheckEvery)
 	defer t.Stop()
 	for {
@@ -593,6 +614,9 @@ func keepStream(ctx context.Context, js jetstream.JetStream, sc event.StreamConf
 			if _, err := event.EnsureStream(cctx, js, sc); err != nil && ctx.Err() == nil {
 				log.Error().Err(err).Str("stream", sc.Name).Msg("could not create the event stream again; retrying")
 			}
+		}
+		if deadLetters.forgetGone(cctx) {
+			log.Warn().Str("stream", deadLetters.cfg.Stream).Msg("the dead-letter stream is gone from NATS; it is created again when next used")
 		}
 		cancel()
 	}
