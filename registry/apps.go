@@ -244,6 +244,11 @@ func checkServiceAccount(js string) error {
 	if err := checkServiceAccountKey(sa.PrivateKey); err != nil {
 		return fmt.Errorf("private_key %v; give the key file as Google issued it", err)
 	}
+	// Every push's access token is asked for there, with an assertion
+	// signed by the key that is worth a token itself: only over TLS.
+	if err := checkProviderURL(sa.TokenURI); err != nil {
+		return fmt.Errorf("token_uri %q: %v; Google's is https://oauth2.googleapis.com/token", sa.TokenURI, err)
+	}
 	return nil
 }
 
