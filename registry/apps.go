@@ -375,9 +375,24 @@ func (r *Registry) putApp(ctx context.Context, app App, mode putMode) (App, erro
 		return err
 	})
 	if err != nil {
-		return App{}, fmt.Errorf("registry: put app %s: %w", app.Name, err)
+		return App{}, appOpError("put", app.Name, err)
 	}
 	return app, nil
+}
+
+// appOpError is err, from operation op on app name, as the registry
+// returns it: an error of the registry's own, which names the app already,
+// is not prefixed with the operation and the name again.
+func appOpError(op, name string, err error) error {
+	for _, own := range []error{ErrAppNotFound, ErrAppExists, ErrAppInUse, ErrInvalidApp, ErrAppUnreadable} {
+		if errors.Is(err, own) {
+			if strings.HasPrefix(err.Error(), "registry: ") {
+				return err
+			}
+			return fmt.Errorf("registry: %w", err)
+		}
+	}
+	return fmt.Errorf("registry: %s app %s: %w", op, name, err)
 }
 
 // checkPoolKinds checks that every identity pool pushing through an app of
@@ -501,7 +516,7 @@ func (r *Registry) DeleteApp(ctx context.Context, name string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("registry: delete app %s: %w", name, err)
+		return appOpError("delete", name, err)
 	}
 	return nil
 }

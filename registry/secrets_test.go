@@ -108,12 +108,28 @@ func TestReplaceAppNoKeyOpens(t *testing.T) {
 	}
 }
 
+// TestCreateAndReplaceApp: an app is created once and replaced only if it
+// exists, keeping its kind; each refusal names the app once, as in
+// "registry: platform app not found: android".
 func TestCreateAndReplaceApp(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
+	namedOnce := func(what string, err error) {
+		t.Helper()
+		if n := strings.Count(err.Error(), "android"); n != 1 || strings.Count(err.Error(), "registry: ") != 1 {
+			t.Errorf("%s: %q names the app %d times; want it once, after one \"registry: \"", what, err, n)
+		}
+	}
 	app := registry.App{Name: "android", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "demo", ServiceAccount: serviceAccount}}
-	if _, err := r.ReplaceApp(ctx, app); !errors.Is(err, registry.ErrAppNotFound) {
+	_, err := r.ReplaceApp(ctx, app)
+	if !errors.Is(err, registry.ErrAppNotFound) {
 		t.Fatalf("replace of a missing app: %v", err)
+	}
+	namedOnce("replace of a missing app", err)
+	if err := r.DeleteApp(ctx, "android"); !errors.Is(err, registry.ErrAppNotFound) {
+		t.Fatalf("delete of a missing app: %v", err)
+	} else {
+		namedOnce("delete of a missing app", err)
 	}
 	created, err := r.CreateApp(ctx, app)
 	if err != nil || created.Revision != 1 {
@@ -121,10 +137,14 @@ func TestCreateAndReplaceApp(t *testing.T) {
 	}
 	if _, err := r.CreateApp(ctx, app); !errors.Is(err, registry.ErrAppExists) {
 		t.Fatalf("second create: %v", err)
+	} else {
+		namedOnce("second create", err)
 	}
 	ios := registry.App{Name: "android", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "ABC123DEFG", TeamID: "TEAM123456", AuthKey: p8(t)}}
 	if _, err := r.ReplaceApp(ctx, ios); !errors.Is(err, registry.ErrInvalidApp) || !strings.Contains(err.Error(), "kind cannot change") {
 		t.Fatalf("kind change: %v", err)
+	} else {
+		namedOnce("kind change", err)
 	}
 	app.FCM.ProjectID = "demo-2"
 	replaced, err := r.ReplaceApp(ctx, app)
