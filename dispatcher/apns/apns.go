@@ -154,8 +154,19 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 	}
 	e := Classify(res)
 	e.RetryAfter = retryAfter
+	if res.Reason == apns2.ReasonTooManyRequests && retryAfter <= 0 {
+		// Too many pushes to this one device: tried again at once, it
+		// would only be refused again.
+		e.RetryAfter = TooManyRequestsBackoff
+	}
 	return e
 }
+
+// TooManyRequestsBackoff is how long a push that APNs refused with 429
+// TooManyRequests, too many requests to the same device token, waits when
+// APNs gives no Retry-After: Apple publishes no figure, and a device
+// receives background pushes a few times an hour at most anyway.
+const TooManyRequestsBackoff = time.Minute
 
 // tokenUpdateInterval is how often APNs lets a team sign a new provider
 // token; a newer one sooner is refused with 429 TooManyProviderTokenUpdates.

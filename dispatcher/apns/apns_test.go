@@ -329,7 +329,13 @@ func TestRetryAfterIsRead(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "TooManyRequests" || pe.RetryAfter != 7*time.Second {
 		t.Fatalf("got %v (retry after %v), want TooManyRequests to wait 7s", err, pe.RetryAfter)
 	}
-	// An answer without the header waits nothing in particular.
+	// Without the header, a device throttled by APNs is left alone for a
+	// while rather than tried again at once.
+	f.prod.FailToken(tok(22), apnstest.TooManyRequests(0))
+	if err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(22), 1)); !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.RetryAfter != apns.TooManyRequestsBackoff {
+		t.Fatalf("429 TooManyRequests without Retry-After: %v, retry after %v, want %v", err, pe.RetryAfter, apns.TooManyRequestsBackoff)
+	}
+	// Another answer without the header waits nothing in particular.
 	f.prod.FailToken(tok(21), apnstest.ServiceUnavailable())
 	if err := f.n.Notify(context.Background(), push(f.app, registry.APNS, tok(21), 1)); !errors.As(err, &pe) || pe.RetryAfter != 0 {
 		t.Fatalf("503 without Retry-After: %v, %v", err, pe.RetryAfter)
