@@ -11,7 +11,7 @@
 // sweep. A sweep leaves a change committed moments ago to the request that
 // is publishing it. A change published twice is stored once by JetStream,
 // since its deduplication id is fixed by (pool, identity, dataset,
-// syncCount).
+// syncCount, change time).
 package relay
 
 import (

@@ -113,24 +113,27 @@ func (s *Store) PendingChanges(ctx context.Context, pool, identity string) ([]Ch
 	return decodeChanges(pool, identity, m)
 }
 
-// clearScript removes the marker of dataset ARGV[1] if it still names sync
-// count ARGV[2].
+// clearScript removes the marker of dataset ARGV[1] if it still starts
+// with ARGV[2], "<sync count>|<changed at ms>|".
 var clearScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
+if v and string.sub(v, 1, #ARGV[2]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0
 `)
 
 // ClearChange removes the outbox marker of c's dataset once its event has
-// been published, but only if the marker still names c.SyncCount: the
-// marker of a newer change stays for its own event.
+// been published, but only if the marker is still c's, the same sync count
+// and change time (to the millisecond): the marker of a newer change stays
+// for its own event, and so does that of another change with the same
+// sync count, which a Redis failover that lost c can make.
 func (s *Store) ClearChange(ctx context.Context, c Change) error {
 	if err := validateDataset(c.IdentityPoolID, c.IdentityID, c.DatasetName); err != nil {
 		return err
 	}
-	err := clearScript.Run(ctx, s.rdb, []string{s.outboxKey(c.IdentityPoolID, c.IdentityID)}, c.DatasetName, fmtInt(c.SyncCount)).Err()
+	marker := fmtInt(c.SyncCount) + "|" + fmtInt(c.ChangedAt.UnixMilli()) + "|"
+	err := clearScript.Run(ctx, s.rdb, []string{s.outboxKey(c.IdentityPoolID, c.IdentityID)}, c.DatasetName, marker).Err()
 	if err != nil {
 		return fmt.Errorf("store: clear change: %w", err)
 	}

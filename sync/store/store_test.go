@@ -1162,6 +1162,48 @@ func TestOutbox(t *testing.T) {
 	}
 }
 
+// TestClearChangeKeepsAnotherChangeOfTheSameCount: a Redis failover that
+// lost a change lets the next change of the dataset take the same sync
+// count. The relay that published the lost change, clearing its marker
+// afterwards, must leave the new change's marker, or the new change gets
+// no event when its own publish fails.
+func TestClearChangeKeepsAnotherChangeOfTheSameCount(t *testing.T) {
+	s, rdb, clk := newStore(t, store.Options{})
+	_, lost, err := s.UpdateRecords(ctx, upd("a", "devA", put("k", "1", 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The failover: the new master never had the change.
+	keys, err := rdb.Keys(ctx, cognito.EscapeGlob(prefixOf(s)+":"+cognito.HashTag(pool, identity))+":*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("the identity's keys: %q, %v", keys, err)
+	}
+	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Second)
+	_, next, err := s.UpdateRecords(ctx, upd("a", "devB", put("k", "2", 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.SyncCount != lost.SyncCount {
+		t.Fatalf("the change after the loss has sync count %d, want %d as the lost one had", next.SyncCount, lost.SyncCount)
+	}
+
+	if err := s.ClearChange(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := s.PendingChanges(ctx, pool, identity); err != nil || !reflect.DeepEqual(ch, []store.Change{next}) {
+		t.Fatalf("after clearing the lost change, pending %+v (%v); want the new change %+v", ch, err, next)
+	}
+	if err := s.ClearChange(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if ch, err := s.PendingChanges(ctx, pool, identity); err != nil || len(ch) != 0 {
+		t.Errorf("after clearing the new change, pending %+v (%v); want none", ch, err)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	s, rdb, clk := newStore(t, store.Options{})
 	// Listing an empty dataset starts a session but makes no pool.
