@@ -28,6 +28,12 @@ type DeviceRemoved struct {
 	RemovedAt time.Time `json:"removedAt"`
 }
 
+// deviceRemovedTimeout bounds the tries of PublishDeviceRemoved when its
+// context has no deadline: as long as one publish waits for its answer
+// (the JetStream client's default), so that the tries of a worker removing
+// dead devices while NATS is away wait no longer than one.
+const deviceRemovedTimeout = 5 * time.Second
+
 // DeviceRemovedSubject returns the subject of a DeviceRemoved event:
 // prefix.removed.<pool>.<identity>.<device>, the ids base64url-encoded as
 // in dataset events.
@@ -42,7 +48,10 @@ func DeviceRemovedSubject(prefix string, e *DeviceRemoved) string {
 }
 
 // PublishDeviceRemoved publishes a DeviceRemoved event on the device
-// subject prefix the publisher was given.
+// subject prefix the publisher was given, trying again as Publish does
+// while no stream answers (one electing its leader, say): the device is
+// gone already, so nothing publishes the event later. Without a deadline
+// of ctx's, the tries share deviceRemovedTimeout.
 func (p *Publisher) PublishDeviceRemoved(ctx context.Context, e *DeviceRemoved) error {
 	if p.devicePrefix == "" {
 		return fmt.Errorf("event: the publisher has no device subject prefix")
@@ -57,8 +66,11 @@ func (p *Publisher) PublishDeviceRemoved(ctx context.Context, e *DeviceRemoved) 
 	subject := DeviceRemovedSubject(p.devicePrefix, &c)
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, subject[len(p.devicePrefix)+1:])
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(p.stream)); err != nil {
-		return fmt.Errorf("event: publish %s: %w", subject, err)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, deviceRemovedTimeout)
+		defer cancel()
 	}
-	return nil
+	_, err = p.publish(ctx, msg)
+	return err
 }

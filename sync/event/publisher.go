@@ -194,6 +194,12 @@ func (p *Publisher) Publish(ctx context.Context, e *DatasetChanged) (*jetstream.
 	}
 	msg := &nats.Msg{Subject: Subject(p.prefix, e), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, MsgID(e))
+	return p.publish(ctx, msg)
+}
+
+// publish publishes msg, which carries its deduplication id, to the
+// publisher's stream, trying again while the server does not answer.
+func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	for attempt := 1; ; attempt++ {
 		ack, err := p.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(p.stream))
 		if err == nil {
