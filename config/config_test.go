@@ -187,6 +187,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_nats_storage.yaml":                     {want: `config: nats.storage: must be file or memory, got "disk"`},
 	"invalid_nats_tls_cert_without_key.yaml":        {want: "config: nats.tls.cert_file: and nats.tls.key_file must be set together"},
 	"invalid_nats_max_age_below_window.yaml":        {want: "config: nats.max_age: must be at least nats.duplicate_window (2m0s), got 1m0s"},
+	"invalid_nats_duplicate_window_short.yaml":      {want: "config: nats.duplicate_window: must be at least 30s, as changes whose publish went unanswered are published again within seconds, got 5s"},
 	"invalid_nats_max_age_below_push_ttl.yaml":      {want: "config: nats.max_age: must be at least dispatcher.push_ttl (1h0m0s): the stream would delete events still to be pushed, got 30m0s"},
 	"invalid_nats_connect_timeout_negative.yaml":    {want: "config: nats.connect_timeout: must be greater than 0, got -5s"},
 	"invalid_dispatcher_consumer.yaml":              {want: `config: dispatcher.consumer: must not contain whitespace or any of . * > / \, got "push dispatcher"`},

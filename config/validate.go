@@ -16,6 +16,10 @@ import (
 // maxPushTTL is the longest time APNs and FCM keep a push: 28 days.
 const maxPushTTL = Duration(28 * 24 * time.Hour)
 
+// minDuplicateWindow is the shortest nats.duplicate_window: longer than a
+// relay sweep's period and grace together, with room to spare.
+const minDuplicateWindow = Duration(30 * time.Second)
+
 // Validate reports every problem with c at once, joined with errors.Join.
 // Each error names the full yaml key, says what is wrong and what is allowed:
 //
@@ -247,7 +251,12 @@ func (c *NATSConfig) validate(s section) {
 	case c.MaxAge > 0 && c.MaxAge < c.DuplicateWindow:
 		s.errorf("max_age", "must be at least %s (%s), got %s", s.key("duplicate_window"), c.DuplicateWindow, c.MaxAge)
 	}
-	s.positive("duplicate_window", c.DuplicateWindow)
+	if c.DuplicateWindow < minDuplicateWindow {
+		// A publish that went unanswered is made again within seconds,
+		// by the request or by the relay's sweep, with the same id: the
+		// stream must still know it, or it stores the event twice.
+		s.errorf("duplicate_window", "must be at least %s, as changes whose publish went unanswered are published again within seconds, got %s", minDuplicateWindow, c.DuplicateWindow)
+	}
 	s.positive("connect_timeout", c.ConnectTimeout)
 }
 
