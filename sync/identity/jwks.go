@@ -48,11 +48,14 @@ type publicKey struct {
 // keySet is the cached key set of one URL. mu is held across a fetch, so
 // concurrent logins wait for one fetch instead of each making their own.
 type keySet struct {
-	mu        sync.Mutex
-	keys      map[string]publicKey // by kid
-	fetched   time.Time            // of the keys; zero before the first success
-	attempted time.Time            // last fetch, successful or not
-	lastErr   error                // of the last fetch
+	mu      sync.Mutex
+	keys    map[string]publicKey // by kid
+	fetched time.Time            // of the keys; zero before the first success
+	// attempted is when the last fetch, successful or not, ended: a
+	// fetch that hangs takes keysFetchTimeout, longer than
+	// keysRetryInterval, so the intervals count from its end.
+	attempted time.Time
+	lastErr   error // of the last fetch
 }
 
 // keyCache fetches and caches providers' JSON Web Key Sets per URL.
@@ -125,8 +128,8 @@ func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, erro
 		}
 		return publicKey{}, &fetchError{s.lastErr}
 	}
-	s.attempted = now
 	keys, err := c.fetch(ctx, rawURL)
+	s.attempted = c.now()
 	if err != nil {
 		s.lastErr = err
 		c.log.Warn().Str("jwks_url", rawURL).Err(err).Msg("cannot fetch the signing keys of an OpenID Connect provider")
