@@ -45,8 +45,10 @@ type publicKey struct {
 	key any    // *rsa.PublicKey or *ecdsa.PublicKey
 }
 
-// keySet is the cached key set of one URL. mu is held across a fetch, so
-// concurrent logins wait for one fetch instead of each making their own.
+// keySet is the cached key set of one URL. One fetch runs at a time:
+// logins that need it wait for it instead of each making their own, and
+// logins whose key the set holds, even one due to be fetched again, are
+// answered at once while it runs.
 type keySet struct {
 	mu      sync.Mutex
 	keys    map[string]publicKey // by kid
@@ -56,6 +58,8 @@ type keySet struct {
 	// keysRetryInterval, so the intervals count from its end.
 	attempted time.Time
 	lastErr   error // of the last fetch
+	// fetching is closed when the fetch under way ends; nil when none is.
+	fetching chan struct{}
 }
 
 // keyCache fetches and caches providers' JSON Web Key Sets per URL.
@@ -101,8 +105,10 @@ func newKeyCache(client *http.Client, now func() time.Time, log zerolog.Logger) 
 
 // key returns the signing key kid of the key set at rawURL, fetching the
 // set when it is not cached, older than keysTTL, or lacks kid and was not
-// fetched in the last keysRefetchInterval. It returns errUnknownKey or a
-// *fetchError.
+// fetched in the last keysRefetchInterval. While a fetch runs, a key the
+// set holds is returned at once, even from a set due to be fetched again;
+// a caller whose key it lacks waits for the fetch. It returns
+// errUnknownKey or a *fetchError.
 func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, error) {
 	c.mu.Lock()
 	s := c.sets[rawURL]
@@ -112,38 +118,65 @@ func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, erro
 	}
 	c.mu.Unlock()
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := c.now()
-	k, have := s.keys[kid]
-	fresh := !s.fetched.IsZero() && now.Sub(s.fetched) < keysTTL
-	switch {
-	case fresh && have:
-		return k, nil
-	case fresh && now.Sub(s.attempted) < keysRefetchInterval:
+	for {
+		s.mu.Lock()
+		now := c.now()
+		k, have := s.keys[kid]
+		fresh := !s.fetched.IsZero() && now.Sub(s.fetched) < keysTTL
+		switch {
+		case fresh && have:
+			s.mu.Unlock()
+			return k, nil
+		case fresh && now.Sub(s.attempted) < keysRefetchInterval:
+			s.mu.Unlock()
+			return publicKey{}, errUnknownKey
+		case s.lastErr != nil && now.Sub(s.attempted) < keysRetryInterval:
+			err := s.lastErr
+			s.mu.Unlock()
+			if have { // stale keys outlive an outage of the provider
+				return k, nil
+			}
+			return publicKey{}, &fetchError{err}
+		case s.fetching != nil:
+			done := s.fetching
+			s.mu.Unlock()
+			if have { // stale keys serve while the set is fetched again
+				return k, nil
+			}
+			select {
+			case <-done: // the fetch is bounded by keysFetchTimeout
+			case <-ctx.Done():
+				return publicKey{}, &fetchError{ctx.Err()}
+			}
+			continue
+		}
+		done := make(chan struct{})
+		s.fetching = done
+		s.mu.Unlock()
+
+		keys, err := c.fetch(ctx, rawURL)
+
+		s.mu.Lock()
+		s.fetching = nil
+		close(done)
+		s.attempted = c.now()
+		if err != nil {
+			s.lastErr = err
+			s.mu.Unlock()
+			c.log.Warn().Str("jwks_url", rawURL).Err(err).Msg("cannot fetch the signing keys of an OpenID Connect provider")
+			if have {
+				return k, nil
+			}
+			return publicKey{}, &fetchError{err}
+		}
+		s.keys, s.fetched, s.lastErr = keys, now, nil
+		s.mu.Unlock()
+		c.log.Debug().Str("jwks_url", rawURL).Int("keys", len(keys)).Msg("fetched OpenID Connect signing keys")
+		if k, ok := keys[kid]; ok {
+			return k, nil
+		}
 		return publicKey{}, errUnknownKey
-	case s.lastErr != nil && now.Sub(s.attempted) < keysRetryInterval:
-		if have { // stale keys outlive an outage of the provider
-			return k, nil
-		}
-		return publicKey{}, &fetchError{s.lastErr}
 	}
-	keys, err := c.fetch(ctx, rawURL)
-	s.attempted = c.now()
-	if err != nil {
-		s.lastErr = err
-		c.log.Warn().Str("jwks_url", rawURL).Err(err).Msg("cannot fetch the signing keys of an OpenID Connect provider")
-		if have {
-			return k, nil
-		}
-		return publicKey{}, &fetchError{err}
-	}
-	s.keys, s.fetched, s.lastErr = keys, now, nil
-	c.log.Debug().Str("jwks_url", rawURL).Int("keys", len(keys)).Msg("fetched OpenID Connect signing keys")
-	if k, ok := keys[kid]; ok {
-		return k, nil
-	}
-	return publicKey{}, errUnknownKey
 }
 
 // checkKeysURL accepts https URLs, and http URLs of loopback hosts (test

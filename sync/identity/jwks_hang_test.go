@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/registry"
@@ -91,5 +92,90 @@ func TestHangingKeySetIsNotFetchedByEveryLogin(t *testing.T) {
 	}
 	if n := fetches.Load() - before; n != 2 {
 		t.Fatalf("%d fetches, want 2", n)
+	}
+}
+
+// roundTripFunc is an http.RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// While a key set is fetched again, logins whose key it holds do not wait
+// for the fetch: a provider that answers slowly, or not at all until the
+// fetch is given up, does not hold up the logins its keys held from before
+// verify, whether the set is due to be fetched again (an hour old) or is
+// fetched for a key it lacks.
+func TestLoginsWithHeldKeysDoNotWaitForAFetch(t *testing.T) {
+	e := newEnv(t)
+	var slow atomic.Bool
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	provider := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{rsaJWK("r1-rsa", rsa1)}})
+	}))
+	t.Cleanup(provider.Close)
+	client := provider.Client()
+	client.Timeout = 5 * time.Second // only if the fetch is waited for: the test releases it
+	var ended atomic.Bool            // the slow fetch has ended
+	tr := client.Transport
+	client.Transport = roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		res, err := tr.RoundTrip(r)
+		ended.Store(true)
+		return res, err
+	})
+	h := identity.New(e.reg, identity.Options{HTTPClient: client, Now: e.clock.Now}, zerolog.New(io.Discard))
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	e.client.Endpoint = srv.URL
+	p, err := e.reg.CreateIdentityPool(context.Background(), "us-east-1", registry.IdentityPool{Name: "slow", OpenIDProviders: []registry.OpenIDProvider{
+		{Issuer: e.idp.issuer("realm1"), ClientIDs: []string{clientID}, JWKSURL: provider.URL + "/jwks"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		name    string
+		advance time.Duration
+		trigger string // the token whose login starts the fetch
+	}{
+		{"set due to be fetched again", time.Hour + time.Second, e.rs256("alice")},
+		{"set fetched for a key it lacks", 2 * time.Minute, sign(t, jwt.SigningMethodRS256, "rotated-in", rsa1, e.claims("mallory"))},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// The keys are fetched, and held.
+			e.clock.Advance(6 * time.Second)
+			if _, err := e.getID(p.ID, e.realm1(e.rs256("alice"))); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(tt.advance)
+			slow.Store(true)
+			ended.Store(false)
+			release = make(chan struct{})
+			first := make(chan error, 1)
+			go func() {
+				_, err := e.getID(p.ID, e.realm1(tt.trigger))
+				first <- err
+			}()
+			<-entered
+			_, err := e.getID(p.ID, e.realm1(e.rs256("bob")))
+			waited := ended.Load()
+			slow.Store(false)
+			close(release)
+			<-first
+			if err != nil {
+				t.Fatalf("login with a held key during the fetch: %v", err)
+			}
+			if waited {
+				t.Fatal("the login with a held key was answered only once the fetch ended")
+			}
+		})
 	}
 }
