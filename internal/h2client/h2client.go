@@ -108,8 +108,9 @@ func (e *GoAwayError) Error() string {
 // maxDialBackoff. Push services take rapid reconnects for abuse (Apple:
 // "repeatedly opening and closing connections" may be treated as a
 // denial-of-service attack). An answer on any connection to the host ends
-// the run. Requests that find no connection meanwhile fail at once with
-// the last failure's error.
+// the run, and a connection made while a failure came (one being dialled
+// then) ends the wait. Requests that find no connection meanwhile fail at
+// once with the last failure's error.
 const (
 	dialBackoff    = time.Second
 	maxDialBackoff = 30 * time.Second
@@ -370,7 +371,11 @@ func (p *pool) dial() {
 	case err != nil:
 		p.failedLocked(err)
 	case c.usable():
-		p.dialErr = nil
+		// Made, though a failure may have come while it was dialled: the
+		// host takes connections, and the wait that failure began is over
+		// (its error is forgotten, and requests that find no connection
+		// must dial again rather than fail without one).
+		p.dialErr, p.retryAt = nil, time.Time{}
 		p.conns = append(p.conns, c)
 	case !time.Now().Before(p.retryAt):
 		// Lost or sent away already, and drop did not count it a failure:
