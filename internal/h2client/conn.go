@@ -721,7 +721,10 @@ func (c *conn) broadcastWindowLocked() {
 // code, or debug data before the server processed any stream (APNs:
 // {"reason":"BadCertificateEnvironment"}); and then the host's next dial
 // fails with it too for a while, since another connection would be told
-// the same.
+// the same. A server may send more than one GOAWAY (APNs has been reported
+// to follow its reason with a second one); after one that refused the
+// connection, the others count no second failure and leave its error in
+// place, and the streams they leave unprocessed fail with it.
 func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	var gerr *GoAwayError
 	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 && f.LastStreamID == 0 {
@@ -737,12 +740,17 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 		}
 	}
 	refused := gerr != nil && (f.LastStreamID == 0 || len(unprocessed) > 0)
-	if refused && c.goAwayErr == nil {
+	refusedBefore := c.goAwayErr
+	if refused && refusedBefore == nil {
 		c.goAwayErr = gerr
 	}
 	drained := c.reserved == 0
 	c.mu.Unlock()
 	switch {
+	case refusedBefore != nil:
+		// Counted and held off for already, with the refusal's error.
+		c.p.remove(c)
+		gerr = refusedBefore
 	case refused:
 		c.p.removeHoldingOff(c, gerr)
 	case f.LastStreamID == 0:

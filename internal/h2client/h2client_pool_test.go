@@ -79,3 +79,72 @@ func TestDialDuringHoldOffEndsIt(t *testing.T) {
 
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/c"), nil)), "conn3:/c")
 }
+
+// TestGoAwayAfterRefusal has a scripted server refuse a connection with a
+// GOAWAY that says why, then send another GOAWAY, bare, that leaves a
+// stream the first one kept unprocessed. The refusal is counted once, and
+// its error stays the one that the stream, and a request made during the
+// hold-off, fail with: the second GOAWAY counted another failure, and its
+// bare "connection lost" error replaced the server's reason for the
+// rest of the hold-off.
+func TestGoAwayAfterRefusal(t *testing.T) {
+	read := make(chan struct{}, 2) // the server read a request's HEADERS
+	goAway := make(chan struct{})  // the server sends its GOAWAYs
+	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if !sc.ok(sc.handshake()) {
+			return
+		}
+		var ids []uint32
+		for len(ids) < 2 {
+			r, err := sc.readHeaders()
+			if err != nil {
+				return
+			}
+			ids = append(ids, r.id)
+			read <- struct{}{}
+		}
+		<-goAway
+		first := min(ids[0], ids[1])
+		sc.write(func(fr *http2.Framer) error {
+			if err := fr.WriteGoAway(first, http2.ErrCodeEnhanceYourCalm, nil); err != nil {
+				return err
+			}
+			return fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		})
+		sc.drain()
+	})
+	tr := srv.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+
+	cha := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil))
+	recv(t, read, "the first request did not reach the server")
+	chb := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil))
+	recv(t, read, "the second request did not reach the server")
+	// Failures in a row before: the hold-off outlasts the test.
+	p := pools(tr)[0]
+	p.mu.Lock()
+	p.fails = 10
+	p.mu.Unlock()
+	close(goAway)
+
+	want := func(what string, r result) {
+		t.Helper()
+		var ge *GoAwayError
+		if !errors.As(r.err, &ge) || ge.Code != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("%s: error %v, want the GoAwayError ENHANCE_YOUR_CALM", what, r.err)
+		}
+	}
+	want("first request", await(t, cha))
+	want("second request", await(t, chb))
+	want("a request during the hold-off", roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/c"), nil)))
+	p.mu.Lock()
+	fails := p.fails
+	p.mu.Unlock()
+	if fails != 11 {
+		t.Errorf("the pool counts %d failures in a row, want 11: the refusal counted once", fails)
+	}
+	if n := srv.accepts.Load(); n != 1 {
+		t.Errorf("server accepted %d connections, want 1", n)
+	}
+}
