@@ -265,6 +265,14 @@ func (c *conn) writeHeaders(ctx context.Context, s *stream, req *http.Request, b
 		}
 		return fmt.Errorf("%w: its connection is closing", errUnprocessed)
 	}
+	if len(c.streams) >= int(c.maxStreams) {
+		// The server lowered its limit after the stream was reserved, and
+		// the streams open already reach it: the stream is given back and
+		// the request waits for another (RFC 9113 5.1.2).
+		c.mu.Unlock()
+		c.release()
+		return fmt.Errorf("%w: the server lowered its stream limit", errUnprocessed)
+	}
 	s.endSent = len(body) == 0
 	s.id = c.nextID
 	c.nextID += 2

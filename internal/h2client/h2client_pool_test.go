@@ -3,6 +3,7 @@ package h2client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 
@@ -147,4 +148,111 @@ func TestGoAwayAfterRefusal(t *testing.T) {
 	if n := srv.accepts.Load(); n != 1 {
 		t.Errorf("server accepted %d connections, want 1", n)
 	}
+}
+
+// TestStreamLimitLoweredAfterReservation has a request reserve its
+// stream, the server lower SETTINGS_MAX_CONCURRENT_STREAMS below the
+// streams open and reserved, and the request write its HEADERS only once
+// the client has acknowledged the new limit: it must not open a stream
+// beyond the limit (RFC 9113 5.1.2; APNs and FCM answer that with a
+// GOAWAY that fails every request on the connection), but give its
+// stream back, unsent, to be tried again when one is free.
+func TestStreamLimitLoweredAfterReservation(t *testing.T) {
+	firstIn := make(chan struct{})  // the first request is open
+	reserved := make(chan struct{}) // the test reserved a second stream
+	acked := make(chan struct{})    // the client acknowledged the limit 1
+	tried := make(chan struct{})    // the reserved request has had its go
+	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if !sc.ok(sc.handshake(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 2})) {
+			return
+		}
+		first, err := sc.readHeaders()
+		if err != nil {
+			return
+		}
+		close(firstIn)
+		<-reserved // 2 streams of 2
+		if sc.writeSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1}) != nil {
+			return
+		}
+		var opened []uint32
+		for ack := false; !ack; {
+			f, err := sc.next()
+			if err != nil {
+				return
+			}
+			if h, ok := f.(*http2.MetaHeadersFrame); ok {
+				opened = append(opened, h.StreamID)
+			}
+			if s, ok := f.(*http2.SettingsFrame); ok && s.IsAck() {
+				ack = true
+			}
+		}
+		close(acked)
+		<-tried
+		// Everything the client sent before it answers this PING.
+		data := [8]byte{'l', 'i', 'm', 'i', 't', '=', '1'}
+		if sc.write(func(fr *http2.Framer) error { return fr.WritePing(false, data) }) != nil {
+			return
+		}
+		for {
+			f, err := sc.next()
+			if err != nil {
+				return
+			}
+			if h, ok := f.(*http2.MetaHeadersFrame); ok {
+				t.Errorf("stream %d opened after the client acknowledged SETTINGS_MAX_CONCURRENT_STREAMS 1, with stream %d open", h.StreamID, first.id)
+				opened = append(opened, h.StreamID)
+			}
+			if p, ok := f.(*http2.PingFrame); ok && p.IsAck() && p.Data == data {
+				break
+			}
+		}
+		for _, id := range append([]uint32{first.id}, opened...) {
+			if sc.respond(id, 200, fmt.Sprintf("stream %d", id)) != nil {
+				return
+			}
+		}
+		sc.serve()
+	})
+	tr := srv.newTransport(t)
+	tr.MaxConnsPerHost = 1
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+
+	cha := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil))
+	recv(t, firstIn, "the first request did not reach the server")
+	c := poolConns(tr)[0]
+	if !c.tryReserve() {
+		t.Fatal("no second stream on a connection that takes 2")
+	}
+	close(reserved)
+	recv(t, acked, "the client did not acknowledge the lowered limit")
+
+	// The reserved request goes on only now.
+	chb := make(chan result, 1)
+	go func() {
+		res, err := c.roundTrip(ctx, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil), nil)
+		chb <- result{res: res, err: err}
+	}()
+	var rb result
+	waitUntil(t, "the reserved request is sent or given up", func() bool {
+		select {
+		case rb = <-chb:
+			return true
+		default:
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.streams) > 1
+	})
+	close(tried)
+	mustOK(t, await(t, cha), "stream 1")
+	if rb.res == nil && rb.err == nil {
+		rb = await(t, chb)
+	}
+	if !errors.Is(rb.err, errUnprocessed) {
+		t.Errorf("the reserved request: error %v, want it given back unsent", rb.err)
+	}
+	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/c"), nil)), "conn1:/c")
 }
