@@ -47,13 +47,19 @@ type client struct {
 // JSON -> google credentials -> oauth2.Transport -> firebase app.
 func newClient(t testing.TB, s *fcmtest.Server, saJSON []byte, projectID string) *client {
 	t.Helper()
+	return newScopedClient(t, s, saJSON, projectID, fcmScope)
+}
+
+// newScopedClient is newClient asking for the given OAuth2 scopes.
+func newScopedClient(t testing.TB, s *fcmtest.Server, saJSON []byte, projectID string, scopes ...string) *client {
+	t.Helper()
 	base := &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: s.RootCAs()},
 		ForceAttemptHTTP2: true,
 	}
 	t.Cleanup(base.CloseIdleConnections)
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: base})
-	creds, err := google.CredentialsFromJSONWithType(ctx, saJSON, google.ServiceAccount, fcmScope)
+	creds, err := google.CredentialsFromJSONWithType(ctx, saJSON, google.ServiceAccount, scopes...)
 	if err != nil {
 		t.Fatalf("credentials: %v", err)
 	}
@@ -613,6 +619,46 @@ func TestAuthErrors(t *testing.T) {
 	_, err := c.mc.Send(ctx, dataMsg("fcm-registration-token"))
 	if !errorutils.IsUnauthenticated(err) || messaging.IsThirdPartyAuthError(err) {
 		t.Fatalf("expired token: %v", err)
+	}
+}
+
+func TestInsufficientScope(t *testing.T) {
+	s := fcmtest.NewServer()
+	defer s.Close()
+	sa, err := s.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 10*time.Second)
+
+	// Google issues the token, but FCM refuses it for sending: 403
+	// PERMISSION_DENIED with an ErrorInfo detail and no FcmError one.
+	c := newScopedClient(t, s, sa, "demo-project", "https://www.googleapis.com/auth/userinfo.email")
+	_, err = c.mc.Send(ctx, dataMsg("fcm-registration-token"))
+	if !errorutils.IsPermissionDenied(err) || messaging.IsSenderIDMismatch(err) ||
+		err.Error() != "Request had insufficient authentication scopes." {
+		t.Fatalf("token without the messaging scope: %v", err)
+	}
+	res := errorutils.HTTPResponse(err)
+	if res == nil || res.StatusCode != 403 || !strings.Contains(res.Header.Get("WWW-Authenticate"), `error="insufficient_scope"`) {
+		t.Fatalf("token without the messaging scope: response %v", res)
+	}
+	if len(s.Pushes()) != 0 {
+		t.Fatal("recorded a push sent with a token lacking the messaging scope")
+	}
+
+	// Either scope that covers FCM serves, among others.
+	for _, scopes := range [][]string{
+		{"https://www.googleapis.com/auth/cloud-platform"},
+		{"https://www.googleapis.com/auth/userinfo.email", fcmScope},
+	} {
+		c := newScopedClient(t, s, sa, "demo-project", scopes...)
+		if _, err := c.mc.Send(ctx, dataMsg("fcm-registration-token")); err != nil {
+			t.Fatalf("scopes %v: %v", scopes, err)
+		}
+	}
+	if n := len(s.Pushes()); n != 2 {
+		t.Fatalf("%d pushes recorded, want 2", n)
 	}
 }
 

@@ -38,6 +38,29 @@ type accessToken struct {
 	projectID string
 	email     string
 	expiry    time.Time
+	// canSend: the assertion asked for a scope that lets the token send
+	// messages (SendScope or CloudPlatformScope).
+	canSend bool
+}
+
+// Scopes that let an access token call messages:send; FCM refuses a token
+// granted neither with 403 PERMISSION_DENIED, insufficient scopes.
+const (
+	// SendScope is the scope of Firebase Cloud Messaging.
+	SendScope = "https://www.googleapis.com/auth/firebase.messaging"
+	// CloudPlatformScope is the scope of every Google Cloud API.
+	CloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
+)
+
+// scopeAllowsSend reports whether a space-separated scope list holds a
+// scope that lets its token send messages.
+func scopeAllowsSend(scope string) bool {
+	for _, s := range strings.Fields(scope) {
+		if s == SendScope || s == CloudPlatformScope {
+			return true
+		}
+	}
+	return false
 }
 
 // serviceAccountKey is a service-account JSON key file, with fields in the
@@ -239,7 +262,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, oauthError{http.StatusBadRequest, "invalid_request", "Missing required parameter: assertion"})
 		return
 	}
-	sa, e := s.verifyAssertion(assertion, r)
+	sa, scope, e := s.verifyAssertion(assertion, r)
 	if e != nil {
 		writeOAuthError(w, *e)
 		return
@@ -259,7 +282,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 			delete(s.tokens, k)
 		}
 	}
-	s.tokens[tok] = accessToken{projectID: sa.projectID, email: sa.email, expiry: now.Add(lifetime)}
+	s.tokens[tok] = accessToken{projectID: sa.projectID, email: sa.email, expiry: now.Add(lifetime), canSend: scopeAllowsSend(scope)}
 	s.authMu.Unlock()
 	s.stats.tokensIssued.Add(1)
 
@@ -276,53 +299,54 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // verifyAssertion checks a service-account JWT the way Google's token
-// endpoint does and returns the account it names.
-func (s *Server) verifyAssertion(assertion string, r *http.Request) (*serviceAccount, *oauthError) {
+// endpoint does and returns the account it names with the scopes it asks
+// for.
+func (s *Server) verifyAssertion(assertion string, r *http.Request) (*serviceAccount, string, *oauthError) {
 	badSig := &oauthError{http.StatusBadRequest, "invalid_grant", "Invalid JWT Signature."}
 	parts := strings.Split(assertion, ".")
 	if len(parts) != 3 {
-		return nil, badSig
+		return nil, "", badSig
 	}
 	var hdr jwtHeader
 	var claims jwtClaims
 	if !decodeSegment(parts[0], &hdr) || !decodeSegment(parts[1], &claims) {
-		return nil, badSig
+		return nil, "", badSig
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil || hdr.Alg != "RS256" {
-		return nil, badSig
+		return nil, "", badSig
 	}
 
 	s.authMu.RLock()
 	sa := s.accounts[claims.Iss]
 	s.authMu.RUnlock()
 	if sa == nil {
-		return nil, &oauthError{http.StatusBadRequest, "invalid_grant", "Invalid grant: account not found"}
+		return nil, "", &oauthError{http.StatusBadRequest, "invalid_grant", "Invalid grant: account not found"}
 	}
 	if hdr.Kid != "" && hdr.Kid != sa.keyID {
-		return nil, badSig
+		return nil, "", badSig
 	}
 	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
 	if rsa.VerifyPKCS1v15(sa.publicKey, crypto.SHA256, digest[:], sig) != nil {
-		return nil, badSig
+		return nil, "", badSig
 	}
 
 	if !s.audienceOK(claims.Aud, r) {
-		return nil, &oauthError{http.StatusBadRequest, "invalid_grant",
+		return nil, "", &oauthError{http.StatusBadRequest, "invalid_grant",
 			"Invalid JWT: Failed audience check. The right audience is " + s.TokenURL()}
 	}
 	now := time.Now()
 	iat, exp := time.Unix(claims.Iat, 0), time.Unix(claims.Exp, 0)
 	if claims.Iat == 0 || claims.Exp == 0 || !exp.After(now) || iat.After(now.Add(clockSkew)) ||
 		exp.Before(iat) || exp.Sub(iat) > maxAssertionLifetime {
-		return nil, &oauthError{http.StatusBadRequest, "invalid_grant",
+		return nil, "", &oauthError{http.StatusBadRequest, "invalid_grant",
 			"Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."}
 	}
 	if claims.Scope == nil || strings.TrimSpace(*claims.Scope) == "" {
-		return nil, &oauthError{http.StatusBadRequest, "invalid_scope",
+		return nil, "", &oauthError{http.StatusBadRequest, "invalid_scope",
 			"Invalid OAuth scope or ID token audience provided."}
 	}
-	return sa, nil
+	return sa, *claims.Scope, nil
 }
 
 // audienceOK accepts TokenURL() and the token URL as the client addressed

@@ -28,6 +28,7 @@ const (
 
 	fcmErrorType   = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 	badRequestType = "type.googleapis.com/google.rpc.BadRequest"
+	errorInfoType  = "type.googleapis.com/google.rpc.ErrorInfo"
 
 	contentTypeJSON = "application/json; charset=UTF-8"
 )
@@ -40,12 +41,15 @@ type rpcStatus struct {
 	Details []rpcDetail `json:"details,omitempty"`
 }
 
-// rpcDetail is one entry of google.rpc.Status.details: an FcmError or a
-// google.rpc.BadRequest.
+// rpcDetail is one entry of google.rpc.Status.details: an FcmError, a
+// google.rpc.BadRequest or a google.rpc.ErrorInfo.
 type rpcDetail struct {
-	Type            string           `json:"@type"`
-	ErrorCode       string           `json:"errorCode,omitempty"`
-	FieldViolations []fieldViolation `json:"fieldViolations,omitempty"`
+	Type            string            `json:"@type"`
+	ErrorCode       string            `json:"errorCode,omitempty"`
+	FieldViolations []fieldViolation  `json:"fieldViolations,omitempty"`
+	Reason          string            `json:"reason,omitempty"`
+	Domain          string            `json:"domain,omitempty"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
 }
 
 type fieldViolation struct {
@@ -188,6 +192,16 @@ func (s *Server) serveSend(w http.ResponseWriter, r *http.Request) {
 	at, ok := s.lookupToken(strings.TrimSpace(authz[7:]), now)
 	if !ok {
 		s.reject(w, &apiError{httpStatus: 401, status: "UNAUTHENTICATED", message: msgUnauthenticated})
+		return
+	}
+	if !at.canSend {
+		// Google's front end checks the token's scopes before the
+		// caller's permission on the project.
+		s.stats.countError("PERMISSION_DENIED")
+		w.Header().Set("WWW-Authenticate", `Bearer realm="https://accounts.google.com/", error="insufficient_scope", scope="`+SendScope+" "+CloudPlatformScope+`"`)
+		writeStatus(w, http.StatusForbidden, "PERMISSION_DENIED", "Request had insufficient authentication scopes.",
+			[]rpcDetail{{Type: errorInfoType, Reason: "ACCESS_TOKEN_SCOPE_INSUFFICIENT", Domain: "googleapis.com",
+				Metadata: map[string]string{"method": "google.firebase.fcm.v1.FcmService.SendMessage", "service": "fcm.googleapis.com"}}}, 0)
 		return
 	}
 	if at.projectID != project {
