@@ -73,6 +73,13 @@ type Server struct {
 	// MaxConcurrentStreams is the SETTINGS_MAX_CONCURRENT_STREAMS
 	// advertised and enforced. If not set, 1000.
 	MaxConcurrentStreams uint32
+	// StartStreams, when set, returns the SETTINGS_MAX_CONCURRENT_STREAMS
+	// a connection starts with, from its TLS state, as APNs allows one
+	// stream until a request proves its provider token; a handler lifts
+	// the connection to MaxConcurrentStreams with RaiseStreams. Zero, or
+	// a value not below MaxConcurrentStreams, starts the connection at
+	// MaxConcurrentStreams.
+	StartStreams func(tls.ConnectionState) uint32
 	// NoHTTP1 refuses clients that do not agree to HTTP/2.
 	NoHTTP1 bool
 	// IdleTimeout is how long an HTTP/2 connection may send nothing, not
@@ -296,6 +303,9 @@ type conn struct {
 	streams    map[uint32]*stream
 	maxID      uint32 // highest stream the client opened
 	maxStreams uint32
+	// raise: a handler called RaiseStreams while maxStreams is below the
+	// server's MaxConcurrentStreams.
+	raise bool
 
 	// What the client's SETTINGS allow.
 	peerMaxFrame   uint32
@@ -347,6 +357,11 @@ func newConn(s *Server, tc *tls.Conn) *conn {
 	if c.maxStreams == 0 {
 		c.maxStreams = 1000
 	}
+	if s.StartStreams != nil {
+		if n := s.StartStreams(c.state); n > 0 && n < c.maxStreams {
+			c.maxStreams = n
+		}
+	}
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = maxHeaderList
@@ -359,9 +374,9 @@ func (c *conn) serve() {
 	defer c.tc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c.ctx = ctx
+	c.ctx = context.WithValue(ctx, connKey{}, c)
 	if c.s.ConnContext != nil {
-		c.ctx = c.s.ConnContext(ctx, c.tc)
+		c.ctx = c.s.ConnContext(c.ctx, c.tc)
 	}
 
 	_ = c.tc.SetReadDeadline(time.Now().Add(handshakeTimeout))
@@ -804,13 +819,46 @@ func (c *conn) answer(st *stream) error {
 		req.Body = io.NopCloser(bytes.NewReader(st.body))
 	}
 	w := &responseWriter{header: make(http.Header)}
-	if !c.serveHTTP(w, req) {
+	ok := c.serveHTTP(w, req)
+	if err := c.raiseStreams(); err != nil {
+		return err
+	}
+	if !ok {
 		return c.resetStream(st.id, http2.ErrCodeInternal)
 	}
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
 	return c.respond(st, w.status, w.header, w.body)
+}
+
+type connKey struct{}
+
+// RaiseStreams lifts the HTTP/2 connection of a request that a handler of
+// a Server is answering to the server's MaxConcurrentStreams, if its
+// StartStreams held it lower: a SETTINGS frame saying so goes out before
+// the answer. Outside such a handler it does nothing.
+func RaiseStreams(ctx context.Context) {
+	if c, ok := ctx.Value(connKey{}).(*conn); ok {
+		c.raise = true
+	}
+}
+
+// raiseStreams sends the SETTINGS frame a RaiseStreams asked for.
+func (c *conn) raiseStreams() error {
+	if !c.raise {
+		return nil
+	}
+	c.raise = false
+	n := c.s.MaxConcurrentStreams
+	if n == 0 {
+		n = 1000
+	}
+	if n <= c.maxStreams {
+		return nil
+	}
+	c.maxStreams = n
+	return c.fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: n})
 }
 
 // serveHTTP runs the handler and reports whether it returned rather than

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pushsync/pushsync/internal/h2server"
 )
 
 // Apple's reasons, as documented in "Handling notification responses from
@@ -81,8 +83,9 @@ type rejection struct {
 //  12. authentication: client certificate (403 BadCertificate) or provider
 //     token (403 MissingProviderToken, InvalidProviderToken,
 //     ExpiredProviderToken; 429 TooManyProviderTokenUpdates for a new
-//     token on a connection too soon after the last), then the topic
-//     (400 TopicDisallowed)
+//     token on a connection too soon after the last; a token passing
+//     these lifts the connection's stream limit, whatever the answer),
+//     then the topic (400 TopicDisallowed)
 //  13. payload non-empty (400 PayloadEmpty), at most 4096 bytes or 5120 for
 //     voip (413 PayloadTooLarge), a JSON object with an "aps" object
 //     (400 BadRequest, emulator-specific)
@@ -223,6 +226,8 @@ func (s *Server) check(r *http.Request, p *Push) (rejection, *Failure) {
 		if !takeToken(r.Context(), vt, s.tokenEvery, now) {
 			return rejection{http.StatusTooManyRequests, reasonTooManyTokenUpdates}, nil
 		}
+		// A valid provider token lifts the connection's stream limit.
+		h2server.RaiseStreams(r.Context())
 		if !vt.key.topics.allows(p.Topic) {
 			return rejection{http.StatusBadRequest, reasonTopicDisallowed}, nil
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/pushsync/pushsync/internal/emutls"
 )
@@ -764,7 +765,7 @@ func TestConnectionReuse(t *testing.T) {
 }
 
 func TestMaxConcurrentStreamsAndHosts(t *testing.T) {
-	s := NewServer(WithMaxConcurrentStreams(7), WithHosts("apns.test"))
+	s := NewServer(WithMaxConcurrentStreams(7), WithStreamsBeforeToken(0), WithHosts("apns.test"))
 	t.Cleanup(s.Close)
 	conn, err := tls.Dial("tcp", strings.TrimPrefix(s.URL, "https://"), &tls.Config{
 		RootCAs: s.RootCAs(), ServerName: "apns.test", NextProtos: []string{"h2"},
@@ -793,6 +794,98 @@ func TestMaxConcurrentStreamsAndHosts(t *testing.T) {
 	}
 	if !bytes.Contains(s.CACertPEM(), []byte("BEGIN CERTIFICATE")) {
 		t.Error("CACertPEM is not PEM")
+	}
+}
+
+// TestStreamsBeforeToken checks APNs' stream limit on a token
+// connection: one stream until a request carries a valid provider token,
+// a second one refused meanwhile, then the full limit, announced before
+// the answer of that request.
+func TestStreamsBeforeToken(t *testing.T) {
+	s := NewServer(WithMaxConcurrentStreams(7))
+	t.Cleanup(s.Close)
+	key := newAuthKey(t)
+	s.AddTokenKey(teamID, keyID, &key.PublicKey, topic)
+	tok := &token.Token{AuthKey: key, KeyID: keyID, TeamID: teamID}
+	if _, err := tok.Generate(); err != nil {
+		t.Fatal(err)
+	}
+
+	// run opens stream 1 with authz, then stream 3, then ends stream 1,
+	// and returns what arrived until stream 1's answer: the first
+	// SETTINGS' limit, whether stream 3 was refused, the limit a later
+	// SETTINGS announced (0 if none) and stream 1's status.
+	run := func(authz string) (first uint32, refused bool, raised uint32, status string) {
+		t.Helper()
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(s.URL, "https://"), &tls.Config{
+			RootCAs: s.RootCAs(), NextProtos: []string{"h2"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+			t.Fatal(err)
+		}
+		fr := http2.NewFramer(conn, conn)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		var hbuf bytes.Buffer
+		enc := hpack.NewEncoder(&hbuf)
+		headers := func(id uint32) {
+			hbuf.Reset()
+			for _, f := range [][2]string{
+				{":method", "POST"}, {":scheme", "https"}, {":authority", "apns"},
+				{":path", "/3/device/" + deviceToken}, {"apns-topic", topic},
+				{"apns-push-type", "background"}, {"apns-priority", "5"}, {"authorization", authz},
+			} {
+				if f[1] != "" {
+					_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+				}
+			}
+			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := fr.WriteSettings(); err != nil {
+			t.Fatal(err)
+		}
+		headers(1)
+		headers(3)
+		if err := fr.WriteData(1, true, []byte(bgPayload)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if v, ok := f.Value(http2.SettingMaxConcurrentStreams); ok && !f.IsAck() {
+					if first == 0 {
+						first = v
+					} else {
+						raised = v
+					}
+				}
+			case *http2.RSTStreamFrame:
+				refused = refused || f.StreamID == 3 && f.ErrCode == http2.ErrCodeRefusedStream
+			case *http2.MetaHeadersFrame:
+				if f.StreamID == 1 {
+					return first, refused, raised, f.PseudoValue("status")
+				}
+			}
+		}
+	}
+
+	if first, refused, raised, status := run(""); first != 1 || !refused || raised != 0 || status != "403" {
+		t.Errorf("no provider token: limit %d, second stream refused %v, raised to %d, answer %s; want 1, true, 0, 403",
+			first, refused, raised, status)
+	}
+	if first, refused, raised, status := run("bearer " + tok.Bearer); first != 1 || !refused || raised != 7 || status != "200" {
+		t.Errorf("valid provider token: limit %d, second stream refused %v, raised to %d, answer %s; want 1, true, 7, 200",
+			first, refused, raised, status)
 	}
 }
 

@@ -76,6 +76,11 @@ const (
 	// token may give way to a new one on a connection: Apple asks for a
 	// refresh no more than once every 20 minutes.
 	DefaultProviderTokenUpdateInterval = 20 * time.Minute
+	// DefaultStreamsBeforeToken is the SETTINGS_MAX_CONCURRENT_STREAMS a
+	// connection without a client certificate starts with unless
+	// WithStreamsBeforeToken says otherwise: APNs allows one stream until
+	// a request posts a valid provider token.
+	DefaultStreamsBeforeToken = 1
 )
 
 // Emulator-specific reasons. Apple documents no reason for these cases, so
@@ -105,6 +110,7 @@ type options struct {
 	record     bool
 	tokenLen   int
 	tokenEvery time.Duration
+	preStreams uint32
 }
 
 // WithEnvironment selects the emulated environment: EnvironmentProduction
@@ -120,6 +126,17 @@ func WithEnvironment(env string) Option {
 // DefaultMaxConcurrentStreams.
 func WithMaxConcurrentStreams(n uint32) Option {
 	return func(o *options) { o.maxStreams = n }
+}
+
+// WithStreamsBeforeToken sets the SETTINGS_MAX_CONCURRENT_STREAMS a
+// connection without a client certificate starts with (default
+// DefaultStreamsBeforeToken): as APNs does, the connection is lifted to
+// the WithMaxConcurrentStreams value, by a SETTINGS frame sent before the
+// answer, once a request on it carries a valid provider token. A client
+// that opens more streams meanwhile has them refused (RST_STREAM
+// REFUSED_STREAM). Zero starts every connection at the full value.
+func WithStreamsBeforeToken(n uint32) Option {
+	return func(o *options) { o.preStreams = n }
 }
 
 // WithHosts adds host names or IP addresses to the server certificate, on
@@ -295,6 +312,7 @@ func Start(opts ...Option) (*Server, error) {
 		record:     true,
 		tokenLen:   DefaultDeviceTokenLength,
 		tokenEvery: DefaultProviderTokenUpdateInterval,
+		preStreams: DefaultStreamsBeforeToken,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -345,8 +363,14 @@ func Start(opts ...Option) (*Server, error) {
 			MinVersion:   tls.VersionTLS12,
 		},
 		MaxConcurrentStreams: o.maxStreams,
-		OnConn:               func() { s.connections.Add(1) },
-		ConnContext:          withConnTokens,
+		StartStreams: func(cs tls.ConnectionState) uint32 {
+			if len(cs.PeerCertificates) > 0 {
+				return 0 // certificate authentication: no wait for a token
+			}
+			return o.preStreams
+		},
+		OnConn:      func() { s.connections.Add(1) },
+		ConnContext: withConnTokens,
 	}
 	go func() {
 		defer close(s.served)
