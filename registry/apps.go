@@ -395,6 +395,24 @@ func appOpError(op, name string, err error) error {
 	return fmt.Errorf("registry: %s app %s: %w", op, name, err)
 }
 
+// CertificateLeaf returns the certificate of an APNs app that
+// authenticates with one, nil for any other app or a certificate that does
+// not parse (which Validate refuses).
+func (a *App) CertificateLeaf() *x509.Certificate {
+	if a.APNs == nil || a.APNs.Certificate == "" {
+		return nil
+	}
+	pair, err := tls.X509KeyPair([]byte(a.APNs.Certificate), []byte(a.APNs.Certificate))
+	if err != nil {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
+}
+
 // checkPoolKinds checks that every identity pool pushing through an app of
 // app's name does so for platforms of app's kind.
 func (r *Registry) checkPoolKinds(ctx context.Context, c redis.Cmdable, app App) error {

@@ -21,6 +21,7 @@ func sourceMetrics(t *testing.T) map[string][]string {
 	// The end of the options literal: "}," and the label names of a vector,
 	// or "})" for a single series.
 	end := regexp.MustCompile(`\}(?:,\s*\[\]string\{([^}]*)\})?\)`)
+	desc := regexp.MustCompile(`NewDesc\(\s*"(pushsync_[a-z0-9_]+)",\s*"(?:[^"\\]|\\.)*",\s*\[\]string\{([^}]*)\}`)
 	out := map[string][]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -49,6 +50,16 @@ func sourceMetrics(t *testing.T) map[string][]string {
 				}
 			}
 			out[metric] = labels
+		}
+		// Collectors of their own describe their metrics with NewDesc.
+		for _, m := range desc.FindAllSubmatch(src, -1) {
+			var labels []string
+			for _, l := range strings.Split(string(m[2]), ",") {
+				if l = strings.Trim(strings.TrimSpace(l), `"`); l != "" {
+					labels = append(labels, l)
+				}
+			}
+			out[string(m[1])] = labels
 		}
 		return nil
 	})

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -63,12 +61,10 @@ func (s *Server) view(a registry.App) appView {
 		av := &apnsView{Topic: c.Topic, Auth: "token", KeyID: c.KeyID, TeamID: c.TeamID}
 		if c.Certificate != "" {
 			av.Auth, av.KeyID, av.TeamID = "certificate", "", ""
-			if pair, err := tls.X509KeyPair([]byte(c.Certificate), []byte(c.Certificate)); err == nil {
-				if leaf, err := x509.ParseCertificate(pair.Certificate[0]); err == nil {
-					av.CertificateSubject = leaf.Subject.String()
-					exp := leaf.NotAfter.UTC()
-					av.CertificateExpires = &exp
-				}
+			if leaf := a.CertificateLeaf(); leaf != nil {
+				av.CertificateSubject = leaf.Subject.String()
+				exp := leaf.NotAfter.UTC()
+				av.CertificateExpires = &exp
 			}
 		}
 		v.APNs = av

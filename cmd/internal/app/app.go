@@ -309,6 +309,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 			return err
 		}
 		defer closeNotifiers()
+		metrics.MustRegister(newCertificateExpiry(reg, log.With().Str("component", "dispatcher").Logger()))
 		checks = append(checks, check{name: "dispatcher", fn: func(context.Context) error { return disp.Ready() }})
 		wg.Add(1)
 		go func() {
