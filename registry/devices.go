@@ -427,6 +427,12 @@ return 1
 // RemoveDevice removes a device and all its subscriptions in one atomic
 // step. It returns ErrDeviceNotFound if the device is not registered.
 func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) error {
+	if err := validateIdentity(pool, identity); err != nil {
+		return err
+	}
+	if err := validateDeviceID(deviceID); err != nil {
+		return err
+	}
 	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0, "").Int()
 	if err != nil {
 		return fmt.Errorf("registry: remove device: %w", err)
@@ -444,6 +450,12 @@ func validateSubscription(pool, identity, dataset, deviceID string) error {
 	if err := cognito.ValidateDatasetName(dataset); err != nil {
 		return err
 	}
+	return validateDeviceID(deviceID)
+}
+
+// validateDeviceID checks a device id; one holds no white space
+// (RegisterDevice makes UUIDs).
+func validateDeviceID(deviceID string) error {
 	if err := cognito.ValidateDeviceID(deviceID); err != nil {
 		return err
 	}

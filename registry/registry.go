@@ -93,7 +93,8 @@ type Device struct {
 	Platform Platform
 	// Token is the push token, normalised (APNs tokens in lower-case hex).
 	Token string
-	// RegisteredAt is when the device first registered.
+	// RegisteredAt is when the device last registered: registering its
+	// token again moves it on.
 	RegisteredAt time.Time
 }
 

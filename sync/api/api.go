@@ -48,6 +48,8 @@ type Registry interface {
 	RegisterDevice(ctx context.Context, pool, identity string, platform registry.Platform, token string) (registry.Device, bool, error)
 	Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	Unsubscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
+	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
+	RemoveDevice(ctx context.Context, pool, identity, deviceID string) error
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	PoolStreams(ctx context.Context, pool string) (*registry.Streams, error)
 	UpdatePoolConfig(ctx context.Context, pool string, change func(*registry.PoolConfig) error) (registry.PoolConfig, error)

@@ -185,6 +185,12 @@ func TestDeveloperCallsInAMissingPoolAreRefused(t *testing.T) {
 			{"PublishEvent", func() error {
 				return adminCall(f, "POST", "/admin/v1/events", fmt.Sprintf(`{"IdentityPoolId":%q,"IdentityId":%q,"DatasetName":"settings","SyncCount":1}`, missing.pool, alice))
 			}},
+			{"ListIdentityDevices", func() error {
+				return adminCall(f, "GET", devicesPath(missing.pool, alice), "")
+			}},
+			{"RemoveIdentityDevice", func() error {
+				return adminCall(f, "DELETE", devicesPath(missing.pool, alice)+"/"+missing.deviceID, "")
+			}},
 		}
 		for _, c := range calls {
 			err := c.call()

@@ -52,6 +52,11 @@ func (s *Server) routes() {
 	s.handle("PUT /admin/v1/identitypools/{id}", "UpdateIdentityPool", AdminService, s.updateIdentityPool)
 	s.handle("DELETE /admin/v1/identitypools/{id}", "DeleteIdentityPool", AdminService, s.deleteIdentityPool)
 	s.handle("POST /admin/v1/identitypools/{id}/purge", "PurgeIdentityPool", AdminService, s.purgeIdentityPool)
+	// {IdentityPoolId}, not {id}: developer calls naming a pool act only in
+	// one that exists (see serve).
+	identityDevices := "/admin/v1/identitypools/{IdentityPoolId}/identities/{IdentityId}/devices"
+	s.handle("GET "+identityDevices, "ListIdentityDevices", AdminService, s.listDevices)
+	s.handle("DELETE "+identityDevices+"/{DeviceId}", "RemoveIdentityDevice", AdminService, s.removeDevice)
 
 	unknown := func(r *request) (any, error) { return nil, unknownOperation(r.Method, r.URL.EscapedPath()) }
 	s.handle("/admin/", "Unknown", AdminService, unknown)
