@@ -2,7 +2,8 @@
 // registers platform apps (APNs and FCM credentials), turns push sync on and
 // off for identity pools, issues identity credentials, registers and
 // subscribes devices and publishes test events, so that a pool can be taken
-// from nothing to working pushes from the shell.
+// from nothing to working pushes from the shell; it lists and removes an
+// identity's devices, to see why one gets no pushes.
 //
 //	pushsyncctl [-endpoint URL] [-region R] [-access-key ID] [-secret-key KEY] [-o text|json] <command> [arguments]
 //
@@ -102,6 +103,13 @@ var commands = []*command{
 		required: []string{"pool", "identity", "dataset", "device"}, run: deviceSubscribe, define: subscriptionFlags},
 	{name: "device unsubscribe", synopsis: "-pool P -identity I -dataset D -device ID", summary: "unsubscribe a device from a dataset",
 		required: []string{"pool", "identity", "dataset", "device"}, run: deviceUnsubscribe, define: subscriptionFlags},
+	{name: "device list", synopsis: "-pool P -identity I", summary: "list an identity's devices, their subscriptions and the sync counts pushed to them",
+		required: []string{"pool", "identity"}, run: deviceList, define: identityFlags},
+	{name: "device remove", synopsis: "-pool P -identity I -device ID", summary: "remove a device of an identity and its subscriptions",
+		required: []string{"pool", "identity", "device"}, run: deviceRemove, define: func(fs *flag.FlagSet, v *cmdFlags) {
+			identityFlags(fs, v)
+			fs.StringVar(&v.device, "device", "", "DeviceId, as device register or device list printed it")
+		}},
 	{name: "event publish", synopsis: "-pool P -identity I -dataset D -sync-count N [-origin DEVICE]", summary: "publish a dataset change as a sync server would",
 		required: []string{"pool", "identity", "dataset", "sync-count"}, run: eventPublish, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			identityFlags(fs, v)

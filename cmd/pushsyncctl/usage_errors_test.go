@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// Command line mistakes of the dead-letter and identity pool commands are
-// usage errors, as every other command's are: the message, the command's
-// usage, exit status 2, and no request sent. A global flag given after the
+// Command line mistakes of the dead-letter, identity pool and device
+// commands are usage errors, as every other command's are: the message, the
+// command's usage, exit status 2, and no request sent. A global flag given after the
 // command is named as one.
 func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 	// An API that cannot be reached: a command that sent a request would
@@ -29,6 +29,10 @@ func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 		{[]string{"identitypool", "update", pool, "-name", "n", "-region", "eu-west-1"}, "-region and -id apply only to identitypool create"},
 		{[]string{"identitypool", "update", pool, "-name", "n", "-id", pool}, "-region and -id apply only to identitypool create"},
 		{[]string{"identitypool", "create", "-name", "n", "-id", "eu-west-1:0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "-region", "eu-west-1"}, "-id and -region: give one"},
+		{[]string{"device", "list", "-pool", pool}, "device list needs -identity"},
+		{[]string{"device", "list", "-pool", pool, "-identity", pool, "extra"}, `device list takes no arguments, got "extra"`},
+		{[]string{"device", "remove", "-pool", pool, "-identity", pool}, "device remove needs -device"},
+		{[]string{"device", "remove", "-device", "5cd28fbe-0000-4000-8000-000000000001"}, "device remove needs -pool, -identity"},
 		{[]string{"app", "list", "-o", "json"}, "-o is a global flag: give it before the command"},
 		{[]string{"deadletter", "list", "-endpoint=http://127.0.0.1:8081"}, "-endpoint is a global flag: give it before the command"},
 	} {
