@@ -1,3 +1,4 @@
+//lint:file-ignore SA1019 aws-sdk-go v1 is the SDK pushsync must stay compatible with (the Cognito Sync clients apps ship).
 package api_test
 
 import (
