@@ -234,14 +234,11 @@ func appList(c *cli, _ *cmdFlags) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var list struct {
 		Apps []appView `json:"apps"`
 	}
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("the API answered an app list that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "an app list", &list); done || err != nil {
+		return err
 	}
 	if len(list.Apps) == 0 {
 		_, err := fmt.Fprintln(c.stdout, "no platform apps")
@@ -277,12 +274,9 @@ func (a *appView) credentialSummary() string {
 
 // printApp prints an app view.
 func (c *cli) printApp(raw []byte) error {
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var a appView
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return fmt.Errorf("the API answered an app view that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "an app view", &a); done || err != nil {
+		return err
 	}
 	var kv [][2]string
 	add := func(k, v string) {

@@ -217,6 +217,19 @@ func (c *cli) progress(format string, args ...any) {
 }
 
 // printJSON writes raw JSON indented.
+// decodeAnswer prints the API's answer raw as it is with -o json, and
+// returns done; otherwise it decodes raw into v, what naming the answer in
+// the error if it does not decode.
+func (c *cli) decodeAnswer(raw []byte, what string, v any) (done bool, err error) {
+	if c.output == "json" {
+		return true, c.printJSON(raw)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("the API answered %s that does not decode: %w", what, err)
+	}
+	return false, nil
+}
+
 func (c *cli) printJSON(raw []byte) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {

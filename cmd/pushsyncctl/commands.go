@@ -241,16 +241,13 @@ func eventPublish(c *cli, v *cmdFlags) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var out struct {
 		Stream    string
 		Sequence  uint64
 		Duplicate bool
 	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return fmt.Errorf("the API answered a publish result that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "a publish result", &out); done || err != nil {
+		return err
 	}
 	return c.printKV([][2]string{
 		{"stream", out.Stream},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -44,14 +43,11 @@ func deviceList(c *cli, v *cmdFlags) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var list struct {
 		Devices []deviceView `json:"devices"`
 	}
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("the API answered a device list that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "a device list", &list); done || err != nil {
+		return err
 	}
 	if len(list.Devices) == 0 {
 		_, err := fmt.Fprintf(c.stdout, "no devices registered for identity %s in pool %s\n", v.identity, v.pool)

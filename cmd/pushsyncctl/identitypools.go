@@ -80,12 +80,9 @@ func identityPoolCreate(c *cli, v *cmdFlags) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var p identityPool
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return fmt.Errorf("the API answered a pool that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "a pool", &p); done || err != nil {
+		return err
 	}
 	_, err = fmt.Fprintln(c.stdout, p.ID)
 	return err
@@ -164,14 +161,11 @@ func identityPoolList(c *cli, _ *cmdFlags) error {
 	if err != nil {
 		return err
 	}
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var list struct {
 		Pools []identityPool `json:"identityPools"`
 	}
-	if err := json.Unmarshal(raw, &list); err != nil {
-		return fmt.Errorf("the API answered a pool list that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "a pool list", &list); done || err != nil {
+		return err
 	}
 	if len(list.Pools) == 0 {
 		_, err := fmt.Fprintln(c.stdout, "no identity pools")
@@ -190,12 +184,9 @@ func identityPoolList(c *cli, _ *cmdFlags) error {
 }
 
 func (c *cli) printIdentityPool(raw []byte) error {
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var p identityPool
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return fmt.Errorf("the API answered a pool that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "a pool", &p); done || err != nil {
+		return err
 	}
 	kv := [][2]string{{"id", p.ID}, {"name", p.Name}, {"unauthenticated identities", fmt.Sprint(p.AllowUnauthenticated)},
 		{"created", p.CreatedAt.UTC().Format(time.RFC3339)}}

@@ -67,12 +67,9 @@ func secretsReseal(c *cli, _ *cmdFlags) error {
 
 // printSecrets prints a report as a table and says what is left to do.
 func (c *cli) printSecrets(raw []byte, resealed bool) error {
-	if c.output == "json" {
-		return c.printJSON(raw)
-	}
 	var rep secretsReport
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		return fmt.Errorf("the API answered a secrets report that does not decode: %w", err)
+	if done, err := c.decodeAnswer(raw, "a secrets report", &rep); done || err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	head := "RECORDS\tTOTAL\tCURRENT KEY\tSECONDARY KEY\tUNREADABLE"
