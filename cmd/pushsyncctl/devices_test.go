@@ -30,11 +30,7 @@ func deviceRow(t *testing.T, out, id string) string {
 // gets no more pushes.
 func TestDeviceListAndRemove(t *testing.T) {
 	d := startDaemon(t)
-	d.apnsKey("key.p8", "KEY1234567")
-	d.serviceAccount("sa.json")
-	d.ctl("app", "create", "-name", "game-ios", "-apns-topic", topic, "-apns-key-file", "key.p8", "-apns-key-id", "KEY1234567", "-apns-team-id", team)
-	d.ctl("app", "create", "-name", "game-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
-	d.ctl("pool", "set-push", pool, "-apns", "game-ios", "-gcm", "game-android")
+	d.pushApps()
 
 	if out := d.ctl("device", "list", "-pool", pool, "-identity", alice); out != "no devices registered for identity "+alice+" in pool "+pool+"\n" {
 		t.Errorf("device list before any device: %q", out)

@@ -295,6 +295,17 @@ func (d *daemon) serviceAccount(file string) []byte {
 	return sa
 }
 
+// pushApps registers an APNs token app and an FCM app with pushsyncctl and
+// has the pool push through them, as an operator sets a deployment up.
+func (d *daemon) pushApps() {
+	d.t.Helper()
+	d.apnsKey("key.p8", "KEY1234567")
+	d.serviceAccount("sa.json")
+	d.ctl("app", "create", "-name", "game-ios", "-apns-topic", topic, "-apns-key-file", "key.p8", "-apns-key-id", "KEY1234567", "-apns-team-id", team)
+	d.ctl("app", "create", "-name", "game-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
+	d.ctl("pool", "set-push", pool, "-apns", "game-ios", "-gcm", "game-android")
+}
+
 // waitDelivered waits until n events have been delivered, every push of
 // each settled.
 func (d *daemon) waitDelivered(n float64) {

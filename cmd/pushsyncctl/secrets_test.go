@@ -37,11 +37,7 @@ func secretsRow(t *testing.T, out, records string) string {
 // process that is a step behind the others.
 func TestMasterKeyRotation(t *testing.T) {
 	d := startDaemon(t)
-	d.apnsKey("key.p8", "KEY1234567")
-	d.serviceAccount("sa.json")
-	d.ctl("app", "create", "-name", "game-ios", "-apns-topic", topic, "-apns-key-file", "key.p8", "-apns-key-id", "KEY1234567", "-apns-team-id", team)
-	d.ctl("app", "create", "-name", "game-android", "-fcm-project", project, "-fcm-service-account-file", "sa.json")
-	d.ctl("pool", "set-push", pool, "-apns", "game-ios", "-gcm", "game-android")
+	d.pushApps()
 	for _, dev := range []struct{ platform, token string }{{"APNS", tok(1)}, {"GCM", "fcm-pixel-registration-token"}} {
 		id := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", alice, "-platform", dev.platform, "-token", dev.token))
 		d.ctl("device", "subscribe", "-pool", pool, "-identity", alice, "-dataset", "settings", "-device", id)
