@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -164,7 +163,7 @@ type appView struct {
 }
 
 // appPath is the admin API path of an app.
-func appPath(name string) string { return "/admin/v1/apps/" + url.PathEscape(name) }
+func appPath(name string) string { return "/admin/v1/apps/" + segment(name) }
 
 // getApp reads an app's view.
 func (c *cli) getApp(name string) (*appView, error) {

@@ -217,6 +217,15 @@ func (c *cli) progress(format string, args ...any) {
 }
 
 // printJSON writes raw JSON indented.
+// segment escapes s as one segment of a path; "." and ".." too, which the
+// request would otherwise send as a step in the path, to another one.
+func segment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
+}
+
 // decodeAnswer prints the API's answer raw as it is with -o json, and
 // returns done; otherwise it decodes raw into v, what naming the answer in
 // the error if it does not decode.

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,15 +23,6 @@ type deviceView struct {
 // devicesPath is the admin API path of an identity's devices.
 func devicesPath(pool, identity string) string {
 	return "/admin/v1/identitypools/" + segment(pool) + "/identities/" + segment(identity) + "/devices"
-}
-
-// segment escapes s as one segment of a path; "." and ".." too, which the
-// request would otherwise send as a step in the path, to another one.
-func segment(s string) string {
-	if s == "." || s == ".." {
-		return strings.Repeat("%2E", len(s))
-	}
-	return url.PathEscape(s)
 }
 
 // deviceList prints an identity's devices, one line each, with the

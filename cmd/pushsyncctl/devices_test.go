@@ -135,6 +135,10 @@ func TestDeviceCommandErrors(t *testing.T) {
 		{[]string{"InvalidParameterException", "IdentityPoolId", `".."`}, []string{"device", "list", "-pool", "..", "-identity", alice}},
 		{[]string{"InvalidParameterException", "IdentityId", `"."`}, []string{"device", "remove", "-pool", pool, "-identity", ".", "-device", "x"}},
 		{[]string{"ResourceNotFoundException", "device not found: .."}, []string{"device", "remove", "-pool", pool, "-identity", alice, "-device", ".."}},
+		// The ids "." and ".." of other commands are sent as ids too.
+		{[]string{"InvalidParameterException", `".."`}, []string{"identitypool", "show", ".."}},
+		{[]string{"ResourceNotFoundException", "identity pool not found: ."}, []string{"identitypool", "delete", "."}},
+		{[]string{"ResourceNotFoundException", "platform app not found: .."}, []string{"app", "show", ".."}},
 		{[]string{"ResourceNotFoundException", "identity pool not found", typo}, []string{"device", "list", "-pool", typo, "-identity", alice}},
 		{[]string{"ResourceNotFoundException", "identity pool not found", typo}, []string{"device", "remove", "-pool", typo, "-identity", alice, "-device", "5cd28fbe-0000-4000-8000-000000000001"}},
 	} {

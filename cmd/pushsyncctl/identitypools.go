@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -65,7 +64,7 @@ func poolBody(v *cmdFlags) (*identityPool, error) {
 	return p, nil
 }
 
-func poolPath(id string) string { return "/admin/v1/identitypools/" + url.PathEscape(id) }
+func poolPath(id string) string { return "/admin/v1/identitypools/" + segment(id) }
 
 // identityPoolCreate creates a pool and prints its id.
 func identityPoolCreate(c *cli, v *cmdFlags) error {
