@@ -312,18 +312,23 @@ func (p *pool) reserve(ctx context.Context) (*conn, error) {
 	waited := false
 	for {
 		p.mu.Lock()
+		leaving := false
 		for _, c := range p.conns {
 			if c.tryReserve() {
 				p.mu.Unlock()
 				return c, nil
 			}
+			leaving = leaving || c.closing()
 		}
 		if waited && p.dials != seen && p.dialErr != nil && len(p.conns) == 0 {
 			err := p.dialErr
 			p.mu.Unlock()
 			return nil, err
 		}
-		if !p.dialing && len(p.conns) < p.t.maxConns() {
+		// A connection lost or sent away a moment ago leaves the pool
+		// next, and notes then whether the host is to be left alone: the
+		// request waits for that rather than dial meanwhile.
+		if !leaving && !p.dialing && len(p.conns) < p.t.maxConns() {
 			if time.Now().Before(p.retryAt) {
 				if len(p.conns) == 0 {
 					// The last dial failed a moment ago: fail fast, and
