@@ -204,7 +204,8 @@ type NATSConfig struct {
 	// Config.StreamMaxAge.
 	MaxAge Duration `yaml:"max_age" json:"max_age"`
 	// DuplicateWindow is how long the stream remembers message ids to drop
-	// duplicate publishes; it must be greater than 0. If not set, 2m.
+	// duplicate publishes; at least 30s, as a publish that went unanswered
+	// is made again within seconds. If not set, 2m.
 	DuplicateWindow Duration `yaml:"duplicate_window" json:"duplicate_window"`
 	// ConnectTimeout bounds connecting to one server; it must be greater than
 	// 0. If not set, 5s.
