@@ -612,9 +612,13 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	}
 	// One goroutine publishes: on a schedule (every event due by now, then
 	// a sleep until the next), or whenever the window has room.
+	// On a schedule, an event's latency starts when it was due, not when
+	// a late publisher got to it: the wait behind the publisher is part of
+	// what a user would see, and leaving it out would hide queueing.
 	for j := int64(0); ctx.Err() == nil && err == nil; j++ {
+		var due time.Time
 		if rate > 0 {
-			due := start.Add(time.Duration(float64(j) / rate * float64(time.Second)))
+			due = start.Add(time.Duration(float64(j) / rate * float64(time.Second)))
 			if due.After(end) {
 				break
 			}
@@ -633,7 +637,10 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 		if gone := b.workersGone(); gone != nil {
 			return nil, gone
 		}
-		err = b.s.publish(b.next.Add(1) - 1)
+		if beforePublish != nil {
+			beforePublish(name, j)
+		}
+		err = b.s.publish(b.next.Add(1)-1, due)
 	}
 	published := b.next.Load() - first
 	publishSecs := time.Since(start).Seconds()
@@ -718,6 +725,10 @@ func (b *bench) phase(ctx context.Context, name string, d time.Duration, rate fl
 	}
 	return fig, nil
 }
+
+// beforePublish, when set (by tests), is called before the j-th event of
+// the phase name is published.
+var beforePublish func(name string, j int64)
 
 // stallLimit is how long the max phase waits for a push while its window
 // is full before it gives up.

@@ -397,10 +397,15 @@ func parallel(ctx context.Context, n, workers int, progress func(done, total int
 // It publishes the message event.Publisher would, asynchronously: one
 // goroutine keeps thousands of events a second going without a round
 // trip each, so the instrument takes little of the machine it measures.
-// Failures surface at waitPublished.
-func (s *stack) publish(k int64) error {
+// Failures surface at waitPublished. Its latency starts at due, when the
+// event was due on a schedule, or now when due is zero or later.
+func (s *stack) publish(k int64, due time.Time) error {
 	i, count := s.tracker.event(k)
 	now := time.Now()
+	from := now
+	if !due.IsZero() && due.Before(now) {
+		from = due
+	}
 	e := &event.DatasetChanged{
 		Version: event.Version, IdentityPoolID: s.pool, IdentityID: s.identities[i], DatasetName: dataset,
 		SyncCount: count, ChangedAt: now,
@@ -411,7 +416,7 @@ func (s *stack) publish(k int64) error {
 	}
 	msg := &nats.Msg{Subject: event.Subject(s.subjectPrefix, e), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, event.MsgID(e))
-	s.tracker.published(k, now)
+	s.tracker.published(k, from)
 	_, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(s.stream))
 	return err
 }
