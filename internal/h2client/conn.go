@@ -197,14 +197,6 @@ func (c *conn) usable() bool {
 	return c.err == nil && !c.goingAway
 }
 
-// closing reports whether the connection takes no more streams for good:
-// lost or sent away, it is about to leave the pool.
-func (c *conn) closing() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err != nil || c.goingAway
-}
-
 // tryReserve reserves a stream if the connection takes one more.
 func (c *conn) tryReserve() bool {
 	c.mu.Lock()

@@ -318,7 +318,7 @@ func (p *pool) reserve(ctx context.Context) (*conn, error) {
 				p.mu.Unlock()
 				return c, nil
 			}
-			leaving = leaving || c.closing()
+			leaving = leaving || !c.usable() // lost or sent away: it leaves the pool next
 		}
 		if waited && p.dials != seen && p.dialErr != nil && len(p.conns) == 0 {
 			err := p.dialErr

@@ -103,15 +103,9 @@ func unreadableApp(name string, err error) string {
 	return msg + "; register its credentials again (PUT /admin/v1/apps/{name}, pushsyncctl app rotate)"
 }
 
-func trimRegistry(err error) string {
-	msg := err.Error()
-	for _, p := range []string{"registry: put app ", "registry: delete app ", "registry: "} {
-		if len(msg) > len(p) && msg[:len(p)] == p {
-			return msg[len(p):]
-		}
-	}
-	return msg
-}
+// trimRegistry is err's message without the registry's prefix; the
+// registry's own errors name what they are about.
+func trimRegistry(err error) string { return strings.TrimPrefix(err.Error(), "registry: ") }
 
 func (s *Server) createApp(r *request) (any, error) {
 	var in appInput
