@@ -355,6 +355,54 @@ func TestAuthenticatedIdentities(t *testing.T) {
 	wantError(t, err, "NotAuthorizedException", 400, "Logins don't match")
 }
 
+// TestAuthorizedParty checks azp: a token for several audiences counts only
+// if it was issued to a client id of the pool, while a token for one
+// audience may name another client, as Google's cross-client ID tokens do.
+func TestAuthorizedParty(t *testing.T) {
+	e := newEnv(t)
+	token := func(aud, azp any) string {
+		c := e.claims("alice")
+		c["aud"] = aud
+		if azp != nil {
+			c["azp"] = azp
+		}
+		return sign(t, jwt.SigningMethodRS256, "r1-rsa", rsa1, c)
+	}
+	alice, err := e.getID(e.authPool.ID, e.realm1(e.rs256("alice")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		aud  any
+		azp  any
+	}{
+		{"issued to another client", []string{"another-app", clientID}, "another-app"},
+		{"azp not a string", []string{"another-app", clientID}, []string{clientID}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.getID(e.authPool.ID, e.realm1(token(tt.aud, tt.azp)))
+			wantError(t, err, "NotAuthorizedException", 400, "Invalid login token. The token was issued to another client (azp)")
+			_, err = e.credentials(alice, e.realm1(token(tt.aud, tt.azp)))
+			wantError(t, err, "NotAuthorizedException", 400, "Invalid login token. The token was issued to another client (azp)")
+		})
+	}
+	for _, tt := range []struct {
+		name string
+		aud  any
+		azp  any
+	}{
+		{"issued to the pool's client", []string{"another-app", clientID}, clientID},
+		{"issued to another client id of the pool", []string{clientID, "another-app"}, "other-app"},
+		{"several audiences without azp", []string{"another-app", clientID}, nil},
+		{"one audience, another azp", clientID, "game-app-android"},
+	} {
+		if got, err := e.getID(e.authPool.ID, e.realm1(token(tt.aud, tt.azp))); err != nil || got != alice {
+			t.Errorf("%s: GetId gave %q, %v; want %s", tt.name, got, err, alice)
+		}
+	}
+}
+
 func TestInvalidLoginTokens(t *testing.T) {
 	e := newEnv(t)
 	if _, err := e.getID(e.authPool.ID, e.realm1(e.rs256("warm-up"))); err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,14 +104,24 @@ func tokenHeader(token string) (alg, kid string, e *Error) {
 	return hdr.Alg, hdr.Kid, nil
 }
 
-// checkClaims checks iss, aud, exp, iat, nbf and sub of a token whose
+// checkClaims checks iss, aud, azp, exp, iat, nbf and sub of a token whose
 // signature is valid.
 func (h *Handler) checkClaims(c jwt.MapClaims, op *registry.OpenIDProvider) (login, *Error) {
 	if iss, _ := c["iss"].(string); iss != op.Issuer {
 		return login{}, invalidToken("Issuer doesn't match providerName.")
 	}
-	if !audienceMatches(c["aud"], op.ClientIDs) {
+	auds := audiences(c["aud"])
+	if !slices.ContainsFunc(auds, func(a string) bool { return slices.Contains(op.ClientIDs, a) }) {
 		return login{}, invalidToken("Incorrect token audience.")
+	}
+	// A token for several audiences was issued to the one its azp names
+	// (OpenID Connect Core 3.1.3.7): one issued to another client that
+	// merely lists a client id of the pool among its audiences is not a
+	// login to this pool.
+	if azp, present := c["azp"]; present && len(auds) > 1 {
+		if s, _ := azp.(string); !slices.Contains(op.ClientIDs, s) {
+			return login{}, invalidToken("The token was issued to another client (azp) than the client ids the identity pool accepts.")
+		}
 	}
 	now := h.opts.Now()
 	exp, ok := numericDate(c["exp"])
@@ -146,28 +157,22 @@ func (h *Handler) checkClaims(c jwt.MapClaims, op *registry.OpenIDProvider) (log
 	return login{issuer: op.Issuer, subject: sub}, nil
 }
 
-// audienceMatches reports whether aud, a string or an array of strings,
-// holds one of the client ids.
-func audienceMatches(aud any, clientIDs []string) bool {
-	var auds []string
+// audiences reads aud, a string or an array of strings; other values have
+// no audience.
+func audiences(aud any) []string {
 	switch a := aud.(type) {
 	case string:
-		auds = []string{a}
+		return []string{a}
 	case []any:
+		var auds []string
 		for _, v := range a {
 			if s, ok := v.(string); ok {
 				auds = append(auds, s)
 			}
 		}
+		return auds
 	}
-	for _, a := range auds {
-		for _, id := range clientIDs {
-			if a == id {
-				return true
-			}
-		}
-	}
-	return false
+	return nil
 }
 
 // numericDate reads a JWT NumericDate: seconds since the epoch, a JSON
