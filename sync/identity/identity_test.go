@@ -542,6 +542,37 @@ func TestKeySetFetching(t *testing.T) {
 	}
 }
 
+// TestUnusableKeyOfTheTokensKid checks that a token whose kid names a key
+// the provider publishes but pushsync does not verify with is refused with
+// the reason, not as a kid the key set lacks.
+func TestUnusableKeyOfTheTokensKid(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.getID(e.authPool.ID, e.realm1(e.rs256("warm-up"))); err != nil {
+		t.Fatal(err)
+	}
+	weak, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.idp.addKey("realm1", rsaJWK("r1-weak", weak))
+	enc := rsaJWK("r1-enc", rsa2)
+	enc["use"] = "enc"
+	e.idp.addKey("realm1", enc)
+	e.clock.Advance(61 * time.Second)
+
+	// The first is refused after the key set is fetched again, the second
+	// from the set fetched then.
+	_, err = e.getID(e.authPool.ID, e.realm1(sign(t, jwt.SigningMethodRS256, "r1-weak", weak, e.claims("alice"))))
+	wantError(t, err, "NotAuthorizedException", 400, "Invalid login token. The provider's key of the token's kid is not accepted: it is a 1024-bit RSA key, and RSA keys must have at least 2048 bits.")
+	_, err = e.getID(e.authPool.ID, e.realm1(sign(t, jwt.SigningMethodRS256, "r1-enc", rsa2, e.claims("alice"))))
+	wantError(t, err, "NotAuthorizedException", 400, `Invalid login token. The provider's key of the token's kid is not accepted: its use is "enc", not "sig".`)
+	_, err = e.getID(e.authPool.ID, e.realm1(sign(t, jwt.SigningMethodRS256, "nobody", rsa1, e.claims("alice"))))
+	wantError(t, err, "NotAuthorizedException", 400, "Invalid login token. The token's signing key (kid) is not among the provider's signing keys.")
+	if n := e.idp.fetches["realm1"].Load(); n != 2 {
+		t.Fatalf("%d key set fetches, want 2", n)
+	}
+}
+
 func TestProviderWithoutKeys(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

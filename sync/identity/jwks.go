@@ -52,6 +52,7 @@ type publicKey struct {
 type keySet struct {
 	mu      sync.Mutex
 	keys    map[string]publicKey // by kid
+	refused map[string]string    // why each key not in keys was left out, by kid
 	fetched time.Time            // of the keys; zero before the first success
 	// attempted is when the last fetch, successful or not, ended: a
 	// fetch that hangs takes keysFetchTimeout, longer than
@@ -74,6 +75,24 @@ type keyCache struct {
 
 // errUnknownKey is a kid that the provider's key set does not hold.
 var errUnknownKey = errors.New("the token's signing key (kid) is not among the provider's signing keys")
+
+// refusedKeyError is a kid that the provider's key set holds, but as a
+// key pushsync does not verify tokens with.
+type refusedKeyError struct{ why string }
+
+func (e *refusedKeyError) Error() string {
+	return "the provider's key of the token's kid is not accepted: " + e.why
+}
+
+// missing returns the error of a kid the set's keys lack: a
+// *refusedKeyError if the set left a key of that kid out, else
+// errUnknownKey. The caller holds s.mu.
+func (s *keySet) missing(kid string) error {
+	if why, ok := s.refused[kid]; ok {
+		return &refusedKeyError{why}
+	}
+	return errUnknownKey
+}
 
 // fetchError is a key set that could not be fetched.
 type fetchError struct{ err error }
@@ -108,7 +127,7 @@ func newKeyCache(client *http.Client, now func() time.Time, log zerolog.Logger) 
 // fetched in the last keysRefetchInterval. While a fetch runs, a key the
 // set holds is returned at once, even from a set due to be fetched again;
 // a caller whose key it lacks waits for the fetch. It returns
-// errUnknownKey or a *fetchError.
+// errUnknownKey, a *refusedKeyError or a *fetchError.
 func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, error) {
 	c.mu.Lock()
 	s := c.sets[rawURL]
@@ -128,8 +147,9 @@ func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, erro
 			s.mu.Unlock()
 			return k, nil
 		case fresh && now.Sub(s.attempted) < keysRefetchInterval:
+			err := s.missing(kid)
 			s.mu.Unlock()
-			return publicKey{}, errUnknownKey
+			return publicKey{}, err
 		case s.lastErr != nil && now.Sub(s.attempted) < keysRetryInterval:
 			err := s.lastErr
 			s.mu.Unlock()
@@ -154,7 +174,7 @@ func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, erro
 		s.fetching = done
 		s.mu.Unlock()
 
-		keys, err := c.fetch(ctx, rawURL)
+		keys, refused, err := c.fetch(ctx, rawURL)
 
 		s.mu.Lock()
 		s.fetching = nil
@@ -169,13 +189,17 @@ func (c *keyCache) key(ctx context.Context, rawURL, kid string) (publicKey, erro
 			}
 			return publicKey{}, &fetchError{err}
 		}
-		s.keys, s.fetched, s.lastErr = keys, now, nil
+		s.keys, s.refused, s.fetched, s.lastErr = keys, refused, now, nil
+		missing := s.missing(kid)
 		s.mu.Unlock()
 		c.log.Debug().Str("jwks_url", rawURL).Int("keys", len(keys)).Msg("fetched OpenID Connect signing keys")
+		if len(refused) > 0 {
+			c.log.Warn().Str("jwks_url", rawURL).Interface("refused", refused).Msg("an OpenID Connect provider's key set holds keys that cannot verify tokens; tokens signed with them are refused")
+		}
 		if k, ok := keys[kid]; ok {
 			return k, nil
 		}
-		return publicKey{}, errUnknownKey
+		return publicKey{}, missing
 	}
 }
 
@@ -194,13 +218,14 @@ func checkKeysURL(u *url.URL) error {
 	return fmt.Errorf("signing keys are fetched only over https, not from %s://%s", u.Scheme, u.Host)
 }
 
-func (c *keyCache) fetch(ctx context.Context, rawURL string) (map[string]publicKey, error) {
+// fetch fetches and parses the key set at rawURL (see parseKeySet).
+func (c *keyCache) fetch(ctx context.Context, rawURL string) (keys map[string]publicKey, refused map[string]string, err error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("key set URL %q: %w", rawURL, err)
+		return nil, nil, fmt.Errorf("key set URL %q: %w", rawURL, err)
 	}
 	if err := checkKeysURL(u); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// One caller's fetch serves every caller waiting for it: don't let the
 	// first caller's cancellation fail them all.
@@ -208,23 +233,23 @@ func (c *keyCache) fetch(ctx context.Context, rawURL string) (map[string]publicK
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.client.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", rawURL, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", rawURL, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: status %s", rawURL, resp.Status)
+		return nil, nil, fmt.Errorf("GET %s: status %s", rawURL, resp.Status)
 	}
 	if len(body) > maxJWKSBytes {
-		return nil, fmt.Errorf("GET %s: key set larger than %d bytes", rawURL, maxJWKSBytes)
+		return nil, nil, fmt.Errorf("GET %s: key set larger than %d bytes", rawURL, maxJWKSBytes)
 	}
 	return parseKeySet(body)
 }
@@ -242,60 +267,74 @@ type jwk struct {
 	Y   string `json:"y"`
 }
 
-// parseKeySet reads a JSON Web Key Set. Keys that are not RSA or P-256
-// signing keys with a kid are left out; so are duplicates of a kid.
-func parseKeySet(data []byte) (map[string]publicKey, error) {
+// parseKeySet reads a JSON Web Key Set. Keys without a kid are left out,
+// and so are keys that are not RSA or P-256 signing keys, with the reason
+// in refused by kid unless a usable key has that kid; of several usable
+// keys of a kid, the first is kept.
+func parseKeySet(data []byte) (keys map[string]publicKey, refused map[string]string, err error) {
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(data, &set); err != nil {
-		return nil, fmt.Errorf("key set is not JSON: %w", err)
+		return nil, nil, fmt.Errorf("key set is not JSON: %w", err)
 	}
 	if set.Keys == nil {
-		return nil, errors.New(`key set has no "keys" member`)
+		return nil, nil, errors.New(`key set has no "keys" member`)
 	}
-	keys := make(map[string]publicKey, len(set.Keys))
+	keys, refused = make(map[string]publicKey, len(set.Keys)), make(map[string]string)
 	for _, raw := range set.Keys {
 		var k jwk
-		if json.Unmarshal(raw, &k) != nil || k.Kid == "" || (k.Use != "" && k.Use != "sig") {
+		if json.Unmarshal(raw, &k) != nil || k.Kid == "" {
 			continue
 		}
 		if _, dup := keys[k.Kid]; dup {
 			continue
 		}
-		if pk, ok := k.publicKey(); ok {
+		pk, why := k.publicKey()
+		if k.Use != "" && k.Use != "sig" {
+			why = fmt.Sprintf("its use is %.16q, not \"sig\"", k.Use)
+		}
+		switch _, seen := refused[k.Kid]; {
+		case why == "":
 			keys[k.Kid] = pk
+			delete(refused, k.Kid)
+		case !seen:
+			refused[k.Kid] = why
 		}
 	}
-	return keys, nil
+	return keys, refused, nil
 }
 
-func (k *jwk) publicKey() (publicKey, bool) {
+// publicKey returns the key, or why it is not one pushsync verifies with.
+func (k *jwk) publicKey() (publicKey, string) {
 	switch {
 	case k.Kty == "RSA" && (k.Alg == "" || k.Alg == "RS256"):
 		n, err1 := b64(k.N)
 		e, err2 := b64(k.E)
 		if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
-			return publicKey{}, false
+			return publicKey{}, "it is a malformed RSA key"
 		}
 		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
-		if pub.N.BitLen() < minRSABits || pub.E < 3 || pub.E%2 == 0 {
-			return publicKey{}, false
+		if pub.N.BitLen() < minRSABits {
+			return publicKey{}, fmt.Sprintf("it is a %d-bit RSA key, and RSA keys must have at least %d bits", pub.N.BitLen(), minRSABits)
 		}
-		return publicKey{alg: "RS256", key: pub}, true
+		if pub.E < 3 || pub.E%2 == 0 {
+			return publicKey{}, "it is a malformed RSA key"
+		}
+		return publicKey{alg: "RS256", key: pub}, ""
 	case k.Kty == "EC" && k.Crv == "P-256" && (k.Alg == "" || k.Alg == "ES256"):
 		x, err1 := b64(k.X)
 		y, err2 := b64(k.Y)
 		if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
-			return publicKey{}, false
+			return publicKey{}, "it is a malformed P-256 key"
 		}
 		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
 		if err != nil {
-			return publicKey{}, false
+			return publicKey{}, "it is a malformed P-256 key"
 		}
-		return publicKey{alg: "ES256", key: pub}, true
+		return publicKey{alg: "ES256", key: pub}, ""
 	}
-	return publicKey{}, false
+	return publicKey{}, fmt.Sprintf("it is a %.16q key (crv %.16q, alg %.16q); tokens are verified only with RSA keys for RS256 and P-256 EC keys for ES256", k.Kty, k.Crv, k.Alg)
 }
 
 // b64 decodes base64url, with or without padding.

@@ -52,9 +52,12 @@ func (h *Handler) verifyLogin(ctx context.Context, pool *registry.IdentityPool, 
 	_, err := parser.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) {
 		k, err := h.keys.key(ctx, op.KeysURL(), kid)
 		var fe *fetchError
+		var re *refusedKeyError
 		switch {
 		case errors.As(err, &fe):
 			keyErr = externalService("Cannot fetch the signing keys of provider %s.", name)
+		case errors.As(err, &re):
+			keyErr = invalidToken(fmt.Sprintf("The provider's key of the token's kid is not accepted: %s.", re.why))
 		case err != nil:
 			keyErr = invalidToken("The token's signing key (kid) is not among the provider's signing keys.")
 		case k.alg != alg:
