@@ -217,6 +217,9 @@ func decode(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
+			if te.Field == "" {
+				return serialization("request body must be a JSON object, got a JSON %s", te.Value)
+			}
 			return serialization("member %s has the wrong type: got a JSON %s", te.Field, te.Value)
 		}
 		return serialization("request body is not valid JSON: %v", err)

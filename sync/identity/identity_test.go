@@ -622,20 +622,22 @@ func TestRequestErrors(t *testing.T) {
 		name, target, body string
 		status             int
 		typ                string
+		msg                string // in the message, if set
 	}{
-		{"malformed JSON", "AWSCognitoIdentityService.GetId", `{"IdentityPoolId":`, 400, "SerializationException"},
-		{"wrong member type", "AWSCognitoIdentityService.GetId", `{"IdentityPoolId":5}`, 400, "SerializationException"},
-		{"two values", "AWSCognitoIdentityService.GetId", `{} {}`, 400, "SerializationException"},
-		{"unknown target", "AWSCognitoIdentityService.GetOpenIdToken", `{}`, 400, "UnknownOperationException"},
-		{"foreign target", "DynamoDB_20120810.ListTables", `{}`, 400, "UnknownOperationException"},
-		{"too large", "AWSCognitoIdentityService.GetId", `{"IdentityPoolId":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "RequestEntityTooLargeException"},
-		{"empty body", "AWSCognitoIdentityService.GetId", ``, 400, "InvalidParameterException"},
+		{"malformed JSON", "AWSCognitoIdentityService.GetId", `{"IdentityPoolId":`, 400, "SerializationException", ""},
+		{"wrong member type", "AWSCognitoIdentityService.GetId", `{"IdentityPoolId":5}`, 400, "SerializationException", "member IdentityPoolId has the wrong type: got a JSON number"},
+		{"body not an object", "AWSCognitoIdentityService.GetCredentialsForIdentity", `["us-east-1:11111111-0000-4000-8000-000000000000"]`, 400, "SerializationException", "request body must be a JSON object, got a JSON array"},
+		{"two values", "AWSCognitoIdentityService.GetId", `{} {}`, 400, "SerializationException", ""},
+		{"unknown target", "AWSCognitoIdentityService.GetOpenIdToken", `{}`, 400, "UnknownOperationException", ""},
+		{"foreign target", "DynamoDB_20120810.ListTables", `{}`, 400, "UnknownOperationException", ""},
+		{"too large", "AWSCognitoIdentityService.GetId", `{"IdentityPoolId":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "RequestEntityTooLargeException", ""},
+		{"empty body", "AWSCognitoIdentityService.GetId", ``, 400, "InvalidParameterException", ""},
 	}
 	for _, tt := range tests {
 		resp, out := post(tt.target, tt.body)
-		if resp.StatusCode != tt.status || out["__type"] != tt.typ || out["message"] == "" ||
+		if resp.StatusCode != tt.status || out["__type"] != tt.typ || out["message"] == "" || !strings.Contains(out["message"], tt.msg) ||
 			resp.Header.Get("Content-Type") != "application/x-amz-json-1.1" || resp.Header.Get("X-Amzn-ErrorType") != tt.typ || resp.Header.Get("X-Amzn-RequestId") == "" {
-			t.Errorf("%s: %d %v %v", tt.name, resp.StatusCode, resp.Header, out)
+			t.Errorf("%s: got %d %v %v; want %d %s (message with %q) in application/x-amz-json-1.1 with a request id", tt.name, resp.StatusCode, resp.Header, out, tt.status, tt.typ, tt.msg)
 		}
 	}
 	// The wire form of a success.
