@@ -197,6 +197,27 @@ func (p *Publisher) Publish(ctx context.Context, e *DatasetChanged) (*jetstream.
 	return p.publish(ctx, msg)
 }
 
+// Stored tells whether the stream's last message on the event's subject is
+// the event itself, by its deduplication id. JetStream recognises a
+// repeated publish only within the stream's duplicate window: a publisher
+// that may repeat one later, such as a sweep for changes whose publish was
+// never confirmed, asks here first.
+func (p *Publisher) Stored(ctx context.Context, e *DatasetChanged) (bool, error) {
+	s, err := p.js.Stream(ctx, p.stream)
+	if err != nil {
+		return false, fmt.Errorf("event: stream %s: %w", p.stream, err)
+	}
+	subject := Subject(p.prefix, e)
+	msg, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("event: read the last event on %s: %w", subject, err)
+	}
+	return msg.Header.Get(jetstream.MsgIDHeader) == MsgID(e), nil
+}
+
 // publish publishes msg, which carries its deduplication id, to the
 // publisher's stream, trying again while the server does not answer.
 func (p *Publisher) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {

@@ -11,7 +11,9 @@
 // sweep. A sweep leaves a change committed moments ago to the request that
 // is publishing it. A change published twice is stored once by JetStream,
 // since its deduplication id is fixed by (pool, identity, dataset,
-// syncCount, change time).
+// syncCount, change time), but only within the stream's duplicate window:
+// a sweep publishes a change older than that only if the stream's last
+// event on its subject is not that change already.
 package relay
 
 import (
@@ -39,6 +41,8 @@ type Store interface {
 // Publisher publishes events; *event.Publisher is one.
 type Publisher interface {
 	Publish(ctx context.Context, e *event.DatasetChanged) (*jetstream.PubAck, error)
+	// Stored tells whether the stream's last event on e's subject is e.
+	Stored(ctx context.Context, e *event.DatasetChanged) (bool, error)
 }
 
 // Options configures a Relay.
@@ -53,6 +57,15 @@ type Options struct {
 	// and a second more, for clearing the marker and for clocks that
 	// differ between hosts.
 	Grace time.Duration
+	// DuplicateWindow is the event stream's duplicate window, within which
+	// JetStream stores a repeated publish once. A change found committed
+	// longer ago than that, less Grace (for clocks that differ between
+	// hosts), may have been stored already by a publish whose marker was
+	// not cleared (the process killed in between, or the acknowledgement
+	// lost): a sweep publishes it only if the stream's last event on its
+	// subject is not that change. If not set, 2 minutes, JetStream's
+	// default.
+	DuplicateWindow time.Duration
 }
 
 // Relay publishes committed changes. It is safe for concurrent use.
@@ -82,6 +95,9 @@ func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prome
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = opts.PublishTimeout + time.Second
+	}
+	if opts.DuplicateWindow <= 0 {
+		opts.DuplicateWindow = 2 * time.Minute
 	}
 	r := &Relay{store: s, pub: pub, opts: opts, log: log,
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -122,12 +138,15 @@ func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
 	if at := r.unreachableAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval {
 		return fmt.Errorf("publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, ErrUnreachable)
 	}
-	return r.deliver(ctx, c, "direct")
+	_, err := r.deliver(ctx, c, "direct")
+	return err
 }
 
-func (r *Relay) deliver(ctx context.Context, c store.Change, path string) error {
-	pctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
-	_, err := r.pub.Publish(pctx, &event.DatasetChanged{
+// deliver publishes c and clears its marker. It returns false, with no
+// error, for a change of the sweep that it found on the stream already and
+// did not publish again.
+func (r *Relay) deliver(ctx context.Context, c store.Change, path string) (bool, error) {
+	e := &event.DatasetChanged{
 		Version:        event.Version,
 		IdentityPoolID: c.IdentityPoolID,
 		IdentityID:     c.IdentityID,
@@ -135,23 +154,41 @@ func (r *Relay) deliver(ctx context.Context, c store.Change, path string) error 
 		SyncCount:      c.SyncCount,
 		OriginDeviceID: c.OriginDeviceID,
 		ChangedAt:      c.ChangedAt,
-	})
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
+	var (
+		stored bool
+		err    error
+	)
+	if path == "sweep" && time.Since(c.ChangedAt) > r.opts.DuplicateWindow-r.opts.Grace {
+		// JetStream may no longer know the id of a publish of this change
+		// that was stored while its marker stayed.
+		stored, err = r.pub.Stored(pctx, e)
+	}
+	if err == nil && !stored {
+		_, err = r.pub.Publish(pctx, e)
+	}
 	cancel()
 	if err != nil {
 		r.failures.Inc()
 		if unreachable(err) && ctx.Err() == nil {
 			r.unreachableAt.Store(time.Now().UnixNano())
 		}
-		return fmt.Errorf("relay: publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, err)
+		return false, fmt.Errorf("relay: publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, err)
 	}
 	r.unreachableAt.Store(0)
-	r.published.WithLabelValues(path).Inc()
-	if err := r.store.ClearChange(ctx, c); err != nil {
-		// Published; the marker will be published again by a sweep and
-		// deduplicated by JetStream within its window.
-		return fmt.Errorf("relay: clear published change: %w", err)
+	if stored {
+		r.log.Info().Str("pool", c.IdentityPoolID).Str("identity", c.IdentityID).Str("dataset", c.DatasetName).Int64("sync_count", c.SyncCount).
+			Msg("a change left behind is on the event stream already; clearing its marker without publishing it again")
+	} else {
+		r.published.WithLabelValues(path).Inc()
 	}
-	return nil
+	if err := r.store.ClearChange(ctx, c); err != nil {
+		// Published; a sweep will find the marker again and publish the
+		// change once more, or find it on the stream.
+		return false, fmt.Errorf("relay: clear published change: %w", err)
+	}
+	return !stored, nil
 }
 
 // Run sweeps for unpublished changes every Interval until ctx ends.
@@ -179,7 +216,10 @@ const maxCorruptLogged = 10
 // published. Changes committed less than Grace ago are left to the request
 // path, which may be publishing them still; were they published here too,
 // JetStream would drop the copy, but they would be counted and logged as
-// left behind. Markers that cannot be read are logged and skipped. A publish
+// left behind. A change committed longer ago than DuplicateWindow (less
+// Grace) whose event is the stream's last on its subject already is not
+// published again, nor counted: only its marker is cleared. Markers that
+// cannot be read are logged and skipped. A publish
 // that fails because NATS cannot be reached (no answer in time, no
 // JetStream responder, no connection) ends the publishing: the sweep still
 // counts the remaining markers and leaves them, all of them, for the next
@@ -189,6 +229,7 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		cursor    uint64
 		published int
 		found     int
+		already   int
 		corrupt   int
 		firstErr  error
 		down      bool
@@ -217,7 +258,8 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 			if down {
 				continue // counted, for the pending gauge, not tried
 			}
-			if err := r.deliver(ctx, c, "sweep"); err != nil {
+			ok, err := r.deliver(ctx, c, "sweep")
+			if err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
@@ -226,14 +268,18 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 				down = unreachable(err) || ctx.Err() != nil
 				continue
 			}
-			published++
+			if ok {
+				published++
+			} else {
+				already++
+			}
 		}
 		if next == 0 {
 			break
 		}
 		cursor = next
 	}
-	r.pending.Set(float64(found - published))
+	r.pending.Set(float64(found - published - already))
 	r.corrupt.Set(float64(corrupt))
 	if corrupt > maxCorruptLogged {
 		r.log.Error().Int("corrupt", corrupt).Int("logged", maxCorruptLogged).Msg("skipped outbox markers that cannot be read")

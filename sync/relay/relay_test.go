@@ -335,3 +335,73 @@ func TestSweepLeavesFreshChangesToTheRequestPath(t *testing.T) {
 		t.Errorf("stream holds %d events, the last %s's; want 1, bob's", n, ev.IdentityID)
 	}
 }
+
+// TestSweepDoesNotPublishAgainAChangeStoredBeforeTheDuplicateWindow: a
+// change whose event the stream stored, but whose marker stayed (the
+// process was killed between the publish and the clear), is found by a
+// sweep after the stream's duplicate window, when JetStream no longer
+// recognises its id; the sweep clears the marker and stores no second
+// event. A change left behind as long whose event the stream does not hold
+// is published.
+func TestSweepDoesNotPublishAgainAChangeStoredBeforeTheDuplicateWindow(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	st := store.New(rdb, store.Options{KeyPrefix: prefix, Now: aMinuteAgo})
+	_, js := testenv.StartNATS(t).Connect(t)
+	const window = time.Second
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject, Duplicates: window}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := map[string]store.Change{}
+	for _, id := range []string{alice, bob} {
+		u := store.Update{IdentityPoolID: pool, IdentityID: id, DatasetName: "settings", DeviceID: "dev", ModifiedBy: "dev",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}
+		_, c, err := st.UpdateRecords(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		changes[id] = c
+	}
+	// Alice's request published her change and died before clearing its
+	// marker; bob's died before publishing.
+	c := changes[alice]
+	if _, err := pub.Publish(ctx, &event.DatasetChanged{IdentityPoolID: c.IdentityPoolID, IdentityID: c.IdentityID,
+		DatasetName: c.DatasetName, SyncCount: c.SyncCount, OriginDeviceID: c.OriginDeviceID, ChangedAt: c.ChangedAt}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(window + 500*time.Millisecond) // the stream forgets the id
+
+	reg := prometheus.NewRegistry()
+	r, err := relay.New(st, pub, relay.Options{DuplicateWindow: window}, zerolog.New(zerolog.NewTestWriter(t)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published, err := r.Sweep(ctx)
+	if err != nil || published != 1 {
+		t.Fatalf("sweep published %d, error %v; want 1, bob's change", published, err)
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{alice, bob} {
+		e := &event.DatasetChanged{IdentityPoolID: pool, IdentityID: id, DatasetName: "settings"}
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(event.Subject(subject, e)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[event.Subject(subject, e)]; n != 1 {
+			t.Errorf("the stream holds %d events of %s's change, want 1", n, id)
+		}
+		if cs, err := st.PendingChanges(ctx, pool, id); err != nil || len(cs) != 0 {
+			t.Errorf("%s has %d changes marked (%v) after the sweep, want none", id, len(cs), err)
+		}
+	}
+	if got := gaugeValue(t, reg, "pushsync_relay_pending_changes"); got != 0 {
+		t.Errorf("pushsync_relay_pending_changes = %v after the sweep, want 0", got)
+	}
+}

@@ -329,7 +329,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		}
 		st := store.New(rdb, store.Options{KeyPrefix: cfg.Redis.KeyPrefix, MaxTombstones: cfg.API.MaxTombstones,
 			MaxDeletedDatasets: cfg.API.MaxDeletedDatasets, Metrics: metrics})
-		rel, err := relay.New(st, pub, relay.Options{}, log.With().Str("component", "relay").Logger(), metrics)
+		rel, err := relay.New(st, pub, relay.Options{DuplicateWindow: cfg.NATS.DuplicateWindow.Std()}, log.With().Str("component", "relay").Logger(), metrics)
 		if err != nil {
 			return err
 		}
