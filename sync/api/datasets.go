@@ -272,7 +272,10 @@ func (s *Server) updateRecords(r *request) (any, error) {
 
 // deliver publishes a committed change. A failure is logged, not
 // returned: the change is committed and marked, and the relay's sweep
-// publishes it later.
+// publishes it later. The publish goes on when the client hangs up (an
+// app sent to the background, an SDK timeout): the change is committed
+// whether the client hears of it or not, and its event is due now, not at
+// a sweep; the relay's publish timeout bounds it.
 func (s *Server) deliver(r *request, c store.Change) {
 	if s.opts.AfterCommit != nil {
 		s.opts.AfterCommit()
@@ -280,7 +283,7 @@ func (s *Server) deliver(r *request, c store.Change) {
 	if s.opts.Relay == nil {
 		return
 	}
-	if err := s.opts.Relay.Deliver(r.Context(), c); err != nil {
+	if err := s.opts.Relay.Deliver(context.WithoutCancel(r.Context()), c); err != nil {
 		s.log.Warn().Err(err).Str("dataset", c.DatasetName).Int64("sync_count", c.SyncCount).
 			Msg("change committed but not yet published; the relay will publish it")
 	}
