@@ -20,10 +20,14 @@ const (
 	BulkSucceeded  = "SUCCEEDED"
 )
 
-// Errors of BeginBulkPublish.
+// Errors of bulk publish runs.
 var (
 	ErrBulkInProgress  = errors.New("a bulk publish of the pool is in progress")
 	ErrAlreadyStreamed = errors.New("the pool was bulk published less than 24 hours ago")
+	// ErrBulkNotCurrent is returned by RenewBulkPublish and
+	// FinishBulkPublish for a run that is no longer the pool's current
+	// one: it ended, or its lease ran out and another run began.
+	ErrBulkNotCurrent = errors.New("the bulk publish is no longer the current run")
 )
 
 // BulkPublish is the state of an identity pool's bulk publish.
@@ -123,7 +127,7 @@ func (r *Registry) updateBulk(ctx context.Context, pool string, start time.Time,
 			return err
 		}
 		if !b.StartTime.Equal(start) || b.Status != BulkInProgress {
-			return fmt.Errorf("registry: the bulk publish of %s started at %s is no longer the current run", pool, start.Format(time.RFC3339))
+			return fmt.Errorf("registry: %w: that of %s started at %s", ErrBulkNotCurrent, pool, start.Format(time.RFC3339))
 		}
 		change(&b)
 		return r.putBulk(ctx, tx, pool, b)

@@ -189,7 +189,18 @@ func (r *Runner) Details(ctx context.Context, pool string) (registry.BulkPublish
 
 func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) {
 	log := r.log.With().Str("pool", pool).Str("stream", stream).Logger()
-	n, err := r.publishAll(ctx, pool, stream, start)
+	leased, stop := context.WithCancelCause(ctx)
+	renewing := make(chan struct{})
+	go func() {
+		defer close(renewing)
+		r.keepLease(leased, stop, pool, start, log)
+	}()
+	n, err := r.publishAll(leased, pool, stream)
+	if lost := context.Cause(leased); lost != nil {
+		err = lost // another run took over: this one stopped where it was
+	}
+	stop(nil)
+	<-renewing
 	failure := ""
 	if err != nil {
 		failure = err.Error()
@@ -202,7 +213,32 @@ func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) 
 	}
 }
 
-func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time.Time) (int, error) {
+// keepLease renews the run's lease every third of it, whatever the run is
+// doing (one identity may take longer than a lease to publish), until ctx
+// is done. If the run is no longer the pool's current one, because its
+// lease ran out and another run began, it cancels ctx with that error.
+func (r *Runner) keepLease(ctx context.Context, lost context.CancelCauseFunc, pool string, start time.Time, log zerolog.Logger) {
+	tick := time.NewTicker(r.opts.Lease / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := r.reg.RenewBulkPublish(ctx, pool, start, r.opts.Lease)
+		switch {
+		case err == nil, ctx.Err() != nil:
+		case errors.Is(err, registry.ErrBulkNotCurrent):
+			lost(err)
+			return
+		default:
+			log.Warn().Err(err).Msg("renewing the bulk publish's lease failed; trying again")
+		}
+	}
+}
+
+func (r *Runner) publishAll(ctx context.Context, pool, stream string) (int, error) {
 	prefix := SubjectPrefix(stream)
 	s, err := EnsureStream(ctx, r.js, stream, r.opts.Replicas)
 	if err != nil {
@@ -213,7 +249,6 @@ func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time
 	if m := int64(s.CachedInfo().Config.MaxMsgSize); m > 0 && m < limit {
 		limit = m
 	}
-	renewed := time.Now()
 	published := 0
 	cursor := ""
 	for {
@@ -226,12 +261,6 @@ func (r *Runner) publishAll(ctx context.Context, pool, stream string, start time
 			published += n
 			if err != nil {
 				return published, err
-			}
-			if time.Since(renewed) > r.opts.Lease/3 {
-				if err := r.reg.RenewBulkPublish(ctx, pool, start, r.opts.Lease); err != nil {
-					return published, err
-				}
-				renewed = time.Now()
 			}
 		}
 		if next == "" {
