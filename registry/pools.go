@@ -20,12 +20,14 @@ package registry
 // its login keys. Issuers hold no '|' (CreateIdentityPool refuses them), so
 // "issuer|sub" splits at its first '|'.
 //
-// Deleting an identity pool leaves its identities and login keys in place:
-// they are unreachable while no pool of that id exists, and a pool created
-// again with that id (CreateIdentityPool with pool.ID set) finds them again.
+// Deleting an identity pool leaves its identities and login keys in place,
+// unreachable while no pool of that id exists, and marks the deletion in
+// the configuration (deleted:<poolId> -> when). While that mark is there a
+// pool of that id is created only as a restore (RestoreIdentityPool),
+// which finds them again; PurgeIdentityPool erases them, and everything
+// else kept of the deleted pool, for good, and removes the mark.
 // Credentials carry their pool's creation time, so those issued before the
-// deletion do not work in the new pool. PurgeIdentityPool erases them, and
-// everything else kept of the deleted pool, for good.
+// deletion do not work in the restored pool.
 
 import (
 	"context"
@@ -56,6 +58,9 @@ var (
 	// ErrPurgeUnfinished is returned when creating a pool with the id of a
 	// deleted pool whose purge started and has not finished.
 	ErrPurgeUnfinished = errors.New("the purge of a deleted identity pool of that id is unfinished")
+	// ErrDeletedPoolData is returned when creating a pool, not as a
+	// restore, with the id of a deleted pool whose data was not purged.
+	ErrDeletedPoolData = errors.New("a deleted identity pool of that id left its identities and data")
 	// ErrInvalidPool is wrapped by every validation error of a pool.
 	ErrInvalidPool = errors.New("invalid identity pool")
 	// ErrIdentityNotFound is returned for an identity id that names no
@@ -235,6 +240,10 @@ func poolField(id string) string { return "ipool:" + id }
 // data that has begun and not finished.
 func purgingField(id string) string { return "purging:" + id }
 
+// deletedField marks, in the configuration, a deleted pool whose data is
+// neither purged nor restored; its value is when the pool was deleted.
+func deletedField(id string) string { return "deleted:" + id }
+
 // validRegion accepts region names such as us-east-1.
 func validRegion(region string) bool {
 	return region != "" && len(region) <= 25 && strings.IndexFunc(region, func(r rune) bool {
@@ -242,25 +251,52 @@ func validRegion(region string) bool {
 	}) < 0
 }
 
-// createPoolScript sets field ARGV[1] to ARGV[2] unless it exists (0) or a
-// purge of that pool's data is unfinished (-1, field ARGV[3]).
+// createPoolScript sets field ARGV[1] to ARGV[2] unless it exists (0), a
+// purge of that pool's data is unfinished (-1, field ARGV[3]), or a deleted
+// pool of that id left its data (-2, field ARGV[4]) and ARGV[5] is not "1"
+// (a restore), which removes that mark.
 var createPoolScript = redis.NewScript(`
 if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return -1 end
-return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if ARGV[5] ~= '1' and redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then return -2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[4])
+return 1
 `)
 
 // CreateIdentityPool stores a new identity pool. Unless pool.ID is set, the
 // id is "<region>:<random uuid>"; a set id must be valid and unused
 // (ErrPoolExists otherwise), and not that of a deleted pool whose purge is
 // unfinished (ErrPurgeUnfinished): a pool created then would find part of
-// the old pool's data. It returns the pool as stored.
+// the old pool's data. Nor that of a deleted pool whose data is still
+// there (ErrDeletedPoolData): the new pool would hand the old pool's users
+// their identities and data back; RestoreIdentityPool is for that. It
+// returns the pool as stored.
 func (r *Registry) CreateIdentityPool(ctx context.Context, region string, pool IdentityPool) (IdentityPool, error) {
+	return r.createPool(ctx, region, pool, false)
+}
+
+// RestoreIdentityPool is CreateIdentityPool for a pool of a given id that
+// takes back what a deleted pool of that id left, if anything: its
+// identities, logins, datasets and devices, as they were.
+func (r *Registry) RestoreIdentityPool(ctx context.Context, pool IdentityPool) (IdentityPool, error) {
+	if pool.ID == "" {
+		return IdentityPool{}, fmt.Errorf("%w: the id of the pool to restore is required", ErrInvalidPool)
+	}
+	return r.createPool(ctx, "", pool, true)
+}
+
+func (r *Registry) createPool(ctx context.Context, region string, pool IdentityPool, restore bool) (IdentityPool, error) {
 	if err := pool.Validate(); err != nil {
 		return IdentityPool{}, err
 	}
 	generate := pool.ID == ""
 	if generate && !validRegion(region) {
 		return IdentityPool{}, fmt.Errorf("%w: region %q must be like us-east-1", ErrInvalidPool, region)
+	}
+	restoring := "0"
+	if restore {
+		restoring = "1"
 	}
 	pool.CreatedAt = r.now().UTC()
 	for attempt := 0; ; attempt++ {
@@ -271,12 +307,17 @@ func (r *Registry) CreateIdentityPool(ctx context.Context, region string, pool I
 		if err != nil {
 			return IdentityPool{}, err
 		}
-		n, err := createPoolScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(pool.ID), data, purgingField(pool.ID)).Int()
+		n, err := createPoolScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(pool.ID), data, purgingField(pool.ID),
+			deletedField(pool.ID), restoring).Int()
 		if err != nil {
 			return IdentityPool{}, fmt.Errorf("registry: create identity pool: %w", err)
 		}
-		if n < 0 {
+		switch n {
+		case -1:
 			return IdentityPool{}, fmt.Errorf("registry: %w: %s; finish it (pushsyncctl identitypool purge %[2]s) before creating the pool again", ErrPurgeUnfinished, pool.ID)
+		case -2:
+			return IdentityPool{}, fmt.Errorf("registry: %w: %s; purge them first for an empty pool (pushsyncctl identitypool purge %[2]s), or restore the pool to take them back (pushsyncctl identitypool create -id %[2]s -restore)",
+				ErrDeletedPoolData, pool.ID)
 		}
 		if n == 1 {
 			// What this process may still hold of a pool of that id
@@ -371,10 +412,20 @@ func (r *Registry) UpdateIdentityPool(ctx context.Context, pool IdentityPool) (I
 	return pool, nil
 }
 
+// deletePoolScript removes field ARGV[1] and, if it was there, sets field
+// ARGV[2] to ARGV[3]; it returns whether it was there.
+var deletePoolScript = redis.NewScript(`
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+`)
+
 // DeleteIdentityPool removes an identity pool, or returns ErrPoolNotFound.
-// Its identities stay stored but can get no credentials.
+// Its identities stay stored but can get no credentials, until the pool is
+// purged or restored (see RestoreIdentityPool).
 func (r *Registry) DeleteIdentityPool(ctx context.Context, id string) error {
-	n, err := r.rdb.HDel(ctx, r.configKey(), poolField(id)).Result()
+	n, err := deletePoolScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(id), deletedField(id),
+		r.now().UTC().Format(time.RFC3339)).Int()
 	if err != nil {
 		return fmt.Errorf("registry: delete identity pool %s: %w", id, err)
 	}

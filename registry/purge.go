@@ -126,8 +126,8 @@ func (r *Registry) identitiesOfPool(ctx context.Context, pool string, keys []str
 }
 
 // purgePoolConfig removes the pool's push, streams and bulk publish
-// fields, and the mark of its purge, from the configuration, unless a pool
-// of that id exists.
+// fields, and the marks of its deletion and of its purge, from the
+// configuration, unless a pool of that id exists.
 func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error) {
 	key := r.configKey()
 	var n int64
@@ -138,7 +138,7 @@ func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error
 		var del *redis.IntCmd
 		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			del = p.HDel(ctx, key, "pool:"+id, "streams:"+id, r.bulkField(id))
-			p.HDel(ctx, key, purgingField(id))
+			p.HDel(ctx, key, purgingField(id), deletedField(id))
 			return nil
 		})
 		n = del.Val()

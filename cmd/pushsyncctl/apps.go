@@ -30,7 +30,7 @@ type cmdFlags struct {
 	syncCount                       int64
 
 	poolID, poolRegion, oidcIssuer, oidcClientIDs, oidcJWKSURL string
-	allowUnauthenticated, noOIDC                               bool
+	allowUnauthenticated, noOIDC, restore                      bool
 
 	after, limit int64
 	all          bool

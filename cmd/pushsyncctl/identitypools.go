@@ -15,6 +15,7 @@ func defineIdentityPool(fs *flag.FlagSet, v *cmdFlags) {
 	fs.StringVar(&v.name, "name", "", "the pool's name")
 	fs.StringVar(&v.poolRegion, "region", "", "create: the region prefix of the pool id (default: the server's ARN region)")
 	fs.StringVar(&v.poolID, "id", "", "create: the pool's id, REGION:UUID, such as that of the Cognito pool an app was built with (default: a new one)")
+	fs.BoolVar(&v.restore, "restore", false, "create: take back the identities and data a deleted pool of that -id left")
 	fs.BoolVar(&v.allowUnauthenticated, "allow-unauthenticated", false, "let GetId hand out identities without a login")
 	fs.StringVar(&v.oidcIssuer, "oidc-issuer", "", "an OpenID Connect provider's issuer URL (the iss of its ID tokens)")
 	fs.StringVar(&v.oidcClientIDs, "oidc-client-ids", "", "comma-separated client ids accepted as the ID tokens' aud")
@@ -37,6 +38,7 @@ type openIDProvider struct {
 type identityPool struct {
 	ID                   string           `json:"id,omitempty"`
 	Region               string           `json:"region,omitempty"`
+	Restore              bool             `json:"restore,omitempty"`
 	Name                 string           `json:"name"`
 	AllowUnauthenticated bool             `json:"allowUnauthenticated"`
 	OpenIDProviders      []openIDProvider `json:"openIdProviders"`
@@ -44,7 +46,7 @@ type identityPool struct {
 }
 
 func poolBody(v *cmdFlags) (*identityPool, error) {
-	p := &identityPool{ID: v.poolID, Region: v.poolRegion, Name: v.name, AllowUnauthenticated: v.allowUnauthenticated, OpenIDProviders: []openIDProvider{}}
+	p := &identityPool{ID: v.poolID, Region: v.poolRegion, Restore: v.restore, Name: v.name, AllowUnauthenticated: v.allowUnauthenticated, OpenIDProviders: []openIDProvider{}}
 	if v.oidcIssuer == "" {
 		if v.oidcClientIDs != "" || v.oidcJWKSURL != "" {
 			return nil, &usageError{cmd: v.cmd, msg: "-oidc-client-ids and -oidc-jwks-url need -oidc-issuer"}
@@ -70,6 +72,9 @@ func poolPath(id string) string { return "/admin/v1/identitypools/" + segment(id
 func identityPoolCreate(c *cli, v *cmdFlags) error {
 	if v.poolID != "" && v.poolRegion != "" {
 		return &usageError{cmd: v.cmd, msg: "-id and -region: give one, the pool's id or the region of a new one"}
+	}
+	if v.restore && v.poolID == "" {
+		return &usageError{cmd: v.cmd, msg: "-restore needs -id, the id of the deleted pool to restore"}
 	}
 	body, err := poolBody(v)
 	if err != nil {
@@ -97,8 +102,8 @@ func identityPoolUpdate(c *cli, v *cmdFlags) error {
 		return err
 	}
 	switch {
-	case v.poolRegion != "" || v.poolID != "":
-		return &usageError{cmd: v.cmd, msg: "-region and -id apply only to identitypool create"}
+	case v.poolRegion != "" || v.poolID != "" || v.restore:
+		return &usageError{cmd: v.cmd, msg: "-region, -id and -restore apply only to identitypool create"}
 	case v.noOIDC && v.given["oidc-issuer"]:
 		return &usageError{cmd: v.cmd, msg: "-no-oidc and -oidc-issuer: give one, to remove the providers or to replace them"}
 	case !v.given["name"] && !v.given["allow-unauthenticated"] && !v.given["oidc-issuer"] && !v.noOIDC:
@@ -150,7 +155,7 @@ func identityPoolDelete(c *cli, v *cmdFlags) error {
 	if c.output == "json" {
 		return c.printJSON(raw)
 	}
-	_, err = fmt.Fprintf(c.stdout, "deleted identity pool %s\n", v.arg)
+	_, err = fmt.Fprintf(c.stdout, "deleted identity pool %s; its identities and data stay until purged (identitypool purge %[1]s) or restored (identitypool create -id %[1]s -restore)\n", v.arg)
 	return err
 }
 

@@ -68,7 +68,7 @@ var commands = []*command{
 			fs.StringVar(&v.roleARN, "role-arn", "", "IAM role ARN kept in the configuration (optional)")
 		}},
 	{name: "pool disable-push", synopsis: "POOL", arg: "POOL", summary: "turn push sync off for a pool", run: poolDisablePush},
-	{name: "identitypool create", synopsis: "-name N [-id ID | -region R] [-allow-unauthenticated] [OIDC]",
+	{name: "identitypool create", synopsis: "-name N [-id ID [-restore] | -region R] [-allow-unauthenticated] [OIDC]",
 		summary: "create an identity pool; prints its id", required: []string{"name"}, run: identityPoolCreate, define: defineIdentityPool},
 	{name: "identitypool list", summary: "list the identity pools", run: identityPoolList},
 	{name: "identitypool show", synopsis: "ID", arg: "ID", summary: "show an identity pool", run: identityPoolShow},
@@ -410,11 +410,20 @@ Settings whose flags are not given keep their values; -oidc-issuer replaces
 the pool's OpenID Connect providers with the one given.
 `)
 	}
+	if cmd.name == "identitypool create" {
+		fmt.Fprint(w, `
+The id of a deleted pool whose identities and data were not purged is
+refused with ResourceConflictException, so that a new pool never hands the
+old pool's users their data back unasked: purge the deleted pool first for
+an empty one, or give -restore to take its identities and data back.
+`)
+	}
 	if cmd.name == "identitypool delete" {
 		fmt.Fprint(w, `
-The pool's identities, logins, datasets and devices stay, out of reach, and
-a pool created again with the same id finds them; identitypool purge
-erases them.
+The pool's identities, logins, datasets and devices stay, out of reach,
+until identitypool purge erases them or identitypool create -id ID -restore
+takes them back; creating the pool again without -restore is refused
+meanwhile.
 `)
 	}
 	if cmd.name == "identitypool purge" {

@@ -60,6 +60,7 @@ type Registry interface {
 	DeleteApp(ctx context.Context, name string) error
 	IssuePoolCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
 	CreateIdentityPool(ctx context.Context, region string, pool registry.IdentityPool) (registry.IdentityPool, error)
+	RestoreIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
 	IdentityPool(ctx context.Context, id string) (registry.IdentityPool, error)
 	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)
 	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)

@@ -90,8 +90,9 @@ func TestCredentialsOfADeletedPoolAreRefused(t *testing.T) {
 		&cognitosync.ListRecordsInput{IdentityPoolId: aws.String(p.ID), IdentityId: id.IdentityId, DatasetName: aws.String("game")})
 	expectErr(t, "a wrong secret", err, "InvalidSignatureException", http.StatusForbidden)
 
-	// A new pool of the same id is another pool.
-	if _, err := reg.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: p.ID, Name: "game", AllowUnauthenticated: true}); err != nil {
+	// A pool of the same id created again, even restoring the deleted
+	// one's data, is another pool.
+	if _, err := reg.RestoreIdentityPool(ctx, registry.IdentityPool{ID: p.ID, Name: "game", AllowUnauthenticated: true}); err != nil {
 		t.Fatal(err)
 	}
 	expectErr(t, "ListRecords after the pool is created again", list(), "NotAuthorizedException", http.StatusForbidden)

@@ -99,8 +99,9 @@ func TestPoolDeletedByAnotherProcessIsSeenWithinTheCacheTTL(t *testing.T) {
 		t.Errorf("developer credentials within %s of the deletion elsewhere: %v", ttl, err)
 	}
 
-	// Created again: the credentials of the new pool work at once.
-	if _, err := other.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: pool, Name: "game"}); err != nil {
+	// Created again (restoring the deleted pool's data): the credentials
+	// of the new pool work at once.
+	if _, err := other.RestoreIdentityPool(ctx, registry.IdentityPool{ID: pool, Name: "game"}); err != nil {
 		t.Fatal(err)
 	}
 	renewed := f.identity(alice)

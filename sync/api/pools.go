@@ -18,7 +18,11 @@ type identityPoolInput struct {
 	ID string `json:"id"`
 	// Region prefixes the generated pool id (create only). If not set,
 	// the ARN region.
-	Region               string                    `json:"region"`
+	Region string `json:"region"`
+	// Restore (create only) takes back the identities and data a deleted
+	// pool of the id given left; without it, creating a pool with such an
+	// id is refused.
+	Restore              bool                      `json:"restore"`
 	Name                 string                    `json:"name"`
 	AllowUnauthenticated bool                      `json:"allowUnauthenticated"`
 	OpenIDProviders      []registry.OpenIDProvider `json:"openIdProviders"`
@@ -32,7 +36,7 @@ func poolError(err error) error {
 	switch {
 	case errors.Is(err, registry.ErrInvalidPool):
 		return invalidParameter("%s", msg)
-	case errors.Is(err, registry.ErrPoolExists), errors.Is(err, registry.ErrPurgeUnfinished):
+	case errors.Is(err, registry.ErrPoolExists), errors.Is(err, registry.ErrPurgeUnfinished), errors.Is(err, registry.ErrDeletedPoolData):
 		return resourceConflict("%s", msg)
 	case errors.Is(err, registry.ErrPoolNotFound):
 		return resourceNotFound("%s", msg)
@@ -49,11 +53,19 @@ func (s *Server) createIdentityPool(r *request) (any, error) {
 	switch {
 	case in.ID != "" && region != "":
 		return nil, invalidParameter("give the pool's id or the region of a generated id, not both")
+	case in.Restore && in.ID == "":
+		return nil, invalidParameter("restore needs the id of the deleted pool to restore")
 	case region == "":
 		region = s.opts.ARNRegion
 	}
-	p, err := s.reg.CreateIdentityPool(r.Context(), region, registry.IdentityPool{ID: in.ID,
-		Name: in.Name, AllowUnauthenticated: in.AllowUnauthenticated, OpenIDProviders: in.OpenIDProviders})
+	pool := registry.IdentityPool{ID: in.ID, Name: in.Name, AllowUnauthenticated: in.AllowUnauthenticated, OpenIDProviders: in.OpenIDProviders}
+	var p registry.IdentityPool
+	var err error
+	if in.Restore {
+		p, err = s.reg.RestoreIdentityPool(r.Context(), pool)
+	} else {
+		p, err = s.reg.CreateIdentityPool(r.Context(), region, pool)
+	}
 	if err != nil {
 		return nil, poolError(err)
 	}
@@ -83,6 +95,9 @@ func (s *Server) updateIdentityPool(r *request) (any, error) {
 	var in identityPoolInput
 	if err := r.decode(&in); err != nil {
 		return nil, err
+	}
+	if in.Restore {
+		return nil, invalidParameter("restore applies only to creating a pool")
 	}
 	if in.ID != "" && in.ID != r.PathValue("id") {
 		return nil, invalidParameter("a pool's id cannot be changed: the body names %s, the path %s", in.ID, r.PathValue("id"))
