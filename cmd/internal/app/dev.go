@@ -226,8 +226,10 @@ func seedDemo(ctx context.Context, reg *registry.Registry, prod, sandbox *apnste
 		}
 	}
 	// The demo pool is an identity pool, as an operator creates one, so
-	// that the developer credentials the log prints work in it.
-	if _, err := reg.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: DemoPool, Name: "pushsync dev demo", AllowUnauthenticated: true}); err != nil && !errors.Is(err, registry.ErrPoolExists) {
+	// that the developer credentials the log prints work in it. Restored,
+	// not created: after an operator deleted it, dev mode takes it back
+	// with whatever it held rather than refuse to start.
+	if _, err := reg.RestoreIdentityPool(ctx, registry.IdentityPool{ID: DemoPool, Name: "pushsync dev demo", AllowUnauthenticated: true}); err != nil && !errors.Is(err, registry.ErrPoolExists) {
 		return origin, nil, err
 	}
 	if err := reg.SetPoolPush(ctx, DemoPool, registry.PoolPush{Apps: map[registry.Platform]string{
