@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -142,6 +143,9 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		if errors.As(sendErr, &goAway) {
 			return classifyGoAway(goAway)
 		}
+		if e := certificateRefused(p.App.Name, c.c.Certificate.Leaf, sendErr); e != nil {
+			return e
+		}
 		return dispatcher.Classify(sendErr)
 	}
 	if res.Sent() {
@@ -192,6 +196,47 @@ func renewExpired(tok *token.Token, jwt string) *dispatcher.Error {
 			age.Round(time.Second), time.Hour-tokenUpdateInterval)}
 	}
 	tok.IssuedAt = 0 // the next push signs a new token
+	return nil
+}
+
+// certificateAlerts are the TLS alerts with which a server refuses the
+// client's certificate during the handshake.
+var certificateAlerts = [...]tls.AlertError{
+	42,  // bad_certificate
+	43,  // unsupported_certificate
+	44,  // certificate_revoked
+	45,  // certificate_expired
+	46,  // certificate_unknown
+	48,  // unknown_ca
+	116, // certificate_required
+}
+
+// certificateRefused classifies err, the failure of a push of the app
+// whose client certificate is leaf (nil for token authentication): APNs
+// refuses an expired, revoked or unknown certificate with a TLS alert at
+// the handshake, before any answer with a reason, and every connection
+// made with it fails the same way. That is the app's configuration, not
+// a passing transport failure. It returns nil for any other failure.
+func certificateRefused(app string, leaf *x509.Certificate, err error) *dispatcher.Error {
+	var oe *net.OpError
+	if leaf == nil || !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return nil
+	}
+	for _, a := range certificateAlerts {
+		if oe.Err.Error() != a.Error() {
+			continue
+		}
+		why := fmt.Sprintf("valid from %s to %s", leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+		switch now := time.Now(); {
+		case now.After(leaf.NotAfter):
+			why = "it expired at " + leaf.NotAfter.UTC().Format(time.RFC3339)
+		case now.Before(leaf.NotBefore):
+			why = "it is valid only from " + leaf.NotBefore.UTC().Format(time.RFC3339)
+		}
+		return &dispatcher.Error{Class: dispatcher.Config, Reason: "certificate_refused", Err: fmt.Errorf(
+			"apns: app %s: APNs refused its client certificate (%s; %s) at the TLS handshake; register a valid one for the app: %w",
+			app, leaf.Subject, why, err)}
+	}
 	return nil
 }
 
@@ -355,6 +400,11 @@ func (n *Notifier) build(app *registry.App) (*appClients, error) {
 		cert, err := tls.X509KeyPair([]byte(cred.Certificate), []byte(cred.Certificate))
 		if err != nil {
 			return nil, fmt.Errorf("apns: app %s: certificate: %w", app.Name, err)
+		}
+		if cert.Leaf == nil { // said why APNs refuses it (see certificateRefused)
+			if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+				return nil, fmt.Errorf("apns: app %s: certificate: %w", app.Name, err)
+			}
 		}
 		tlsConf.Certificates = []tls.Certificate{cert}
 	}

@@ -7,10 +7,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"runtime"
 	"strings"
 	"sync"
@@ -139,6 +141,61 @@ func TestCertificateAuth(t *testing.T) {
 	}
 	if p := f.prod.Pushes(); len(p) != 1 || p[0].Auth != apnstest.AuthCertificate {
 		t.Fatalf("pushes %+v", p)
+	}
+}
+
+// TestOutdatedCertificateIsConfigError: APNs refuses a client certificate
+// that has expired (or is not valid yet) with a TLS alert at the
+// handshake, before any answer with a reason, and refuses every connection
+// made with it. The push is a configuration error of the app that names
+// the certificate and its expiry, not a transport failure retried for
+// ever; and so is the next push, which fails without a connection.
+func TestOutdatedCertificateIsConfigError(t *testing.T) {
+	f := newFixture(t)
+	for _, tt := range []struct {
+		name     string
+		from, to time.Time
+		want     string
+	}{
+		{"expired", time.Now().Add(-400 * 24 * time.Hour), time.Now().Add(-time.Hour), "it expired at"},
+		{"not yet valid", time.Now().Add(time.Hour), time.Now().Add(365 * 24 * time.Hour), "it is valid only from"},
+	} {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(time.Now().UnixNano()),
+			Subject:      pkix.Name{CommonName: "Apple Push Services: " + topic},
+			NotBefore:    tt.from, NotAfter: tt.to,
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		f.prod.AddCertificate(leaf, topic) // known to APNs, but outdated
+		keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+		app := &registry.App{Name: "ios-cert-" + strings.ReplaceAll(tt.name, " ", "-"), Kind: registry.KindAPNs, Revision: 1, APNs: &registry.APNsCredentials{
+			Topic: topic,
+			Certificate: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+				string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+		}}
+		for i := 1; i <= 2; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := f.n.Notify(ctx, push(app, registry.APNS, tok(i), int64(i)))
+			cancel()
+			var pe *dispatcher.Error
+			if !errors.As(err, &pe) || pe.Class != dispatcher.Config || pe.Reason != "certificate_refused" ||
+				!strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "Apple Push Services: "+topic) {
+				t.Errorf("%s certificate, push %d: got %v, want a configuration error certificate_refused naming the certificate and saying %q", tt.name, i, err, tt.want)
+			}
+		}
+	}
+	if n := len(f.prod.Pushes()); n != 0 {
+		t.Errorf("%d pushes accepted with outdated certificates", n)
 	}
 }
 

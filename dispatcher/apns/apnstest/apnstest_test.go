@@ -571,6 +571,40 @@ func TestCertificateAuth(t *testing.T) {
 	}
 }
 
+// TestExpiredCertificateFailsTheHandshake: as APNs does, the emulator
+// refuses an expired client certificate, even a registered one, with a TLS
+// alert at the handshake rather than an HTTP answer.
+func TestExpiredCertificateFailsTheHandshake(t *testing.T) {
+	s := NewServer()
+	t.Cleanup(s.Close)
+	cert := clientCert(t, topic)
+	tmpl := *cert.Leaf
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, cert.Leaf.PublicKey, cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := x509.ParseCertificate(der)
+	s.AddCertificate(expired, topic)
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(s.URL, "https://"), &tls.Config{
+		RootCAs: s.RootCAs(), NextProtos: []string{"h2"},
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: cert.PrivateKey}},
+	})
+	if err == nil {
+		// With TLS 1.3 the server checks the certificate after the
+		// client's side of the handshake: the alert is read next.
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = conn.Read(make([]byte, 1))
+		conn.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "remote error: tls: bad certificate") {
+		t.Fatalf("connection with an expired certificate: %v; want it refused with a TLS alert", err)
+	}
+	if st := s.Stats(); st.Requests != 0 {
+		t.Errorf("%d requests reached the API with an expired certificate", st.Requests)
+	}
+}
+
 func TestWaitForPushes(t *testing.T) {
 	s, c := newServer(t)
 	done := make(chan struct{})

@@ -10,7 +10,7 @@
 // system roots. Both provider authentication schemes are emulated: token
 // (ES256 JWT) authentication with keys registered through AddTokenKey, and
 // certificate authentication with client certificates registered through
-// AddCertificate.
+// AddCertificate (an expired one fails the TLS handshake, as with APNs).
 //
 // A small JSON control API under /_emulator/ on the same listener lets
 // another process inspect and steer the emulator; see Handler.
@@ -358,9 +358,10 @@ func Start(opts ...Option) (*Server, error) {
 	s.srv = &h2server.Server{
 		Handler: s.handler,
 		TLSConfig: &tls.Config{
-			Certificates: []tls.Certificate{id.Certificate},
-			ClientAuth:   tls.RequestClientCert,
-			MinVersion:   tls.VersionTLS12,
+			Certificates:     []tls.Certificate{id.Certificate},
+			ClientAuth:       tls.RequestClientCert,
+			MinVersion:       tls.VersionTLS12,
+			VerifyConnection: refuseOutdatedClientCertificate,
 		},
 		MaxConcurrentStreams: o.maxStreams,
 		StartStreams: func(cs tls.ConnectionState) uint32 {
@@ -377,6 +378,23 @@ func Start(opts ...Option) (*Server, error) {
 		_ = s.srv.Serve(ln)
 	}()
 	return s, nil
+}
+
+// refuseOutdatedClientCertificate fails the handshake of a connection
+// whose client certificate has expired or is not valid yet, as APNs
+// refuses such a certificate before any request: the client reads a TLS
+// alert (bad_certificate here; APNs sends certificate_expired), not an
+// HTTP answer.
+func refuseOutdatedClientCertificate(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	leaf := cs.PeerCertificates[0]
+	if now := time.Now(); now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return fmt.Errorf("apnstest: client certificate %s is valid from %s to %s only",
+			leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Close stops the server, closing its listener and every connection, and
@@ -446,6 +464,8 @@ func (s *Server) AddTokenKey(teamID, keyID string, pub *ecdsa.PublicKey, topics 
 // the certificate may push to any topic. A request without apns-topic
 // defaults to the certificate's topic when it has exactly one, as APNs does
 // with a single-topic certificate; otherwise it is answered MissingTopic.
+// A certificate outside its validity period, registered or not, fails the
+// TLS handshake.
 func (s *Server) AddCertificate(cert *x509.Certificate, topics ...string) {
 	if cert == nil {
 		panic("apnstest: AddCertificate needs a certificate")
