@@ -180,15 +180,33 @@ func stateOf(req *http.Request) *sendState {
 // modifies, are shared rather than copied for every push. When FCM refuses
 // a token (401 without an FcmError detail), the next request gets a new
 // one; when FCM refuses that one too before it has accepted any from the
-// new source, or the token endpoint refuses the service account, the send
-// is a configuration error. A 401 THIRD_PARTY_AUTH_ERROR refuses the
-// project's APNs or web push credentials, not the token, which is kept.
+// new source, or the token endpoint refuses the service account (a 4xx
+// other than 429), the send is a configuration error; a token endpoint
+// throttling or failing (429, 5xx) is a passing failure, and no token is
+// asked for until its Retry-After ends. A 401 THIRD_PARTY_AUTH_ERROR
+// refuses the project's APNs or web push credentials, not the token, which
+// is kept.
 type bearerTransport struct {
 	newSource func() oauth2.TokenSource // a source with no token yet
 	src       atomic.Pointer[tokenSource]
 	base      http.RoundTripper
 	last      atomic.Pointer[bearerHeader]
+	// unavailable, if set, is the token endpoint's last throttling or
+	// failure: no token is asked for before its end.
+	unavailable atomic.Pointer[endpointUnavailable]
 }
+
+// endpointUnavailable is a throttling (429) or failure (5xx) of the OAuth2
+// token endpoint, and when a token may be asked for again.
+type endpointUnavailable struct {
+	until time.Time
+	err   error
+}
+
+// TokenEndpointBackoff is how long no access token is asked for after
+// Google's token endpoint throttled (429) or failed (5xx) a request without
+// a Retry-After.
+const TokenEndpointBackoff = time.Second
 
 // tokenSource reuses a token until it is about to expire.
 type tokenSource struct {
@@ -212,6 +230,14 @@ func newBearerTransport(newSource func() oauth2.TokenSource, base http.RoundTrip
 }
 
 func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if u := b.unavailable.Load(); u != nil {
+		if wait := time.Until(u.until); wait > 0 {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, tokenEndpointUnavailable(req, wait, u.err)
+		}
+	}
 	src := b.src.Load()
 	tok, err := src.Token()
 	if err != nil {
@@ -219,11 +245,25 @@ func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req.Body.Close()
 		}
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
-			stateOf(req).verdict = &dispatcher.Error{Class: dispatcher.Config, Reason: "UNAUTHENTICATED"}
-			return credentialsRefused(req, err), nil
+		if errors.As(err, &re) && re.Response != nil {
+			switch code := re.Response.StatusCode; {
+			case code == http.StatusTooManyRequests || code >= 500:
+				// Throttled or failing: the service account may be
+				// fine. No token is asked for until the Retry-After
+				// ends, by this send (the firebase client would retry
+				// it at once) or another.
+				wait := dispatcher.ParseRetryAfter(re.Response.Header.Get("Retry-After"))
+				if wait <= 0 {
+					wait = TokenEndpointBackoff
+				}
+				b.unavailable.Store(&endpointUnavailable{until: time.Now().Add(wait), err: err})
+				return nil, tokenEndpointUnavailable(req, wait, err)
+			case code >= 400:
+				stateOf(req).verdict = &dispatcher.Error{Class: dispatcher.Config, Reason: "UNAUTHENTICATED"}
+				return credentialsRefused(req, err), nil
+			}
 		}
-		return nil, err // the token endpoint is unreachable or failing: worth a retry
+		return nil, err // the token endpoint is unreachable: worth a retry
 	}
 	h := b.last.Load()
 	if h == nil || h.token != tok.AccessToken {
@@ -331,6 +371,19 @@ func retryLater(req *http.Request, res *http.Response) {
 	st.verdict = &dispatcher.Error{Class: dispatcher.Retry, Reason: "UNAVAILABLE", RetryAfter: wait,
 		Err: fmt.Errorf("fcm: %s %q with Retry-After %v, past the send's deadline", res.Status, status.Error.Message, wait)}
 	st.cancel()
+}
+
+// tokenEndpointUnavailable ends the send of req, which has no access token
+// because the token endpoint throttled or failed a token request with err,
+// as a retry after wait, the endpoint's Retry-After: the firebase client
+// would retry it at once, asking for a token again, and only a refusal
+// (4xx) says the service account is wrong.
+func tokenEndpointUnavailable(req *http.Request, wait time.Duration, err error) error {
+	st := stateOf(req)
+	st.verdict = &dispatcher.Error{Class: dispatcher.Retry, Reason: "token_endpoint_unavailable", RetryAfter: wait,
+		Err: fmt.Errorf("fcm: no access token, Google's token endpoint is throttling or failing (asked again in %v): %w", wait.Round(time.Millisecond), err)}
+	st.cancel()
+	return st.verdict.Err
 }
 
 // credentialsRefused answers a request whose access token the OAuth2 token

@@ -227,6 +227,51 @@ func TestWrongServiceAccountIsConfigError(t *testing.T) {
 	}
 }
 
+// TestTokenEndpointThrottlingIsRetried: Google's token endpoint throttles
+// (429) or fails (5xx) a request for an access token. The service account
+// may be fine: the push is retried after the endpoint's Retry-After, the
+// app not suspended as if its credentials were refused, and no token is
+// asked for again before the Retry-After ends, neither by the firebase
+// client's own retries nor by the next pushes.
+func TestTokenEndpointThrottlingIsRetried(t *testing.T) {
+	s, n, app := newFixture(t)
+	s.FailTokenRequests(&fcmtest.TokenFailure{HTTPStatus: 429, RetryAfter: 2 * time.Second})
+	for i := 1; i <= 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := n.Notify(ctx, push(app, "fcm-registration-token-1", int64(i)))
+		cancel()
+		var pe *dispatcher.Error
+		if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "token_endpoint_unavailable" ||
+			pe.RetryAfter <= 0 || pe.RetryAfter > 2*time.Second || (i == 1 && pe.RetryAfter != 2*time.Second) {
+			t.Fatalf("push %d with the token endpoint answering 429 with Retry-After 2s: %v (retry after %v), want a retry for token_endpoint_unavailable within 2s", i, err, retryAfterOf(err))
+		}
+		if st := s.Stats(); st.TokenRequests != 1 {
+			t.Fatalf("after push %d: %d token requests, want 1: none before the Retry-After ends", i, st.TokenRequests)
+		}
+	}
+	s.FailTokenRequests(nil)
+	time.Sleep(2 * time.Second) // the Retry-After
+	if err := n.Notify(context.Background(), push(app, "fcm-registration-token-1", 3)); err != nil {
+		t.Fatalf("push once the token endpoint issues tokens again: %v", err)
+	}
+
+	// A 5xx without a Retry-After holds token requests off for
+	// TokenEndpointBackoff.
+	other := *app
+	other.Name = "android-2"
+	s.FailTokenRequests(&fcmtest.TokenFailure{HTTPStatus: 503})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := n.Notify(ctx, push(&other, "fcm-registration-token-1", 4))
+	var pe *dispatcher.Error
+	if !errors.As(err, &pe) || pe.Class != dispatcher.Retry || pe.Reason != "token_endpoint_unavailable" || pe.RetryAfter != fcm.TokenEndpointBackoff {
+		t.Fatalf("token endpoint answering 503: %v (retry after %v), want a retry for token_endpoint_unavailable after %v", err, retryAfterOf(err), fcm.TokenEndpointBackoff)
+	}
+	if st := s.Stats(); st.TokenRequests != 3 {
+		t.Errorf("%d token requests in all, want 3: the 503 was asked once", st.TokenRequests)
+	}
+}
+
 // TestWrongProjectIsConfigError: a service account sending to a project it
 // has no permission on gets 403 PERMISSION_DENIED without an FcmError
 // detail: the app is misconfigured, and its devices are not dead.

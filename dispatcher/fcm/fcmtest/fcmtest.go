@@ -118,6 +118,7 @@ type Server struct {
 	failCount atomic.Int32 // len(failTok) + (failAll != nil), for a lock-free fast path
 	failTok   map[string]*failureState
 	failAll   *failureState
+	failOAuth *tokenFailureState // token requests; under failMu
 
 	// Recorded pushes.
 	pushMu  sync.Mutex

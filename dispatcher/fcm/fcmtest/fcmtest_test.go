@@ -462,6 +462,30 @@ func TestTimesAndFailAll(t *testing.T) {
 	}
 }
 
+// TestFailTokenRequests: the token endpoint throttles token requests, with
+// a Retry-After, for as many requests as asked, then issues tokens again.
+func TestFailTokenRequests(t *testing.T) {
+	s := fcmtest.NewServer()
+	defer s.Close()
+	sa, err := s.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, s, sa, "demo-project")
+	s.FailTokenRequests(&fcmtest.TokenFailure{HTTPStatus: 429, RetryAfter: 3 * time.Second, Times: 1})
+	_, err = c.creds.TokenSource.Token()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response.StatusCode != 429 || re.Response.Header.Get("Retry-After") != "3" || !bytes.Contains(re.Body, []byte(`"error": "rate_limit_exceeded"`)) {
+		t.Fatalf("token request while throttled: %v, want 429 rate_limit_exceeded with Retry-After 3", err)
+	}
+	if _, err := c.creds.TokenSource.Token(); err != nil {
+		t.Fatalf("token request once the failure was used up: %v", err)
+	}
+	if st := s.Stats(); st.TokenRequests != 2 || st.TokensIssued != 1 {
+		t.Errorf("%d token requests and %d tokens issued, want 2 and 1", st.TokenRequests, st.TokensIssued)
+	}
+}
+
 func TestBadAssertion(t *testing.T) {
 	s := fcmtest.NewServer()
 	defer s.Close()

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -234,9 +235,72 @@ func writeOAuthError(w http.ResponseWriter, e oauthError) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
+// TokenFailure is an answer the token endpoint gives instead of an access
+// token, as Google's does when it throttles a client (429) or fails
+// (500, 503): an OAuth2 error with the status.
+type TokenFailure struct {
+	// HTTPStatus is the response status code, 429 or a 5xx.
+	HTTPStatus int
+	// RetryAfter, if positive, is sent as a Retry-After header in seconds.
+	RetryAfter time.Duration
+	// Times is how many token requests the failure applies to; 0 means
+	// forever.
+	Times int
+}
+
+type tokenFailureState struct {
+	f         TokenFailure
+	remaining int // 0 = forever
+}
+
+// FailTokenRequests makes requests to the token endpoint fail with *f, for
+// f.Times requests or forever; nil removes it. A status that is neither
+// 429 nor a 5xx panics: the token endpoint's refusals of a service
+// account (400 invalid_grant) come from the account itself.
+func (s *Server) FailTokenRequests(f *TokenFailure) {
+	var st *tokenFailureState
+	if f != nil {
+		if f.HTTPStatus != http.StatusTooManyRequests && (f.HTTPStatus < 500 || f.HTTPStatus > 599) {
+			panic(fmt.Sprintf("fcmtest: token endpoint failure with status %d, want 429 or a 5xx", f.HTTPStatus))
+		}
+		st = &tokenFailureState{f: *f, remaining: f.Times}
+	}
+	s.failMu.Lock()
+	s.failOAuth = st
+	s.failMu.Unlock()
+}
+
+// takeTokenFailure returns the failure that applies to a token request,
+// and consumes one of its Times.
+func (s *Server) takeTokenFailure() (TokenFailure, bool) {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	st := s.failOAuth
+	if st == nil {
+		return TokenFailure{}, false
+	}
+	if st.remaining > 0 {
+		if st.remaining--; st.remaining == 0 {
+			s.failOAuth = nil
+		}
+	}
+	return st.f, true
+}
+
 // serveToken implements POST /token for the JWT-bearer grant.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	s.stats.tokenRequests.Add(1)
+	if f, ok := s.takeTokenFailure(); ok {
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64((f.RetryAfter+time.Second-1)/time.Second), 10))
+		}
+		e := oauthError{f.HTTPStatus, "internal_failure", "The service is currently unavailable."}
+		if f.HTTPStatus == http.StatusTooManyRequests {
+			e = oauthError{f.HTTPStatus, "rate_limit_exceeded", "Rate limit exceeded."}
+		}
+		writeOAuthError(w, e)
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeOAuthError(w, oauthError{http.StatusMethodNotAllowed, "invalid_request", "Method " + r.Method + " is not allowed."})
