@@ -47,7 +47,8 @@ type App struct {
 	// CreatedAt and UpdatedAt are set by PutApp.
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
-	// Revision is raised by every PutApp; clients cached for an older
+	// Revision is raised by every PutApp, and goes on from the last one
+	// of a deleted app of the same name; clients cached for an older
 	// revision are rebuilt.
 	Revision int64 `json:"-"`
 	// Unreadable is set only by Apps, for an app whose record no
@@ -527,8 +528,11 @@ func (r *Registry) DeleteApp(ctx context.Context, name string) error {
 				}
 			}
 		}
+		// The revision stays: an app created again under the name goes
+		// on from it, so that workers holding clients built for a revision
+		// of the deleted app do not take it for theirs.
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HDel(ctx, key, "app:"+name, "rev:"+name)
+			p.HDel(ctx, key, "app:"+name)
 			return nil
 		})
 		return err
