@@ -76,6 +76,7 @@ type signingKey struct {
 // the provider token of the app's key.
 type appClients struct {
 	revision int64
+	topic    string // the revision's apns-topic
 	prod     *client
 	sandbox  *client
 	token    *token.Token
@@ -124,7 +125,7 @@ func (n *Notifier) Notify(ctx context.Context, p *dispatcher.Push) error {
 		IdentityID:     p.Event.IdentityID,
 		DatasetName:    p.Event.DatasetName,
 		SyncCount:      p.Event.SyncCount,
-	}, p.App.APNs.Topic, expiration(p, n.opts.Now().Add(n.opts.TTL)))
+	}, ac.topic, expiration(p, n.opts.Now().Add(n.opts.TTL)))
 	if err != nil {
 		return &dispatcher.Error{Class: dispatcher.Permanent, Reason: apns2.ReasonPayloadTooLarge, Err: err}
 	}
@@ -339,11 +340,16 @@ func expiration(p *dispatcher.Push, fallback time.Time) time.Time {
 }
 
 // clients returns the clients of the app's current revision, building them
-// on first use and replacing them when the app changes.
+// on first use and replacing them when the app changes. A push read with
+// an older revision than the clients' (an event whose fan-out began before
+// a rotation) goes through the newer ones: building the older revision
+// again would push with the credentials the operator replaced, and close
+// the newer clients' connections, only for the next push to open them
+// again.
 func (n *Notifier) clients(app *registry.App) (*appClients, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ac, ok := n.apps[app.Name]; ok && ac.revision == app.Revision {
+	if ac, ok := n.apps[app.Name]; ok && ac.revision >= app.Revision {
 		return ac, nil
 	}
 	ac, err := n.build(app)
@@ -380,7 +386,7 @@ func (n *Notifier) forgetToken(old *appClients) {
 // build makes the clients of an app revision, under mu.
 func (n *Notifier) build(app *registry.App) (*appClients, error) {
 	cred := app.APNs
-	ac := &appClients{revision: app.Revision}
+	ac := &appClients{revision: app.Revision, topic: cred.Topic}
 	tlsConf := &tls.Config{RootCAs: n.opts.RootCAs, MinVersion: tls.VersionTLS12}
 	if cred.AuthKey != "" {
 		ac.key = signingKey{teamID: cred.TeamID, keyID: cred.KeyID, authKey: cred.AuthKey}

@@ -322,6 +322,36 @@ func TestNewRevisionRebuildsClient(t *testing.T) {
 	}
 }
 
+// TestStalePushUsesTheRotatedCredentials: after a rotation, a push read
+// with the app's older revision (an event whose fan-out began before it)
+// goes through the clients of the newer revision: signed with the new key,
+// over their connection, rather than with the replaced key, whose clients
+// would be built again and the newer ones closed, on every such push.
+func TestStalePushUsesTheRotatedCredentials(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	f.prod.AddTokenKey("TEAM123456", "KEY7654321", &key.PublicKey, topic)
+	rotated := *f.app
+	cred := *f.app.APNs
+	cred.KeyID, cred.AuthKey = "KEY7654321", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	rotated.APNs, rotated.Revision = &cred, 2
+	for i, app := range []*registry.App{f.app, &rotated, f.app, f.app, &rotated} {
+		if err := f.n.Notify(ctx, push(app, registry.APNS, tok(1), int64(i+1))); err != nil {
+			t.Fatalf("push %d (revision %d): %v", i+1, app.Revision, err)
+		}
+	}
+	for i, p := range f.prod.Pushes() {
+		if want := "KEY7654321"; i > 0 && p.KeyID != want {
+			t.Errorf("push %d signed with %s, want the rotated key %s", i+1, p.KeyID, want)
+		}
+	}
+	if c := f.prod.Stats().Connections; c != 2 {
+		t.Errorf("%d connections opened, want 2: one for each revision's clients", c)
+	}
+}
+
 // openConns counts the HTTP/2 client connections open in this process
 // (each has one health-check goroutine).
 func openConns() int {

@@ -421,10 +421,16 @@ func ttl(p *dispatcher.Push, fallback time.Duration) time.Duration {
 	return min(max(time.Until(p.Expires).Truncate(time.Second), 0), MaxTTL)
 }
 
+// client returns the client of the app's current revision, building it on
+// first use and replacing it when the app changes. A push read with an
+// older revision than the client's (an event whose fan-out began before a
+// rotation) goes through the newer one: building the older revision again
+// would push with the service account the operator replaced, and ask the
+// token endpoint for a new access token at every change of revision.
 func (n *Notifier) client(app *registry.App) (*appClient, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if ac, ok := n.apps[app.Name]; ok && ac.revision == app.Revision {
+	if ac, ok := n.apps[app.Name]; ok && ac.revision >= app.Revision {
 		return ac, nil
 	}
 	// The token source keeps this context for every refresh, so it must

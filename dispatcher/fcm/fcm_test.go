@@ -272,6 +272,30 @@ func TestTokenEndpointThrottlingIsRetried(t *testing.T) {
 	}
 }
 
+// TestStalePushUsesTheRotatedServiceAccount: after a rotation, a push read
+// with the app's older revision (an event whose fan-out began before it)
+// goes through the newer revision's client and its access token, rather
+// than build the replaced service account's client again, and ask for a
+// token, on every change between the two.
+func TestStalePushUsesTheRotatedServiceAccount(t *testing.T) {
+	s, n, app := newFixture(t)
+	sa, err := s.AddServiceAccount("demo-project")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := *app
+	rotated.FCM = &registry.FCMCredentials{ProjectID: "demo-project", ServiceAccount: string(sa)}
+	rotated.Revision = 2
+	for i, a := range []*registry.App{app, &rotated, app, app, &rotated} {
+		if err := n.Notify(context.Background(), push(a, "fcm-registration-token-1", int64(i+1))); err != nil {
+			t.Fatalf("push %d (revision %d): %v", i+1, a.Revision, err)
+		}
+	}
+	if st := s.Stats(); st.TokenRequests != 2 {
+		t.Errorf("%d token requests, want 2: one for each revision's service account", st.TokenRequests)
+	}
+}
+
 // TestWrongProjectIsConfigError: a service account sending to a project it
 // has no permission on gets 403 PERMISSION_DENIED without an FcmError
 // detail: the app is misconfigured, and its devices are not dead.
