@@ -403,10 +403,12 @@ func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, dev
 }
 
 // removeScript removes device ARGV[1], whose record holds its subscriptions
-// and sent counts, and its push budget. With ARGV[2] (a token) and ARGV[3]
+// and sent counts, and its push budget, and returns the removed record; it
+// returns 0 if there is no such device. With ARGV[2] (a token) and ARGV[3]
 // (unix ms) it removes the device only if it still has that token and
-// registered no later than that time: a token the app registered again
-// after the push service declared it dead is alive. ARGV[2] is the token as
+// registered no later than that time, and returns -1 if not: a token the
+// app registered again after the push service declared it dead is alive.
+// ARGV[2] is the token as
 // an FCM record stores it, ARGV[4] as an APNs record does (raw bytes, or
 // empty, which matches no record, if the token is no APNs token).
 var removeScript = redis.NewScript(luaHelpers + `
@@ -421,26 +423,34 @@ if ARGV[2] ~= '' then
   if ms36(string.sub(v, a + 1, b - 1)) > tonumber(ARGV[3]) then return -1 end
 end
 redis.call('HDEL', KEYS[1], f, 'b:' .. ARGV[1])
-return 1
+return v
 `)
 
 // RemoveDevice removes a device and all its subscriptions in one atomic
-// step. It returns ErrDeviceNotFound if the device is not registered.
-func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) error {
+// step, and returns the device as it was (only its ID if its record could
+// not be read). It returns ErrDeviceNotFound if the device is not
+// registered.
+func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) (Device, error) {
 	if err := validateIdentity(pool, identity); err != nil {
-		return err
+		return Device{}, err
 	}
 	if err := validateDeviceID(deviceID); err != nil {
-		return err
+		return Device{}, err
 	}
-	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0, "").Int()
+	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0, "").Result()
 	if err != nil {
-		return fmt.Errorf("registry: remove device: %w", err)
+		return Device{}, fmt.Errorf("registry: remove device: %w", err)
 	}
-	if n == 0 {
-		return fmt.Errorf("registry: %w: %s", ErrDeviceNotFound, deviceID)
+	v, ok := res.(string)
+	if !ok {
+		return Device{}, fmt.Errorf("registry: %w: %s", ErrDeviceNotFound, deviceID)
 	}
-	return nil
+	d, _, err := decodeDevice(deviceID, v)
+	if err != nil {
+		// Removed all the same: that is how a corrupt record goes.
+		return Device{ID: deviceID}, nil
+	}
+	return d, nil
 }
 
 func validateSubscription(pool, identity, dataset, deviceID string) error {
@@ -473,11 +483,12 @@ func validateDeviceID(deviceID string) error {
 // compared as Device.Token gives it: APNs tokens in lower-case hex.
 func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error) {
 	// The script picks the form to compare by the platform of the record.
-	n, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token)).Int()
+	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token)).Result()
 	if err != nil {
 		return false, fmt.Errorf("registry: remove dead device: %w", err)
 	}
-	return n == 1, nil
+	_, removed := res.(string)
+	return removed, nil
 }
 
 // recordSentScript raises, for each device in ARGV[5..] that is still

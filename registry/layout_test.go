@@ -146,8 +146,13 @@ func TestDeviceRecordLayout(t *testing.T) {
 	if len(fields) != 3 {
 		t.Fatalf("fields %v, want two devices and a budget", fields)
 	}
-	must(r.RemoveDevice(ctx, layoutPool, layoutIdentity, g.ID))
-	must(r.RemoveDevice(ctx, layoutPool, layoutIdentity, a.ID))
+	for _, d := range []Device{g, a} {
+		removed, err := r.RemoveDevice(ctx, layoutPool, layoutIdentity, d.ID)
+		must(err)
+		if removed.ID != d.ID || removed.Platform != d.Platform || removed.Token != d.Token {
+			t.Fatalf("RemoveDevice returned %+v, want the device removed, %+v", removed, d)
+		}
+	}
 	if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
 		t.Fatalf("the hash outlives its devices: %d %v", n, err)
 	}

@@ -49,7 +49,7 @@ type Registry interface {
 	Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	Unsubscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
-	RemoveDevice(ctx context.Context, pool, identity, deviceID string) error
+	RemoveDevice(ctx context.Context, pool, identity, deviceID string) (registry.Device, error)
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	PoolStreams(ctx context.Context, pool string) (*registry.Streams, error)
 	UpdatePoolConfig(ctx context.Context, pool string, change func(*registry.PoolConfig) error) (registry.PoolConfig, error)
@@ -77,11 +77,20 @@ type Publisher interface {
 	Publish(ctx context.Context, e *event.DatasetChanged) (*jetstream.PubAck, error)
 }
 
+// DeviceEvents announces removed devices; *event.Publisher is one.
+type DeviceEvents interface {
+	PublishDeviceRemoved(ctx context.Context, e *event.DeviceRemoved) error
+}
+
 // Options configures a Server.
 type Options struct {
 	// Publisher publishes the events of the admin API's PublishEvent. If
 	// not set, that operation answers InvalidConfigurationException.
 	Publisher Publisher
+	// DeviceEvents announces each device the admin API removes with a
+	// DeviceRemoved event, as the dispatcher announces those it removes.
+	// If not set, no event is published.
+	DeviceEvents DeviceEvents
 	// Store holds datasets and records. If not set, the dataset operations
 	// answer InvalidConfigurationException.
 	Store Store

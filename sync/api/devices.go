@@ -2,11 +2,13 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/event"
 )
 
 // deviceView is a registered device as the admin API shows it.
@@ -64,14 +66,26 @@ func (s *Server) listDevices(r *request) (any, error) {
 	return map[string]any{"identityPoolId": pool, "identityId": identity, "devices": out}, nil
 }
 
-// removeDevice removes one device of an identity, with its subscriptions.
+// removeDevice removes one device of an identity, with its subscriptions,
+// and announces it with a DeviceRemoved event.
 func (s *Server) removeDevice(r *request) (any, error) {
 	pool, identity, _, device, err := labels(r)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.reg.RemoveDevice(r.Context(), pool, identity, device); err != nil {
+	dev, err := s.reg.RemoveDevice(r.Context(), pool, identity, device)
+	if err != nil {
 		return nil, registryError(err)
+	}
+	if s.opts.DeviceEvents != nil {
+		// The device is gone: a caller that hangs up now still gets its
+		// event published.
+		if err := s.opts.DeviceEvents.PublishDeviceRemoved(context.WithoutCancel(r.Context()), &event.DeviceRemoved{
+			IdentityPoolID: pool, IdentityID: identity, DeviceID: device,
+			Platform: string(dev.Platform), Reason: event.ReasonRemovedByOperator, RemovedAt: s.opts.Now(),
+		}); err != nil {
+			s.log.Warn().Err(err).Str("pool", pool).Str("identity", identity).Str("device", device).Msg("could not publish the device-removed event")
+		}
 	}
 	return struct{}{}, nil
 }

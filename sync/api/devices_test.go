@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -15,9 +16,14 @@ import (
 
 	"github.com/aws/aws-sdk-go/aws/credentials"
 	v4 "github.com/aws/aws-sdk-go/aws/signer/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/secretbox"
+	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api"
+	"github.com/pushsync/pushsync/sync/event"
 )
 
 type deviceList struct {
@@ -231,5 +237,81 @@ func TestAdminDeviceCallsNeedDeveloperCredentials(t *testing.T) {
 	}
 	if l, _ := f.listDevices(alice); len(l.Devices) != 1 || l.Devices[0].DeviceID != dev.ID {
 		t.Errorf("alice's devices after refused calls: %+v", l)
+	}
+}
+
+// An operator's removal of a device is announced with a DeviceRemoved
+// event, as the dispatcher's removal of a device with a dead token is, so
+// that a consumer of those events learns of every device that goes; a
+// removal of a device that is not there announces nothing.
+func TestAdminRemovalPublishesDeviceRemoved(t *testing.T) {
+	ctx := context.Background()
+	_, js := testenv.StartNATS(t).Connect(t)
+	sc := event.StreamConfig{Name: "ADMIN_REMOVAL_TEST", SubjectPrefix: "adminremoval.changed",
+		DeviceSubjectPrefix: "adminremoval.devices", Storage: jetstream.MemoryStorage}
+	if _, err := event.EnsureStream(ctx, js, sc); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: sc.Name, SubjectPrefix: sc.SubjectPrefix, DeviceSubjectPrefix: sc.DeviceSubjectPrefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, prefix := testenv.Redis(t)
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret, Publisher: pub, DeviceEvents: pub},
+		zerolog.New(zerolog.NewTestWriter(t)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	f := &fixture{t: t, rdb: rdb, prefix: prefix, reg: reg, ts: ts}
+	createPool(t, reg)
+	ipad, _, err := reg.RegisterDevice(ctx, pool, alice, registry.APNS, apnsToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Subscribe(ctx, pool, alice, "settings", ipad.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.RegisterDevice(ctx, pool, alice, registry.GCM, "fcm-registration-token-of-the-phone"); err != nil {
+		t.Fatal(err)
+	}
+
+	before := time.Now().Truncate(time.Millisecond)
+	f.admin("DELETE", devicesPath(pool, alice)+"/"+ipad.ID, "", http.StatusOK, nil)
+	stream, err := js.Stream(ctx, sc.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := event.DeviceRemoved{Version: event.Version, IdentityPoolID: pool, IdentityID: alice, DeviceID: ipad.ID,
+		Platform: "APNS", Reason: event.ReasonRemovedByOperator}
+	msg, err := stream.GetLastMsgForSubject(ctx, event.DeviceRemovedSubject(sc.DeviceSubjectPrefix, &want))
+	if err != nil {
+		t.Fatalf("no DeviceRemoved event for the device the operator removed: %v", err)
+	}
+	var got event.DeviceRemoved
+	if err := json.Unmarshal(msg.Data, &got); err != nil {
+		t.Fatalf("DeviceRemoved event %s: %v", msg.Data, err)
+	}
+	if got.RemovedAt.Before(before) || got.RemovedAt.After(time.Now()) {
+		t.Errorf("removedAt %v, want the time of the removal (after %v)", got.RemovedAt, before)
+	}
+	got.RemovedAt = time.Time{}
+	if got != want {
+		t.Errorf("DeviceRemoved event %+v, want %+v", got, want)
+	}
+	if msg.Header.Get(jetstream.MsgIDHeader) == "" {
+		t.Error("the event was published without a deduplication id")
+	}
+
+	// Removing it again is 404 and announces nothing more.
+	expectErr(t, "removing the iPad again", adminCall(f, "DELETE", devicesPath(pool, alice)+"/"+ipad.ID, ""), "ResourceNotFoundException", http.StatusNotFound)
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("%d messages on the stream, want the one DeviceRemoved event", info.State.Msgs)
 	}
 }

@@ -13,20 +13,27 @@ import (
 )
 
 // DeviceRemoved says that pushsync removed a device, with its
-// subscriptions, because its push service declared the device's token dead
+// subscriptions: because its push service declared the device's token dead
 // (APNs Unregistered, BadDeviceToken or DeviceTokenNotForTopic; FCM
-// UNREGISTERED or SENDER_ID_MISMATCH). Apps learn of it at their next
-// RegisterDevice, which registers the device again with a fresh token.
+// UNREGISTERED or SENDER_ID_MISMATCH), or because an operator removed it
+// (the admin API's DELETE of the device, pushsyncctl device remove).
+// Apps learn of it at their next RegisterDevice, which registers the
+// device again.
 type DeviceRemoved struct {
 	Version        int    `json:"version"`
 	IdentityPoolID string `json:"identityPoolId"`
 	IdentityID     string `json:"identityId"`
 	DeviceID       string `json:"deviceId"`
 	Platform       string `json:"platform"`
-	// Reason is the push service's reason, e.g. Unregistered.
+	// Reason is the push service's reason, e.g. Unregistered, or
+	// ReasonRemovedByOperator.
 	Reason    string    `json:"reason"`
 	RemovedAt time.Time `json:"removedAt"`
 }
+
+// ReasonRemovedByOperator is the Reason of a DeviceRemoved event for a
+// device an operator removed through the admin API.
+const ReasonRemovedByOperator = "RemovedByOperator"
 
 // deviceRemovedTimeout bounds the tries of PublishDeviceRemoved when its
 // context has no deadline: as long as one publish waits for its answer

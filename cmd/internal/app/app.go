@@ -363,6 +363,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		a := cfg.API
 		srv, err := api.New(reg, api.Options{
 			Publisher:                pub,
+			DeviceEvents:             pub,
 			Store:                    st,
 			Relay:                    rel,
 			SessionTokenKey:          api.SessionTokenKey(svc.masterKeys[0]),
