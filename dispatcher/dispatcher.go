@@ -27,6 +27,7 @@ import (
 	"github.com/pushsync/pushsync/internal/loglimit"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/removals"
 )
 
 // Registry is what the dispatcher reads from the device registry. Lookups
@@ -36,7 +37,8 @@ type Registry interface {
 	RunBatch(ctx context.Context, ids []registry.Identity, sent []registry.Sent) ([]registry.Lookup, []error)
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	App(ctx context.Context, name string) (registry.App, error)
-	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error)
+	RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time, reason string) (bool, error)
+	ClearRemoval(ctx context.Context, pool, identity, deviceID string) error
 	// NoteUnattempted and Unattempted count the deliveries of a message
 	// that ended without a try, which are not counted against MaxDeliver.
 	NoteUnattempted(ctx context.Context, msgID string, ttl time.Duration) error
@@ -950,7 +952,7 @@ func (d *Dispatcher) removeDead(ctx context.Context, ev *event.DatasetChanged, d
 	if deadSince.IsZero() {
 		deadSince = d.opts.Now()
 	}
-	removed, err := d.reg.RemoveDeadDevice(ctx, ev.IdentityPoolID, ev.IdentityID, dev.ID, dev.Token, deadSince)
+	removed, err := d.reg.RemoveDeadDevice(ctx, ev.IdentityPoolID, ev.IdentityID, dev.ID, dev.Token, deadSince, perr.Reason)
 	if err != nil {
 		log.Warn().Err(err).Str("device", dev.ID).Msg("could not remove a device with a dead token")
 		return
@@ -962,11 +964,11 @@ func (d *Dispatcher) removeDead(ctx context.Context, ev *event.DatasetChanged, d
 	d.m.removed.WithLabelValues(string(dev.Platform), perr.Reason).Inc()
 	log.Info().Str("device", dev.ID).Str("platform", string(dev.Platform)).Str("reason", perr.Reason).Msg("removed a device with a dead token")
 	if d.opts.DeviceEvents != nil {
-		if err := d.opts.DeviceEvents.PublishDeviceRemoved(ctx, &event.DeviceRemoved{
+		if err := removals.Announce(ctx, d.reg, d.opts.DeviceEvents, registry.Removal{
 			IdentityPoolID: ev.IdentityPoolID, IdentityID: ev.IdentityID, DeviceID: dev.ID,
-			Platform: string(dev.Platform), Reason: perr.Reason, RemovedAt: d.opts.Now(),
+			Platform: dev.Platform, Reason: perr.Reason, RemovedAt: d.opts.Now(),
 		}); err != nil {
-			log.Warn().Err(err).Str("device", dev.ID).Msg("could not publish the device-removed event")
+			log.Warn().Err(err).Str("device", dev.ID).Msg("could not publish the device-removed event now; the sweep for unannounced removals publishes it")
 		}
 	}
 }

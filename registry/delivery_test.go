@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"sort"
 	"testing"
 	"time"
 
@@ -62,7 +63,7 @@ func TestRemoveDeadDevice(t *testing.T) {
 
 	// APNs says the token died before the device registered: it was
 	// registered again since, and stays.
-	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(-time.Minute)); err != nil || removed {
+	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(-time.Minute), "Unregistered"); err != nil || removed {
 		t.Fatalf("token dead before registration: removed=%v %v", removed, err)
 	}
 	// The same token registered again after the time APNs gives: the
@@ -72,15 +73,15 @@ func TestRemoveDeadDevice(t *testing.T) {
 	if err != nil || created || again.ID != d.ID || !again.RegisteredAt.Equal(now) {
 		t.Fatalf("registered again: %+v created=%v %v; want device %s registered at %v", again, created, err, d.ID, now)
 	}
-	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour)); err != nil || removed {
+	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour), "Unregistered"); err != nil || removed {
 		t.Fatalf("token dead before it was registered again: removed=%v %v", removed, err)
 	}
 	registered = now
 	// Another token than the device's: stays.
-	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, "ff"+apnsToken[2:], registered.Add(time.Hour)); removed {
+	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, "ff"+apnsToken[2:], registered.Add(time.Hour), "Unregistered"); removed {
 		t.Fatal("removed on another token")
 	}
-	removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour))
+	removed, err := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour), "Unregistered")
 	if err != nil || !removed {
 		t.Fatalf("dead device not removed: %v %v", removed, err)
 	}
@@ -94,7 +95,7 @@ func TestRemoveDeadDevice(t *testing.T) {
 	if _, ok := reg.Sent[registry.SentKey(d.ID, "settings")]; ok || reg.Sent[registry.SentKey(keep.ID, "settings")] != 4 {
 		t.Fatalf("sent records %v", reg.Sent)
 	}
-	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour)); removed {
+	if removed, _ := r.RemoveDeadDevice(ctx, pool, identity, d.ID, apnsToken, registered.Add(time.Hour), "Unregistered"); removed {
 		t.Fatal("removed twice")
 	}
 }
@@ -120,5 +121,57 @@ func TestPushBudgetWindows(t *testing.T) {
 	reg, _ = r.Registration(ctx, pool, identity)
 	if w := reg.Budget[d.ID]; !w.Start.Equal(t0.Add(61*time.Minute)) || w.Pushes != 1 {
 		t.Fatalf("new window %+v", w)
+	}
+}
+
+// A removal is noted in the same step as the removal itself, with the
+// device's platform, the reason and the time, until ClearRemoval: a device
+// removed for a dead token, or with a reason given; a removal without a
+// reason, or a device kept, notes nothing.
+func TestRemovalsAreNotedUntilCleared(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	at := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Now: func() time.Time { return at }})
+	ctx := context.Background()
+	dead, _, _ := r.RegisterDevice(ctx, pool, identity, registry.APNS, apnsToken)
+	named, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-named")
+	quiet, _, _ := r.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-quiet")
+	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, dead.ID, apnsToken, at.Add(-time.Hour), "Unregistered"); err != nil || removed {
+		t.Fatalf("a device registered after its token died was removed: %v %v", removed, err)
+	}
+	if removed, err := r.RemoveDeadDevice(ctx, pool, identity, dead.ID, apnsToken, at, "Unregistered"); err != nil || !removed {
+		t.Fatalf("dead device not removed: %v %v", removed, err)
+	}
+	if _, err := r.RemoveDevice(ctx, pool, identity, named.ID, "RemovedByOperator"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.RemoveDevice(ctx, pool, identity, quiet.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := r.PendingRemovals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Slice(pending, func(i, j int) bool { return pending[i].Reason > pending[j].Reason })
+	want := []registry.Removal{
+		{IdentityPoolID: pool, IdentityID: identity, DeviceID: dead.ID, Platform: registry.APNS, Reason: "Unregistered", RemovedAt: at},
+		{IdentityPoolID: pool, IdentityID: identity, DeviceID: named.ID, Platform: registry.GCM, Reason: "RemovedByOperator", RemovedAt: at},
+	}
+	if len(pending) != len(want) {
+		t.Fatalf("noted removals %+v, want %+v", pending, want)
+	}
+	for i := range want {
+		if p := pending[i]; p.IdentityPoolID != want[i].IdentityPoolID || p.IdentityID != want[i].IdentityID || p.DeviceID != want[i].DeviceID ||
+			p.Platform != want[i].Platform || p.Reason != want[i].Reason || !p.RemovedAt.Equal(want[i].RemovedAt) {
+			t.Errorf("noted removal %+v, want %+v", p, want[i])
+		}
+	}
+	for _, p := range pending {
+		if err := r.ClearRemoval(ctx, p.IdentityPoolID, p.IdentityID, p.DeviceID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pending, err := r.PendingRemovals(ctx); err != nil || len(pending) != 0 {
+		t.Fatalf("noted removals after clearing them: %+v %v", pending, err)
 	}
 }

@@ -404,7 +404,9 @@ func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, dev
 
 // removeScript removes device ARGV[1], whose record holds its subscriptions
 // and sent counts, and its push budget, and returns the removed record; it
-// returns 0 if there is no such device. With ARGV[2] (a token) and ARGV[3]
+// returns 0 if there is no such device. With ARGV[5] (a reason) it notes
+// the removal in KEYS[2], the identity's removal markers, as
+// "<platform code>|<ARGV[6], removal unix ms>|<reason>", in the same step. With ARGV[2] (a token) and ARGV[3]
 // (unix ms) it removes the device only if it still has that token and
 // registered no later than that time, and returns -1 if not: a token the
 // app registered again after the push service declared it dead is alive.
@@ -423,21 +425,26 @@ if ARGV[2] ~= '' then
   if ms36(string.sub(v, a + 1, b - 1)) > tonumber(ARGV[3]) then return -1 end
 end
 redis.call('HDEL', KEYS[1], f, 'b:' .. ARGV[1])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], string.sub(v, 1, 1) .. '|' .. ARGV[6] .. '|' .. ARGV[5])
+end
 return v
 `)
 
 // RemoveDevice removes a device and all its subscriptions in one atomic
 // step, and returns the device as it was (only its ID if its record could
-// not be read). It returns ErrDeviceNotFound if the device is not
-// registered.
-func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID string) (Device, error) {
+// not be read). With a reason, it notes the removal in the same step, for
+// its DeviceRemoved event (see Removal). It returns ErrDeviceNotFound if
+// the device is not registered.
+func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID, reason string) (Device, error) {
 	if err := validateIdentity(pool, identity); err != nil {
 		return Device{}, err
 	}
 	if err := validateDeviceID(deviceID); err != nil {
 		return Device{}, err
 	}
-	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, "", 0, "").Result()
+	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity), r.removalsKey(pool, identity)},
+		deviceID, "", 0, "", reason, r.now().UnixMilli()).Result()
 	if err != nil {
 		return Device{}, fmt.Errorf("registry: remove device: %w", err)
 	}
@@ -480,10 +487,16 @@ func validateDeviceID(deviceID string) error {
 // still has that token and registered no later than deadSince (APNs reports
 // when it learned the token was gone; a registration after that is a new,
 // live one). It reports whether the device was removed. The token is
-// compared as Device.Token gives it: APNs tokens in lower-case hex.
-func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time) (bool, error) {
+// compared as Device.Token gives it: APNs tokens in lower-case hex. The
+// removal is noted with reason, the push service's, in the same step, for
+// its DeviceRemoved event (see Removal).
+func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceID, token string, deadSince time.Time, reason string) (bool, error) {
+	if reason == "" {
+		return false, fmt.Errorf("registry: remove dead device %s: no reason given", deviceID)
+	}
 	// The script picks the form to compare by the platform of the record.
-	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity)}, deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token)).Result()
+	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity), r.removalsKey(pool, identity)},
+		deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token), reason, r.now().UnixMilli()).Result()
 	if err != nil {
 		return false, fmt.Errorf("registry: remove dead device: %w", err)
 	}

@@ -147,7 +147,7 @@ func TestDeviceRecordLayout(t *testing.T) {
 		t.Fatalf("fields %v, want two devices and a budget", fields)
 	}
 	for _, d := range []Device{g, a} {
-		removed, err := r.RemoveDevice(ctx, layoutPool, layoutIdentity, d.ID)
+		removed, err := r.RemoveDevice(ctx, layoutPool, layoutIdentity, d.ID, "")
 		must(err)
 		if removed.ID != d.ID || removed.Platform != d.Platform || removed.Token != d.Token {
 			t.Fatalf("RemoveDevice returned %+v, want the device removed, %+v", removed, d)
@@ -273,11 +273,11 @@ func TestRawAPNsTokens(t *testing.T) {
 			wrong = append(wrong, d.raw, devs[(i+1)%len(devs)].Token)
 		}
 		for _, token := range wrong {
-			if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, token, late); err != nil || removed {
+			if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, token, late, "Unregistered"); err != nil || removed {
 				t.Fatalf("device %d removed on token %q: %v", i, token, err)
 			}
 		}
-		if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, d.Token, late); err != nil || !removed {
+		if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, d.Token, late, "Unregistered"); err != nil || !removed {
 			t.Fatalf("device %d not removed on its token: %v", i, err)
 		}
 	}
@@ -296,10 +296,10 @@ func TestRemoveDeadDeviceBefore1970(t *testing.T) {
 	if err != nil || !d.RegisteredAt.Equal(t0) {
 		t.Fatalf("register: %+v %v", d, err)
 	}
-	if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, "fcm-old", t0.Add(-time.Millisecond)); err != nil || removed {
+	if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, "fcm-old", t0.Add(-time.Millisecond), "Unregistered"); err != nil || removed {
 		t.Fatalf("dead before registration: %v %v", removed, err)
 	}
-	if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, "fcm-old", t0); err != nil || !removed {
+	if removed, err := r.RemoveDeadDevice(ctx, layoutPool, layoutIdentity, d.ID, "fcm-old", t0, "Unregistered"); err != nil || !removed {
 		t.Fatalf("dead at registration: %v %v", removed, err)
 	}
 }

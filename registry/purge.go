@@ -16,7 +16,8 @@ import (
 // PurgeIdentityPool is one bounded step of erasing what a deleted identity
 // pool leaves in Redis: the phases given (those of the other packages that
 // keep data per identity, such as the store's), then the pool's login keys,
-// its identities' device registrations and subscriptions, its identity
+// its identities' device registrations and subscriptions, the markers of
+// device removals whose events are still to be published, its identity
 // records, and the push, streams and bulk publish settings of the pool in
 // the configuration. It runs until deadline, in batches of a few hundred
 // keys, and returns how many keys (and configuration fields) it removed
@@ -43,6 +44,7 @@ func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keyp
 	phases := append(append([]keypurge.Phase(nil), more...),
 		keypurge.Phase{Match: p + ":login:{" + pool + "|*"},
 		keypurge.Phase{Match: p + ":{" + pool + "/*}:push"},
+		keypurge.Phase{Match: p + ":{" + pool + "/*}:removed"},
 		keypurge.Phase{Match: p + ":{ident:*}", Select: func(ctx context.Context, keys []string) ([]string, error) {
 			return r.identitiesOfPool(ctx, id, keys)
 		}},

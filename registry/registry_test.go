@@ -185,10 +185,10 @@ func TestSubscriptions(t *testing.T) {
 	}
 	assertSubs(t, r, "settings", a.ID, c.ID)
 
-	if _, err := r.RemoveDevice(ctx, pool, identity, c.ID); err != nil {
+	if _, err := r.RemoveDevice(ctx, pool, identity, c.ID, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.RemoveDevice(ctx, pool, identity, c.ID); !errors.Is(err, registry.ErrDeviceNotFound) {
+	if _, err := r.RemoveDevice(ctx, pool, identity, c.ID, ""); !errors.Is(err, registry.ErrDeviceNotFound) {
 		t.Fatalf("second remove: %v", err)
 	}
 	assertSubs(t, r, "settings", a.ID)

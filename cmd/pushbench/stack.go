@@ -301,7 +301,7 @@ func (s *stack) unseed() {
 			return err
 		}
 		for id := range reg.Devices {
-			if _, err := s.reg.RemoveDevice(ctx, s.pool, s.identities[i], id); err != nil && !errors.Is(err, registry.ErrDeviceNotFound) {
+			if _, err := s.reg.RemoveDevice(ctx, s.pool, s.identities[i], id, ""); err != nil && !errors.Is(err, registry.ErrDeviceNotFound) {
 				return err
 			}
 		}

@@ -33,6 +33,7 @@ import (
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/api/sigv4"
 	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/removals"
 )
 
 // Signing service names.
@@ -49,7 +50,8 @@ type Registry interface {
 	Subscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	Unsubscribe(ctx context.Context, pool, identity, dataset, deviceID string) error
 	Registration(ctx context.Context, pool, identity string) (*registry.Registration, error)
-	RemoveDevice(ctx context.Context, pool, identity, deviceID string) (registry.Device, error)
+	RemoveDevice(ctx context.Context, pool, identity, deviceID, reason string) (registry.Device, error)
+	ClearRemoval(ctx context.Context, pool, identity, deviceID string) error
 	PoolPush(ctx context.Context, pool string) (registry.PoolPush, error)
 	PoolStreams(ctx context.Context, pool string) (*registry.Streams, error)
 	UpdatePoolConfig(ctx context.Context, pool string, change func(*registry.PoolConfig) error) (registry.PoolConfig, error)
@@ -78,9 +80,7 @@ type Publisher interface {
 }
 
 // DeviceEvents announces removed devices; *event.Publisher is one.
-type DeviceEvents interface {
-	PublishDeviceRemoved(ctx context.Context, e *event.DeviceRemoved) error
-}
+type DeviceEvents = removals.Publisher
 
 // Options configures a Server.
 type Options struct {
@@ -88,8 +88,10 @@ type Options struct {
 	// not set, that operation answers InvalidConfigurationException.
 	Publisher Publisher
 	// DeviceEvents announces each device the admin API removes with a
-	// DeviceRemoved event, as the dispatcher announces those it removes.
-	// If not set, no event is published.
+	// DeviceRemoved event, as the dispatcher announces those it removes;
+	// the removal is noted with the device's, for a sweep to publish an
+	// event that could not be published at once (see sync/removals). If
+	// not set, no event is published.
 	DeviceEvents DeviceEvents
 	// Store holds datasets and records. If not set, the dataset operations
 	// answer InvalidConfigurationException.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/removals"
 )
 
 // deviceView is a registered device as the admin API shows it.
@@ -73,18 +74,23 @@ func (s *Server) removeDevice(r *request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := s.reg.RemoveDevice(r.Context(), pool, identity, device)
+	reason := ""
+	if s.opts.DeviceEvents != nil {
+		reason = event.ReasonRemovedByOperator
+	}
+	dev, err := s.reg.RemoveDevice(r.Context(), pool, identity, device, reason)
 	if err != nil {
 		return nil, registryError(err)
 	}
 	if s.opts.DeviceEvents != nil {
 		// The device is gone: a caller that hangs up now still gets its
 		// event published.
-		if err := s.opts.DeviceEvents.PublishDeviceRemoved(context.WithoutCancel(r.Context()), &event.DeviceRemoved{
+		if err := removals.Announce(context.WithoutCancel(r.Context()), s.reg, s.opts.DeviceEvents, registry.Removal{
 			IdentityPoolID: pool, IdentityID: identity, DeviceID: device,
-			Platform: string(dev.Platform), Reason: event.ReasonRemovedByOperator, RemovedAt: s.opts.Now(),
+			Platform: dev.Platform, Reason: reason, RemovedAt: s.opts.Now(),
 		}); err != nil {
-			s.log.Warn().Err(err).Str("pool", pool).Str("identity", identity).Str("device", device).Msg("could not publish the device-removed event")
+			s.log.Warn().Err(err).Str("pool", pool).Str("identity", identity).Str("device", device).
+				Msg("could not publish the device-removed event now; the sweep for unannounced removals publishes it")
 		}
 	}
 	return struct{}{}, nil

@@ -304,6 +304,9 @@ func TestAdminRemovalPublishesDeviceRemoved(t *testing.T) {
 	if msg.Header.Get(jetstream.MsgIDHeader) == "" {
 		t.Error("the event was published without a deduplication id")
 	}
+	if pending, err := reg.PendingRemovals(ctx); err != nil || len(pending) != 0 {
+		t.Errorf("the removal is still noted as unannounced after its event was published: %+v %v", pending, err)
+	}
 
 	// Removing it again is 404 and announces nothing more.
 	expectErr(t, "removing the iPad again", adminCall(f, "DELETE", devicesPath(pool, alice)+"/"+ipad.ID, ""), "ResourceNotFoundException", http.StatusNotFound)

@@ -38,6 +38,7 @@ import (
 	"github.com/pushsync/pushsync/sync/event"
 	"github.com/pushsync/pushsync/sync/identity"
 	"github.com/pushsync/pushsync/sync/relay"
+	"github.com/pushsync/pushsync/sync/removals"
 	"github.com/pushsync/pushsync/sync/store"
 )
 
@@ -302,6 +303,22 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	go func() {
 		defer wg.Done()
 		keepStreams(ctx, js, StreamConfig(cfg), deadLetters, log)
+	}()
+	// Both roles remove devices, the worker those with dead tokens, the API
+	// those an operator names, and both publish the device-removed events
+	// that a crash or an outage left unpublished.
+	removed, err := newPublisher(cfg, js)
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if !ensureStream(ctx, js, StreamConfig(cfg), log) {
+			return
+		}
+		sw := &removals.Sweeper{Registry: reg, Publisher: removed, Interval: 5 * time.Second, Log: log.With().Str("component", "removals").Logger()}
+		sw.Run(ctx)
 	}()
 	if svc.worker {
 		disp, closeNotifiers, err := newDispatcher(cfg, js, reg, deadLetters, svc.roots, log, metrics)
