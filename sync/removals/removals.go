@@ -62,26 +62,37 @@ type Sweeper struct {
 	Log   zerolog.Logger
 }
 
-// Run sweeps every Interval until ctx ends.
+// Run sweeps every Interval until ctx ends, and sooner when a sweep left a
+// removal to its remover: once that removal's Grace has passed.
 func (s *Sweeper) Run(ctx context.Context) {
 	interval := s.Interval
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
-		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+		n, young, err := s.sweep(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.Log.Warn().Err(err).Int("published", n).Msg("sweep for unannounced device removals did not finish")
 		} else if n > 0 {
 			s.Log.Info().Int("published", n).Msg("published device-removed events left behind")
 		}
+		wait := interval
+		if !young.IsZero() {
+			wait = min(wait, time.Until(young.Add(s.grace()))+time.Second)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
+}
+
+func (s *Sweeper) grace() time.Duration {
+	if s.Grace <= 0 {
+		return 10 * time.Second
+	}
+	return s.Grace
 }
 
 // Sweep publishes the event of every removal noted at least Grace ago and
@@ -89,32 +100,40 @@ func (s *Sweeper) Run(ctx context.Context) {
 // failure: NATS is likely away, and the rest wait for the next sweep. A note
 // that cannot be read is logged and cleared, as its event cannot be made.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
-	grace := s.Grace
-	if grace <= 0 {
-		grace = 10 * time.Second
-	}
+	n, _, err := s.sweep(ctx)
+	return n, err
+}
+
+// sweep is Sweep, also returning when the oldest removal it left to its
+// remover was made (zero if none).
+func (s *Sweeper) sweep(ctx context.Context) (int, time.Time, error) {
 	pending, err := s.Registry.PendingRemovals(ctx)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
-	old := time.Now().Add(-grace)
+	old := time.Now().Add(-s.grace())
+	var young time.Time
 	n := 0
 	for _, rm := range pending {
 		if rm.Reason == "" {
 			s.Log.Error().Str("pool", rm.IdentityPoolID).Str("identity", rm.IdentityID).Str("device", rm.DeviceID).
 				Msg("dropping a device-removal note that cannot be read; its DeviceRemoved event is not published")
 			if err := s.Registry.ClearRemoval(ctx, rm.IdentityPoolID, rm.IdentityID, rm.DeviceID); err != nil {
-				return n, err
+				return n, young, err
 			}
 			continue
 		}
 		if rm.RemovedAt.After(old) {
-			continue // its remover may be publishing it still
+			// Its remover may be publishing it still.
+			if young.IsZero() || rm.RemovedAt.Before(young) {
+				young = rm.RemovedAt
+			}
+			continue
 		}
 		if err := Announce(ctx, s.Registry, s.Publisher, rm); err != nil {
-			return n, err
+			return n, young, err
 		}
 		n++
 	}
-	return n, nil
+	return n, young, nil
 }

@@ -306,7 +306,9 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	}()
 	// Both roles remove devices, the worker those with dead tokens, the API
 	// those an operator names, and both publish the device-removed events
-	// that a crash or an outage left unpublished.
+	// that a crash or an outage left unpublished. Each sweep scans the
+	// keyspace, and such events are rare and not urgent: once a minute, or
+	// sooner after a sweep that left a recent removal to its remover.
 	removed, err := newPublisher(cfg, js)
 	if err != nil {
 		return err
@@ -317,7 +319,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if !ensureStream(ctx, js, StreamConfig(cfg), log) {
 			return
 		}
-		sw := &removals.Sweeper{Registry: reg, Publisher: removed, Interval: 5 * time.Second, Log: log.With().Str("component", "removals").Logger()}
+		sw := &removals.Sweeper{Registry: reg, Publisher: removed, Interval: time.Minute, Log: log.With().Str("component", "removals").Logger()}
 		sw.Run(ctx)
 	}()
 	if svc.worker {
