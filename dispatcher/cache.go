@@ -40,12 +40,23 @@ func (c *cache[V]) get(key string, load func() (V, error), cacheable func(error)
 	}
 	v, err := load()
 	if err == nil || cacheable(err) {
-		c.mu.Lock()
-		if len(c.m) > 10000 { // bounded: drop everything rather than grow
-			clear(c.m)
-		}
-		c.m[key] = cacheEntry[V]{v: v, err: err, exp: now.Add(c.ttl)}
-		c.mu.Unlock()
+		c.store(key, v, err, now)
 	}
 	return v, err
+}
+
+// put caches v for key, read afresh.
+func (c *cache[V]) put(key string, v V) {
+	if c.ttl > 0 {
+		c.store(key, v, nil, c.now())
+	}
+}
+
+func (c *cache[V]) store(key string, v V, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) > 10000 { // bounded: drop everything rather than grow
+		clear(c.m)
+	}
+	c.m[key] = cacheEntry[V]{v: v, err: err, exp: now.Add(c.ttl)}
 }

@@ -194,11 +194,11 @@ type Dispatcher struct {
 	replies sync.Pool // of chan registry.Lookup
 
 	mu         sync.Mutex
-	suspended  map[route]time.Time // until when a route is not used
-	nSuspended atomic.Int32        // len(suspended), read without the lock
-	deadRuns   sync.Map            // route → *deadRun
-	anyDead    atomic.Bool         // deadRuns has an entry
-	accepted   sync.Map            // appRevision → struct{}: it accepted a push
+	suspended  map[route]*suspension
+	nSuspended atomic.Int32 // len(suspended), read without the lock
+	deadRuns   sync.Map     // route → *deadRun
+	anyDead    atomic.Bool  // deadRuns has an entry
+	accepted   sync.Map     // appRevision → struct{}: it accepted a push
 
 	streamMaxAge atomic.Int64 // the event stream's max age, read when consuming starts
 	// untriedUnnoted is set once noting a delivery handed back untried
@@ -237,7 +237,7 @@ func New(js jetstream.JetStream, reg Registry, notifiers map[registry.AppKind]No
 		apps:       newCache[registry.App](opts.AppCacheTTL, opts.Now),
 		failureLog: loglimit.New[failureKind](failureLogEvery),
 		troubleLog: loglimit.New[string](failureLogEvery),
-		suspended:  make(map[route]time.Time),
+		suspended:  make(map[route]*suspension),
 		slots:      make(chan struct{}, opts.Workers),
 		groups:     make(map[string]*group),
 	}, nil
@@ -984,8 +984,12 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 		return &Error{Class: Config, Reason: "no_notifier", Err: fmt.Errorf("no notifier for %s apps", t.app.Kind)}
 	}
 	if until, ok := d.suspendedUntil(routeOf(t)); ok {
-		d.m.pushes.WithLabelValues(platform, "skipped", "app_suspended").Inc()
-		return &Error{Class: Config, Reason: "app_suspended", RetryAfter: time.Until(until)}
+		app := d.rotated(ctx, t)
+		if app == nil {
+			d.m.pushes.WithLabelValues(platform, "skipped", "app_suspended").Inc()
+			return &Error{Class: Config, Reason: "app_suspended", RetryAfter: time.Until(until)}
+		}
+		t.app = app // credentials replaced since the suspension: tried at once
 	}
 	budget := time.Now().Add(d.opts.RetryBudget)
 	for attempt := 0; ; attempt++ {
@@ -996,7 +1000,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 			d.confirm(t)
 			return nil
 		case perr.Class == Config:
-			d.suspend(routeOf(t), perr)
+			d.suspend(t, perr)
 			return perr
 		case perr.Class == TokenDead:
 			if run := d.deadRun(routeOf(t), t.dev.ID); run > d.opts.MaxDeadRun {
@@ -1006,7 +1010,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 				perr = &Error{Class: Config, Reason: "refuses_every_device", Err: fmt.Errorf(
 					"%s refused the last %d devices (%s) and accepted none: check the app's topic, environment or project; devices are no longer removed until it accepts a push",
 					t.app.Name, run, perr.Reason)}
-				d.suspend(routeOf(t), perr)
+				d.suspend(t, perr)
 			} else if perr.ForApp && !d.confirmed(t) {
 				// The token may be alive and the app's topic,
 				// environment or project wrong: not a verdict on the
@@ -1092,19 +1096,69 @@ type route struct {
 
 func routeOf(t target) route { return route{t.app.Name, t.dev.Platform} }
 
-// suspend stops sending through a route whose credentials were refused,
-// for ConfigBackoff; its events wait in the broker meanwhile.
-func (d *Dispatcher) suspend(r route, perr *Error) {
+// suspension is a route not used until a time, unless its app has been
+// given a revision after the one refused.
+type suspension struct {
+	until    time.Time
+	revision int64     // of the app, refused
+	checked  time.Time // when the registry was last read for a newer one
+}
+
+// suspend stops sending through t's route, whose credentials were refused,
+// for ConfigBackoff or until its app is replaced; its events wait in the
+// broker meanwhile.
+func (d *Dispatcher) suspend(t target, perr *Error) {
+	r := routeOf(t)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.suspended[r]; !ok {
+	s, ok := d.suspended[r]
+	if !ok {
+		s = &suspension{}
+		d.suspended[r] = s
 		d.nSuspended.Add(1)
-		d.log.Error().Str("app", r.app).Str("platform", string(r.platform)).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
+		d.log.Error().Str("app", r.app).Str("platform", string(r.platform)).Int64("revision", t.app.Revision).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
 			Msg("platform app refused by its push service; not sending through it until it is fixed")
 	}
-	d.suspended[r] = time.Now().Add(d.opts.ConfigBackoff)
+	s.until = time.Now().Add(d.opts.ConfigBackoff)
+	s.revision = max(s.revision, t.app.Revision)
 	d.m.misconfigured.WithLabelValues(r.app).Set(1)
 	perr.RetryAfter = max(perr.RetryAfter, d.opts.ConfigBackoff)
+}
+
+// rotated returns t's app if a revision of it newer than the one its
+// route's suspension refused is known, reading the registry at most once a
+// second per suspended route past the app cache; else nil. An operator who
+// replaces refused credentials has pushes tried with them at once, not
+// after the suspension and the cached app run out.
+func (d *Dispatcher) rotated(ctx context.Context, t target) *registry.App {
+	r := routeOf(t)
+	now := time.Now()
+	d.mu.Lock()
+	s, ok := d.suspended[r]
+	if !ok {
+		d.mu.Unlock()
+		return t.app
+	}
+	refused := s.revision
+	read := now.Sub(s.checked) >= time.Second
+	if read && t.app.Revision <= refused {
+		s.checked = now
+	}
+	d.mu.Unlock()
+	if t.app.Revision > refused {
+		return t.app
+	}
+	if !read {
+		return nil
+	}
+	app, err := d.reg.App(ctx, t.app.Name)
+	if err != nil || app.Revision <= refused {
+		return nil
+	}
+	d.apps.put(app.Name, app)
+	d.log.Info().Str("app", app.Name).Str("platform", string(r.platform)).Int64("revision", app.Revision).
+		Msg("suspended platform app has new credentials; trying them")
+	return &app
 }
 
 // forgetIdleSuspensions ends, every half ConfigBackoff until ctx ends, the
@@ -1134,8 +1188,8 @@ func (d *Dispatcher) forgetSuspensionsIdleSince(idle time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	apps := map[string]bool{} // app → still suspended on some platform
-	for r, until := range d.suspended {
-		if until.Before(idle) {
+	for r, s := range d.suspended {
+		if s.until.Before(idle) {
 			delete(d.suspended, r)
 			d.nSuspended.Add(-1)
 			d.log.Info().Str("app", r.app).Str("platform", string(r.platform)).
@@ -1158,11 +1212,11 @@ func (d *Dispatcher) suspendedUntil(r route) (time.Time, bool) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	until, ok := d.suspended[r]
-	if ok && time.Now().After(until) {
+	s, ok := d.suspended[r]
+	if !ok || time.Now().After(s.until) {
 		return time.Time{}, false // time to try it again
 	}
-	return until, ok
+	return s.until, true
 }
 
 // appRevision is a route under one revision of its app: a new revision

@@ -591,6 +591,42 @@ func TestConfigErrorSuspendsTheApp(t *testing.T) {
 	}
 }
 
+// TestReplacedCredentialsEndTheSuspension: an operator who replaces the
+// credentials of a suspended app has its pushes tried with them at once,
+// not after the suspension and the cached app run out.
+func TestReplacedCredentialsEndTheSuspension(t *testing.T) {
+	e := setup(t)
+	ctx := context.Background()
+	e.apns.answer = func(p *dispatcher.Push, _ int) error {
+		if p.App.Revision < 2 {
+			return &dispatcher.Error{Class: dispatcher.Config, Reason: "InvalidProviderToken"}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) {
+		o.ConfigBackoff, o.AppCacheTTL, o.MaxDeliver = time.Hour, time.Hour, 1000
+	})
+	e.publish(t, "settings", 5, e.origin.ID) // refused, and retried in an hour
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "retry")
+	e.publish(t, "settings", 6, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_pushes_total", "reason", "app_suspended")
+	if v := gaugeValue(t, e, "pushsync_app_suspended"); v != 1 {
+		t.Fatalf("pushsync_app_suspended = %v, want 1", v)
+	}
+	app, err := e.reg.App(ctx, "ios")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, e.reg, app) // a rotation: revision 2
+	// A suspended route reads its app at most once a second.
+	time.Sleep(1100 * time.Millisecond)
+	e.publish(t, "settings", 7, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if v := gaugeValue(t, e, "pushsync_app_suspended"); v != 0 {
+		t.Fatalf("pushsync_app_suspended = %v after the app accepted its new credentials", v)
+	}
+}
+
 // TestSandboxConfigErrorLeavesProductionAlone: one app serves APNS and
 // APNS_SANDBOX devices through two hosts, and credentials the sandbox
 // refuses (a key scoped to production, say) must not stop production.
