@@ -20,6 +20,13 @@ package registry
 // its login keys. Issuers hold no '|' (CreateIdentityPool refuses them), so
 // "issuer|sub" splits at its first '|'.
 //
+// LinkLogin links a login to an unauthenticated identity the other way
+// round: the login key first, with SET NX, naming the identity, then the
+// identity's login field. The login key decides which identity a login
+// belongs to; a login key whose identity lacks the field (a link cut short)
+// is completed by the next link or GetCredentialsForIdentity of that login.
+// An identity has at most one login.
+//
 // Deleting an identity pool leaves its identities and login keys in place,
 // unreachable while no pool of that id exists, and marks the deletion in
 // the configuration (deleted:<poolId> -> when). While that mark is there a
@@ -66,6 +73,9 @@ var (
 	// ErrIdentityNotFound is returned for an identity id that names no
 	// identity.
 	ErrIdentityNotFound = errors.New("identity not found")
+	// ErrIdentityHasLogin is returned when linking a login to an identity
+	// that has another one.
+	ErrIdentityHasLogin = errors.New("the identity has another login")
 )
 
 // Limits of an identity pool's configuration and of logins.
@@ -575,11 +585,8 @@ func (r *Registry) IdentityForLogin(ctx context.Context, pool, issuer, subject s
 	if err := r.requirePool(ctx, pool); err != nil {
 		return "", false, err
 	}
-	if issuer == "" || len(issuer) > maxURLLen || strings.Contains(issuer, "|") {
-		return "", false, fmt.Errorf("registry: issuer %q must be 1 to %d bytes without '|'", issuer, maxURLLen)
-	}
-	if subject == "" || len(subject) > maxSubjectLen {
-		return "", false, fmt.Errorf("registry: login subject must be 1 to %d bytes, got %d", maxSubjectLen, len(subject))
+	if err := checkLogin(issuer, subject); err != nil {
+		return "", false, err
 	}
 	lk := r.loginKey(pool, issuer, subject)
 	id, err := r.rdb.Get(ctx, lk).Result()
@@ -609,6 +616,108 @@ func (r *Registry) IdentityForLogin(ctx context.Context, pool, issuer, subject s
 		return "", false, fmt.Errorf("registry: read login: %w", err)
 	}
 	return id, false, nil
+}
+
+// checkLogin checks the issuer and subject of a login.
+func checkLogin(issuer, subject string) error {
+	if issuer == "" || len(issuer) > maxURLLen || strings.Contains(issuer, "|") {
+		return fmt.Errorf("registry: issuer %q must be 1 to %d bytes without '|'", issuer, maxURLLen)
+	}
+	if subject == "" || len(subject) > maxSubjectLen {
+		return fmt.Errorf("registry: login subject must be 1 to %d bytes, got %d", maxSubjectLen, len(subject))
+	}
+	return nil
+}
+
+// markLoginScript gives identity hash KEYS[1], of pool ARGV[1], the login
+// field ARGV[2], set to ARGV[3], unless it has a login field already. It
+// returns 1 if the identity has that login now, 0 if it has another one,
+// -1 if there is no such identity and -2 if it is of another pool.
+var markLoginScript = redis.NewScript(`
+local pool = redis.call('HGET', KEYS[1], 'pool')
+if not pool then return -1 end
+if pool ~= ARGV[1] then return -2 end
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, 2) == 'l:' then
+    if f == ARGV[2] then return 1 end
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+`)
+
+// dropLoginScript deletes login key KEYS[1] if it still names identity
+// ARGV[1].
+var dropLoginScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// LinkLogin links a verified login (the issuer and sub claim of an ID
+// token) of an existing pool to the unauthenticated identity identityID
+// of that pool, and returns the identity the login belongs to then: the
+// identity itself, or the one the login was linked to already (a login
+// with an identity of its own keeps it; the two are not merged). Of
+// concurrent links of one login to several identities, one wins and the
+// others return the winner. It returns ErrIdentityHasLogin, and links
+// nothing, if the identity has another login, and ErrIdentityNotFound if
+// there is no such identity in the pool. Linking the login the identity
+// has already returns the identity.
+func (r *Registry) LinkLogin(ctx context.Context, identityID, pool, issuer, subject string) (string, error) {
+	if err := cognito.ValidateIdentityID(identityID); err != nil {
+		return "", err
+	}
+	if err := r.requirePool(ctx, pool); err != nil {
+		return "", err
+	}
+	if err := checkLogin(issuer, subject); err != nil {
+		return "", err
+	}
+	lk := r.loginKey(pool, issuer, subject)
+	field := "l:" + LoginName(issuer, subject)
+	for range 3 {
+		owner := identityID
+		ok, err := r.rdb.SetNX(ctx, lk, identityID, 0).Result()
+		if err != nil {
+			return "", fmt.Errorf("registry: store login: %w", err)
+		}
+		if !ok {
+			owner, err = r.rdb.Get(ctx, lk).Result()
+			if err == redis.Nil {
+				continue // unlinked since: try again
+			}
+			if err != nil {
+				return "", fmt.Errorf("registry: read login: %w", err)
+			}
+		}
+		// Give the login's identity its login field, also when another
+		// link or a first login set the key: the key may have been set by
+		// a link cut short before the field was written.
+		n, err := markLoginScript.Run(ctx, r.rdb, []string{r.identityRecordKey(owner)}, pool, field, r.now().UnixMilli()).Int()
+		if err != nil {
+			return "", fmt.Errorf("registry: link login to identity %s: %w", owner, err)
+		}
+		switch {
+		case n == 1:
+			return owner, nil
+		case n == -2 && owner != identityID:
+			return "", fmt.Errorf("registry: login of pool %s names identity %s of another pool", pool, owner)
+		}
+		// The key names an identity that has another login (linked to it
+		// since it was read as unauthenticated), is gone, or is not of the
+		// pool: the login is not that identity's; take the key back.
+		if err := dropLoginScript.Run(ctx, r.rdb, []string{lk}, owner).Err(); err != nil {
+			return "", fmt.Errorf("registry: drop login: %w", err)
+		}
+		if owner == identityID {
+			if n == 0 {
+				return "", fmt.Errorf("registry: %w: %s", ErrIdentityHasLogin, identityID)
+			}
+			return "", fmt.Errorf("registry: %w: %s in pool %s", ErrIdentityNotFound, identityID, pool)
+		}
+	}
+	return "", fmt.Errorf("registry: link login to identity %s: the login changed hands too often, try again", identityID)
 }
 
 // Identity returns the record of an identity, or ErrIdentityNotFound.
