@@ -12,6 +12,14 @@
 // or both (see registry.IdentityPool). A login is an ID token in Logins,
 // keyed by the provider's name (its issuer URL without "https://"), signed
 // with RS256 or ES256 by a key of the provider's JSON Web Key Set.
+//
+// GetCredentialsForIdentity with an unauthenticated identity and a login
+// links the login to it, as a guest who signs in expects: the identity is
+// the login's from then on. A login that has an identity already keeps it:
+// the answer is that identity's credentials and id, which the AWS SDKs'
+// credentials providers take as the new identity; the guest identity stays
+// as it was, and its datasets are not merged into the login's.
+//
 // Unsupported: linking several logins to one identity, developer
 // authenticated identities, roles (CustomRoleArn is ignored) and the
 // GetOpenIdToken ("basic") flow.
@@ -55,6 +63,7 @@ type Registry interface {
 	IdentityPool(ctx context.Context, id string) (registry.IdentityPool, error)
 	NewIdentity(ctx context.Context, pool string) (string, error)
 	IdentityForLogin(ctx context.Context, pool, issuer, subject string) (string, bool, error)
+	LinkLogin(ctx context.Context, identityID, pool, issuer, subject string) (string, error)
 	Identity(ctx context.Context, identityID string) (registry.IdentityRecord, error)
 	IssuePoolCredential(ctx context.Context, pool, identity string, ttl time.Duration) (registry.IdentityCredential, error)
 }
@@ -302,7 +311,10 @@ const loginsDontMatch = "Logins don't match. Please include at least one valid l
 
 // getCredentialsForIdentity answers GetCredentialsForIdentity. An
 // authenticated identity must present a login of its own; an
-// unauthenticated one needs its pool to still allow unauthenticated access.
+// unauthenticated one needs its pool to still allow unauthenticated access,
+// unless it presents a login, which is linked to it: the answer is then
+// for the login's identity, which is the unauthenticated one unless the
+// login had an identity already.
 func (h *Handler) getCredentialsForIdentity(ctx context.Context, client string, body []byte) (any, error) {
 	var in getCredentialsInput
 	if err := decode(body, &in); err != nil {
@@ -322,6 +334,7 @@ func (h *Handler) getCredentialsForIdentity(ctx context.Context, client string, 
 	if err != nil {
 		return nil, err
 	}
+	var link *login
 	switch {
 	case rec.Authenticated():
 		if len(in.Logins) == 0 {
@@ -335,26 +348,57 @@ func (h *Handler) getCredentialsForIdentity(ctx context.Context, client string, 
 			return nil, notAuthorized(loginsDontMatch)
 		}
 	case len(in.Logins) > 0:
-		return nil, notAuthorized("Logins don't match. Identity '%s' is unauthenticated and pushsync links no logins to it; call GetId with the login to get the login's identity.", rec.ID)
+		l, err := h.login(ctx, &pool, in.Logins)
+		if err != nil {
+			return nil, err
+		}
+		link = &l
 	case !pool.AllowUnauthenticated:
 		return nil, notAuthorized("Unauthenticated access is not supported for this identity pool.")
 	}
 	if err := h.throttle(client, "GetCredentialsForIdentity"); err != nil {
 		return nil, err
 	}
+	id := rec.ID
+	if link != nil {
+		if id, err = h.link(ctx, &rec, *link); err != nil {
+			return nil, err
+		}
+	}
 	// Minted only while the pool exists, so that the credential is bound
 	// to it: one the pool was deleted under since it was read above would
 	// otherwise be bound to no pool and outlive it.
-	c, err := h.reg.IssuePoolCredential(ctx, rec.PoolID, rec.ID, h.opts.CredentialTTL)
+	c, err := h.reg.IssuePoolCredential(ctx, rec.PoolID, id, h.opts.CredentialTTL)
 	if err != nil {
 		return nil, registryError(err, rec.PoolID)
 	}
-	return getCredentialsOutput{IdentityId: rec.ID, Credentials: credentialsOutput{
+	return getCredentialsOutput{IdentityId: id, Credentials: credentialsOutput{
 		AccessKeyId:  c.AccessKeyID,
 		SecretKey:    c.SecretAccessKey,
 		SessionToken: c.SessionToken,
 		Expiration:   c.Expiration.Unix(),
 	}}, nil
+}
+
+// link links the verified login l to the unauthenticated identity rec and
+// returns the login's identity: rec's, or the one the login had already.
+func (h *Handler) link(ctx context.Context, rec *registry.IdentityRecord, l login) (string, error) {
+	id, err := h.reg.LinkLogin(ctx, rec.ID, rec.PoolID, l.issuer, l.subject)
+	switch {
+	case errors.Is(err, registry.ErrIdentityHasLogin):
+		// Another login was linked to it since it was read.
+		return "", notAuthorized(loginsDontMatch)
+	case errors.Is(err, registry.ErrIdentityNotFound):
+		return "", resourceNotFound("Identity '%s' not found.", rec.ID)
+	case err != nil:
+		return "", registryError(err, rec.PoolID)
+	case id == rec.ID:
+		h.log.Info().Str("identity_pool", rec.PoolID).Str("identity", id).Str("issuer", l.issuer).Msg("login linked to an unauthenticated identity")
+	default:
+		h.log.Info().Str("identity_pool", rec.PoolID).Str("identity", rec.ID).Str("login_identity", id).Str("issuer", l.issuer).
+			Msg("unauthenticated identity given a login that has an identity already; answered with the login's identity")
+	}
+	return id, nil
 }
 
 // pool validates an identity pool id and reads the pool.

@@ -345,14 +345,6 @@ func TestAuthenticatedIdentities(t *testing.T) {
 	wantError(t, err, "NotAuthorizedException", 400, "Invalid login token. The token's signature is invalid.")
 	_, err = e.credentials(alice, map[string]string{e.idp.name("realm1"): e.rs256("alice"), e.idp.name("realm2"): "x"})
 	wantError(t, err, "InvalidParameterException", 400, "exactly one login")
-
-	// An unauthenticated identity gets no login linked.
-	guest, err := e.getID(e.openPool.ID, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = e.credentials(guest, e.realm1(e.rs256("alice")))
-	wantError(t, err, "NotAuthorizedException", 400, "Logins don't match")
 }
 
 // TestAuthorizedParty checks azp: a token for several audiences counts only
