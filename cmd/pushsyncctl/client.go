@@ -47,14 +47,22 @@ type cli struct {
 type apiError struct {
 	Type    string
 	Message string
+	// RequestID is the x-amzn-RequestId of a server error (5xx), which
+	// finds its cause in the pushsyncd log; "" for other answers.
+	RequestID string
 }
 
-// Error returns the type and the message, if the answer had one.
+// Error returns the type and the message, if the answer had one, and the
+// request id of a server error.
 func (e *apiError) Error() string {
-	if e.Message == "" {
-		return e.Type
+	s := e.Type
+	if e.Message != "" {
+		s += ": " + e.Message
 	}
-	return e.Type + ": " + e.Message
+	if e.RequestID != "" {
+		s += " (request id " + e.RequestID + ")"
+	}
+	return s
 }
 
 // baseURL is the endpoint with a scheme and without a trailing slash.
@@ -154,14 +162,18 @@ func decodeError(res *http.Response, data []byte) error {
 	if msg == "" {
 		msg = body.Message2
 	}
+	var id string
+	if res.StatusCode >= 500 {
+		id = res.Header.Get("X-Amzn-RequestId")
+	}
 	if typ == "" {
 		text := strings.TrimSpace(string(data))
 		if len(text) > 200 {
 			text = text[:200] + "…"
 		}
-		return &apiError{Type: "HTTP " + res.Status, Message: text}
+		return &apiError{Type: "HTTP " + res.Status, Message: text, RequestID: id}
 	}
-	return &apiError{Type: typ, Message: msg}
+	return &apiError{Type: typ, Message: msg, RequestID: id}
 }
 
 // cognito returns the Cognito Sync client of the endpoint.
@@ -191,7 +203,11 @@ func (c *cli) cognito() (*cognitosync.CognitoSync, error) {
 func (c *cli) syncError(err error) error {
 	var rf awserr.RequestFailure
 	if errors.As(err, &rf) {
-		return &apiError{Type: rf.Code(), Message: rf.Message()}
+		e := &apiError{Type: rf.Code(), Message: rf.Message()}
+		if rf.StatusCode() >= 500 {
+			e.RequestID = rf.RequestID()
+		}
+		return e
 	}
 	var ae awserr.Error
 	if errors.As(err, &ae) {
