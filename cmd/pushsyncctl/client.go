@@ -33,6 +33,7 @@ type cli struct {
 	endpoint, region     string
 	accessKey, secretKey string
 	sessionToken         string
+	keyFlag              bool   // the access key came from -access-key, not the environment
 	output               string // "text" or "json"
 	stdout, stderr       io.Writer
 	// tty says stderr is a terminal, where long runs show their progress.
@@ -81,6 +82,26 @@ func (c *cli) credentials() (*credentials.Credentials, error) {
 		return nil, &exitError{code: 2, msg: "no credentials: set -access-key and -secret-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, to the API's developer credentials (api.developer_access_key_id and api.developer_secret_access_key)"}
 	}
 	return credentials.NewStaticCredentials(c.accessKey, c.secretKey, c.sessionToken), nil
+}
+
+// refusalHint says, for an answer refusing the credentials sent as
+// unknown, which access key went, from where, with which
+// session token, and what to do; "" for any other answer. The API's words
+// ("The security token included in the request is invalid.") name none of
+// them, and the likeliest cause, a session token left in the environment
+// by evaluating credentials issue, is out of sight.
+func (c *cli) refusalHint(e *apiError) string {
+	from := "AWS_ACCESS_KEY_ID"
+	if c.keyFlag {
+		from = "-access-key"
+	}
+	switch {
+	case e.Type == "UnrecognizedClientException" && c.sessionToken != "":
+		return fmt.Sprintf("; the API knows no credentials of access key %s (%s) with the session token in AWS_SESSION_TOKEN: developer credentials take none, so unset AWS_SESSION_TOKEN for them (evaluating credentials issue sets it); identity credentials need the token issued with them", c.accessKey, from)
+	case e.Type == "UnrecognizedClientException":
+		return fmt.Sprintf("; the API knows no access key %s (%s): give its developer credentials (api.developer_access_key_id), or identity credentials with their AWS_SESSION_TOKEN", c.accessKey, from)
+	}
+	return ""
 }
 
 // client returns the HTTP client of both APIs.

@@ -183,7 +183,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// environment only with the environment's access key.
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if !given["access-key"] {
+	c.keyFlag = given["access-key"]
+	if !c.keyFlag {
 		c.sessionToken = getenv("AWS_SESSION_TOKEN")
 	}
 	if c.output != "text" && c.output != "json" {
@@ -333,7 +334,11 @@ func (c *cli) fail(err error) int {
 		fmt.Fprintf(c.stderr, "pushsyncctl: %s\n", ee.msg)
 		return ee.code
 	case errors.As(err, &ae):
-		fmt.Fprintf(c.stderr, "pushsyncctl: %s\n", ae)
+		msg := ae.Error()
+		if hint := c.refusalHint(ae); hint != "" {
+			msg = strings.TrimSuffix(msg, ".") + hint
+		}
+		fmt.Fprintf(c.stderr, "pushsyncctl: %s\n", msg)
 		return 1
 	}
 	fmt.Fprintf(c.stderr, "pushsyncctl: %v\n", err)
