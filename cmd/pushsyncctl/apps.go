@@ -34,6 +34,8 @@ type cmdFlags struct {
 
 	after, limit int64
 	all          bool
+
+	yes bool // -yes: no confirmation question
 }
 
 // appCredentials are the credential flags of app create and app rotate.
@@ -216,6 +218,9 @@ func appShow(c *cli, v *cmdFlags) error {
 
 // appDelete deletes an app.
 func appDelete(c *cli, v *cmdFlags) error {
+	if err := c.confirm(v, fmt.Sprintf("delete platform app %s and its credentials", v.arg), "the app is kept"); err != nil {
+		return err
+	}
 	raw, err := c.admin(http.MethodDelete, appPath(v.arg), nil)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -35,9 +36,12 @@ type cli struct {
 	sessionToken         string
 	keyFlag              bool   // the access key came from -access-key, not the environment
 	output               string // "text" or "json"
+	stdin                io.Reader
 	stdout, stderr       io.Writer
 	// tty says stderr is a terminal, where long runs show their progress.
 	tty bool
+	// stdinTTY says stdin is a terminal, where a person can answer.
+	stdinTTY bool
 
 	httpClient *http.Client
 	sync       *cognitosync.CognitoSync
@@ -251,6 +255,26 @@ func (c *cli) progress(format string, args ...any) {
 	if c.tty {
 		fmt.Fprintf(c.stderr, "\r"+format+"\x1b[K", args...)
 	}
+}
+
+// confirm asks on the terminal before a command undoes what cannot be had
+// back: what says what it is about to do, kept what stays when the answer
+// is not yes. It asks only a person at a terminal (stdin and stderr both
+// one) who did not give -yes; a script goes on unasked.
+func (c *cli) confirm(v *cmdFlags, what, kept string) error {
+	if v.yes || !c.tty || !c.stdinTTY {
+		return nil
+	}
+	fmt.Fprintf(c.stderr, "%s? [y/N] ", what)
+	answer, err := bufio.NewReader(c.stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	if err != nil && answer == "" {
+		fmt.Fprintln(c.stderr) // end the question's line
+	}
+	return &exitError{code: 1, msg: fmt.Sprintf("%s: not confirmed; %s (-yes skips the question)", v.cmd.name, kept)}
 }
 
 // printJSON writes raw JSON indented.

@@ -231,6 +231,9 @@ func deadLetterDiscard(c *cli, v *cmdFlags) error {
 	if err != nil {
 		return err
 	}
+	if err := c.confirm(v, fmt.Sprintf("discard dead letter %d, its event never pushed", seq), "the dead letter is kept"); err != nil {
+		return err
+	}
 	if _, err := c.admin(http.MethodDelete, fmt.Sprintf("/admin/v1/deadletters/%d", seq), nil); err != nil {
 		return err
 	}

@@ -102,7 +102,7 @@ func TestDeadLetterReplayAllSkipsALetterGoneMeanwhile(t *testing.T) {
 	read.Add(1)
 	go func() { defer read.Done(); _, _ = io.Copy(&screen, pt) }()
 	var stdout bytes.Buffer
-	code := run([]string{"deadletter", "replay", "-all"}, func(k string) string { return env[k] }, &stdout, tty)
+	code := run([]string{"deadletter", "replay", "-all"}, func(k string) string { return env[k] }, nil, &stdout, tty)
 	tty.Close()
 	read.Wait()
 	out := stdout.String()

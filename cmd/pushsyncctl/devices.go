@@ -64,6 +64,9 @@ func deviceList(c *cli, v *cmdFlags) error {
 
 // deviceRemove removes a device of an identity with its subscriptions.
 func deviceRemove(c *cli, v *cmdFlags) error {
+	if err := c.confirm(v, fmt.Sprintf("remove device %s of identity %s with its subscriptions", v.device, v.identity), "the device is kept"); err != nil {
+		return err
+	}
 	raw, err := c.admin(http.MethodDelete, devicesPath(v.pool, v.identity)+"/"+segment(v.device), nil)
 	if err != nil {
 		return err

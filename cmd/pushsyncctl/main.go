@@ -25,8 +25,8 @@ import (
 )
 
 // main runs the command with the process's arguments, environment and
-// output streams.
-func main() { os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) }
+// standard streams.
+func main() { os.Exit(run(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)) }
 
 // defaultEndpoint is where pushsyncd's API listens unless configured.
 const defaultEndpoint = "http://127.0.0.1:8081"
@@ -57,7 +57,7 @@ var commands = []*command{
 	{name: "app show", synopsis: "NAME", arg: "NAME", summary: "show a platform app and its ARNs", run: appShow},
 	{name: "app rotate", synopsis: "NAME CREDENTIALS", arg: "NAME", summary: "replace a platform app's credentials", run: appRotate,
 		define: func(fs *flag.FlagSet, v *cmdFlags) { v.creds.define(fs) }},
-	{name: "app delete", synopsis: "NAME", arg: "NAME", summary: "delete a platform app no pool uses", run: appDelete},
+	{name: "app delete", synopsis: "NAME [-yes]", arg: "NAME", summary: "delete a platform app no pool uses", run: appDelete, define: yesFlag},
 	{name: "pool show", synopsis: "POOL", arg: "POOL", summary: "show an identity pool's push configuration", run: poolShow},
 	{name: "pool set-push", synopsis: "POOL [-apns APP] [-apns-sandbox APP] [-gcm APP] [-role-arn ARN]", arg: "POOL",
 		summary: "set the apps a pool pushes through", run: poolSetPush,
@@ -85,7 +85,7 @@ var commands = []*command{
 		run: deadLetterReplay, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			fs.BoolVar(&v.all, "all", false, "replay every dead letter, reporting those replayed, skipped and failed")
 		}},
-	{name: "deadletter discard", synopsis: "SEQ", arg: "SEQ", summary: "drop a dead letter", run: deadLetterDiscard},
+	{name: "deadletter discard", synopsis: "SEQ [-yes]", arg: "SEQ", summary: "drop a dead letter", run: deadLetterDiscard, define: yesFlag},
 	{name: "secrets status", summary: "count the stored secrets under the current and the secondary master key", run: secretsStatus},
 	{name: "secrets reseal", summary: "seal every secret under the secondary master key again under the current one", run: secretsReseal},
 	{name: "credentials issue", synopsis: "-pool P -identity I [-duration 1h]", summary: "issue identity credentials (shell exports)",
@@ -105,10 +105,11 @@ var commands = []*command{
 		required: []string{"pool", "identity", "dataset", "device"}, run: deviceUnsubscribe, define: subscriptionFlags},
 	{name: "device list", synopsis: "-pool P -identity I", summary: "list an identity's devices, their subscriptions and the sync counts pushed to them",
 		required: []string{"pool", "identity"}, run: deviceList, define: identityFlags},
-	{name: "device remove", synopsis: "-pool P -identity I -device ID", summary: "remove a device of an identity and its subscriptions",
+	{name: "device remove", synopsis: "-pool P -identity I -device ID [-yes]", summary: "remove a device of an identity and its subscriptions",
 		required: []string{"pool", "identity", "device"}, run: deviceRemove, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			identityFlags(fs, v)
 			fs.StringVar(&v.device, "device", "", "DeviceId, as device register or device list printed it")
+			yesFlag(fs, v)
 		}},
 	{name: "event publish", synopsis: "-pool P -identity I -dataset D -sync-count N [-origin DEVICE]", summary: "publish a dataset change as a sync server would",
 		required: []string{"pool", "identity", "dataset", "sync-count"}, run: eventPublish, define: func(fs *flag.FlagSet, v *cmdFlags) {
@@ -124,6 +125,11 @@ var commands = []*command{
 func identityFlags(fs *flag.FlagSet, v *cmdFlags) {
 	fs.StringVar(&v.pool, "pool", "", "id of an identity pool that exists, as identitypool create prints it")
 	fs.StringVar(&v.identity, "identity", "", "identity id, such as us-east-1:a11ce000-...")
+}
+
+// yesFlag defines -yes, of the commands that undo what cannot be had back.
+func yesFlag(fs *flag.FlagSet, v *cmdFlags) {
+	fs.BoolVar(&v.yes, "yes", false, "do not ask for confirmation (asked only when stdin and stderr are a terminal)")
 }
 
 // subscriptionFlags defines the flags of device subscribe and unsubscribe.
@@ -156,9 +162,13 @@ func (e *usageError) Error() string { return e.msg }
 var errHelp = errors.New("help requested")
 
 // run is the whole command: it parses args, runs the command and returns
-// the exit status. getenv supplies the environment.
-func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr, tty: term.Is(stderr)}
+// the exit status. getenv supplies the environment, stdin the answers to
+// confirmation questions.
+func run(args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr, tty: term.Is(stderr)}
+	if f, ok := stdin.(*os.File); ok {
+		c.stdinTTY = term.Is(f)
+	}
 	fs := flag.NewFlagSet("pushsyncctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {}

@@ -212,7 +212,7 @@ func (r result) String() string {
 // ctlEnv runs pushsyncctl with args in the environment env.
 func ctlEnv(env map[string]string, args ...string) result {
 	var stdout, stderr bytes.Buffer
-	code := run(args, func(k string) string { return env[k] }, &stdout, &stderr)
+	code := run(args, func(k string) string { return env[k] }, nil, &stdout, &stderr)
 	return result{stdout.String(), stderr.String(), code}
 }
 
