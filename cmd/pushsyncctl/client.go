@@ -26,6 +26,10 @@ import (
 // adminService is the SigV4 signing service of pushsync's admin API.
 const adminService = "pushsync"
 
+// clock is the time the admin API's requests are signed with: this
+// machine's clock.
+var clock = time.Now
+
 // requestTimeout bounds one API request.
 const requestTimeout = 30 * time.Second
 
@@ -89,17 +93,21 @@ func (c *cli) credentials() (*credentials.Credentials, error) {
 }
 
 // refusalHint says, for an answer refusing the credentials sent as
-// unknown, which access key went, from where, with which
-// session token, and what to do; "" for any other answer. The API's words
-// ("The security token included in the request is invalid.") name none of
-// them, and the likeliest cause, a session token left in the environment
-// by evaluating credentials issue, is out of sight.
+// unknown, which access key went, from where, with which session token,
+// and what to do; for a signature refused for its time, that this
+// machine's clock is off; "" for any other answer. The API's words ("The
+// security token included in the request is invalid.", "Signature
+// expired") name none of them, and the likeliest cause of the first, a
+// session token left in the environment by evaluating credentials issue,
+// is out of sight.
 func (c *cli) refusalHint(e *apiError) string {
 	from := "AWS_ACCESS_KEY_ID"
 	if c.keyFlag {
 		from = "-access-key"
 	}
 	switch {
+	case e.Type == "InvalidSignatureException" && (strings.HasPrefix(e.Message, "Signature expired") || strings.HasPrefix(e.Message, "Signature not yet current")):
+		return "; this machine's clock is off the API's by more than the skew a signature may have: set it right (NTP), then run the command again"
 	case e.Type == "UnrecognizedClientException" && c.sessionToken != "":
 		return fmt.Sprintf("; the API knows no credentials of access key %s (%s) with the session token in AWS_SESSION_TOKEN: developer credentials take none, so unset AWS_SESSION_TOKEN for them (evaluating credentials issue sets it); identity credentials need the token issued with them", c.accessKey, from)
 	case e.Type == "UnrecognizedClientException":
@@ -136,7 +144,7 @@ func (c *cli) admin(method, path string, in any) ([]byte, error) {
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if _, err := v4.NewSigner(creds).Sign(req, bytes.NewReader(body), adminService, c.region, time.Now()); err != nil {
+	if _, err := v4.NewSigner(creds).Sign(req, bytes.NewReader(body), adminService, c.region, clock()); err != nil {
 		return nil, fmt.Errorf("sign the request: %w", err)
 	}
 	res, err := c.client().Do(req)

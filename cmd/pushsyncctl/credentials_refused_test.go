@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"testing"
+	"time"
 )
 
 // TestRefusedCredentialsSayWhichWereSent: an operator who evaluated
@@ -36,4 +37,20 @@ func TestRefusedCredentialsSayWhichWereSent(t *testing.T) {
 		"api.developer_access_key_id"}, "-access-key", "AKIANOSUCHKEY0000000", "app", "list")
 	d.ctlFail(d.with("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000"), 1, []string{"the API knows no access key AKIANOSUCHKEY0000000 (AWS_ACCESS_KEY_ID)"},
 		"pool", "show", pool)
+}
+
+// TestASkewedClockIsNamed: a request signed on a machine whose clock is
+// minutes off the API's is refused with InvalidSignatureException
+// "Signature expired" (or "not yet current"), which reads like a credential
+// problem; pushsyncctl says the clock is off and to set it right.
+func TestASkewedClockIsNamed(t *testing.T) {
+	d := startDaemon(t)
+	t.Cleanup(func() { clock = time.Now })
+	for _, off := range []time.Duration{-10 * time.Minute, 10 * time.Minute} {
+		clock = func() time.Time { return time.Now().Add(off) }
+		d.ctlFail(d.env, 1, []string{"pushsyncctl: InvalidSignatureException: Signature ", "this machine's clock is off the API's", "set it right (NTP)"},
+			"app", "list")
+	}
+	clock = time.Now
+	d.ctl("app", "list")
 }
