@@ -1,19 +1,17 @@
 // Package term tells whether output goes to a terminal, for the commands
-// that draw progress or colour only there.
+// that draw progress or colour, or ask before acting, only there.
 package term
 
 import (
 	"io"
 	"os"
+
+	"golang.org/x/term"
 )
 
-// Is says whether w is a terminal (a character device), rather than a
-// file, a pipe or anything that is not an *os.File.
+// Is says whether w is a terminal, rather than a file, a pipe, a character
+// device such as /dev/null, or anything that is not an *os.File.
 func Is(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }

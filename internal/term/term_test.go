@@ -24,7 +24,7 @@ func TestIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer null.Close()
-	if !Is(null) {
-		t.Errorf("%s, a character device, is not taken for one", os.DevNull)
+	if Is(null) {
+		t.Errorf("%s, a character device but no terminal, is taken for a terminal", os.DevNull)
 	}
 }
