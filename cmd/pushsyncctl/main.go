@@ -99,13 +99,13 @@ var commands = []*command{
 			fs.StringVar(&v.platform, "platform", "", "APNS, APNS_SANDBOX or GCM")
 			fs.StringVar(&v.token, "token", "", "the device's push token")
 		}},
-	{name: "device subscribe", synopsis: "-pool P -identity I -dataset D -device ID", summary: "subscribe a device to a dataset",
+	{name: "device subscribe", synopsis: "-pool P -identity I -dataset D -device DEVICE", summary: "subscribe a device to a dataset",
 		required: []string{"pool", "identity", "dataset", "device"}, run: deviceSubscribe, define: subscriptionFlags},
-	{name: "device unsubscribe", synopsis: "-pool P -identity I -dataset D -device ID", summary: "unsubscribe a device from a dataset",
+	{name: "device unsubscribe", synopsis: "-pool P -identity I -dataset D -device DEVICE", summary: "unsubscribe a device from a dataset",
 		required: []string{"pool", "identity", "dataset", "device"}, run: deviceUnsubscribe, define: subscriptionFlags},
 	{name: "device list", synopsis: "-pool P -identity I", summary: "list an identity's devices, their subscriptions and the sync counts pushed to them",
 		required: []string{"pool", "identity"}, run: deviceList, define: identityFlags},
-	{name: "device remove", synopsis: "-pool P -identity I -device ID [-yes]", summary: "remove a device of an identity and its subscriptions",
+	{name: "device remove", synopsis: "-pool P -identity I -device DEVICE [-yes]", summary: "remove a device of an identity and its subscriptions",
 		required: []string{"pool", "identity", "device"}, run: deviceRemove, define: func(fs *flag.FlagSet, v *cmdFlags) {
 			identityFlags(fs, v)
 			fs.StringVar(&v.device, "device", "", "DeviceId, as device register or device list printed it")
@@ -375,8 +375,9 @@ Commands:
 		fmt.Fprintf(w, "  %s\n      %s\n", strings.TrimSpace(cmd.name+" "+cmd.synopsis), cmd.summary)
 	}
 	fmt.Fprint(w, credentialsHelp+oidcHelp+`
-PLATFORM is APNS, APNS_SANDBOX or GCM. POOL and P are identity pool ids, I identity ids,
-D dataset names, ID and DEVICE DeviceIds as device register prints them.
+PLATFORM is APNS, APNS_SANDBOX or GCM. POOL and P are identity pool ids (so is ID in the
+identitypool commands), I identity ids, D dataset names, DEVICE DeviceIds as device register
+prints them.
 
 Run "pushsyncctl help COMMAND" or "pushsyncctl COMMAND -h" for a command's flags.
 `)
