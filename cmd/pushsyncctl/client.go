@@ -152,15 +152,21 @@ func (c *cli) admin(method, path string, in any) ([]byte, error) {
 		return nil, &exitError{code: 1, msg: fmt.Sprintf("cannot reach the pushsync API at %s: %v", c.baseURL(), unwrapURLError(err))}
 	}
 	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	data, err := io.ReadAll(io.LimitReader(res.Body, maxAnswer+1))
 	if err != nil {
 		return nil, fmt.Errorf("read the answer of %s %s: %w", method, path, err)
+	}
+	if len(data) > maxAnswer {
+		return nil, fmt.Errorf("the answer of %s %s is over %d MiB, more than pushsyncctl reads", method, path, maxAnswer>>20)
 	}
 	if res.StatusCode >= 300 {
 		return nil, decodeError(res, data)
 	}
 	return data, nil
 }
+
+// maxAnswer bounds the answer to an admin request pushsyncctl reads.
+const maxAnswer = 16 << 20
 
 // unwrapURLError drops the "Get URL:" part net/http adds.
 func unwrapURLError(err error) error {
