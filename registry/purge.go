@@ -30,7 +30,8 @@ import (
 // Redis. From its first removal until the purge is finished, creating a
 // pool of that id is refused (ErrPurgeUnfinished), so that no new pool
 // finds half of the old one's data. A cursor it did not return is an
-// error wrapping ErrInvalidPool.
+// error wrapping ErrInvalidPool; one a version with other phases returned
+// starts the purge again (see keypurge).
 //
 // Identity credentials issued in the pool are not removed: deleting the
 // pool voided them, and their records leave Redis by themselves an hour
@@ -42,13 +43,13 @@ func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keyp
 	p := cognito.EscapeGlob(r.prefix)
 	pool := cognito.EscapeGlob(id)
 	phases := append(append([]keypurge.Phase(nil), more...),
-		keypurge.Phase{Match: p + ":login:{" + pool + "|*"},
-		keypurge.Phase{Match: p + ":{" + pool + "/*}:push"},
-		keypurge.Phase{Match: p + ":{" + pool + "/*}:removed"},
-		keypurge.Phase{Match: p + ":{ident:*}", Select: func(ctx context.Context, keys []string) ([]string, error) {
+		keypurge.Phase{Name: "logins", Match: p + ":login:{" + pool + "|*"},
+		keypurge.Phase{Name: "devices", Match: p + ":{" + pool + "/*}:push"},
+		keypurge.Phase{Name: "device-removals", Match: p + ":{" + pool + "/*}:removed"},
+		keypurge.Phase{Name: "identities", Match: p + ":{ident:*}", Select: func(ctx context.Context, keys []string) ([]string, error) {
 			return r.identitiesOfPool(ctx, id, keys)
 		}},
-		keypurge.Phase{Run: func(ctx context.Context) (int64, error) { return r.purgePoolConfig(ctx, id) }},
+		keypurge.Phase{Name: "settings", Run: func(ctx context.Context) (int64, error) { return r.purgePoolConfig(ctx, id) }},
 	)
 	removed, next, err = keypurge.Step(ctx, r.rdb, phases, cursor, keypurge.Options{
 		Deadline: deadline,

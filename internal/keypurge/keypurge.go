@@ -4,11 +4,18 @@
 // one long command and a purge that was interrupted is finished by running
 // it again. It works on one Redis and on Redis Cluster, where it scans
 // every master in turn.
+//
+// A cursor names its phase, and the set of phases it was made for, so that
+// a purge resumed by a version whose phases differ (one added, removed or
+// moved) starts again from the first phase instead of resuming in another
+// phase than the one it stopped in: starting again finds only what is
+// left, while resuming in the wrong phase would leave keys behind.
 package keypurge
 
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +27,10 @@ import (
 
 // Phase is one pass of a purge.
 type Phase struct {
+	// Name names the phase in cursors: ASCII letters, digits and '-',
+	// unique among the phases of a purge. It must not change meaning
+	// between versions.
+	Name string
 	// Match is the SCAN MATCH pattern of the keys the pass looks at.
 	Match string
 	// Select returns the keys, among those SCAN found, to remove. If nil,
@@ -46,13 +57,19 @@ type Options struct {
 
 // Step runs the phases from cursor ("" to start) until they are done or
 // the deadline passes. It returns how many keys it removed and the cursor
-// to continue from, "" when every phase is done. A cursor is only valid
-// for the same phases; one that does not parse is an error.
+// to continue from, "" when every phase is done. A cursor made for other
+// phases (by a version whose phases differ), or in the form of an earlier
+// version, starts the phases again; one that does not parse, or names a
+// phase that is not among them, is an error wrapping ErrBadCursor.
 func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor string, opts Options) (removed int64, next string, err error) {
 	if opts.Count <= 0 {
 		opts.Count = 500
 	}
-	phase, node, cur, err := parseCursor(cursor)
+	set, err := phaseSet(phases)
+	if err != nil {
+		return 0, "", err
+	}
+	phase, node, cur, err := parseCursor(cursor, set, phases)
 	if err != nil {
 		return 0, "", err
 	}
@@ -60,8 +77,8 @@ func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor
 	if err != nil {
 		return 0, "", err
 	}
-	if phase > len(phases) {
-		return 0, "", fmt.Errorf("cursor %q: %w", cursor, ErrBadCursor)
+	formatCursor := func(phase, node int, cur uint64) string {
+		return set + "." + phases[phase].Name + "." + strconv.Itoa(node) + "." + strconv.FormatUint(cur, 10)
 	}
 	if node >= len(nodes) {
 		// The cluster has fewer masters than when the cursor was made:
@@ -167,26 +184,58 @@ func masters(ctx context.Context, rdb redis.UniversalClient) ([]redis.Cmdable, e
 	return out, nil
 }
 
-// A cursor is "<phase>.<node>.<SCAN cursor>".
-func formatCursor(phase, node int, cur uint64) string {
-	return strconv.Itoa(phase) + "." + strconv.Itoa(node) + "." + strconv.FormatUint(cur, 10)
+// A cursor is "<phase set>.<phase name>.<node>.<SCAN cursor>", the phase
+// set a hash of the names of every phase, in order. Earlier versions made
+// cursors "<phase index>.<node>.<SCAN cursor>".
+
+// phaseSet checks the phases' names and returns the hash that tells
+// cursors made for these phases from those made for others.
+func phaseSet(phases []Phase) (string, error) {
+	h := fnv.New32a()
+	seen := make(map[string]bool, len(phases))
+	for _, p := range phases {
+		if p.Name == "" || strings.Trim(p.Name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" || seen[p.Name] {
+			return "", fmt.Errorf("keypurge: phase name %q must be unique, of ASCII letters, digits and '-'", p.Name)
+		}
+		seen[p.Name] = true
+		h.Write([]byte(p.Name + "\n"))
+	}
+	return fmt.Sprintf("%08x", h.Sum32()), nil
 }
 
 // ErrBadCursor is wrapped by the error for a cursor that does not parse.
 var ErrBadCursor = fmt.Errorf("not a cursor a purge step returned")
 
-func parseCursor(s string) (phase, node int, cur uint64, err error) {
+// parseCursor returns where cursor s resumes phases, whose set is set:
+// the start for "", a cursor of other phases or one of an earlier version.
+func parseCursor(s, set string, phases []Phase) (phase, node int, cur uint64, err error) {
 	if s == "" {
 		return 0, 0, 0, nil
 	}
+	bad := fmt.Errorf("cursor %q: %w", s, ErrBadCursor)
 	parts := strings.Split(s, ".")
-	if len(parts) == 3 {
-		p, err1 := strconv.Atoi(parts[0])
-		n, err2 := strconv.Atoi(parts[1])
-		c, err3 := strconv.ParseUint(parts[2], 10, 64)
-		if err1 == nil && err2 == nil && err3 == nil && p >= 0 && n >= 0 {
-			return p, n, c, nil
+	if len(parts) == 3 && isDigits(parts[0]) && isDigits(parts[1]) && isDigits(parts[2]) {
+		return 0, 0, 0, nil // an earlier version's, by phase index: start again
+	}
+	if len(parts) != 4 || !isDigits(parts[2]) || !isDigits(parts[3]) {
+		return 0, 0, 0, bad
+	}
+	n, err1 := strconv.Atoi(parts[2])
+	c, err2 := strconv.ParseUint(parts[3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, 0, bad
+	}
+	if parts[0] != set {
+		return 0, 0, 0, nil // made for other phases: start again
+	}
+	for i, p := range phases {
+		if p.Name == parts[1] {
+			return i, n, c, nil
 		}
 	}
-	return 0, 0, 0, fmt.Errorf("cursor %q: %w", s, ErrBadCursor)
+	return 0, 0, 0, bad
+}
+
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }

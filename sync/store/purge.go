@@ -19,7 +19,7 @@ func (s *Store) PurgePhases(pool string) []keypurge.Phase {
 	// which the selection leaves alone.
 	identities, own := s.prefix+":{"+pool+"/", s.prefix+":{"+pool+"}"
 	return []keypurge.Phase{
-		{Match: cognito.EscapeGlob(s.prefix+":{"+pool) + "*", Select: func(_ context.Context, keys []string) ([]string, error) {
+		{Name: "datasets", Match: cognito.EscapeGlob(s.prefix+":{"+pool) + "*", Select: func(_ context.Context, keys []string) ([]string, error) {
 			out := keys[:0]
 			for _, k := range keys {
 				if strings.HasPrefix(k, identities) || strings.HasPrefix(k, own) {
@@ -28,7 +28,7 @@ func (s *Store) PurgePhases(pool string) []keypurge.Phase {
 			}
 			return out, nil
 		}},
-		{Run: func(ctx context.Context) (int64, error) {
+		{Name: "pool-index", Run: func(ctx context.Context) (int64, error) {
 			return s.rdb.ZRem(ctx, s.poolsKey(), pool).Result()
 		}},
 	}
