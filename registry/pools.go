@@ -250,6 +250,10 @@ func poolField(id string) string { return "ipool:" + id }
 // data that has begun and not finished.
 func purgingField(id string) string { return "purging:" + id }
 
+// purgeCursorField keeps, in the configuration, the cursor of an
+// unfinished purge of a deleted pool's data, for a step given none.
+func purgeCursorField(id string) string { return "purgecursor:" + id }
+
 // deletedField marks, in the configuration, a deleted pool whose data is
 // neither purged nor restored; its value is when the pool was deleted.
 func deletedField(id string) string { return "deleted:" + id }

@@ -15,30 +15,46 @@ import (
 
 // PurgeIdentityPool is one bounded step of erasing what a deleted identity
 // pool leaves in Redis: the phases given (those of the other packages that
-// keep data per identity, such as the store's), then the pool's login keys,
-// its identities' device registrations and subscriptions, the markers of
-// device removals whose events are still to be published, its identity
-// records, and the push, streams and bulk publish settings of the pool in
-// the configuration. It runs until deadline, in batches of a few hundred
-// keys, and returns how many keys (and configuration fields) it removed
-// and the cursor to continue from, "" once everything is removed. Start
-// with cursor "". Running it again after an interruption, from its last
-// cursor or from "", finishes the purge.
+// keep data per identity, such as the store's), then the pool's login keys
+// ("logins"), its identities' device registrations and subscriptions
+// ("devices"), the markers of device removals whose events are still to be
+// published ("device-removals"), its identity records ("identities"), and
+// the push, streams and bulk publish settings of the pool in the
+// configuration ("settings"). It runs until deadline, in batches of a few
+// hundred keys, and returns what it removed and scanned, and the cursor
+// to continue from, "" once everything is removed (keypurge.Result).
+//
+// Start with cursor "". The cursor a step returns, also with an error, is
+// kept in the configuration until the purge is finished, and a step given
+// "" continues from it: a purge that was interrupted, or whose caller lost
+// its cursor, goes on where it stopped instead of scanning everything
+// again. Running it again from its last cursor or from "" finishes the
+// purge.
 //
 // While a pool of that id exists it removes nothing and returns an error
 // wrapping ErrPoolExists; the check is made before every batch, read from
-// Redis. From its first removal until the purge is finished, creating a
+// Redis. From its first step until the purge is finished, creating a
 // pool of that id is refused (ErrPurgeUnfinished), so that no new pool
-// finds half of the old one's data. A cursor it did not return is an
+// finds half of the old one's data (and no cursor kept outlives it). A cursor it did not return is an
 // error wrapping ErrInvalidPool; one a version with other phases returned
 // starts the purge again (see keypurge).
 //
 // Identity credentials issued in the pool are not removed: deleting the
 // pool voided them, and their records leave Redis by themselves an hour
 // after they expire.
-func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (removed int64, next string, err error) {
+func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (keypurge.Result, error) {
 	if err := cognito.ValidateIdentityPoolID(id); err != nil {
-		return 0, "", fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
+		return keypurge.Result{}, fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
+	}
+	if err := r.beginPurge(ctx, id); err != nil {
+		return keypurge.Result{}, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
+	}
+	if cursor == "" {
+		kept, err := r.rdb.HGet(ctx, r.configKey(), purgeCursorField(id)).Result()
+		if err != nil && err != redis.Nil {
+			return keypurge.Result{}, fmt.Errorf("registry: purge identity pool %s: read its cursor: %w", id, err)
+		}
+		cursor = kept
 	}
 	p := cognito.EscapeGlob(r.prefix)
 	pool := cognito.EscapeGlob(id)
@@ -51,19 +67,33 @@ func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keyp
 		}},
 		keypurge.Phase{Name: "settings", Run: func(ctx context.Context) (int64, error) { return r.purgePoolConfig(ctx, id) }},
 	)
-	removed, next, err = keypurge.Step(ctx, r.rdb, phases, cursor, keypurge.Options{
+	res, err := keypurge.Step(ctx, r.rdb, phases, cursor, keypurge.Options{
 		Deadline: deadline,
 		Guard:    func(ctx context.Context) error { return r.beginPurge(ctx, id) },
 	})
+	if res.Next != "" && res.Next != cursor {
+		if kerr := keepCursorScript.Run(ctx, r.rdb, []string{r.configKey()}, purgingField(id), purgeCursorField(id), res.Next).Err(); kerr != nil && err == nil {
+			err = fmt.Errorf("keep its cursor: %w", kerr)
+		}
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, keypurge.ErrBadCursor):
-		return removed, "", fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
+		return res, fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
 	default:
-		return removed, next, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
+		return res, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
 	}
-	return removed, next, nil
+	return res, nil
 }
+
+// keepCursorScript sets field ARGV[2] (a purge's cursor) to ARGV[3] if
+// field ARGV[1] (the mark of that purge) exists: a step that ends after
+// another one finished the purge leaves no cursor behind.
+var keepCursorScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+return 1
+`)
 
 // checkPoolGone returns an error wrapping ErrPoolExists if a pool of that
 // id exists.
@@ -129,7 +159,8 @@ func (r *Registry) identitiesOfPool(ctx context.Context, pool string, keys []str
 }
 
 // purgePoolConfig removes the pool's push, streams and bulk publish
-// fields, and the marks of its deletion and of its purge, from the
+// fields, and the marks of its deletion and of its purge, and the purge's
+// cursor, from the
 // configuration, unless a pool of that id exists.
 func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error) {
 	key := r.configKey()
@@ -141,7 +172,7 @@ func (r *Registry) purgePoolConfig(ctx context.Context, id string) (int64, error
 		var del *redis.IntCmd
 		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			del = p.HDel(ctx, key, "pool:"+id, "streams:"+id, r.bulkField(id))
-			p.HDel(ctx, key, purgingField(id), deletedField(id))
+			p.HDel(ctx, key, purgingField(id), purgeCursorField(id), deletedField(id))
 			return nil
 		})
 		n = del.Val()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,13 +43,13 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, _, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now().Add(time.Minute)); !errors.Is(err, registry.ErrPoolExists) {
+	if _, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now().Add(time.Minute)); !errors.Is(err, registry.ErrPoolExists) {
 		t.Fatalf("purge of a pool that exists: %v, want %v", err, registry.ErrPoolExists)
 	}
 	if err := r.DeleteIdentityPool(ctx, gone.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "not-a-cursor", time.Now()); !errors.Is(err, registry.ErrInvalidPool) {
+	if _, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "not-a-cursor", time.Now()); !errors.Is(err, registry.ErrInvalidPool) {
 		t.Errorf("purge from a cursor it never returned: %v, want %v", err, registry.ErrInvalidPool)
 	}
 
@@ -57,13 +58,13 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 	refused := false
 	for cursor := ""; ; {
 		// A deadline already past: each step ends after one batch.
-		n, next, err := r.PurgeIdentityPool(ctx, gone.ID, nil, cursor, time.Now())
+		res, err := r.PurgeIdentityPool(ctx, gone.ID, nil, cursor, time.Now())
 		if err != nil {
 			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
 		}
-		removed += n
+		removed += res.Removed
 		steps++
-		if next == "" {
+		if res.Next == "" {
 			break
 		}
 		if removed > 0 && !refused {
@@ -80,7 +81,7 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 		if steps > 100000 {
 			t.Fatal("the purge does not end")
 		}
-		cursor = next
+		cursor = res.Next
 	}
 	if !refused {
 		t.Error("the purge removed everything in its last step; no pool could be created while it was half done")
@@ -91,8 +92,8 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 	if want := int64(1200 + 3 + 3); removed < want {
 		t.Errorf("removed %d keys, want at least %d (identities and login keys)", removed, want)
 	}
-	if n, next, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now().Add(time.Minute)); n != 0 || next != "" || err != nil {
-		t.Errorf("purge run again: removed %d, cursor %q, %v; want nothing left", n, next, err)
+	if res, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now().Add(time.Minute)); res.Removed != 0 || res.Next != "" || err != nil {
+		t.Errorf("purge run again: removed %d, cursor %q, %v; want nothing left", res.Removed, res.Next, err)
 	}
 
 	if _, err := r.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: gone.ID, Name: "again", AllowUnauthenticated: true,
@@ -107,5 +108,79 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 	}
 	if id, created, err := r.IdentityForLogin(ctx, kept.ID, poolsIssuer, "user-0"); err != nil || created || id != keptID {
 		t.Errorf("the other pool's login: identity %s (created %v, %v), want %s kept", id, created, err, keptID)
+	}
+}
+
+// TestPurgeIdentityPoolGoesOnWithoutCursor: a purge interrupted midway
+// (its caller stopped, or lost the cursor) and run again from no cursor
+// goes on in the phase where it stopped, reporting the phase and the Redis
+// master it scans, instead of scanning everything again; once it is
+// finished, the configuration keeps no cursor or mark of it.
+func TestPurgeIdentityPoolGoesOnWithoutCursor(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	ctx := context.Background()
+	gone := poolsCreate(t, r, true)
+	if _, _, err := r.IdentityForLogin(ctx, gone.ID, poolsIssuer, "user-0"); err != nil {
+		t.Fatal(err)
+	}
+	for range 1200 { // more than a batch of the scan
+		if _, err := r.NewIdentity(ctx, gone.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.DeleteIdentityPool(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A deadline already past: each step ends after one batch. Step until
+	// the purge is in its identities phase.
+	var scanned int64
+	for cursor, steps := "", 0; ; steps++ {
+		res, err := r.PurgeIdentityPool(ctx, gone.ID, nil, cursor, time.Now())
+		if err != nil {
+			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
+		}
+		if res.Next == "" || steps > 100000 {
+			t.Fatalf("the purge ended (cursor %q) before its identities phase", res.Next)
+		}
+		scanned += res.Scanned
+		if res.Phase == "identities" && res.Scanned > 0 {
+			if res.Node != 1 || res.Nodes != 1 {
+				t.Errorf("step %d reports Redis master %d of %d, want 1 of 1", steps+1, res.Node, res.Nodes)
+			}
+			break
+		}
+		cursor = res.Next
+	}
+	if scanned == 0 {
+		t.Fatal("the steps report no key scanned")
+	}
+
+	res, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Phase != "identities" {
+		t.Fatalf("the purge run again without a cursor is in phase %q (cursor %q), want identities, where it stopped", res.Phase, res.Next)
+	}
+	for steps := 0; res.Next != ""; steps++ {
+		if res, err = r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now()); err != nil {
+			t.Fatalf("step %d without a cursor: %v", steps+1, err)
+		}
+		if steps > 100000 {
+			t.Fatal("the purge does not end")
+		}
+	}
+	config, err := rdb.HGetAll(ctx, prefix+":{config}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range config {
+		if strings.Contains(f, gone.ID) {
+			t.Errorf("the configuration keeps field %s after the purge", f)
+		}
+	}
+	if _, err := r.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: gone.ID, Name: "again", AllowUnauthenticated: true}); err != nil {
+		t.Errorf("creating the pool again after its purge: %v", err)
 	}
 }

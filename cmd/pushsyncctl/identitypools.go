@@ -206,36 +206,42 @@ func (c *cli) printIdentityPool(raw []byte) error {
 // identityPoolPurge erases what a deleted pool left in Redis, calling the
 // admin API's bounded purge step until it is done.
 func identityPoolPurge(c *cli, v *cmdFlags) error {
-	var total int64
+	var removed, scanned int64
+	phase := ""
 	for cursor := ""; ; {
 		raw, err := c.admin(http.MethodPost, poolPath(v.arg)+"/purge", map[string]string{"cursor": cursor})
 		if err != nil {
 			c.progress("")
-			if total > 0 {
-				return fmt.Errorf("%w (%d keys removed before; run identitypool purge again to finish)", err, total)
+			if cursor != "" {
+				return fmt.Errorf("%w (%d keys removed, %d scanned; stopped in phase %s: run identitypool purge %s again to go on from there)", err, removed, scanned, phase, v.arg)
 			}
 			return err
 		}
 		var out struct {
 			Removed int64  `json:"removed"`
+			Scanned int64  `json:"scanned"`
 			Done    bool   `json:"done"`
 			Cursor  string `json:"cursor"`
+			Phase   string `json:"phase"`
+			Master  int    `json:"master"`
+			Masters int    `json:"masters"`
 		}
 		if err := json.Unmarshal(raw, &out); err != nil {
 			c.progress("")
 			return fmt.Errorf("the API answered invalid JSON: %w", err)
 		}
-		total += out.Removed
+		removed += out.Removed
+		scanned += out.Scanned
 		if out.Done {
 			break
 		}
-		cursor = out.Cursor
-		c.progress("purging identity pool %s: %d keys removed", v.arg, total)
+		cursor, phase = out.Cursor, out.Phase
+		c.progress("purging identity pool %s: phase %s, Redis master %d of %d: %d keys scanned, %d removed", v.arg, out.Phase, out.Master, out.Masters, scanned, removed)
 	}
 	c.progress("")
 	if c.output == "json" {
-		return c.printValue(map[string]any{"id": v.arg, "removed": total})
+		return c.printValue(map[string]any{"id": v.arg, "removed": removed, "scanned": scanned})
 	}
-	_, err := fmt.Fprintf(c.stdout, "purged identity pool %s: %d keys removed\n", v.arg, total)
+	_, err := fmt.Fprintf(c.stdout, "purged identity pool %s: %d keys removed\n", v.arg, removed)
 	return err
 }

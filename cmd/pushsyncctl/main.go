@@ -448,8 +448,10 @@ Only a deleted pool can be purged: while a pool of that id exists the API
 refuses with ResourceConflictException and nothing is removed. The purge
 runs in bounded steps of a few hundred keys, which this command repeats
 until nothing of the pool is left; one that stops early is finished by
-running it again. On a terminal, stderr shows its progress. It prints how
-many keys it removed.
+running it again, which goes on where it stopped (the API keeps its
+place). On a terminal, stderr shows its progress: the phase, the Redis
+master it scans, and the keys scanned and removed. It prints how many keys
+it removed.
 `)
 	}
 	if cmd.name == "deadletter replay" {

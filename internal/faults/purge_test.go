@@ -78,18 +78,18 @@ func TestPurgeOnRedisCluster(t *testing.T) {
 	var removed int64
 	steps := 0
 	for cursor := ""; ; steps++ {
-		n, next, err := reg.PurgeIdentityPool(ctx, pools["gone"], st.PurgePhases(pools["gone"]), cursor, time.Now())
+		res, err := reg.PurgeIdentityPool(ctx, pools["gone"], st.PurgePhases(pools["gone"]), cursor, time.Now())
 		if err != nil {
 			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
 		}
-		removed += n
-		if next == "" {
+		removed += res.Removed
+		if res.Next == "" {
 			break
 		}
 		if steps > 100000 {
 			t.Fatal("the purge does not end")
 		}
-		cursor = next
+		cursor = res.Next
 	}
 	t.Logf("%d keys of the pool over the masters %v; the purge removed %d in %d steps", len(goneBefore), spread, removed, steps+1)
 	if left, _ := keysOf(pools["gone"]); len(left) > 0 {

@@ -55,71 +55,98 @@ type Options struct {
 	Guard func(ctx context.Context) error
 }
 
+// Result tells what one step did and where the purge stands after it.
+type Result struct {
+	// Removed counts the keys (and the items of Run phases) the step
+	// removed.
+	Removed int64
+	// Scanned counts the keys the step's SCAN calls found matching its
+	// phases' patterns, removed or not.
+	Scanned int64
+	// Next is the cursor to continue from, "" when every phase is done.
+	Next string
+	// Phase names the phase the purge continues in, "" when it is done.
+	Phase string
+	// Node is the master (from 1, in the order of their addresses) of
+	// Nodes that Phase scans next; both are 0 when the purge is done.
+	Node, Nodes int
+}
+
 // Step runs the phases from cursor ("" to start) until they are done or
-// the deadline passes. It returns how many keys it removed and the cursor
-// to continue from, "" when every phase is done. A cursor made for other
-// phases (by a version whose phases differ), or in the form of an earlier
-// version, starts the phases again; one that does not parse, or names a
-// phase that is not among them, is an error wrapping ErrBadCursor.
-func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor string, opts Options) (removed int64, next string, err error) {
+// the deadline passes. It returns what it removed and the cursor to
+// continue from, which it also returns with an error: the step can be
+// tried again from there. A cursor made for other phases (by a version
+// whose phases differ), or in the form of an earlier version, starts the
+// phases again; one that does not parse, or names a phase that is not
+// among them, is an error wrapping ErrBadCursor.
+func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor string, opts Options) (Result, error) {
 	if opts.Count <= 0 {
 		opts.Count = 500
 	}
 	set, err := phaseSet(phases)
 	if err != nil {
-		return 0, "", err
+		return Result{}, err
 	}
 	phase, node, cur, err := parseCursor(cursor, set, phases)
 	if err != nil {
-		return 0, "", err
+		return Result{}, err
 	}
 	nodes, err := masters(ctx, rdb)
 	if err != nil {
-		return 0, "", err
-	}
-	formatCursor := func(phase, node int, cur uint64) string {
-		return set + "." + phases[phase].Name + "." + strconv.Itoa(node) + "." + strconv.FormatUint(cur, 10)
+		return Result{Next: cursor}, err
 	}
 	if node >= len(nodes) {
 		// The cluster has fewer masters than when the cursor was made:
 		// start the phase again, which finds only what is left.
 		node, cur = 0, 0
 	}
+	var res Result
+	// at returns res positioned at phase, node and cur.
+	at := func(phase, node int, cur uint64) Result {
+		if phase == len(phases) {
+			res.Next, res.Phase, res.Node, res.Nodes = "", "", 0, 0
+			return res
+		}
+		res.Next = set + "." + phases[phase].Name + "." + strconv.Itoa(node) + "." + strconv.FormatUint(cur, 10)
+		res.Phase, res.Node, res.Nodes = phases[phase].Name, node+1, len(nodes)
+		return res
+	}
 	for phase < len(phases) {
 		p := phases[phase]
 		if p.Run != nil {
 			if opts.Guard != nil {
 				if err := opts.Guard(ctx); err != nil {
-					return removed, formatCursor(phase, 0, 0), err
+					return at(phase, 0, 0), err
 				}
 			}
 			k, err := p.Run(ctx)
-			removed += k
+			res.Removed += k
 			if err != nil {
-				return removed, formatCursor(phase, 0, 0), err
+				return at(phase, 0, 0), err
 			}
 			phase, node, cur = phase+1, 0, 0
 			continue
 		}
 		keys, n, err := nodes[node].Scan(ctx, cur, p.Match, opts.Count).Result()
 		if err != nil {
-			return removed, formatCursor(phase, node, cur), fmt.Errorf("scan %s: %w", p.Match, err)
+			return at(phase, node, cur), fmt.Errorf("scan %s: %w", p.Match, err)
 		}
+		res.Scanned += int64(len(keys))
 		if len(keys) > 0 && p.Select != nil {
 			if keys, err = p.Select(ctx, keys); err != nil {
-				return removed, formatCursor(phase, node, cur), err
+				return at(phase, node, cur), err
 			}
 		}
 		if len(keys) > 0 {
 			if opts.Guard != nil {
 				if err := opts.Guard(ctx); err != nil {
-					return removed, formatCursor(phase, node, cur), err
+					return at(phase, node, cur), err
 				}
 			}
 			k, err := unlink(ctx, rdb, keys)
-			removed += k
+			res.Removed += k
 			if err != nil {
-				return removed, formatCursor(phase, node, cur), err
+				return at(phase, node, cur), err
 			}
 		}
 		if cur = n; cur == 0 {
@@ -128,10 +155,10 @@ func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor
 			}
 		}
 		if phase < len(phases) && !opts.Deadline.IsZero() && !time.Now().Before(opts.Deadline) {
-			return removed, formatCursor(phase, node, cur), nil
+			return at(phase, node, cur), nil
 		}
 	}
-	return removed, "", nil
+	return at(phase, 0, 0), nil
 }
 
 // unlink removes keys with one UNLINK each, in one pipeline, which a

@@ -45,26 +45,26 @@ func TestStepResumedWithOtherPhases(t *testing.T) {
 	opts := keypurge.Options{Deadline: time.Now(), Count: 10}
 	cursor := ""
 	for steps := 0; count("a") > 0 || count("c") == n; steps++ {
-		_, next, err := keypurge.Step(ctx, rdb, []keypurge.Phase{a, c}, cursor, opts)
+		res, err := keypurge.Step(ctx, rdb, []keypurge.Phase{a, c}, cursor, opts)
 		if err != nil {
 			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
 		}
-		if next == "" || steps > 100000 {
-			t.Fatalf("the purge of phases a, c ended (cursor %q) before it was midway through c; %d of c left", next, count("c"))
+		if res.Next == "" || steps > 100000 {
+			t.Fatalf("the purge of phases a, c ended (cursor %q) before it was midway through c; %d of c left", res.Next, count("c"))
 		}
-		cursor = next
+		cursor = res.Next
 	}
 	t.Logf("interrupted at cursor %q with %d keys of c left", cursor, count("c"))
 
 	for steps := 0; cursor != ""; steps++ {
-		_, next, err := keypurge.Step(ctx, rdb, []keypurge.Phase{a, b, c}, cursor, opts)
+		res, err := keypurge.Step(ctx, rdb, []keypurge.Phase{a, b, c}, cursor, opts)
 		if err != nil {
 			t.Fatalf("step %d of the resumed purge from %q: %v", steps+1, cursor, err)
 		}
 		if steps > 100000 {
 			t.Fatal("the resumed purge does not end")
 		}
-		cursor = next
+		cursor = res.Next
 	}
 	for _, kind := range []string{"a", "b", "c"} {
 		if left := count(kind); left > 0 {
@@ -72,7 +72,7 @@ func TestStepResumedWithOtherPhases(t *testing.T) {
 		}
 	}
 
-	if _, _, err := keypurge.Step(ctx, rdb, []keypurge.Phase{a, b, c}, "not-a-cursor", opts); !errors.Is(err, keypurge.ErrBadCursor) {
+	if _, err := keypurge.Step(ctx, rdb, []keypurge.Phase{a, b, c}, "not-a-cursor", opts); !errors.Is(err, keypurge.ErrBadCursor) {
 		t.Errorf("step from a cursor no step returned: %v, want %v", err, keypurge.ErrBadCursor)
 	}
 }

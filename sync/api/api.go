@@ -67,7 +67,7 @@ type Registry interface {
 	IdentityPools(ctx context.Context) ([]registry.IdentityPool, error)
 	UpdateIdentityPool(ctx context.Context, pool registry.IdentityPool) (registry.IdentityPool, error)
 	DeleteIdentityPool(ctx context.Context, id string) error
-	PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (int64, string, error)
+	PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (keypurge.Result, error)
 	CheckPool(ctx context.Context, pool string) error
 	CredentialInPool(ctx context.Context, accessKeyID, pool string) (registry.IdentityCredential, error)
 	SecretsStatus(ctx context.Context) (registry.SecretsReport, error)

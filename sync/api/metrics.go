@@ -5,6 +5,9 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// purgeKeys counts the keys purges of deleted identity pools scanned
+	// and removed.
+	purgeKeys *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -18,9 +21,13 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help:    "API request time by operation.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"operation"}),
+		purgeKeys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushsync_pool_purge_keys_total",
+			Help: "Keys that purges of deleted identity pools scanned and removed (what: scanned, removed).",
+		}, []string{"what"}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.duration} {
+		for _, c := range []prometheus.Collector{m.requests, m.duration, m.purgeKeys} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}

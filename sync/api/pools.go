@@ -125,7 +125,8 @@ const purgeStepTime = 2 * time.Second
 // purgeInput is the body of PurgeIdentityPool.
 type purgeInput struct {
 	// Cursor continues a purge from where the last call stopped; "" or
-	// absent starts it.
+	// absent continues an unfinished purge from where it stopped, or
+	// starts one.
 	Cursor string `json:"cursor"`
 }
 
@@ -133,10 +134,20 @@ type purgeInput struct {
 type purgeOutput struct {
 	// Removed counts the keys (and configuration entries) this call removed.
 	Removed int64 `json:"removed"`
+	// Scanned counts the keys this call's scans found matching the
+	// patterns of its phases (most of a phase's matches are the pool's;
+	// those of the identities phase are every pool's identities).
+	Scanned int64 `json:"scanned"`
 	// Done is true once nothing of the pool remains.
 	Done bool `json:"done"`
 	// Cursor is what to send to continue, while Done is false.
 	Cursor string `json:"cursor,omitempty"`
+	// Phase names the phase the purge goes on with, while Done is false.
+	Phase string `json:"phase,omitempty"`
+	// Master is the Redis master (from 1) of Masters the phase scans
+	// next, while Done is false; a single Redis is master 1 of 1.
+	Master  int `json:"master,omitempty"`
+	Masters int `json:"masters,omitempty"`
 }
 
 // purgeIdentityPool removes, for one bounded step, the data a deleted
@@ -152,10 +163,17 @@ func (s *Server) purgeIdentityPool(r *request) (any, error) {
 	if s.store != nil {
 		more = s.store.PurgePhases(id)
 	}
-	removed, next, err := s.reg.PurgeIdentityPool(r.Context(), id, more, in.Cursor, time.Now().Add(purgeStepTime))
+	res, err := s.reg.PurgeIdentityPool(r.Context(), id, more, in.Cursor, time.Now().Add(purgeStepTime))
+	s.metrics.purgeKeys.WithLabelValues("scanned").Add(float64(res.Scanned))
+	s.metrics.purgeKeys.WithLabelValues("removed").Add(float64(res.Removed))
 	log := s.log.With().Str("operation", "PurgeIdentityPool").Str("pool", id).Logger()
-	if removed > 0 || err == nil {
-		log.Info().Int64("removed", removed).Bool("done", err == nil && next == "").Msg("purging a deleted identity pool's data")
+	if res.Removed > 0 || res.Scanned > 0 || err == nil {
+		ev := log.Info()
+		if err != nil {
+			ev = log.Warn().Err(err)
+		}
+		ev.Int64("removed", res.Removed).Int64("scanned", res.Scanned).Bool("done", err == nil && res.Next == "").
+			Str("phase", res.Phase).Int("master", res.Node).Int("masters", res.Nodes).Msg("purging a deleted identity pool's data")
 	}
 	if err != nil {
 		if errors.Is(err, registry.ErrInvalidPool) && in.Cursor != "" && cognito.ValidateIdentityPoolID(id) == nil {
@@ -163,5 +181,6 @@ func (s *Server) purgeIdentityPool(r *request) (any, error) {
 		}
 		return nil, poolError(err)
 	}
-	return purgeOutput{Removed: removed, Done: next == "", Cursor: next}, nil
+	return purgeOutput{Removed: res.Removed, Scanned: res.Scanned, Done: res.Next == "", Cursor: res.Next,
+		Phase: res.Phase, Master: res.Node, Masters: res.Nodes}, nil
 }
