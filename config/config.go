@@ -354,7 +354,10 @@ type APIConfig struct {
 	// deleted through another API process is then seen by this one within
 	// that time: until then it still serves the pool's identity
 	// credentials and developer calls in it. Through this process, at
-	// once; a pool just created, at once everywhere. If not set, 5s.
+	// once; a pool just created, at once everywhere. A purge of a deleted
+	// pool removes nothing until this time and 2s have passed since the
+	// deletion, so every API process must have the same value. If not
+	// set, 5s.
 	IdentityPoolCacheTTL Duration `yaml:"identity_pool_cache_ttl" json:"identity_pool_cache_ttl"`
 	// IdentityRateLimit is how many Cognito Identity calls that store
 	// something (GetId creating an unauthenticated identity,

@@ -439,7 +439,7 @@ return 1
 // purged or restored (see RestoreIdentityPool).
 func (r *Registry) DeleteIdentityPool(ctx context.Context, id string) error {
 	n, err := deletePoolScript.Run(ctx, r.rdb, []string{r.configKey()}, poolField(id), deletedField(id),
-		r.now().UTC().Format(time.RFC3339)).Int()
+		r.now().UTC().Format(time.RFC3339Nano)).Int()
 	if err != nil {
 		return fmt.Errorf("registry: delete identity pool %s: %w", id, err)
 	}

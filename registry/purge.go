@@ -35,9 +35,17 @@ import (
 // wrapping ErrPoolExists; the check is made before every batch, read from
 // Redis. From its first step until the purge is finished, creating a
 // pool of that id is refused (ErrPurgeUnfinished), so that no new pool
-// finds half of the old one's data (and no cursor kept outlives it). A cursor it did not return is an
-// error wrapping ErrInvalidPool; one a version with other phases returned
-// starts the purge again (see keypurge).
+// finds half of the old one's data (and no cursor kept outlives it). A
+// cursor it did not return is an error wrapping ErrInvalidPool; one a
+// version with other phases returned starts the purge again (see
+// keypurge).
+//
+// It removes nothing until PoolCacheTTL and 2 seconds have passed since
+// the pool's deletion, the time every process takes to stop serving the
+// pool from its cache and to finish the requests it accepted: a write
+// those make must not land behind a purge that began. A step that reaches
+// its deadline first returns in phase PurgeWaiting, with nothing removed
+// and a cursor to continue from.
 //
 // Identity credentials issued in the pool are not removed: deleting the
 // pool voided them, and their records leave Redis by themselves an hour
@@ -45,16 +53,6 @@ import (
 func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keypurge.Phase, cursor string, deadline time.Time) (keypurge.Result, error) {
 	if err := cognito.ValidateIdentityPoolID(id); err != nil {
 		return keypurge.Result{}, fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
-	}
-	if err := r.beginPurge(ctx, id); err != nil {
-		return keypurge.Result{}, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
-	}
-	if cursor == "" {
-		kept, err := r.rdb.HGet(ctx, r.configKey(), purgeCursorField(id)).Result()
-		if err != nil && err != redis.Nil {
-			return keypurge.Result{}, fmt.Errorf("registry: purge identity pool %s: read its cursor: %w", id, err)
-		}
-		cursor = kept
 	}
 	p := cognito.EscapeGlob(r.prefix)
 	pool := cognito.EscapeGlob(id)
@@ -67,6 +65,22 @@ func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keyp
 		}},
 		keypurge.Phase{Name: "settings", Run: func(ctx context.Context) (int64, error) { return r.purgePoolConfig(ctx, id) }},
 	)
+	if err := r.beginPurge(ctx, id); err != nil {
+		return keypurge.Result{}, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
+	}
+	if res, waiting, err := r.waitOutDeletion(ctx, id, phases, cursor, deadline); err != nil || waiting {
+		if errors.Is(err, keypurge.ErrBadCursor) {
+			return res, fmt.Errorf("registry: %w: %v", ErrInvalidPool, err)
+		}
+		return res, err
+	}
+	if cursor == "" {
+		kept, err := r.rdb.HGet(ctx, r.configKey(), purgeCursorField(id)).Result()
+		if err != nil && err != redis.Nil {
+			return keypurge.Result{}, fmt.Errorf("registry: purge identity pool %s: read its cursor: %w", id, err)
+		}
+		cursor = kept
+	}
 	res, err := keypurge.Step(ctx, r.rdb, phases, cursor, keypurge.Options{
 		Deadline: deadline,
 		Guard:    func(ctx context.Context) error { return r.beginPurge(ctx, id) },
@@ -84,6 +98,69 @@ func (r *Registry) PurgeIdentityPool(ctx context.Context, id string, more []keyp
 		return res, fmt.Errorf("registry: purge identity pool %s: %w", id, err)
 	}
 	return res, nil
+}
+
+// PurgeWaiting is the phase a purge step reports while the purge waits
+// for the pool's deletion to be seen by every process (see
+// PurgeIdentityPool).
+const PurgeWaiting = "waiting"
+
+// purgeFenceSlack is how long, beyond the PoolCacheTTL, a purge waits
+// after its pool's deletion before it scans: time for the requests that
+// found the pool there (just before its deletion, or through a process
+// that still held it) to finish their writes, and for the deletion time's
+// rounding by earlier versions to whole seconds.
+const purgeFenceSlack = 2 * time.Second
+
+// waitOutDeletion waits, until deadline at most, for PoolCacheTTL and
+// purgeFenceSlack to pass since the pool's deletion. Until then API
+// processes may still serve the pool from their cache and write its data,
+// behind a purge that began. If the time has not passed by the deadline
+// it returns waiting and the Result to answer: nothing removed, the
+// cursor given (or that of the start) to continue from, in phase
+// PurgeWaiting.
+func (r *Registry) waitOutDeletion(ctx context.Context, id string, phases []keypurge.Phase, cursor string, deadline time.Time) (res keypurge.Result, waiting bool, err error) {
+	v, err := r.rdb.HGet(ctx, r.configKey(), deletedField(id)).Result()
+	if err == redis.Nil {
+		return res, false, nil // deleted by a version that kept no time
+	}
+	if err != nil {
+		return res, false, fmt.Errorf("registry: purge identity pool %s: read its deletion: %w", id, err)
+	}
+	deleted, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return res, false, fmt.Errorf("registry: purge identity pool %s: its deletion time %q: %w", id, v, err)
+	}
+	wait := deleted.Add(r.pools.ttl + purgeFenceSlack).Sub(r.now())
+	if wait <= 0 {
+		return res, false, nil
+	}
+	if !deadline.IsZero() {
+		if left := time.Until(deadline); left < wait {
+			if left > 0 {
+				if err := sleep(ctx, left); err != nil {
+					return res, false, err
+				}
+			}
+			if cursor, err = keypurge.Start(phases, cursor); err != nil {
+				return res, false, err
+			}
+			return keypurge.Result{Next: cursor, Phase: PurgeWaiting}, true, nil
+		}
+	}
+	return res, false, sleep(ctx, wait)
+}
+
+// sleep waits for d, or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // keepCursorScript sets field ARGV[2] (a purge's cursor) to ARGV[3] if

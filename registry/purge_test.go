@@ -63,6 +63,11 @@ func TestPurgeIdentityPoolInSteps(t *testing.T) {
 			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
 		}
 		removed += res.Removed
+		if res.Phase == registry.PurgeWaiting {
+			time.Sleep(50 * time.Millisecond) // for the deletion to be seen everywhere
+			cursor = res.Next
+			continue
+		}
 		steps++
 		if res.Next == "" {
 			break
@@ -143,6 +148,9 @@ func TestPurgeIdentityPoolGoesOnWithoutCursor(t *testing.T) {
 		if res.Next == "" || steps > 100000 {
 			t.Fatalf("the purge ended (cursor %q) before its identities phase", res.Next)
 		}
+		if res.Phase == registry.PurgeWaiting {
+			time.Sleep(50 * time.Millisecond) // for the deletion to be seen everywhere
+		}
 		scanned += res.Scanned
 		if res.Phase == "identities" && res.Scanned > 0 {
 			if res.Node != 1 || res.Nodes != 1 {
@@ -182,5 +190,60 @@ func TestPurgeIdentityPoolGoesOnWithoutCursor(t *testing.T) {
 	}
 	if _, err := r.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: gone.ID, Name: "again", AllowUnauthenticated: true}); err != nil {
 		t.Errorf("creating the pool again after its purge: %v", err)
+	}
+}
+
+// TestPurgeIdentityPoolWaitsOutPoolCache: another API process that read a
+// pool just before its deletion keeps serving it for PoolCacheTTL, and
+// writes what it accepts (devices, records, identities); the purge of the
+// deleted pool removes nothing until that time has passed, answering steps
+// "waiting" meanwhile, so that when it is finished no process still serves
+// the pool and leaves a write behind it.
+func TestPurgeIdentityPoolWaitsOutPoolCache(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	const ttl = 2 * time.Second
+	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, PoolCacheTTL: ttl})
+	other := registry.New(rdb, registry.Options{KeyPrefix: prefix, PoolCacheTTL: ttl})
+	ctx := context.Background()
+	gone := poolsCreate(t, r, true)
+	id, err := r.NewIdentity(ctx, gone.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CheckPool(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteIdentityPool(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CheckPool(ctx, gone.ID); err != nil {
+		t.Fatalf("the other process, right after the deletion: %v; the test needs it to serve the pool from its cache", err)
+	}
+
+	res, err := r.PurgeIdentityPool(ctx, gone.ID, nil, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Phase != registry.PurgeWaiting || res.Removed != 0 || res.Next == "" {
+		t.Errorf("first step right after the deletion: phase %q, removed %d, cursor %q; want phase %q, nothing removed, a cursor",
+			res.Phase, res.Removed, res.Next, registry.PurgeWaiting)
+	}
+	if _, err := r.Identity(ctx, id); err != nil {
+		t.Errorf("the pool's identity after a step that waits: %v", err)
+	}
+	for steps := 0; res.Next != ""; steps++ {
+		if res, err = r.PurgeIdentityPool(ctx, gone.ID, nil, res.Next, time.Now().Add(time.Second)); err != nil {
+			t.Fatalf("step %d: %v", steps+2, err)
+		}
+		if steps > 1000 {
+			t.Fatal("the purge does not end")
+		}
+	}
+	if err := other.CheckPool(ctx, gone.ID); !errors.Is(err, registry.ErrPoolNotFound) {
+		t.Errorf("once the purge finished, the other process still serves the deleted pool (CheckPool: %v, want %v): what it writes now stays behind the purge",
+			err, registry.ErrPoolNotFound)
+	}
+	if _, err := r.Identity(ctx, id); !errors.Is(err, registry.ErrIdentityNotFound) {
+		t.Errorf("the pool's identity after the purge: %v, want %v", err, registry.ErrIdentityNotFound)
 	}
 }

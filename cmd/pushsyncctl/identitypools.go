@@ -236,6 +236,10 @@ func identityPoolPurge(c *cli, v *cmdFlags) error {
 			break
 		}
 		cursor, phase = out.Cursor, out.Phase
+		if out.Phase == "waiting" {
+			c.progress("purging identity pool %s: waiting for every API process to stop serving the deleted pool", v.arg)
+			continue
+		}
 		c.progress("purging identity pool %s: phase %s, Redis master %d of %d: %d keys scanned, %d removed", v.arg, out.Phase, out.Master, out.Masters, scanned, removed)
 	}
 	c.progress("")

@@ -445,8 +445,10 @@ meanwhile.
 	if cmd.name == "identitypool purge" {
 		fmt.Fprint(w, `
 Only a deleted pool can be purged: while a pool of that id exists the API
-refuses with ResourceConflictException and nothing is removed. The purge
-runs in bounded steps of a few hundred keys, which this command repeats
+refuses with ResourceConflictException and nothing is removed. Nor does
+it remove anything until api.identity_pool_cache_ttl and 2 seconds have
+passed since the deletion, while API processes may still serve the pool
+from their cache; it waits meanwhile. The purge runs in bounded steps of a few hundred keys, which this command repeats
 until nothing of the pool is left; one that stops early is finished by
 running it again, which goes on where it stopped (the API keeps its
 place). On a terminal, stderr shows its progress: the phase, the Redis

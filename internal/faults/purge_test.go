@@ -83,6 +83,9 @@ func TestPurgeOnRedisCluster(t *testing.T) {
 			t.Fatalf("step %d from %q: %v", steps+1, cursor, err)
 		}
 		removed += res.Removed
+		if res.Phase == registry.PurgeWaiting {
+			time.Sleep(50 * time.Millisecond) // for the deletion to be seen everywhere
+		}
 		if res.Next == "" {
 			break
 		}

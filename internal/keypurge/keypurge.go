@@ -161,6 +161,20 @@ func Step(ctx context.Context, rdb redis.UniversalClient, phases []Phase, cursor
 	return at(phase, 0, 0), nil
 }
 
+// Start checks cursor as Step does and returns it, or for "" the cursor
+// of the start of phases (what Step given "" begins with), for a caller
+// that must answer "not done" before it steps.
+func Start(phases []Phase, cursor string) (string, error) {
+	set, err := phaseSet(phases)
+	if err != nil {
+		return "", err
+	}
+	if _, _, _, err := parseCursor(cursor, set, phases); err != nil || cursor != "" || len(phases) == 0 {
+		return cursor, err
+	}
+	return set + "." + phases[0].Name + ".0.0", nil
+}
+
 // unlink removes keys with one UNLINK each, in one pipeline, which a
 // cluster client splits by node: keys of different slots cannot share a
 // command there.
