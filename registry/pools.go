@@ -584,7 +584,10 @@ func (r *Registry) NewIdentity(ctx context.Context, pool string) (string, error)
 // IdentityForLogin returns the identity of a verified login (the issuer and
 // sub claim of an ID token) in an existing pool, creating it on the first
 // login; created says whether it did. The same pool, issuer and subject
-// always give the same identity, also when first logins race.
+// always give the same identity, also when first logins race. A first
+// login finding the pool deleted once its login key is set drops the key
+// and its identity (ErrPoolNotFound), as a link does: a purge may have
+// passed over it.
 func (r *Registry) IdentityForLogin(ctx context.Context, pool, issuer, subject string) (identityID string, created bool, err error) {
 	if err := r.requirePool(ctx, pool); err != nil {
 		return "", false, err
@@ -609,6 +612,12 @@ func (r *Registry) IdentityForLogin(ctx context.Context, pool, issuer, subject s
 		return "", false, fmt.Errorf("registry: store login: %w", err)
 	}
 	if ok {
+		if err := r.recheckPool(ctx, pool, lk, id); err != nil {
+			if errors.Is(err, ErrPoolNotFound) {
+				r.rdb.Del(ctx, r.identityRecordKey(id))
+			}
+			return "", false, err
+		}
 		return id, true, nil
 	}
 	// Another first login of the same user won: drop ours, take theirs.
@@ -620,6 +629,21 @@ func (r *Registry) IdentityForLogin(ctx context.Context, pool, issuer, subject s
 		return "", false, fmt.Errorf("registry: read login: %w", err)
 	}
 	return id, false, nil
+}
+
+// recheckPool reads the pool again after login key lk was set to name
+// identity id: if the pool was deleted since it was checked, a purge may
+// have passed over the key already, so the key is dropped and the error
+// wraps ErrPoolNotFound. A key set while the pool still existed is one the
+// purge of its deletion finds.
+func (r *Registry) recheckPool(ctx context.Context, pool, lk, id string) error {
+	err := r.requirePool(ctx, pool)
+	if errors.Is(err, ErrPoolNotFound) {
+		if derr := dropLoginScript.Run(ctx, r.rdb, []string{lk}, id).Err(); derr != nil {
+			return fmt.Errorf("registry: drop login of deleted pool %s: %w", pool, derr)
+		}
+	}
+	return err
 }
 
 // checkLogin checks the issuer and subject of a login.
@@ -703,6 +727,11 @@ func (r *Registry) LinkLogin(ctx context.Context, identityID, pool, issuer, subj
 			return "", fmt.Errorf("registry: link login to identity %s: %w", owner, err)
 		}
 		switch {
+		case n == 1 && ok:
+			if err := r.recheckPool(ctx, pool, lk, owner); err != nil {
+				return "", err
+			}
+			return owner, nil
 		case n == 1:
 			return owner, nil
 		case n == -2 && owner != identityID:

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 )
@@ -245,5 +247,103 @@ func TestPurgeIdentityPoolWaitsOutPoolCache(t *testing.T) {
 	}
 	if _, err := r.Identity(ctx, id); !errors.Is(err, registry.ErrIdentityNotFound) {
 		t.Errorf("the pool's identity after the purge: %v, want %v", err, registry.ErrIdentityNotFound)
+	}
+}
+
+// purgeBefore is a Redis hook that, before the first SET NX it sees once
+// armed, deletes the pool and purges it until its phase stop begins (to
+// the end for ""), as another process would between a writer's check of
+// the pool and its write.
+type purgeBefore struct {
+	t           *testing.T
+	admin, late *registry.Registry
+	pool, stop  string
+	armed       bool
+}
+
+func (h *purgeBefore) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *purgeBefore) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *purgeBefore) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if h.armed && cmd.Name() == "set" && fmt.Sprint(args[len(args)-1]) == "nx" {
+			h.armed = false
+			if err := h.admin.DeleteIdentityPool(ctx, h.pool); err != nil {
+				h.t.Error(err)
+			}
+			for cursor := ""; ; {
+				res, err := h.late.PurgeIdentityPool(ctx, h.pool, nil, cursor, time.Now())
+				if err != nil {
+					h.t.Error(err)
+					break
+				}
+				if res.Next == "" || res.Phase == h.stop {
+					break
+				}
+				cursor = res.Next
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestLoginWrittenAsPoolIsPurged: a first login (IdentityForLogin) or a
+// link (LinkLogin) that checked its pool, and writes the login key after
+// the pool was deleted and a purge passed over the logins, leaves no login
+// key behind: it reads the pool again, drops its key and answers
+// ErrPoolNotFound.
+func TestLoginWrittenAsPoolIsPurged(t *testing.T) {
+	for _, c := range []struct {
+		name, stop string
+		write      func(r *registry.Registry, pool, guest string) error
+	}{
+		{"IdentityForLogin", "", func(r *registry.Registry, pool, _ string) error {
+			_, _, err := r.IdentityForLogin(context.Background(), pool, poolsIssuer, "user-1")
+			return err
+		}},
+		{"LinkLogin", "identities", func(r *registry.Registry, pool, guest string) error {
+			_, err := r.LinkLogin(context.Background(), guest, pool, poolsIssuer, "user-1")
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rdb, prefix := testenv.Redis(t)
+			ctx := context.Background()
+			admin := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+			late := registry.New(rdb, registry.Options{KeyPrefix: prefix, Now: func() time.Time { return time.Now().Add(time.Hour) }})
+			hook := &purgeBefore{t: t, admin: admin, late: late, stop: c.stop}
+			wrdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+			t.Cleanup(func() { wrdb.Close() })
+			wrdb.AddHook(hook)
+			w := registry.New(wrdb, registry.Options{KeyPrefix: prefix})
+			pool := poolsCreate(t, admin, true)
+			guest, err := admin.NewIdentity(ctx, pool.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hook.pool, hook.armed = pool.ID, true
+
+			err = c.write(w, pool.ID, guest)
+			if hook.armed {
+				t.Fatal("the write set no login key with SET NX; the test purged nothing")
+			}
+			for cursor := ""; c.stop != ""; { // finish the purge the hook began
+				res, perr := late.PurgeIdentityPool(ctx, pool.ID, nil, cursor, time.Time{})
+				if perr != nil {
+					t.Fatal(perr)
+				}
+				if cursor = res.Next; cursor == "" {
+					break
+				}
+			}
+			if left, _ := rdb.Keys(ctx, prefix+":login:*").Result(); len(left) > 0 {
+				t.Errorf("login keys left after the purge: %q (the write answered %v)", left, err)
+			}
+			if !errors.Is(err, registry.ErrPoolNotFound) {
+				t.Errorf("the write made as the pool was purged: %v, want %v", err, registry.ErrPoolNotFound)
+			}
+		})
 	}
 }
