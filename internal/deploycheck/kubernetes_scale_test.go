@@ -58,3 +58,46 @@ func TestKubernetesAutoscalerFitsAckPending(t *testing.T) {
 			cfg.Dispatcher.MaxAckPending, maxReplicas, cfg.Dispatcher.Workers, need)
 	}
 }
+
+// TestKubernetesAutoscaledDeploymentLeavesReplicas checks that a Deployment
+// an HPA scales does not set spec.replicas. kubectl apply sets the
+// Deployment to the replicas its manifest names: with them set, every apply
+// of the manifests (a new image, a changed probe) would take the workers the
+// HPA added for a backlog back to that number, until the HPA adds them
+// again.
+func TestKubernetesAutoscaledDeploymentLeavesReplicas(t *testing.T) {
+	replicas := map[string]any{} // Deployment name -> its spec.replicas, nil if unset
+	var scaled []string
+	for _, f := range deployFiles(t, ".yaml") {
+		if !strings.Contains(f, "kubernetes") {
+			continue
+		}
+		for _, doc := range yamlDocs(t, f) {
+			spec, _ := doc["spec"].(map[string]any)
+			switch doc["kind"] {
+			case "Deployment":
+				meta, _ := doc["metadata"].(map[string]any)
+				name, _ := meta["name"].(string)
+				replicas[name] = spec["replicas"]
+			case "HorizontalPodAutoscaler":
+				target, _ := spec["scaleTargetRef"].(map[string]any)
+				if target["kind"] == "Deployment" {
+					name, _ := target["name"].(string)
+					scaled = append(scaled, name)
+				}
+			}
+		}
+	}
+	if len(scaled) == 0 {
+		t.Fatal("no HorizontalPodAutoscaler of a Deployment under deploy/kubernetes")
+	}
+	for _, name := range scaled {
+		r, ok := replicas[name]
+		switch {
+		case !ok:
+			t.Errorf("an HPA scales Deployment %s, which is not under deploy/kubernetes", name)
+		case r != nil:
+			t.Errorf("Deployment %s sets spec.replicas: %v, but an HPA scales it: every kubectl apply of the manifests would set it back to %v workers; leave replicas to the HPA's minReplicas", name, r, r)
+		}
+	}
+}
