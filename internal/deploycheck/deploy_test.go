@@ -2,7 +2,10 @@
 // agreement with the code: YAML parses, the dashboard's queries name real
 // metrics, every PUSHSYNC_* variable is a setting, the Go runtime settings
 // are kept (the scheduler monitor's GODEBUG), and the Kubernetes
-// configuration loads. It does not run any container, unit or manifest.
+// configuration loads. It runs what this machine can: systemd-analyze
+// verify on the units, and a NATS cluster from the NATS configuration with
+// pushsyncd on the Kubernetes ConfigMap's (run_test.go); no container, unit
+// under systemd or manifest.
 package deploycheck
 
 import (

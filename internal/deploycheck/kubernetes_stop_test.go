@@ -74,27 +74,20 @@ func TestKubernetesPodsStopGracefully(t *testing.T) {
 // temporary files.
 func kubernetesConfig(t *testing.T) *config.Config {
 	t.Helper()
-	var cfgYAML string
-	for _, f := range deployFiles(t, ".yaml") {
-		if !strings.Contains(f, "kubernetes") {
-			continue
-		}
-		for _, doc := range yamlDocs(t, f) {
-			if doc["kind"] == "ConfigMap" {
-				data, _ := doc["data"].(map[string]any)
-				cfgYAML, _ = data["pushsyncd.yaml"].(string)
-			}
-		}
-	}
-	if cfgYAML == "" {
-		t.Fatal("no ConfigMap with a pushsyncd.yaml under deploy/kubernetes")
-	}
+	cfgYAML := configMapYAML(t)
 	dir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(dir, "master_key"), []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600))
-	must(t, os.WriteFile(filepath.Join(dir, "developer_secret"), []byte("0123456789abcdef0123456789\n"), 0o600))
+	writeSecretFiles(t, dir)
 	cfg, err := config.Parse([]byte(strings.ReplaceAll(cfgYAML, "/var/run/secrets/pushsync/", dir+"/")), []string{"PUSHSYNC_ROLE=worker"}, "")
 	if err != nil {
 		t.Fatalf("kubernetes ConfigMap pushsyncd.yaml: %v", err)
 	}
 	return cfg
+}
+
+// writeSecretFiles writes, in dir, the files of the pushsync-secrets Secret
+// the pods mount: master_key and developer_secret.
+func writeSecretFiles(t *testing.T, dir string) {
+	t.Helper()
+	must(t, os.WriteFile(filepath.Join(dir, "master_key"), []byte("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "developer_secret"), []byte("0123456789abcdef0123456789\n"), 0o600))
 }
