@@ -277,6 +277,33 @@ const sysmonAwake = "schedtrace=2147483647"
 
 // The image sets the monitor setting for every container of it, and no
 // file under deploy/ that sets GODEBUG itself drops it.
+// TestDockerignore: the image's build context is the repository root, and
+// what git does not track (master keys, the compose secrets, binaries)
+// must stay out of it and out of the builder's cache.
+func TestDockerignore(t *testing.T) {
+	read := func(name string) []string {
+		data, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	ignored := read(".dockerignore")
+	for _, l := range append(read(".gitignore"), ".git") {
+		// .gitignore's "dir/" matches at any depth; .dockerignore's only
+		// at the root, unless it starts with "**/".
+		if !slices.Contains(ignored, l) && !slices.Contains(ignored, "**/"+l) {
+			t.Errorf(".dockerignore leaves %q, which git does not track, in the image's build context", l)
+		}
+	}
+}
+
 func TestRuntimeSettings(t *testing.T) {
 	data, err := os.ReadFile(filepath.Join(deployDir, "container", "Dockerfile"))
 	if err != nil {
