@@ -153,6 +153,12 @@ func TestKubernetes(t *testing.T) {
 				if v, ok := pspec["enableServiceLinks"].(bool); !ok || v {
 					t.Errorf("%s: the pod spec does not set enableServiceLinks: false", name)
 				}
+				// /readyz gives its checks 2 s (cmd/internal/app); a
+				// shorter probe timeout hides why a pod is not ready.
+				probe, _ := ctrs[0].(map[string]any)["readinessProbe"].(map[string]any)
+				if timeout, _ := probe["timeoutSeconds"].(int); timeout <= 2 {
+					t.Errorf("%s: readinessProbe timeoutSeconds %v, want more than the 2s /readyz gives its checks", name, probe["timeoutSeconds"])
+				}
 				args, _ := ctrs[0].(map[string]any)["args"].([]any)
 				role := strings.TrimPrefix(name, "pushsync-")
 				if len(args) == 0 || args[len(args)-1] != role {
