@@ -5,7 +5,11 @@
 // DatasetChanged event and then clears the marker: at once, on the request
 // path (Deliver), and again in a background sweep (Run) for every marker
 // left behind, whether the process died between commit and publish or NATS
-// was unreachable. While NATS is unreachable, neither waits for it: a
+// was unreachable. The sweep reads only what is pending: every write notes
+// its identity in the store's sweep index before it commits, and the sweep
+// claims the identities noted a few seconds ago (see store.ClaimPending),
+// never scanning the keyspace but once at start, for the markers of a
+// version without the index (Store.AdoptUnindexed). While NATS is unreachable, neither waits for it: a
 // sweep stops publishing at the first publish that finds it so, and for a
 // sweep interval after one, the request path leaves its changes to the
 // sweep. A sweep leaves a change committed moments ago to the request that
@@ -34,7 +38,9 @@ import (
 
 // Store is what the relay needs of the dataset store.
 type Store interface {
-	ScanPending(ctx context.Context, cursor uint64, count int64) ([]store.Change, uint64, error)
+	ClaimPending(ctx context.Context, limit int) ([]store.Pending, error)
+	SettlePending(ctx context.Context, done, left []store.Pending) error
+	AdoptUnindexed(ctx context.Context) (int, error)
 	ClearChange(ctx context.Context, c store.Change) error
 }
 
@@ -191,11 +197,27 @@ func (r *Relay) deliver(ctx context.Context, c store.Change, path string) (bool,
 	return !stored, nil
 }
 
-// Run sweeps for unpublished changes every Interval until ctx ends.
+// Run sweeps for unpublished changes every Interval until ctx ends. It
+// first adopts into the sweep index the markers a version without it left
+// (Store.AdoptUnindexed, one SCAN of the keyspace), and tries again at
+// every sweep until that is done.
 func (r *Relay) Run(ctx context.Context) error {
 	t := time.NewTicker(r.opts.Interval)
 	defer t.Stop()
+	adopted := false
 	for {
+		if !adopted {
+			if n, err := r.store.AdoptUnindexed(ctx); err != nil {
+				if ctx.Err() == nil {
+					r.log.Warn().Err(err).Msg("looking for outbox markers of an earlier version did not finish; trying again at the next sweep")
+				}
+			} else {
+				adopted = true
+				if n > 0 {
+					r.log.Info().Int("identities", n).Msg("found outbox markers that an earlier version left unindexed; the sweep publishes them")
+				}
+			}
+		}
 		if n, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn().Err(err).Int("published", n).Msg("sweep for unpublished changes did not finish")
 		} else if n > 0 {
@@ -212,21 +234,25 @@ func (r *Relay) Run(ctx context.Context) error {
 // maxCorruptLogged is how many unreadable markers a sweep logs one by one.
 const maxCorruptLogged = 10
 
-// Sweep publishes every change still marked, and returns how many it
-// published. Changes committed less than Grace ago are left to the request
-// path, which may be publishing them still; were they published here too,
-// JetStream would drop the copy, but they would be counted and logged as
-// left behind. A change committed longer ago than DuplicateWindow (less
-// Grace) whose event is the stream's last on its subject already is not
-// published again, nor counted: only its marker is cleared. Markers that
-// cannot be read are logged and skipped. A publish
-// that fails because NATS cannot be reached (no answer in time, no
-// JetStream responder, no connection) ends the publishing: the sweep still
-// counts the remaining markers and leaves them, all of them, for the next
-// sweep, rather than waiting out the publish timeout for each.
+// Sweep publishes the changes still marked that it claims from the sweep
+// index (Store.ClaimPending): those written at least twice the store's
+// sweep window ago, whose writers did not publish them; claims run until
+// one finds nothing. It returns how many it published. Changes committed
+// less than Grace ago are left to the request path, which may be
+// publishing them still; were they published here too, JetStream would
+// drop the copy, but they would be counted and logged as left behind. A
+// change committed longer ago than DuplicateWindow (less Grace) whose
+// event is the stream's last on its subject already is not published
+// again, nor counted: only its marker is cleared. Markers that cannot be
+// read are logged and skipped. A publish that fails because NATS cannot be
+// reached (no answer in time, no JetStream responder, no connection) ends
+// the publishing: the sweep still counts the remaining markers of its
+// claim and leaves them, all of them, for a later sweep, rather than
+// waiting out the publish timeout for each. An identity whose changes were
+// not all published stays in the index and is claimed again twice the
+// sweep window later.
 func (r *Relay) Sweep(ctx context.Context) (int, error) {
 	var (
-		cursor    uint64
 		published int
 		found     int
 		already   int
@@ -234,50 +260,66 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		firstErr  error
 		down      bool
 	)
-	for {
-		changes, next, err := r.store.ScanPending(ctx, cursor, 500)
-		if bad := store.CorruptMarkers(err); len(bad) > 0 {
+	for !down && ctx.Err() == nil {
+		batch, err := r.store.ClaimPending(ctx, claimLimit)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			break
+		}
+		if len(batch) == 0 {
+			break
+		}
+		fresh := time.Now().Add(-r.opts.Grace)
+		var done, left []store.Pending
+		for _, p := range batch {
+			finished := p.Err == nil
 			// Skipped, so that one unreadable marker does not hold back
 			// every change after it; the dataset's next change replaces it.
-			for _, c := range bad {
+			for _, c := range store.CorruptMarkers(p.Err) {
 				if corrupt < maxCorruptLogged {
 					r.log.Error().Str("pool", c.IdentityPoolID).Str("identity", c.IdentityID).Str("dataset", c.DatasetName).
 						Str("marker", c.Value).Msg("skipping an outbox marker that cannot be read; the dataset's next change replaces it")
 				}
 				corrupt++
 			}
-		} else if err != nil {
-			return published, err
-		}
-		fresh := time.Now().Add(-r.opts.Grace)
-		for _, c := range changes {
-			if c.ChangedAt.After(fresh) {
-				continue // its request may be publishing it still
-			}
-			found++
-			if down {
-				continue // counted, for the pending gauge, not tried
-			}
-			ok, err := r.deliver(ctx, c, "sweep")
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
+			for _, c := range p.Changes {
+				if c.ChangedAt.After(fresh) {
+					finished = false
+					continue // its request may be publishing it still
 				}
-				// NATS unreachable: every other publish would wait out
-				// its timeout too. The markers stay for the next sweep.
-				down = unreachable(err) || ctx.Err() != nil
-				continue
+				found++
+				if down {
+					finished = false
+					continue // counted, for the pending gauge, not tried
+				}
+				ok, err := r.deliver(ctx, c, "sweep")
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					finished = false
+					// NATS unreachable: every other publish would wait out
+					// its timeout too. The markers stay for a later sweep.
+					down = unreachable(err) || ctx.Err() != nil
+					continue
+				}
+				if ok {
+					published++
+				} else {
+					already++
+				}
 			}
-			if ok {
-				published++
+			if finished {
+				done = append(done, p)
 			} else {
-				already++
+				left = append(left, p)
 			}
 		}
-		if next == 0 {
-			break
+		if err := r.store.SettlePending(context.WithoutCancel(ctx), done, left); err != nil && firstErr == nil {
+			firstErr = err
 		}
-		cursor = next
 	}
 	r.pending.Set(float64(found - published - already))
 	r.corrupt.Set(float64(corrupt))
@@ -286,6 +328,10 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 	}
 	return published, firstErr
 }
+
+// claimLimit is how many identities a sweep claims from each shard of the
+// sweep index at a time.
+const claimLimit = 100
 
 // unreachable tells whether a failed publish says NATS or its JetStream
 // cannot be reached, so that the publishes after it would fail too, as

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -91,7 +92,8 @@ func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMet
 // deleteScript deletes a dataset.
 //
 // KEYS: datasetKeys.
-// ARGV: dataset, now ms, modified by, max deleted datasets.
+// ARGV: dataset, now ms, modified by, max deleted datasets, the deadline of
+// the sweep-index note (sweepindex.Check).
 //
 // The dataset's purge mark goes with its tombstones: a device that read a
 // record before the deletion learns of the deletion instead. When the
@@ -102,7 +104,7 @@ func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMet
 //
 // It returns {the entry the dataset had before, entries purged}, or raises
 // PSNOTFOUND.
-var deleteScript = redis.NewScript(luaHelpers + `
+var deleteScript = redis.NewScript(sweepindex.Check + luaHelpers + `
 local meta = redis.call('HGET', KEYS[1], ARGV[1])
 if not meta then return redis.error_reply('PSNOTFOUND') end
 local m = parseMeta(meta)
@@ -146,7 +148,8 @@ return {meta, purged}
 // by one as its deletion mark, so that ListRecords can report the deletion to
 // devices that synced before it and a later UpdateRecords continues the
 // count. The deletion frees the dataset's slot in the datasets-per-identity
-// limit and leaves an outbox marker (with no origin device) like any change.
+// limit and leaves an outbox marker (with no origin device) like any change,
+// noted in the sweep index first, as UpdateRecords does.
 // modifiedBy is recorded as who last modified the dataset; if empty, the
 // identity id is used.
 //
@@ -164,11 +167,18 @@ func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modi
 	if modifiedBy == "" {
 		modifiedBy = identity
 	}
+	deadline, err := s.sweep.Note(ctx, pool+"/"+identity, nil)
+	if err != nil {
+		return nil, fmt.Errorf("store: delete dataset: %w", err)
+	}
 	now := s.nowMs()
-	res, err := deleteScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, dataset), dataset, now, modifiedBy, s.maxDeleted).Slice()
+	res, err := deleteScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, dataset), dataset, now, modifiedBy, s.maxDeleted, deadline).Slice()
 	if err != nil {
 		if _, ok := scriptError(err, "PSNOTFOUND"); ok {
 			return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
+		}
+		if sweepindex.Late(err) {
+			err = sweepindex.ErrLate
 		}
 		return nil, fmt.Errorf("store: delete dataset: %w", err)
 	}

@@ -7,11 +7,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -31,9 +31,10 @@ type Change struct {
 	ChangedAt time.Time
 }
 
-// CorruptMarkerError is an outbox marker that cannot be read. ScanPending
-// and PendingChanges skip such markers: the error they return then joins
-// one of these for each, and the changes they return are the others. A
+// CorruptMarkerError is an outbox marker that cannot be read. ClaimPending
+// and PendingChanges skip such markers: the error they return (Pending.Err
+// for ClaimPending) then joins one of these for each, and the changes they
+// return are the others. A
 // newer change of the dataset replaces the marker.
 type CorruptMarkerError struct {
 	IdentityPoolID, IdentityID, DatasetName string
@@ -75,7 +76,7 @@ func decodeChanges(pool, identity string, m map[string]string) ([]Change, error)
 	return out, errors.Join(corrupt...)
 }
 
-// CorruptMarkers returns the markers that err, returned by ScanPending or
+// CorruptMarkers returns the markers that err, Pending.Err or returned by
 // PendingChanges, reports as corrupt.
 func CorruptMarkers(err error) []*CorruptMarkerError {
 	var out []*CorruptMarkerError
@@ -140,85 +141,109 @@ func (s *Store) ClearChange(ctx context.Context, c Change) error {
 	return nil
 }
 
-// ScanPending is the background sweep of the outbox: one SCAN step over the
-// outbox keys of every identity, returning their markers and the cursor to
-// continue with, 0 when the sweep is complete. Start with cursor 0. As with
-// SCAN, a marker may be returned more than once and count is a hint.
-//
-// On Redis Cluster (a *redis.ClusterClient) there is no single cursor: the
-// whole sweep runs over every master in one call and next is always 0.
+// Pending is the outbox of one identity as a sweep claimed it.
+type Pending struct {
+	IdentityPoolID, IdentityID string
+	// Changes are its markers that can be read, by dataset name.
+	Changes []Change
+	// Err joins a CorruptMarkerError for each marker that cannot be read.
+	Err   error
+	claim sweepindex.Claim
+}
+
+// claimLease is how long a sweep's claim on an identity lasts: long
+// enough to publish its changes. Another sweep claims it after that.
+const claimLease = time.Minute
+
+// ClaimPending is the background sweep of the outbox: it claims, from the
+// sweep index, up to limit identities of each of its shards whose outbox
+// a write noted at least twice Options.SweepWindow ago, and returns their
+// markers. Every write notes its identity before it commits, and commits
+// within the window or not at all, so the markers of a claimed identity
+// are all there will be of writes noted before; a write noted since keeps
+// the identity in the index for itself. It reads nothing but the index
+// and the outboxes it names, on one Redis and on Redis Cluster alike.
+// Claimed identities whose outbox is empty are dropped from the index at
+// once; hand every Pending returned to SettlePending.
 //
 // A marker found here may belong to a change whose writer is still
 // publishing it; a sweeper should leave markers younger than a grace period
 // (see Change.ChangedAt) to their writer. Events carry a deduplication id, so
 // publishing twice is harmless.
-//
-// Markers that cannot be read do not stop the sweep: they are left out of
-// changes and reported in the error (see CorruptMarkerError), and changes
-// and next are valid with it. Any other error is returned alone.
-func (s *Store) ScanPending(ctx context.Context, cursor uint64, count int64) ([]Change, uint64, error) {
-	if count <= 0 {
-		count = 100
+func (s *Store) ClaimPending(ctx context.Context, limit int) ([]Pending, error) {
+	if limit <= 0 {
+		limit = 100
 	}
-	match := cognito.EscapeGlob(s.prefix) + ":{*}:outbox"
-	var keys []string
-	var next uint64
-	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		var mu sync.Mutex
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			var cur uint64
-			for {
-				ks, n, err := c.Scan(ctx, cur, match, count).Result()
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				keys = append(keys, ks...)
-				mu.Unlock()
-				if cur = n; cur == 0 {
-					return nil
-				}
-			}
-		})
-		if err != nil {
-			return nil, 0, fmt.Errorf("store: scan outbox: %w", err)
-		}
-	} else {
-		var err error
-		keys, next, err = s.rdb.Scan(ctx, cursor, match, count).Result()
-		if err != nil {
-			return nil, 0, fmt.Errorf("store: scan outbox: %w", err)
-		}
-	}
-	type owner struct{ pool, identity string }
-	owners := make([]owner, 0, len(keys))
-	cmds := make([]*redis.MapStringStringCmd, 0, len(keys))
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			pool, identity, ok := s.parseOutboxKey(k)
-			if !ok {
-				continue
-			}
-			owners = append(owners, owner{pool, identity})
-			cmds = append(cmds, p.HGetAll(ctx, k))
-		}
-		return nil
-	})
+	claims, err := s.sweep.Claim(ctx, limit, claimLease)
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: read outbox: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	var (
-		changes []Change
-		corrupt []error
+		out   []Pending
+		empty []sweepindex.Claim
+		cmds  = make([]*redis.MapStringStringCmd, len(claims))
 	)
-	for i, cmd := range cmds {
-		cs, err := decodeChanges(owners[i].pool, owners[i].identity, cmd.Val())
+	if len(claims) > 0 {
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, c := range claims {
+				if pool, identity, ok := strings.Cut(c.Member, "/"); ok && validateIdentity(pool, identity) == nil {
+					cmds[i] = p.HGetAll(ctx, s.outboxKey(pool, identity))
+				}
+			}
+			return nil
+		})
 		if err != nil {
-			corrupt = append(corrupt, err)
+			// Left claimed: the next claim after the lease finds them.
+			return nil, fmt.Errorf("store: read outbox: %w", err)
 		}
-		changes = append(changes, cs...)
 	}
-	return changes, next, errors.Join(corrupt...)
+	for i, c := range claims {
+		if cmds[i] == nil || len(cmds[i].Val()) == 0 {
+			empty = append(empty, c)
+			continue
+		}
+		pool, identity, _ := strings.Cut(c.Member, "/")
+		p := Pending{IdentityPoolID: pool, IdentityID: identity, claim: c}
+		p.Changes, p.Err = decodeChanges(pool, identity, cmds[i].Val())
+		out = append(out, p)
+	}
+	if err := s.sweep.Settle(ctx, empty, nil); err != nil {
+		return out, fmt.Errorf("store: %w", err)
+	}
+	return out, nil
+}
+
+// SettlePending ends the claims of a sweep: the identities in done, whose
+// changes the sweep published and cleared, leave the sweep index; those
+// in left (a change not published, a marker that cannot be read) are
+// claimed again twice Options.SweepWindow after this claim.
+func (s *Store) SettlePending(ctx context.Context, done, left []Pending) error {
+	claims := func(ps []Pending) []sweepindex.Claim {
+		out := make([]sweepindex.Claim, len(ps))
+		for i := range ps {
+			out[i] = ps[i].claim
+		}
+		return out
+	}
+	if err := s.sweep.Settle(ctx, claims(done), claims(left)); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}
+
+// AdoptUnindexed notes in the sweep index every outbox in Redis, so that
+// ClaimPending finds the markers of changes written by a version that did
+// not note them. It SCANs the whole keyspace (every master's on Redis
+// Cluster) once, and returns how many outboxes it noted anew.
+func (s *Store) AdoptUnindexed(ctx context.Context) (int, error) {
+	n, err := s.sweep.Adopt(ctx, cognito.EscapeGlob(s.prefix)+":{*}:outbox", func(k string) (string, bool) {
+		pool, identity, ok := s.parseOutboxKey(k)
+		return pool + "/" + identity, ok
+	})
+	if err != nil {
+		return n, fmt.Errorf("store: %w", err)
+	}
+	return n, nil
 }
 
 // parseOutboxKey returns the pool and identity of an outbox key.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -53,7 +54,8 @@ type Update struct {
 // KEYS: datasetKeys.
 // ARGV: dataset, now ms, modified by, origin device, max datasets, max
 // records, max bytes, patch count, max tombstones, then per patch: op ('r'
-// or 'd'), key, sync count, device last modified ms, value.
+// or 'd'), key, sync count, device last modified ms, value; last, the
+// deadline of the sweep-index note (sweepindex.Check).
 //
 // A remove of a key the dataset does not hold, neither as a record nor as
 // a tombstone, writes nothing for the key: no device can hold a copy of it
@@ -79,7 +81,7 @@ type Update struct {
 // It returns {new sync count, change of the live data bytes, origin kept
 // 1/0, tombstones purged} or raises PSCONFLICT <patch index> <current
 // count> / PSLIMIT <what>.
-var updateScript = redis.NewScript(luaHelpers + `
+var updateScript = redis.NewScript(sweepindex.Check + luaHelpers + `
 local name, now, by = ARGV[1], ARGV[2], ARGV[3]
 local n, maxTombstones = tonumber(ARGV[8]), tonumber(ARGV[9])
 local meta = redis.call('HGET', KEYS[1], name)
@@ -281,7 +283,8 @@ return {sc, storage - oldStorage, kept, purged}
 // dataset (0 if it does not exist). Two patches of one key in one update are refused, as the
 // underlying model does not say which should win.
 //
-// The identity is added to its pool's indexes before the script runs, and
+// The identity is added to its pool's indexes, and noted in the sweep index
+// of the outbox (see ClaimPending), before the script runs, and
 // the pool's usage figures are adjusted after it; an error in that last step
 // is ignored, as the update itself has been committed.
 func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, error) {
@@ -305,12 +308,13 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 		by = u.IdentityID
 	}
 	pool, identity := u.IdentityPoolID, u.IdentityID
-	if err := s.index(ctx, pool, identity); err != nil {
+	deadline, err := s.index(ctx, pool, identity)
+	if err != nil {
 		return nil, Change{}, err
 	}
 	now := s.nowMs()
 	nowS := fmtInt(now)
-	args := make([]any, 0, 9+5*len(u.Patches))
+	args := make([]any, 0, 10+5*len(u.Patches))
 	args = append(args, u.DatasetName, nowS, by, u.DeviceID, s.maxDatasets, s.maxRecords, s.maxBytes, len(u.Patches), s.maxTombstones)
 	dlms := make([]int64, len(u.Patches))
 	for i, p := range u.Patches {
@@ -325,6 +329,7 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 		}
 		args = append(args, op, p.Key, p.SyncCount, dlms[i], value)
 	}
+	args = append(args, deadline)
 	res, err := updateScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, u.DatasetName), args...).Int64Slice()
 	if err != nil {
 		if rest, ok := scriptError(err, "PSCONFLICT "); ok {
@@ -343,6 +348,9 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 			case "bytes":
 				return nil, Change{}, &LimitError{What: LimitDatasetSize, Limit: s.maxBytes}
 			}
+		}
+		if sweepindex.Late(err) {
+			err = sweepindex.ErrLate
 		}
 		return nil, Change{}, fmt.Errorf("store: update records: %w", err)
 	}

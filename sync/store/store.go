@@ -21,6 +21,10 @@
 //	                 was purged ('#' is in no dataset name)
 //	P:T:outbox          hash, changes not yet published
 //	    <dataset> -> "<syncCount>|<changed at ms>|<origin device id>"
+//	P:{sweep:outbox:<n>}  sorted sets, n from 0 to 31: the identities whose
+//	                       outbox a write is about to change or changed in
+//	                       the last seconds, "<pool>/<identity>", scored by
+//	                       the time of the write's note (internal/sweepindex)
 //	P:{<pool>}:identities  set, every identity of the pool that ever wrote
 //	P:{<pool>}:usage       hash, bytes -> data storage, lm -> last modified ms
 //	P:{pools}              sorted set (all scores 0) of the pools that wrote,
@@ -60,6 +64,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -191,6 +196,10 @@ type Options struct {
 	// Metrics registers the store's metrics, and must not hold them
 	// already. If not set, they are not registered.
 	Metrics prometheus.Registerer
+	// SweepWindow is how long after its note in the sweep index a change
+	// may still be committed (see ClaimPending). If not set,
+	// sweepindex.DefaultWindow (5s).
+	SweepWindow time.Duration
 }
 
 // The kinds of data a purge removes, the values of the label "what" of
@@ -211,6 +220,7 @@ type Store struct {
 	maxDeleted    int
 	now           func() time.Time
 	purged        *prometheus.CounterVec
+	sweep         *sweepindex.Index
 }
 
 // New returns a Store on the given Redis client.
@@ -225,6 +235,7 @@ func New(rdb redis.UniversalClient, opts Options) *Store {
 	if s.prefix == "" {
 		s.prefix = "pushsync"
 	}
+	s.sweep = sweepindex.New(rdb, s.prefix, "outbox", opts.SweepWindow)
 	if s.maxDatasets <= 0 {
 		s.maxDatasets = DefaultMaxDatasets
 	}

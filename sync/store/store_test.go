@@ -1037,7 +1037,7 @@ func TestListDatasets(t *testing.T) {
 }
 
 func TestOutbox(t *testing.T) {
-	s, _, clk := newStore(t, store.Options{})
+	s, rdb, clk := newStore(t, store.Options{SweepWindow: 50 * time.Millisecond})
 	mustUpdate(t, s, upd("a", "devA", put("k", "1", 0)))
 	clk.Add(time.Second)
 	mustUpdate(t, s, upd("a", "devB", put("k", "2", 1)))
@@ -1129,28 +1129,33 @@ func TestOutbox(t *testing.T) {
 		t.Errorf("after a failed update: %+v", ch)
 	}
 
-	// ScanPending finds markers across identities and pools.
+	// ClaimPending finds markers across identities and pools, once their
+	// notes are twice the sweep window old.
 	for _, id := range []struct{ pool, identity string }{{pool, identity2}, {pool2, identity}} {
 		u := upd("c", "devC", put("k", "v", 0))
 		u.IdentityPoolID, u.IdentityID = id.pool, id.identity
 		mustUpdate(t, s, u)
 	}
-	var found []string
-	var cursor uint64
-	for {
-		cs, next, err := s.ScanPending(ctx, cursor, 1)
+	var (
+		found   []string
+		claimed []store.Pending
+	)
+	for deadline := time.Now().Add(5 * time.Second); len(claimed) < 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ps, err := s.ClaimPending(ctx, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range cs {
-			found = append(found, fmt.Sprintf("%s %s %s %d %s", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, c.OriginDeviceID))
+		for _, p := range ps {
+			if p.Err != nil {
+				t.Errorf("claim of %s/%s: %v", p.IdentityPoolID, p.IdentityID, p.Err)
+			}
+			for _, c := range p.Changes {
+				found = append(found, fmt.Sprintf("%s %s %s %d %s", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, c.OriginDeviceID))
+			}
 		}
-		if cursor = next; cursor == 0 {
-			break
-		}
+		claimed = append(claimed, ps...)
 	}
 	slices.Sort(found)
-	found = slices.Compact(found)
 	wantFound := []string{
 		pool2 + " " + identity + " c 1 devC",
 		pool + " " + identity + " b 1 ",
@@ -1158,8 +1163,36 @@ func TestOutbox(t *testing.T) {
 	}
 	slices.Sort(wantFound)
 	if !slices.Equal(found, wantFound) {
-		t.Errorf("ScanPending found\n%q\nwant\n%q", found, wantFound)
+		t.Errorf("ClaimPending found\n%q\nwant\n%q", found, wantFound)
 	}
+	if ps, err := s.ClaimPending(ctx, 100); err != nil || len(ps) != 0 {
+		t.Errorf("claimed again while the first claims hold: %+v, %v", ps, err)
+	}
+	// Settled as done, they leave the index, and nothing is left in it.
+	if err := s.SettlePending(ctx, claimed, nil); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, k := range sweepKeys(t, s, rdb) {
+		m, err := rdb.ZRange(ctx, k, 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, m...)
+	}
+	if len(left) != 0 {
+		t.Errorf("the sweep index still holds %q after every claim was settled done", left)
+	}
+}
+
+// sweepKeys returns the sweep index keys of the outbox that hold anything.
+func sweepKeys(t *testing.T, s *store.Store, rdb *redis.Client) []string {
+	t.Helper()
+	keys, err := rdb.Keys(ctx, cognito.EscapeGlob(prefixOf(s))+":{sweep:outbox:*}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
 
 // TestClearChangeKeepsAnotherChangeOfTheSameCount: a Redis failover that
@@ -1231,12 +1264,16 @@ func TestUsage(t *testing.T) {
 
 	// Every key written is in the hash slot of its pool or of one of its
 	// identities: a key common to every pool would take every write of a
-	// Redis Cluster deployment to one node.
+	// Redis Cluster deployment to one node. The sweep index is spread over
+	// sweepindex.Shards keys by identity for that reason.
 	keys, err := rdb.Keys(ctx, prefixOf(s)+":*").Result()
 	if err != nil || len(keys) == 0 {
 		t.Fatalf("keys written: %q, %v", keys, err)
 	}
 	for _, k := range keys {
+		if strings.HasPrefix(k, prefixOf(s)+":{sweep:outbox:") {
+			continue
+		}
 		open, end := strings.IndexByte(k, '{'), strings.IndexByte(k, '}')
 		if open < 0 || end < open || !strings.HasPrefix(k[open+1:end], pool) && !strings.HasPrefix(k[open+1:end], pool2) {
 			t.Errorf("key %s is in no pool's hash slot", k)

@@ -42,16 +42,25 @@ type PoolUsage struct {
 	SyncSessions int64
 }
 
-// index records the identity in its pool's index. It runs before the commit
-// script of a write, so that an identity with data is never missing from the
-// index; an entry for a write that then failed is harmless. No key common to
-// every pool is written: on Redis Cluster it would take every write of the
-// deployment to one node.
-func (s *Store) index(ctx context.Context, pool, identity string) error {
-	if err := s.rdb.SAdd(ctx, s.poolIdentitiesKey(pool), identity).Err(); err != nil {
-		return fmt.Errorf("store: index identity: %w", err)
+// index records the identity in its pool's index and notes it in the
+// sweep index, in one round trip, and returns the deadline of the commit
+// (see sweepindex.Note). It runs before the commit script of a write, so
+// that an identity with data is never missing from the pool's index nor a
+// marker from the sweep's; entries for a write that then failed are
+// harmless. No key common to every pool is written: on Redis Cluster it
+// would take every write of the deployment to one node.
+func (s *Store) index(ctx context.Context, pool, identity string) (int64, error) {
+	var add *redis.IntCmd
+	deadline, err := s.sweep.Note(ctx, pool+"/"+identity, func(p redis.Pipeliner) {
+		add = p.SAdd(ctx, s.poolIdentitiesKey(pool), identity)
+	})
+	if err == nil {
+		err = add.Err()
 	}
-	return nil
+	if err != nil {
+		return 0, fmt.Errorf("store: index identity: %w", err)
+	}
+	return deadline, nil
 }
 
 // usageScript adds ARGV[1] to the pool's data storage and raises its last
