@@ -196,6 +196,48 @@ func (x *Index) Claim(ctx context.Context, limit int, lease time.Duration) ([]Cl
 	return out, nil
 }
 
+// Claimed is a claimed member and the hash of pending work it names.
+type Claimed struct {
+	Claim
+	Hash map[string]string
+}
+
+// ClaimHashes claims as Claim does, and reads in one pipeline the hash
+// that each member names (key returns its key, false for a member that
+// names none). Members whose hash is empty, or that name none, have no
+// work pending, and are settled done at once; it returns the others.
+func (x *Index) ClaimHashes(ctx context.Context, limit int, lease time.Duration, key func(member string) (string, bool)) ([]Claimed, error) {
+	claims, err := x.Claim(ctx, limit, lease)
+	if err != nil || len(claims) == 0 {
+		return nil, err
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(claims))
+	_, err = x.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range claims {
+			if k, ok := key(c.Member); ok {
+				cmds[i] = p.HGetAll(ctx, k)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// Left claimed: the next claim after the lease finds them.
+		return nil, fmt.Errorf("read what the sweep index names: %w", err)
+	}
+	var (
+		out   []Claimed
+		empty []Claim
+	)
+	for i, c := range claims {
+		if cmds[i] == nil || len(cmds[i].Val()) == 0 {
+			empty = append(empty, c)
+			continue
+		}
+		out = append(out, Claimed{Claim: c, Hash: cmds[i].Val()})
+	}
+	return out, x.Settle(ctx, empty, nil)
+}
+
 // settleScript ends claims that are still held: of KEYS[1], the members in
 // ARGV[3..] as pairs (op, member) still scored by the claim's end ARGV[1]
 // are dropped (op "d") or scored ARGV[2], when they were claimed, again

@@ -174,41 +174,18 @@ func (s *Store) ClaimPending(ctx context.Context, limit int) ([]Pending, error) 
 	if limit <= 0 {
 		limit = 100
 	}
-	claims, err := s.sweep.Claim(ctx, limit, claimLease)
+	claimed, err := s.sweep.ClaimHashes(ctx, limit, claimLease, func(m string) (string, bool) {
+		pool, identity, ok := strings.Cut(m, "/")
+		return s.outboxKey(pool, identity), ok && validateIdentity(pool, identity) == nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	var (
-		out   []Pending
-		empty []sweepindex.Claim
-		cmds  = make([]*redis.MapStringStringCmd, len(claims))
-	)
-	if len(claims) > 0 {
-		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, c := range claims {
-				if pool, identity, ok := strings.Cut(c.Member, "/"); ok && validateIdentity(pool, identity) == nil {
-					cmds[i] = p.HGetAll(ctx, s.outboxKey(pool, identity))
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			// Left claimed: the next claim after the lease finds them.
-			return nil, fmt.Errorf("store: read outbox: %w", err)
-		}
-	}
-	for i, c := range claims {
-		if cmds[i] == nil || len(cmds[i].Val()) == 0 {
-			empty = append(empty, c)
-			continue
-		}
+	out := make([]Pending, len(claimed))
+	for i, c := range claimed {
 		pool, identity, _ := strings.Cut(c.Member, "/")
-		p := Pending{IdentityPoolID: pool, IdentityID: identity, claim: c}
-		p.Changes, p.Err = decodeChanges(pool, identity, cmds[i].Val())
-		out = append(out, p)
-	}
-	if err := s.sweep.Settle(ctx, empty, nil); err != nil {
-		return out, fmt.Errorf("store: %w", err)
+		out[i] = Pending{IdentityPoolID: pool, IdentityID: identity, claim: c.Claim}
+		out[i].Changes, out[i].Err = decodeChanges(pool, identity, c.Hash)
 	}
 	return out, nil
 }
