@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -412,8 +413,10 @@ func (r *Registry) Unsubscribe(ctx context.Context, pool, identity, dataset, dev
 // app registered again after the push service declared it dead is alive.
 // ARGV[2] is the token as
 // an FCM record stores it, ARGV[4] as an APNs record does (raw bytes, or
-// empty, which matches no record, if the token is no APNs token).
-var removeScript = redis.NewScript(luaHelpers + `
+// empty, which matches no record, if the token is no APNs token). ARGV[7]
+// is the deadline of the removal's note in the sweep index, 0 without a
+// reason (sweepindex.Check).
+var removeScript = redis.NewScript(sweepindex.Check + luaHelpers + `
 local f = 'd:' .. ARGV[1]
 local v = redis.call('HGET', KEYS[1], f)
 if not v then return 0 end
@@ -443,10 +446,17 @@ func (r *Registry) RemoveDevice(ctx context.Context, pool, identity, deviceID, r
 	if err := validateDeviceID(deviceID); err != nil {
 		return Device{}, err
 	}
+	var deadline int64
+	if reason != "" {
+		var err error
+		if deadline, err = r.noteRemoval(ctx, pool, identity); err != nil {
+			return Device{}, fmt.Errorf("registry: remove device: %w", err)
+		}
+	}
 	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity), r.removalsKey(pool, identity)},
-		deviceID, "", 0, "", reason, r.now().UnixMilli()).Result()
+		deviceID, "", 0, "", reason, r.now().UnixMilli(), deadline).Result()
 	if err != nil {
-		return Device{}, fmt.Errorf("registry: remove device: %w", err)
+		return Device{}, fmt.Errorf("registry: remove device: %w", lateError(err))
 	}
 	v, ok := res.(string)
 	if !ok {
@@ -494,11 +504,15 @@ func (r *Registry) RemoveDeadDevice(ctx context.Context, pool, identity, deviceI
 	if reason == "" {
 		return false, fmt.Errorf("registry: remove dead device %s: no reason given", deviceID)
 	}
-	// The script picks the form to compare by the platform of the record.
-	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity), r.removalsKey(pool, identity)},
-		deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token), reason, r.now().UnixMilli()).Result()
+	deadline, err := r.noteRemoval(ctx, pool, identity)
 	if err != nil {
 		return false, fmt.Errorf("registry: remove dead device: %w", err)
+	}
+	// The script picks the form to compare by the platform of the record.
+	res, err := removeScript.Run(ctx, r.rdb, []string{r.identityKey(pool, identity), r.removalsKey(pool, identity)},
+		deviceID, token, deadSince.UnixMilli(), rawAPNsToken(token), reason, r.now().UnixMilli(), deadline).Result()
+	if err != nil {
+		return false, fmt.Errorf("registry: remove dead device: %w", lateError(err))
 	}
 	_, removed := res.(string)
 	return removed, nil

@@ -8,6 +8,11 @@
 //	P:{<pool>/<identity>}:push  hash, one per identity
 //	    d:<deviceId>  -> "<p>|<registered unix ms, base 36>|<subs>|<token>"
 //	    b:<deviceId>  -> "<window start unix ms> <pushes in the window>" (push budget)
+//	P:{<pool>/<identity>}:removed  hash, removals whose DeviceRemoved
+//	                  event may not be published yet (see Removal)
+//	P:{sweep:removed:<n>}  sorted sets, n from 0 to 31: the identities a
+//	                  removal noted in the last seconds, or whose notes
+//	                  wait for their events (internal/sweepindex)
 //	P:{config}        hash, operator configuration
 //	    app:<name>    -> platform app JSON
 //	    rev:<name>    -> the app's revision, raised on every change
@@ -48,6 +53,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
 
@@ -295,6 +301,10 @@ type Options struct {
 	// that time; through this one, at once. A pool just created is seen at
 	// once everywhere. If not set, every check reads Redis.
 	PoolCacheTTL time.Duration
+	// SweepWindow is how long after its note in the sweep index a removal
+	// that notes its event may still be committed (see ClaimRemovals). If
+	// not set, sweepindex.DefaultWindow (5s).
+	SweepWindow time.Duration
 }
 
 // Registry is the device and configuration store. It is safe for
@@ -308,6 +318,7 @@ type Registry struct {
 	newID      func() string
 	box        *secretbox.Box
 	pools      poolCache
+	sweep      *sweepindex.Index
 }
 
 // New returns a Registry on the given Redis client.
@@ -317,6 +328,7 @@ func New(rdb redis.UniversalClient, opts Options) *Registry {
 	if r.prefix == "" {
 		r.prefix = "pushsync"
 	}
+	r.sweep = sweepindex.New(rdb, r.prefix, "removed", opts.SweepWindow)
 	if r.maxDevices <= 0 {
 		r.maxDevices = 100
 	}

@@ -4,7 +4,9 @@
 // device publishes the event at once and clears the note (Announce), and a
 // background sweep (Sweeper.Run) publishes the notes left behind, whether
 // the process died between the removal and the publish or NATS was
-// unreachable. An event published twice is stored once: its deduplication
+// unreachable. The sweep reads only the identities that removals noted in
+// the registry's sweep index (registry.ClaimRemovals), never scanning the
+// keyspace but once at start, for the notes of a version without the index. An event published twice is stored once: its deduplication
 // id is fixed by the pool, identity and device.
 package removals
 
@@ -27,7 +29,9 @@ type Clearer interface {
 // Registry is what the sweep needs of the registry.
 type Registry interface {
 	Clearer
-	PendingRemovals(ctx context.Context) ([]registry.Removal, error)
+	ClaimRemovals(ctx context.Context, limit int) ([]registry.ClaimedRemovals, error)
+	SettleRemovals(ctx context.Context, done, left []registry.ClaimedRemovals) error
+	AdoptUnindexedRemovals(ctx context.Context) (int, error)
 }
 
 // Publisher publishes DeviceRemoved events; *event.Publisher is one.
@@ -63,13 +67,29 @@ type Sweeper struct {
 }
 
 // Run sweeps every Interval until ctx ends, and sooner when a sweep left a
-// removal to its remover: once that removal's Grace has passed.
+// removal to its remover: once that removal's Grace has passed. It first
+// adopts into the sweep index the notes a version without it left
+// (Registry.AdoptUnindexedRemovals, one SCAN of the keyspace), and tries
+// again at every sweep until that is done.
 func (s *Sweeper) Run(ctx context.Context) {
 	interval := s.Interval
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
+	adopted := false
 	for {
+		if !adopted {
+			if n, err := s.Registry.AdoptUnindexedRemovals(ctx); err != nil {
+				if ctx.Err() == nil {
+					s.Log.Warn().Err(err).Msg("looking for device-removal notes of an earlier version did not finish; trying again at the next sweep")
+				}
+			} else {
+				adopted = true
+				if n > 0 {
+					s.Log.Info().Int("identities", n).Msg("found device-removal notes that an earlier version left unindexed; the sweep publishes them")
+				}
+			}
+		}
 		n, young, err := s.sweep(ctx)
 		if err != nil && ctx.Err() == nil {
 			s.Log.Warn().Err(err).Int("published", n).Msg("sweep for unannounced device removals did not finish")
@@ -95,10 +115,13 @@ func (s *Sweeper) grace() time.Duration {
 	return s.Grace
 }
 
-// Sweep publishes the event of every removal noted at least Grace ago and
-// clears its note; it returns how many it published. It stops at the first
-// failure: NATS is likely away, and the rest wait for the next sweep. A note
-// that cannot be read is logged and cleared, as its event cannot be made.
+// Sweep publishes the event of every removal noted at least Grace ago
+// among those it claims from the sweep index (Registry.ClaimRemovals:
+// removals made at least twice the registry's sweep window ago), and
+// clears its note; it returns how many it published. It stops at the
+// first failure: NATS is likely away, and the rest wait for a later sweep.
+// A note that cannot be read is logged and cleared, as its event cannot be
+// made.
 func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	n, _, err := s.sweep(ctx)
 	return n, err
@@ -107,33 +130,63 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 // sweep is Sweep, also returning when the oldest removal it left to its
 // remover was made (zero if none).
 func (s *Sweeper) sweep(ctx context.Context) (int, time.Time, error) {
-	pending, err := s.Registry.PendingRemovals(ctx)
-	if err != nil {
-		return 0, time.Time{}, err
-	}
 	old := time.Now().Add(-s.grace())
-	var young time.Time
-	n := 0
-	for _, rm := range pending {
-		if rm.Reason == "" {
-			s.Log.Error().Str("pool", rm.IdentityPoolID).Str("identity", rm.IdentityID).Str("device", rm.DeviceID).
-				Msg("dropping a device-removal note that cannot be read; its DeviceRemoved event is not published")
-			if err := s.Registry.ClearRemoval(ctx, rm.IdentityPoolID, rm.IdentityID, rm.DeviceID); err != nil {
-				return n, young, err
-			}
-			continue
-		}
-		if rm.RemovedAt.After(old) {
-			// Its remover may be publishing it still.
-			if young.IsZero() || rm.RemovedAt.Before(young) {
-				young = rm.RemovedAt
-			}
-			continue
-		}
-		if err := Announce(ctx, s.Registry, s.Publisher, rm); err != nil {
+	var (
+		young  time.Time
+		n      int
+		failed error
+	)
+	for failed == nil && ctx.Err() == nil {
+		batch, err := s.Registry.ClaimRemovals(ctx, claimLimit)
+		if err != nil {
 			return n, young, err
 		}
-		n++
+		if len(batch) == 0 {
+			break
+		}
+		var done, left []registry.ClaimedRemovals
+		for _, cr := range batch {
+			finished := true
+			for _, rm := range cr.Removals {
+				if failed != nil {
+					finished = false
+					break
+				}
+				if rm.Reason == "" {
+					s.Log.Error().Str("pool", rm.IdentityPoolID).Str("identity", rm.IdentityID).Str("device", rm.DeviceID).
+						Msg("dropping a device-removal note that cannot be read; its DeviceRemoved event is not published")
+					if err := s.Registry.ClearRemoval(ctx, rm.IdentityPoolID, rm.IdentityID, rm.DeviceID); err != nil {
+						failed, finished = err, false
+					}
+					continue
+				}
+				if rm.RemovedAt.After(old) {
+					// Its remover may be publishing it still.
+					if young.IsZero() || rm.RemovedAt.Before(young) {
+						young = rm.RemovedAt
+					}
+					finished = false
+					continue
+				}
+				if err := Announce(ctx, s.Registry, s.Publisher, rm); err != nil {
+					failed, finished = err, false
+					continue
+				}
+				n++
+			}
+			if finished {
+				done = append(done, cr)
+			} else {
+				left = append(left, cr)
+			}
+		}
+		if err := s.Registry.SettleRemovals(context.WithoutCancel(ctx), done, left); err != nil && failed == nil {
+			failed = err
+		}
 	}
-	return n, young, nil
+	return n, young, failed
 }
+
+// claimLimit is how many identities a sweep claims from each shard of the
+// sweep index at a time.
+const claimLimit = 100

@@ -306,9 +306,10 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	}()
 	// Both roles remove devices, the worker those with dead tokens, the API
 	// those an operator names, and both publish the device-removed events
-	// that a crash or an outage left unpublished. Each sweep scans the
-	// keyspace, and such events are rare and not urgent: once a minute, or
-	// sooner after a sweep that left a recent removal to its remover.
+	// that a crash or an outage left unpublished. A sweep reads only the
+	// removals noted in the sweep index (one SCAN at start adopts those of
+	// an earlier version); such events are rare and not urgent: every 10s,
+	// or sooner after a sweep that left a recent removal to its remover.
 	removed, err := newPublisher(cfg, js)
 	if err != nil {
 		return err
@@ -319,7 +320,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if !ensureStream(ctx, js, StreamConfig(cfg), log) {
 			return
 		}
-		sw := &removals.Sweeper{Registry: reg, Publisher: removed, Interval: time.Minute, Log: log.With().Str("component", "removals").Logger()}
+		sw := &removals.Sweeper{Registry: reg, Publisher: removed, Interval: 10 * time.Second, Log: log.With().Str("component", "removals").Logger()}
 		sw.Run(ctx)
 	}()
 	if svc.worker {
