@@ -23,7 +23,7 @@ type Store interface {
 	ListRecords(ctx context.Context, pool, identity, dataset string, o store.ListOptions) (*store.Page, error)
 	DescribeDataset(ctx context.Context, pool, identity, dataset string) (*store.Dataset, error)
 	ListDatasets(ctx context.Context, pool, identity string, max int, nextToken string) ([]store.Dataset, string, error)
-	DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*store.Dataset, error)
+	DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*store.Dataset, store.Change, error)
 	IdentityUsage(ctx context.Context, pool, identity string) (store.IdentityUsage, error)
 	PoolUsage(ctx context.Context, pool string) (store.PoolUsage, error)
 	ListPoolUsage(ctx context.Context, max int, nextToken string, pools []string) ([]store.PoolUsage, string, error)
@@ -312,11 +312,11 @@ func (s *Server) deleteDataset(r *request) (any, error) {
 	if err := r.actFor(pool, identity); err != nil {
 		return nil, err
 	}
-	d, err := s.store.DeleteDataset(r.Context(), pool, identity, dataset, identity)
+	d, change, err := s.store.DeleteDataset(r.Context(), pool, identity, dataset, identity)
 	if err != nil {
 		return nil, storeError(err)
 	}
-	s.deliver(r, store.Change{IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset, SyncCount: d.SyncCount, ChangedAt: d.LastModifiedDate})
+	s.deliver(r, change)
 	return struct{ Dataset datasetOut }{datasetView(d)}, nil
 }
 

@@ -102,9 +102,10 @@ func (s *Store) datasets(ctx context.Context, pool, identity string) ([]namedMet
 // are purged, and the identity's purge mark of deleted datasets raised to
 // the highest of their counts.
 //
-// It returns {the entry the dataset had before, entries purged}, or raises
-// PSNOTFOUND.
-var deleteScript = redis.NewScript(sweepindex.Check + luaHelpers + `
+// It returns {the entry the dataset had before, entries purged, change time
+// in ms of the oldest marker of another dataset or 0 (luaOthersSince)}, or
+// raises PSNOTFOUND.
+var deleteScript = redis.NewScript(sweepindex.Check + luaHelpers + luaOthersSince + `
 local meta = redis.call('HGET', KEYS[1], ARGV[1])
 if not meta then return redis.error_reply('PSNOTFOUND') end
 local m = parseMeta(meta)
@@ -136,14 +137,15 @@ if redis.call('HLEN', KEYS[1]) > maxDeleted then
     redis.call('HSET', KEYS[6], '#datasets', fmt(floor))
   end
 end
-return {meta, purged}
+return {meta, purged, othersSince(KEYS[4], ARGV[1])}
 `)
 
 // DeleteDataset deletes a dataset and all its records. It returns the
 // dataset as the deletion left it: CreationDate, DataStorage and NumRecords
 // as they were just before, and SyncCount, LastModifiedDate and
 // LastModifiedBy of the deletion itself, which are also those of the outbox
-// marker (so a Change built from them clears it). It returns ErrDatasetNotFound if the dataset was never
+// marker; and the change to publish, that marker's, with OthersSince as
+// UpdateRecords returns it. It returns ErrDatasetNotFound if the dataset was never
 // written or is already deleted. The dataset's sync count is kept and raised
 // by one as its deletion mark, so that ListRecords can report the deletion to
 // devices that synced before it and a later UpdateRecords continues the
@@ -160,30 +162,30 @@ return {meta, purged}
 // from that mark when it is written, and ListRecords reports it deleted to
 // a LastSyncCount below the mark, so that the guarantees above hold for
 // the purged datasets too.
-func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*Dataset, error) {
+func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modifiedBy string) (*Dataset, Change, error) {
 	if err := validateDataset(pool, identity, dataset); err != nil {
-		return nil, err
+		return nil, Change{}, err
 	}
 	if modifiedBy == "" {
 		modifiedBy = identity
 	}
 	deadline, err := s.sweep.Note(ctx, pool+"/"+identity, nil)
 	if err != nil {
-		return nil, fmt.Errorf("store: delete dataset: %w", err)
+		return nil, Change{}, fmt.Errorf("store: delete dataset: %w", err)
 	}
 	now := s.nowMs()
 	res, err := deleteScript.Run(ctx, s.rdb, s.datasetKeys(pool, identity, dataset), dataset, now, modifiedBy, s.maxDeleted, deadline).Slice()
 	if err != nil {
 		if _, ok := scriptError(err, "PSNOTFOUND"); ok {
-			return nil, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
+			return nil, Change{}, fmt.Errorf("store: %w: %s", ErrDatasetNotFound, dataset)
 		}
 		if sweepindex.Late(err) {
 			err = sweepindex.ErrLate
 		}
-		return nil, fmt.Errorf("store: delete dataset: %w", err)
+		return nil, Change{}, fmt.Errorf("store: delete dataset: %w", err)
 	}
-	if len(res) != 2 {
-		return nil, fmt.Errorf("store: delete dataset: unexpected reply %v", res)
+	if len(res) != 3 {
+		return nil, Change{}, fmt.Errorf("store: delete dataset: unexpected reply %v", res)
 	}
 	v, _ := res[0].(string)
 	if purged, _ := res[1].(int64); purged > 0 {
@@ -191,11 +193,15 @@ func (s *Store) DeleteDataset(ctx context.Context, pool, identity, dataset, modi
 	}
 	m, err := decodeMeta(dataset, v)
 	if err != nil {
-		return nil, err
+		return nil, Change{}, err
 	}
 	s.addUsage(ctx, pool, -m.storage, now)
 	m.syncCount, m.modified, m.modifiedBy = m.syncCount+1, now, modifiedBy
-	return m.dataset(pool, identity, dataset), nil
+	c := Change{IdentityPoolID: pool, IdentityID: identity, DatasetName: dataset, SyncCount: m.syncCount, ChangedAt: msTime(now)}
+	if others, _ := res[2].(int64); others > 0 {
+		c.OthersSince = msTime(others)
+	}
+	return m.dataset(pool, identity, dataset), c, nil
 }
 
 // Name tokens (ListDatasets, ListPoolUsage) are base64url of "n<name>".

@@ -29,7 +29,37 @@ type Change struct {
 	OriginDeviceID string
 	// ChangedAt is when the change was committed.
 	ChangedAt time.Time
+	// OthersSince is set only in the Change that UpdateRecords and
+	// DeleteDataset return, never in a marker read back: the ChangedAt of
+	// the oldest marker of another dataset that the identity's outbox held
+	// when this change was committed, the zero time if it held none. Such
+	// a marker is a change whose publish is under way or failed; the relay
+	// publishes those left behind once this change's publish succeeded, so
+	// that an identity written without pause, which the sweep index never
+	// lets a sweep claim, does not keep them waiting.
+	OthersSince time.Time
 }
+
+// luaOthersSince is the Lua function othersSince(outbox, dataset): the
+// change time in ms of the oldest marker in hash outbox of a dataset other
+// than dataset, 0 if there is none. Markers that cannot be read are left
+// out, as the relay skips them.
+const luaOthersSince = `
+local function othersSince(outbox, dataset)
+  if redis.call('HLEN', outbox) < 2 then return 0 end
+  local all, oldest = redis.call('HGETALL', outbox), 0
+  for i = 1, #all, 2 do
+    if all[i] ~= dataset then
+      local v = all[i + 1]
+      local p1 = string.find(v, '|', 1, true)
+      local p2 = p1 and string.find(v, '|', p1 + 1, true)
+      local at = p2 and tonumber(string.sub(v, p1 + 1, p2 - 1))
+      if at and (oldest == 0 or at < oldest) then oldest = at end
+    end
+  end
+  return oldest
+end
+`
 
 // CorruptMarkerError is an outbox marker that cannot be read. ClaimPending
 // and PendingChanges skip such markers: the error they return (Pending.Err

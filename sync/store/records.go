@@ -79,9 +79,10 @@ type Update struct {
 // is purged unless it is a tombstone of its count.
 //
 // It returns {new sync count, change of the live data bytes, origin kept
-// 1/0, tombstones purged} or raises PSCONFLICT <patch index> <current
+// 1/0, tombstones purged, change time in ms of the oldest marker of another
+// dataset or 0 (luaOthersSince)} or raises PSCONFLICT <patch index> <current
 // count> / PSLIMIT <what>.
-var updateScript = redis.NewScript(sweepindex.Check + luaHelpers + `
+var updateScript = redis.NewScript(sweepindex.Check + luaHelpers + luaOthersSince + `
 local name, now, by = ARGV[1], ARGV[2], ARGV[3]
 local n, maxTombstones = tonumber(ARGV[8]), tonumber(ARGV[9])
 local meta = redis.call('HGET', KEYS[1], name)
@@ -240,7 +241,7 @@ end
 redis.call('HSET', KEYS[4], name, scs .. '|' .. now .. '|' .. origin)
 local kept = 0
 if origin ~= '' then kept = 1 end
-return {sc, storage - oldStorage, kept, purged}
+return {sc, storage - oldStorage, kept, purged, othersSince(KEYS[4], name)}
 `)
 
 // UpdateRecords applies the patches of one update atomically, as one Lua
@@ -257,7 +258,8 @@ return {sc, storage - oldStorage, kept, purged}
 // patched records are returned in patch order, with the change to publish:
 // the new dataset sync count, and the update's device as its origin unless
 // the marker of an earlier change, not yet published, was replaced (then
-// no origin, so that its event reaches every device).
+// no origin, so that its event reaches every device), and in OthersSince
+// when the oldest marker of another of the identity's datasets was written.
 //
 // A remove of a key the dataset does not hold (no record, no tombstone)
 // stores nothing: no other device can have the key from the dataset, so
@@ -354,7 +356,7 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 		}
 		return nil, Change{}, fmt.Errorf("store: update records: %w", err)
 	}
-	if len(res) != 4 {
+	if len(res) != 5 {
 		return nil, Change{}, fmt.Errorf("store: update records: unexpected reply %v", res)
 	}
 	if res[3] > 0 {
@@ -364,6 +366,9 @@ func (s *Store) UpdateRecords(ctx context.Context, u Update) ([]Record, Change, 
 	c.SyncCount, c.ChangedAt = syncCount, msTime(now)
 	if res[2] == 1 {
 		c.OriginDeviceID = u.DeviceID
+	}
+	if res[4] > 0 {
+		c.OthersSince = msTime(res[4])
 	}
 	s.addUsage(ctx, pool, res[1], now)
 	records := make([]Record, len(u.Patches))

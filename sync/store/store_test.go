@@ -583,7 +583,7 @@ func TestTombstoneCap(t *testing.T) {
 	// Deleting the dataset drops its tombstones and its purge mark: a
 	// device that read k0 at 1 learns of the deletion, and its count
 	// conflicts again.
-	if _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); err != nil {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); err != nil {
 		t.Fatal(err)
 	}
 	if n := rdb.Exists(ctx, index).Val(); n != 0 {
@@ -670,7 +670,7 @@ func TestDeletedDatasetCap(t *testing.T) {
 	}
 	for _, name := range []string{"d0", "d1", "d2", "d3"} {
 		clk.Add(time.Second)
-		if _, err := s.DeleteDataset(ctx, pool, identity, name, "d"); err != nil {
+		if _, _, err := s.DeleteDataset(ctx, pool, identity, name, "d"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -718,7 +718,7 @@ func TestDeletedDatasetCap(t *testing.T) {
 	}
 	// The next purge takes d1, deleted at 2, and leaves the mark at 6.
 	clk.Add(time.Second)
-	if _, err := s.DeleteDataset(ctx, pool, identity, "d4", "d"); err != nil {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "d4", "d"); err != nil {
 		t.Fatal(err)
 	}
 	if rdb.HExists(ctx, tag+":datasets", "d1").Val() || rdb.HGet(ctx, tag+":purged", "#datasets").Val() != "6" {
@@ -811,7 +811,7 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("after replacing every record: %+v", d)
 	}
 	// Deleting a dataset frees its slot.
-	if _, err := s.DeleteDataset(ctx, pool, identity, "ds19", "d"); err != nil {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "ds19", "d"); err != nil {
 		t.Fatal(err)
 	}
 	mustUpdate(t, s, upd("ds20", "d", put("k", "v", 0)))
@@ -843,7 +843,7 @@ func TestDeleteAndRecreate(t *testing.T) {
 	if _, err := s.DescribeDataset(ctx, pool, identity, "ds"); !errors.Is(err, store.ErrDatasetNotFound) {
 		t.Errorf("describe missing: %v", err)
 	}
-	if _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); !errors.Is(err, store.ErrDatasetNotFound) {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); !errors.Is(err, store.ErrDatasetNotFound) {
 		t.Errorf("delete missing: %v", err)
 	}
 	pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: 5})
@@ -854,22 +854,30 @@ func TestDeleteAndRecreate(t *testing.T) {
 	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "2", 0))) // 1
 	mustUpdate(t, s, upd("ds", "d", put("a", "3", 1)))                   // 2
 	mustUpdate(t, s, upd("other", "d", put("x", "1", 0)))
-	d, err := s.DeleteDataset(ctx, pool, identity, "ds", "deleter")
+	d, dc, err := s.DeleteDataset(ctx, pool, identity, "ds", "deleter")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d.Name != "ds" || d.SyncCount != 3 || d.NumRecords != 2 || d.DataStorage != 4 || d.LastModifiedBy != "deleter" {
 		t.Errorf("deleted dataset %+v", d)
 	}
-	// The returned dataset names the deletion's marker.
+	// The returned dataset and change name the deletion's marker; the
+	// change also tells of the other dataset's marker, still there.
 	c := store.Change{IdentityPoolID: pool, IdentityID: identity, DatasetName: "ds", SyncCount: d.SyncCount, ChangedAt: d.LastModifiedDate}
 	if ch, _ := s.PendingChanges(ctx, pool, identity); !slices.Contains(ch, c) {
 		t.Errorf("no marker %+v in %+v", c, ch)
 	}
+	if dc.OthersSince.IsZero() {
+		t.Errorf("the deletion's change %+v does not tell of the marker of dataset other", dc)
+	}
+	dc.OthersSince = time.Time{}
+	if dc != c {
+		t.Errorf("the deletion returned the change %+v, want its marker %+v", dc, c)
+	}
 	if _, err := s.DescribeDataset(ctx, pool, identity, "ds"); !errors.Is(err, store.ErrDatasetNotFound) {
 		t.Errorf("describe deleted: %v", err)
 	}
-	if _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); !errors.Is(err, store.ErrDatasetNotFound) {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); !errors.Is(err, store.ErrDatasetNotFound) {
 		t.Errorf("delete deleted: %v", err)
 	}
 	ds, _, err := s.ListDatasets(ctx, pool, identity, 0, "")
@@ -1001,7 +1009,7 @@ func TestListDatasets(t *testing.T) {
 		mustUpdate(t, s, upd(n, "d", put("k", n, 0)))
 		clk.Add(time.Second)
 	}
-	if _, err := s.DeleteDataset(ctx, pool, identity, "d", ""); err != nil {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "d", ""); err != nil {
 		t.Fatal(err)
 	}
 	var names []string
@@ -1071,7 +1079,7 @@ func TestOutbox(t *testing.T) {
 		t.Errorf("after clear: %+v", ch)
 	}
 	// A deletion leaves a marker too.
-	if _, err := s.DeleteDataset(ctx, pool, identity, "a", "op"); err != nil {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "a", "op"); err != nil {
 		t.Fatal(err)
 	}
 	ch, _ = s.PendingChanges(ctx, pool, identity)
@@ -1105,7 +1113,7 @@ func TestOutbox(t *testing.T) {
 			clearAll()
 		}
 		if strings.Contains(step.before, "delete") {
-			if _, err := s.DeleteDataset(ctx, pool, identity, step.dataset, "op"); err != nil {
+			if _, _, err := s.DeleteDataset(ctx, pool, identity, step.dataset, "op"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -1114,8 +1122,11 @@ func TestOutbox(t *testing.T) {
 			t.Fatalf("step %d: %v", i, err)
 		}
 		pending, _ := s.PendingChanges(ctx, pool, identity)
-		if c.OriginDeviceID != step.wantOrigin || !slices.Contains(pending, c) {
-			t.Errorf("step %d: %s's update returned %+v, want origin %q; pending %+v", i, step.device, c, step.wantOrigin, pending)
+		// b's marker is there throughout, the only one of another dataset.
+		marker := c
+		marker.OthersSince = time.Time{}
+		if c.OriginDeviceID != step.wantOrigin || !slices.Contains(pending, marker) || !c.OthersSince.Equal(ch[1].ChangedAt) {
+			t.Errorf("step %d: %s's update returned %+v, want origin %q and others since %v; pending %+v", i, step.device, c, step.wantOrigin, ch[1].ChangedAt, pending)
 		}
 	}
 	clearAll()
@@ -1193,6 +1204,45 @@ func sweepKeys(t *testing.T, s *store.Store, rdb *redis.Client) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// TestChangeTellsOfOtherMarkers: the change an update or a deletion
+// returns carries, at no extra round trip, when the oldest marker of
+// another of the identity's datasets was written, for the relay to
+// publish the changes left behind; its own dataset's marker, and markers
+// that cannot be read, do not count.
+func TestChangeTellsOfOtherMarkers(t *testing.T) {
+	s, rdb, clk := newStore(t, store.Options{})
+	_, c, err := s.UpdateRecords(ctx, upd("a", "dev", put("k", "1", 0)))
+	if err != nil || !c.OthersSince.IsZero() {
+		t.Fatalf("the first change: %+v (%v), want no others", c, err)
+	}
+	if _, c, err = s.UpdateRecords(ctx, upd("a", "dev", put("k", "2", 1))); err != nil || !c.OthersSince.IsZero() {
+		t.Fatalf("a second change of the same dataset: %+v (%v), want no others", c, err)
+	}
+	first := clk.Now()
+	clk.Add(time.Second)
+	if _, c, err = s.UpdateRecords(ctx, upd("b", "dev", put("k", "1", 0))); err != nil || !c.OthersSince.Equal(first) {
+		t.Fatalf("a change of b: %+v (%v), want others since %v, a's", c, err, first)
+	}
+	clk.Add(time.Second)
+	if _, c, err = s.UpdateRecords(ctx, upd("c", "dev", put("k", "1", 0))); err != nil || !c.OthersSince.Equal(first) {
+		t.Fatalf("a change of c: %+v (%v), want others since %v, the oldest", c, err, first)
+	}
+	outbox := prefixOf(s) + ":" + cognito.HashTag(pool, identity) + ":outbox"
+	if err := rdb.HSet(ctx, outbox, "a", "garbage").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, dc, err := s.DeleteDataset(ctx, pool, identity, "c", "op")
+	if err != nil || !dc.OthersSince.Equal(first.Add(time.Second)) {
+		t.Fatalf("the deletion of c: %+v (%v), want others since %v, b's, a's marker being unreadable", dc, err, first.Add(time.Second))
+	}
+	if err := rdb.Del(ctx, outbox).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, c, err = s.UpdateRecords(ctx, upd("b", "dev", put("k", "2", 1))); err != nil || !c.OthersSince.IsZero() {
+		t.Fatalf("a change with the outbox otherwise empty: %+v (%v), want no others", c, err)
+	}
 }
 
 // TestClearChangeKeepsAnotherChangeOfTheSameCount: a Redis failover that
@@ -1292,7 +1342,7 @@ func TestUsage(t *testing.T) {
 	// Removing and deleting shrink the figures.
 	clk.Add(time.Second)
 	mustUpdate(t, s, upd("a", "d", del("key", 1)))
-	if _, err := s.DeleteDataset(ctx, pool, identity, "b", "d"); err != nil {
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "b", "d"); err != nil {
 		t.Fatal(err)
 	}
 	u, _ = s.IdentityUsage(ctx, pool, identity)
@@ -1424,7 +1474,7 @@ func TestValidation(t *testing.T) {
 			return err
 		}, "MaxResults"},
 		{"DescribeDataset", func() error { _, err := s.DescribeDataset(ctx, "x", identity, "ds"); return err }, "IdentityPoolId"},
-		{"DeleteDataset", func() error { _, err := s.DeleteDataset(ctx, pool, identity, "a/b", ""); return err }, "DatasetName"},
+		{"DeleteDataset", func() error { _, _, err := s.DeleteDataset(ctx, pool, identity, "a/b", ""); return err }, "DatasetName"},
 		{"ListDatasets", func() error { _, _, err := s.ListDatasets(ctx, pool, "x:y", 0, ""); return err }, "IdentityId"},
 		{"IdentityUsage", func() error { _, err := s.IdentityUsage(ctx, pool, ""); return err }, "IdentityId"},
 		{"PoolUsage", func() error { _, err := s.PoolUsage(ctx, "us-east-1:XYZ"); return err }, "IdentityPoolId"},
