@@ -253,18 +253,14 @@ const maxCorruptLogged = 10
 // sweep window later.
 func (r *Relay) Sweep(ctx context.Context) (int, error) {
 	var (
-		published int
-		found     int
-		already   int
-		corrupt   int
-		firstErr  error
-		down      bool
+		p       pass
+		corrupt int
 	)
-	for !down && ctx.Err() == nil {
+	for !p.down && ctx.Err() == nil {
 		batch, err := r.store.ClaimPending(ctx, claimLimit)
 		if err != nil {
-			if firstErr == nil {
-				firstErr = err
+			if p.firstErr == nil {
+				p.firstErr = err
 			}
 			break
 		}
@@ -273,60 +269,80 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 		}
 		fresh := time.Now().Add(-r.opts.Grace)
 		var done, left []store.Pending
-		for _, p := range batch {
-			finished := p.Err == nil
+		for _, pe := range batch {
 			// Skipped, so that one unreadable marker does not hold back
 			// every change after it; the dataset's next change replaces it.
-			for _, c := range store.CorruptMarkers(p.Err) {
+			for _, c := range store.CorruptMarkers(pe.Err) {
 				if corrupt < maxCorruptLogged {
 					r.log.Error().Str("pool", c.IdentityPoolID).Str("identity", c.IdentityID).Str("dataset", c.DatasetName).
 						Str("marker", c.Value).Msg("skipping an outbox marker that cannot be read; the dataset's next change replaces it")
 				}
 				corrupt++
 			}
-			for _, c := range p.Changes {
-				if c.ChangedAt.After(fresh) {
-					finished = false
-					continue // its request may be publishing it still
-				}
-				found++
-				if down {
-					finished = false
-					continue // counted, for the pending gauge, not tried
-				}
-				ok, err := r.deliver(ctx, c, "sweep")
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					finished = false
-					// NATS unreachable: every other publish would wait out
-					// its timeout too. The markers stay for a later sweep.
-					down = unreachable(err) || ctx.Err() != nil
-					continue
-				}
-				if ok {
-					published++
-				} else {
-					already++
-				}
-			}
-			if finished {
-				done = append(done, p)
+			if r.publishLeft(ctx, pe.Changes, fresh, &p) && pe.Err == nil {
+				done = append(done, pe)
 			} else {
-				left = append(left, p)
+				left = append(left, pe)
 			}
 		}
-		if err := r.store.SettlePending(context.WithoutCancel(ctx), done, left); err != nil && firstErr == nil {
-			firstErr = err
+		if err := r.store.SettlePending(context.WithoutCancel(ctx), done, left); err != nil && p.firstErr == nil {
+			p.firstErr = err
 		}
 	}
-	r.pending.Set(float64(found - published - already))
+	r.pending.Set(float64(p.found - p.published - p.already))
 	r.corrupt.Set(float64(corrupt))
 	if corrupt > maxCorruptLogged {
 		r.log.Error().Int("corrupt", corrupt).Int("logged", maxCorruptLogged).Msg("skipped outbox markers that cannot be read")
 	}
-	return published, firstErr
+	return p.published, p.firstErr
+}
+
+// pass is what publishing changes left behind did so far, over the
+// identities of one sweep.
+type pass struct {
+	// found counts the changes committed before the grace period;
+	// published those published, already those found on the stream.
+	found, published, already int
+	firstErr                  error
+	// down: a publish found NATS unreachable, and no other was tried since.
+	down bool
+}
+
+// publishLeft publishes the changes of one identity's outbox, as read,
+// that were committed no later than fresh, and clears their markers (see
+// Sweep); it tells whether that left none of the changes. Once p is down
+// (a publish found NATS unreachable) it publishes nothing, but still counts
+// the changes in p.found.
+func (r *Relay) publishLeft(ctx context.Context, changes []store.Change, fresh time.Time, p *pass) bool {
+	finished := true
+	for _, c := range changes {
+		if c.ChangedAt.After(fresh) {
+			finished = false
+			continue // its request may be publishing it still
+		}
+		p.found++
+		if p.down {
+			finished = false
+			continue // counted, for the pending gauge, not tried
+		}
+		ok, err := r.deliver(ctx, c, "sweep")
+		if err != nil {
+			if p.firstErr == nil {
+				p.firstErr = err
+			}
+			finished = false
+			// NATS unreachable: every other publish would wait out its
+			// timeout too. The markers stay for later.
+			p.down = unreachable(err) || ctx.Err() != nil
+			continue
+		}
+		if ok {
+			p.published++
+		} else {
+			p.already++
+		}
+	}
+	return finished
 }
 
 // claimLimit is how many identities a sweep claims from each shard of the
