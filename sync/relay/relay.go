@@ -9,21 +9,28 @@
 // its identity in the store's sweep index before it commits, and the sweep
 // claims the identities noted a few seconds ago (see store.ClaimPending),
 // never scanning the keyspace but once at start, for the markers of a
-// version without the index (Store.AdoptUnindexed). While NATS is unreachable, neither waits for it: a
-// sweep stops publishing at the first publish that finds it so, and for a
-// sweep interval after one, the request path leaves its changes to the
-// sweep. A sweep leaves a change committed moments ago to the request that
-// is publishing it. A change published twice is stored once by JetStream,
-// since its deduplication id is fixed by (pool, identity, dataset,
-// syncCount, change time), but only within the stream's duplicate window:
-// a sweep publishes a change older than that only if the stream's last
-// event on its subject is not that change already.
+// version without the index (Store.AdoptUnindexed). As the sweep claims an
+// identity only once it has not been written for twice the store's sweep
+// window, the changes left behind by an identity that keeps writing are
+// published by its writes instead: once Deliver has published its own
+// change, it publishes those its commit found (Change.OthersSince), in the
+// same way. While NATS is unreachable, neither waits for it: a sweep stops
+// publishing at the first publish that finds it so, and for a sweep
+// interval after one, the request path leaves its changes to the sweep.
+// Changes left behind are those committed at least Grace ago: a change
+// committed moments ago is left to the request that is publishing it. A
+// change published twice is stored once by JetStream, since its
+// deduplication id is fixed by (pool, identity, dataset, syncCount, change
+// time), but only within the stream's duplicate window: a change left
+// behind older than that is published only if the stream's last event on
+// its subject is not that change already.
 package relay
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +46,7 @@ import (
 // Store is what the relay needs of the dataset store.
 type Store interface {
 	ClaimPending(ctx context.Context, limit int) ([]store.Pending, error)
+	PendingChanges(ctx context.Context, pool, identity string) ([]store.Change, error)
 	SettlePending(ctx context.Context, done, left []store.Pending) error
 	AdoptUnindexed(ctx context.Context) (int, error)
 	ClearChange(ctx context.Context, c store.Change) error
@@ -89,6 +97,10 @@ type Relay struct {
 	// unreachableAt is when a publish last found NATS unreachable (Unix
 	// nanoseconds), 0 since one succeeded.
 	unreachableAt atomic.Int64
+	// catchingUp holds "<pool>/<identity>" while a Deliver publishes the
+	// changes the identity left behind, so that its other writes meanwhile
+	// leave them to it.
+	catchingUp sync.Map
 }
 
 // New returns a Relay.
@@ -140,17 +152,59 @@ var ErrUnreachable = errors.New("relay: NATS was unreachable at a publish moment
 // marker stays, and a later sweep publishes the change. For an Interval
 // after a publish found NATS unreachable, unless one succeeds meanwhile,
 // Deliver does not wait for it: it returns ErrUnreachable at once.
+//
+// Once c is published, Deliver also publishes the changes of c's identity
+// left behind, when c says there are some (Change.OthersSince) committed
+// at least Grace ago, as a sweep would (see Sweep), within the same
+// PublishTimeout as c's own publish: so that an identity written without
+// a pause of twice the store's sweep window, which no sweep claims
+// meanwhile, does not keep a change whose publish failed waiting for one.
+// Their errors are logged, not returned: c is published, and they stay for
+// the identity's next write or a sweep.
 func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
 	if at := r.unreachableAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval {
 		return fmt.Errorf("publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, ErrUnreachable)
 	}
-	_, err := r.deliver(ctx, c, "direct")
-	return err
+	deadline := time.Now().Add(r.opts.PublishTimeout)
+	if _, err := r.deliver(ctx, c, "direct"); err != nil {
+		return err
+	}
+	if now := time.Now(); !c.OthersSince.IsZero() && !c.OthersSince.After(now.Add(-r.opts.Grace)) && now.Before(deadline) {
+		cctx, cancel := context.WithDeadline(ctx, deadline)
+		r.catchUp(cctx, c.IdentityPoolID, c.IdentityID)
+		cancel()
+	}
+	return nil
+}
+
+// catchUp publishes the changes of one identity left behind, those
+// committed at least Grace ago, unless another Deliver is doing so.
+func (r *Relay) catchUp(ctx context.Context, pool, identity string) {
+	key := pool + "/" + identity
+	if _, busy := r.catchingUp.LoadOrStore(key, struct{}{}); busy {
+		return
+	}
+	defer r.catchingUp.Delete(key)
+	changes, err := r.store.PendingChanges(ctx, pool, identity)
+	if err != nil && len(store.CorruptMarkers(err)) == 0 {
+		// Not even read: the next write or a sweep tries again.
+		r.log.Warn().Err(err).Str("pool", pool).Str("identity", identity).Msg("could not read the changes an identity left unpublished; its next write or a sweep publishes them")
+		return
+	}
+	// Markers that cannot be read are the sweep's to log.
+	var p pass
+	r.publishLeft(ctx, changes, time.Now().Add(-r.opts.Grace), &p)
+	if p.firstErr != nil {
+		r.log.Warn().Err(p.firstErr).Str("pool", pool).Str("identity", identity).Int("published", p.published).Int("left", p.found-p.published-p.already).
+			Msg("publishing the changes an identity left unpublished did not finish; its next write or a sweep publishes them")
+	} else if p.published > 0 {
+		r.log.Info().Str("pool", pool).Str("identity", identity).Int("published", p.published).Msg("published changes an identity left behind, at its next write")
+	}
 }
 
 // deliver publishes c and clears its marker. It returns false, with no
-// error, for a change of the sweep that it found on the stream already and
-// did not publish again.
+// error, for a change left behind (path "sweep") that it found on the
+// stream already and did not publish again.
 func (r *Relay) deliver(ctx context.Context, c store.Change, path string) (bool, error) {
 	e := &event.DatasetChanged{
 		Version:        event.Version,
@@ -166,7 +220,7 @@ func (r *Relay) deliver(ctx context.Context, c store.Change, path string) (bool,
 		stored bool
 		err    error
 	)
-	if path == "sweep" && time.Since(c.ChangedAt) > r.opts.DuplicateWindow-r.opts.Grace {
+	if path != "direct" && time.Since(c.ChangedAt) > r.opts.DuplicateWindow-r.opts.Grace {
 		// JetStream may no longer know the id of a publish of this change
 		// that was stored while its marker stayed.
 		stored, err = r.pub.Stored(pctx, e)
@@ -298,7 +352,7 @@ func (r *Relay) Sweep(ctx context.Context) (int, error) {
 }
 
 // pass is what publishing changes left behind did so far, over the
-// identities of one sweep.
+// identities of one sweep or the one identity of a catch-up.
 type pass struct {
 	// found counts the changes committed before the grace period;
 	// published those published, already those found on the stream.

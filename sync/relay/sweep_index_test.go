@@ -2,6 +2,8 @@ package relay_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,4 +226,93 @@ func TestRunPublishesMarkersOfAnEarlierVersion(t *testing.T) {
 	if n := msgs(); n != 1 {
 		t.Errorf("the stream holds %d events, want 1, alice's", n)
 	}
+}
+
+// TestBusyIdentityPublishesTheChangeItLeftBehind: a change whose publish
+// failed (NATS was stopped) is published at a later write of its
+// identity, while that identity goes on writing another dataset every
+// second. A sweep claims an identity only once it has not been written
+// for twice the sweep window, which such an identity never is: waiting
+// for it would hold the change back until the identity goes quiet.
+func TestBusyIdentityPublishesTheChangeItLeftBehind(t *testing.T) {
+	ctx := context.Background()
+	const window = 2 * time.Second
+	rdb, prefix := testenv.Redis(t)
+	st := store.New(rdb, store.Options{KeyPrefix: prefix, SweepWindow: window})
+	srv := testenv.StartNATS(t)
+	_, js := srv.Connect(t)
+	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.New(st, pub, relay.Options{Interval: time.Second, PublishTimeout: 500 * time.Millisecond, Grace: time.Second},
+		zerolog.New(zerolog.NewTestWriter(t)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	update := func(dataset string, sc int64) store.Change {
+		t.Helper()
+		_, c, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: alice, DatasetName: dataset, DeviceID: "dev", ModifiedBy: "dev",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v", SyncCount: sc}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// NATS stops: a publish of bob's finds it so, and alice's change is
+	// then left unpublished, not even tried (a publish tried while NATS
+	// is down may still reach the stream, from the client's buffer).
+	srv.Shutdown()
+	_, other, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: bob, DatasetName: "other", DeviceID: "dev", ModifiedBy: "dev",
+		Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Deliver(ctx, other); err == nil {
+		t.Fatal("a change was published with NATS stopped")
+	}
+	stuck := update("stuck", 0)
+	if err := r.Deliver(ctx, stuck); !errors.Is(err, relay.ErrUnreachable) {
+		t.Fatalf("publishing a change right after NATS was found unreachable: %v, want relay.ErrUnreachable", err)
+	}
+	srv.Restart()
+
+	onStream := func() bool {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false
+		}
+		e := &event.DatasetChanged{IdentityPoolID: pool, IdentityID: alice, DatasetName: "stuck"}
+		msg, err := s.GetLastMsgForSubject(ctx, event.Subject(subject, e))
+		if err != nil {
+			return false
+		}
+		ev, err := event.Decode(subject, msg.Subject, msg.Data)
+		return err == nil && ev.SyncCount == stuck.SyncCount
+	}
+	start := time.Now()
+	for sc := int64(0); time.Since(start) < 2*window+2*time.Second; sc++ {
+		c := update("busy", sc)
+		if err := r.Deliver(ctx, c); err != nil {
+			t.Logf("publishing the busy dataset's change %d: %v", c.SyncCount, err)
+		}
+		if onStream() {
+			t.Logf("the change left behind was on the stream %v after the writes resumed", time.Since(start).Round(time.Millisecond))
+			if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || slices.ContainsFunc(cs, func(c store.Change) bool { return c.DatasetName == "stuck" }) {
+				t.Errorf("alice's outbox after the change left behind was published: %+v (%v), want its marker cleared", cs, err)
+			}
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("the change left unpublished was not on the stream after %v of writes of its identity every second: it waits for the identity to go quiet",
+		time.Since(start).Round(time.Millisecond))
 }
