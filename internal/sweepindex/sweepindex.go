@@ -18,6 +18,10 @@
 //
 // A note without its commit (the writer died in between, or the script
 // refused) is harmless: the sweep finds nothing to do for it and drops it.
+// A member noted again and again, less than twice the window apart, is
+// never claimed: work of its identity that must not wait for it to go
+// quiet needs another way to be done, such as the identity's next writes
+// (the outbox's left-behind changes are published so, see sync/relay).
 // Members are transient: one for an identity with work pending or done in
 // the last seconds, none for an idle one.
 //
