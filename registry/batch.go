@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/internal/redisscript"
 )
 
 // Identity names one identity of an identity pool.
@@ -81,12 +82,12 @@ func (r *Registry) RunBatch(ctx context.Context, ids []Identity, sent []Sent) ([
 	// load it and run those entries again.
 	var again []int
 	for _, i := range idx {
-		if isNoScript(errs[i]) {
+		if redisscript.IsNoScript(errs[i]) {
 			again = append(again, i)
 		}
 	}
 	if len(again) > 0 {
-		if err := loadScript(ctx, r.rdb, recordSentScript); err != nil {
+		if err := redisscript.Load(ctx, r.rdb, recordSentScript); err != nil {
 			for _, i := range again {
 				errs[i] = err
 			}
@@ -115,19 +116,4 @@ func sentArgs(s *Sent) []any {
 		args = append(args, id)
 	}
 	return args
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
-
-// loadScript loads a script on every node that may run it: each master of
-// a Redis Cluster, or the one server.
-func loadScript(ctx context.Context, rdb redis.UniversalClient, s *redis.Script) error {
-	if c, ok := rdb.(*redis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-			return s.Load(ctx, n).Err()
-		})
-	}
-	return s.Load(ctx, rdb).Err()
 }

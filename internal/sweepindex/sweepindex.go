@@ -41,6 +41,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pushsync/pushsync/internal/redisscript"
 )
 
 // Shards is how many sorted sets one index is spread over, so that they
@@ -136,7 +138,7 @@ func (x *Index) Note(ctx context.Context, member string, with func(p redis.Pipel
 		note = noteScript.EvalSha(ctx, p, keys, args...)
 		return nil
 	})
-	if isNoScript(note.Err()) {
+	if redisscript.IsNoScript(note.Err()) {
 		// A Redis that restarted or failed over forgot it; Run loads it.
 		note = noteScript.Run(ctx, x.rdb, keys, args...)
 	}
@@ -319,10 +321,10 @@ func (x *Index) eval(ctx context.Context, script *redis.Script, jobs []job) ([]*
 		return cmds, nil
 	}
 	run(func(int) bool { return true })
-	missing := func(i int) bool { return isNoScript(cmds[i].Err()) }
+	missing := func(i int) bool { return redisscript.IsNoScript(cmds[i].Err()) }
 	for i := range cmds {
 		if missing(i) {
-			if err := loadScript(ctx, x.rdb, script); err != nil {
+			if err := redisscript.Load(ctx, x.rdb, script); err != nil {
 				return nil, err
 			}
 			run(missing)
@@ -398,19 +400,4 @@ func Scan(ctx context.Context, rdb redis.UniversalClient, match string, fn func(
 		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
 	}
 	return scan(ctx, rdb)
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
-
-// loadScript loads a script on every node that may run it: each master of
-// a Redis Cluster, or the one server.
-func loadScript(ctx context.Context, rdb redis.UniversalClient, s *redis.Script) error {
-	if c, ok := rdb.(*redis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
-			return s.Load(ctx, n).Err()
-		})
-	}
-	return s.Load(ctx, rdb).Err()
 }
