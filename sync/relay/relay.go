@@ -128,7 +128,7 @@ func New(s Store, pub Publisher, opts Options, log zerolog.Logger, metrics prome
 		}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pushsync_relay_pending_changes",
-			Help: "Committed changes found unpublished by the last sweep, other than those committed within the grace period the request path has to publish them.",
+			Help: "Committed changes this process's last sweep found unpublished among the identities it claimed from the sweep index, other than those committed within the grace period the request path has to publish them; sum over processes for the deployment.",
 		}),
 		corrupt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pushsync_relay_corrupt_markers",
