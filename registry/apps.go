@@ -83,7 +83,8 @@ type FCMCredentials struct {
 }
 
 // Validate checks that the app is complete, that its keys parse and that
-// its APNs certificate, if it has one, has not expired.
+// its APNs certificate, if it has one, is valid now: neither expired nor
+// not yet valid.
 func (a *App) Validate() error { return a.validate(time.Now()) }
 
 // validate is Validate at the time now.
@@ -133,6 +134,11 @@ func (a *App) validate(now time.Time) error {
 			if now.After(leaf.NotAfter) {
 				// APNs refuses every connection made with it.
 				return bad("apns.certificate (%s) expired at %s; renew it and register the new one", leaf.Subject, leaf.NotAfter.UTC().Format(time.RFC3339))
+			}
+			if now.Before(leaf.NotBefore) {
+				// Nor does it take one before: a wrong clock here or where
+				// the certificate was made.
+				return bad("apns.certificate (%s) is not valid until %s; check this machine's clock, or register it then", leaf.Subject, leaf.NotBefore.UTC().Format(time.RFC3339))
 			}
 		default:
 			return bad("apns needs authKey (with keyId and teamId) or certificate")

@@ -49,3 +49,16 @@ func TestExpiredCertificateIsRefused(t *testing.T) {
 		t.Fatalf("after the refused rotation: %+v, %v; want the valid certificate at revision 1", got, err)
 	}
 }
+
+// TestNotYetValidCertificateIsRefused: a certificate whose validity starts
+// after the registry's clock is refused with the start named, as APNs
+// would refuse it at every handshake.
+func TestNotYetValidCertificateIsRefused(t *testing.T) {
+	r, _ := newRegistry(t) // its clock reads 2026-11-22
+	future := certificateValidUntil(t, time.Date(2028, 6, 1, 0, 0, 0, 0, time.UTC)) // from 2027-06-01
+	_, err := r.CreateApp(context.Background(), registry.App{Name: "ios-cert", Kind: registry.KindAPNs,
+		APNs: &registry.APNsCredentials{Topic: "com.example", Certificate: future}})
+	if !errors.Is(err, registry.ErrInvalidApp) || !strings.Contains(err.Error(), "is not valid until 2027-06-01") {
+		t.Fatalf("creating an app with a certificate not valid yet: %v, want ErrInvalidApp naming when it starts", err)
+	}
+}
