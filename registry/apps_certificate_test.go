@@ -54,7 +54,7 @@ func TestExpiredCertificateIsRefused(t *testing.T) {
 // after the registry's clock is refused with the start named, as APNs
 // would refuse it at every handshake.
 func TestNotYetValidCertificateIsRefused(t *testing.T) {
-	r, _ := newRegistry(t) // its clock reads 2026-11-22
+	r, _ := newRegistry(t)                                                          // its clock reads 2026-11-22
 	future := certificateValidUntil(t, time.Date(2028, 6, 1, 0, 0, 0, 0, time.UTC)) // from 2027-06-01
 	_, err := r.CreateApp(context.Background(), registry.App{Name: "ios-cert", Kind: registry.KindAPNs,
 		APNs: &registry.APNsCredentials{Topic: "com.example", Certificate: future}})

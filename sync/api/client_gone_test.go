@@ -12,7 +12,6 @@ import (
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
@@ -36,19 +35,8 @@ func TestChangeOfAClientThatHangsUpIsPublishedAtOnce(t *testing.T) {
 	st := store.New(rdb, store.Options{KeyPrefix: prefix})
 	_, js := testenv.StartNATS(t).Connect(t)
 	const stream, subject = "CLIENT_GONE_TEST", "clientgone.changed"
-	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, rel := publishing(t, js, st, stream, subject, relay.Options{})
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	metrics := prometheus.NewRegistry()
-	rel, err := relay.New(st, pub, relay.Options{}, log, metrics) // no sweep runs
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// Once armed, the client hangs up right after the commit, and the
 	// write goes on only once the server has seen it go.

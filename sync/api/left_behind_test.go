@@ -10,7 +10,6 @@ import (
 
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
@@ -36,18 +35,8 @@ func TestChangeLeftBehindByABusyIdentityIsPublishedByItsNextWrites(t *testing.T)
 	nsrv := testenv.StartNATS(t)
 	_, js := nsrv.Connect(t)
 	const stream, subject = "LEFT_BEHIND_TEST", "leftbehind.changed"
-	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, rel := publishing(t, js, st, stream, subject, relay.Options{Interval: time.Second, PublishTimeout: 500 * time.Millisecond, Grace: time.Second})
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	rel, err := relay.New(st, pub, relay.Options{Interval: time.Second, PublishTimeout: 500 * time.Millisecond, Grace: time.Second}, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
 		Store: st, Relay: rel, Publisher: pub, SessionTokenKey: []byte("0123456789abcdef0123456789abcdef")}, log, nil)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go/aws"
 	"github.com/aws/aws-sdk-go/aws/awserr"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -41,18 +42,8 @@ func TestDeveloperCallsInAMissingPoolAreRefused(t *testing.T) {
 	st := store.New(rdb, store.Options{KeyPrefix: prefix})
 	_, js := testenv.StartNATS(t).Connect(t)
 	const stream = "MISSING_POOL_TEST"
-	if _, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: stream, SubjectPrefix: "missingpool.changed"}); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: "missingpool.changed"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub, rel := publishing(t, js, st, stream, "missingpool.changed", relay.Options{})
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	rel, err := relay.New(st, pub, relay.Options{}, log, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, err := api.New(reg, api.Options{DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
 		Store: st, Relay: rel, Publisher: pub, SessionTokenKey: []byte("0123456789abcdef0123456789abcdef")}, log, nil)
 	if err != nil {
@@ -259,4 +250,23 @@ func redisSnapshot(t *testing.T, f *fixture) map[string]string {
 		snap[k] = v
 	}
 	return snap
+}
+
+// publishing makes the event stream of a test's API server on js, and a
+// publisher and a relay with opts for it; no sweep runs unless the test
+// runs the relay.
+func publishing(t *testing.T, js jetstream.JetStream, st *store.Store, stream, subject string, opts relay.Options) (*event.Publisher, *relay.Relay) {
+	t.Helper()
+	if _, err := event.EnsureStream(context.Background(), js, event.StreamConfig{Name: stream, SubjectPrefix: subject}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := event.NewPublisher(js, event.PublisherOptions{Stream: stream, SubjectPrefix: subject})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := relay.New(st, pub, opts, zerolog.New(zerolog.NewTestWriter(t)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, rel
 }
