@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pushsync/pushsync/internal/redisscript"
+	"github.com/pushsync/pushsync/internal/redisx"
 )
 
 // Identity names one identity of an identity pool.
@@ -82,12 +82,12 @@ func (r *Registry) RunBatch(ctx context.Context, ids []Identity, sent []Sent) ([
 	// load it and run those entries again.
 	var again []int
 	for _, i := range idx {
-		if redisscript.IsNoScript(errs[i]) {
+		if redisx.IsNoScript(errs[i]) {
 			again = append(again, i)
 		}
 	}
 	if len(again) > 0 {
-		if err := redisscript.Load(ctx, r.rdb, recordSentScript); err != nil {
+		if err := redisx.Load(ctx, r.rdb, recordSentScript); err != nil {
 			for _, i := range again {
 				errs[i] = err
 			}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pushsync/pushsync/internal/redisx"
 	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
@@ -149,7 +150,7 @@ func (r *Registry) PendingRemovals(ctx context.Context) ([]Removal, error) {
 		mu  sync.Mutex
 		out []Removal
 	)
-	err := sweepindex.Scan(ctx, r.rdb, cognito.EscapeGlob(r.prefix)+":{*}:removed", func(ctx context.Context, keys []string) error {
+	err := redisx.Scan(ctx, r.rdb, cognito.EscapeGlob(r.prefix)+":{*}:removed", func(ctx context.Context, keys []string) error {
 		for _, k := range keys {
 			pool, identity, ok := r.parseRemovalsKey(k)
 			if !ok {

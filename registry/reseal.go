@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushsync/pushsync/internal/redisx"
 	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/sync/cognito"
 )
@@ -79,9 +80,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0`
-
-// resealBatch is how many credentials one pipeline reads.
-const resealBatch = 500
 
 func (r *Registry) secrets(ctx context.Context, reseal bool, progress func(SecretsReport)) (SecretsReport, error) {
 	var rep SecretsReport
@@ -255,28 +253,23 @@ func (c *SealedRecords) unreadable(name string) {
 // at once. A key may come more than once, as with SCAN.
 func scanKeys(ctx context.Context, rdb redis.UniversalClient, match string, fn func(keys []string) error) error {
 	var mu sync.Mutex
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		var cursor uint64
-		for {
-			keys, next, err := c.Scan(ctx, cursor, match, resealBatch).Result()
-			if err != nil {
-				return fmt.Errorf("registry: scan %s: %w", match, err)
-			}
-			if len(keys) > 0 {
-				mu.Lock()
-				err := fn(keys)
-				mu.Unlock()
-				if err != nil {
-					return err
-				}
-			}
-			if cursor = next; cursor == 0 {
-				return nil
-			}
+	err := redisx.Scan(ctx, rdb, match, func(_ context.Context, keys []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := fn(keys); err != nil {
+			return fnError{err}
 		}
+		return nil
+	})
+	var fe fnError
+	if errors.As(err, &fe) {
+		return fe.error
 	}
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return scan(ctx, n) })
+	if err != nil {
+		return fmt.Errorf("registry: scan %s: %w", match, err)
 	}
-	return scan(ctx, rdb)
+	return nil
 }
+
+// fnError is an error of scanKeys' fn, told apart from the scan's own.
+type fnError struct{ error }

@@ -42,7 +42,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pushsync/pushsync/internal/redisscript"
+	"github.com/pushsync/pushsync/internal/redisx"
 )
 
 // Shards is how many sorted sets one index is spread over, so that they
@@ -138,7 +138,7 @@ func (x *Index) Note(ctx context.Context, member string, with func(p redis.Pipel
 		note = noteScript.EvalSha(ctx, p, keys, args...)
 		return nil
 	})
-	if redisscript.IsNoScript(note.Err()) {
+	if redisx.IsNoScript(note.Err()) {
 		// A Redis that restarted or failed over forgot it; Run loads it.
 		note = noteScript.Run(ctx, x.rdb, keys, args...)
 	}
@@ -321,10 +321,10 @@ func (x *Index) eval(ctx context.Context, script *redis.Script, jobs []job) ([]*
 		return cmds, nil
 	}
 	run(func(int) bool { return true })
-	missing := func(i int) bool { return redisscript.IsNoScript(cmds[i].Err()) }
+	missing := func(i int) bool { return redisx.IsNoScript(cmds[i].Err()) }
 	for i := range cmds {
 		if missing(i) {
-			if err := redisscript.Load(ctx, x.rdb, script); err != nil {
+			if err := redisx.Load(ctx, x.rdb, script); err != nil {
 				return nil, err
 			}
 			run(missing)
@@ -349,7 +349,7 @@ func (x *Index) Adopt(ctx context.Context, match string, member func(key string)
 		mu sync.Mutex
 		n  int
 	)
-	err := Scan(ctx, x.rdb, match, func(ctx context.Context, keys []string) error {
+	err := redisx.Scan(ctx, x.rdb, match, func(ctx context.Context, keys []string) error {
 		var cmds []*redis.IntCmd
 		_, err := x.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, k := range keys {
@@ -373,31 +373,4 @@ func (x *Index) Adopt(ctx context.Context, match string, member func(key string)
 		return n, fmt.Errorf("adopt into the sweep index: %w", err)
 	}
 	return n, nil
-}
-
-// Scan calls fn with the keys matching the SCAN pattern match, a SCAN
-// step at a time, over the whole keyspace: every master's of a Redis
-// Cluster, concurrently.
-func Scan(ctx context.Context, rdb redis.UniversalClient, match string, fn func(ctx context.Context, keys []string) error) error {
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		var cur uint64
-		for {
-			keys, next, err := c.Scan(ctx, cur, match, 500).Result()
-			if err != nil {
-				return err
-			}
-			if len(keys) > 0 {
-				if err := fn(ctx, keys); err != nil {
-					return err
-				}
-			}
-			if cur = next; cur == 0 {
-				return nil
-			}
-		}
-	}
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	}
-	return scan(ctx, rdb)
 }
