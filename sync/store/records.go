@@ -419,7 +419,10 @@ type Page struct {
 	// DatasetDeletedAfterRequestedSyncCount is true when LastSyncCount > 0
 	// and the dataset was deleted at a greater sync count; for a dataset
 	// without an entry (see DeleteDataset), when the identity's purge mark
-	// of deleted datasets is greater.
+	// of deleted datasets is greater. On a page asked for with a NextToken
+	// it is also true when the dataset was deleted since the listing's
+	// first page, whatever LastSyncCount: the records of the earlier pages
+	// are gone.
 	DatasetDeletedAfterRequestedSyncCount bool
 	// LastModifiedBy is who last changed the dataset, "" if it does not
 	// exist.
@@ -489,7 +492,10 @@ return out
 // at a time. The NextToken names the (SyncCount, key) of the last record
 // returned, so a record changed or removed between pages moves behind it and
 // is returned later, never skipped. A dataset never written or deleted is no
-// error: its page has DatasetExists false and no records.
+// error: its page has DatasetExists false and no records. A deletion between
+// pages (and a re-creation after it) is reported on every later page of the
+// listing with DatasetDeletedAfterRequestedSyncCount, so that a device
+// drops the records the earlier pages gave it.
 func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string, o ListOptions) (*Page, error) {
 	if err := validateDataset(pool, identity, dataset); err != nil {
 		return nil, err
@@ -507,10 +513,10 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	case limit == 0 || limit > MaxListResults:
 		limit = MaxListResults
 	}
-	afterSc, afterKey := int64(-1), ""
+	afterSc, afterKey, since := int64(-1), "", int64(-1)
 	if o.NextToken != "" {
 		var ok bool
-		if afterSc, afterKey, ok = decodeRecordToken(o.NextToken); !ok {
+		if since, afterSc, afterKey, ok = decodeRecordToken(o.NextToken); !ok {
 			return nil, &cognito.FieldError{Field: "NextToken", Reason: "is not a token ListRecords returned"}
 		}
 	}
@@ -526,13 +532,20 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 		return nil, fmt.Errorf("store: list records: unexpected reply of %d elements", len(res))
 	}
 	metaS, _ := res[0].(string)
+	// deletedAfter tells whether the dataset was deleted after the
+	// requested count, or, on a later page, after the listing's first
+	// page: the records of the earlier pages are gone then, whatever
+	// count the listing asked from.
+	deletedAfter := func(mark int64) bool {
+		return (o.LastSyncCount > 0 && mark > o.LastSyncCount) || (since >= 0 && mark > since)
+	}
 	if metaS == "" {
 		// No entry: never written, or deleted and purged at a count no
 		// greater than the identity's purge mark.
 		if len(res) == 3 {
 			mark, _ := res[2].(string)
 			if n, err := strconv.ParseInt(mark, 10, 64); err == nil {
-				page.DatasetDeletedAfterRequestedSyncCount = o.LastSyncCount > 0 && n > o.LastSyncCount
+				page.DatasetDeletedAfterRequestedSyncCount = deletedAfter(n)
 			}
 		}
 		return page, nil
@@ -541,7 +554,10 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	if err != nil {
 		return nil, err
 	}
-	page.DatasetDeletedAfterRequestedSyncCount = o.LastSyncCount > 0 && meta.deletedAt > o.LastSyncCount
+	page.DatasetDeletedAfterRequestedSyncCount = deletedAfter(meta.deletedAt)
+	if since < 0 {
+		since = meta.deletedAt
+	}
 	if !meta.live {
 		return page, nil
 	}
@@ -573,7 +589,7 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	})
 	if more, _ := res[1].(int64); more == 1 && len(page.Records) > 0 {
 		last := page.Records[len(page.Records)-1]
-		page.NextToken = encodeRecordToken(last.SyncCount, last.Key)
+		page.NextToken = encodeRecordToken(since, last.SyncCount, last.Key)
 	}
 	return page, nil
 }
@@ -598,22 +614,41 @@ func decodeState(key, st string) (Record, error) {
 	return Record{Key: key, SyncCount: sc, LastModifiedDate: msTime(lm), LastModifiedBy: rest, DeviceLastModifiedDate: msTime(dlm)}, nil
 }
 
-// Record tokens are base64url of "r<syncCount>|<key>".
-func encodeRecordToken(sc int64, key string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("r" + fmtInt(sc) + "|" + key))
+// Record tokens are base64url of "s<mark>|<syncCount>|<key>": the
+// deletion mark of the dataset when the listing's first page was read, then
+// the (SyncCount, key) of the last record returned. A later page compares
+// the mark with the dataset's, so that a deletion between pages is reported
+// on every page after it. Tokens of earlier versions, "r<syncCount>|<key>",
+// are still read; the mark they lack is taken as their SyncCount, which
+// tells a deletion after the page that returned them just as well, since a
+// deletion's mark is greater than every count the dataset had before it.
+func encodeRecordToken(mark, sc int64, key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("s" + fmtInt(mark) + "|" + fmtInt(sc) + "|" + key))
 }
 
-func decodeRecordToken(tok string) (int64, string, bool) {
+func decodeRecordToken(tok string) (mark, sc int64, key string, ok bool) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(b) < 4 || b[0] != 'r' {
-		return 0, "", false
+	if err != nil || len(b) < 4 || (b[0] != 'r' && b[0] != 's') {
+		return 0, 0, "", false
 	}
-	scS, key, ok := strings.Cut(string(b[1:]), "|")
-	sc, err := strconv.ParseInt(scS, 10, 64)
-	if !ok || err != nil || sc < 1 || key == "" || checkText("", key, MaxKeyLen) != nil {
-		return 0, "", false
+	rest := string(b[1:])
+	mark = -1
+	if b[0] == 's' {
+		markS, r, found := strings.Cut(rest, "|")
+		if mark, err = strconv.ParseInt(markS, 10, 64); !found || err != nil || mark < 0 {
+			return 0, 0, "", false
+		}
+		rest = r
 	}
-	return sc, key, true
+	scS, key, found := strings.Cut(rest, "|")
+	sc, err = strconv.ParseInt(scS, 10, 64)
+	if !found || err != nil || sc < 1 || key == "" || checkText("", key, MaxKeyLen) != nil {
+		return 0, 0, "", false
+	}
+	if mark < 0 {
+		mark = sc
+	}
+	return mark, sc, key, true
 }
 
 // sortDatasets orders datasets by name.

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"reflect"
@@ -974,6 +975,78 @@ func TestPaging(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Field != "NextToken" {
 			t.Errorf("token %q: %v", bad, err)
 		}
+	}
+}
+
+// TestDeletionBetweenPages deletes a dataset, and writes it again, while a
+// device lists it from 0 page by page: every page after the deletion says
+// the dataset was deleted, so that the device drops the records of the
+// earlier pages, which the deletion removed.
+func TestDeletionBetweenPages(t *testing.T) {
+	s, rdb, clk := newStore(t, store.Options{MaxDeletedDatasets: 1})
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "1", 0), put("c", "1", 0))) // 1
+	first := mustList(t, s, "ds", store.ListOptions{MaxResults: 2})
+	if first.DatasetDeletedAfterRequestedSyncCount || first.NextToken == "" {
+		t.Fatalf("first page %+v", first)
+	}
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); err != nil { // 2
+		t.Fatal(err)
+	}
+	pg := mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: first.NextToken})
+	if pg.DatasetExists || !pg.DatasetDeletedAfterRequestedSyncCount || len(pg.Records) != 0 {
+		t.Errorf("page after the deletion: %+v", pg)
+	}
+
+	mustUpdate(t, s, upd("ds", "d", put("x", "2", 0), put("y", "2", 0), put("z", "2", 0))) // 3
+	var got []string
+	for tok := first.NextToken; tok != ""; tok = pg.NextToken {
+		pg = mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: tok})
+		if !pg.DatasetExists || !pg.DatasetDeletedAfterRequestedSyncCount {
+			t.Errorf("page after the deletion and the new write: %+v", pg)
+		}
+		got = append(got, kv(pg.Records)...)
+	}
+	if want := []string{"x=2@3", "y=2@3", "z=2@3"}; !slices.Equal(got, want) {
+		t.Errorf("pages after the deletion: %v, want %v", got, want)
+	}
+
+	// A listing begun after the deletion is not told of it, and a token
+	// of the earlier form ("r<count>|<key>") still tells a deletion.
+	got = nil
+	for tok := ""; ; {
+		pg = mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: tok})
+		if pg.DatasetDeletedAfterRequestedSyncCount {
+			t.Errorf("listing begun after the deletion: %+v", pg)
+		}
+		got = append(got, kv(pg.Records)...)
+		if tok = pg.NextToken; tok == "" {
+			break
+		}
+	}
+	if want := []string{"x=2@3", "y=2@3", "z=2@3"}; !slices.Equal(got, want) {
+		t.Errorf("listing begun after the deletion: %v", got)
+	}
+	old := base64.RawURLEncoding.EncodeToString([]byte("r1|b"))
+	if pg = mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: old}); !pg.DatasetDeletedAfterRequestedSyncCount {
+		t.Errorf("token of the earlier form: %+v", pg)
+	}
+
+	// The same once the deletion's entry is purged (MaxDeletedDatasets 1).
+	mustUpdate(t, s, upd("other", "d", put("k", "v", 0)))
+	pg1 := mustList(t, s, "ds", store.ListOptions{MaxResults: 2})
+	for _, name := range []string{"ds", "other"} {
+		clk.Add(time.Second)
+		if _, _, err := s.DeleteDataset(ctx, pool, identity, name, "d"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tag := prefixOf(s) + ":" + cognito.HashTag(pool, identity)
+	if names := rdb.HKeys(ctx, tag+":datasets").Val(); !slices.Equal(names, []string{"other"}) {
+		t.Fatalf("dataset entries %v, want only other's: that of ds purged", names)
+	}
+	pg = mustList(t, s, "ds", store.ListOptions{MaxResults: 2, NextToken: pg1.NextToken})
+	if pg.DatasetExists || !pg.DatasetDeletedAfterRequestedSyncCount {
+		t.Errorf("page after a deletion whose entry was purged: %+v", pg)
 	}
 }
 
