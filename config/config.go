@@ -3,8 +3,9 @@
 // then validation that reports every problem at once.
 //
 // Decoding is strict: an unknown key, a second YAML document, a duration
-// without a unit or an unknown PUSHSYNC_* variable is an error rather than a
-// silently ignored setting. Every field documents its default and unit, and
+// without a unit, a number with a fraction for an integer setting or an
+// unknown PUSHSYNC_* variable is an error rather than a silently ignored or
+// truncated setting. Every field documents its default and unit, and
 // Default returns exactly those values. The package reads the config file and
 // secret files and nothing else; it does no network I/O, and only the
 // commands import it — components take their own option structs.

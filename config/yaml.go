@@ -287,7 +287,10 @@ func (k *keyChecker) leaf(kn, vn *yaml.Node, key string, t reflect.Type) {
 		}
 	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.String:
 		k.list(kn, vn, key)
-	case vn.Kind != yaml.ScalarNode || vn.Decode(reflect.New(t).Interface()) != nil:
+	case vn.Kind != yaml.ScalarNode || vn.Decode(reflect.New(t).Interface()) != nil,
+		// The YAML library stores a number such as 1.5 in an integer
+		// without its fraction: 1, or -1 (unlimited) for -1.9.
+		t.Kind() == reflect.Int && vn.ShortTag() == "!!float":
 		k.add(kn.Line, key, "must be "+kindName(t)+", got "+describe(vn, t == reflect.TypeFor[Secret]()))
 	}
 }
