@@ -213,7 +213,7 @@ func (c *NATSConfig) validate(s section) {
 	} else {
 		for u := range strings.SplitSeq(c.URL, ",") {
 			if !validNATSURL(strings.TrimSpace(u)) {
-				s.errorf("url", "%q is not a server URL with scheme nats, tls, ws or wss and a host, e.g. nats://127.0.0.1:4222", strings.TrimSpace(u))
+				s.errorf("url", "%q is not a server URL with scheme nats, tls, ws or wss and a host, e.g. nats://127.0.0.1:4222", redactURL(strings.TrimSpace(u)))
 			}
 		}
 	}
@@ -412,7 +412,7 @@ func (s section) nonNegative(name string, got Duration) {
 // hostPort checks that got is host:port with a port; the host may be empty.
 func (s section) hostPort(name, got, example string) {
 	if _, port, err := net.SplitHostPort(got); err != nil || port == "" {
-		s.errorf(name, "must be host:port, e.g. %s, got %q", example, got)
+		s.errorf(name, "must be host:port, e.g. %s, got %q", example, redactURL(got))
 	}
 }
 
@@ -423,12 +423,35 @@ func (s section) baseURL(name, got string, withPath bool, example string) {
 	ok := err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
 		u.User == nil && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && u.Opaque == ""
 	if ok && !withPath && u.Path != "" && u.Path != "/" {
-		s.errorf(name, "must be an absolute https or http URL without a path, e.g. %s, got %q", example, got)
+		s.errorf(name, "must be an absolute https or http URL without a path, e.g. %s, got %q", example, redactURL(got))
 		return
 	}
 	if !ok {
-		s.errorf(name, "must be an absolute https or http URL, e.g. %s, got %q", example, got)
+		s.errorf(name, "must be an absolute https or http URL, e.g. %s, got %q", example, redactURL(got))
 	}
+}
+
+// redactURL returns the URL or address s as an error may quote it: what
+// stands before an '@' in its authority (a user name and password, or a
+// token, as in nats://user:password@host:4222) and its query (an API key)
+// become "redacted", so that a mistyped setting does not put a credential
+// into the log of whatever runs the process.
+func redactURL(s string) string {
+	scheme, rest := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		scheme, rest = s[:i+3], s[i+3:]
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		rest = "redacted@" + rest[at+1:]
+	}
+	if q := strings.Index(rest, "?"); q >= 0 {
+		rest = rest[:q+1] + "redacted"
+	}
+	return scheme + rest
 }
 
 // jetStreamName checks got against the rules for stream and consumer names.
