@@ -174,6 +174,8 @@ var invalidFixtures = map[string]struct {
 	"invalid_http_listen.yaml":                      {want: `config: http.listen: must be host:port, e.g. :8080, got "8080"`},
 	"invalid_shutdown_timeout_negative.yaml":        {want: "config: http.shutdown_timeout: must not be negative, got -1s"},
 	"invalid_listen_same_port.yaml":                 {want: `config: api.listen: must not be the port of http.listen (":8081"): role all serves the API and /healthz, /readyz and /metrics on two listeners, got ":8081"`},
+	"invalid_http_listen_port_range.yaml":           {want: `config: http.listen: must have a port from 0 to 65535, e.g. :8080, got ":80800"`},
+	"invalid_redis_addr_port_zero.yaml":             {want: `config: redis.addrs[1]: must have a port from 1 to 65535, e.g. 127.0.0.1:6379, got "redis-b:0"`},
 	"invalid_redis_addrs_empty.yaml":                {want: "config: redis.addrs: must list at least one host:port address"},
 	"invalid_redis_addr_no_port.yaml":               {want: `config: redis.addrs[1]: must be host:port, e.g. 127.0.0.1:6379, got "redis-b"`},
 	"invalid_redis_db_range.yaml":                   {want: "config: redis.db: must be between 0 and 15, got 16"},

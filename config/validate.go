@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -51,7 +52,7 @@ func (c *Config) Validate() error {
 }
 
 func (c *APIConfig) validate(s section) {
-	s.hostPort("listen", c.Listen, ":8081")
+	s.hostPort("listen", c.Listen, ":8081", true)
 	for i, r := range c.Regions {
 		if r == "" || strings.IndexFunc(r, func(ch rune) bool { return !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-') }) >= 0 {
 			s.errorf(fmt.Sprintf("regions[%d]", i), "must be a region name such as us-east-1, got %q", r)
@@ -175,7 +176,7 @@ func (c *LogConfig) validate(s section) {
 }
 
 func (c *HTTPConfig) validate(s section) {
-	s.hostPort("listen", c.Listen, ":8080")
+	s.hostPort("listen", c.Listen, ":8080", true)
 	s.nonNegative("shutdown_timeout", c.ShutdownTimeout)
 }
 
@@ -184,7 +185,7 @@ func (c *RedisConfig) validate(s section) {
 		s.errorf("addrs", "must list at least one host:port address")
 	}
 	for i, addr := range c.Addrs {
-		s.hostPort(fmt.Sprintf("addrs[%d]", i), addr, "127.0.0.1:6379")
+		s.hostPort(fmt.Sprintf("addrs[%d]", i), addr, "127.0.0.1:6379", false)
 	}
 	s.intRange("db", c.DB, 0, 15)
 	if c.DB != 0 && len(c.Addrs) > 1 && c.MasterName == "" {
@@ -344,7 +345,7 @@ func (c *FCMConfig) validate(s section) {
 }
 
 func (c *DevConfig) validate(s section) {
-	s.hostPort("redis_addr", c.RedisAddr, "127.0.0.1:6379")
+	s.hostPort("redis_addr", c.RedisAddr, "127.0.0.1:6379", false)
 	s.positive("sample_interval", c.SampleInterval)
 	s.intRange("devices", c.Devices, 2, 1000)
 }
@@ -410,9 +411,20 @@ func (s section) nonNegative(name string, got Duration) {
 }
 
 // hostPort checks that got is host:port with a port; the host may be empty.
-func (s section) hostPort(name, got, example string) {
-	if _, port, err := net.SplitHostPort(got); err != nil || port == "" {
+// A port given as a number must be one: 1 to 65535, or 0 (any free port)
+// for an address to listen on. A name (http) is left to the resolver.
+func (s section) hostPort(name, got, example string, listen bool) {
+	_, port, err := net.SplitHostPort(got)
+	if err != nil || port == "" {
 		s.errorf(name, "must be host:port, e.g. %s, got %q", example, redactURL(got))
+		return
+	}
+	lo := 1
+	if listen {
+		lo = 0
+	}
+	if n, err := strconv.ParseInt(port, 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && (n < int64(lo) || n > 65535) {
+		s.errorf(name, "must have a port from %d to 65535, e.g. %s, got %q", lo, example, redactURL(got))
 	}
 }
 
