@@ -229,3 +229,19 @@ func TestNATSOverTLSWithAClientCertificate(t *testing.T) {
 		t.Fatalf("a missing CA file: %v, want an error naming nats.tls.ca_file", err)
 	}
 }
+
+// A NATS credentials file that cannot be read stops the start with an
+// error naming the setting, not the servers it was never sent to.
+func TestUnreadableNATSCredsFileIsNamed(t *testing.T) {
+	cfg := config.Default().NATS
+	cfg.URL = "nats://127.0.0.1:1"
+	cfg.CredsFile = filepath.Join(t.TempDir(), "pushsync.creds")
+	nc, err := app.ConnectNATS(cfg, zerolog.Nop())
+	if err == nil {
+		nc.Close()
+		t.Fatal("connected with a credentials file that does not exist")
+	}
+	if want := "nats.creds_file: open " + cfg.CredsFile + ": no such file or directory"; err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+}

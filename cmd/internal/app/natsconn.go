@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,6 +70,11 @@ func connectNATS(cfg config.NATSConfig, log zerolog.Logger) (*natsConn, error) {
 	}
 	switch {
 	case cfg.CredsFile != "":
+		// The client reads the file at each connection, and names neither
+		// the setting nor, when it is not there, anything but the path.
+		if _, err := os.ReadFile(cfg.CredsFile); err != nil {
+			return nil, fmt.Errorf("nats.creds_file: %w", err)
+		}
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 	case cfg.Token != "":
 		opts = append(opts, nats.Token(string(cfg.Token)))
