@@ -285,10 +285,26 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	// with their markers and published when it is back, so NATS is shown
 	// but does not take it out of service.
 	checks = append(checks, check{name: "nats", fn: func(context.Context) error { return nc.Ready() }, shownOnly: !svc.worker})
+	// Both addresses are bound before any work starts, so that one in use
+	// stops pushsyncd before it has pulled an event or taken a request.
+	var apiLn net.Listener
+	if svc.api {
+		if apiLn, err = bind(cfg.API.Listen, "api.listen"); err != nil {
+			return err
+		}
+		defer apiLn.Close()
+	}
+	opsLn, err := bind(cfg.HTTP.Listen, "http.listen")
+	if err != nil {
+		return err
+	}
+	defer opsLn.Close()
 	// The work below stops when the caller's ctx ends, or when the NATS
-	// connection is lost for good.
+	// connection is lost for good. On an error return, the work already
+	// started stops, and is waited for, before the connections close
+	// under it.
 	ctx, stopWork := context.WithCancel(ctx)
-	defer stopWork()
+	defer func() { stopWork(); wg.Wait() }()
 	// Both roles use the dead-letter stream: the worker fills it, the admin
 	// API empties it. It is made when NATS first answers.
 	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
@@ -328,12 +344,12 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if err != nil {
 			return err
 		}
-		defer closeNotifiers()
 		metrics.MustRegister(newCertificateExpiry(reg, log.With().Str("component", "dispatcher").Logger()))
 		checks = append(checks, check{name: "dispatcher", fn: func(context.Context) error { return disp.Ready() }})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer closeNotifiers() // once the pushes in flight are done
 			if !ensureStream(ctx, js, StreamConfig(cfg), log) {
 				return
 			}
@@ -405,17 +421,11 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 		if err != nil {
 			return err
 		}
-		apiSrv, addrs.API, err = listen(a.Listen, "api.listen", srv.Handler(), requestReadTimeout, log)
-		if err != nil {
-			return err
-		}
+		apiSrv, addrs.API = serve(apiLn, "api.listen", srv.Handler(), requestReadTimeout, log)
 	}
 
 	var stopping atomic.Bool
-	ops, opsAddr, err := listen(cfg.HTTP.Listen, "http.listen", opsHandler(metrics, checks, &stopping), requestReadTimeout, log)
-	if err != nil {
-		return err
-	}
+	ops, opsAddr := serve(opsLn, "http.listen", opsHandler(metrics, checks, &stopping), requestReadTimeout, log)
 	addrs.HTTP = opsAddr
 	log.Info().Str("role", cfg.Role).Str("http", addrs.HTTP).Str("api", addrs.API).Strs("redis", cfg.Redis.Addrs).Msg("pushsyncd starting")
 	if ready != nil {
@@ -436,7 +446,14 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout.Std())
 	defer cancel()
 	if apiSrv != nil {
-		_ = apiSrv.Shutdown(sctx) // in-flight API requests finish first
+		// In-flight API requests finish first; those still running when
+		// http.shutdown_timeout runs out are cut off before Redis and NATS
+		// close under them (a change they committed is published by the
+		// relay of another process, or of this one when it starts again).
+		if err := apiSrv.Shutdown(sctx); err != nil {
+			log.Warn().Err(err).Msg("API requests still running at the end of http.shutdown_timeout are cut off")
+			_ = apiSrv.Close()
+		}
 	}
 	wg.Wait()
 	_ = ops.Shutdown(sctx)
@@ -698,18 +715,24 @@ func opsHandler(metrics *prometheus.Registry, checks []check, stopping *atomic.B
 // cut off rather than holding its connection for good.
 const requestReadTimeout = time.Minute
 
-// listen serves h on addr; key names the setting in errors. A request must
-// be read within readTimeout, its headers within 10 s of it.
-func listen(addr, key string, h http.Handler, readTimeout time.Duration, log zerolog.Logger) (*http.Server, string, error) {
+// bind listens on addr; key names the setting in the error.
+func bind(addr, key string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", key, err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
+	return ln, nil
+}
+
+// serve serves h on ln in the background and returns the server and the
+// address it listens on; key names the setting in logs. A request must be
+// read within readTimeout, its headers within 10 s of it.
+func serve(ln net.Listener, key string, h http.Handler, readTimeout time.Duration, log zerolog.Logger) (*http.Server, string) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, readTimeout), ReadTimeout: readTimeout, IdleTimeout: 2 * time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Str("listener", key).Msg("HTTP server stopped")
 		}
 	}()
-	return srv, ln.Addr().String(), nil
+	return srv, ln.Addr().String()
 }

@@ -23,10 +23,11 @@ func TestSlowRequestBodyIsCutOff(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})
-	srv, addr, err := listen("127.0.0.1:0", "test.listen", h, 300*time.Millisecond, zerolog.Nop())
+	ln, err := bind("127.0.0.1:0", "test.listen")
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, addr := serve(ln, "test.listen", h, 300*time.Millisecond, zerolog.Nop())
 	t.Cleanup(func() { srv.Close() })
 
 	slow, err := net.Dial("tcp", addr)
