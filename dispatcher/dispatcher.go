@@ -859,7 +859,7 @@ type sendJob struct {
 func (d *Dispatcher) runJob(j *sendJob) {
 	f := j.fan
 	defer f.wg.Done()
-	perr := d.send(f.ctx, j.ev, j.t, j.expires)
+	perr := d.send(f.ctx, j.ev, j.t, j.expires, f.log)
 	if perr == nil {
 		var countAt time.Time
 		if d.opts.DeviceBudget > 0 {
@@ -975,8 +975,8 @@ func (d *Dispatcher) removeDead(ctx context.Context, ev *event.DatasetChanged, d
 
 // send makes one push, retrying a passing failure within RetryBudget, and
 // records each attempt's outcome; it returns the final classified failure,
-// or nil.
-func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t target, expires time.Time) *Error {
+// or nil. log is the event's.
+func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t target, expires time.Time, log zerolog.Logger) *Error {
 	platform := string(t.dev.Platform)
 	n, ok := d.notifiers[t.app.Kind]
 	if !ok {
@@ -993,7 +993,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 	}
 	budget := time.Now().Add(d.opts.RetryBudget)
 	for attempt := 0; ; attempt++ {
-		perr := d.attempt(ctx, n, &Push{Event: ev, Device: t.dev, App: t.app, Expires: expires})
+		perr := d.attempt(ctx, n, &Push{Event: ev, Device: t.dev, App: t.app, Expires: expires}, log)
 		switch {
 		case perr == nil:
 			d.resume(routeOf(t))
@@ -1035,8 +1035,10 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 	}
 }
 
-// attempt makes one push request and records its outcome.
-func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
+// attempt makes one push request and records its outcome. A failure is
+// logged on log, the event's, which names the pool and identity: with the
+// device id they find the device.
+func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push, log zerolog.Logger) *Error {
 	platform := string(p.Device.Platform)
 	d.m.inflightPushes.Inc()
 	sctx, cancel := context.WithTimeout(ctx, d.opts.SendTimeout)
@@ -1056,15 +1058,15 @@ func (d *Dispatcher) attempt(ctx context.Context, n Notifier, p *Push) *Error {
 	if !ok {
 		return perr
 	}
-	le := d.log.Warn()
+	le := log.Warn()
 	if perr.Class == Config {
-		le = d.log.Error()
+		le = log.Error()
 	}
 	if suppressed > 0 {
 		le = le.Int("similar_not_logged", suppressed)
 	}
 	le.Err(perr.Err).Str("platform", platform).Str("app", p.App.Name).Str("device", p.Device.ID).
-		Str("class", perr.Class.String()).Str("reason", perr.Reason).Str("dataset", p.Event.DatasetName).
+		Str("class", perr.Class.String()).Str("reason", perr.Reason).
 		Msg("push not accepted")
 	return perr
 }

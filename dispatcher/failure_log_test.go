@@ -81,3 +81,35 @@ func TestRegistryTroubleIsNotLoggedOneByOne(t *testing.T) {
 		}
 	})
 }
+
+// TestPushFailureLogNamesTheDevice: the line logged for a push the service
+// did not accept names the pool and identity of its device along with the
+// device, which together find it (pushsyncctl device list -pool -identity),
+// and the change it carried.
+func TestPushFailureLogNamesTheDevice(t *testing.T) {
+	e := setup(t)
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		if p.Device.Token == "fcm-3" {
+			return &dispatcher.Error{Class: dispatcher.Permanent, Reason: "INVALID_ARGUMENT"}
+		}
+		return nil
+	}
+	e.start(t, nil)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	lines := e.logs.Lines("push not accepted")
+	if len(lines) != 1 {
+		t.Fatalf("%d lines for one push not accepted, want 1:\n%s", len(lines), strings.Join(lines, ""))
+	}
+	for _, want := range []string{
+		`"pool":"` + pool + `"`, `"identity":"` + identity + `"`, `"device":"` + e.deviceID(t, "fcm-3") + `"`,
+		`"dataset":"settings"`, `"sync_count":5`, `"app":"android"`, `"reason":"INVALID_ARGUMENT"`,
+	} {
+		if !strings.Contains(lines[0], want) {
+			t.Errorf("the line lacks %s:\n%s", want, lines[0])
+		}
+	}
+	if n := strings.Count(lines[0], `"dataset":`); n != 1 {
+		t.Errorf("the line has %d dataset fields, want 1:\n%s", n, lines[0])
+	}
+}
