@@ -268,8 +268,8 @@ func (d *Dispatcher) ConsumerConfig() jetstream.ConsumerConfig {
 }
 
 // Run consumes events until ctx is cancelled. On cancellation it stops
-// pulling, finishes the sends in flight, acks or naks every message it
-// holds and returns nil. Failures to reach the broker are retried with
+// pulling, finishes the sends in flight but begins no other and retries
+// none, acks or naks every message it holds and returns nil. Failures to reach the broker are retried with
 // backoff, with readiness false meanwhile.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	d.start()
@@ -526,13 +526,16 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inP
 		d.coalesce(runCtx, ev, msg, keep)
 		return
 	}
-	d.process(context.WithoutCancel(runCtx), ev, msg, keep)
+	d.process(runCtx, ev, msg, keep)
 }
 
 // process fans one event out and acks, naks or dead-letters its message,
 // and returns the event's result. keep holds msg in progress; it is
-// stopped before msg is settled.
-func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) string {
+// stopped before msg is settled. When runCtx ends, the pushes under way
+// finish and those not begun are not begun: an event they were left to is
+// handed back to the broker untried.
+func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) string {
+	ctx := context.WithoutCancel(runCtx)
 	start := d.opts.Now()
 	d.m.inflightEvents.Inc()
 	defer d.m.inflightEvents.Dec()
@@ -573,7 +576,13 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		result, why, last = "retry", "expired", true
 		reason = "its push TTL ended while it was retried"
 	default:
-		result, retryAfter, why = d.fanOut(ctx, ev, expires, earliest(expires, deleted), log)
+		result, retryAfter, why = d.fanOut(ctx, runCtx.Done(), ev, expires, earliest(expires, deleted), log)
+	}
+	// Cut short by a stop with nothing failed: handed back as if never
+	// taken, neither a try nor the last one.
+	stopped := result == "retry" && why == stopReason
+	if stopped {
+		last = false
 	}
 	// Nothing failed, some pushes wait for their devices' budget: not a
 	// try, so not the last one either. (Deferred, a push that would come
@@ -589,7 +598,7 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 		reason = "retries exhausted: " + why
 	}
 	var delay time.Duration
-	if result == "retry" && !last {
+	if result == "retry" && !last && !stopped {
 		delay = d.retryDelay(delivered, retryAfter)
 		if deferral {
 			delay = retryAfter // a wait for the budget, not a failure
@@ -605,6 +614,9 @@ func (d *Dispatcher) process(ctx context.Context, ev *event.DatasetChanged, msg 
 	case result != "retry":
 		keep.stop()
 		d.settle(msg.Ack(), log)
+	case stopped:
+		log.Info().Msg("event handed back: the worker stopped before all its pushes began")
+		d.handBack(msg, keep)
 	case last:
 		result = "dead_lettered"
 		if d.opts.DeadLetters == nil {
@@ -683,6 +695,10 @@ func earliest(a, b time.Time) time.Time {
 // budgetDeferral is why an event waits for a device's push budget.
 const budgetDeferral = "push budget"
 
+// stopReason is why an event goes back when the dispatcher stopped before
+// some of its pushes began.
+const stopReason = "the worker stopped"
+
 // pushSince is when the push TTL of an event starts: its change, or its
 // replay from the dead letters.
 func pushSince(ev *event.DatasetChanged, msg jetstream.Msg) time.Time {
@@ -716,8 +732,10 @@ type target struct {
 // returns the event's result: "delivered" when every push settled for good
 // (accepted, or dropped as permanent), "retry" when some must be tried
 // again, or why nothing was sent. A push is deferred for a device's budget
-// only if its event comes back before deferBy (zero: any time).
-func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expires, deferBy time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
+// only if its event comes back before deferBy (zero: any time). Once stop
+// is closed, no push begins and none is retried in process: the event is
+// tried again later, stopReason alone when no push failed.
+func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event.DatasetChanged, expires, deferBy time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
 	if !expires.IsZero() && !d.opts.Now().Before(expires) {
 		log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
 		return "expired", 0, ""
@@ -800,7 +818,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 		return "no_subscribers", 0, ""
 	}
 
-	f := &fan{ctx: ctx, log: log}
+	f := &fan{ctx: ctx, stop: stop, log: log}
 	jobs := make([]sendJob, len(targets))
 	f.wg.Add(len(targets))
 	for i, t := range targets {
@@ -827,7 +845,9 @@ func (d *Dispatcher) fanOut(ctx context.Context, ev *event.DatasetChanged, expir
 // fan is the state of one event's fan-out, shared by its sends.
 type fan struct {
 	ctx context.Context
-	log zerolog.Logger
+	// stop is closed when the dispatcher stops: no push begins after.
+	stop <-chan struct{}
+	log  zerolog.Logger
 	// wg counts the sends not yet settled and the accepted pushes not yet
 	// recorded.
 	wg         sync.WaitGroup
@@ -835,6 +855,16 @@ type fan struct {
 	retry      bool
 	retryAfter time.Duration
 	reasons    map[string]bool
+}
+
+// stopped reports whether the dispatcher has stopped.
+func (f *fan) stopped() bool {
+	select {
+	case <-f.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 func (f *fan) reason(r string) {
@@ -859,7 +889,17 @@ type sendJob struct {
 func (d *Dispatcher) runJob(j *sendJob) {
 	f := j.fan
 	defer f.wg.Done()
-	perr := d.send(f.ctx, j.ev, j.t, j.expires, f.log)
+	if f.stopped() {
+		// Begun now, the drain of a stop would last as long as the
+		// fan-outs queued behind the sends in flight.
+		d.m.pushes.WithLabelValues(string(j.t.dev.Platform), "skipped", "stopping").Inc()
+		f.mu.Lock()
+		f.retry = true
+		f.reason(stopReason)
+		f.mu.Unlock()
+		return
+	}
+	perr := d.send(f, j.ev, j.t, j.expires)
 	if perr == nil {
 		var countAt time.Time
 		if d.opts.DeviceBudget > 0 {
@@ -973,10 +1013,11 @@ func (d *Dispatcher) removeDead(ctx context.Context, ev *event.DatasetChanged, d
 	}
 }
 
-// send makes one push, retrying a passing failure within RetryBudget, and
-// records each attempt's outcome; it returns the final classified failure,
-// or nil. log is the event's.
-func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t target, expires time.Time, log zerolog.Logger) *Error {
+// send makes one push of f, retrying a passing failure within RetryBudget
+// unless the dispatcher stops, and records each attempt's outcome; it
+// returns the final classified failure, or nil.
+func (d *Dispatcher) send(f *fan, ev *event.DatasetChanged, t target, expires time.Time) *Error {
+	ctx := f.ctx
 	platform := string(t.dev.Platform)
 	n, ok := d.notifiers[t.app.Kind]
 	if !ok {
@@ -993,7 +1034,7 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 	}
 	budget := time.Now().Add(d.opts.RetryBudget)
 	for attempt := 0; ; attempt++ {
-		perr := d.attempt(ctx, n, &Push{Event: ev, Device: t.dev, App: t.app, Expires: expires}, log)
+		perr := d.attempt(ctx, n, &Push{Event: ev, Device: t.dev, App: t.app, Expires: expires}, f.log)
 		switch {
 		case perr == nil:
 			d.resume(routeOf(t))
@@ -1030,6 +1071,8 @@ func (d *Dispatcher) send(ctx context.Context, ev *event.DatasetChanged, t targe
 		select {
 		case <-ctx.Done():
 			return perr
+		case <-f.stop:
+			return perr // the broker holds the retry
 		case <-time.After(wait):
 		}
 	}
@@ -1332,7 +1375,8 @@ type group struct {
 // window if there is none. When the window closes (or the dispatcher
 // stops), the event with the highest sync count is processed and the rest
 // are acked: the pushes carry the newer state. Until then every message
-// stays unacked, so a crash loses none.
+// stays unacked, so a crash loses none. Processed after a stop, the event
+// begins no push and goes back to the broker (see process).
 func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) {
 	key := ev.IdentityPoolID + "\x00" + ev.IdentityID + "\x00" + ev.DatasetName
 	d.cmu.Lock()
@@ -1351,6 +1395,8 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 	g := &group{ev: ev, msg: msg, keep: keep}
 	d.groups[key] = g
 	d.cmu.Unlock()
+	d.log.Debug().Str("pool", ev.IdentityPoolID).Str("identity", ev.IdentityID).Str("dataset", ev.DatasetName).
+		Int64("sync_count", ev.SyncCount).Msg("coalescing window opened")
 
 	d.wg.Add(1)
 	go func() {
@@ -1374,7 +1420,7 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		}
 		// process stops g.keep to settle the newest message; the others,
 		// settled right after, were held in progress until then.
-		result := d.process(context.WithoutCancel(runCtx), ev, g.msg, g.keep)
+		result := d.process(runCtx, ev, g.msg, g.keep)
 		// The newest event stands for the others only once its pushes are
 		// done: if it comes back, it comes back with its own origin, which
 		// has not seen the others' changes; they come back too.

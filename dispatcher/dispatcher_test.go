@@ -117,6 +117,9 @@ type env struct {
 	logs     *testenv.LogBuffer // the running dispatcher's log
 	origin   registry.Device
 	expected []string // tokens that should get a push for "settings"
+	// cancel ends the context of the dispatcher started last, as a
+	// SIGTERM does, without waiting for Run to return.
+	cancel context.CancelFunc
 }
 
 func setup(t *testing.T) *env {
@@ -195,6 +198,7 @@ func (e *env) start(t *testing.T, mutate func(*dispatcher.Options)) (stop func()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Second)
@@ -851,6 +855,115 @@ func TestShutdownFinishesInFlightSends(t *testing.T) {
 	}
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Fatalf("after shutdown: ackPending=%d pending=%d", info.NumAckPending, info.NumPending)
+	}
+}
+
+// TestShutdownBeginsNoNewSends: a stop lets the sends in flight finish
+// but begins none of those still queued behind them, so that the drain
+// lasts one send, not every fan-out in flight; their event goes back to the
+// broker untried (not counted against MaxDeliver) and the next worker
+// pushes the devices left, not the one already pushed.
+func TestShutdownBeginsNoNewSends(t *testing.T) {
+	e := setup(t)
+	e.apns.block = make(chan struct{})
+	e.fcm.block = e.apns.block
+	opts := func(o *dispatcher.Options) { o.MaxConcurrentSends = 1; o.MaxDeliver = 1 }
+	stop := e.start(t, opts)
+	e.publish(t, "settings", 5, e.origin.ID)
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(gauge(t, e.metrics, "pushsync_pushes_in_flight")) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no send started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.cancel() // SIGTERM, with one send in flight and two queued
+	close(e.apns.block)
+	stop()
+	first := e.allTokens()
+	if len(first) != 1 {
+		t.Fatalf("pushed to %v during the stop, want only the send in flight", first)
+	}
+	if n := e.counter(t, "pushsync_pushes_total", "result", "skipped", "reason", "stopping"); n != 2 {
+		t.Errorf("pushes skipped for the stop = %v, want 2", n)
+	}
+	// The next worker takes the event at once, as a first try (MaxDeliver
+	// 1), and pushes the two devices left.
+	e.start(t, opts)
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "delivered")
+	if got := e.allTokens(); strings.Join(got, ",") != strings.Join(e.expected, ",") {
+		t.Fatalf("pushed to %v in all, want %v once each", got, e.expected)
+	}
+}
+
+// TestShutdownEndsRetriesInProcess: a push retried in the worker within
+// its retry budget is not retried any more once the dispatcher stops; its
+// event goes back to the broker, and the stop does not wait out the budget.
+func TestShutdownEndsRetriesInProcess(t *testing.T) {
+	e := setup(t)
+	down := e.fcmDown()
+	stop := e.start(t, func(o *dispatcher.Options) { o.RetryBudget = time.Hour })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.waitCounter(t, 2, "pushsync_pushes_total", "platform", "GCM", "result", "retry")
+	e.cancel()
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		down.Store(false) // for the retry to end and Run to return
+		t.Fatal("Run did not return after the stop: it waits out the retry budget of a failing push")
+	}
+	info, err := mustConsumer(t, e).Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream != 0 {
+		t.Fatalf("the event was acked (ack floor %d), not handed back", info.AckFloor.Stream)
+	}
+	if n := e.counter(t, "pushsync_events_consumed_total", "result", "retry"); n != 1 {
+		t.Errorf("events consumed as retry = %v, want 1", n)
+	}
+}
+
+// TestShutdownHandsBackCoalescedEvents: events waiting out their
+// coalescing window when the dispatcher stops go back to the broker
+// untried, rather than each beginning a fan-out after the stop; the next
+// worker pushes them.
+func TestShutdownHandsBackCoalescedEvents(t *testing.T) {
+	e := setup(t)
+	opts := func(o *dispatcher.Options) { o.CoalesceWindow = 2 * time.Second; o.MaxDeliver = 1 }
+	stop := e.start(t, opts)
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.publish(t, "settings", 6, e.origin.ID)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.logs.Lines("coalescing window opened")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no coalescing window opened")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	if got := e.allTokens(); len(got) != 0 {
+		t.Fatalf("pushed to %v after the stop", got)
+	}
+	e.start(t, opts)
+	// The newest change reaches every device; the older one, superseded,
+	// may have been acked in the stop.
+	newest := func() string {
+		var got []string
+		for _, p := range append(e.apns.all(), e.fcm.all()...) {
+			if p.Event.SyncCount == 6 {
+				got = append(got, p.Device.Token)
+			}
+		}
+		sort.Strings(got)
+		return strings.Join(got, ",")
+	}
+	for deadline := time.Now().Add(10 * time.Second); newest() != strings.Join(e.expected, ","); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("sync count 6 pushed to %v after the restart, want %v once each", newest(), e.expected)
+		}
 	}
 }
 
