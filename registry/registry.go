@@ -13,6 +13,9 @@
 //	P:{sweep:removed:<n>}  sorted sets, n from 0 to 31: the identities a
 //	                  removal noted in the last seconds, or whose notes
 //	                  wait for their events (internal/sweepindex)
+//	P:{sweep:adopted:removed}  string: when the removal notes of a version
+//	                  without the sweep index were last adopted into it
+//	                  (AdoptUnindexedRemovals), RFC 3339
 //	P:{config}        hash, operator configuration
 //	    app:<name>    -> platform app JSON
 //	    rev:<name>    -> the app's revision, raised on every change

@@ -129,16 +129,19 @@ func (r *Registry) SettleRemovals(ctx context.Context, done, left []ClaimedRemov
 // AdoptUnindexedRemovals notes in the sweep index every identity with
 // removal markers, so that ClaimRemovals finds those a version that did
 // not note them left. It SCANs the whole keyspace (every master's on
-// Redis Cluster) once, and returns how many identities it noted anew.
-func (r *Registry) AdoptUnindexedRemovals(ctx context.Context) (int, error) {
-	n, err := r.sweep.Adopt(ctx, cognito.EscapeGlob(r.prefix)+":{*}:removed", func(k string) (string, bool) {
+// Redis Cluster) once per deployment: once one has completed, it is
+// recorded in Redis, and AdoptUnindexedRemovals does not scan again unless
+// again, for the markers that processes of such a version wrote after
+// that.
+func (r *Registry) AdoptUnindexedRemovals(ctx context.Context, again bool) (sweepindex.Adoption, error) {
+	a, err := r.sweep.Adopt(ctx, cognito.EscapeGlob(r.prefix)+":{*}:removed", func(k string) (string, bool) {
 		pool, identity, ok := r.parseRemovalsKey(k)
 		return pool + "/" + identity, ok
-	})
+	}, again)
 	if err != nil {
-		return n, fmt.Errorf("registry: %w", err)
+		return a, fmt.Errorf("registry: %w", err)
 	}
-	return n, nil
+	return a, nil
 }
 
 // PendingRemovals returns every removal marker, oldest first: one whole

@@ -27,7 +27,9 @@
 //
 // A sweep touches only the index and the identities it names, never
 // SCANs, and finds work as soon as it is twice the window old. Work noted
-// by a version without the index is found by Adopt, a one-time SCAN.
+// by a version without the index is found by Adopt, a SCAN made once per
+// deployment: it records in Redis that it completed, and is run again on
+// request once no process of such a version is left.
 package sweepindex
 
 import (
@@ -64,6 +66,8 @@ type Index struct {
 	rdb    redis.UniversalClient
 	keys   [Shards]string
 	window time.Duration
+	// adopted records when Adopt completed.
+	adopted string
 }
 
 // New returns the index of kind under prefix, whose commits must run
@@ -80,6 +84,7 @@ func New(rdb redis.UniversalClient, prefix, kind string, window time.Duration) *
 		// Two ':' make it neither a pool's tag nor an identity's.
 		x.keys[i] = prefix + ":{sweep:" + kind + ":" + strconv.Itoa(i) + "}"
 	}
+	x.adopted = prefix + ":{sweep:adopted:" + kind + "}"
 	return x
 }
 
@@ -339,15 +344,40 @@ func (x *Index) eval(ctx context.Context, script *redis.Script, jobs []job) ([]*
 	return cmds, nil
 }
 
+// Adoption is what Adopt did.
+type Adoption struct {
+	// Skipped is whether an adoption had completed already, at Done, so
+	// that Adopt did not scan.
+	Skipped bool
+	// Done is when the adoption completed: this one, or the one recorded.
+	Done time.Time
+	// Scanned is how many keys the scan found, Adopted how many members
+	// it noted anew.
+	Scanned, Adopted int
+}
+
 // Adopt notes every key matching the SCAN pattern match that member names
 // (false: none), for work written by a version that did not note it. It
-// SCANs the whole keyspace, every master's on Redis Cluster, once. An
-// adopted member is claimable at once; one noted already keeps its score.
-// It returns how many members it noted anew.
-func (x *Index) Adopt(ctx context.Context, match string, member func(key string) (string, bool)) (int, error) {
+// SCANs the whole keyspace, every master's on Redis Cluster, once, and
+// then records in Redis, in P:{sweep:adopted:<kind>}, that it completed:
+// an Adopt that finds that record does not scan, unless again, for the
+// work that processes of such a version went on writing after it. An
+// Adopt cut short records nothing; several at once each scan. An adopted
+// member is claimable at once; one noted already keeps its score.
+func (x *Index) Adopt(ctx context.Context, match string, member func(key string) (string, bool), again bool) (Adoption, error) {
+	if !again {
+		at, err := x.rdb.Get(ctx, x.adopted).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return Adoption{}, fmt.Errorf("read whether the sweep index was adopted into: %w", err)
+		}
+		// A record that does not parse is scanned over and written anew.
+		if done, perr := time.Parse(time.RFC3339Nano, at); err == nil && perr == nil {
+			return Adoption{Skipped: true, Done: done}, nil
+		}
+	}
 	var (
 		mu sync.Mutex
-		n  int
+		a  Adoption
 	)
 	err := redisx.Scan(ctx, x.rdb, match, func(ctx context.Context, keys []string) error {
 		var cmds []*redis.IntCmd
@@ -363,14 +393,19 @@ func (x *Index) Adopt(ctx context.Context, match string, member func(key string)
 			return err
 		}
 		mu.Lock()
+		a.Scanned += len(keys)
 		for _, c := range cmds {
-			n += int(c.Val())
+			a.Adopted += int(c.Val())
 		}
 		mu.Unlock()
 		return nil
 	})
 	if err != nil {
-		return n, fmt.Errorf("adopt into the sweep index: %w", err)
+		return a, fmt.Errorf("adopt into the sweep index: %w", err)
 	}
-	return n, nil
+	a.Done = time.Now().UTC()
+	if err := x.rdb.Set(ctx, x.adopted, a.Done.Format(time.RFC3339Nano), 0).Err(); err != nil {
+		return a, fmt.Errorf("record that the sweep index was adopted into: %w", err)
+	}
+	return a, nil
 }

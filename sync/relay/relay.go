@@ -8,8 +8,8 @@
 // was unreachable. The sweep reads only what is pending: every write notes
 // its identity in the store's sweep index before it commits, and the sweep
 // claims the identities noted a few seconds ago (see store.ClaimPending),
-// never scanning the keyspace but once at start, for the markers of a
-// version without the index (Store.AdoptUnindexed). As the sweep claims an
+// never scanning the keyspace but once per deployment, for the markers of
+// a version without the index (Store.AdoptUnindexed). As the sweep claims an
 // identity only once it has not been written for twice the store's sweep
 // window, the changes left behind by an identity that keeps writing are
 // published by its writes instead: once Deliver has published its own
@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/sync/event"
 	"github.com/pushsync/pushsync/sync/store"
 )
@@ -48,7 +49,7 @@ type Store interface {
 	ClaimPending(ctx context.Context, limit int) ([]store.Pending, error)
 	PendingChanges(ctx context.Context, pool, identity string) ([]store.Change, error)
 	SettlePending(ctx context.Context, done, left []store.Pending) error
-	AdoptUnindexed(ctx context.Context) (int, error)
+	AdoptUnindexed(ctx context.Context, again bool) (sweepindex.Adoption, error)
 	ClearChange(ctx context.Context, c store.Change) error
 }
 
@@ -253,22 +254,26 @@ func (r *Relay) deliver(ctx context.Context, c store.Change, path string) (bool,
 
 // Run sweeps for unpublished changes every Interval until ctx ends. It
 // first adopts into the sweep index the markers a version without it left
-// (Store.AdoptUnindexed, one SCAN of the keyspace), and tries again at
-// every sweep until that is done.
+// (Store.AdoptUnindexed: one SCAN of the keyspace, unless one has
+// completed already), and tries again at every sweep until that is done.
 func (r *Relay) Run(ctx context.Context) error {
 	t := time.NewTicker(r.opts.Interval)
 	defer t.Stop()
 	adopted := false
 	for {
 		if !adopted {
-			if n, err := r.store.AdoptUnindexed(ctx); err != nil {
+			if a, err := r.store.AdoptUnindexed(ctx, false); err != nil {
 				if ctx.Err() == nil {
 					r.log.Warn().Err(err).Msg("looking for outbox markers of an earlier version did not finish; trying again at the next sweep")
 				}
 			} else {
 				adopted = true
-				if n > 0 {
-					r.log.Info().Int("identities", n).Msg("found outbox markers that an earlier version left unindexed; the sweep publishes them")
+				if a.Skipped {
+					r.log.Info().Time("adopted_at", a.Done).
+						Msg("outbox markers of an earlier version were adopted into the sweep index already; not scanning for them (pushsyncd adopt does it again)")
+				} else {
+					r.log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
+						Msg("scanned the keyspace for outbox markers of an earlier version; those adopted into the sweep index are published by its sweeps")
 				}
 			}
 		}

@@ -228,6 +228,71 @@ func TestRunPublishesMarkersOfAnEarlierVersion(t *testing.T) {
 	}
 }
 
+// TestRestartDoesNotScanAgain: once a relay's Run has adopted the markers
+// of an earlier version, recording that in Redis, a Run started later (a
+// restart, or another process) does not SCAN the keyspace. A marker left
+// without a note after that, as a process of the earlier version still
+// running during a rolling upgrade writes, waits for AdoptUnindexed to be
+// run again (pushsyncd adopt), which finds it.
+func TestRestartDoesNotScanAgain(t *testing.T) {
+	ctx := context.Background()
+	st, rdb, prefix, rec, r, msgs := sweepSetup(t)
+	run := func() func() {
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(rctx) }()
+		return func() { cancel(); <-done }
+	}
+	stop := run()
+	for deadline := time.Now().Add(10 * time.Second); rdb.Exists(ctx, prefix+":{sweep:adopted:outbox}").Val() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay's first Run did not record its adoption within 10s")
+		}
+	}
+	stop()
+
+	// A process of the earlier version writes alice's marker, and no note.
+	if err := write(t, st, alice, "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := rdb.Keys(ctx, cognito.EscapeGlob(prefix)+":{sweep:outbox:*}").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("sweep index keys %q (%v), want alice's one", keys, err)
+	}
+	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// bob's change, noted, is published by the restarted Run's sweeps,
+	// which come after its adoption.
+	if err := write(t, st, bob, "b", 0); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	stop = run()
+	defer func() { stop() }()
+	for deadline := time.Now().Add(10 * time.Second); msgs() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the restarted Run did not publish bob's change within 10s")
+		}
+	}
+	if n := rec.take()["scan"]; n != 0 {
+		t.Fatalf("the restarted Run sent %d SCANs, want none: the adoption was recorded done", n)
+	}
+	if n := msgs(); n != 1 {
+		t.Fatalf("the stream holds %d events, want bob's only: alice's marker is in no note", n)
+	}
+
+	a, err := st.AdoptUnindexed(ctx, true)
+	if err != nil || a.Skipped || a.Adopted != 1 {
+		t.Fatalf("AdoptUnindexed run again: %+v, %v; want alice's outbox adopted", a, err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); msgs() < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the change alice's earlier version left was not published within 10s of its adoption")
+		}
+	}
+}
+
 // TestBusyIdentityPublishesTheChangeItLeftBehind: a change whose publish
 // failed (NATS was stopped) is published at a later write of its
 // identity, while that identity goes on writing another dataset every

@@ -6,7 +6,8 @@
 // the process died between the removal and the publish or NATS was
 // unreachable. The sweep reads only the identities that removals noted in
 // the registry's sweep index (registry.ClaimRemovals), never scanning the
-// keyspace but once at start, for the notes of a version without the index. An event published twice is stored once: its deduplication
+// keyspace but once per deployment, for the notes of a version without the
+// index. An event published twice is stored once: its deduplication
 // id is fixed by the pool, identity and device.
 package removals
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/sweepindex"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
 )
@@ -31,7 +33,7 @@ type Registry interface {
 	Clearer
 	ClaimRemovals(ctx context.Context, limit int) ([]registry.ClaimedRemovals, error)
 	SettleRemovals(ctx context.Context, done, left []registry.ClaimedRemovals) error
-	AdoptUnindexedRemovals(ctx context.Context) (int, error)
+	AdoptUnindexedRemovals(ctx context.Context, again bool) (sweepindex.Adoption, error)
 }
 
 // Publisher publishes DeviceRemoved events; *event.Publisher is one.
@@ -69,8 +71,9 @@ type Sweeper struct {
 // Run sweeps every Interval until ctx ends, and sooner when a sweep left a
 // removal to its remover: once that removal's Grace has passed. It first
 // adopts into the sweep index the notes a version without it left
-// (Registry.AdoptUnindexedRemovals, one SCAN of the keyspace), and tries
-// again at every sweep until that is done.
+// (Registry.AdoptUnindexedRemovals: one SCAN of the keyspace, unless one
+// has completed already), and tries again at every sweep until that is
+// done.
 func (s *Sweeper) Run(ctx context.Context) {
 	interval := s.Interval
 	if interval <= 0 {
@@ -79,14 +82,18 @@ func (s *Sweeper) Run(ctx context.Context) {
 	adopted := false
 	for {
 		if !adopted {
-			if n, err := s.Registry.AdoptUnindexedRemovals(ctx); err != nil {
+			if a, err := s.Registry.AdoptUnindexedRemovals(ctx, false); err != nil {
 				if ctx.Err() == nil {
 					s.Log.Warn().Err(err).Msg("looking for device-removal notes of an earlier version did not finish; trying again at the next sweep")
 				}
 			} else {
 				adopted = true
-				if n > 0 {
-					s.Log.Info().Int("identities", n).Msg("found device-removal notes that an earlier version left unindexed; the sweep publishes them")
+				if a.Skipped {
+					s.Log.Info().Time("adopted_at", a.Done).
+						Msg("device-removal notes of an earlier version were adopted into the sweep index already; not scanning for them (pushsyncd adopt does it again)")
+				} else {
+					s.Log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
+						Msg("scanned the keyspace for device-removal notes of an earlier version; those adopted into the sweep index are published by its sweeps")
 				}
 			}
 		}

@@ -241,16 +241,18 @@ func (s *Store) SettlePending(ctx context.Context, done, left []Pending) error {
 // AdoptUnindexed notes in the sweep index every outbox in Redis, so that
 // ClaimPending finds the markers of changes written by a version that did
 // not note them. It SCANs the whole keyspace (every master's on Redis
-// Cluster) once, and returns how many outboxes it noted anew.
-func (s *Store) AdoptUnindexed(ctx context.Context) (int, error) {
-	n, err := s.sweep.Adopt(ctx, cognito.EscapeGlob(s.prefix)+":{*}:outbox", func(k string) (string, bool) {
+// Cluster) once per deployment: once one has completed, it is recorded in
+// Redis, and AdoptUnindexed does not scan again unless again, for the
+// markers that processes of such a version wrote after that.
+func (s *Store) AdoptUnindexed(ctx context.Context, again bool) (sweepindex.Adoption, error) {
+	a, err := s.sweep.Adopt(ctx, cognito.EscapeGlob(s.prefix)+":{*}:outbox", func(k string) (string, bool) {
 		pool, identity, ok := s.parseOutboxKey(k)
 		return pool + "/" + identity, ok
-	})
+	}, again)
 	if err != nil {
-		return n, fmt.Errorf("store: %w", err)
+		return a, fmt.Errorf("store: %w", err)
 	}
-	return n, nil
+	return a, nil
 }
 
 // parseOutboxKey returns the pool and identity of an outbox key.

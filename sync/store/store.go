@@ -25,6 +25,9 @@
 //	                       outbox a write is about to change or changed in
 //	                       the last seconds, "<pool>/<identity>", scored by
 //	                       the time of the write's note (internal/sweepindex)
+//	P:{sweep:adopted:outbox}  string: when the outboxes of a version
+//	                       without the sweep index were last adopted into
+//	                       it (AdoptUnindexed), RFC 3339
 //	P:{<pool>}:identities  set, every identity of the pool that ever wrote
 //	P:{<pool>}:usage       hash, bytes -> data storage, lm -> last modified ms
 //	P:{pools}              sorted set (all scores 0) of the pools that wrote,
