@@ -4,7 +4,12 @@
 // Identity and admin APIs (role api), both (role all), or runs a whole local
 // stack with embedded NATS and the push service emulators (role dev).
 //
-//	pushsyncd [-config file] [worker|api|all|dev]
+//	pushsyncd [-config file] [worker|api|all|dev|adopt]
+//
+// adopt does not run a role: it adopts into the sweep indexes the work a
+// version without them left in Redis, scanning the keyspace again although
+// that was done once already (app.Adopt), and exits; run it once the last
+// process of such a version has stopped.
 //
 // The configuration comes from the file named by -config or PUSHSYNC_CONFIG,
 // then PUSHSYNC_* environment variables; deploy/pushsyncd.example.yaml lists
@@ -57,7 +62,7 @@ func run(args, env []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (default: $PUSHSYNC_CONFIG, else built-in defaults)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: pushsyncd [-config file] [worker|api|all|dev]")
+		fmt.Fprintln(stderr, "usage: pushsyncd [-config file] [worker|api|all|dev|adopt]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -78,7 +83,8 @@ func run(args, env []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "pushsyncd:", err)
 		return 1
 	}
-	if fs.NArg() == 1 {
+	adopt := fs.Arg(0) == "adopt"
+	if fs.NArg() == 1 && !adopt {
 		cfg.Role = fs.Arg(0)
 		if cfg.Role == config.RoleDev && *path == "" && lookup(env, "PUSHSYNC_LOG_FORMAT") == "" {
 			cfg.Log.Format = "console" // a person is watching
@@ -99,6 +105,13 @@ func run(args, env []string, stderr io.Writer) int {
 		<-ctx.Done()
 		stop()
 	}()
+	if adopt {
+		if err := app.Adopt(ctx, cfg, log); err != nil {
+			fmt.Fprintln(stderr, "pushsyncd adopt:", err)
+			return 1
+		}
+		return 0
+	}
 	opts := app.Options{Logger: &log}
 	if lookup(env, "PUSHSYNC_TEST_KILL_AFTER_COMMIT") == "1" {
 		// Fault injection for the test that proves a change committed but

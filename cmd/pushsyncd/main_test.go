@@ -22,6 +22,7 @@ import (
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/event"
+	"github.com/pushsync/pushsync/sync/store"
 )
 
 // TestMain lets the tests run this binary as pushsyncd itself.
@@ -251,5 +252,83 @@ func TestSecondSignalEndsTheDrainAtOnce(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("pushsyncd still draining 5s after a second SIGTERM; log:\n%s", d.log.String())
 		}
+	}
+}
+
+// TestAdoptScansAgain: once a process has adopted into the sweep indexes
+// what a version without them left, and recorded that, a restart does not
+// scan again; the outbox marker and the device-removal note that a process
+// of that version went on writing, with no note in the indexes, are
+// adopted by pushsyncd adopt, which scans although that was recorded.
+func TestAdoptScansAgain(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	const pool, identity = "us-east-1:0f1e2d3c", "us-east-1:a11ce0"
+	st := store.New(rdb, store.Options{KeyPrefix: prefix})
+	reg := registry.New(rdb, registry.Options{KeyPrefix: prefix})
+	if _, err := st.AdoptUnindexed(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.AdoptUnindexedRemovals(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+
+	// A process of the earlier version changes a dataset and removes a
+	// device, noting neither.
+	if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: identity, DatasetName: "settings", DeviceID: "dev", ModifiedBy: "dev",
+		Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}); err != nil {
+		t.Fatal(err)
+	}
+	dev, _, err := reg.RegisterDevice(ctx, pool, identity, registry.GCM, "fcm-adopt-registration-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.RemoveDevice(ctx, pool, identity, dev.ID, event.ReasonRemovedByOperator); err != nil {
+		t.Fatal(err)
+	}
+	indexed := func(kind string) []string {
+		t.Helper()
+		keys, err := rdb.Keys(ctx, prefix+":{sweep:"+kind+":*}").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in []string
+		for _, k := range keys {
+			in = append(in, rdb.ZRange(ctx, k, 0, -1).Val()...)
+		}
+		return in
+	}
+	for _, kind := range []string{"outbox", "removed"} {
+		keys, err := rdb.Keys(ctx, prefix+":{sweep:"+kind+":*}").Result()
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("%s sweep index keys %q (%v), want the identity's one", kind, keys, err)
+		}
+		if err := rdb.Del(ctx, keys...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a, err := st.AdoptUnindexed(ctx, false); err != nil || !a.Skipped {
+		t.Fatalf("the outbox adoption of a restart: %+v, %v; want it skipped", a, err)
+	}
+	if a, err := reg.AdoptUnindexedRemovals(ctx, false); err != nil || !a.Skipped {
+		t.Fatalf("the removals adoption of a restart: %+v, %v; want it skipped", a, err)
+	}
+
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "pushsyncd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("redis: {addrs: [%q], key_prefix: %q}\n", testenv.RedisAddr(), prefix)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr testenv.LogBuffer
+	if code := run([]string{"-config", cfgPath, "adopt"}, nil, &stderr); code != 0 {
+		t.Fatalf("pushsyncd adopt exited %d; its log:\n%s", code, stderr.String())
+	}
+	for _, kind := range []string{"outbox", "removed"} {
+		if in, want := indexed(kind), pool+"/"+identity; len(in) != 1 || in[0] != want {
+			t.Errorf("the %s sweep index holds %q after pushsyncd adopt, want %q", kind, in, want)
+		}
+	}
+	if l := stderr.Lines(`"adopted":1,`); len(l) != 2 {
+		t.Errorf("pushsyncd adopt logged %d adoptions of one identity, want 2 (outbox, removals):\n%s", len(l), stderr.String())
 	}
 }
