@@ -747,7 +747,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 	}
 	subs := reg.Subscribers(ev.DatasetName)
 	targets := make([]target, 0, len(subs))
-	alreadySent := 0
+	alreadySent, noApp := 0, 0
 	var deferFor time.Duration // until the first device over its budget may get a push
 	var pp *registry.PoolPush
 	for _, dev := range subs {
@@ -794,12 +794,14 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 		name, ok := pp.Apps[dev.Platform]
 		if !ok {
 			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "no_app_for_platform").Inc()
+			noApp++
 			continue
 		}
 		app, err := d.app(ctx, name)
 		if errors.Is(err, registry.ErrAppNotFound) {
 			d.m.pushes.WithLabelValues(string(dev.Platform), "skipped", "app_not_found").Inc()
 			d.warnLimited(log, "no app "+name).Str("app", name).Msg("the pool names a platform app that does not exist")
+			noApp++
 			continue
 		}
 		if err != nil {
@@ -814,6 +816,11 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 		}
 		if alreadySent > 0 {
 			return "delivered", 0, "" // every subscriber has it already
+		}
+		if noApp > 0 {
+			// Subscribers, but no platform app to reach them: not an
+			// event no device wanted.
+			return "no_app", 0, ""
 		}
 		return "no_subscribers", 0, ""
 	}

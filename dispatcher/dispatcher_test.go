@@ -336,6 +336,16 @@ func TestUnsubscribedDatasetAndUnconfiguredPool(t *testing.T) {
 	if got := e.allTokens(); len(got) != 0 {
 		t.Fatalf("pushed to %v", got)
 	}
+	// Subscribers whose platforms have no app: told apart from an event
+	// no device subscribed to.
+	if err := e.reg.SetPoolPush(context.Background(), pool, registry.PoolPush{Apps: map[registry.Platform]string{registry.APNS: "ios"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, "other", 1, "")
+	e.waitCounter(t, 1, "pushsync_events_consumed_total", "result", "no_app")
+	if got := e.allTokens(); len(got) != 0 {
+		t.Fatalf("pushed to %v", got)
+	}
 }
 
 func TestMalformedEventsAreTerminatedAndCounted(t *testing.T) {

@@ -48,7 +48,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_events_consumed_total",
-			Help: "Events consumed, by result: delivered, coalesced (superseded by a newer event of the dataset), no_subscribers, push_disabled, expired, retry, dead_lettered, abandoned or malformed.",
+			Help: "Events consumed, by result: delivered, coalesced (superseded by a newer event of the dataset), no_subscribers, no_app (subscribers, but the pool has no platform app for theirs, or names one that does not exist), push_disabled, expired, retry, dead_lettered, abandoned or malformed.",
 		}, []string{"result"}),
 		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_events_malformed_total",
@@ -56,7 +56,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_pushes_total",
-			Help: "Pushes by platform, result (accepted, retry, permanent, token_dead, config, skipped, deferred) and the service's reason.",
+			Help: "Pushes by platform, result (accepted, retry, permanent, token_dead, config, skipped, deferred) and the service's reason. token_dead counts the service's verdict; the device is kept while its app has accepted no push (pushsync_devices_removed_total counts removals).",
 		}, []string{"platform", "result", "reason"}),
 		fanoutSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pushsync_fanout_duration_seconds",
