@@ -23,7 +23,7 @@ const (
 // Errors of bulk publish runs.
 var (
 	ErrBulkInProgress  = errors.New("a bulk publish of the pool is in progress")
-	ErrAlreadyStreamed = errors.New("the pool was bulk published less than 24 hours ago")
+	ErrAlreadyStreamed = errors.New("the pool's last successful bulk publish completed less than 24 hours ago")
 	// ErrBulkNotCurrent is returned by RenewBulkPublish and
 	// FinishBulkPublish for a run that is no longer the pool's current
 	// one: it ended, or its lease ran out and another run began.
@@ -39,7 +39,7 @@ type BulkPublish struct {
 	// LeaseUntil is when an in-progress run that stopped renewing its
 	// lease counts as failed (its process died).
 	LeaseUntil time.Time `json:"leaseUntil,omitzero"`
-	// LastSuccess is the start of the last run that succeeded.
+	// LastSuccess is when the last run that succeeded completed.
 	LastSuccess time.Time `json:"lastSuccess,omitzero"`
 }
 
@@ -71,7 +71,9 @@ func (r *Registry) bulkState(ctx context.Context, c redis.Cmdable, pool string) 
 
 // BeginBulkPublish marks a bulk publish of the pool as started, holding a
 // lease until now+lease. It refuses while another is in progress, and
-// within minInterval of the start of the last successful one.
+// within minInterval of the completion of the last successful one (as
+// Cognito Sync's AlreadyStreamedException does), saying when the next may
+// start.
 func (r *Registry) BeginBulkPublish(ctx context.Context, pool string, lease, minInterval time.Duration) (BulkPublish, error) {
 	if err := cognito.ValidateIdentityPoolID(pool); err != nil {
 		return BulkPublish{}, err
@@ -87,7 +89,8 @@ func (r *Registry) BeginBulkPublish(ctx context.Context, pool string, lease, min
 		case cur.Status == BulkInProgress:
 			return ErrBulkInProgress
 		case !cur.LastSuccess.IsZero() && now.Sub(cur.LastSuccess) < minInterval:
-			return fmt.Errorf("%w (last at %s)", ErrAlreadyStreamed, cur.LastSuccess.Format(time.RFC3339))
+			return fmt.Errorf("%w (at %s); the next may start at %s", ErrAlreadyStreamed,
+				cur.LastSuccess.Format(time.RFC3339), cur.LastSuccess.Add(minInterval).Format(time.RFC3339))
 		}
 		out = BulkPublish{Status: BulkInProgress, StartTime: now, LeaseUntil: now.Add(lease), LastSuccess: cur.LastSuccess}
 		return r.putBulk(ctx, tx, pool, out)
@@ -109,7 +112,7 @@ func (r *Registry) FinishBulkPublish(ctx context.Context, pool string, start tim
 	return r.updateBulk(ctx, pool, start, func(b *BulkPublish) {
 		b.CompleteTime, b.LeaseUntil = r.now().UTC(), time.Time{}
 		if failure == "" {
-			b.Status, b.LastSuccess = BulkSucceeded, b.StartTime
+			b.Status, b.LastSuccess = BulkSucceeded, b.CompleteTime
 		} else {
 			b.Status, b.FailureMessage = BulkFailed, failure
 		}
