@@ -48,10 +48,10 @@ type Registry interface {
 // DeadLetters keeps events whose deliveries ran out; *event.DeadLetters is
 // one.
 type DeadLetters interface {
-	// Put keeps an event message, with the reason and its deliveries; id
-	// identifies the message, so that a Put repeated after a failure that
-	// had stored it keeps it once.
-	Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error
+	// Put keeps an event message, with the reason, its deliveries and the
+	// devices its last try did not push; id identifies the message, so
+	// that a Put repeated after a failure that had stored it keeps it once.
+	Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64, devices []string) error
 }
 
 // DeviceEvents announces devices the dispatcher removed; *event.Publisher
@@ -561,6 +561,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 	var (
 		result, why string
 		retryAfter  time.Duration
+		notPushed   []string
 	)
 	last := d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver)
 	reason := ""
@@ -576,7 +577,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 		result, why, last = "retry", "expired", true
 		reason = "its push TTL ended while it was retried"
 	default:
-		result, retryAfter, why = d.fanOut(ctx, runCtx.Done(), ev, expires, earliest(expires, deleted), log)
+		result, retryAfter, why, notPushed = d.fanOut(ctx, runCtx.Done(), ev, expires, earliest(expires, deleted), log)
 	}
 	// Cut short by a stop with nothing failed: handed back as if never
 	// taken, neither a try nor the last one.
@@ -621,7 +622,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 		result = "dead_lettered"
 		if d.opts.DeadLetters == nil {
 			result = "abandoned"
-		} else if err := d.opts.DeadLetters.Put(ctx, messageID(md), msg.Subject(), msg.Data(), reason, delivered); err != nil {
+		} else if err := d.opts.DeadLetters.Put(ctx, messageID(md), msg.Subject(), msg.Data(), reason, delivered, notPushed); err != nil {
 			// Not stored: the broker delivers it again (the consumer has
 			// no delivery limit), and then it is tried once more.
 			result = "retry"
@@ -731,24 +732,27 @@ type target struct {
 // fanOut sends the event to every subscribed device but its origin and
 // returns the event's result: "delivered" when every push settled for good
 // (accepted, or dropped as permanent), "retry" when some must be tried
-// again, or why nothing was sent. A push is deferred for a device's budget
-// only if its event comes back before deferBy (zero: any time). Once stop
-// is closed, no push begins and none is retried in process: the event is
-// tried again later, stopReason alone when no push failed.
-func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event.DatasetChanged, expires, deferBy time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string) {
+// again, or why nothing was sent; for "retry", also the devices not pushed
+// (their push failed, or waits for their budget), sorted. A push is
+// deferred for a device's budget only if its event comes back before
+// deferBy (zero: any time). Once stop is closed, no push begins and none
+// is retried in process: the event is tried again later, stopReason alone
+// when no push failed.
+func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event.DatasetChanged, expires, deferBy time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string, notPushed []string) {
 	if !expires.IsZero() && !d.opts.Now().Before(expires) {
 		log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
-		return "expired", 0, ""
+		return "expired", 0, "", nil
 	}
 	reg, err := d.registration(ev.IdentityPoolID, ev.IdentityID)
 	if err != nil {
 		d.warnLimited(log, "registry lookup").Err(err).Msg("registry lookup failed")
-		return "retry", 0, "registry: " + err.Error()
+		return "retry", 0, "registry: " + err.Error(), nil
 	}
 	subs := reg.Subscribers(ev.DatasetName)
 	targets := make([]target, 0, len(subs))
 	alreadySent, noApp := 0, 0
 	var deferFor time.Duration // until the first device over its budget may get a push
+	var deferred []string
 	var pp *registry.PoolPush
 	for _, dev := range subs {
 		if dev.ID == ev.OriginDeviceID {
@@ -770,6 +774,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 					if deferFor == 0 || wait < deferFor {
 						deferFor = wait
 					}
+					deferred = append(deferred, dev.ID)
 					continue
 				}
 				// Deferred, the change would be older than the push TTL
@@ -783,11 +788,11 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 			p, err := d.poolPush(ctx, ev.IdentityPoolID)
 			if errors.Is(err, registry.ErrPushNotEnabled) {
 				log.Debug().Msg("push sync is not configured for the pool")
-				return "push_disabled", 0, ""
+				return "push_disabled", 0, "", nil
 			}
 			if err != nil {
 				d.warnLimited(log, "pool push configuration").Err(err).Msg("reading the pool's push configuration failed")
-				return "retry", 0, "registry: " + err.Error()
+				return "retry", 0, "registry: " + err.Error(), nil
 			}
 			pp = &p
 		}
@@ -806,23 +811,24 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 		}
 		if err != nil {
 			d.warnLimited(log, "platform app").Err(err).Msg("reading a platform app failed")
-			return "retry", 0, "registry: " + err.Error()
+			return "retry", 0, "registry: " + err.Error(), nil
 		}
 		targets = append(targets, target{dev: dev, app: app})
 	}
 	if len(targets) == 0 {
 		if deferFor > 0 {
-			return "retry", deferFor, budgetDeferral
+			slices.Sort(deferred)
+			return "retry", deferFor, budgetDeferral, deferred
 		}
 		if alreadySent > 0 {
-			return "delivered", 0, "" // every subscriber has it already
+			return "delivered", 0, "", nil // every subscriber has it already
 		}
 		if noApp > 0 {
 			// Subscribers, but no platform app to reach them: not an
 			// event no device wanted.
-			return "no_app", 0, ""
+			return "no_app", 0, "", nil
 		}
-		return "no_subscribers", 0, ""
+		return "no_subscribers", 0, "", nil
 	}
 
 	f := &fan{ctx: ctx, stop: stop, log: log}
@@ -844,9 +850,11 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 			list = append(list, r)
 		}
 		slices.Sort(list)
-		return "retry", f.retryAfter, strings.Join(list, ", ")
+		notPushed := append(deferred, f.failed...)
+		slices.Sort(notPushed)
+		return "retry", f.retryAfter, strings.Join(list, ", "), notPushed
 	}
-	return "delivered", 0, ""
+	return "delivered", 0, "", nil
 }
 
 // fan is the state of one event's fan-out, shared by its sends.
@@ -862,6 +870,7 @@ type fan struct {
 	retry      bool
 	retryAfter time.Duration
 	reasons    map[string]bool
+	failed     []string // the devices whose push failed for a retry
 }
 
 // stopped reports whether the dispatcher has stopped.
@@ -903,6 +912,7 @@ func (d *Dispatcher) runJob(j *sendJob) {
 		f.mu.Lock()
 		f.retry = true
 		f.reason(stopReason)
+		f.failed = append(f.failed, j.t.dev.ID)
 		f.mu.Unlock()
 		return
 	}
@@ -922,6 +932,7 @@ func (d *Dispatcher) runJob(j *sendJob) {
 		f.retry = true
 		f.retryAfter = max(f.retryAfter, perr.RetryAfter)
 		f.reason(string(j.t.dev.Platform) + " " + perr.Reason)
+		f.failed = append(f.failed, j.t.dev.ID)
 		f.mu.Unlock()
 	case TokenDead:
 		d.removeDead(f.ctx, j.ev, j.t.dev, perr, f.log)

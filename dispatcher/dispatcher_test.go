@@ -1133,7 +1133,7 @@ type unstoredDeadLetters struct {
 	puts  atomic.Int32
 }
 
-func (u *unstoredDeadLetters) Put(context.Context, string, string, []byte, string, uint64) error {
+func (u *unstoredDeadLetters) Put(context.Context, string, string, []byte, string, uint64, []string) error {
 	u.puts.Add(1)
 	if !u.fixed.Load() {
 		return errors.New("dead-letter stream unavailable")

@@ -17,6 +17,7 @@ type deadLetter struct {
 	Reason          string          `json:"reason"`
 	Deliveries      uint64          `json:"deliveries"`
 	FailedAt        string          `json:"failedAt"`
+	Devices         []string        `json:"devices"`
 	Event           json.RawMessage `json:"event"`
 }
 
@@ -53,7 +54,7 @@ func deadLetterList(c *cli, v *cmdFlags) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SEQ\tFAILED\tDELIVERIES\tREASON\tEVENT")
+	fmt.Fprintln(tw, "SEQ\tFAILED\tDELIVERIES\tREASON\tNOT PUSHED\tEVENT")
 	for _, l := range letters {
 		var ev struct {
 			IdentityPoolID string `json:"identityPoolId"`
@@ -65,7 +66,7 @@ func deadLetterList(c *cli, v *cmdFlags) error {
 		if json.Unmarshal(l.Event, &ev) == nil && ev.DatasetName != "" {
 			summary = fmt.Sprintf("%s %s %s@%d", ev.IdentityPoolID, ev.IdentityID, ev.DatasetName, ev.SyncCount)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\n", l.Sequence, l.FailedAt, l.Deliveries, l.Reason, summary)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\n", l.Sequence, l.FailedAt, l.Deliveries, l.Reason, devicesSummary(l.Devices), summary)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -82,6 +83,20 @@ func deadLetterList(c *cli, v *cmdFlags) error {
 	}
 	_, err = fmt.Fprintf(c.stdout, "more dead letters follow; list them with: pushsyncctl deadletter list -after %d\n", last)
 	return err
+}
+
+// devicesSummary shows the devices a dead letter's event did not reach:
+// the first three, and how many more (deadletter list -o json has them
+// all); "-" for none named.
+func devicesSummary(devices []string) string {
+	const shown = 3
+	switch {
+	case len(devices) == 0:
+		return "-"
+	case len(devices) <= shown:
+		return strings.Join(devices, ",")
+	}
+	return fmt.Sprintf("%s (+%d more)", strings.Join(devices[:shown], ","), len(devices)-shown)
 }
 
 // parseSeq reads the SEQ argument: a dead letter's sequence number.

@@ -14,7 +14,7 @@ import (
 func TestDeadLetters(t *testing.T) {
 	d := startDaemon(t)
 	const pool, identity = "us-east-1:0dead000-0000-4000-8000-000000000001", "us-east-1:0dead000-0000-4000-8000-000000000002"
-	d.subscribedFCMDevice("dl-android", pool, identity, "fcm-dead-letter-registration-token")
+	dev := d.subscribedFCMDevice("dl-android", pool, identity, "fcm-dead-letter-registration-token")
 	if out := d.ctl("deadletter", "list"); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("list before: %s", out)
 	}
@@ -23,8 +23,17 @@ func TestDeadLetters(t *testing.T) {
 	d.ctl("event", "publish", "-pool", pool, "-identity", identity, "-dataset", "settings", "-sync-count", "7")
 	testenv.WaitMetric(t, d.http, 1, "pushsync_events_consumed_total", "result", "dead_lettered")
 	list := d.ctl("deadletter", "list")
-	if !strings.Contains(list, "retries exhausted: GCM INTERNAL") || !strings.Contains(list, "settings@7") {
-		t.Fatalf("dead letter list:\n%s", list)
+	if !strings.Contains(list, "retries exhausted: GCM INTERNAL") || !strings.Contains(list, "settings@7") || !strings.Contains(list, dev) {
+		t.Fatalf("dead letter list, which must name the device not pushed, %s:\n%s", dev, list)
+	}
+	var letters struct {
+		DeadLetters []struct {
+			Devices []string `json:"devices"`
+		} `json:"deadLetters"`
+	}
+	if out := d.ctl("-o", "json", "deadletter", "list"); json.Unmarshal([]byte(out), &letters) != nil ||
+		len(letters.DeadLetters) != 1 || len(letters.DeadLetters[0].Devices) != 1 || letters.DeadLetters[0].Devices[0] != dev {
+		t.Fatalf("deadletter list -o json: %s, want the letter naming the device %s", out, dev)
 	}
 
 	d.fcm.ClearFailures()
@@ -45,9 +54,9 @@ func TestDeadLetters(t *testing.T) {
 }
 
 // subscribedFCMDevice creates the identity pool pool and the FCM app app,
-// makes app pool's app for GCM, and registers a device of identity with
-// token, subscribed to the dataset settings.
-func (d *daemon) subscribedFCMDevice(app, pool, identity, token string) {
+// makes app pool's app for GCM, registers a device of identity with token,
+// subscribed to the dataset settings, and returns its DeviceId.
+func (d *daemon) subscribedFCMDevice(app, pool, identity, token string) string {
 	d.t.Helper()
 	d.createPool(pool)
 	d.serviceAccount("sa.json")
@@ -55,6 +64,7 @@ func (d *daemon) subscribedFCMDevice(app, pool, identity, token string) {
 	d.ctl("pool", "set-push", pool, "-gcm", app)
 	dev := strings.TrimSpace(d.ctl("device", "register", "-pool", pool, "-identity", identity, "-platform", "GCM", "-token", token))
 	d.ctl("device", "subscribe", "-pool", pool, "-identity", identity, "-dataset", "settings", "-device", dev)
+	return dev
 }
 
 // deadLetterSeqs returns the sequences deadletter list -o json gives.

@@ -24,6 +24,7 @@ type deadLetterView struct {
 	Reason          string          `json:"reason"`
 	Deliveries      uint64          `json:"deliveries"`
 	FailedAt        string          `json:"failedAt"`
+	Devices         []string        `json:"devices"`
 	Event           json.RawMessage `json:"event"`
 }
 
@@ -61,7 +62,11 @@ func (s *Server) listDeadLetters(r *request) (any, error) {
 		if !json.Valid(ev) {
 			ev, _ = json.Marshal(string(l.Event)) // a malformed event, shown as text
 		}
-		out = append(out, deadLetterView{l.Sequence, l.OriginalSubject, l.Reason, l.Deliveries, l.FailedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"), ev})
+		devices := l.Devices
+		if devices == nil {
+			devices = []string{}
+		}
+		out = append(out, deadLetterView{l.Sequence, l.OriginalSubject, l.Reason, l.Deliveries, l.FailedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"), devices, ev})
 	}
 	return map[string]any{"deadLetters": out}, nil
 }

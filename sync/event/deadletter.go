@@ -19,6 +19,11 @@ const (
 	HeaderReason          = "Pushsync-Reason"
 	HeaderDeliveries      = "Pushsync-Deliveries"
 	HeaderFailedAt        = "Pushsync-Failed-At"
+	// HeaderDevices lists, comma-separated, the devices the event's last
+	// try did not push (their push failed, or waited for their budget);
+	// absent when that try pushed to none (the registry unreachable, say)
+	// or was not made.
+	HeaderDevices = "Pushsync-Devices"
 )
 
 // HeaderReplayedAt marks an event published again from the dead letters,
@@ -87,11 +92,12 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterC
 	return &DeadLetters{js: js, cfg: cfg, stream: s}, nil
 }
 
-// Put stores an event message as a dead letter with the reason it failed.
-// id, if set, identifies the message (its stream and sequence, say): a Put
-// repeated within the stream's duplicate window, after a failure that had
-// stored it, stores it once.
-func (d *DeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error {
+// Put stores an event message as a dead letter with the reason it failed
+// and the devices its last try did not push. id, if set, identifies the
+// message (its stream and sequence, say): a Put repeated within the
+// stream's duplicate window, after a failure that had stored it, stores it
+// once.
+func (d *DeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64, devices []string) error {
 	suffix := strings.TrimPrefix(subject, d.cfg.EventSubjectPrefix)
 	msg := &nats.Msg{Subject: d.cfg.SubjectPrefix + suffix, Data: data, Header: nats.Header{}}
 	if id != "" {
@@ -101,6 +107,9 @@ func (d *DeadLetters) Put(ctx context.Context, id, subject string, data []byte, 
 	msg.Header.Set(HeaderReason, reason)
 	msg.Header.Set(HeaderDeliveries, strconv.FormatUint(deliveries, 10))
 	msg.Header.Set(HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano))
+	if len(devices) > 0 {
+		msg.Header.Set(HeaderDevices, strings.Join(devices, ","))
+	}
 	if _, err := d.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(d.cfg.Stream)); err != nil {
 		return fmt.Errorf("event: store dead letter: %w", err)
 	}
@@ -114,6 +123,9 @@ type DeadLetter struct {
 	Reason          string    `json:"reason"`
 	Deliveries      uint64    `json:"deliveries"`
 	FailedAt        time.Time `json:"failedAt"`
+	// Devices are the devices the event's last try did not push, empty
+	// if it pushed to none or was not made.
+	Devices []string `json:"devices"`
 	// Event is the event's JSON as it was published.
 	Event []byte `json:"event"`
 }
@@ -153,8 +165,12 @@ func (d *DeadLetters) get(ctx context.Context, seq uint64) (*DeadLetter, error) 
 func deadLetter(raw *jetstream.RawStreamMsg) *DeadLetter {
 	deliveries, _ := strconv.ParseUint(raw.Header.Get(HeaderDeliveries), 10, 64)
 	failedAt, _ := time.Parse(time.RFC3339Nano, raw.Header.Get(HeaderFailedAt))
+	devices := []string{}
+	if h := raw.Header.Get(HeaderDevices); h != "" {
+		devices = strings.Split(h, ",")
+	}
 	return &DeadLetter{Sequence: raw.Sequence, OriginalSubject: raw.Header.Get(HeaderOriginalSubject), Reason: raw.Header.Get(HeaderReason),
-		Deliveries: deliveries, FailedAt: failedAt, Event: raw.Data}
+		Deliveries: deliveries, FailedAt: failedAt, Devices: devices, Event: raw.Data}
 }
 
 // Replay publishes a dead letter's event again on its original subject,

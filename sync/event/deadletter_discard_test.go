@@ -21,7 +21,7 @@ func TestDeadLetterDiscardOfAnUnknownSequenceIsNotFound(t *testing.T) {
 	ctx := context.Background()
 	_, _, dl := deadLetters(t)
 	for _, id := range []string{"PUSHSYNC_EVENTS.1", "PUSHSYNC_EVENTS.2"} {
-		if err := dl.Put(ctx, id, prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {
+		if err := dl.Put(ctx, id, prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -50,7 +50,7 @@ func TestDeadLetterReplayWithoutAStreamForItsSubject(t *testing.T) {
 	_, js, dl := deadLetters(t)
 	// No event stream takes the subject: as after the stream's subjects
 	// changed.
-	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.1", prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {
+	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.1", prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := dl.Replay(ctx, 1); !errors.Is(err, event.ErrNoStreamForSubject) {

@@ -18,7 +18,7 @@ func TestDeadLetterListSkipsDiscardedInOneRequest(t *testing.T) {
 	nc, _, dl := deadLetters(t)
 	const n = 300
 	for i := 1; i <= n; i++ {
-		if err := dl.Put(ctx, fmt.Sprintf("PUSHSYNC_EVENTS.%d", i), prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20); err != nil {
+		if err := dl.Put(ctx, fmt.Sprintf("PUSHSYNC_EVENTS.%d", i), prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

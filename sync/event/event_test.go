@@ -284,7 +284,7 @@ func TestDeadLetterPutRepeatedIsKeptOnce(t *testing.T) {
 	_, _, dl := deadLetters(t)
 	subject, data := prefix+".a.b.c", []byte(`{"version":1}`)
 	for _, id := range []string{"PUSHSYNC_EVENTS.7", "PUSHSYNC_EVENTS.7", "PUSHSYNC_EVENTS.8"} {
-		if err := dl.Put(ctx, id, subject, data, "retries exhausted", 20); err != nil {
+		if err := dl.Put(ctx, id, subject, data, "retries exhausted", 20, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -559,12 +559,12 @@ func (l *lazyDeadLetters) forgetGone(ctx context.Context) bool {
 }
 
 // Put stores a dead letter.
-func (l *lazyDeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64) error {
+func (l *lazyDeadLetters) Put(ctx context.Context, id, subject string, data []byte, reason string, deliveries uint64, devices []string) error {
 	dl, err := l.get(ctx)
 	if err != nil {
 		return err
 	}
-	return dl.Put(ctx, id, subject, data, reason, deliveries)
+	return dl.Put(ctx, id, subject, data, reason, deliveries, devices)
 }
 
 // List lists dead letters.
