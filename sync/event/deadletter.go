@@ -128,6 +128,9 @@ type DeadLetter struct {
 	Devices []string `json:"devices"`
 	// Event is the event's JSON as it was published.
 	Event []byte `json:"event"`
+	// stored is when the stream stored the letter: with its sequence, it
+	// tells it from a letter of the same sequence in a stream made again.
+	stored time.Time
 }
 
 // List returns up to limit dead letters with sequences above after, oldest
@@ -170,7 +173,7 @@ func deadLetter(raw *jetstream.RawStreamMsg) *DeadLetter {
 		devices = strings.Split(h, ",")
 	}
 	return &DeadLetter{Sequence: raw.Sequence, OriginalSubject: raw.Header.Get(HeaderOriginalSubject), Reason: raw.Header.Get(HeaderReason),
-		Deliveries: deliveries, FailedAt: failedAt, Devices: devices, Event: raw.Data}
+		Deliveries: deliveries, FailedAt: failedAt, Devices: devices, Event: raw.Data, stored: raw.Time}
 }
 
 // Replay publishes a dead letter's event again on its original subject,
@@ -183,7 +186,10 @@ func (d *DeadLetters) Replay(ctx context.Context, seq uint64) error {
 		return err
 	}
 	msg := &nats.Msg{Subject: dl.OriginalSubject, Data: dl.Event, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay.%s.%d", d.cfg.Stream, seq))
+	// The same letter replayed twice is stored once; a letter of the same
+	// sequence in a dead-letter stream made again (sequences start over)
+	// is another.
+	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("replay.%s.%d.%s", d.cfg.Stream, seq, strconv.FormatInt(dl.stored.UnixNano(), 36)))
 	msg.Header.Set(HeaderReplayedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	if _, err := d.js.PublishMsg(ctx, msg); err != nil {
 		// No stream answering looks the same whether none takes the

@@ -78,3 +78,43 @@ func deadLetters(t *testing.T) (*nats.Conn, jetstream.JetStream, *event.DeadLett
 	}
 	return nc, js, dl
 }
+
+// TestDeadLetterReplayAfterTheStreamIsMadeAgain: a dead-letter stream made
+// again (as after NATS lost its store) numbers its letters from 1 anew; the
+// replay of such a letter within the event stream's duplicate window of
+// the replay of the old letter 1 is published, not taken for that one and
+// dropped while the letter is removed.
+func TestDeadLetterReplayAfterTheStreamIsMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	_, js, dl := deadLetters(t)
+	events, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: "EVENTS", SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.1", prefix+".a.b.c", []byte(`{"version":1,"n":1}`), "retries exhausted", 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Replay(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "DEAD"); err != nil {
+		t.Fatal(err)
+	}
+	dl, err = event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.2", prefix+".a.b.c", []byte(`{"version":1,"n":2}`), "retries exhausted", 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Replay(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	info, err := events.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("the event stream holds %d messages, want both replays", info.State.Msgs)
+	}
+}
