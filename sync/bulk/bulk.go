@@ -92,6 +92,9 @@ type Options struct {
 	Lease time.Duration
 	// Replicas of a stream the runner creates. If not set, 1.
 	Replicas int
+	// ProgressEvery is how often a run logs how far it got. If not set,
+	// 30 seconds.
+	ProgressEvery time.Duration
 }
 
 // Runner starts and runs bulk publishes.
@@ -107,6 +110,9 @@ type Runner struct {
 func New(reg Registry, s Store, js jetstream.JetStream, opts Options, log zerolog.Logger) *Runner {
 	if opts.MinInterval <= 0 {
 		opts.MinInterval = 24 * time.Hour
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = 30 * time.Second
 	}
 	if opts.Lease <= 0 {
 		opts.Lease = time.Minute
@@ -195,7 +201,8 @@ func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) 
 		defer close(renewing)
 		r.keepLease(leased, stop, pool, start, log)
 	}()
-	n, err := r.publishAll(leased, pool, stream)
+	log.Info().Msg("bulk publish started")
+	n, err := r.publishAll(leased, pool, stream, log)
 	if lost := context.Cause(leased); lost != nil {
 		err = lost // another run took over: this one stopped where it was
 	}
@@ -238,7 +245,9 @@ func (r *Runner) keepLease(ctx context.Context, lost context.CancelCauseFunc, po
 	}
 }
 
-func (r *Runner) publishAll(ctx context.Context, pool, stream string) (int, error) {
+// publishAll publishes every dataset of the pool and returns how many it
+// published; it logs how far it got every Options.ProgressEvery.
+func (r *Runner) publishAll(ctx context.Context, pool, stream string, log zerolog.Logger) (int, error) {
 	prefix := SubjectPrefix(stream)
 	s, err := EnsureStream(ctx, r.js, stream, r.opts.Replicas)
 	if err != nil {
@@ -249,8 +258,9 @@ func (r *Runner) publishAll(ctx context.Context, pool, stream string) (int, erro
 	if m := int64(s.CachedInfo().Config.MaxMsgSize); m > 0 && m < limit {
 		limit = m
 	}
-	published := 0
+	published, identities := 0, 0
 	cursor := ""
+	logged := time.Now()
 	for {
 		ids, next, err := r.store.Identities(ctx, pool, cursor, 200)
 		if err != nil {
@@ -261,6 +271,11 @@ func (r *Runner) publishAll(ctx context.Context, pool, stream string) (int, erro
 			published += n
 			if err != nil {
 				return published, err
+			}
+			identities++
+			if time.Since(logged) >= r.opts.ProgressEvery {
+				logged = time.Now()
+				log.Info().Int("identities", identities).Int("datasets", published).Msg("bulk publish in progress")
 			}
 		}
 		if next == "" {

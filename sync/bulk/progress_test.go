@@ -1,0 +1,76 @@
+package bulk_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pushsync/pushsync/registry"
+	"github.com/pushsync/pushsync/sync/bulk"
+	"github.com/pushsync/pushsync/sync/store"
+)
+
+// lockedBuffer is a log destination the run's goroutine and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A bulk publish, long work on a large pool, logs how many identities and
+// datasets it has published as it goes, not only when it ends.
+func TestBulkPublishLogsItsProgress(t *testing.T) {
+	ctx := context.Background()
+	reg, st, _, js := stack(t)
+	if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: "BULK_PROGRESS", StreamingStatus: "ENABLED"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		id := fmt.Sprintf("us-east-1:a11ce000-2222-3333-4444-55555555555%d", i)
+		if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: id, DatasetName: "game",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logs lockedBuffer
+	dev := serve(t, reg, st, bulk.New(reg, st, js, bulk.Options{ProgressEvery: time.Nanosecond}, zerolog.New(&logs)))
+	if status, failure := bulkPublish(t, dev); status != registry.BulkSucceeded {
+		t.Fatalf("bulk publish ended %s: %s", status, failure)
+	}
+	var seen []int
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var l struct {
+			Message    string `json:"message"`
+			Identities int    `json:"identities"`
+			Datasets   int    `json:"datasets"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil || l.Message != "bulk publish in progress" {
+			continue
+		}
+		if l.Datasets != l.Identities {
+			t.Errorf("progress line %s: one dataset per identity here", line)
+		}
+		seen = append(seen, l.Identities)
+	}
+	if fmt.Sprint(seen) != "[1 2 3]" {
+		t.Fatalf("progress lines counted identities %v, want [1 2 3]; log:\n%s", seen, logs.String())
+	}
+}
