@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -74,13 +75,36 @@ func (e *apiError) Error() string {
 	return s
 }
 
-// baseURL is the endpoint with a scheme and without a trailing slash.
+// baseURL is the endpoint with a scheme and without a trailing slash. An
+// endpoint without a scheme is https, but on this machine (a loopback host,
+// or none, as in ":8081"), where pushsyncd's own plain HTTP listener is:
+// the requests carry platform apps' private keys and service accounts, and
+// the answers identity credentials' secrets, which must not cross a network
+// in the clear because a scheme was left out.
 func (c *cli) baseURL() string {
 	u := strings.TrimRight(c.endpoint, "/")
 	if !strings.Contains(u, "://") {
-		u = "http://" + u
+		if onThisMachine(u) {
+			return "http://" + u
+		}
+		return "https://" + u
 	}
 	return u
+}
+
+// onThisMachine reports whether an endpoint without a scheme names this
+// machine: localhost, a loopback or unspecified address, or no host.
+func onThisMachine(endpoint string) bool {
+	u, err := url.Parse("http://" + endpoint)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
 // credentials returns the developer credentials, or an exitError saying how
