@@ -163,6 +163,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_api_cors_origin.yaml":                  {want: `config: api.cors_allowed_origins[0]: must be "*" or an origin such as https://app.example.com, got "app.example.com"`},
 	"invalid_api_credential_ttl.yaml":               {want: `config: api.identity_credential_ttl: must be from 1m to 12h, got 24h0m0s`},
 	"invalid_api_pool_cache_ttl.yaml":               {want: `config: api.identity_pool_cache_ttl: must be from 0s to 1m, got 5m0s`},
+	"invalid_api_clock_skew_long.yaml":              {want: `config: api.max_clock_skew: must be from 1s to 15m (it is also how long a captured request can be replayed), got 1h0m0s`},
 	"invalid_secrets_master_key.yaml":               {want: `config: secrets.master_key: must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},
 	"invalid_secrets_master_key_file.yaml":          {want: `config: secrets.master_key_file: testdata/secret_master_key_hex.txt: the secret it holds must be 32 bytes in standard base64 (make one with: openssl rand -base64 32)`},
 	"invalid_api_developer_secret_file_short.yaml":  {want: `config: api.developer_secret_access_key_file: testdata/secret_developer_short.txt: the secret it holds must be at least 16 characters`},

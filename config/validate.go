@@ -58,8 +58,11 @@ func (c *APIConfig) validate(s section) {
 			s.errorf(fmt.Sprintf("regions[%d]", i), "must be a region name such as us-east-1, got %q", r)
 		}
 	}
-	if c.MaxClockSkew < Duration(time.Second) {
-		s.errorf("max_clock_skew", "must be at least 1s, got %s", c.MaxClockSkew)
+	// The skew allowed is also how long a captured request can be
+	// replayed: AWS allows 5 minutes, a machine's clock may be further off
+	// than that, but not by hours.
+	if c.MaxClockSkew < Duration(time.Second) || c.MaxClockSkew > Duration(15*time.Minute) {
+		s.errorf("max_clock_skew", "must be from 1s to 15m (it is also how long a captured request can be replayed), got %s", c.MaxClockSkew)
 	}
 	s.intRange("max_body_bytes", c.MaxBodyBytes, 1024, 16<<20)
 	s.intRange("max_tombstones", c.MaxTombstones, 1024, 1<<20)
