@@ -364,7 +364,8 @@ Global flags (before the command):
                     without a scheme, https, but http for 127.0.0.1, [::1] and localhost
   -region REGION    the region requests are signed for (default us-east-1)
   -access-key ID    developer access key id (default $AWS_ACCESS_KEY_ID)
-  -secret-key KEY   developer secret access key (default $AWS_SECRET_ACCESS_KEY)
+  -secret-key KEY   developer secret access key (default $AWS_SECRET_ACCESS_KEY; prefer the
+                    variable: a flag's value shows in the machine's process list)
                     ($AWS_SESSION_TOKEN is sent too when the access key comes from the environment)
   -o FORMAT         output: text or json (default text)
 
