@@ -215,8 +215,25 @@ func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) 
 	} else {
 		log.Info().Int("datasets", n).Msg("bulk publish done")
 	}
-	if err := r.reg.FinishBulkPublish(ctx, pool, start, failure); err != nil {
-		log.Error().Err(err).Msg("recording the bulk publish outcome")
+	r.finish(ctx, pool, start, failure, log)
+}
+
+// finish records the run's outcome, trying again for as long as its lease
+// lasts: unrecorded, a run that succeeded would show, once its lease ran
+// out, as one whose process stopped.
+func (r *Runner) finish(ctx context.Context, pool string, start time.Time, failure string, log zerolog.Logger) {
+	deadline := time.Now().Add(r.opts.Lease)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := r.reg.FinishBulkPublish(ctx, pool, start, failure)
+		if err == nil {
+			return
+		}
+		if errors.Is(err, registry.ErrBulkNotCurrent) || time.Now().Add(wait).After(deadline) {
+			log.Error().Err(err).Msg("recording the bulk publish outcome failed")
+			return
+		}
+		log.Warn().Err(err).Msg("recording the bulk publish outcome failed; trying again")
+		time.Sleep(wait)
 	}
 }
 
