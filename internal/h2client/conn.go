@@ -733,13 +733,20 @@ func (c *conn) broadcastWindowLocked() {
 // to follow its reason with a second one); after one that refused the
 // connection, the others count no second failure and leave its error in
 // place, and the streams they leave unprocessed fail with it.
+//
+// Debug data with NO_ERROR refuses only a connection made less than
+// earlyLoss ago. On an older one that processed no stream, it is the note
+// of a server closing a connection left unused (APNs:
+// {"reason":"IdleTimeout"}; Jetty: "Idle timeout expired"): the host takes
+// connections, and a request the server did not process goes on a new
+// one, where a refusal would come again, and count.
 func (c *conn) onGoAway(f *http2.GoAwayFrame) {
+	c.mu.Lock()
 	var gerr *GoAwayError
-	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 && f.LastStreamID == 0 {
+	if f.ErrCode != http2.ErrCodeNo || len(f.DebugData()) > 0 && f.LastStreamID == 0 && time.Since(c.made) < earlyLoss {
 		// The frame is reused: its debug data is copied.
 		gerr = &GoAwayError{Code: f.ErrCode, DebugData: bytes.Clone(f.DebugData())}
 	}
-	c.mu.Lock()
 	c.goingAway = true
 	var unprocessed []*stream
 	for id, s := range c.streams {

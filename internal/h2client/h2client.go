@@ -84,7 +84,8 @@ var errUnprocessed = errors.New("h2client: request not processed by the server")
 
 // GoAwayError fails a request the server did not process because it
 // closed the connection with a GOAWAY that says why: an error code other
-// than NO_ERROR, or debug data (APNs sends a JSON {"reason": …} there).
+// than NO_ERROR, or debug data (APNs sends a JSON {"reason": …} there) on
+// a connection just made that processed no stream.
 // Such a request is not sent again on another connection, and for a
 // while after it no new connection is made to the host (see
 // dialBackoff): requests that find no other connection fail with the same

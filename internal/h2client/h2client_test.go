@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -1433,6 +1434,112 @@ func TestGoAwayWithReasonAfterEveryStream(t *testing.T) {
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil)), "conn1:/a")
 	waitUntil(t, "the connection is retired", func() bool { return len(poolConns(tr)) == 0 })
 	mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil)), "conn2:/b")
+}
+
+// TestGoAwayWithReasonOnIdleConnection has a scripted server send GOAWAY
+// LastStreamID 0 with a reason on a connection the client made a minute
+// before. On one that carried no request, it is the note of a server
+// closing a connection left unused (APNs: {"reason":"IdleTimeout"}), not a
+// refusal of the host: the next request goes at once on a new connection.
+// A request it leaves unprocessed is sent again on a new connection; that
+// one refusing it too, it fails with the GoAwayError.
+func TestGoAwayWithReasonOnIdleConnection(t *testing.T) {
+	const (
+		idle    = `{"reason":"IdleTimeout"}`
+		refusal = `{"reason":"BadCertificateEnvironment"}`
+	)
+	// aged makes the connections of tr look made d ago.
+	aged := func(tr *Transport, d time.Duration) {
+		for _, c := range poolConns(tr) {
+			c.mu.Lock()
+			c.made = c.made.Add(-d)
+			c.mu.Unlock()
+		}
+	}
+	// dialUnused makes a connection that carries no request, as one dialled
+	// when every other was at the server's stream limit and then not needed.
+	dialUnused := func(t *testing.T, tr *Transport, rawURL string) {
+		t.Helper()
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := tr.pool(u)
+		p.mu.Lock()
+		p.dialing = true
+		p.mu.Unlock()
+		p.dial()
+		if n := len(poolConns(tr)); n != 1 {
+			t.Fatalf("%d connections in the pool, want 1", n)
+		}
+	}
+
+	t.Run("unused", func(t *testing.T) {
+		t.Parallel()
+		goAway := make(chan struct{})
+		srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+			if !sc.ok(sc.handshake()) {
+				return
+			}
+			if sc.n > 1 {
+				sc.serve()
+				return
+			}
+			select {
+			case <-goAway:
+			case <-time.After(guard):
+				return
+			}
+			if sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, []byte(idle)) }) != nil {
+				return
+			}
+			sc.drain()
+		})
+		tr := srv.newTransport(t)
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
+		defer cancel()
+		dialUnused(t, tr, srv.url("/"))
+		aged(tr, time.Minute)
+		close(goAway)
+		waitUntil(t, "the connection sent away leaves the pool", func() bool { return len(poolConns(tr)) == 0 })
+		mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil)), "conn2:/b")
+		p := pools(tr)[0]
+		p.mu.Lock()
+		fails := p.fails
+		p.mu.Unlock()
+		if fails != 0 {
+			t.Errorf("the pool counts %d failures to connect, want 0", fails)
+		}
+	})
+
+	t.Run("request", func(t *testing.T) {
+		t.Parallel()
+		srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+			if !sc.ok(sc.handshake()) {
+				return
+			}
+			if _, err := sc.readHeaders(); err != nil {
+				return
+			}
+			if sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, []byte(refusal)) }) != nil {
+				return
+			}
+			sc.drain()
+		})
+		tr := srv.newTransport(t)
+		ctx, cancel := context.WithTimeout(context.Background(), guard)
+		defer cancel()
+		dialUnused(t, tr, srv.url("/"))
+		aged(tr, time.Minute)
+		r := roundTrip(tr, newRequest(t, ctx, http.MethodPost, srv.url("/3/device/x"), []byte("{}")))
+		var ge *GoAwayError
+		if !errors.As(r.err, &ge) || string(ge.DebugData) != refusal {
+			t.Fatalf("error %v, want a GoAwayError with %s", r.err, refusal)
+		}
+		if n := srv.accepts.Load(); n != 2 {
+			t.Errorf("server accepted %d connections, want 2: the request sent again on a new one, refused there", n)
+		}
+	})
 }
 
 // ---------------------------------------------------------------------
