@@ -69,6 +69,10 @@ type conn struct {
 	goAwayErr     *GoAwayError // a GOAWAY received that said why and refused streams
 	err           error
 	done          chan struct{} // closed with err set
+	// judged: a GOAWAY that refused the connection or took no stream told
+	// the pool whether it failed (see dialBackoff); its loss after that is
+	// not a second failure.
+	judged bool
 
 	made     time.Time   // when the connection was ready for requests
 	answered atomic.Bool // a whole response came on the connection
@@ -479,6 +483,7 @@ func (c *conn) fail(err error) {
 		return
 	}
 	c.err = err
+	judged := c.judged
 	close(c.done)
 	open := make([]*stream, 0, len(c.streams))
 	for id, s := range c.streams {
@@ -490,7 +495,10 @@ func (c *conn) fail(err error) {
 	c.w.Close()
 	// The pool learns of the loss before the requests on the connection
 	// do, so that none of them dials again during a backoff it starts.
-	if errors.Is(err, errRetired) {
+	// A connection whose GOAWAY counted as a failure, or did not, is not
+	// counted again when the server closes it: a refusal's error stays the
+	// one requests fail with during the backoff.
+	if errors.Is(err, errRetired) || judged {
 		c.p.remove(c)
 	} else {
 		c.p.drop(c, err)
@@ -758,6 +766,9 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	refusedBefore := c.goAwayErr
 	if refused && refusedBefore == nil {
 		c.goAwayErr = gerr
+	}
+	if refused || f.LastStreamID == 0 {
+		c.judged = true
 	}
 	drained := c.reserved == 0
 	c.mu.Unlock()

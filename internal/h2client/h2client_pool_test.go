@@ -150,6 +150,71 @@ func TestGoAwayAfterRefusal(t *testing.T) {
 	}
 }
 
+// TestClosedAfterRefusal has a scripted server refuse a connection with a
+// GOAWAY that says why, as APNs does ({"reason":"BadCertificateEnvironment"}),
+// and close it at once, while another request holds a stream reserved on
+// it, about to find it going away. The refusal is counted once, and its
+// error stays the one a request made during the hold-off fails with: the
+// close counted a second failure (doubling the hold-off) and its
+// "connection lost … EOF" replaced the server's reason.
+func TestClosedAfterRefusal(t *testing.T) {
+	const reason = `{"reason":"BadCertificateEnvironment"}`
+	goAway := make(chan struct{}) // the server sends its GOAWAY and closes
+	srv := newScriptServer(t, h2Only, func(sc *scriptConn) {
+		if !sc.ok(sc.handshake()) {
+			return
+		}
+		if _, err := sc.readHeaders(); err != nil {
+			return
+		}
+		<-goAway
+		sc.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, []byte(reason)) })
+	})
+	tr := srv.newTransport(t)
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+
+	cha := goRoundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/a"), nil))
+	var c *conn
+	waitUntil(t, "the first request has its connection", func() bool {
+		cs := poolConns(tr)
+		if len(cs) == 1 {
+			c = cs[0]
+		}
+		return c != nil
+	})
+	if !c.tryReserve() {
+		t.Fatal("no stream reserved on the connection")
+	}
+	close(goAway)
+
+	want := func(what string, err error) {
+		t.Helper()
+		var ge *GoAwayError
+		if !errors.As(err, &ge) || string(ge.DebugData) != reason {
+			t.Errorf("%s: error %v, want the GoAwayError %s", what, err, reason)
+		}
+	}
+	want("first request", await(t, cha).err)
+	waitUntil(t, "the connection is closed", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.err != nil
+	})
+	p := pools(tr)[0]
+	p.mu.Lock()
+	fails := p.fails
+	p.mu.Unlock()
+	if fails != 1 {
+		t.Errorf("the pool counts %d failures in a row, want 1: the refusal counted once", fails)
+	}
+	want("a request during the hold-off", roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil)).err)
+	c.release() // the reserved stream finds the connection gone
+	if n := srv.accepts.Load(); n != 1 {
+		t.Errorf("server accepted %d connections, want 1", n)
+	}
+}
+
 // TestStreamLimitLoweredAfterReservation has a request reserve its
 // stream, the server lower SETTINGS_MAX_CONCURRENT_STREAMS below the
 // streams open and reserved, and the request write its HEADERS only once
