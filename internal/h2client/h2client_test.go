@@ -2252,7 +2252,10 @@ func TestResponseBodyLimitGoServer(t *testing.T) {
 		t.Fatalf("body of %d bytes, want %d", len(r.body), MaxResponseBody)
 	}
 
-	const wait = time.Second // many times what the first took
+	// The hang guard, not a second: a request with less time left than
+	// the first round trip took is not sent, and on a busy machine that
+	// took more than a second.
+	wait := guard
 	ctx, cancel = context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	r = roundTrip(tr, newRequest(t, ctx, http.MethodGet, fmt.Sprintf("%s/?n=%d", s.URL, MaxResponseBody+1), nil))
