@@ -227,10 +227,16 @@ func (c *conn) roundTrip(ctx context.Context, req *http.Request, body []byte) (*
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		// Not waiting for the RST_STREAM to be queued: the stream keeps
-		// its slot until it is.
-		go c.reset(s, http2.ErrCodeCancel, ctx.Err())
-		return nil, ctx.Err()
+		select {
+		case <-s.done:
+			// Answered as the context ended: the answer stands (a push
+			// the service accepted is not one to send again).
+		default:
+			// Not waiting for the RST_STREAM to be queued: the stream
+			// keeps its slot until it is.
+			go c.reset(s, http2.ErrCodeCancel, ctx.Err())
+			return nil, ctx.Err()
+		}
 	}
 	if s.err != nil {
 		return nil, s.err
