@@ -251,8 +251,12 @@ func appList(c *cli, _ *cmdFlags) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tREVISION\tPLATFORMS\tCREDENTIALS\tUPDATED")
 	for _, a := range list.Apps {
+		updated := "-" // an unreadable app's times are sealed with it
+		if !a.UpdatedAt.IsZero() {
+			updated = a.UpdatedAt.UTC().Format(time.RFC3339)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", a.Name, a.Kind, a.Revision,
-			strings.Join(sortedKeys(a.ApplicationARNs), ","), a.credentialSummary(), a.UpdatedAt.UTC().Format(time.RFC3339))
+			strings.Join(sortedKeys(a.ApplicationARNs), ","), a.credentialSummary(), updated)
 	}
 	return tw.Flush()
 }

@@ -28,6 +28,10 @@ func TestAppListAfterTheMasterKeyIsLost(t *testing.T) {
 	if l := lines["game-android"]; !strings.Contains(l, "unreadable") || !strings.Contains(l, "app rotate") {
 		t.Errorf("game-android, sealed under the lost key, in app list:\n%s", out)
 	}
+	// Its update time is sealed with it: unknown, not the year 1.
+	if l := lines["game-android"]; strings.Contains(l, "0001-01-01") || !strings.HasSuffix(strings.TrimSpace(l), " -") {
+		t.Errorf("game-android, sealed under the lost key, in app list: want - for its unknown update time:\n%s", out)
+	}
 	if l := lines["game-ios"]; !strings.Contains(l, "topic "+topic) || strings.Contains(l, "unreadable") {
 		t.Errorf("game-ios, registered again, in app list:\n%s", out)
 	}

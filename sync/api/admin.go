@@ -19,13 +19,16 @@ type appInput struct {
 }
 
 // appView is a platform app as the admin API shows it: never its secrets.
+// An unreadable app has only its name, revision and why: its kind, times
+// and ARNs are sealed with its credentials, and are left out rather than
+// shown empty or as the year 1.
 type appView struct {
 	Name            string            `json:"name"`
-	Kind            registry.AppKind  `json:"kind"`
+	Kind            registry.AppKind  `json:"kind,omitempty"`
 	Revision        int64             `json:"revision"`
-	CreatedAt       time.Time         `json:"createdAt"`
-	UpdatedAt       time.Time         `json:"updatedAt"`
-	ApplicationARNs map[string]string `json:"applicationArns"`
+	CreatedAt       time.Time         `json:"createdAt,omitzero"`
+	UpdatedAt       time.Time         `json:"updatedAt,omitzero"`
+	ApplicationARNs map[string]string `json:"applicationArns,omitempty"`
 	APNs            *apnsView         `json:"apns,omitempty"`
 	FCM             *fcmView          `json:"fcm,omitempty"`
 	// Unreadable says why the app's record cannot be read; its kind and
