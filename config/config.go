@@ -194,6 +194,10 @@ type NATSConfig struct {
 	// overlap SubjectPrefix or DeviceSubjectPrefix. If not set,
 	// "pushsync.deadletters".
 	DeadLetterSubjectPrefix string `yaml:"dead_letter_subject_prefix" json:"dead_letter_subject_prefix"`
+	// DeadLetterMaxAge is how long the dead-letter stream keeps a letter
+	// before NATS deletes it unreplayed, 1h to 8760h (a year); every
+	// process sets it on the stream at start. If not set, 720h (30 days).
+	DeadLetterMaxAge Duration `yaml:"dead_letter_max_age" json:"dead_letter_max_age"`
 	// Replicas is the number of stream replicas in a NATS cluster, 1 to 5.
 	// If not set, 1.
 	Replicas int `yaml:"replicas" json:"replicas"`
@@ -450,6 +454,7 @@ func Default() *Config {
 			DeviceSubjectPrefix:     "pushsync.devices",
 			DeadLetterStream:        "PUSHSYNC_DEAD_LETTERS",
 			DeadLetterSubjectPrefix: "pushsync.deadletters",
+			DeadLetterMaxAge:        Duration(30 * 24 * time.Hour),
 			Replicas:                1,
 			Storage:                 "file",
 			MaxAge:                  0, // derived: StreamMaxAge

@@ -235,6 +235,9 @@ func (c *NATSConfig) validate(s section) {
 		s.errorf("device_subject_prefix", "must not overlap %s (%q), got %q", s.key("subject_prefix"), c.SubjectPrefix, c.DeviceSubjectPrefix)
 	}
 	s.jetStreamName("dead_letter_stream", c.DeadLetterStream)
+	if c.DeadLetterMaxAge < Duration(time.Hour) || c.DeadLetterMaxAge > Duration(365*24*time.Hour) {
+		s.errorf("dead_letter_max_age", "must be from 1h to 8760h, got %s", c.DeadLetterMaxAge)
+	}
 	if c.DeadLetterStream == c.Stream {
 		s.errorf("dead_letter_stream", "must differ from %s (%q)", s.key("stream"), c.Stream)
 	}

@@ -53,6 +53,8 @@ type DeadLetterConfig struct {
 	EventSubjectPrefix string
 	// Replicas of the stream. If not set, 1.
 	Replicas int
+	// MaxAge is how long the stream keeps a letter. If not set, 30 days.
+	MaxAge time.Duration
 	// Duplicates is the stream's deduplication window: a Put repeated
 	// within it stores the letter once. Make it longer than the time
 	// before a message whose Put failed comes back (the dispatcher's
@@ -83,7 +85,7 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DeadLetterC
 		Subjects:    []string{cfg.SubjectPrefix + ".>"},
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(cfg.Replicas, 1),
-		MaxAge:      30 * 24 * time.Hour,
+		MaxAge:      cmp.Or(cfg.MaxAge, 30*24*time.Hour),
 		Duplicates:  cmp.Or(cfg.Duplicates, 2*time.Minute),
 	}, nil)
 	if err != nil {

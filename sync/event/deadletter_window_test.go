@@ -1,6 +1,7 @@
 package event_test
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
@@ -38,5 +39,25 @@ func TestDeadLetterWindowIsConfigured(t *testing.T) {
 	}
 	if got := window(); got != 7*time.Minute {
 		t.Errorf("window %s after configuring 7m, want 7m", got)
+	}
+}
+
+// TestDeadLetterMaxAgeIsConfigured: the dead-letter stream keeps letters
+// for the configured age, set again on an existing stream.
+func TestDeadLetterMaxAgeIsConfigured(t *testing.T) {
+	ctx := context.Background()
+	_, js := testenv.StartNATS(t).Connect(t)
+	for _, age := range []time.Duration{0, 90 * 24 * time.Hour} {
+		if _, err := event.NewDeadLetters(ctx, js, event.DeadLetterConfig{Stream: "DEAD", SubjectPrefix: "pushsync.dead", EventSubjectPrefix: prefix, MaxAge: age}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(ctx, "DEAD")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := cmp.Or(age, 30*24*time.Hour)
+		if got := s.CachedInfo().Config.MaxAge; got != want {
+			t.Fatalf("MaxAge %v: the stream keeps letters %v, want %v", age, got, want)
+		}
 	}
 }

@@ -310,7 +310,7 @@ func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, sv
 	deadLetters := &lazyDeadLetters{js: js, cfg: event.DeadLetterConfig{
 		Stream: cfg.NATS.DeadLetterStream, SubjectPrefix: cfg.NATS.DeadLetterSubjectPrefix,
 		EventSubjectPrefix: cfg.NATS.SubjectPrefix, Replicas: cfg.NATS.Replicas,
-		Duplicates: DeadLetterWindow(cfg),
+		MaxAge: cfg.NATS.DeadLetterMaxAge.Std(), Duplicates: DeadLetterWindow(cfg),
 	}}
 	// A NATS that lost its store takes the streams with it: they are made
 	// again, for the relay to publish to, the worker to consume and dead
