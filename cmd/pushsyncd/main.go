@@ -57,6 +57,24 @@ func tuneGC() {
 	}
 }
 
+// devKeyPrefix is the dev stack's Redis key prefix when neither a
+// configuration file nor PUSHSYNC_REDIS_KEY_PREFIX names one.
+const devKeyPrefix = "pushsync-dev"
+
+// devDefaults adapts the defaults to `pushsyncd dev` run without a
+// configuration file, where the environment does not say otherwise.
+func devDefaults(cfg *config.Config, env []string) {
+	if lookup(env, "PUSHSYNC_LOG_FORMAT") == "" {
+		cfg.Log.Format = "console" // a person is watching
+	}
+	if lookup(env, "PUSHSYNC_REDIS_KEY_PREFIX") == "" {
+		// Its demo apps, sealed under the dev stack's own key, stay out
+		// of the way of what a newcomer then sets up on the same Redis
+		// under a master key of their own.
+		cfg.Redis.KeyPrefix = devKeyPrefix
+	}
+}
+
 func run(args, env []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pushsyncd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -86,8 +104,8 @@ func run(args, env []string, stderr io.Writer) int {
 	adopt := fs.Arg(0) == "adopt"
 	if fs.NArg() == 1 && !adopt {
 		cfg.Role = fs.Arg(0)
-		if cfg.Role == config.RoleDev && *path == "" && lookup(env, "PUSHSYNC_LOG_FORMAT") == "" {
-			cfg.Log.Format = "console" // a person is watching
+		if cfg.Role == config.RoleDev && *path == "" {
+			devDefaults(cfg, env)
 		}
 	}
 	log, err := app.NewLogger(cfg.Log, stderr)
