@@ -116,11 +116,19 @@ func (t *tracker) push(id, token string, syncCount int64, arrived time.Time) {
 		t.duplicates.Add(1)
 		return
 	}
+	// The latency goes in before the push counts towards its event: a
+	// phase takes its latencies as soon as its last event is delivered,
+	// and a push still on its way to them would be left out.
+	if t.measuring.Load() {
+		d := time.Duration(arrived.UnixNano() - s.published.Load())
+		t.mu.Lock()
+		t.latencies = append(t.latencies, d)
+		t.mu.Unlock()
+	}
 	left := s.left.Add(-1)
 	switch {
-	case left < 0:
+	case left < 0: // not while the seen bits hold: one push per device
 		t.duplicates.Add(1)
-		return
 	case left == 0:
 		t.events.Add(1)
 		if w := s.window.Load(); w != nil {
@@ -129,12 +137,6 @@ func (t *tracker) push(id, token string, syncCount int64, arrived time.Time) {
 			default: // never empty while the event holds its token
 			}
 		}
-	}
-	if t.measuring.Load() {
-		d := time.Duration(arrived.UnixNano() - s.published.Load())
-		t.mu.Lock()
-		t.latencies = append(t.latencies, d)
-		t.mu.Unlock()
 	}
 }
 
