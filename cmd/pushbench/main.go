@@ -148,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Var(&o.workerEnv, "worker-env", "NAME=VALUE to set in pushsyncd's environment only (repeatable), e.g. GOGC=100")
 	fs.StringVar(&o.godebug, "godebug", sysmonAwake, "GODEBUG settings for every Go process of the run (pushbench and its NATS server, pushsyncd, the ceiling program), "+
 		"added to $GODEBUG unless it names the same setting; empty: the runtime's defaults. The default keeps the Go scheduler's monitor from sleeping between bursts of work, as deploy/ does for pushsyncd")
-	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered)")
+	fs.Float64Var(&o.latencyRate, "half-rate", 0, "events per second of the half phase (default: half of what the max phase delivered; the p99 bar is met only at or above that)")
 	fs.StringVar(&o.emulatorsDir, "emulators", "", "use the emulators of a running pushemu, from the directory it writes (its -dir), and follow its push feed; default: emulators in pushbench's own process")
 	fs.StringVar(&o.attach, "attach", "", "measure running pushsyncd workers, started with this configuration file, instead of starting workers; needs -emulators. Redis, NATS, the key prefix and the master key come from the file")
 	ops := fs.String("ops", "", "with -attach: the health and metrics addresses of every worker consuming the stream, host:port,... (default: the file's http.listen); CPU per push counts the workers listed only")
@@ -324,6 +324,10 @@ type PhaseFig struct {
 	ThreadsWaiting float64 `json:"threadsWaitingForCpu"`
 	WaitPerRunUs   float64 `json:"cpuWaitPerRunMicros"`
 	RunsPerEvent   float64 `json:"threadRunsPerEvent"`
+	// HalfOfMaxRate, in the half phase, is half the events per second the
+	// max phase of the same run delivered: the rate the p99 bar is set at.
+	// 0 when the run had no max phase (-half-rate alone).
+	HalfOfMaxRate float64 `json:"halfOfMaxEventsPerSec,omitempty"`
 }
 
 // MemoryFig is the Redis memory phase.
@@ -471,7 +475,7 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 	if _, err := b.phase(ctx, "warm-up", o.warmup, 200, false); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
-	rate := 0.0
+	rate, halfOfMax := 0.0, 0.0
 	if o.has("max") {
 		fig, err := b.measure(ctx, "max rate", 0)
 		if err != nil {
@@ -480,6 +484,7 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		// Half of what was delivered (not of what went in, which counts
 		// the window filling at the start).
 		rep.Max, rate = fig, fig.PushesPerSec/float64(o.devices)
+		halfOfMax = rate / 2
 	}
 	if o.latencyRate > 0 {
 		rate = 2 * o.latencyRate
@@ -492,6 +497,7 @@ func runPushPhases(ctx context.Context, o *options, s *stack, self string, rep *
 		if err != nil {
 			return fmt.Errorf("half phase: %w", err)
 		}
+		fig.HalfOfMaxRate = halfOfMax
 		rep.Half = fig
 	}
 	return nil

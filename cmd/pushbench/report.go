@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 )
@@ -30,12 +31,24 @@ func verdicts(r *Report) []Verdict {
 			Met:    r.Max.CPUPer10kPush <= r.Ceiling.CPUPer10kPush && faults == "",
 		})
 	}
-	if r.Half != nil {
-		faults := pushFaults(r.Half)
+	if h := r.Half; h != nil {
+		// The bar is set at half the maximum rate. A rate given with
+		// -half-rate meets it only at or above half of what the max phase
+		// of the same run delivered (as printed, to the event).
+		figure, atRate := fmt.Sprintf("%.2f ms at %.0f events/s", h.Latency.P99, h.TargetEventRate), true
+		switch {
+		case h.HalfOfMaxRate == 0:
+			figure += ", given with -half-rate; no max phase in this run to take half of"
+			atRate = false
+		case math.Round(h.TargetEventRate) < math.Round(h.HalfOfMaxRate):
+			figure += fmt.Sprintf(", below half the maximum rate (%.0f events/s)", h.HalfOfMaxRate)
+			atRate = false
+		}
+		faults := pushFaults(h)
 		v = append(v, Verdict{
 			Bar:    fmt.Sprintf("p99 publish-to-emulator ≤ %.0f ms at half the maximum rate", barP99Ms),
-			Figure: fmt.Sprintf("%.2f ms at %.0f events/s", r.Half.Latency.P99, r.Half.TargetEventRate) + faults,
-			Met:    r.Half.Latency.P99 <= barP99Ms && faults == "",
+			Figure: figure + faults,
+			Met:    h.Latency.P99 <= barP99Ms && faults == "" && atRate,
 		})
 	}
 	if r.Max != nil {

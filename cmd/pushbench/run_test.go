@@ -120,8 +120,8 @@ func TestEveryPhase(t *testing.T) {
 	checkPhase(t, "max", r.Max, 4)
 	checkPhase(t, "half", r.Half, 4)
 	if r.Max != nil && r.Half != nil {
-		if want := r.Max.PushesPerSec / 4 / 2; r.Half.TargetEventRate != want {
-			t.Errorf("half phase at %.0f events/s, want half the maximum, %.0f", r.Half.TargetEventRate, want)
+		if want := r.Max.PushesPerSec / 4 / 2; r.Half.TargetEventRate != want || r.Half.HalfOfMaxRate != want {
+			t.Errorf("half phase at %.0f events/s, noted as half of %.0f; want half the maximum, %.0f", r.Half.TargetEventRate, r.Half.HalfOfMaxRate, want)
 		}
 		if r.Max.SyscallsPerPush <= 0 || r.Max.RedisCPUPer10kPush <= 0 {
 			t.Errorf("max: %.2f syscalls per push, Redis %.3f s per 10k", r.Max.SyscallsPerPush, r.Max.RedisCPUPer10kPush)

@@ -12,7 +12,7 @@ import (
 func TestBarsAreNotMetWithPushesLostOrRepeated(t *testing.T) {
 	good := func() *PhaseFig {
 		return &PhaseFig{Events: 1000, Pushes: 4000, PushesPerSec: 20000, CPUPer10kPush: 0.3, PeakRSSMB: 100,
-			Latency: Percentiles{Samples: 4000, P50: 1, P90: 2, P99: 5, Max: 8}}
+			Latency: Percentiles{Samples: 4000, P50: 1, P90: 2, P99: 5, Max: 8}, TargetEventRate: 2500, HalfOfMaxRate: 2500}
 	}
 	for _, c := range []struct {
 		name  string
@@ -48,4 +48,39 @@ func allMet(v []Verdict) bool {
 		}
 	}
 	return len(v) > 0
+}
+
+// TestP99BarIsAtHalfTheMaximumRate gives the half phase a p99 within the
+// bar at a rate chosen with -half-rate: below half of what the max phase
+// of the run delivered, or with no max phase at all, it cannot meet a bar
+// set at half the maximum rate, and the figure says why; at or above that
+// rate it can.
+func TestP99BarIsAtHalfTheMaximumRate(t *testing.T) {
+	for _, c := range []struct {
+		name            string
+		rate, halfOfMax float64
+		met             bool
+		want            string
+	}{
+		{"half of the max phase", 2500, 2500, true, "5.00 ms at 2500 events/s"},
+		{"above it", 3000, 2500, true, "5.00 ms at 3000 events/s"},
+		{"the printed half rate", 2500, 2500.4, true, "5.00 ms at 2500 events/s"},
+		{"a fifth of the maximum", 1000, 2500, false, "below half the maximum rate (2500 events/s)"},
+		{"no max phase", 500, 0, false, "no max phase in this run"},
+	} {
+		half := &PhaseFig{Events: 1000, Pushes: 4000, Latency: Percentiles{Samples: 4000, P50: 1, P90: 2, P99: 5, Max: 8},
+			TargetEventRate: c.rate, HalfOfMaxRate: c.halfOfMax}
+		var p99 *Verdict
+		for _, v := range verdicts(&Report{Half: half}) {
+			if strings.Contains(v.Bar, "p99") {
+				p99 = &v
+			}
+		}
+		if p99 == nil {
+			t.Fatalf("%s: no p99 verdict", c.name)
+		}
+		if p99.Met != c.met || !strings.Contains(p99.Figure, c.want) {
+			t.Errorf("%s: figure %q, met %v; want met %v, saying %q", c.name, p99.Figure, p99.Met, c.met, c.want)
+		}
+	}
 }
