@@ -139,10 +139,7 @@ func TestGoAwayAfterRefusal(t *testing.T) {
 	want("first request", await(t, cha))
 	want("second request", await(t, chb))
 	want("a request during the hold-off", roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/c"), nil)))
-	p.mu.Lock()
-	fails := p.fails
-	p.mu.Unlock()
-	if fails != 11 {
+	if fails := failsOf(p); fails != 11 {
 		t.Errorf("the pool counts %d failures in a row, want 11: the refusal counted once", fails)
 	}
 	if n := srv.accepts.Load(); n != 1 {
@@ -201,11 +198,7 @@ func TestClosedAfterRefusal(t *testing.T) {
 		defer c.mu.Unlock()
 		return c.err != nil
 	})
-	p := pools(tr)[0]
-	p.mu.Lock()
-	fails := p.fails
-	p.mu.Unlock()
-	if fails != 1 {
+	if fails := failsOf(pools(tr)[0]); fails != 1 {
 		t.Errorf("the pool counts %d failures in a row, want 1: the refusal counted once", fails)
 	}
 	want("a request during the hold-off", roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil)).err)

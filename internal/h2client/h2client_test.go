@@ -158,6 +158,13 @@ func pools(tr *Transport) []*pool {
 	return ps
 }
 
+// failsOf returns how many failures to connect in a row p counts.
+func failsOf(p *pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fails
+}
+
 // poolConns returns the connections the pools of tr hold.
 func poolConns(tr *Transport) []*conn {
 	var cs []*conn
@@ -1503,11 +1510,7 @@ func TestGoAwayWithReasonOnIdleConnection(t *testing.T) {
 		close(goAway)
 		waitUntil(t, "the connection sent away leaves the pool", func() bool { return len(poolConns(tr)) == 0 })
 		mustOK(t, roundTrip(tr, newRequest(t, ctx, http.MethodGet, srv.url("/b"), nil)), "conn2:/b")
-		p := pools(tr)[0]
-		p.mu.Lock()
-		fails := p.fails
-		p.mu.Unlock()
-		if fails != 0 {
+		if fails := failsOf(pools(tr)[0]); fails != 0 {
 			t.Errorf("the pool counts %d failures to connect, want 0", fails)
 		}
 	})

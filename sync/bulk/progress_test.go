@@ -1,41 +1,21 @@
 package bulk_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 	"github.com/pushsync/pushsync/sync/bulk"
 	"github.com/pushsync/pushsync/sync/store"
 )
-
-// lockedBuffer is a log destination the run's goroutine and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A bulk publish, long work on a large pool, logs how many identities and
 // datasets it has published as it goes, not only when it ends.
@@ -52,20 +32,20 @@ func TestBulkPublishLogsItsProgress(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	dev := serve(t, reg, st, bulk.New(reg, st, js, bulk.Options{ProgressEvery: time.Nanosecond}, zerolog.New(&logs)))
 	if status, failure := bulkPublish(t, dev); status != registry.BulkSucceeded {
 		t.Fatalf("bulk publish ended %s: %s", status, failure)
 	}
 	var seen []int
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+	for _, line := range logs.Lines("bulk publish in progress") {
 		var l struct {
 			Message    string `json:"message"`
 			Identities int    `json:"identities"`
 			Datasets   int    `json:"datasets"`
 		}
 		if err := json.Unmarshal([]byte(line), &l); err != nil || l.Message != "bulk publish in progress" {
-			continue
+			t.Fatalf("progress line %q: %v", line, err)
 		}
 		if l.Datasets != l.Identities {
 			t.Errorf("progress line %s: one dataset per identity here", line)
