@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/redisx"
 )
@@ -354,6 +355,22 @@ type Adoption struct {
 	// Scanned is how many keys the scan found, Adopted how many members
 	// it noted anew.
 	Scanned, Adopted int
+}
+
+// Log logs what Adopt did with the work it looked for, named by what
+// ("outbox markers"); again says whether it was asked to scan again.
+func (a Adoption) Log(log zerolog.Logger, what string, again bool) {
+	switch {
+	case a.Skipped:
+		log.Info().Time("adopted_at", a.Done).
+			Msgf("%s of an earlier version were adopted into the sweep index already; not scanning for them (pushsyncd adopt does it again)", what)
+	case again:
+		log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
+			Msgf("adopted the %s of an earlier version into the sweep index; the sweeps publish them", what)
+	default:
+		log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
+			Msgf("scanned the keyspace for %s of an earlier version; those adopted into the sweep index are published by its sweeps", what)
+	}
 }
 
 // Adopt notes every key matching the SCAN pattern match that member names

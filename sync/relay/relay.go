@@ -268,13 +268,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				}
 			} else {
 				adopted = true
-				if a.Skipped {
-					r.log.Info().Time("adopted_at", a.Done).
-						Msg("outbox markers of an earlier version were adopted into the sweep index already; not scanning for them (pushsyncd adopt does it again)")
-				} else {
-					r.log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
-						Msg("scanned the keyspace for outbox markers of an earlier version; those adopted into the sweep index are published by its sweeps")
-				}
+				a.Log(r.log, "outbox markers", false)
 			}
 		}
 		if n, err := r.Sweep(ctx); err != nil && ctx.Err() == nil {

@@ -88,13 +88,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 				}
 			} else {
 				adopted = true
-				if a.Skipped {
-					s.Log.Info().Time("adopted_at", a.Done).
-						Msg("device-removal notes of an earlier version were adopted into the sweep index already; not scanning for them (pushsyncd adopt does it again)")
-				} else {
-					s.Log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
-						Msg("scanned the keyspace for device-removal notes of an earlier version; those adopted into the sweep index are published by its sweeps")
-				}
+				a.Log(s.Log, "device-removal notes", false)
 			}
 		}
 		n, young, err := s.sweep(ctx)

@@ -30,13 +30,11 @@ func Adopt(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
-		Msg("adopted the outbox markers of an earlier version into the sweep index; the relay's sweeps publish them")
+	a.Log(log, "outbox markers", true)
 	reg := registry.New(rdb, registry.Options{KeyPrefix: cfg.Redis.KeyPrefix})
 	if a, err = reg.AdoptUnindexedRemovals(ctx, true); err != nil {
 		return err
 	}
-	log.Info().Int("scanned", a.Scanned).Int("adopted", a.Adopted).
-		Msg("adopted the device-removal notes of an earlier version into the sweep index; the removals sweeps publish them")
+	a.Log(log, "device-removal notes", true)
 	return nil
 }
