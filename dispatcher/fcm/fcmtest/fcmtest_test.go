@@ -840,6 +840,10 @@ func TestRawValidation(t *testing.T) {
 		{"no-message", `{}`, false, "INVALID_ARGUMENT", "message"},
 		{"syntax", `{"message":`, false, "", ""},
 		{"oversized", `{"message":{"token":"fcm-registration-token","data":{"k":"` + strings.Repeat("x", 5000) + `"}}}`, false, "INVALID_ARGUMENT", "message"},
+		// Data of 2048 bytes (key and value) is the most a topic message carries; a token message carries 4096.
+		{"topic-at-limit", `{"message":{"topic":"news","data":{"k":"` + strings.Repeat("x", 2047) + `"}}}`, true, "", ""},
+		{"topic-oversized", `{"message":{"topic":"news","data":{"k":"` + strings.Repeat("x", 2048) + `"}}}`, false, "INVALID_ARGUMENT", "message"},
+		{"token-over-topic-limit", `{"message":{"token":"fcm-registration-token","data":{"k":"` + strings.Repeat("x", 4095) + `"}}}`, true, "", ""},
 	}
 	messages := map[string]string{ // exact error messages, where checked
 		"non-string-data":        "Invalid value at 'message.data[1].value' (TYPE_STRING), 2",
@@ -847,6 +851,7 @@ func TestRawValidation(t *testing.T) {
 		"validate-only-not-bool": `Invalid value at 'validate_only' (TYPE_BOOL), "yes"`,
 		"android-not-object":     "Invalid value at 'message.android' (type.googleapis.com/google.firebase.fcm.v1.AndroidConfig), true",
 		"oversized":              "Message is too big",
+		"topic-oversized":        "Message is too big",
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,6 +16,9 @@ const (
 	// its data keys and values (top-level and android) plus its
 	// notification blocks as sent.
 	MaxPayloadBytes = 4096
+	// MaxTopicPayloadBytes is FCM's limit on the payload, counted as for
+	// MaxPayloadBytes, of a message sent to a topic.
+	MaxTopicPayloadBytes = 2048
 	// MaxTTL is the largest android.ttl FCM accepts, four weeks.
 	MaxTTL = 2419200 * time.Second
 	// MinTokenLength is the length under which the emulator takes a
@@ -565,7 +568,11 @@ func validateMessage(raw json.RawMessage) (*wireMessage, map[string]string, *api
 		}
 		size += asize + len(a.Notification)
 	}
-	if size > MaxPayloadBytes {
+	limit := MaxPayloadBytes
+	if msg.Topic != "" {
+		limit = MaxTopicPayloadBytes
+	}
+	if size > limit {
 		return nil, nil, invalidArgument("message", "Message is too big")
 	}
 	return msg, data, nil
