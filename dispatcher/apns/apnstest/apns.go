@@ -82,8 +82,10 @@ type rejection struct {
 //  11. apns-expiration an integer (400 BadExpirationDate)
 //  12. authentication: client certificate (403 BadCertificate) or provider
 //     token (403 MissingProviderToken, InvalidProviderToken,
-//     ExpiredProviderToken; 429 TooManyProviderTokenUpdates for a new
-//     token on a connection too soon after the last; a token passing
+//     ExpiredProviderToken; 403 InvalidProviderToken for a token of
+//     another team than the one the connection serves, that of its first
+//     token; 429 TooManyProviderTokenUpdates for a new token on a
+//     connection too soon after the last; a token passing
 //     these lifts the connection's stream limit, whatever the answer),
 //     then the topic (400 TopicDisallowed)
 //  13. payload non-empty (400 PayloadEmpty), at most 4096 bytes or 5120 for
@@ -223,8 +225,12 @@ func (s *Server) check(r *http.Request, p *Push) (rejection, *Failure) {
 		if now.Unix()-vt.iat > providerTokenLifetimeInSecond {
 			return rejection{http.StatusForbidden, reasonExpiredProviderToken}, nil
 		}
-		if !takeToken(r.Context(), vt, s.tokenEvery, now) {
+		switch takeToken(r.Context(), vt, s.tokenEvery, now) {
+		case "":
+		case reasonTooManyTokenUpdates:
 			return rejection{http.StatusTooManyRequests, reasonTooManyTokenUpdates}, nil
+		default:
+			return rejection{http.StatusForbidden, reasonInvalidProviderToken}, nil
 		}
 		// A valid provider token lifts the connection's stream limit.
 		h2server.RaiseStreams(r.Context())

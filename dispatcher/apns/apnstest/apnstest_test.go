@@ -1084,3 +1084,52 @@ func TestTooManyProviderTokenUpdates(t *testing.T) {
 		}
 	})
 }
+
+// TestOneTeamPerConnection: a connection serves the team of the first
+// provider token it took; a valid token of another team on it is answered
+// 403 InvalidProviderToken, with or without the token update interval,
+// while the same token opens a connection of its own.
+func TestOneTeamPerConnection(t *testing.T) {
+	const otherTeam = "TEAM654321"
+	for _, every := range []time.Duration{DefaultProviderTokenUpdateInterval, 0} {
+		t.Run(fmt.Sprintf("interval %v", every), func(t *testing.T) {
+			s, ac := newServer(t, WithProviderTokenUpdateInterval(every))
+			otherKey := newAuthKey(t)
+			s.AddTokenKey(otherTeam, keyID, &otherKey.PublicKey, topic)
+			now := time.Now().Unix()
+			mine := signedJWT(t, ac.Token.AuthKey, teamID, keyID, now)
+			theirs := signedJWT(t, otherKey, otherTeam, keyID, now)
+			send := func(c *http.Client, bearer string) answer {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodPost, s.URL+"/3/device/"+deviceToken, strings.NewReader(bgPayload))
+				req.Header.Set("authorization", "bearer "+bearer)
+				req.Header.Set("apns-topic", topic)
+				req.Header.Set("apns-push-type", "background")
+				req.Header.Set("apns-priority", "5")
+				return do(t, c, req)
+			}
+			c, other := h2Client(t, s, false), h2Client(t, s, false)
+			steps := []struct {
+				what   string
+				c      *http.Client
+				bearer string
+				status int
+				reason string
+			}{
+				{"the connection's first token", c, mine, 200, ""},
+				{"another team's token on the connection", c, theirs, 403, "InvalidProviderToken"},
+				{"the first team's token again", c, mine, 200, ""},
+				{"another team's token on a connection of its own", other, theirs, 200, ""},
+				{"the first team's token on that connection", other, mine, 403, "InvalidProviderToken"},
+			}
+			for _, st := range steps {
+				if a := send(st.c, st.bearer); a.status != st.status || a.reason != st.reason {
+					t.Errorf("%s: answer %d %q, want %d %q", st.what, a.status, a.reason, st.status, st.reason)
+				}
+			}
+			if n := s.Stats().Connections; n != 2 {
+				t.Errorf("%d connections, want 2", n)
+			}
+		})
+	}
+}

@@ -182,17 +182,14 @@ func decodeSegment(seg string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// connTokens are the provider tokens a connection took, by team.
+// connTokens are the provider tokens a connection took. APNs serves one
+// team on a connection: the team of the first token it took.
 type connTokens struct {
 	mu      sync.Mutex
 	current *verifiedToken // the last token seen, for the common case
-	teams   map[string]*teamTokens
-}
-
-// teamTokens are the provider tokens of one team a connection took.
-type teamTokens struct {
-	taken []tokenID // within the last ProviderTokenLifetime
-	at    time.Time // when the newest was taken
+	team    string         // the connection's team, "" before its first token
+	taken   []tokenID      // within the last ProviderTokenLifetime
+	at      time.Time      // when the newest was taken
 }
 
 // tokenID tells provider tokens apart: a new token has another key or iat.
@@ -208,46 +205,51 @@ func withConnTokens(ctx context.Context, _ net.Conn) context.Context {
 	return context.WithValue(ctx, connTokensKey{}, &connTokens{})
 }
 
-// takeToken reports whether the connection of ctx may use vt: a token it
-// took already, or a new one of a team whose last new token on it is at
-// least every old. The new token is taken.
-func takeToken(ctx context.Context, vt *verifiedToken, every time.Duration, now time.Time) bool {
+// takeToken takes vt for the connection of ctx and returns "", or the
+// reason the connection refuses it: InvalidProviderToken for a token of
+// another team than the connection's, TooManyProviderTokenUpdates for a
+// new token (another kid or iat) less than every after the connection's
+// last new one; a token the connection took already serves. every <= 0
+// turns the second check off.
+func takeToken(ctx context.Context, vt *verifiedToken, every time.Duration, now time.Time) string {
 	ct, _ := ctx.Value(connTokensKey{}).(*connTokens)
-	if ct == nil || every <= 0 {
-		return true
+	if ct == nil {
+		return ""
 	}
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	if ct.current == vt {
-		return true
+		return ""
+	}
+	switch ct.team {
+	case "":
+		ct.team = vt.key.teamID
+	case vt.key.teamID:
+	default:
+		return reasonInvalidProviderToken
+	}
+	if every <= 0 {
+		ct.current = vt
+		return ""
 	}
 	id := tokenID{vt.key.keyID, vt.iat}
-	team := vt.key.teamID
-	tt := ct.teams[team]
-	if tt == nil {
-		if ct.teams == nil {
-			ct.teams = make(map[string]*teamTokens)
-		}
-		tt = &teamTokens{}
-		ct.teams[team] = tt
-	}
-	for _, x := range tt.taken {
+	for _, x := range ct.taken {
 		if x == id {
 			ct.current = vt
-			return true
+			return ""
 		}
 	}
-	if len(tt.taken) > 0 && now.Sub(tt.at) < every {
-		return false
+	if len(ct.taken) > 0 && now.Sub(ct.at) < every {
+		return reasonTooManyTokenUpdates
 	}
 	// Expired tokens are refused before this; forget them.
-	kept := tt.taken[:0]
-	for _, x := range tt.taken {
+	kept := ct.taken[:0]
+	for _, x := range ct.taken {
 		if now.Unix()-x.iat <= providerTokenLifetimeInSecond {
 			kept = append(kept, x)
 		}
 	}
-	tt.taken, tt.at = append(kept, id), now
+	ct.taken, ct.at = append(kept, id), now
 	ct.current = vt
-	return true
+	return ""
 }

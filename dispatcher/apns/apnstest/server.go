@@ -187,8 +187,11 @@ func WithDeviceTokenLength(n int) Option {
 // answered 429 TooManyProviderTokenUpdates; the tokens the connection
 // took already still serve, and another connection takes a token of its
 // own, as the pushes of another process do. Zero turns the check off.
-// The check needs the emulator's own listener: served through Handler
-// elsewhere, every request is taken for a connection of its own.
+// Whatever the interval, a connection serves one team, that of the first
+// provider token it took, as APNs does: another team's token on it is
+// answered 403 InvalidProviderToken. Both checks need the emulator's own
+// listener: served through Handler elsewhere, every request is taken for
+// a connection of its own.
 func WithProviderTokenUpdateInterval(d time.Duration) Option {
 	return func(o *options) { o.tokenEvery = d }
 }
