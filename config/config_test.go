@@ -179,6 +179,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_http_listen_port_range.yaml":           {want: `config: http.listen: must have a port from 0 to 65535, e.g. :8080, got ":80800"`},
 	"invalid_redis_addr_port_zero.yaml":             {want: `config: redis.addrs[1]: must have a port from 1 to 65535, e.g. 127.0.0.1:6379, got "redis-b:0"`},
 	"invalid_redis_addrs_empty.yaml":                {want: "config: redis.addrs: must list at least one host:port address"},
+	"invalid_redis_addr_password.yaml":              {want: `config: redis.addrs[0]: must be host:port without a user or password (set those in their own keys), e.g. 127.0.0.1:6379, got "redacted@redis:6379"`},
 	"invalid_redis_addr_no_port.yaml":               {want: `config: redis.addrs[1]: must be host:port, e.g. 127.0.0.1:6379, got "redis-b"`},
 	"invalid_redis_db_range.yaml":                   {want: "config: redis.db: must be between 0 and 15, got 16"},
 	"invalid_redis_db_cluster.yaml":                 {want: "config: redis.db: must be 0 when redis.addrs lists several addresses (Redis Cluster has only database 0), got 1"},

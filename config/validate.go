@@ -420,9 +420,15 @@ func (s section) nonNegative(name string, got Duration) {
 // A port given as a number must be one: 1 to 65535, or 0 (any free port)
 // for an address to listen on. A name (http) is left to the resolver.
 func (s section) hostPort(name, got, example string, listen bool) {
-	_, port, err := net.SplitHostPort(got)
+	host, port, err := net.SplitHostPort(got)
 	if err != nil || port == "" {
 		s.errorf(name, "must be host:port, e.g. %s, got %q", example, redactURL(got))
+		return
+	}
+	if strings.Contains(host, "@") {
+		// user:password@host: a credential where an address goes, which
+		// would be logged with it. (redactURL hides it.)
+		s.errorf(name, "must be host:port without a user or password (set those in their own keys), e.g. %s, got %q", example, redactURL(got))
 		return
 	}
 	lo := 1
