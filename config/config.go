@@ -195,7 +195,8 @@ type NATSConfig struct {
 	// "pushsync.deadletters".
 	DeadLetterSubjectPrefix string `yaml:"dead_letter_subject_prefix" json:"dead_letter_subject_prefix"`
 	// DeadLetterMaxAge is how long the dead-letter stream keeps a letter
-	// before NATS deletes it unreplayed, 1h to 8760h (a year); every
+	// before NATS deletes it unreplayed, 1h to 8760h (a year), and at
+	// least the stream's duplicate window (Config.DeadLetterWindow); every
 	// process sets it on the stream at start. If not set, 720h (30 days).
 	DeadLetterMaxAge Duration `yaml:"dead_letter_max_age" json:"dead_letter_max_age"`
 	// Replicas is the number of stream replicas in a NATS cluster, 1 to 5.
@@ -503,6 +504,16 @@ func Default() *Config {
 			Devices:        4,
 		},
 	}
+}
+
+// DeadLetterWindow is the dead-letter stream's deduplication window:
+// longer than the time before an event whose dead letter may have been
+// stored without an answer comes back (a nak of dispatcher.max_retry_delay,
+// or a lost ack's dispatcher.ack_wait), so that it is not stored twice; at
+// least 2 minutes. NATS refuses a window longer than the stream's max age,
+// so nats.dead_letter_max_age must be at least this.
+func (c *Config) DeadLetterWindow() time.Duration {
+	return max(2*time.Minute, c.Dispatcher.MaxRetryDelay.Std()+c.Dispatcher.AckWait.Std()+time.Minute)
 }
 
 // StreamMaxAge is how long the event stream keeps an event: nats.max_age,

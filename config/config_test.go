@@ -231,6 +231,10 @@ var invalidFixtures = map[string]struct {
 	"invalid_redis_tls_ca_without_enabled.yaml":  {want: "config: redis.tls.ca_file: is set but redis.tls.enabled is not; set redis.tls.enabled: true to connect with TLS"},
 	"invalid_secret_file_missing.yaml":           {want: "config: nats.token_file: open testdata/no_such_secret.txt: no such file or directory"},
 	"invalid_secret_file_empty.yaml":             {want: "config: nats.password_file: testdata/secret_empty.txt: file is empty"},
+
+	// NATS would refuse the stream, whose duplicate window would outlast
+	// its max age: no dead letter could be stored.
+	"invalid_nats_dead_letter_max_age_window.yaml": {want: `config: nats.dead_letter_max_age: must be at least the dead-letter stream's duplicate window, dispatcher.max_retry_delay + dispatcher.ack_wait + 1m (1h1m30s), got 1h0m0s`},
 }
 
 func TestFixturesAllListed(t *testing.T) {

@@ -48,8 +48,16 @@ func (c *Config) Validate() error {
 	if ttl := c.Dispatcher.PushTTL; ttl > 0 && ttl <= maxPushTTL && c.NATS.MaxAge > 0 && c.NATS.MaxAge < ttl {
 		root.sub("nats").errorf("max_age", "must be at least dispatcher.push_ttl (%s): the stream would delete events still to be pushed, got %s", ttl, c.NATS.MaxAge)
 	}
+	// NATS refuses a dead-letter stream whose duplicate window outlasts
+	// its max age: no dead letter could be stored.
+	if age, window := c.NATS.DeadLetterMaxAge, Duration(c.DeadLetterWindow()); age >= Duration(time.Hour) && age <= Duration(maxDeadLetterMaxAge) && age < window {
+		root.sub("nats").errorf("dead_letter_max_age", "must be at least the dead-letter stream's duplicate window, dispatcher.max_retry_delay + dispatcher.ack_wait + 1m (%s), got %s", window, age)
+	}
 	return errors.Join(errs...)
 }
+
+// maxDeadLetterMaxAge is the longest nats.dead_letter_max_age, a year.
+const maxDeadLetterMaxAge = 365 * 24 * time.Hour
 
 func (c *APIConfig) validate(s section) {
 	s.hostPort("listen", c.Listen, ":8081", true)
@@ -235,7 +243,7 @@ func (c *NATSConfig) validate(s section) {
 		s.errorf("device_subject_prefix", "must not overlap %s (%q), got %q", s.key("subject_prefix"), c.SubjectPrefix, c.DeviceSubjectPrefix)
 	}
 	s.jetStreamName("dead_letter_stream", c.DeadLetterStream)
-	if c.DeadLetterMaxAge < Duration(time.Hour) || c.DeadLetterMaxAge > Duration(365*24*time.Hour) {
+	if c.DeadLetterMaxAge < Duration(time.Hour) || c.DeadLetterMaxAge > Duration(maxDeadLetterMaxAge) {
 		s.errorf("dead_letter_max_age", "must be from 1h to 8760h, got %s", c.DeadLetterMaxAge)
 	}
 	if c.DeadLetterStream == c.Stream {

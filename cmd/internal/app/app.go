@@ -247,12 +247,8 @@ func StreamConfig(c *config.Config) event.StreamConfig {
 }
 
 // DeadLetterWindow is the dead-letter stream's deduplication window for
-// cfg: longer than the time before an event whose dead letter may have been
-// stored without an answer comes back (a nak of the longest retry delay, or
-// a lost ack's wait), so that it is not stored twice.
-func DeadLetterWindow(c *config.Config) time.Duration {
-	return max(2*time.Minute, c.Dispatcher.MaxRetryDelay.Std()+c.Dispatcher.AckWait.Std()+time.Minute)
-}
+// cfg (config.Config.DeadLetterWindow).
+func DeadLetterWindow(c *config.Config) time.Duration { return c.DeadLetterWindow() }
 
 func runServices(ctx context.Context, cfg *config.Config, log zerolog.Logger, svc services, ready func(Addrs)) error {
 	metrics := prometheus.NewRegistry()
