@@ -589,7 +589,15 @@ func (s *Store) ListRecords(ctx context.Context, pool, identity, dataset string,
 	})
 	if more, _ := res[1].(int64); more == 1 && len(page.Records) > 0 {
 		last := page.Records[len(page.Records)-1]
-		page.NextToken = encodeRecordToken(since, last.SyncCount, last.Key)
+		if meta.deletedAt <= since && last.SyncCount >= since {
+			// No deletion since the listing's first page: the token of
+			// the earlier form tells a later one just as well (see
+			// encodeRecordToken), and the processes of the previous
+			// version read it, during a rolling upgrade.
+			page.NextToken = encodeLegacyRecordToken(last.SyncCount, last.Key)
+		} else {
+			page.NextToken = encodeRecordToken(since, last.SyncCount, last.Key)
+		}
 	}
 	return page, nil
 }
@@ -618,12 +626,23 @@ func decodeState(key, st string) (Record, error) {
 // deletion mark of the dataset when the listing's first page was read, then
 // the (SyncCount, key) of the last record returned. A later page compares
 // the mark with the dataset's, so that a deletion between pages is reported
-// on every page after it. Tokens of earlier versions, "r<syncCount>|<key>",
-// are still read; the mark they lack is taken as their SyncCount, which
-// tells a deletion after the page that returned them just as well, since a
+// on every page after it. Tokens of the earlier form, "r<syncCount>|<key>",
+// are read too; the mark they lack is taken as their SyncCount, which tells
+// a deletion after the page that returned them just as well, since a
 // deletion's mark is greater than every count the dataset had before it.
+// So a page with no deletion since the listing's first page returns a
+// token of the earlier form, which versions without the mark read (a
+// listing whose pages go to processes of both versions during a rolling
+// upgrade); only a page after such a deletion needs the mark, to go on
+// reporting it once later pages return records written after it.
 func encodeRecordToken(mark, sc int64, key string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("s" + fmtInt(mark) + "|" + fmtInt(sc) + "|" + key))
+}
+
+// encodeLegacyRecordToken returns a token of the earlier form,
+// "r<syncCount>|<key>".
+func encodeLegacyRecordToken(sc int64, key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("r" + fmtInt(sc) + "|" + key))
 }
 
 func decodeRecordToken(tok string) (mark, sc int64, key string, ok bool) {

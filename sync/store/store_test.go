@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1568,5 +1569,52 @@ func TestValidation(t *testing.T) {
 	// (and then fails on the size limit).
 	if _, _, err := s.UpdateRecords(ctx, upd("ds", "d", put("k", strings.Repeat("é", 1<<20-1), 0))); !errors.Is(err, store.ErrLimitExceeded) {
 		t.Errorf("max-length value: %v", err)
+	}
+}
+
+// TestRecordTokensOfTheEarlierForm: a listing with no deletion since its
+// first page is paged with NextTokens of the earlier form, "r<count>|<key>",
+// the form the previous version reads: during a rolling upgrade, a device's
+// next page may go to a process of that version, which refused a token
+// carrying the deletion mark as not one ListRecords returned. Past a
+// deletion between pages the mark goes on being carried (see
+// TestDeletionBetweenPages).
+func TestRecordTokensOfTheEarlierForm(t *testing.T) {
+	s, _, _ := newStore(t, store.Options{})
+	mustUpdate(t, s, upd("ds", "d", put("a", "1", 0), put("b", "1", 0), put("c", "1", 0))) // 1
+	if _, _, err := s.DeleteDataset(ctx, pool, identity, "ds", "d"); err != nil {          // 2
+		t.Fatal(err)
+	}
+	mustUpdate(t, s, upd("ds", "d", put("d", "1", 0), put("e", "1", 0), put("f", "1", 0))) // 3
+	mustUpdate(t, s, upd("ds", "d", put("g", "1", 0), put("h", "1", 0)))                   // 4
+	for _, from := range []int64{0, 3} {
+		var got []string
+		for tok := ""; ; {
+			pg := mustList(t, s, "ds", store.ListOptions{LastSyncCount: from, MaxResults: 2, NextToken: tok})
+			if pg.DatasetDeletedAfterRequestedSyncCount {
+				t.Errorf("from %d: a page reports a deletion before the listing: %+v", from, pg)
+			}
+			got = append(got, kv(pg.Records)...)
+			if tok = pg.NextToken; tok == "" {
+				break
+			}
+			// The previous version's reading of a token.
+			b, err := base64.RawURLEncoding.DecodeString(tok)
+			if err != nil || len(b) < 4 || b[0] != 'r' {
+				t.Fatalf("from %d: NextToken %q (%q) is not of the earlier form r<count>|<key>", from, tok, b)
+			}
+			scS, key, _ := strings.Cut(string(b[1:]), "|")
+			last := pg.Records[len(pg.Records)-1]
+			if sc, err := strconv.ParseInt(scS, 10, 64); err != nil || sc != last.SyncCount || key != last.Key {
+				t.Fatalf("from %d: NextToken %q names %s@%s, want the page's last record %s@%d", from, b, key, scS, last.Key, last.SyncCount)
+			}
+		}
+		want := []string{"d=1@3", "e=1@3", "f=1@3", "g=1@4", "h=1@4"}
+		if from == 3 {
+			want = want[3:]
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("from %d: listed %v, want %v", from, got, want)
+		}
 	}
 }
