@@ -21,8 +21,8 @@ const (
 	HeaderFailedAt        = "Pushsync-Failed-At"
 	// HeaderDevices lists, comma-separated, the devices the event's last
 	// try did not push (their push failed, or waited for their budget);
-	// absent when that try pushed to none (the registry unreachable, say)
-	// or was not made.
+	// absent when that try did not get as far as the devices (the
+	// registry unreachable, say) or was not made.
 	HeaderDevices = "Pushsync-Devices"
 )
 
@@ -126,7 +126,7 @@ type DeadLetter struct {
 	Deliveries      uint64    `json:"deliveries"`
 	FailedAt        time.Time `json:"failedAt"`
 	// Devices are the devices the event's last try did not push, empty
-	// if it pushed to none or was not made.
+	// if it did not get as far as the devices or was not made.
 	Devices []string `json:"devices"`
 	// Event is the event's JSON as it was published.
 	Event []byte `json:"event"`
