@@ -737,7 +737,7 @@ type target struct {
 // deferred for a device's budget only if its event comes back before
 // deferBy (zero: any time). Once stop is closed, no push begins and none
 // is retried in process: the event is tried again later, stopReason alone
-// when no push failed.
+// when no push failed (whether or not some wait for their budget).
 func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event.DatasetChanged, expires, deferBy time.Time, log zerolog.Logger) (result string, retryAfter time.Duration, why string, notPushed []string) {
 	if !expires.IsZero() && !d.opts.Now().Before(expires) {
 		log.Info().Time("changed_at", ev.ChangedAt).Msg("dropping an event older than the push TTL")
@@ -845,13 +845,23 @@ func (d *Dispatcher) fanOut(ctx context.Context, stop <-chan struct{}, ev *event
 		f.reason(budgetDeferral)
 	}
 	if f.retry {
+		notPushed := append(deferred, f.failed...)
+		slices.Sort(notPushed)
+		// Cut short by the stop with no push failed, some perhaps
+		// waiting for their budget: handed back untried (see process),
+		// and the next worker defers those again.
+		others := len(f.reasons) - 1
+		if f.reasons[budgetDeferral] {
+			others--
+		}
+		if f.reasons[stopReason] && others == 0 {
+			return "retry", 0, stopReason, notPushed
+		}
 		list := make([]string, 0, len(f.reasons))
 		for r := range f.reasons {
 			list = append(list, r)
 		}
 		slices.Sort(list)
-		notPushed := append(deferred, f.failed...)
-		slices.Sort(notPushed)
 		return "retry", f.retryAfter, strings.Join(list, ", "), notPushed
 	}
 	return "delivered", 0, "", nil
