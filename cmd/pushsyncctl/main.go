@@ -361,7 +361,8 @@ func printUsage(w io.Writer) {
 
 Global flags (before the command):
   -endpoint URL     the pushsync API (default $PUSHSYNCCTL_ENDPOINT, else `+defaultEndpoint+`);
-                    without a scheme, https, but http for 127.0.0.1, [::1] and localhost
+                    without a scheme, https, but http for this machine (localhost, a
+                    loopback address such as 127.0.0.1 or [::1], 0.0.0.0, or :PORT)
   -region REGION    the region requests are signed for (default us-east-1)
   -access-key ID    developer access key id (default $AWS_ACCESS_KEY_ID)
   -secret-key KEY   developer secret access key (default $AWS_SECRET_ACCESS_KEY; prefer the
