@@ -236,7 +236,9 @@ type DispatcherConfig struct {
 	// MaxAckPending is how many events may be delivered but unacknowledged
 	// across all workers, at least 1. A process holds up to twice Workers
 	// (as many handled, as many pulled ahead), so keep it at least the
-	// number of worker processes times 2 × Workers. If not set, 4096.
+	// number of worker processes times 2 × Workers; with CoalesceWindow
+	// set, a process holds up to 4 × Workers (in coalescing windows,
+	// waiting for a worker or handled). If not set, 4096.
 	MaxAckPending int `yaml:"max_ack_pending" json:"max_ack_pending"`
 	// Workers is how many events one process handles at once, 1 to 10000.
 	// Each is held for its pushes' round trips, so throughput is about

@@ -140,6 +140,13 @@ type Options struct {
 	// within it into one fan-out carrying the highest sync count; the
 	// others are acked once it settles. It must be well below AckWait.
 	CoalesceWindow time.Duration
+	// CoalesceMaxHeld is how many events one process holds at once with
+	// CoalesceWindow set, from their arrival until their dataset's group
+	// settles: in a window, waiting for a worker or being pushed. A
+	// process holding as many pulls no more until a group settles, and
+	// leaves the rest of the stream to the others. If not set, 4 ×
+	// Workers.
+	CoalesceMaxHeld int
 	// Now returns the current time. If not set, time.Now.
 	Now func() time.Time
 }
@@ -169,6 +176,7 @@ func (o *Options) setDefaults() error {
 	defInt(&o.MaxAckPending, 4096)
 	defInt(&o.Workers, 256)
 	defInt(&o.MaxConcurrentSends, 1024)
+	defInt(&o.CoalesceMaxHeld, 4*o.Workers)
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -343,8 +351,16 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	// many waiting for a worker. Every one is kept in progress from the
 	// moment it arrives, so that none is redelivered while it waits; and
 	// none waits in the client's buffer, where it could not be: each pull
-	// asks for no more than there is room for, and is read at once.
+	// asks for no more than there is room for, and is read at once. With
+	// coalescing, a message is held until its group settles, its window
+	// included, and a process holds at most CoalesceMaxHeld: taken out of
+	// the count when it entered a window, the messages of a burst would
+	// all go to one process, up to MaxAckPending, and wait for its
+	// workers while the others' sat idle.
 	limit := 2 * d.opts.Workers
+	if d.opts.CoalesceWindow > 0 {
+		limit = d.opts.CoalesceMaxHeld
+	}
 	var held atomic.Int64
 	freed := make(chan struct{}, 1)
 	release := func() {
@@ -356,8 +372,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	}
 	queue := make(chan pulled, limit)
 	handlers := newLIFOPool(d.opts.Workers, func(p pulled) {
-		d.handle(ctx, p.msg, p.keep)
-		release()
+		d.handle(ctx, p.msg, p.keep, release)
 	})
 	fed := make(chan struct{})
 	go func() {
@@ -373,7 +388,7 @@ func (d *Dispatcher) consume(ctx context.Context) error {
 	for {
 		// Pull again once there is room for a good batch: half of Workers
 		// waiting still keeps every worker busy meanwhile.
-		for limit-int(held.Load()) < max(1, d.opts.Workers/2) {
+		for limit-int(held.Load()) < max(1, min(d.opts.Workers, limit)/2) {
 			select {
 			case <-freed:
 			case <-pullCtx.Done():
@@ -501,9 +516,12 @@ func (d *Dispatcher) tries(ctx context.Context, md *jetstream.MsgMetadata, deliv
 // coalescing window, together with the other events of its dataset that
 // arrive within the window. runCtx ends when the dispatcher stops; work
 // already begun finishes regardless, each send having its own timeout.
-func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inProgress) {
+// done is called once msg is settled: before handle returns, or with a
+// coalescing window when its group settles.
+func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inProgress, done func()) {
 	if runCtx.Err() != nil {
 		d.handBack(msg, keep)
+		done()
 		return
 	}
 	ev, err := event.Decode(d.opts.SubjectPrefix, msg.Subject(), msg.Data())
@@ -520,13 +538,15 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inP
 		if err := msg.TermWithReason("malformed event: " + reason); err != nil {
 			d.log.Warn().Err(err).Msg("term malformed event")
 		}
+		done()
 		return
 	}
 	if d.opts.CoalesceWindow > 0 {
-		d.coalesce(runCtx, ev, msg, keep)
+		d.coalesce(runCtx, ev, msg, keep, done)
 		return
 	}
 	d.process(runCtx, ev, msg, keep)
+	done()
 }
 
 // process fans one event out and acks, naks or dead-letters its message,
@@ -1397,6 +1417,10 @@ type group struct {
 	// no device is left out as the origin, since each origin lacks the
 	// others' changes.
 	mixed bool
+	// done is called for each message of the group once all are settled.
+	// The messages were pulled by one consume, which waits for its groups,
+	// so it is the same for all.
+	done func()
 }
 
 // coalesce adds an event to its dataset's group, opening the group and its
@@ -1404,9 +1428,11 @@ type group struct {
 // stops), the event with the highest sync count is processed and the rest
 // are acked: the pushes carry the newer state. Until then every message
 // stays unacked, so a crash loses none. Processed after a stop, the event
-// begins no push and goes back to the broker (see process).
-func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) {
+// begins no push and goes back to the broker (see process). done is called
+// for every message of the group once all are settled.
+func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress, done func()) {
 	key := ev.IdentityPoolID + "\x00" + ev.IdentityID + "\x00" + ev.DatasetName
+	d.m.coalescing.Inc()
 	d.cmu.Lock()
 	if g, ok := d.groups[key]; ok {
 		g.mixed = g.mixed || ev.OriginDeviceID != g.ev.OriginDeviceID
@@ -1420,7 +1446,7 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		d.cmu.Unlock()
 		return
 	}
-	g := &group{ev: ev, msg: msg, keep: keep}
+	g := &group{ev: ev, msg: msg, keep: keep, done: done}
 	d.groups[key] = g
 	d.cmu.Unlock()
 	d.log.Debug().Str("pool", ev.IdentityPoolID).Str("identity", ev.IdentityID).Str("dataset", ev.DatasetName).
@@ -1465,6 +1491,11 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 			}
 			d.settle(m.Ack(), d.log)
 			d.m.events.WithLabelValues("coalesced").Inc()
+		}
+		n := 1 + len(g.superseded)
+		d.m.coalescing.Sub(float64(n))
+		for range n {
+			g.done()
 		}
 	}()
 }

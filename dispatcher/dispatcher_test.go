@@ -256,7 +256,13 @@ func (e *env) allTokens() []string {
 
 func (e *env) counter(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := e.metrics.Gather()
+	return counterIn(t, e.metrics, name, labels...)
+}
+
+// counterIn sums the counters name with labels in reg.
+func counterIn(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -820,7 +826,12 @@ func TestTokenOfAnotherEnvironmentKeepsTheDeviceUntilTheAppIsConfirmed(t *testin
 }
 
 func gaugeValue(t *testing.T, e *env, name string) float64 {
-	mfs, err := e.metrics.Gather()
+	return gaugeIn(t, e.metrics, name)
+}
+
+// gaugeIn returns the value of the gauge name in reg, -1 if there is none.
+func gaugeIn(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -957,6 +968,9 @@ func TestShutdownHandsBackCoalescedEvents(t *testing.T) {
 	stop()
 	if got := e.allTokens(); len(got) != 0 {
 		t.Fatalf("pushed to %v after the stop", got)
+	}
+	if g := gaugeValue(t, e, "pushsync_events_coalescing"); g != 0 {
+		t.Fatalf("pushsync_events_coalescing = %v after the stop, want 0", g)
 	}
 	e.start(t, func(o *dispatcher.Options) { o.MaxDeliver = 1 })
 	// The newest change reaches every device; the older one, superseded,

@@ -15,6 +15,7 @@ type metrics struct {
 	eventAge       prometheus.Histogram
 	inflightEvents prometheus.Gauge
 	inflightPushes prometheus.Gauge
+	coalescing     prometheus.Gauge
 	removed        *prometheus.CounterVec
 	misconfigured  *prometheus.GaugeVec
 	pending        prometheus.Gauge
@@ -81,6 +82,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Name: "pushsync_pushes_in_flight",
 			Help: "Push requests waiting for an answer now.",
 		}),
+		coalescing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushsync_events_coalescing",
+			Help: "Events held for coalescing now, from their arrival until their dataset's group settles: in a coalescing window, waiting for a worker, or being pushed.",
+		}),
 		removed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushsync_devices_removed_total",
 			Help: "Devices removed because their push service declared the token dead, by platform and reason.",
@@ -108,7 +113,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		m.byPlatform[p] = m.newPlatformMetrics(p)
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.removed, m.misconfigured, m.pending, m.ackPending, m.batch} {
+		for _, c := range []prometheus.Collector{m.events, m.malformed, m.pushes, m.fanoutSeconds, m.sendSeconds, m.eventAge, m.inflightEvents, m.inflightPushes, m.coalescing, m.removed, m.misconfigured, m.pending, m.ackPending, m.batch} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}
