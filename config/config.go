@@ -237,7 +237,7 @@ type DispatcherConfig struct {
 	// across all workers, at least 1. A process holds up to twice Workers
 	// (as many handled, as many pulled ahead), so keep it at least the
 	// number of worker processes times 2 × Workers; with CoalesceWindow
-	// set, a process holds up to 4 × Workers (in coalescing windows,
+	// set, a process holds up to CoalesceMaxHeld (in coalescing windows,
 	// waiting for a worker or handled). If not set, 4096.
 	MaxAckPending int `yaml:"max_ack_pending" json:"max_ack_pending"`
 	// Workers is how many events one process handles at once, 1 to 10000.
@@ -273,6 +273,13 @@ type DispatcherConfig struct {
 	// every change at once. It must be less than half of ack_wait. If not
 	// set, 0s.
 	CoalesceWindow Duration `yaml:"coalesce_window" json:"coalesce_window"`
+	// CoalesceMaxHeld is how many events one process holds at once with
+	// CoalesceWindow set, from their arrival until their dataset's push
+	// settles (in coalescing windows, waiting for a worker or handled):
+	// holding as many, it pulls no more and leaves the rest of a burst to
+	// the other processes. From 2 × Workers to 100000; 0 is 4 × Workers.
+	// If not set, 0.
+	CoalesceMaxHeld int `yaml:"coalesce_max_held" json:"coalesce_max_held"`
 	// DeviceBudget is how many pushes one device may get per
 	// device_budget_window; a push beyond it waits in the broker until the
 	// window ends (Apple advises two or three background pushes an hour).

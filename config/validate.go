@@ -17,6 +17,10 @@ import (
 // maxPushTTL is the longest time APNs and FCM keep a push: 28 days.
 const maxPushTTL = Duration(28 * 24 * time.Hour)
 
+// maxCoalesceMaxHeld is the most events dispatcher.coalesce_max_held lets
+// one process hold for coalescing.
+const maxCoalesceMaxHeld = 100000
+
 // minDuplicateWindow is the shortest nats.duplicate_window: longer than a
 // relay sweep's period and grace together, with room to spare.
 const minDuplicateWindow = Duration(30 * time.Second)
@@ -338,6 +342,9 @@ func (c *DispatcherConfig) validate(s section) {
 	}
 	if c.CoalesceWindow < 0 || 2*c.CoalesceWindow >= c.AckWait {
 		s.errorf("coalesce_window", "must be from 0s to less than half of %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.CoalesceWindow)
+	}
+	if held := c.CoalesceMaxHeld; held != 0 && (held < 2*c.Workers || held > maxCoalesceMaxHeld) {
+		s.errorf("coalesce_max_held", "must be 0 (4 × %s) or from 2 × %s (%d) to %d, got %d", s.key("workers"), s.key("workers"), 2*c.Workers, maxCoalesceMaxHeld, held)
 	}
 	if c.RetryBudget < 0 || c.RetryBudget >= c.AckWait {
 		s.errorf("retry_budget", "must be from 0s to less than %s (%s), got %s", s.key("ack_wait"), c.AckWait, c.RetryBudget)

@@ -501,6 +501,7 @@ func newDispatcher(cfg *config.Config, js jetstream.JetStream, reg *registry.Reg
 		PushTTL:            dc.PushTTL.Std(),
 		RetryBudget:        dc.RetryBudget.Std(),
 		CoalesceWindow:     dc.CoalesceWindow.Std(),
+		CoalesceMaxHeld:    dc.CoalesceMaxHeld,
 		DeviceBudget:       dc.DeviceBudget,
 		BudgetWindow:       dc.DeviceBudgetWindow.Std(),
 		DeviceEvents:       devices,
