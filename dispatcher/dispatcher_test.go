@@ -958,10 +958,12 @@ func TestShutdownHandsBackCoalescedEvents(t *testing.T) {
 	stop := e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = time.Minute; o.MaxDeliver = 1 })
 	e.publish(t, "settings", 5, e.origin.ID)
 	e.publish(t, "settings", 6, e.origin.ID)
+	// Both events wait in the window, not one of them on its way to the
+	// worker when it stops.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(e.logs.Lines("coalescing window opened")) == 0 {
+	for gaugeValue(t, e, "pushsync_events_coalescing") != 2 {
 		if time.Now().After(deadline) {
-			t.Fatal("no coalescing window opened")
+			t.Fatalf("pushsync_events_coalescing = %v, want both events in the window", gaugeValue(t, e, "pushsync_events_coalescing"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
