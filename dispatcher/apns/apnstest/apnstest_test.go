@@ -1024,16 +1024,20 @@ func BenchmarkPush(b *testing.B) {
 // new token sooner is answered 429 TooManyProviderTokenUpdates, while the
 // tokens the connection took still serve. Another connection takes a
 // token of its own at once. Zero turns the check off.
+// sendBearer sends a background push to deviceToken on c with the provider
+// token bearer.
+func sendBearer(t *testing.T, s *Server, c *http.Client, bearer string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/3/device/"+deviceToken, strings.NewReader(bgPayload))
+	req.Header.Set("authorization", "bearer "+bearer)
+	req.Header.Set("apns-topic", topic)
+	req.Header.Set("apns-push-type", "background")
+	req.Header.Set("apns-priority", "5")
+	return do(t, c, req)
+}
+
 func TestTooManyProviderTokenUpdates(t *testing.T) {
-	send := func(t *testing.T, s *Server, c *http.Client, bearer string) answer {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPost, s.URL+"/3/device/"+deviceToken, strings.NewReader(bgPayload))
-		req.Header.Set("authorization", "bearer "+bearer)
-		req.Header.Set("apns-topic", topic)
-		req.Header.Set("apns-push-type", "background")
-		req.Header.Set("apns-priority", "5")
-		return do(t, c, req)
-	}
+	send := sendBearer
 	want := func(t *testing.T, a answer, status int, reason, what string) {
 		t.Helper()
 		if a.status != status || a.reason != reason {
@@ -1101,12 +1105,7 @@ func TestOneTeamPerConnection(t *testing.T) {
 			theirs := signedJWT(t, otherKey, otherTeam, keyID, now)
 			send := func(c *http.Client, bearer string) answer {
 				t.Helper()
-				req, _ := http.NewRequest(http.MethodPost, s.URL+"/3/device/"+deviceToken, strings.NewReader(bgPayload))
-				req.Header.Set("authorization", "bearer "+bearer)
-				req.Header.Set("apns-topic", topic)
-				req.Header.Set("apns-push-type", "background")
-				req.Header.Set("apns-priority", "5")
-				return do(t, c, req)
+				return sendBearer(t, s, c, bearer)
 			}
 			c, other := h2Client(t, s, false), h2Client(t, s, false)
 			steps := []struct {
