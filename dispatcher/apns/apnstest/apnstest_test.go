@@ -1018,12 +1018,6 @@ func BenchmarkPush(b *testing.B) {
 	})
 }
 
-// TestTooManyProviderTokenUpdates: on a connection, a team's provider
-// token may give way to a new one at most once every
-// WithProviderTokenUpdateInterval (20 minutes unless set, as at APNs); a
-// new token sooner is answered 429 TooManyProviderTokenUpdates, while the
-// tokens the connection took still serve. Another connection takes a
-// token of its own at once. Zero turns the check off.
 // sendBearer sends a background push to deviceToken on c with the provider
 // token bearer.
 func sendBearer(t *testing.T, s *Server, c *http.Client, bearer string) answer {
@@ -1036,6 +1030,12 @@ func sendBearer(t *testing.T, s *Server, c *http.Client, bearer string) answer {
 	return do(t, c, req)
 }
 
+// TestTooManyProviderTokenUpdates: on a connection, a team's provider
+// token may give way to a new one at most once every
+// WithProviderTokenUpdateInterval (20 minutes unless set, as at APNs); a
+// new token sooner is answered 429 TooManyProviderTokenUpdates, while the
+// tokens the connection took still serve. Another connection takes a
+// token of its own at once. Zero turns the check off.
 func TestTooManyProviderTokenUpdates(t *testing.T) {
 	send := sendBearer
 	want := func(t *testing.T, a answer, status int, reason, what string) {
