@@ -26,7 +26,8 @@ var (
 	ErrAlreadyStreamed = errors.New("the pool's last successful bulk publish completed less than 24 hours ago")
 	// ErrBulkNotCurrent is returned by RenewBulkPublish and
 	// FinishBulkPublish for a run that is no longer the pool's current
-	// one: it ended, or its lease ran out and another run began.
+	// one: it ended, its lease ran out (from then on it shows as failed,
+	// and stays so), or its pool was purged.
 	ErrBulkNotCurrent = errors.New("the bulk publish is no longer the current run")
 )
 
@@ -101,38 +102,71 @@ func (r *Registry) BeginBulkPublish(ctx context.Context, pool string, lease, min
 	return out, nil
 }
 
-// RenewBulkPublish extends the lease of the run that started at start.
+// RenewBulkPublish extends the lease of the run that started at start. It
+// returns ErrBulkNotCurrent for a run that is no longer the pool's current
+// one, and ErrPoolNotFound once the pool is deleted: the run is to stop,
+// rather than go on publishing the datasets of a deleted pool.
 func (r *Registry) RenewBulkPublish(ctx context.Context, pool string, start time.Time, lease time.Duration) error {
-	return r.updateBulk(ctx, pool, start, func(b *BulkPublish) { b.LeaseUntil = r.now().UTC().Add(lease) })
+	return r.updateBulk(ctx, pool, start, func(tx *redis.Tx, b *BulkPublish) error {
+		exists, err := tx.HExists(ctx, r.configKey(), poolField(pool)).Result()
+		if err != nil {
+			return fmt.Errorf("registry: get identity pool %s: %w", pool, err)
+		}
+		if !exists {
+			return fmt.Errorf("registry: %w: %s was deleted during its bulk publish", ErrPoolNotFound, pool)
+		}
+		b.LeaseUntil = r.now().UTC().Add(lease)
+		return nil
+	})
 }
 
 // FinishBulkPublish records the outcome of the run that started at start;
 // failure is empty for a success.
 func (r *Registry) FinishBulkPublish(ctx context.Context, pool string, start time.Time, failure string) error {
-	return r.updateBulk(ctx, pool, start, func(b *BulkPublish) {
+	return r.updateBulk(ctx, pool, start, func(_ *redis.Tx, b *BulkPublish) error {
 		b.CompleteTime, b.LeaseUntil = r.now().UTC(), time.Time{}
 		if failure == "" {
 			b.Status, b.LastSuccess = BulkSucceeded, b.CompleteTime
 		} else {
 			b.Status, b.FailureMessage = BulkFailed, failure
 		}
+		return nil
 	})
 }
 
-func (r *Registry) updateBulk(ctx context.Context, pool string, start time.Time, change func(*BulkPublish)) error {
+// updateBulk changes the state of the pool's run that started at start, if
+// it is still the pool's current run. A run whose lease ran out is not,
+// even if no other run began since: it showed as failed from then on,
+// and a stalled run that wakes up must not turn that back into
+// IN_PROGRESS, or into SUCCEEDED, after a client took the failure as the
+// outcome.
+func (r *Registry) updateBulk(ctx context.Context, pool string, start time.Time, change func(*redis.Tx, *BulkPublish) error) error {
 	return r.updateConfig(ctx, func(tx *redis.Tx) error {
+		notCurrent := func(why string) error {
+			return fmt.Errorf("registry: %w: that of %s started at %s %s", ErrBulkNotCurrent, pool, start.Format(time.RFC3339), why)
+		}
 		data, err := tx.HGet(ctx, r.configKey(), r.bulkField(pool)).Result()
+		if err == redis.Nil {
+			return notCurrent("is gone (its pool was purged)")
+		}
 		if err != nil {
 			return fmt.Errorf("registry: bulk publish of %s: %w", pool, err)
 		}
 		var b BulkPublish
 		if err := json.Unmarshal([]byte(data), &b); err != nil {
+			return fmt.Errorf("registry: bulk publish state of %s is corrupt: %w", pool, err)
+		}
+		switch {
+		case !b.StartTime.Equal(start):
+			return notCurrent(fmt.Sprintf("was followed by one started at %s", b.StartTime.Format(time.RFC3339)))
+		case b.Status != BulkInProgress:
+			return notCurrent("has ended")
+		case !r.now().Before(b.LeaseUntil):
+			return notCurrent(fmt.Sprintf("let its lease run out at %s", b.LeaseUntil.Format(time.RFC3339)))
+		}
+		if err := change(tx, &b); err != nil {
 			return err
 		}
-		if !b.StartTime.Equal(start) || b.Status != BulkInProgress {
-			return fmt.Errorf("registry: %w: that of %s started at %s", ErrBulkNotCurrent, pool, start.Format(time.RFC3339))
-		}
-		change(&b)
 		return r.putBulk(ctx, tx, pool, b)
 	})
 }

@@ -27,11 +27,20 @@ func TestBulkPublishIntervalCountsFromTheCompletion(t *testing.T) {
 	ctx := context.Background()
 	const day = 24 * time.Hour
 
-	run, err := r.BeginBulkPublish(ctx, pool, time.Minute, day)
+	if _, err := r.CreateIdentityPool(ctx, "", registry.IdentityPool{ID: pool, Name: "Game players", AllowUnauthenticated: true}); err != nil {
+		t.Fatal(err)
+	}
+	run, err := r.BeginBulkPublish(ctx, pool, time.Hour, day)
 	if err != nil {
 		t.Fatal(err)
 	}
-	at(3 * time.Hour) // a run of a large pool
+	for h := 30 * time.Minute; h < 3*time.Hour; h += 30 * time.Minute { // a run of a large pool, renewing its lease
+		at(h)
+		if err := r.RenewBulkPublish(ctx, pool, run.StartTime, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	at(3 * time.Hour)
 	if err := r.FinishBulkPublish(ctx, pool, run.StartTime, ""); err != nil {
 		t.Fatal(err)
 	}

@@ -203,11 +203,19 @@ func (r *Runner) run(ctx context.Context, pool, stream string, start time.Time) 
 	}()
 	log.Info().Msg("bulk publish started")
 	n, err := r.publishAll(leased, pool, stream, log)
-	if lost := context.Cause(leased); lost != nil {
-		err = lost // another run took over: this one stopped where it was
-	}
+	lost := context.Cause(leased)
 	stop(nil)
 	<-renewing
+	switch {
+	case errors.Is(lost, registry.ErrBulkNotCurrent):
+		// Not the pool's run any more: it has no outcome to record.
+		log.Error().Err(lost).Int("datasets", n).Msg("bulk publish stopped")
+		return
+	case errors.Is(lost, registry.ErrPoolNotFound):
+		// keepLease recorded the failure when it found the pool deleted.
+		log.Warn().Err(lost).Int("datasets", n).Msg("bulk publish stopped")
+		return
+	}
 	failure := ""
 	if err != nil {
 		failure = err.Error()
@@ -239,8 +247,11 @@ func (r *Runner) finish(ctx context.Context, pool string, start time.Time, failu
 
 // keepLease renews the run's lease every third of it, whatever the run is
 // doing (one identity may take longer than a lease to publish), until ctx
-// is done. If the run is no longer the pool's current one, because its
-// lease ran out and another run began, it cancels ctx with that error.
+// is done. If the run is no longer the pool's current one (its lease ran
+// out while it stalled, or its pool was purged), or its pool was deleted,
+// it cancels ctx with that error: the run stops where it is. A deleted
+// pool's run fails, and keepLease records that at once, while the lease
+// still holds: the run may be in a read that outlasts it.
 func (r *Runner) keepLease(ctx context.Context, lost context.CancelCauseFunc, pool string, start time.Time, log zerolog.Logger) {
 	tick := time.NewTicker(r.opts.Lease / 3)
 	defer tick.Stop()
@@ -255,6 +266,10 @@ func (r *Runner) keepLease(ctx context.Context, lost context.CancelCauseFunc, po
 		case err == nil, ctx.Err() != nil:
 		case errors.Is(err, registry.ErrBulkNotCurrent):
 			lost(err)
+			return
+		case errors.Is(err, registry.ErrPoolNotFound):
+			lost(err)
+			r.finish(context.WithoutCancel(ctx), pool, start, err.Error(), log)
 			return
 		default:
 			log.Warn().Err(err).Msg("renewing the bulk publish's lease failed; trying again")

@@ -4,6 +4,7 @@ package bulk_test
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,5 +73,56 @@ func TestBulkPublishKeepsItsLeaseWhileOneIdentityTakesLongerThanIt(t *testing.T)
 	}
 	if ae, ok := secondStartError.(awserr.Error); !ok || ae.Code() != "DuplicateRequestException" {
 		t.Errorf("a BulkPublish while the run publishes one identity answered %v, want DuplicateRequestException: a second run began beside the first", secondStartError)
+	}
+}
+
+// A run whose pool is deleted meanwhile stops at its next lease renewal,
+// rather than go on publishing the deleted pool's datasets, and fails
+// saying why.
+func TestBulkPublishStopsWhenItsPoolIsDeleted(t *testing.T) {
+	ctx := context.Background()
+	reg, st, _, js := stack(t)
+	if err := reg.SetPoolStreams(ctx, pool, &registry.Streams{StreamName: "BULK_DELETED", StreamingStatus: "ENABLED"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, identity := range []string{alice, "us-east-1:b0b00000-2222-3333-4444-555555555555"} {
+		if _, _, err := st.UpdateRecords(ctx, store.Update{IdentityPoolID: pool, IdentityID: identity, DatasetName: "game",
+			Patches: []store.Patch{{Op: store.OpReplace, Key: "k", Value: "v"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const lease = time.Second
+	ss := &slowStore{Store: st, slow: func() {
+		if err := reg.DeleteIdentityPool(ctx, pool); err != nil {
+			t.Error(err)
+		}
+		time.Sleep(2 * lease)
+	}}
+	dev := serve(t, reg, st, bulk.New(reg, ss, js, bulk.Options{Lease: lease}, zerolog.New(zerolog.NewTestWriter(t))))
+	if _, err := dev.BulkPublish(&cognitosync.BulkPublishInput{IdentityPoolId: aws.String(pool)}); err != nil {
+		t.Fatal(err)
+	}
+	var state registry.BulkPublish
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var err error
+		if state, err = reg.BulkPublishState(ctx, pool); err != nil {
+			t.Fatal(err)
+		}
+		if state.Status != registry.BulkInProgress {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("bulk publish still in progress 30 s after its pool was deleted")
+		}
+	}
+	if state.Status != registry.BulkFailed || !strings.Contains(state.FailureMessage, "deleted") {
+		t.Errorf("bulk publish of a pool deleted during it ended %s (%q), want FAILED saying the pool was deleted", state.Status, state.FailureMessage)
+	}
+	s, err := js.Stream(ctx, "BULK_DELETED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 0 {
+		t.Errorf("the run published %d datasets after its pool was deleted", n)
 	}
 }
