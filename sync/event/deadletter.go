@@ -203,8 +203,21 @@ func (d *DeadLetters) Replay(ctx context.Context, seq uint64) error {
 		}
 		return fmt.Errorf("event: replay dead letter %d: %w", seq, err)
 	}
-	return d.Discard(ctx, seq)
+	if replayed != nil {
+		replayed(seq)
+	}
+	// A letter gone now was discarded, or replayed by another request,
+	// since it was read: either way this replay happened, and a second
+	// replay of the letter was stored once (same Nats-Msg-Id).
+	if err := d.Discard(ctx, seq); err != nil && !errors.Is(err, ErrNoDeadLetter) {
+		return err
+	}
+	return nil
 }
+
+// replayed, when set (by tests), is called between a replay's publication
+// and its letter's removal.
+var replayed func(seq uint64)
 
 // Discard removes a dead letter.
 func (d *DeadLetters) Discard(ctx context.Context, seq uint64) error {

@@ -118,3 +118,34 @@ func TestDeadLetterReplayAfterTheStreamIsMadeAgain(t *testing.T) {
 		t.Fatalf("the event stream holds %d messages, want both replays", info.State.Msgs)
 	}
 }
+
+// TestDeadLetterReplayedWhileDiscarded: a letter discarded (or replayed by
+// another request) after a replay read it and published its event is a
+// replay done, not "no dead letter": the event is on the event stream,
+// and an operator told otherwise would replay it again from elsewhere.
+func TestDeadLetterReplayedWhileDiscarded(t *testing.T) {
+	ctx := context.Background()
+	_, js, dl := deadLetters(t)
+	s, err := event.EnsureStream(ctx, js, event.StreamConfig{Name: "EVENTS", SubjectPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dl.Put(ctx, "PUSHSYNC_EVENTS.1", prefix+".a.b.c", []byte(`{"version":1}`), "retries exhausted", 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	var discardErr error
+	defer event.SetReplayed(func(seq uint64) { discardErr = dl.Discard(ctx, seq) })()
+	if err := dl.Replay(ctx, 1); err != nil {
+		t.Errorf("replay of a letter discarded meanwhile: %v, want success", err)
+	}
+	if discardErr != nil {
+		t.Fatalf("the discard meanwhile: %v", discardErr)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("the event stream holds %d messages after the replay, want 1", info.State.Msgs)
+	}
+}
