@@ -550,11 +550,11 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inP
 }
 
 // process fans one event out and acks, naks or dead-letters its message,
-// and returns the event's result. keep holds msg in progress; it is
-// stopped before msg is settled. When runCtx ends, the pushes under way
-// finish and those not begun are not begun: an event they were left to is
-// handed back to the broker untried.
-func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) string {
+// and returns the event's result, and whether msg was handed back untried.
+// keep holds msg in progress; it is stopped before msg is settled. When
+// runCtx ends, the pushes under way finish and those not begun are not
+// begun: an event they were left to is handed back to the broker untried.
+func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) (result string, untried bool) {
 	ctx := context.WithoutCancel(runCtx)
 	start := d.opts.Now()
 	d.m.inflightEvents.Inc()
@@ -579,9 +579,9 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 	}
 	deleted := d.streamDeletes(md)
 	var (
-		result, why string
-		retryAfter  time.Duration
-		notPushed   []string
+		why        string
+		retryAfter time.Duration
+		notPushed  []string
 	)
 	last := d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver)
 	reason := ""
@@ -669,7 +669,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 	if result == "delivered" {
 		d.m.eventAge.Observe(d.opts.Now().Sub(ev.ChangedAt).Seconds())
 	}
-	return result
+	return result, stopped
 }
 
 func (d *Dispatcher) settle(err error, log zerolog.Logger) {
@@ -1474,12 +1474,19 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		}
 		// process stops g.keep to settle the newest message; the others,
 		// settled right after, were held in progress until then.
-		result := d.process(runCtx, ev, g.msg, g.keep)
+		result, untried := d.process(runCtx, ev, g.msg, g.keep)
 		// The newest event stands for the others only once its pushes are
 		// done: if it comes back, it comes back with its own origin, which
 		// has not seen the others' changes; they come back too.
 		again := g.mixed && (result == "retry" || result == "dead_lettered" || result == "abandoned")
 		for _, m := range g.superseded {
+			if again && untried {
+				// Handed back by a stop: untried like the newest, not a
+				// try of theirs.
+				d.handBack(m, nil)
+				d.m.events.WithLabelValues("retry").Inc()
+				continue
+			}
 			if again {
 				delivered := uint64(1)
 				if md, err := m.Metadata(); err == nil {
