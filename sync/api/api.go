@@ -475,6 +475,13 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	if len(s.opts.CORSAllowedOrigins) > 0 {
+		// Whether the answer carries CORS headers depends on the Origin,
+		// also when it carries none (no Origin, or one not allowed):
+		// a cache must not hand that answer to a browser at an allowed
+		// origin.
+		w.Header().Add("Vary", "Origin")
+	}
 	if origin == "" || allowed == "" {
 		if preflight {
 			writeError(w, newError(http.StatusForbidden, "AccessDeniedException", "origin %q is not allowed", origin))
@@ -487,7 +494,6 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 		h.Set("Access-Control-Allow-Origin", "*")
 	} else {
 		h.Set("Access-Control-Allow-Origin", origin)
-		h.Add("Vary", "Origin")
 	}
 	h.Set("Access-Control-Expose-Headers", "x-amzn-RequestId, x-amzn-ErrorType, x-amzn-ErrorMessage, Date")
 	if !preflight {

@@ -513,6 +513,37 @@ func TestCORS(t *testing.T) {
 	}
 }
 
+// TestCORSVaryOrigin checks that every answer of a server with allowed
+// origins says Vary: Origin, also those that carry no CORS headers (no
+// Origin, or one not allowed): a cache that kept such an answer without it
+// would hand it to a browser at an allowed origin, which then refuses it
+// for want of Access-Control-Allow-Origin.
+func TestCORSVaryOrigin(t *testing.T) {
+	f := newFixture(t)
+	for _, tt := range []struct{ name, method, origin string }{
+		{"allowed origin", "GET", "https://app.example.com"},
+		{"no origin", "GET", ""},
+		{"origin not allowed", "GET", "https://evil.example.com"},
+		{"preflight from an origin not allowed", "OPTIONS", "https://evil.example.com"},
+	} {
+		req, _ := http.NewRequest(tt.method, f.ts.URL+"/identitypools/"+esc(pool)+"/configuration", nil)
+		if tt.origin != "" {
+			req.Header.Set("Origin", tt.origin)
+		}
+		if tt.method == "OPTIONS" {
+			req.Header.Set("Access-Control-Request-Method", "GET")
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if vary := res.Header.Values("Vary"); len(vary) != 1 || vary[0] != "Origin" {
+			t.Errorf("%s: %d, Vary %q, want Origin", tt.name, res.StatusCode, vary)
+		}
+	}
+}
+
 // snapshot returns every key and value under the test's prefix.
 func (f *fixture) snapshot() map[string]string {
 	f.t.Helper()
