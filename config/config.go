@@ -331,7 +331,10 @@ type APIConfig struct {
 	// server's clock, at least 1s. If not set, 5m.
 	MaxClockSkew Duration `yaml:"max_clock_skew" json:"max_clock_skew"`
 	// MaxBodyBytes bounds a request body, in bytes, 1024 to 16777216.
-	// If not set, 2097152 (2 MiB: a 1 MB record value with room to spare).
+	// If not set, 8388608 (8 MiB: a dataset's 1 MiB of keys and values,
+	// a record value may be all of it, takes up to 6 MiB in JSON, where a
+	// control character is escaped as \u00XX; the patches' other members
+	// take the rest).
 	MaxBodyBytes int `yaml:"max_body_bytes" json:"max_body_bytes"`
 	// MaxTombstones is how many tombstones (removed records, kept so that
 	// other devices learn of the removal) one dataset keeps, 1024 to
@@ -495,7 +498,7 @@ func Default() *Config {
 			Listen:                ":8081",
 			Regions:               []string{},
 			MaxClockSkew:          Duration(5 * time.Minute),
-			MaxBodyBytes:          2 << 20,
+			MaxBodyBytes:          8 << 20,
 			MaxTombstones:         4096,
 			MaxDeletedDatasets:    1000,
 			CORSAllowedOrigins:    []string{"*"},

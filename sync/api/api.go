@@ -129,7 +129,11 @@ type Options struct {
 	// MaxClockSkew bounds the difference between a request's signing time
 	// and the server clock. If not set, 5 minutes.
 	MaxClockSkew time.Duration
-	// MaxBodyBytes bounds a request body. If not set, 2 MiB.
+	// MaxBodyBytes bounds a request body. If not set, 8 MiB: a dataset's
+	// 1 MiB of keys and values, a record value as long as the model allows
+	// among them, takes 6 MiB on the wire when every byte is a control
+	// character JSON escapes as \u00XX, and the patches' other members
+	// take the rest.
 	MaxBodyBytes int64
 	// DeveloperAccessKeyID and DeveloperSecretAccessKey are the developer
 	// credentials. If not set, there are none.
@@ -171,7 +175,7 @@ func New(reg Registry, opts Options, log zerolog.Logger, metricsReg prometheus.R
 		opts.MaxClockSkew = 5 * time.Minute
 	}
 	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 2 << 20
+		opts.MaxBodyBytes = 8 << 20
 	}
 	if opts.IdentityCredentialTTL <= 0 {
 		opts.IdentityCredentialTTL = time.Hour

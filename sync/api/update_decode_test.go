@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go/service/cognitosync"
 	"github.com/rs/zerolog"
 
+	"github.com/pushsync/pushsync/config"
 	"github.com/pushsync/pushsync/internal/secretbox"
 	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
@@ -102,5 +103,45 @@ func TestUpdateRecordsBodyOfWrongShape(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK || !strings.Contains(string(data), `"DeviceLastModifiedDate":1700000000.5`) {
 		t.Errorf("well-formed update: %d %s", res.StatusCode, data)
+	}
+}
+
+// TestLargestValueEscaped writes a record value as long as the model
+// allows, filling the dataset, of characters that JSON escapes as
+// \u00XX: six bytes each on the wire. The request is legal, so it is
+// taken under the default body limit of both the API and pushsyncd's
+// configuration, not refused with 413 for the length of its escaping.
+func TestLargestValueEscaped(t *testing.T) {
+	value := strings.Repeat("\x01", store.MaxValueLen)
+	for _, limit := range []int64{0, int64(config.Default().API.MaxBodyBytes)} {
+		rdb, prefix := testenv.Redis(t)
+		f := &fixture{t: t, rdb: rdb, prefix: prefix}
+		f.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
+		srv, err := api.New(f.reg, api.Options{
+			DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
+			Store:           store.New(rdb, store.Options{KeyPrefix: prefix}),
+			SessionTokenKey: []byte("session-token-key-for-tests"),
+			MaxBodyBytes:    limit,
+		}, zerolog.New(io.Discard), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ts = httptest.NewServer(srv.Handler())
+		createPool(t, f.reg)
+		dev := f.developer()
+		in := &cognitosync.ListRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String("settings")}
+		first, err := dev.ListRecords(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = dev.UpdateRecords(&cognitosync.UpdateRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice),
+			DatasetName: aws.String("settings"), SyncSessionToken: first.SyncSessionToken,
+			RecordPatches: []*cognitosync.RecordPatch{{Op: aws.String("replace"), Key: aws.String("k"), Value: aws.String(value), SyncCount: aws.Int64(0)}}})
+		if err != nil {
+			t.Errorf("max body bytes %d: %v", limit, err)
+		} else if out, err := dev.ListRecords(in); err != nil || len(out.Records) != 1 || aws.StringValue(out.Records[0].Value) != value {
+			t.Errorf("max body bytes %d: the value did not read back: %v", limit, err)
+		}
+		f.ts.Close()
 	}
 }
