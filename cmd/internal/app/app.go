@@ -709,8 +709,9 @@ func opsHandler(metrics *prometheus.Registry, checks []check, stopping *atomic.B
 // requestReadTimeout is how long a client may take to send one request,
 // headers and body: a body of the largest size the API takes by default
 // (8 MiB) must come at 140 KB/s at least; the 1 MB record values of
-// ordinary text, under 2 MiB on the wire, at 35 KB/s. A client that sends slower, or not at all, is
-// cut off rather than holding its connection for good.
+// ordinary text, under 2 MiB on the wire, at 35 KB/s. A client that sends
+// slower, or not at all, is cut off rather than holding its connection for
+// good.
 const requestReadTimeout = time.Minute
 
 // bind listens on addr; key names the setting in the error.
