@@ -535,7 +535,10 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inP
 		d.m.events.WithLabelValues("malformed").Inc()
 		d.log.Warn().Err(err).Str("subject", msg.Subject()).Str("reason", reason).Msg("terminating malformed event")
 		keep.stop()
-		if err := msg.TermWithReason("malformed event: " + reason); err != nil {
+		// A bare +TERM: servers before NATS 2.10.4 ignore one that
+		// carries a reason, and would deliver the event again for ever.
+		// The reason is in the log line above and the metrics.
+		if err := msg.Term(); err != nil {
 			d.log.Warn().Err(err).Msg("term malformed event")
 		}
 		done()
@@ -653,7 +656,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 		}
 		log.Error().Uint64("deliveries", delivered).Str("reason", reason).Str("result", result).Msg("giving up on event after its last delivery")
 		keep.stop()
-		d.settle(msg.TermWithReason(reason), log)
+		d.settle(msg.Term(), log) // bare, as for a malformed event: the reason is logged and in the dead letter
 	default:
 		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
 		if deferral && md != nil {
