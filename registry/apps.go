@@ -214,6 +214,15 @@ func checkAuthKey(p8 string) error {
 	if block == nil {
 		return errors.New("not PEM")
 	}
+	// Apple issues the key as PKCS#8; say what else was given rather
+	// than how the parser failed on it.
+	switch block.Type {
+	case "PRIVATE KEY":
+	case "EC PRIVATE KEY":
+		return errors.New("is an EC PRIVATE KEY (SEC1), not the PKCS#8 PRIVATE KEY of a .p8 file; convert it with: openssl pkcs8 -topk8 -nocrypt -in key.pem -out key.p8")
+	default:
+		return fmt.Errorf("holds a PEM %q block, not the PRIVATE KEY of a .p8 file", block.Type)
+	}
 	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
 		return fmt.Errorf("not a PKCS#8 private key: %v", err)

@@ -268,6 +268,9 @@ var serviceAccount = testenv.ServiceAccount("demo")
 
 func TestAppValidation(t *testing.T) {
 	key := p8(t)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	sec1PEM := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}))
 	tests := []struct {
 		name string
 		app  registry.App
@@ -280,6 +283,8 @@ func TestAppValidation(t *testing.T) {
 		{"no topic", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{KeyID: "k", TeamID: "t", AuthKey: key}}, "apns.topic"},
 		{"no key id", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", AuthKey: key}}, "needs apns.keyId and apns.teamId"},
 		{"bad key", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "k", TeamID: "t", AuthKey: "nope"}}, "apns.authKey: not PEM"},
+		{"cert as key", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "k", TeamID: "t", AuthKey: certPEM(t)}}, `apns.authKey: holds a PEM "CERTIFICATE" block, not the PRIVATE KEY of a .p8 file`},
+		{"sec1 key", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "k", TeamID: "t", AuthKey: sec1PEM}}, "openssl pkcs8 -topk8 -nocrypt"},
 		{"both", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", KeyID: "k", TeamID: "t", AuthKey: key, Certificate: "c"}}, "not both"},
 		{"bad cert", registry.App{Name: "x", Kind: registry.KindAPNs, APNs: &registry.APNsCredentials{Topic: "t", Certificate: "junk"}}, "apns.certificate"},
 		{"fcm sa", registry.App{Name: "x", Kind: registry.KindFCM, FCM: &registry.FCMCredentials{ProjectID: "p", ServiceAccount: `{"type":"user"}`}}, "service account key file"},
