@@ -501,7 +501,7 @@ func Classify(err error) *dispatcher.Error {
 		// request FCM will never take.
 		return e(dispatcher.Permanent, "INVALID_ARGUMENT")
 	case messaging.IsQuotaExceeded(err):
-		return e(dispatcher.Retry, "QUOTA_EXCEEDED")
+		return quota(e(dispatcher.Retry, "QUOTA_EXCEEDED"))
 	case messaging.IsUnavailable(err):
 		return e(dispatcher.Retry, "UNAVAILABLE")
 	case messaging.IsInternal(err):
@@ -515,7 +515,7 @@ func Classify(err error) *dispatcher.Error {
 	case errorutils.IsNotFound(err):
 		return e(dispatcher.Config, "NOT_FOUND")
 	case errorutils.IsResourceExhausted(err):
-		return e(dispatcher.Retry, "RESOURCE_EXHAUSTED")
+		return quota(e(dispatcher.Retry, "RESOURCE_EXHAUSTED"))
 	case errorutils.IsUnavailable(err), errorutils.IsInternal(err), errorutils.IsDeadlineExceeded(err):
 		return e(dispatcher.Retry, "UNAVAILABLE")
 	case errors.Is(err, context.DeadlineExceeded):
@@ -525,6 +525,21 @@ func Classify(err error) *dispatcher.Error {
 	default:
 		return e(dispatcher.Retry, "Other")
 	}
+}
+
+// QuotaBackoff is how long a push that FCM refused for a spent quota (429
+// RESOURCE_EXHAUSTED) waits when FCM gives no Retry-After: a project's
+// quota is counted per minute, and FCM refuses every push until the
+// minute ends, so a try sooner only uses up one of the event's tries.
+const QuotaBackoff = time.Minute
+
+// quota gives e, a refusal for a spent quota, QuotaBackoff as its wait
+// when FCM gave none.
+func quota(e *dispatcher.Error) *dispatcher.Error {
+	if e.RetryAfter <= 0 {
+		e.RetryAfter = QuotaBackoff
+	}
+	return e
 }
 
 func retryAfter(err error) time.Duration {

@@ -99,6 +99,9 @@ func TestErrorsAreClassified(t *testing.T) {
 	s.FailToken("mismatch", fcmtest.SenderIDMismatch())
 	s.FailToken("invalid", fcmtest.InvalidRegistration())
 	s.FailToken("quota", fcmtest.QuotaExceeded(30*time.Second))
+	s.FailToken("quota-no-retry-after", fcmtest.QuotaExceeded(0))
+	// A 429 with no FCM error code: the SDK maps its status alone.
+	s.FailToken("exhausted", fcmtest.Failure{HTTPStatus: 429, Status: "RESOURCE_EXHAUSTED", Message: "Resource has been exhausted"})
 	s.FailToken("internal", fcmtest.Internal())
 	s.FailToken("apns-auth", fcmtest.ThirdPartyAuthError())
 	// An invalid field, with only a google.rpc.BadRequest detail.
@@ -114,6 +117,10 @@ func TestErrorsAreClassified(t *testing.T) {
 		{"mismatch", dispatcher.TokenDead, "SENDER_ID_MISMATCH", 0},
 		{"invalid", dispatcher.TokenDead, "INVALID_REGISTRATION", 0},
 		{"quota", dispatcher.Retry, "QUOTA_EXCEEDED", 30 * time.Second},
+		// FCM refuses until the quota's minute ends: tried again sooner,
+		// the push is refused again and uses up a try.
+		{"quota-no-retry-after", dispatcher.Retry, "QUOTA_EXCEEDED", fcm.QuotaBackoff},
+		{"exhausted", dispatcher.Retry, "RESOURCE_EXHAUSTED", fcm.QuotaBackoff},
 		{"internal", dispatcher.Retry, "INTERNAL", 0},
 		{"apns-auth", dispatcher.Config, "THIRD_PARTY_AUTH_ERROR", 0},
 		{"bad-field", dispatcher.Permanent, "INVALID_ARGUMENT", 0},
