@@ -553,11 +553,12 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inP
 }
 
 // process fans one event out and acks, naks or dead-letters its message,
-// and returns the event's result, and whether msg was handed back untried.
-// keep holds msg in progress; it is stopped before msg is settled. When
+// and returns the event's result, whether msg was handed back untried, and
+// the least wait the services asked for before a retry (Retry-After, or
+// the suspension of a refused app). keep holds msg in progress; it is stopped before msg is settled. When
 // runCtx ends, the pushes under way finish and those not begun are not
 // begun: an event they were left to is handed back to the broker untried.
-func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) (result string, untried bool) {
+func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) (result string, untried bool, retryAfter time.Duration) {
 	ctx := context.WithoutCancel(runCtx)
 	start := d.opts.Now()
 	d.m.inflightEvents.Inc()
@@ -582,9 +583,8 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 	}
 	deleted := d.streamDeletes(md)
 	var (
-		why        string
-		retryAfter time.Duration
-		notPushed  []string
+		why       string
+		notPushed []string
 	)
 	last := d.opts.MaxDeliver > 0 && delivered >= uint64(d.opts.MaxDeliver)
 	reason := ""
@@ -672,7 +672,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 	if result == "delivered" {
 		d.m.eventAge.Observe(d.opts.Now().Sub(ev.ChangedAt).Seconds())
 	}
-	return result, stopped
+	return result, stopped, retryAfter
 }
 
 func (d *Dispatcher) settle(err error, log zerolog.Logger) {
@@ -1477,7 +1477,7 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 		}
 		// process stops g.keep to settle the newest message; the others,
 		// settled right after, were held in progress until then.
-		result, untried := d.process(runCtx, ev, g.msg, g.keep)
+		result, untried, retryAfter := d.process(runCtx, ev, g.msg, g.keep)
 		// The newest event stands for the others only once its pushes are
 		// done: if it comes back, it comes back with its own origin, which
 		// has not seen the others' changes; they come back too.
@@ -1495,7 +1495,9 @@ func (d *Dispatcher) coalesce(runCtx context.Context, ev *event.DatasetChanged, 
 				if md, err := m.Metadata(); err == nil {
 					delivered = md.NumDelivered
 				}
-				d.settle(m.NakWithDelay(d.retryDelay(delivered, 0)), d.log)
+				// Not before the newest: the service refuses them
+				// as it refused it (Retry-After, a suspended app).
+				d.settle(m.NakWithDelay(d.retryDelay(delivered, retryAfter)), d.log)
 				d.m.events.WithLabelValues("retry").Inc()
 				continue
 			}

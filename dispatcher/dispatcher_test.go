@@ -1239,6 +1239,31 @@ func TestCoalescedRetryKeepsEveryOriginsPush(t *testing.T) {
 	}
 }
 
+// TestCoalescedRetryWaitsForRetryAfter: when the push of a coalesced pair
+// is refused with a Retry-After, the older event goes back to the broker
+// for as long as the newest: the service would refuse it as well, and
+// each early try uses up one of its deliveries.
+func TestCoalescedRetryWaitsForRetryAfter(t *testing.T) {
+	e := setup(t)
+	second := e.deviceID(t, tok(1))
+	e.fcm.answer = func(p *dispatcher.Push, attempt int) error {
+		if p.Device.Token == "fcm-3" {
+			return &dispatcher.Error{Class: dispatcher.Retry, Reason: "QUOTA_EXCEEDED", RetryAfter: time.Minute}
+		}
+		return nil
+	}
+	e.start(t, func(o *dispatcher.Options) { o.CoalesceWindow = 300 * time.Millisecond })
+	e.publish(t, "settings", 5, e.origin.ID)
+	e.publish(t, "settings", 6, second)
+	e.waitCounter(t, 2, "pushsync_events_consumed_total", "result", "retry")
+	// Ten times the longest backoff the test's options allow
+	// (MaxRetryDelay): an event that ignored the Retry-After is back.
+	time.Sleep(2 * time.Second)
+	if n := e.fcm.attempts("fcm-3"); n != 1 {
+		t.Errorf("fcm-3 was tried %d times within 2 s of FCM asking for a minute's wait, want once", n)
+	}
+}
+
 // TestBudgetNeverOutlivesPushTTL: a device over its budget on two datasets
 // has one change deferred twice; deferred again, it would come back older
 // than the push TTL and be dropped, so the device would never learn of it.
