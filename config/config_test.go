@@ -139,13 +139,17 @@ var invalidFixtures = map[string]struct {
 	"invalid_unknown_section.yaml":       {want: "config: testdata/invalid_unknown_section.yaml:1: dispacher: unknown key; did you mean dispatcher?"},
 	"invalid_duplicate_key.yaml":         {want: "config: testdata/invalid_duplicate_key.yaml:3: log.level: given twice; the first is at line 2"},
 	"invalid_syntax.yaml":                {want: "config: testdata/invalid_syntax.yaml:2: invalid YAML: did not find expected key", substr: true},
-	"invalid_two_documents.yaml":         {want: "config: testdata/invalid_two_documents.yaml:2: a second YAML document; the file must hold exactly one"},
-	"invalid_not_a_mapping.yaml":         {want: "config: testdata/invalid_not_a_mapping.yaml:1: the settings must be a mapping of keys to values, such as role: worker, got a list"},
-	"invalid_wrong_type_int.yaml":        {want: "config: testdata/invalid_wrong_type_int.yaml:2: redis.db: must be an integer, got \"one\""},
-	"invalid_wrong_type_bool.yaml":       {want: "config: testdata/invalid_wrong_type_bool.yaml:3: redis.tls.enabled: must be true or false, got \"sometimes\""},
-	"invalid_wrong_type_list.yaml":       {want: `config: testdata/invalid_wrong_type_list.yaml:2: redis.addrs: must be a list of host:port, got a string ("127.0.0.1:6379"); write [127.0.0.1:6379]`},
-	"invalid_wrong_type_section.yaml":    {want: `config: testdata/invalid_wrong_type_section.yaml:1: dispatcher: must be a mapping of settings, got "5"`},
-	"invalid_wrong_type_int_unit.yaml":   {want: `config: testdata/invalid_wrong_type_int_unit.yaml:2: api.max_body_bytes: must be an integer, got "2MB"`},
+	// The YAML library says "found character that cannot start any token",
+	// or names the line before the tab, without saying that YAML takes no tabs.
+	"invalid_tab_indent.yaml":             {want: "config: testdata/invalid_tab_indent.yaml:3: invalid YAML: indented with a tab; YAML indents with spaces only"},
+	"invalid_tab_indent_after_value.yaml": {want: "config: testdata/invalid_tab_indent_after_value.yaml:3: invalid YAML: indented with a tab; YAML indents with spaces only"},
+	"invalid_two_documents.yaml":          {want: "config: testdata/invalid_two_documents.yaml:2: a second YAML document; the file must hold exactly one"},
+	"invalid_not_a_mapping.yaml":          {want: "config: testdata/invalid_not_a_mapping.yaml:1: the settings must be a mapping of keys to values, such as role: worker, got a list"},
+	"invalid_wrong_type_int.yaml":         {want: "config: testdata/invalid_wrong_type_int.yaml:2: redis.db: must be an integer, got \"one\""},
+	"invalid_wrong_type_bool.yaml":        {want: "config: testdata/invalid_wrong_type_bool.yaml:3: redis.tls.enabled: must be true or false, got \"sometimes\""},
+	"invalid_wrong_type_list.yaml":        {want: `config: testdata/invalid_wrong_type_list.yaml:2: redis.addrs: must be a list of host:port, got a string ("127.0.0.1:6379"); write [127.0.0.1:6379]`},
+	"invalid_wrong_type_section.yaml":     {want: `config: testdata/invalid_wrong_type_section.yaml:1: dispatcher: must be a mapping of settings, got "5"`},
+	"invalid_wrong_type_int_unit.yaml":    {want: `config: testdata/invalid_wrong_type_int_unit.yaml:2: api.max_body_bytes: must be an integer, got "2MB"`},
 	// The YAML library would store 1 and -1 (unlimited deliveries), dropping
 	// the fraction without a word.
 	"invalid_wrong_type_int_fraction.yaml":          {want: `config: testdata/invalid_wrong_type_int_fraction.yaml:2: dispatcher.workers: must be an integer, got "1.5"`},
@@ -336,6 +340,29 @@ config: dispatcher.retry_budget: must be from 0s to less than dispatcher.ack_wai
 		want := "config: line 2: redis.db: must be an integer, got \"x\"\nconfig: line 3: redis.pool_size: must be an integer, got \"y\""
 		if err == nil || err.Error() != want {
 			t.Errorf("error\n%v\nwant\n%s", err, want)
+		}
+	})
+	t.Run("a tab before the first key", func(t *testing.T) {
+		_, err := Parse([]byte("\trole: api\n"), nil, "")
+		want := "config: line 1: invalid YAML: indented with a tab; YAML indents with spaces only"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("a tab after a list item's dash", func(t *testing.T) {
+		_, err := Parse([]byte("redis:\n  addrs:\n  -\t127.0.0.1:6379\n"), nil, "")
+		want := "config: line 3: invalid YAML: indented with a tab; YAML indents with spaces only"
+		if err == nil || err.Error() != want {
+			t.Errorf("error %v, want %s", err, want)
+		}
+	})
+	t.Run("tabs where YAML takes them", func(t *testing.T) {
+		c, err := Parse([]byte("log:\n  level:\tdebug\nredis: {\n\tdb: 3}\n"), nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Log.Level != "debug" || c.Redis.DB != 3 {
+			t.Errorf("got log %+v, redis.db %d", c.Log, c.Redis.DB)
 		}
 	})
 	t.Run("keys named in flow style", func(t *testing.T) {

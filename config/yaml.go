@@ -37,7 +37,7 @@ func decodeYAML(data []byte, src yamlSource, c *Config) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return src.yamlError(err, nil)
+		return src.yamlError(err, data, nil)
 	}
 	k := newKeyChecker(c)
 	k.document(&doc)
@@ -49,7 +49,7 @@ func decodeYAML(data []byte, src yamlSource, c *Config) error {
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		errs = append(errs, src.yamlError(err, nil))
+		errs = append(errs, src.yamlError(err, data, nil))
 	default:
 		errs = append(errs, fmt.Errorf("config: %s: a second YAML document; the file must hold exactly one", src.at(extra.Line)))
 	}
@@ -61,7 +61,7 @@ func decodeYAML(data []byte, src yamlSource, c *Config) error {
 	dec = yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return src.yamlError(err, k.lines)
+		return src.yamlError(err, data, k.lines)
 	}
 	return nil
 }
@@ -430,13 +430,16 @@ var (
 	yamlSyntax = regexp.MustCompile(`^yaml: line ([0-9]+): (.*)$`)
 )
 
-// yamlError turns the YAML library's error into ours, starting with the
-// place in s and, where lines says which key is written on the line, the
-// key: a type error's lines become one error each, like the validation
+// yamlError turns the YAML library's error about data into ours, starting
+// with the place in s and, where lines says which key is written on the line,
+// the key: a type error's lines become one error each, like the validation
 // errors.
-func (s yamlSource) yamlError(err error, lines map[int]string) error {
+func (s yamlSource) yamlError(err error, data []byte, lines map[int]string) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
+		if line := tabIndented(data, err.Error()); line > 0 {
+			return fmt.Errorf("config: %s: invalid YAML: indented with a tab; YAML indents with spaces only", s.at(line))
+		}
 		if m := yamlSyntax.FindStringSubmatch(err.Error()); m != nil {
 			line, _ := strconv.Atoi(m[1])
 			return fmt.Errorf("config: %s: invalid YAML: %s", s.at(line), m[2])
@@ -457,4 +460,37 @@ func (s yamlSource) yamlError(err error, lines map[int]string) error {
 		errs[i] = s.problem(yamlProblem{line: line, key: lines[line], msg: m[2]})
 	}
 	return errors.Join(errs...)
+}
+
+// tabIndented returns the line of data whose indentation holds the tab that
+// caused the YAML library's syntax error msg, or 0 if a tab did not cause it.
+// The library does not say so when a tab starts the line ("found character
+// that cannot start any token", at the tab's line, or without a line on the
+// first); when it does say tab, it gives the line where the value before the
+// tab starts, which may be earlier.
+func tabIndented(data []byte, msg string) int {
+	msg, _ = strings.CutPrefix(msg, "yaml: ")
+	from := 1
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		from, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	onlyFrom := msg == "found character that cannot start any token"
+	if !onlyFrom && !strings.Contains(msg, "tab character") {
+		return 0
+	}
+	for i, line := range strings.Split(string(data), "\n") {
+		n := i + 1
+		if n < from {
+			continue
+		}
+		// A list item's dash is part of its indentation.
+		if indent := line[:len(line)-len(strings.TrimLeft(line, " \t-"))]; strings.Contains(indent, "\t") {
+			return n
+		}
+		if onlyFrom {
+			break
+		}
+	}
+	return 0
 }
