@@ -138,7 +138,11 @@ func splitARN(arn string) (platform, app string) {
 func credentialsIssue(c *cli, v *cmdFlags) error {
 	in := map[string]any{"IdentityPoolId": v.pool, "IdentityId": v.identity}
 	if v.given["duration"] {
-		if v.duration < time.Second || v.duration%time.Second != 0 {
+		// The API's range of DurationSeconds (sync/api issueCredentials).
+		if v.duration < time.Minute || v.duration > 12*time.Hour {
+			return &usageError{cmd: v.cmd, msg: fmt.Sprintf("-duration must be from 1m to 12h, got %s", v.duration)}
+		}
+		if v.duration%time.Second != 0 {
 			return &usageError{cmd: v.cmd, msg: fmt.Sprintf("-duration must be whole seconds, such as 15m or 1h, got %s", v.duration)}
 		}
 		in["DurationSeconds"] = int64(v.duration / time.Second)

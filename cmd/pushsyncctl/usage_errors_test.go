@@ -33,6 +33,11 @@ func TestCommandLineMistakesAreUsageErrors(t *testing.T) {
 		{[]string{"device", "list", "-pool", pool, "-identity", pool, "extra"}, `device list takes no arguments, got "extra"`},
 		{[]string{"device", "remove", "-pool", pool, "-identity", pool}, "device remove needs -device"},
 		{[]string{"device", "remove", "-device", "5cd28fbe-0000-4000-8000-000000000001"}, "device remove needs -pool, -identity"},
+		{[]string{"credentials", "issue", "-pool", pool, "-identity", pool, "-duration", "0"}, "-duration must be from 1m to 12h, got 0s"},
+		{[]string{"credentials", "issue", "-pool", pool, "-identity", pool, "-duration", "-1h"}, "-duration must be from 1m to 12h, got -1h0m0s"},
+		{[]string{"credentials", "issue", "-pool", pool, "-identity", pool, "-duration", "59s"}, "-duration must be from 1m to 12h, got 59s"},
+		{[]string{"credentials", "issue", "-pool", pool, "-identity", pool, "-duration", "13h"}, "-duration must be from 1m to 12h, got 13h0m0s"},
+		{[]string{"credentials", "issue", "-pool", pool, "-identity", pool, "-duration", "90.5s"}, "-duration must be whole seconds, such as 15m or 1h, got 1m30.5s"},
 		{[]string{"app", "list", "-o", "json"}, "-o is a global flag: give it before the command"},
 		{[]string{"deadletter", "list", "-endpoint=http://127.0.0.1:8081"}, "-endpoint is a global flag: give it before the command"},
 	} {

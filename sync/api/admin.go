@@ -190,6 +190,7 @@ func (s *Server) issueCredentials(r *request) (any, error) {
 	}
 	ttl := s.opts.IdentityCredentialTTL
 	if in.DurationSeconds != 0 {
+		// pushsyncctl's -duration checks the same range.
 		if in.DurationSeconds < 60 || in.DurationSeconds > 12*3600 {
 			return nil, invalidParameter("DurationSeconds: must be from 60 to 43200, got %d", in.DurationSeconds)
 		}

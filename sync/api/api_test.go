@@ -380,6 +380,16 @@ func (f *fixture) signedWith(c *cognitosync.CognitoSync, method, path string) *h
 	return res
 }
 
+// DurationSeconds takes from 1m to 12h, the range pushsyncctl's -duration
+// checks before it asks.
+func TestCredentialDurationRange(t *testing.T) {
+	f := newFixture(t)
+	f.configure()
+	for secs, status := range map[int]int{59: http.StatusBadRequest, 60: http.StatusCreated, 43200: http.StatusCreated, 43201: http.StatusBadRequest} {
+		f.admin("POST", "/admin/v1/credentials", fmt.Sprintf(`{"IdentityPoolId":%q,"IdentityId":%q,"DurationSeconds":%d}`, pool, alice, secs), status, nil)
+	}
+}
+
 func TestExpiredIdentityCredentialsAreRefused(t *testing.T) {
 	f := newFixture(t)
 	f.configure()
