@@ -111,12 +111,17 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if cfg.Secrets.SecondaryMasterKey != "" {
 		log.Warn().Msg("secrets.secondary_master_key is set: a master key rotation is under way (docs/deploy.md, \"Rotating the master key\")")
 	}
+	api := cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll
+	if api && cfg.API.DeveloperAccessKeyID == "" {
+		// Else the first word of it is pushsyncctl's UnrecognizedClientException.
+		log.Warn().Msg("no developer credentials: the admin API and pushsyncctl need them; set api.developer_access_key_id and api.developer_secret_access_key (or api.developer_secret_access_key_file), or PUSHSYNC_API_DEVELOPER_ACCESS_KEY_ID and PUSHSYNC_API_DEVELOPER_SECRET_ACCESS_KEY (or PUSHSYNC_API_DEVELOPER_SECRET_ACCESS_KEY_FILE)")
+	}
 	roots, err := loadRoots(cfg)
 	if err != nil {
 		return err
 	}
 	return runServices(ctx, cfg, *log, services{
-		api:         cfg.Role == config.RoleAPI || cfg.Role == config.RoleAll,
+		api:         api,
 		worker:      cfg.Role == config.RoleWorker || cfg.Role == config.RoleAll,
 		box:         box,
 		masterKeys:  keys,

@@ -451,6 +451,57 @@ func TestBadConfigurationIsRefused(t *testing.T) {
 	}
 }
 
+// A process that serves the API without developer credentials says at start
+// that the admin API and pushsyncctl need them, and which settings give them;
+// otherwise the first word of it is pushsyncctl's refusal.
+func TestAPIWithoutDeveloperCredentialsWarnsAtStart(t *testing.T) {
+	ns := testenv.StartNATS(t)
+	for _, tt := range []struct {
+		role  string
+		creds bool
+		warns bool
+	}{
+		{config.RoleAPI, false, true},
+		{config.RoleAll, false, true},
+		{config.RoleAPI, true, false},
+		{config.RoleWorker, false, false},
+	} {
+		cfg := workerConfig(t, ns.URL)
+		cfg.Role = tt.role
+		cfg.API.Listen = "127.0.0.1:0"
+		if tt.creds {
+			cfg.API.DeveloperAccessKeyID = "AKIAPUSHSYNCTEST0001"
+			cfg.API.DeveloperSecretAccessKey = "developer-test-secret"
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		logs, ready, done := runApp(ctx, cfg)
+		select {
+		case <-ready:
+		case err := <-done:
+			cancel()
+			t.Fatalf("role %s: Run: %v", tt.role, err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("role %s: Run: %v", tt.role, err)
+		}
+		got := logs.Lines("no developer credentials")
+		switch {
+		case !tt.warns && len(got) != 0:
+			t.Errorf("role %s, developer credentials %v: want no warning, got:\n%s", tt.role, tt.creds, logs)
+		case tt.warns && len(got) != 1:
+			t.Errorf("role %s: want one warning about developer credentials, got %d:\n%s", tt.role, len(got), logs)
+		case tt.warns:
+			for _, want := range []string{`"level":"warn"`, "pushsyncctl", "api.developer_access_key_id", "api.developer_secret_access_key",
+				"PUSHSYNC_API_DEVELOPER_ACCESS_KEY_ID", "PUSHSYNC_API_DEVELOPER_SECRET_ACCESS_KEY"} {
+				if !strings.Contains(got[0], want) {
+					t.Errorf("role %s: the warning lacks %s:\n%s", tt.role, want, got[0])
+				}
+			}
+		}
+	}
+}
+
 // From the moment a stop begins, /readyz answers 503, so that load
 // balancers send no new work to a process that is draining.
 func TestReadyzFailsOnceStopping(t *testing.T) {

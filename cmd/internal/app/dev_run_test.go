@@ -67,6 +67,10 @@ func TestDevStackDeliversTheSampleChanges(t *testing.T) {
 	if got := logs.Lines(`"expected_pushes":3`); len(got) == 0 {
 		t.Errorf("no sample change announced with expected_pushes 3; log:\n%s", logs)
 	}
+	// It makes developer credentials of its own, so has none to warn of.
+	if got := logs.Lines("no developer credentials"); len(got) != 0 {
+		t.Errorf("the dev stack warns of missing developer credentials:\n%s", strings.Join(got, "\n"))
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("pushsyncd dev stopped with %v", err)
