@@ -138,7 +138,7 @@ var invalidFixtures = map[string]struct {
 	"invalid_unknown_key_merged.yaml":    {want: "config: testdata/invalid_unknown_key_merged.yaml:2: log.colour: unknown key; log has level, format"},
 	"invalid_unknown_section.yaml":       {want: "config: testdata/invalid_unknown_section.yaml:1: dispacher: unknown key; did you mean dispatcher?"},
 	"invalid_duplicate_key.yaml":         {want: "config: testdata/invalid_duplicate_key.yaml:3: log.level: given twice; the first is at line 2"},
-	"invalid_syntax.yaml":                {want: "config: testdata/invalid_syntax.yaml:2: invalid YAML: did not find expected key", substr: true},
+	"invalid_syntax.yaml":                {want: "config: testdata/invalid_syntax.yaml:3: invalid YAML: did not find expected key", substr: true},
 	// The YAML library says "found character that cannot start any token",
 	// or names the line before the tab, without saying that YAML takes no tabs.
 	"invalid_tab_indent.yaml":             {want: "config: testdata/invalid_tab_indent.yaml:3: invalid YAML: indented with a tab; YAML indents with spaces only"},
@@ -340,6 +340,22 @@ config: dispatcher.retry_budget: must be from 0s to less than dispatcher.ack_wai
 		want := "config: line 2: redis.db: must be an integer, got \"x\"\nconfig: line 3: redis.pool_size: must be an integer, got \"y\""
 		if err == nil || err.Error() != want {
 			t.Errorf("error\n%v\nwant\n%s", err, want)
+		}
+	})
+	t.Run("syntax errors at their line", func(t *testing.T) {
+		// The YAML library names no line for the first, and counts its
+		// parser's lines from 0, its scanner's from 1.
+		for data, want := range map[string]string{
+			"@role: api\n":                      "config: line 1: invalid YAML: found character that cannot start any token",
+			"role: api\n@log: x\n":              "config: line 2: invalid YAML: found character that cannot start any token",
+			"role: api\nlog: [1\n":              "config: line 2: invalid YAML: did not find expected ',' or ']'",
+			"role: api\nlog: x\n- y\n":          "config: line 3: invalid YAML: did not find expected key",
+			"log:\n  level: info\n format: x\n": "config: line 3: invalid YAML: did not find expected key",
+			"role: api\nlog: x\n  level: y\n":   "config: line 3: invalid YAML: mapping values are not allowed in this context",
+		} {
+			if _, err := Parse([]byte(data), nil, ""); err == nil || err.Error() != want {
+				t.Errorf("%q: error %v, want %s", data, err, want)
+			}
 		}
 	})
 	t.Run("a tab before the first key", func(t *testing.T) {

@@ -440,9 +440,8 @@ func (s yamlSource) yamlError(err error, data []byte, lines map[int]string) erro
 		if line := tabIndented(data, err.Error()); line > 0 {
 			return fmt.Errorf("config: %s: invalid YAML: indented with a tab; YAML indents with spaces only", s.at(line))
 		}
-		if m := yamlSyntax.FindStringSubmatch(err.Error()); m != nil {
-			line, _ := strconv.Atoi(m[1])
-			return fmt.Errorf("config: %s: invalid YAML: %s", s.at(line), m[2])
+		if line, msg := syntaxLine(err.Error()); line > 0 {
+			return fmt.Errorf("config: %s: invalid YAML: %s", s.at(line), msg)
 		}
 		if s == "" {
 			return fmt.Errorf("config: %w", err)
@@ -461,6 +460,40 @@ func (s yamlSource) yamlError(err error, data []byte, lines map[int]string) erro
 	}
 	return errors.Join(errs...)
 }
+
+// yamlParserErrors are the syntax errors of the YAML library's parser, as
+// against its scanner's: the library gives their line counted from 0 (the
+// scanner's from 1), and none for the first line.
+var yamlParserErrors = map[string]bool{
+	"did not find expected key": true, "did not find expected node content": true,
+	"did not find expected '-' indicator": true, "did not find expected ',' or ']'": true,
+	"did not find expected ',' or '}'": true, "did not find expected <document start>": true,
+	"did not find expected <stream-start>": true, "found duplicate %YAML directive": true,
+	"found duplicate %TAG directive": true, "found incompatible YAML document": true,
+	"found undefined tag handle": true,
+}
+
+// syntaxLine returns the line, counted from 1, and the message of the YAML
+// library's syntax error msg, or 0 if msg is not one. The library leaves
+// the line out of one on the first line, and counts a parser error's from
+// 0. Its decoder's errors (an unknown anchor…) are no syntax errors.
+func syntaxLine(msg string) (int, string) {
+	if m := yamlSyntax.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		if yamlParserErrors[m[2]] {
+			line++
+		}
+		return line, m[2]
+	}
+	msg, ok := strings.CutPrefix(msg, "yaml: ")
+	if ok && (yamlParserErrors[msg] || yamlScannerError.MatchString(msg)) {
+		return 1, msg
+	}
+	return 0, ""
+}
+
+// yamlScannerError matches the problems the YAML library's scanner reports.
+var yamlScannerError = regexp.MustCompile(`^(found (character|unexpected|unknown|invalid|extremely|an indentation|a tab)|did not find (expected|the expected)|could not find expected|mapping (values|keys) are not allowed|block sequence entries are not allowed|exceeded max depth)`)
 
 // tabIndented returns the line of data whose indentation holds the tab that
 // caused the YAML library's syntax error msg, or 0 if a tab did not cause it.
