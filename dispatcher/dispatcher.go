@@ -289,7 +289,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		d.log.Error().Err(err).Dur("retry_in", backoff).Msg("event consumption stopped; restarting")
+		d.log.Error().Err(err).Stringer("retry_in", backoff).Msg("event consumption stopped; restarting")
 		select {
 		case <-ctx.Done():
 			return nil
@@ -658,7 +658,7 @@ func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, m
 		keep.stop()
 		d.settle(msg.Term(), log) // bare, as for a malformed event: the reason is logged and in the dead letter
 	default:
-		log.Info().Dur("delay", delay).Uint64("deliveries", delivered).Msg("event will be retried")
+		log.Info().Stringer("delay", delay.Round(time.Millisecond)).Uint64("deliveries", delivered).Msg("event will be retried")
 		if deferral && md != nil {
 			if err := d.noteUntried(md); err != nil {
 				log.Warn().Err(err).Msg("could not note a deferral for the push budget; it counts as a try")
@@ -1212,7 +1212,7 @@ func (d *Dispatcher) suspend(t target, perr *Error) {
 		s = &suspension{}
 		d.suspended[r] = s
 		d.nSuspended.Add(1)
-		d.log.Error().Str("app", r.app).Str("platform", string(r.platform)).Int64("revision", t.app.Revision).Str("reason", perr.Reason).Dur("for", d.opts.ConfigBackoff).
+		d.log.Error().Str("app", r.app).Str("platform", string(r.platform)).Int64("revision", t.app.Revision).Str("reason", perr.Reason).Stringer("for", d.opts.ConfigBackoff).
 			Msg("platform app refused by its push service; not sending through it until it is fixed")
 	}
 	s.until = time.Now().Add(d.opts.ConfigBackoff)

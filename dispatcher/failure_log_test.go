@@ -1,9 +1,11 @@
 package dispatcher_test
 
 import (
+	"encoding/json"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -45,6 +47,21 @@ func TestPushFailuresAreNotLoggedOneByOne(t *testing.T) {
 	if kinds[`"reason":"UNAVAILABLE"`] != 1 || kinds[`"reason":"ServiceUnavailable"`] != 2 || len(lines) != 3 {
 		t.Errorf("%d lines logged for %v FCM and %v APNs failures, want one per kind (FCM, APNS, APNS_SANDBOX):\n%s",
 			len(lines), fcm, apns, strings.Join(lines, ""))
+	}
+	// The wait before the next try says its unit: a bare number (zerolog's
+	// milliseconds) reads as seconds as easily.
+	retried := e.logs.Lines("event will be retried")
+	if len(retried) == 0 {
+		t.Fatal("no event will be retried line")
+	}
+	for _, l := range retried {
+		var line struct{ Delay string }
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if d, err := time.ParseDuration(line.Delay); err != nil || d <= 0 {
+			t.Errorf("retry line's delay %q is not a duration with its unit: %s", line.Delay, l)
+		}
 	}
 }
 

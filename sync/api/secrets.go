@@ -46,6 +46,6 @@ func (s *Server) resealSecrets(r *request) (any, error) {
 	}
 	log.Info().Int("apps", rep.Apps.Total).Int("apps_resealed", rep.Apps.Resealed).Int("apps_unreadable", rep.Apps.Unreadable).
 		Int("credentials", rep.Credentials.Total).Int("credentials_resealed", rep.Credentials.Resealed).
-		Int("credentials_unreadable", rep.Credentials.Unreadable).Dur("took", time.Since(start)).Msg("secrets resealed under the current master key")
+		Int("credentials_unreadable", rep.Credentials.Unreadable).Stringer("took", time.Since(start).Round(time.Millisecond)).Msg("secrets resealed under the current master key")
 	return rep, nil
 }

@@ -618,7 +618,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc event.StreamCo
 		if ctx.Err() != nil {
 			return false
 		}
-		log.Error().Err(err).Dur("retry_in", wait).Msg("event stream not available")
+		log.Error().Err(err).Stringer("retry_in", wait).Msg("event stream not available")
 		select {
 		case <-ctx.Done():
 			return false
