@@ -661,3 +661,37 @@ func TestIsIdentityRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestGoogleIssuerWithoutScheme: Google's ID tokens carry its issuer with
+// or without https:// (Google's OpenID Connect guide), and either is a
+// login to a pool whose provider is https://accounts.google.com, the same
+// login; another provider's issuer without its scheme is not its issuer.
+func TestGoogleIssuerWithoutScheme(t *testing.T) {
+	e := newEnv(t)
+	p, err := e.reg.CreateIdentityPool(context.Background(), "us-east-1", registry.IdentityPool{Name: "google", OpenIDProviders: []registry.OpenIDProvider{
+		{Issuer: "https://accounts.google.com", ClientIDs: []string{clientID}, JWKSURL: e.idp.issuer("realm1") + "/.well-known/jwks.json"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	google := func(iss string) map[string]string {
+		c := e.claims("alice")
+		c["iss"] = iss
+		return map[string]string{"accounts.google.com": sign(t, jwt.SigningMethodRS256, "r1-rsa", rsa1, c)}
+	}
+	withScheme, err := e.getID(p.ID, google("https://accounts.google.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, err := e.getID(p.ID, google("accounts.google.com"))
+	if err != nil {
+		t.Fatalf("a Google token whose iss is accounts.google.com: %v", err)
+	}
+	if without != withScheme {
+		t.Errorf("the same Google account got %s with iss https://accounts.google.com and %s without the scheme", withScheme, without)
+	}
+	c := e.claims("alice")
+	c["iss"] = e.idp.name("realm1")
+	_, err = e.getID(e.authPool.ID, e.realm1(sign(t, jwt.SigningMethodRS256, "r1-rsa", rsa1, c)))
+	wantError(t, err, "NotAuthorizedException", 400, "Issuer doesn't match providerName.")
+}

@@ -107,10 +107,21 @@ func tokenHeader(token string) (alg, kid string, e *Error) {
 	return hdr.Alg, hdr.Kid, nil
 }
 
+// googleIssuer is Google's issuer, whose ID tokens carry it in iss with or
+// without its scheme, "accounts.google.com" too (Google's OpenID Connect
+// guide, "Validating an ID token").
+const googleIssuer = "https://accounts.google.com"
+
+// issuerMatches reports whether a token's iss names the provider whose
+// issuer is issuer.
+func issuerMatches(iss, issuer string) bool {
+	return iss == issuer || (issuer == googleIssuer && iss == strings.TrimPrefix(googleIssuer, "https://"))
+}
+
 // checkClaims checks iss, aud, azp, exp, iat, nbf and sub of a token whose
 // signature is valid.
 func (h *Handler) checkClaims(c jwt.MapClaims, op *registry.OpenIDProvider) (login, *Error) {
-	if iss, _ := c["iss"].(string); iss != op.Issuer {
+	if iss, _ := c["iss"].(string); !issuerMatches(iss, op.Issuer) {
 		return login{}, invalidToken("Issuer doesn't match providerName.")
 	}
 	auds := audiences(c["aud"])
