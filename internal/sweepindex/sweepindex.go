@@ -217,11 +217,28 @@ type Claimed struct {
 // ClaimHashes claims as Claim does, and reads in one pipeline the hash
 // that each member names (key returns its key, false for a member that
 // names none). Members whose hash is empty, or that name none, have no
-// work pending, and are settled done at once; it returns the others.
+// work pending, and are settled done at once; it returns the others. A
+// claim that finds only such members is followed by another, until one
+// finds work or claims nothing: most notes are of writes that did their
+// work themselves, and a sweep that took an empty answer for the end of
+// the index would leave the rest of it, work included, for its next run,
+// the index growing whenever more identities are noted between two
+// sweeps than one claim takes.
 func (x *Index) ClaimHashes(ctx context.Context, limit int, lease time.Duration, key func(member string) (string, bool)) ([]Claimed, error) {
+	for {
+		out, claimed, err := x.claimHashes(ctx, limit, lease, key)
+		if err != nil || len(out) > 0 || claimed == 0 {
+			return out, err
+		}
+	}
+}
+
+// claimHashes is one claim of ClaimHashes; it also returns how many
+// members it claimed.
+func (x *Index) claimHashes(ctx context.Context, limit int, lease time.Duration, key func(member string) (string, bool)) ([]Claimed, int, error) {
 	claims, err := x.Claim(ctx, limit, lease)
 	if err != nil || len(claims) == 0 {
-		return nil, err
+		return nil, 0, err
 	}
 	cmds := make([]*redis.MapStringStringCmd, len(claims))
 	_, err = x.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -234,7 +251,7 @@ func (x *Index) ClaimHashes(ctx context.Context, limit int, lease time.Duration,
 	})
 	if err != nil {
 		// Left claimed: the next claim after the lease finds them.
-		return nil, fmt.Errorf("read what the sweep index names: %w", err)
+		return nil, len(claims), fmt.Errorf("read what the sweep index names: %w", err)
 	}
 	var (
 		out   []Claimed
@@ -247,7 +264,7 @@ func (x *Index) ClaimHashes(ctx context.Context, limit int, lease time.Duration,
 		}
 		out = append(out, Claimed{Claim: c, Hash: cmds[i].Val()})
 	}
-	return out, x.Settle(ctx, empty, nil)
+	return out, len(claims), x.Settle(ctx, empty, nil)
 }
 
 // settleScript ends claims that are still held: of KEYS[1], the members in
