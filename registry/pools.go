@@ -138,10 +138,17 @@ func (p OpenIDProvider) KeysURL() string {
 }
 
 // Provider returns the pool's OpenID Connect provider of the given name (see
-// OpenIDProvider.Name), and whether there is one.
+// OpenIDProvider.Name), and whether there is one. A name matches an issuer
+// that ends in "/" with or without it (Auth0's issuers end in one, and apps
+// name the provider "tenant.auth0.com"); an exact match comes first.
 func (p *IdentityPool) Provider(name string) (OpenIDProvider, bool) {
 	for _, op := range p.OpenIDProviders {
 		if op.Name() == name {
+			return op, true
+		}
+	}
+	for _, op := range p.OpenIDProviders {
+		if strings.TrimSuffix(op.Name(), "/") == strings.TrimSuffix(name, "/") {
 			return op, true
 		}
 	}

@@ -47,6 +47,16 @@ func TestIdentityPoolLifecycle(t *testing.T) {
 	if !ok || op.KeysURL() != poolsIssuer+"/.well-known/jwks.json" {
 		t.Fatalf("provider lookup: %+v %v", op, ok)
 	}
+	// An issuer ending in "/", as Auth0's do, is named with or without it.
+	slashed := registry.IdentityPool{OpenIDProviders: []registry.OpenIDProvider{{Issuer: "https://tenant.auth0.com/"}}}
+	for _, name := range []string{"tenant.auth0.com/", "tenant.auth0.com"} {
+		if op, ok := slashed.Provider(name); !ok || op.Issuer != "https://tenant.auth0.com/" {
+			t.Errorf("provider %q of an issuer ending in /: %+v %v", name, op, ok)
+		}
+	}
+	if _, ok := slashed.Provider("tenant.auth0.co"); ok {
+		t.Error("provider tenant.auth0.co matched the issuer https://tenant.auth0.com/")
+	}
 	got, err := r.IdentityPool(ctx, p.ID)
 	if err != nil || got.Name != p.Name || !got.AllowUnauthenticated || !got.CreatedAt.Equal(p.CreatedAt) || len(got.OpenIDProviders) != 1 {
 		t.Fatalf("IdentityPool: %+v %v", got, err)
