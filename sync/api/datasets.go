@@ -33,6 +33,9 @@ type Store interface {
 // Relay publishes a committed change; *relay.Relay is one.
 type Relay interface {
 	Deliver(ctx context.Context, c store.Change) error
+	// CatchUp publishes an identity's changes left behind, after a write
+	// of it the store refused.
+	CatchUp(ctx context.Context, pool, identity string)
 }
 
 // epoch is a time written as epoch seconds with milliseconds, the form
@@ -262,6 +265,7 @@ func (s *Server) updateRecords(r *request) (any, error) {
 	}
 	recs, change, err := s.store.UpdateRecords(r.Context(), u)
 	if err != nil {
+		s.refused(r, pool, identity, err)
 		return nil, storeError(err)
 	}
 	if len(recs) > 0 {
@@ -289,6 +293,16 @@ func (s *Server) deliver(r *request, c store.Change) {
 	}
 }
 
+// refused has the relay publish the identity's changes left behind after
+// the store refused a write of it (err), which published nothing: a client
+// that retries a refused write keeps the identity out of the sweep's reach.
+func (s *Server) refused(r *request, pool, identity string, err error) {
+	if s.opts.Relay == nil || !(errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrLimitExceeded) || errors.Is(err, store.ErrDatasetNotFound)) {
+		return
+	}
+	s.opts.Relay.CatchUp(context.WithoutCancel(r.Context()), pool, identity)
+}
+
 func (s *Server) describeDataset(r *request) (any, error) {
 	pool, identity, dataset, _, err := labels(r)
 	if err != nil {
@@ -314,6 +328,7 @@ func (s *Server) deleteDataset(r *request) (any, error) {
 	}
 	d, change, err := s.store.DeleteDataset(r.Context(), pool, identity, dataset, identity)
 	if err != nil {
+		s.refused(r, pool, identity, err)
 		return nil, storeError(err)
 	}
 	s.deliver(r, change)

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go/aws"
+	"github.com/aws/aws-sdk-go/aws/awserr"
 	"github.com/aws/aws-sdk-go/service/cognitosync"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pushsync/pushsync/internal/secretbox"
@@ -27,6 +29,46 @@ import (
 // A change of it whose publish failed is published by its next writes
 // instead, while they go on, not once the identity goes quiet.
 func TestChangeLeftBehindByABusyIdentityIsPublishedByItsNextWrites(t *testing.T) {
+	lb := leaveBehind(t)
+	lb.whileWriting(func() {
+		lb.update("busy", 0)
+		if _, err := lb.dev.DeleteDataset(&cognitosync.DeleteDatasetInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String("busy")}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// A write the store refuses notes its identity in the sweep index as any
+// write does, which keeps a sweep from claiming it, and publishes nothing:
+// a client retrying a refused write every second, here one with a stale
+// sync count, must not hold back the identity's change left behind.
+func TestChangeLeftBehindIsPublishedByRefusedWrites(t *testing.T) {
+	lb := leaveBehind(t)
+	lb.update("busy", 0)
+	lb.whileWriting(func() {
+		_, err := lb.write("busy", 0)
+		if ae, ok := err.(awserr.Error); !ok || ae.Code() != "ResourceConflictException" {
+			t.Fatalf("a write with a stale sync count: %v, want ResourceConflictException", err)
+		}
+	})
+}
+
+// leftBehind is alice's change of dataset "stuck", committed while NATS was
+// unreachable and left unpublished, and what it takes to write more.
+type leftBehind struct {
+	t      *testing.T
+	ctx    context.Context
+	st     *store.Store
+	js     jetstream.JetStream
+	dev    *cognitosync.CognitoSync
+	window time.Duration
+	stream string
+	prefix string
+}
+
+// leaveBehind starts the API with a relay and its sweep, and leaves a
+// change of alice's unpublished.
+func leaveBehind(t *testing.T) *leftBehind {
 	ctx := context.Background()
 	const window = 2 * time.Second
 	rdb, prefix := testenv.Redis(t)
@@ -46,24 +88,11 @@ func TestChangeLeftBehindByABusyIdentityIsPublishedByItsNextWrites(t *testing.T)
 	t.Cleanup(ts.Close)
 	f := &fixture{t: t, rdb: rdb, prefix: prefix, reg: reg, ts: ts}
 	createPool(t, reg)
-	dev := f.developer()
+	lb := &leftBehind{t: t, ctx: ctx, st: st, js: js, dev: f.developer(), window: window, stream: stream, prefix: subject}
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = rel.Run(rctx) }()
-	defer func() { cancel(); <-done }()
-
-	update := func(dataset string) {
-		t.Helper()
-		listed, err := dev.ListRecords(&cognitosync.ListRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String(dataset)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := dev.UpdateRecords(&cognitosync.UpdateRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice),
-			DatasetName: aws.String(dataset), SyncSessionToken: listed.SyncSessionToken, DeviceId: aws.String("device-of-alice"),
-			RecordPatches: []*cognitosync.RecordPatch{{Op: aws.String("replace"), Key: aws.String("k"), Value: aws.String("v"), SyncCount: aws.Int64(0)}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	t.Cleanup(func() { cancel(); <-done })
 
 	// NATS stops: a publish finds it so, and alice's change of "stuck"
 	// right after is left unpublished, not even tried (a publish tried
@@ -78,29 +107,52 @@ func TestChangeLeftBehindByABusyIdentityIsPublishedByItsNextWrites(t *testing.T)
 	if err := rel.Deliver(ctx, other); err == nil {
 		t.Fatal("a change was published with NATS stopped")
 	}
-	update("stuck")
+	lb.update("stuck", 0)
 	if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 1 {
 		t.Fatalf("alice's outbox after her write with NATS unreachable: %+v (%v), want its marker", cs, err)
 	}
 	nsrv.Restart()
+	return lb
+}
 
+// write writes alice's record k of dataset with the given sync count, in a
+// session of its own.
+func (lb *leftBehind) write(dataset string, syncCount int64) (*cognitosync.UpdateRecordsOutput, error) {
+	listed, err := lb.dev.ListRecords(&cognitosync.ListRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String(dataset)})
+	if err != nil {
+		lb.t.Fatal(err)
+	}
+	return lb.dev.UpdateRecords(&cognitosync.UpdateRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice),
+		DatasetName: aws.String(dataset), SyncSessionToken: listed.SyncSessionToken, DeviceId: aws.String("device-of-alice"),
+		RecordPatches: []*cognitosync.RecordPatch{{Op: aws.String("replace"), Key: aws.String("k"), Value: aws.String("v"), SyncCount: aws.Int64(syncCount)}}})
+}
+
+func (lb *leftBehind) update(dataset string, syncCount int64) {
+	lb.t.Helper()
+	if _, err := lb.write(dataset, syncCount); err != nil {
+		lb.t.Fatal(err)
+	}
+}
+
+// whileWriting calls write every second, for twice the sweep window and
+// more, until the change left behind is on the stream; it fails the test
+// if it never is.
+func (lb *leftBehind) whileWriting(write func()) {
+	t := lb.t
 	onStream := func() bool {
-		s, err := js.Stream(ctx, stream)
+		s, err := lb.js.Stream(lb.ctx, lb.stream)
 		if err != nil {
 			return false
 		}
-		msg, err := s.GetLastMsgForSubject(ctx, event.Subject(subject, &event.DatasetChanged{IdentityPoolID: pool, IdentityID: alice, DatasetName: "stuck"}))
+		msg, err := s.GetLastMsgForSubject(lb.ctx, event.Subject(lb.prefix, &event.DatasetChanged{IdentityPoolID: pool, IdentityID: alice, DatasetName: "stuck"}))
 		return err == nil && msg != nil
 	}
 	start := time.Now()
-	for time.Since(start) < 2*window+2*time.Second {
-		update("busy")
-		if _, err := dev.DeleteDataset(&cognitosync.DeleteDatasetInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String("busy")}); err != nil {
-			t.Fatal(err)
-		}
+	for time.Since(start) < 2*lb.window+2*time.Second {
+		write()
 		if onStream() {
 			t.Logf("the change left behind was on the stream %v after the writes resumed", time.Since(start).Round(time.Millisecond))
-			if cs, err := st.PendingChanges(ctx, pool, alice); err != nil || len(cs) != 0 {
+			if cs, err := lb.st.PendingChanges(lb.ctx, pool, alice); err != nil || len(cs) != 0 {
 				t.Errorf("alice's outbox: %+v (%v), want every marker cleared", cs, err)
 			}
 			return

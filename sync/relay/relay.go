@@ -14,7 +14,7 @@
 // window, the changes left behind by an identity that keeps writing are
 // published by its writes instead: once Deliver has published its own
 // change, it publishes those its commit found (Change.OthersSince), in the
-// same way. While NATS is unreachable, neither waits for it: a sweep stops
+// same way, and CatchUp does so after a write the store refused. While NATS is unreachable, neither waits for it: a sweep stops
 // publishing at the first publish that finds it so, and for a sweep
 // interval after one, the request path leaves its changes to the sweep.
 // Changes left behind are those committed at least Grace ago: a change
@@ -176,6 +176,24 @@ func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
 		cancel()
 	}
 	return nil
+}
+
+// CatchUp publishes the changes of pool's identity left behind, those
+// committed at least Grace ago, as Deliver does after a change of its own:
+// for a write the store refused (a conflict, a limit, a dataset not
+// found). Such a write noted the identity in the sweep index, which keeps
+// a sweep from claiming it for twice the store's sweep window, and
+// published nothing; a client retrying a refused write without pause
+// would hold back the identity's changes left behind for as long as it
+// retried. Within PublishTimeout; for an Interval after a publish found
+// NATS unreachable, it does nothing, and errors are logged.
+func (r *Relay) CatchUp(ctx context.Context, pool, identity string) {
+	if at := r.unreachableAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
+	defer cancel()
+	r.catchUp(cctx, pool, identity)
 }
 
 // catchUp publishes the changes of one identity left behind, those
