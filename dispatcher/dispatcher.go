@@ -555,9 +555,10 @@ func (d *Dispatcher) handle(runCtx context.Context, msg jetstream.Msg, keep *inP
 // process fans one event out and acks, naks or dead-letters its message,
 // and returns the event's result, whether msg was handed back untried, and
 // the least wait the services asked for before a retry (Retry-After, or
-// the suspension of a refused app). keep holds msg in progress; it is stopped before msg is settled. When
-// runCtx ends, the pushes under way finish and those not begun are not
-// begun: an event they were left to is handed back to the broker untried.
+// the suspension of a refused app). keep holds msg in progress; it is
+// stopped before msg is settled. When runCtx ends, the pushes under way
+// finish and those not begun are not begun: an event they were left to is
+// handed back to the broker untried.
 func (d *Dispatcher) process(runCtx context.Context, ev *event.DatasetChanged, msg jetstream.Msg, keep *inProgress) (result string, untried bool, retryAfter time.Duration) {
 	ctx := context.WithoutCancel(runCtx)
 	start := d.opts.Now()
