@@ -22,13 +22,7 @@ func TestShutdownHandsBackEveryOriginsCoalescedEvent(t *testing.T) {
 	stop := e.start(t, func(o *dispatcher.Options) { one(o); o.CoalesceWindow = time.Minute })
 	e.publish(t, "settings", 5, second)
 	e.publish(t, "settings", 6, e.origin.ID)
-	deadline := time.Now().Add(5 * time.Second)
-	for gaugeValue(t, e, "pushsync_events_coalescing") != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("pushsync_events_coalescing = %v, want both events in the window", gaugeValue(t, e, "pushsync_events_coalescing"))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitCoalescing(t, 2)
 	stop()
 
 	e.start(t, one)

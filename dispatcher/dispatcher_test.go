@@ -829,6 +829,19 @@ func gaugeValue(t *testing.T, e *env, name string) float64 {
 	return gaugeIn(t, e.metrics, name)
 }
 
+// waitCoalescing waits until the dispatcher holds n events for coalescing
+// (pushsync_events_coalescing).
+func (e *env) waitCoalescing(t *testing.T, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for gaugeValue(t, e, "pushsync_events_coalescing") != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pushsync_events_coalescing = %v, want %v events in the window", gaugeValue(t, e, "pushsync_events_coalescing"), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // gaugeIn returns the value of the gauge name in reg, -1 if there is none.
 func gaugeIn(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	mfs, err := reg.Gather()
@@ -960,13 +973,7 @@ func TestShutdownHandsBackCoalescedEvents(t *testing.T) {
 	e.publish(t, "settings", 6, e.origin.ID)
 	// Both events wait in the window, not one of them on its way to the
 	// worker when it stops.
-	deadline := time.Now().Add(5 * time.Second)
-	for gaugeValue(t, e, "pushsync_events_coalescing") != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("pushsync_events_coalescing = %v, want both events in the window", gaugeValue(t, e, "pushsync_events_coalescing"))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	e.waitCoalescing(t, 2)
 	stop()
 	if got := e.allTokens(); len(got) != 0 {
 		t.Fatalf("pushed to %v after the stop", got)

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pushsync/pushsync/internal/testenv"
 	"github.com/pushsync/pushsync/registry"
 )
 
@@ -18,12 +16,8 @@ import (
 // pool that took hours does not let the next one start hours early. The
 // refusal says when the next may start.
 func TestBulkPublishIntervalCountsFromTheCompletion(t *testing.T) {
-	rdb, prefix := testenv.Redis(t)
 	start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	var now atomic.Int64
-	now.Store(start.UnixNano())
-	at := func(d time.Duration) { now.Store(start.Add(d).UnixNano()) }
-	r := registry.New(rdb, registry.Options{KeyPrefix: prefix, Now: func() time.Time { return time.Unix(0, now.Load()).UTC() }})
+	r, at := clockedRegistry(t, start)
 	ctx := context.Background()
 	const day = 24 * time.Hour
 

@@ -22,17 +22,22 @@ import (
 	"github.com/pushsync/pushsync/sync/store"
 )
 
-// newDatasetFixture is newFixture with a dataset store on the test Redis.
-func newDatasetFixture(t *testing.T) *fixture {
+// newDatasetFixture is newFixture with a dataset store on the test Redis;
+// mutate, if given, changes the API's options.
+func newDatasetFixture(t *testing.T, mutate ...func(*api.Options)) *fixture {
 	t.Helper()
 	rdb, prefix := testenv.Redis(t)
 	f := &fixture{t: t, rdb: rdb, prefix: prefix}
 	f.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-	srv, err := api.New(f.reg, api.Options{
+	opts := api.Options{
 		DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
 		Store:           store.New(rdb, store.Options{KeyPrefix: prefix}),
 		SessionTokenKey: []byte("session-token-key-for-tests"),
-	}, zerolog.New(zerolog.NewTestWriter(t)), nil)
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	srv, err := api.New(f.reg, opts, zerolog.New(zerolog.NewTestWriter(t)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,20 +119,7 @@ func TestUpdateRecordsBodyOfWrongShape(t *testing.T) {
 func TestLargestValueEscaped(t *testing.T) {
 	value := strings.Repeat("\x01", store.MaxValueLen)
 	for _, limit := range []int64{0, int64(config.Default().API.MaxBodyBytes)} {
-		rdb, prefix := testenv.Redis(t)
-		f := &fixture{t: t, rdb: rdb, prefix: prefix}
-		f.reg = registry.New(rdb, registry.Options{KeyPrefix: prefix, Secrets: secretbox.NewRandom()})
-		srv, err := api.New(f.reg, api.Options{
-			DeveloperAccessKeyID: devKey, DeveloperSecretAccessKey: devSecret,
-			Store:           store.New(rdb, store.Options{KeyPrefix: prefix}),
-			SessionTokenKey: []byte("session-token-key-for-tests"),
-			MaxBodyBytes:    limit,
-		}, zerolog.New(io.Discard), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.ts = httptest.NewServer(srv.Handler())
-		createPool(t, f.reg)
+		f := newDatasetFixture(t, func(o *api.Options) { o.MaxBodyBytes = limit })
 		dev := f.developer()
 		in := &cognitosync.ListRecordsInput{IdentityPoolId: aws.String(pool), IdentityId: aws.String(alice), DatasetName: aws.String("settings")}
 		first, err := dev.ListRecords(in)
