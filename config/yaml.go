@@ -437,10 +437,10 @@ var (
 func (s yamlSource) yamlError(err error, data []byte, lines map[int]string) error {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		if line := tabIndented(data, err.Error()); line > 0 {
-			return fmt.Errorf("config: %s: invalid YAML: indented with a tab; YAML indents with spaces only", s.at(line))
-		}
 		if line, msg := syntaxLine(err.Error()); line > 0 {
+			if tab := tabIndented(data, line, msg); tab > 0 {
+				return fmt.Errorf("config: %s: invalid YAML: indented with a tab; YAML indents with spaces only", s.at(tab))
+			}
 			return fmt.Errorf("config: %s: invalid YAML: %s", s.at(line), msg)
 		}
 		if s == "" {
@@ -496,18 +496,12 @@ func syntaxLine(msg string) (int, string) {
 var yamlScannerError = regexp.MustCompile(`^(found (character|unexpected|unknown|invalid|extremely|an indentation|a tab)|did not find (expected|the expected)|could not find expected|mapping (values|keys) are not allowed|block sequence entries are not allowed|exceeded max depth)`)
 
 // tabIndented returns the line of data whose indentation holds the tab that
-// caused the YAML library's syntax error msg, or 0 if a tab did not cause it.
-// The library does not say so when a tab starts the line ("found character
-// that cannot start any token", at the tab's line, or without a line on the
-// first); when it does say tab, it gives the line where the value before the
-// tab starts, which may be earlier.
-func tabIndented(data []byte, msg string) int {
-	msg, _ = strings.CutPrefix(msg, "yaml: ")
-	from := 1
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		from, _ = strconv.Atoi(m[1])
-		msg = m[2]
-	}
+// caused the YAML library's syntax error msg, at line from (see
+// syntaxLine), or 0 if a tab did not cause it. The library does not say so
+// when a tab starts the line ("found character that cannot start any
+// token", at the tab's line); when it does say tab, it gives the line where
+// the value before the tab starts, which may be earlier.
+func tabIndented(data []byte, from int, msg string) int {
 	onlyFrom := msg == "found character that cannot start any token"
 	if !onlyFrom && !strings.Contains(msg, "tab character") {
 		return 0
