@@ -163,7 +163,7 @@ var ErrUnreachable = errors.New("relay: NATS was unreachable at a publish moment
 // Their errors are logged, not returned: c is published, and they stay for
 // the identity's next write or a sweep.
 func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
-	if at := r.unreachableAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval {
+	if r.unreachableLately() {
 		return fmt.Errorf("publish %s/%s/%s@%d: %w", c.IdentityPoolID, c.IdentityID, c.DatasetName, c.SyncCount, ErrUnreachable)
 	}
 	deadline := time.Now().Add(r.opts.PublishTimeout)
@@ -178,6 +178,13 @@ func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
 	return nil
 }
 
+// unreachableLately reports whether a publish found NATS unreachable within
+// the last Interval, none having succeeded since.
+func (r *Relay) unreachableLately() bool {
+	at := r.unreachableAt.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval
+}
+
 // CatchUp publishes the changes of pool's identity left behind, those
 // committed at least Grace ago, as Deliver does after a change of its own:
 // for a write the store refused (a conflict, a limit, a dataset not
@@ -188,7 +195,7 @@ func (r *Relay) Deliver(ctx context.Context, c store.Change) error {
 // retried. Within PublishTimeout; for an Interval after a publish found
 // NATS unreachable, it does nothing, and errors are logged.
 func (r *Relay) CatchUp(ctx context.Context, pool, identity string) {
-	if at := r.unreachableAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < r.opts.Interval {
+	if r.unreachableLately() {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.opts.PublishTimeout)
